@@ -1,0 +1,177 @@
+/**
+ * Every error Constellation raises on purpose. Each class has a stable `code` that callers
+ * (the CLI, the HTTP API, other modules) switch on; nothing matches on message text.
+ * Raw errors from outside (SQLite, etcd/gRPC) are turned into these in one place per adapter.
+ */
+
+export type ErrorCode =
+  | "INVALID_ARGUMENT"
+  | "STORE_EMPTY_KEY"
+  | "STORE_KEY_TOO_LARGE"
+  | "STORE_VALUE_TOO_LARGE"
+  | "STORE_REQUEST_TOO_LARGE"
+  | "STORE_INVALID_RANGE"
+  | "STORE_TOO_MANY_OPS"
+  | "STORE_DUPLICATE_KEY"
+  | "STORE_LEASE_NOT_FOUND"
+  | "STORE_INVALID_TTL"
+  | "STORE_COMPACTED"
+  | "STORE_FUTURE_REVISION"
+  | "STORE_CLOSED"
+  | "STORE_UNAVAILABLE"
+  | "STORE_CORRUPT"
+  | "ELECTION_NOT_LEADER";
+
+export class ConstellationError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+export class InvalidArgumentError extends ConstellationError {
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super("INVALID_ARGUMENT", message);
+    this.field = field;
+  }
+}
+
+export class EmptyKeyError extends ConstellationError {
+  constructor() {
+    super("STORE_EMPTY_KEY", "key must not be empty: give a non-empty key (keys are UTF-8 strings)");
+  }
+}
+
+export class KeyTooLargeError extends ConstellationError {
+  readonly size: number;
+  readonly limit: number;
+  constructor(size: number, limit: number) {
+    super("STORE_KEY_TOO_LARGE", `key is ${size} bytes, over the limit of ${limit} bytes: use a shorter key`);
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+export class ValueTooLargeError extends ConstellationError {
+  readonly key: string;
+  readonly size: number;
+  readonly limit: number;
+  constructor(key: string, size: number, limit: number) {
+    super(
+      "STORE_VALUE_TOO_LARGE",
+      `value for key "${truncate(key)}" is ${size} bytes, over the limit of ${limit} bytes (1.5 MiB, etcd's request limit): ` +
+        "store large content in the file system and keep a reference in the store",
+    );
+    this.key = key;
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+export class RequestTooLargeError extends ConstellationError {
+  readonly size: number;
+  readonly limit: number;
+  constructor(size: number, limit: number) {
+    super("STORE_REQUEST_TOO_LARGE", `request is ${size} bytes, over the limit of ${limit} bytes: split it into smaller transactions`);
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+export class InvalidRangeError extends ConstellationError {
+  constructor(message: string) {
+    super("STORE_INVALID_RANGE", message);
+  }
+}
+
+export class TooManyOpsError extends ConstellationError {
+  readonly count: number;
+  readonly limit: number;
+  constructor(count: number, limit: number) {
+    super("STORE_TOO_MANY_OPS", `transaction has ${count} operations, over the limit of ${limit}: split it`);
+    this.count = count;
+    this.limit = limit;
+  }
+}
+
+export class DuplicateKeyError extends ConstellationError {
+  readonly key: string;
+  constructor(key: string) {
+    super("STORE_DUPLICATE_KEY", `transaction writes key "${truncate(key)}" more than once: write each key at most once per branch`);
+    this.key = key;
+  }
+}
+
+export class LeaseNotFoundError extends ConstellationError {
+  readonly leaseId: string;
+  constructor(leaseId: string) {
+    super("STORE_LEASE_NOT_FOUND", `lease ${leaseId} does not exist or has expired: grant a new lease`);
+    this.leaseId = leaseId;
+  }
+}
+
+export class InvalidTtlError extends ConstellationError {
+  constructor(ttl: unknown) {
+    super("STORE_INVALID_TTL", `lease TTL must be a whole number of seconds from 1 to 9000000000, got ${String(ttl)}`);
+  }
+}
+
+export class CompactedError extends ConstellationError {
+  readonly revision: number;
+  readonly compactRevision: number;
+  constructor(revision: number, compactRevision: number) {
+    super(
+      "STORE_COMPACTED",
+      `revision ${revision} has been compacted (history starts at ${compactRevision}): read the current state and continue from there`,
+    );
+    this.revision = revision;
+    this.compactRevision = compactRevision;
+  }
+}
+
+export class FutureRevisionError extends ConstellationError {
+  readonly revision: number;
+  readonly currentRevision: number;
+  constructor(revision: number, currentRevision: number) {
+    super("STORE_FUTURE_REVISION", `revision ${revision} is newer than the store's current revision ${currentRevision}`);
+    this.revision = revision;
+    this.currentRevision = currentRevision;
+  }
+}
+
+export class StoreClosedError extends ConstellationError {
+  constructor() {
+    super("STORE_CLOSED", "the store has been closed");
+  }
+}
+
+export class StoreUnavailableError extends ConstellationError {
+  constructor(message: string, cause?: unknown) {
+    super("STORE_UNAVAILABLE", message, { cause });
+  }
+}
+
+export class StoreCorruptError extends ConstellationError {
+  constructor(message: string, cause?: unknown) {
+    super("STORE_CORRUPT", message, { cause });
+  }
+}
+
+export class NotLeaderError extends ConstellationError {
+  readonly election: string;
+  constructor(election: string, detail: string) {
+    super("ELECTION_NOT_LEADER", `not the leader of "${election}": ${detail}`);
+    this.election = election;
+  }
+}
+
+export function isConstellationError(err: unknown): err is ConstellationError {
+  return err instanceof ConstellationError;
+}
+
+function truncate(s: string): string {
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}

@@ -1,0 +1,538 @@
+/**
+ * The embedded Store: etcd's semantics on one SQLite file (better-sqlite3, WAL).
+ *
+ * Every write is one SQLite transaction taken with BEGIN IMMEDIATE, so writers in several
+ * processes sharing the file are serialized and each gets the next global revision. A write is
+ * acknowledged only after COMMIT; with WAL and synchronous=NORMAL a committed write survives
+ * the process being killed (it is in the WAL, in the OS page cache); `durability: "fsync"`
+ * (synchronous=FULL) also survives power loss, at the cost of an fsync per write.
+ *
+ * Watches read the log from their own cursor (see watch.ts): a write in this process wakes them
+ * at once; writes by other processes are noticed by a short poll while any watch is open.
+ * Leases expire by wall clock; a reaper revokes expired leases (one revision each).
+ */
+import { randomInt } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import {
+  CompactedError,
+  FutureRevisionError,
+  InvalidArgumentError,
+  LeaseNotFoundError,
+  StoreClosedError,
+  StoreCorruptError,
+  StoreUnavailableError,
+  isConstellationError,
+} from "../../errors.js";
+import type {
+  Compare,
+  DeleteOptions,
+  DeleteResult,
+  KeyRange,
+  KeyValue,
+  LeaseGrant,
+  LeaseId,
+  LeaseInfo,
+  PutOptions,
+  PutResult,
+  RangeOptions,
+  RangeResult,
+  Store,
+  TxnOp,
+  TxnOpResult,
+  TxnRequest,
+  TxnResult,
+  Watch,
+  WatchOptions,
+} from "../types.js";
+import {
+  type ByteRange,
+  checkKey,
+  checkLeaseId,
+  checkLimit,
+  checkRevision,
+  checkTtl,
+  checkTxn,
+  checkValue,
+  toByteRange,
+} from "../validate.js";
+import { DDL, type KvRow, type LogRow, SCHEMA_VERSION, type Statements, kvFromLog, kvFromRow, prepareStatements } from "./schema.js";
+import { SqliteWatch } from "./watch.js";
+
+export interface SqliteStoreOptions {
+  /** Path of the database file, or ":memory:" (single process only). */
+  path: string;
+  /** "normal" (default): survives a process crash. "fsync": also survives power loss. */
+  durability?: "normal" | "fsync";
+  /**
+   * Automatic compaction: keep at least this many revisions of history (default 10,000);
+   * 0 turns it off. Checked every `retainRevisions / 10` writes and on a timer.
+   */
+  retainRevisions?: number;
+  /** How often to look for writes by other processes while a watch is open (default 25 ms). */
+  pollIntervalMs?: number;
+  /** How often expired leases are revoked (default 250 ms). */
+  leaseCheckIntervalMs?: number;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+/** What one write transaction changed: the log rows to hand to watchers. */
+interface WriteState {
+  rev: number;
+  wrote: boolean;
+}
+
+export class SqliteStore implements Store {
+  readonly backend = "sqlite";
+  private readonly db: Database.Database;
+  private readonly st: Statements;
+  private readonly watches = new Set<SqliteWatch>();
+  private readonly now: () => number;
+  private readonly retain: number;
+  private readonly pollIntervalMs: number;
+  private closed = false;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private readonly leaseTimer: NodeJS.Timeout;
+  private wakeScheduled = false;
+  private lastSeen = "";
+  private writesSinceCompactCheck = 0;
+
+  constructor(options: SqliteStoreOptions) {
+    this.now = options.now ?? Date.now;
+    this.retain = options.retainRevisions ?? 10_000;
+    this.pollIntervalMs = options.pollIntervalMs ?? 25;
+    if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
+    try {
+      this.db = new Database(options.path);
+      this.db.pragma("journal_mode = WAL");
+      this.db.pragma(`synchronous = ${options.durability === "fsync" ? "FULL" : "NORMAL"}`);
+      this.db.pragma("busy_timeout = 5000");
+      this.db.pragma("journal_size_limit = 16777216");
+      this.db.exec(DDL);
+    } catch (err) {
+      throw new StoreCorruptError(`cannot open the store at ${options.path}: ${(err as Error).message}`, err);
+    }
+    const schema = (this.db.prepare("SELECT value FROM meta WHERE name = 'schema'").get() as { value: number }).value;
+    if (schema !== SCHEMA_VERSION) {
+      this.db.close();
+      throw new StoreCorruptError(`store at ${options.path} has schema ${schema}; this version reads schema ${SCHEMA_VERSION}`);
+    }
+    this.st = prepareStatements(this.db);
+    this.leaseTimer = setInterval(() => this.reapExpiredLeases(), options.leaseCheckIntervalMs ?? 250);
+    this.leaseTimer.unref();
+  }
+
+  // ---- reads -------------------------------------------------------------------------
+
+  async get(key: string, options?: { revision?: number }): Promise<KeyValue | undefined> {
+    const k = checkKey(key);
+    return this.guard(() => {
+      if (options?.revision) return this.rangeAt({ start: k, single: true }, options.revision, 1, false).kvs[0];
+      const row = this.st.getKv.get(k);
+      return row ? kvFromRow(row, false) : undefined;
+    });
+  }
+
+  async range(range: KeyRange, options: RangeOptions = {}): Promise<RangeResult> {
+    const r = toByteRange(range);
+    const limit = checkLimit(options.limit);
+    if (options.revision !== undefined) checkRevision(options.revision);
+    return this.guard(() => this.db.transaction(() => this.rangeNow(r, limit, options))());
+  }
+
+  private rangeNow(r: ByteRange, limit: number, options: Omit<RangeOptions, "limit">): RangeResult {
+    if (options.revision) {
+      const res = this.rangeAt(r, options.revision, limit, options.keysOnly ?? false);
+      return options.countOnly ? { ...res, kvs: [], more: false } : res;
+    }
+    const revision = this.currentRevision();
+    if (r.single) {
+      const row = this.st.getKv.get(r.start);
+      const kvs = row && !options.countOnly ? [kvFromRow(row, options.keysOnly ?? false)] : [];
+      return { kvs, more: false, count: row ? 1 : 0, revision };
+    }
+    const count = (r.end ? this.st.countKvBetween.get(r.start, r.end) : this.st.countKvFrom.get(r.start))!.n;
+    if (options.countOnly) return { kvs: [], more: false, count, revision };
+    const max = limit > 0 ? limit : -1;
+    const rows = r.end ? this.st.rangeKvBetween.all(r.start, r.end, max) : this.st.rangeKvFrom.all(r.start, max);
+    const kvs = rows.map((row) => kvFromRow(row, options.keysOnly ?? false));
+    return { kvs, more: limit > 0 && count > kvs.length, count, revision };
+  }
+
+  /** Range as of a past revision, from the log. */
+  private rangeAt(r: ByteRange, rev: number, limit: number, keysOnly: boolean): RangeResult {
+    const current = this.currentRevision();
+    if (rev > current) throw new FutureRevisionError(rev, current);
+    const compactRev = this.compactRevision();
+    if (rev < compactRev) throw new CompactedError(rev, compactRev);
+    let rows: LogRow[];
+    if (r.single) {
+      rows = this.st.rangeLogBetween.all({ start: r.start, end: Buffer.concat([r.start, Buffer.from([0])]), rev });
+    } else if (r.end) {
+      rows = this.st.rangeLogBetween.all({ start: r.start, end: r.end, rev });
+    } else {
+      rows = this.st.rangeLogFrom.all({ start: r.start, rev });
+    }
+    const kept = limit > 0 ? rows.slice(0, limit) : rows;
+    return { kvs: kept.map((row) => kvFromLog(row, keysOnly)), more: kept.length < rows.length, count: rows.length, revision: current };
+  }
+
+  async revision(): Promise<number> {
+    return this.guard(() => this.currentRevision());
+  }
+
+  private currentRevision(): number {
+    return this.st.getMeta.get("revision")!.value;
+  }
+
+  private compactRevision(): number {
+    return this.st.getMeta.get("compact_revision")!.value;
+  }
+
+  // ---- writes ------------------------------------------------------------------------
+
+  async put(key: string, value: string, options: PutOptions = {}): Promise<PutResult> {
+    const k = checkKey(key);
+    const v = checkValue(key, value);
+    const lease = options.lease === undefined ? 0 : leaseNumber(checkLeaseId(options.lease));
+    return this.write((w) => {
+      const prev = this.applyPut(w, k, v, lease);
+      return options.prevKv && prev ? { revision: w.rev, prevKv: kvFromRow(prev, false) } : { revision: w.rev };
+    });
+  }
+
+  async delete(range: KeyRange, options: DeleteOptions = {}): Promise<DeleteResult> {
+    const r = toByteRange(range);
+    return this.write((w) => {
+      const deleted = this.applyDelete(w, r);
+      const res: DeleteResult = { revision: w.wrote ? w.rev : w.rev - 1, deleted: deleted.length };
+      if (options.prevKv) res.prevKvs = deleted.map((row) => kvFromRow(row, false));
+      return res;
+    });
+  }
+
+  async txn(request: TxnRequest): Promise<TxnResult> {
+    checkTxn(request);
+    return this.write((w) => {
+      const succeeded = (request.compare ?? []).every((c) => this.evalCompare(c));
+      const ops = (succeeded ? request.success : request.failure) ?? [];
+      const results = ops.map((op) => this.applyOp(w, op));
+      const revision = w.wrote ? w.rev : w.rev - 1;
+      // Every result reports the txn's final revision, as etcd's response headers do.
+      for (const res of results) res.revision = revision;
+      return { succeeded, revision, results };
+    });
+  }
+
+  private applyOp(w: WriteState, op: TxnOp): TxnOpResult {
+    switch (op.type) {
+      case "put": {
+        const lease = op.lease === undefined ? 0 : leaseNumber(op.lease);
+        const prev = this.applyPut(w, Buffer.from(op.key, "utf8"), Buffer.from(op.value, "utf8"), lease);
+        return op.prevKv && prev ? { type: "put", revision: w.rev, prevKv: kvFromRow(prev, false) } : { type: "put", revision: w.rev };
+      }
+      case "delete": {
+        const deleted = this.applyDelete(w, toByteRange(op.range));
+        const res: TxnOpResult = { type: "delete", revision: w.rev, deleted: deleted.length };
+        if (op.prevKv) res.prevKvs = deleted.map((row) => kvFromRow(row, false));
+        return res;
+      }
+      case "range": {
+        const res = this.rangeNow(toByteRange(op.range), checkLimit(op.options?.limit), op.options ?? {});
+        return { type: "range", ...res };
+      }
+    }
+  }
+
+  private applyPut(w: WriteState, key: Buffer, value: Buffer, lease: number): KvRow | undefined {
+    if (lease !== 0) this.requireLiveLease(lease);
+    const prev = this.st.getKv.get(key);
+    const createRev = prev ? prev.create_rev : w.rev;
+    const version = prev ? prev.version + 1 : 1;
+    this.st.upsertKv.run(key, value, createRev, w.rev, version, lease);
+    this.st.insertLog.run(w.rev, key, 0, value, createRev, version, lease, prev ? prev.mod_rev : 0);
+    w.wrote = true;
+    return prev;
+  }
+
+  private applyDelete(w: WriteState, r: ByteRange): KvRow[] {
+    let rows: KvRow[];
+    if (r.single) {
+      const row = this.st.getKv.get(r.start);
+      rows = row ? [row] : [];
+    } else {
+      rows = r.end ? this.st.rangeKvBetween.all(r.start, r.end, -1) : this.st.rangeKvFrom.all(r.start, -1);
+    }
+    for (const row of rows) {
+      this.st.deleteKv.run(row.key);
+      this.st.insertLog.run(w.rev, row.key, 1, null, 0, 0, 0, row.mod_rev);
+    }
+    if (rows.length > 0) w.wrote = true;
+    return rows;
+  }
+
+  private evalCompare(c: Compare): boolean {
+    const row = this.st.getKv.get(Buffer.from(c.key, "utf8"));
+    let cmp: number;
+    switch (c.target) {
+      case "value":
+        if (!row) return false;
+        cmp = Buffer.compare(row.value, Buffer.from(c.value, "utf8"));
+        break;
+      case "version":
+        cmp = Math.sign((row?.version ?? 0) - c.value);
+        break;
+      case "createRevision":
+        cmp = Math.sign((row?.create_rev ?? 0) - c.value);
+        break;
+      case "modRevision":
+        cmp = Math.sign((row?.mod_rev ?? 0) - c.value);
+        break;
+      case "lease":
+        cmp = Math.sign((row?.lease ?? 0) - Number(c.value));
+        break;
+    }
+    switch (c.op) {
+      case "=":
+        return cmp === 0;
+      case "!=":
+        return cmp !== 0;
+      case "<":
+        return cmp < 0;
+      case ">":
+        return cmp > 0;
+    }
+  }
+
+  /**
+   * Runs `fn` in one IMMEDIATE transaction with the next revision; stores the revision only if
+   * `fn` wrote something. A thrown error rolls everything back: nothing is half-written.
+   */
+  private write<T>(fn: (w: WriteState) => T): T {
+    const result = this.guard(() =>
+      this.db
+        .transaction(() => {
+          const w: WriteState = { rev: this.currentRevision() + 1, wrote: false };
+          const out = fn(w);
+          if (w.wrote) this.st.setMeta.run(w.rev, "revision");
+          return out;
+        })
+        .immediate(),
+    );
+    this.wakeWatches();
+    if (this.retain > 0 && ++this.writesSinceCompactCheck >= Math.max(1, Math.floor(this.retain / 10))) {
+      this.writesSinceCompactCheck = 0;
+      this.autoCompact();
+    }
+    return result;
+  }
+
+  // ---- compaction --------------------------------------------------------------------
+
+  async compact(revision: number): Promise<void> {
+    checkRevision(revision);
+    this.guard(() => this.compactTo(revision));
+  }
+
+  private compactTo(revision: number): void {
+    this.db
+      .transaction(() => {
+        const current = this.currentRevision();
+        const compactRev = this.compactRevision();
+        if (revision > current) throw new FutureRevisionError(revision, current);
+        if (revision <= compactRev) throw new CompactedError(revision, compactRev);
+        this.st.compactSuperseded.run({ rev: revision });
+        this.st.compactTombstones.run(revision);
+        this.st.setMeta.run(revision, "compact_revision");
+      })
+      .immediate();
+    this.wakeWatches(); // watches behind the new floor must learn they are compacted
+  }
+
+  private autoCompact(): void {
+    try {
+      const target = this.currentRevision() - this.retain;
+      if (target > this.compactRevision()) this.compactTo(target);
+    } catch (err) {
+      // Another process may have compacted concurrently; anything else is reported on the next call.
+      if (!isConstellationError(err)) throw err;
+    }
+  }
+
+  // ---- leases ------------------------------------------------------------------------
+
+  async grantLease(ttlSeconds: number): Promise<LeaseGrant> {
+    const ttl = checkTtl(ttlSeconds);
+    return this.guard(() => {
+      for (;;) {
+        const id = randomInt(1, 2 ** 47) * 64 + randomInt(0, 64); // < 2^53: exact as a JS number
+        if (this.st.insertLease.run(id, ttl, this.now() + ttl * 1000).changes === 1) return { id: String(id), ttl };
+      }
+    });
+  }
+
+  async keepAliveOnce(id: LeaseId): Promise<number> {
+    const n = leaseNumber(checkLeaseId(id));
+    return this.guard(() => {
+      const lease = this.requireLiveLease(n);
+      this.st.renewLease.run(this.now() + lease.ttl * 1000, n);
+      return lease.ttl;
+    });
+  }
+
+  async revokeLease(id: LeaseId): Promise<void> {
+    const n = leaseNumber(checkLeaseId(id));
+    this.write((w) => {
+      if (!this.st.getLease.get(n)) throw new LeaseNotFoundError(id);
+      this.revokeIn(w, n);
+    });
+  }
+
+  async leaseInfo(id: LeaseId): Promise<LeaseInfo | undefined> {
+    const n = leaseNumber(checkLeaseId(id));
+    return this.guard(() => {
+      const lease = this.st.getLease.get(n);
+      if (!lease || lease.expires_at <= this.now()) return undefined;
+      const keys = this.st.keysOfLease.all(n).map((r) => r.key.toString("utf8"));
+      return { id, ttl: Math.ceil((lease.expires_at - this.now()) / 1000), grantedTtl: lease.ttl, keys };
+    });
+  }
+
+  /** The lease if it exists and has not expired (the reaper revokes expired ones). */
+  private requireLiveLease(n: number): { ttl: number; expires_at: number } {
+    const lease = this.st.getLease.get(n);
+    if (!lease || lease.expires_at <= this.now()) throw new LeaseNotFoundError(String(n));
+    return lease;
+  }
+
+  /** Deletes a lease and its keys within the write `w` (one revision for them all). */
+  private revokeIn(w: WriteState, n: number): void {
+    for (const { key } of this.st.keysOfLease.all(n)) this.applyDelete(w, { start: key, single: true });
+    this.st.deleteLease.run(n);
+  }
+
+  private reapExpiredLeases(): void {
+    if (this.closed) return;
+    try {
+      for (const { id } of this.st.expiredLeases.all(this.now())) {
+        // Re-checked inside the write: another process may have renewed or revoked it meanwhile.
+        this.write((w) => {
+          const lease = this.st.getLease.get(id);
+          if (lease && lease.expires_at <= this.now()) this.revokeIn(w, id);
+        });
+      }
+    } catch {
+      // A busy database (another process holding the write lock) is retried on the next tick.
+    }
+  }
+
+  // ---- watch -------------------------------------------------------------------------
+
+  watch(range: KeyRange, options: WatchOptions = {}): Watch {
+    const r = toByteRange(range);
+    if (options.fromRevision !== undefined) checkRevision(options.fromRevision, "fromRevision");
+    if (this.closed) throw new StoreClosedError();
+    const start = options.fromRevision || this.currentRevision() + 1;
+    const watch = new SqliteWatch(this.watchSource, r, start, options.prevKv ?? false, (w) => this.removeWatch(w));
+    this.watches.add(watch);
+    if (!this.pollTimer) {
+      this.pollTimer = setInterval(() => this.pollForeignWrites(), this.pollIntervalMs);
+      this.pollTimer.unref();
+    }
+    return watch;
+  }
+
+  /** What a watch may read: the log, in one consistent snapshot per call. */
+  private readonly watchSource = {
+    read: (fromRev: number, maxRows: number) =>
+      this.db.transaction(() => {
+        const current = this.currentRevision();
+        const compactRev = this.compactRevision();
+        if (fromRev < compactRev) throw new CompactedError(fromRev, compactRev);
+        let rows = this.st.changes.all(fromRev, current, maxRows);
+        let upTo = current;
+        if (rows.length === maxRows) {
+          // Cut at a revision boundary: the last revision may be incomplete.
+          const lastRev = rows[rows.length - 1]!.rev;
+          const firstRev = rows[0]!.rev;
+          if (lastRev === firstRev) rows = this.st.changesOfRev.all(firstRev);
+          else rows = rows.filter((row) => row.rev < lastRev);
+          upTo = rows[rows.length - 1]!.rev;
+        }
+        return { rows, upTo };
+      })(),
+    prevOf: (key: Buffer, prevRev: number) => this.st.logAt.get(key, prevRev),
+    closed: () => this.closed,
+  };
+
+  private removeWatch(w: SqliteWatch): void {
+    this.watches.delete(w);
+    if (this.watches.size === 0 && this.pollTimer) {
+      clearInterval(this.pollTimer);
+      this.pollTimer = undefined;
+    }
+  }
+
+  private wakeWatches(): void {
+    if (this.wakeScheduled || this.watches.size === 0) return;
+    this.wakeScheduled = true;
+    queueMicrotask(() => {
+      this.wakeScheduled = false;
+      for (const w of this.watches) w.wake();
+    });
+  }
+
+  private pollForeignWrites(): void {
+    if (this.closed) return;
+    try {
+      const seen = `${this.currentRevision()}:${this.compactRevision()}`; // a change of either wakes the watches
+      if (seen !== this.lastSeen) {
+        this.lastSeen = seen;
+        this.wakeWatches();
+      }
+    } catch {
+      // busy: try again on the next tick
+    }
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.leaseTimer);
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    for (const w of [...this.watches]) w.close();
+    this.db.close();
+  }
+
+  /** Runs a synchronous database step, turning raw SQLite failures into typed errors. */
+  private guard<T>(fn: () => T): T {
+    if (this.closed) throw new StoreClosedError();
+    try {
+      return fn();
+    } catch (err) {
+      if (isConstellationError(err)) throw err;
+      const code = (err as { code?: string }).code ?? "";
+      if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) {
+        throw new StoreUnavailableError("the store is busy (another process holds its write lock); retry", err);
+      }
+      if (code.startsWith("SQLITE_CORRUPT") || code.startsWith("SQLITE_NOTADB")) {
+        throw new StoreCorruptError(`the store's database is damaged: ${(err as Error).message}`, err);
+      }
+      throw new StoreUnavailableError(`store operation failed: ${(err as Error).message}`, err);
+    }
+  }
+}
+
+function leaseNumber(id: LeaseId): number {
+  const n = Number(id);
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError("lease", `lease ${id} is not a lease of this store`);
+  return n;
+}
+
+export function openSqliteStore(options: SqliteStoreOptions): Store {
+  return new SqliteStore(options);
+}
