@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
-import { CompactedError, StoreCorruptError } from "../../src/errors.js";
+import { CompactedError, StoreCorruptError, StoreUnavailableError } from "../../src/errors.js";
 import { waitFor } from "../helpers/wait.js";
 
 const WRITER = fileURLToPath(new URL("./sqlite-writer.js", import.meta.url));
@@ -71,17 +71,42 @@ describe("sqlite store: durability and compaction", () => {
       const value = "x".repeat(200);
       for (let i = 0; i < 20_000; i++) await store.put(`k/${i % 100}`, value);
       const rev = await store.revision();
+      await store.close();
       const db = new Database(path, { readonly: true });
       const logRows = (db.prepare("SELECT count(*) AS n FROM log").get() as { n: number }).n;
       db.close();
       assert.ok(logRows <= 1000 + 100 + 100, `log holds ${logRows} rows after 20,000 writes with 1,000 retained`);
-      await assert.rejects(store.range({ prefix: "k/" }, { revision: rev - 1500 }), CompactedError);
-      const past = await store.range({ prefix: "k/" }, { revision: rev - 500 });
-      assert.equal(past.count, 100);
       assert.ok(statSync(path).size < 8 * 1024 * 1024, `file is ${statSync(path).size} bytes`);
+      const again = new SqliteStore({ path, retainRevisions: 1000 });
+      try {
+        await assert.rejects(again.range({ prefix: "k/" }, { revision: rev - 1500 }), CompactedError);
+        const past = await again.range({ prefix: "k/" }, { revision: rev - 500 });
+        assert.equal(past.count, 100);
+      } finally {
+        await again.close();
+      }
     } finally {
       await store.close();
     }
+  });
+
+  it("a store file owned by another process is refused at open with a typed error", async () => {
+    const path = join(dir, "owned.db");
+    const owner = new SqliteStore({ path });
+    try {
+      await owner.put("k", "v");
+      assert.throws(() => new SqliteStore({ path }), (err: unknown) => {
+        assert.ok(err instanceof StoreUnavailableError);
+        assert.match(err.message, /in use by another process/);
+        return true;
+      });
+      assert.equal((await owner.get("k"))?.value, "v");
+    } finally {
+      await owner.close();
+    }
+    const reopened = new SqliteStore({ path });
+    assert.equal((await reopened.get("k"))?.value, "v");
+    await reopened.close();
   });
 
   it("a file that is not a store is refused with a typed error", async () => {

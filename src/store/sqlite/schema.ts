@@ -1,20 +1,27 @@
 /**
- * The SQLite layout, in the manner of k3s's kine but with etcd's full txn semantics:
+ * The SQLite layout: the current state plus an undo/redo log, with etcd's full txn semantics.
  *
- *   meta   name → integer: 'revision' (the global revision), 'compact_revision', 'schema'
- *   kv     the current value of every live key (fast get/range at the current revision)
- *   log    one row per change (put or delete tombstone), `rev` = the revision that wrote it;
- *          rows of one txn share `rev` and keep the order they were written in (`id`).
- *          Range at a past revision and watch read here. Compaction drops rows below the
- *          compact revision that a newer row (at or below it) supersedes, and old tombstones.
- *   leases id → TTL and wall-clock expiry (ms); keys point at their lease from kv.lease.
+ *   meta   name → integer: 'compact_revision', 'schema'
+ *   kv     the current value of every live key (get/range at the current revision)
+ *   log    one row per change, keyed (rev, seq): `rev` is the revision that wrote it, `seq` the
+ *          order within a txn. A row holds the key's new state (a put) or a tombstone (a
+ *          delete) AND the key's previous state (prev_*; prev_rev 0 = the key did not exist).
+ *
+ * Why this shape (measured, see docs/store.md):
+ *   - a write touches two B-tree pages (kv and the log's tail), the least that gives both a
+ *     fast current state and history; no counter row is rewritten: the store's revision is
+ *     max(rev) (1 when empty), and compaction never removes the newest row;
+ *   - watch = the log from a revision on, in (rev, seq) order; prevKv comes from the row;
+ *   - range at a past revision R = the current state with the log rows after R undone, newest
+ *     first (so its cost is the number of changes since R, which compaction bounds);
+ *   - compaction to C = delete the log rows below C: one range delete on the primary key.
  *
  * Keys are BLOBs so that ordering is bytewise (memcmp), exactly etcd's.
  */
 import type Database from "better-sqlite3";
 import type { KeyValue } from "../types.js";
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 export const DDL = `
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -28,25 +35,28 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS kv_lease ON kv(lease) WHERE lease != 0;
 CREATE TABLE IF NOT EXISTS log (
-  id INTEGER PRIMARY KEY,
   rev INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
   key BLOB NOT NULL,
   deleted INTEGER NOT NULL,
   value BLOB,
   create_rev INTEGER NOT NULL,
   version INTEGER NOT NULL,
   lease INTEGER NOT NULL,
-  prev_rev INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS log_key_rev ON log(key, rev);
-CREATE INDEX IF NOT EXISTS log_rev ON log(rev);
+  prev_rev INTEGER NOT NULL,
+  prev_value BLOB,
+  prev_create_rev INTEGER NOT NULL,
+  prev_version INTEGER NOT NULL,
+  prev_lease INTEGER NOT NULL,
+  PRIMARY KEY (rev, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
   id INTEGER PRIMARY KEY,
   ttl INTEGER NOT NULL,
   expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS leases_expiry ON leases(expires_at);
-INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 1), ('compact_revision', 0), ('schema', ${SCHEMA_VERSION});
+INSERT OR IGNORE INTO meta (name, value) VALUES ('compact_revision', 0), ('schema', ${SCHEMA_VERSION});
 `;
 
 export interface KvRow {
@@ -59,8 +69,8 @@ export interface KvRow {
 }
 
 export interface LogRow {
-  id: number;
   rev: number;
+  seq: number;
   key: Buffer;
   deleted: number;
   value: Buffer | null;
@@ -68,6 +78,10 @@ export interface LogRow {
   version: number;
   lease: number;
   prev_rev: number;
+  prev_value: Buffer | null;
+  prev_create_rev: number;
+  prev_version: number;
+  prev_lease: number;
 }
 
 /** Every statement the store runs, prepared once. */
@@ -75,6 +89,7 @@ export function prepareStatements(db: Database.Database) {
   return {
     getMeta: db.prepare<[string], { value: number }>("SELECT value FROM meta WHERE name = ?"),
     setMeta: db.prepare<[number, string]>("UPDATE meta SET value = ? WHERE name = ?"),
+    revision: db.prepare<[], { rev: number }>("SELECT coalesce(max(rev), 1) AS rev FROM log"),
 
     getKv: db.prepare<[Buffer], KvRow>("SELECT * FROM kv WHERE key = ?"),
     upsertKv: db.prepare<[Buffer, Buffer, number, number, number, number]>(
@@ -91,30 +106,25 @@ export function prepareStatements(db: Database.Database) {
     countKvBetween: db.prepare<[Buffer, Buffer], { n: number }>("SELECT count(*) AS n FROM kv WHERE key >= ? AND key < ?"),
     keysOfLease: db.prepare<[number], { key: Buffer }>("SELECT key FROM kv WHERE lease = ? ORDER BY key"),
 
-    insertLog: db.prepare<[number, Buffer, number, Buffer | null, number, number, number, number]>(
-      "INSERT INTO log (rev, key, deleted, value, create_rev, version, lease, prev_rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    ),
-    logAt: db.prepare<[Buffer, number], LogRow>("SELECT * FROM log WHERE key = ? AND rev = ?"),
-    /** The newest change of each key in [start, end) at or below a revision (live keys only). */
-    rangeLogFrom: db.prepare<[{ start: Buffer; rev: number }], LogRow>(
-      "SELECT l.* FROM log l JOIN (SELECT key, max(rev) AS r FROM log WHERE key >= @start AND rev <= @rev GROUP BY key) m " +
-        "ON l.key = m.key AND l.rev = m.r WHERE l.deleted = 0 ORDER BY l.key",
-    ),
-    rangeLogBetween: db.prepare<[{ start: Buffer; end: Buffer; rev: number }], LogRow>(
-      "SELECT l.* FROM log l JOIN (SELECT key, max(rev) AS r FROM log WHERE key >= @start AND key < @end AND rev <= @rev GROUP BY key) m " +
-        "ON l.key = m.key AND l.rev = m.r WHERE l.deleted = 0 ORDER BY l.key",
+    insertLog: db.prepare<
+      [number, number, Buffer, number, Buffer | null, number, number, number, number, Buffer | null, number, number, number]
+    >(
+      "INSERT INTO log (rev, seq, key, deleted, value, create_rev, version, lease, " +
+        "prev_rev, prev_value, prev_create_rev, prev_version, prev_lease) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     ),
     /** Changes in [fromRev, toRev] in write order (watch). */
     changes: db.prepare<[number, number, number], LogRow>(
-      "SELECT * FROM log WHERE rev >= ? AND rev <= ? ORDER BY id LIMIT ?",
+      "SELECT * FROM log WHERE rev >= ? AND rev <= ? ORDER BY rev, seq LIMIT ?",
     ),
-    changesOfRev: db.prepare<[number], LogRow>("SELECT * FROM log WHERE rev = ? ORDER BY id"),
-
-    compactSuperseded: db.prepare<[{ rev: number }]>(
-      "DELETE FROM log WHERE rev < @rev AND EXISTS " +
-        "(SELECT 1 FROM log n WHERE n.key = log.key AND n.rev > log.rev AND n.rev <= @rev)",
+    changesOfRev: db.prepare<[number], LogRow>("SELECT * FROM log WHERE rev = ? ORDER BY seq"),
+    /** Changes after a revision to keys >= start, newest first (undo for range at a past revision). */
+    undoFrom: db.prepare<[number, Buffer], LogRow>(
+      "SELECT * FROM log WHERE rev > ? AND key >= ? ORDER BY rev DESC, seq DESC",
     ),
-    compactTombstones: db.prepare<[number]>("DELETE FROM log WHERE rev < ? AND deleted = 1"),
+    undoBetween: db.prepare<[number, Buffer, Buffer], LogRow>(
+      "SELECT * FROM log WHERE rev > ? AND key >= ? AND key < ? ORDER BY rev DESC, seq DESC",
+    ),
+    compact: db.prepare<[number]>("DELETE FROM log WHERE rev < ?"),
 
     insertLease: db.prepare<[number, number, number]>("INSERT OR IGNORE INTO leases (id, ttl, expires_at) VALUES (?, ?, ?)"),
     getLease: db.prepare<[number], { id: number; ttl: number; expires_at: number }>("SELECT * FROM leases WHERE id = ?"),
@@ -127,25 +137,28 @@ export function prepareStatements(db: Database.Database) {
 export type Statements = ReturnType<typeof prepareStatements>;
 
 export function kvFromRow(row: KvRow, keysOnly: boolean): KeyValue {
-  const kv: KeyValue = {
-    key: row.key.toString("utf8"),
-    value: keysOnly ? "" : row.value.toString("utf8"),
-    createRevision: row.create_rev,
-    modRevision: row.mod_rev,
-    version: row.version,
-  };
-  if (row.lease !== 0) kv.lease = String(row.lease);
-  return kv;
+  return makeKv(row.key, keysOnly ? null : row.value, row.create_rev, row.mod_rev, row.version, row.lease);
 }
 
-export function kvFromLog(row: LogRow, keysOnly: boolean): KeyValue {
+/** The key's state written by a log row (a tombstone for a delete). */
+export function kvFromLog(row: LogRow): KeyValue {
+  return makeKv(row.key, row.value, row.create_rev, row.rev, row.version, row.lease);
+}
+
+/** The key's state before a log row, or undefined if it did not exist. */
+export function prevKvFromLog(row: LogRow): KeyValue | undefined {
+  if (row.prev_rev === 0) return undefined;
+  return makeKv(row.key, row.prev_value, row.prev_create_rev, row.prev_rev, row.prev_version, row.prev_lease);
+}
+
+function makeKv(key: Buffer, value: Buffer | null, createRev: number, modRev: number, version: number, lease: number): KeyValue {
   const kv: KeyValue = {
-    key: row.key.toString("utf8"),
-    value: keysOnly || row.value === null ? "" : row.value.toString("utf8"),
-    createRevision: row.create_rev,
-    modRevision: row.rev,
-    version: row.version,
+    key: key.toString("utf8"),
+    value: value === null ? "" : value.toString("utf8"),
+    createRevision: createRev,
+    modRevision: modRev,
+    version,
   };
-  if (row.lease !== 0) kv.lease = String(row.lease);
+  if (lease !== 0) kv.lease = String(lease);
   return kv;
 }

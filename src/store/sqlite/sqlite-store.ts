@@ -57,7 +57,7 @@ import {
   checkValue,
   toByteRange,
 } from "../validate.js";
-import { DDL, type KvRow, type LogRow, SCHEMA_VERSION, type Statements, kvFromLog, kvFromRow, prepareStatements } from "./schema.js";
+import { DDL, type KvRow, type LogRow, SCHEMA_VERSION, type Statements, kvFromRow, prepareStatements, prevKvFromLog } from "./schema.js";
 import { SqliteWatch } from "./watch.js";
 
 export interface SqliteStoreOptions {
@@ -70,7 +70,14 @@ export interface SqliteStoreOptions {
    * 0 turns it off. Checked every `retainRevisions / 10` writes and on a timer.
    */
   retainRevisions?: number;
-  /** How often to look for writes by other processes while a watch is open (default 25 ms). */
+  /**
+   * Let several processes open the file at once (default false). By default the store holds
+   * SQLite's exclusive lock for as long as it is open: a second process is refused at open
+   * with a clear error, and writes skip the per-transaction file locking (about 1.5x faster;
+   * see docs/store.md). Shared mode is for tools and tests that need several processes.
+   */
+  shared?: boolean;
+  /** Shared mode: how often to look for writes by other processes while a watch is open (default 25 ms). */
   pollIntervalMs?: number;
   /** How often expired leases are revoked (default 250 ms). */
   leaseCheckIntervalMs?: number;
@@ -81,6 +88,8 @@ export interface SqliteStoreOptions {
 /** What one write transaction changed: the log rows to hand to watchers. */
 interface WriteState {
   rev: number;
+  /** Log rows written so far (their order within the revision). */
+  seq: number;
   wrote: boolean;
 }
 
@@ -88,10 +97,12 @@ export class SqliteStore implements Store {
   readonly backend = "sqlite";
   private readonly db: Database.Database;
   private readonly st: Statements;
+  private readonly tx: Database.Transaction<(fn: () => unknown) => unknown>;
   private readonly watches = new Set<SqliteWatch>();
   private readonly now: () => number;
   private readonly retain: number;
   private readonly pollIntervalMs: number;
+  private readonly shared: boolean;
   private closed = false;
   private pollTimer: NodeJS.Timeout | undefined;
   private readonly leaseTimer: NodeJS.Timeout;
@@ -103,15 +114,32 @@ export class SqliteStore implements Store {
     this.now = options.now ?? Date.now;
     this.retain = options.retainRevisions ?? 10_000;
     this.pollIntervalMs = options.pollIntervalMs ?? 25;
+    this.shared = options.shared ?? false;
     if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
     try {
       this.db = new Database(options.path);
+    } catch (err) {
+      throw new StoreCorruptError(`cannot open the store at ${options.path}: ${(err as Error).message}`, err);
+    }
+    try {
+      if (!this.shared) this.db.pragma("locking_mode = EXCLUSIVE"); // before WAL: wal-index in heap, no shm
+      this.db.pragma(`busy_timeout = ${this.shared ? 5000 : 100}`);
       this.db.pragma("journal_mode = WAL");
       this.db.pragma(`synchronous = ${options.durability === "fsync" ? "FULL" : "NORMAL"}`);
-      this.db.pragma("busy_timeout = 5000");
-      this.db.pragma("journal_size_limit = 16777216");
-      this.db.exec(DDL);
+      // Checkpoint the WAL into the main file every ~40 MB instead of ~4 MB: fewer, larger
+      // checkpoints (each one fsyncs); the WAL is truncated back to 64 MB at most afterwards.
+      this.db.pragma("wal_autocheckpoint = 10000");
+      this.db.pragma("journal_size_limit = 67108864");
+      this.db.exec(DDL); // also takes the exclusive lock now, not at the first request
     } catch (err) {
+      this.db.close();
+      const code = (err as { code?: string }).code ?? "";
+      if (code.startsWith("SQLITE_BUSY")) {
+        throw new StoreUnavailableError(
+          `the store at ${options.path} is in use by another process: stop that process (only one constellation may own a data dir)`,
+          err,
+        );
+      }
       throw new StoreCorruptError(`cannot open the store at ${options.path}: ${(err as Error).message}`, err);
     }
     const schema = (this.db.prepare("SELECT value FROM meta WHERE name = 'schema'").get() as { value: number }).value;
@@ -120,6 +148,9 @@ export class SqliteStore implements Store {
       throw new StoreCorruptError(`store at ${options.path} has schema ${schema}; this version reads schema ${SCHEMA_VERSION}`);
     }
     this.st = prepareStatements(this.db);
+    // One transaction wrapper, made once (better-sqlite3 builds its BEGIN/COMMIT on creation):
+    // tx(fn) reads in one snapshot, tx.immediate(fn) writes under the write lock.
+    this.tx = this.db.transaction((fn: () => unknown) => fn());
     this.leaseTimer = setInterval(() => this.reapExpiredLeases(), options.leaseCheckIntervalMs ?? 250);
     this.leaseTimer.unref();
   }
@@ -139,7 +170,7 @@ export class SqliteStore implements Store {
     const r = toByteRange(range);
     const limit = checkLimit(options.limit);
     if (options.revision !== undefined) checkRevision(options.revision);
-    return this.guard(() => this.db.transaction(() => this.rangeNow(r, limit, options))());
+    return this.guard(() => this.tx(() => this.rangeNow(r, limit, options)) as RangeResult);
   }
 
   private rangeNow(r: ByteRange, limit: number, options: Omit<RangeOptions, "limit">): RangeResult {
@@ -161,22 +192,36 @@ export class SqliteStore implements Store {
     return { kvs, more: limit > 0 && count > kvs.length, count, revision };
   }
 
-  /** Range as of a past revision, from the log. */
+  /** Range as of a past revision: the current state with every later change undone. */
   private rangeAt(r: ByteRange, rev: number, limit: number, keysOnly: boolean): RangeResult {
     const current = this.currentRevision();
     if (rev > current) throw new FutureRevisionError(rev, current);
     const compactRev = this.compactRevision();
     if (rev < compactRev) throw new CompactedError(rev, compactRev);
-    let rows: LogRow[];
+    const state = new Map<string, { key: Buffer; kv: KeyValue }>();
+    let now: KvRow[];
+    let undo: LogRow[];
     if (r.single) {
-      rows = this.st.rangeLogBetween.all({ start: r.start, end: Buffer.concat([r.start, Buffer.from([0])]), rev });
+      const row = this.st.getKv.get(r.start);
+      now = row ? [row] : [];
+      undo = this.st.undoBetween.all(rev, r.start, Buffer.concat([r.start, Buffer.from([0])]));
     } else if (r.end) {
-      rows = this.st.rangeLogBetween.all({ start: r.start, end: r.end, rev });
+      now = this.st.rangeKvBetween.all(r.start, r.end, -1);
+      undo = this.st.undoBetween.all(rev, r.start, r.end);
     } else {
-      rows = this.st.rangeLogFrom.all({ start: r.start, rev });
+      now = this.st.rangeKvFrom.all(r.start, -1);
+      undo = this.st.undoFrom.all(rev, r.start);
     }
-    const kept = limit > 0 ? rows.slice(0, limit) : rows;
-    return { kvs: kept.map((row) => kvFromLog(row, keysOnly)), more: kept.length < rows.length, count: rows.length, revision: current };
+    for (const row of now) state.set(row.key.toString("latin1"), { key: row.key, kv: kvFromRow(row, false) });
+    for (const row of undo) {
+      const prev = prevKvFromLog(row);
+      if (prev) state.set(row.key.toString("latin1"), { key: row.key, kv: prev });
+      else state.delete(row.key.toString("latin1"));
+    }
+    const all = [...state.values()].sort((a, b) => Buffer.compare(a.key, b.key));
+    const kept = limit > 0 ? all.slice(0, limit) : all;
+    const kvs = kept.map(({ kv }) => (keysOnly ? { ...kv, value: "" } : kv));
+    return { kvs, more: kept.length < all.length, count: all.length, revision: current };
   }
 
   async revision(): Promise<number> {
@@ -184,7 +229,7 @@ export class SqliteStore implements Store {
   }
 
   private currentRevision(): number {
-    return this.st.getMeta.get("revision")!.value;
+    return this.st.revision.get()!.rev;
   }
 
   private compactRevision(): number {
@@ -252,7 +297,7 @@ export class SqliteStore implements Store {
     const createRev = prev ? prev.create_rev : w.rev;
     const version = prev ? prev.version + 1 : 1;
     this.st.upsertKv.run(key, value, createRev, w.rev, version, lease);
-    this.st.insertLog.run(w.rev, key, 0, value, createRev, version, lease, prev ? prev.mod_rev : 0);
+    this.st.insertLog.run(w.rev, w.seq++, key, 0, value, createRev, version, lease, ...prevColumns(prev));
     w.wrote = true;
     return prev;
   }
@@ -267,7 +312,7 @@ export class SqliteStore implements Store {
     }
     for (const row of rows) {
       this.st.deleteKv.run(row.key);
-      this.st.insertLog.run(w.rev, row.key, 1, null, 0, 0, 0, row.mod_rev);
+      this.st.insertLog.run(w.rev, w.seq++, row.key, 1, null, 0, 0, 0, ...prevColumns(row));
     }
     if (rows.length > 0) w.wrote = true;
     return rows;
@@ -311,16 +356,7 @@ export class SqliteStore implements Store {
    * `fn` wrote something. A thrown error rolls everything back: nothing is half-written.
    */
   private write<T>(fn: (w: WriteState) => T): T {
-    const result = this.guard(() =>
-      this.db
-        .transaction(() => {
-          const w: WriteState = { rev: this.currentRevision() + 1, wrote: false };
-          const out = fn(w);
-          if (w.wrote) this.st.setMeta.run(w.rev, "revision");
-          return out;
-        })
-        .immediate(),
-    );
+    const result = this.guard(() => this.tx.immediate(() => fn({ rev: this.currentRevision() + 1, seq: 0, wrote: false })) as T);
     this.wakeWatches();
     if (this.retain > 0 && ++this.writesSinceCompactCheck >= Math.max(1, Math.floor(this.retain / 10))) {
       this.writesSinceCompactCheck = 0;
@@ -337,17 +373,14 @@ export class SqliteStore implements Store {
   }
 
   private compactTo(revision: number): void {
-    this.db
-      .transaction(() => {
-        const current = this.currentRevision();
-        const compactRev = this.compactRevision();
-        if (revision > current) throw new FutureRevisionError(revision, current);
-        if (revision <= compactRev) throw new CompactedError(revision, compactRev);
-        this.st.compactSuperseded.run({ rev: revision });
-        this.st.compactTombstones.run(revision);
-        this.st.setMeta.run(revision, "compact_revision");
-      })
-      .immediate();
+    this.tx.immediate(() => {
+      const current = this.currentRevision();
+      const compactRev = this.compactRevision();
+      if (revision > current) throw new FutureRevisionError(revision, current);
+      if (revision <= compactRev) throw new CompactedError(revision, compactRev);
+      this.st.compact.run(revision);
+      this.st.setMeta.run(revision, "compact_revision");
+    });
     this.wakeWatches(); // watches behind the new floor must learn they are compacted
   }
 
@@ -437,7 +470,7 @@ export class SqliteStore implements Store {
     const start = options.fromRevision || this.currentRevision() + 1;
     const watch = new SqliteWatch(this.watchSource, r, start, options.prevKv ?? false, (w) => this.removeWatch(w));
     this.watches.add(watch);
-    if (!this.pollTimer) {
+    if (this.shared && !this.pollTimer) {
       this.pollTimer = setInterval(() => this.pollForeignWrites(), this.pollIntervalMs);
       this.pollTimer.unref();
     }
@@ -447,7 +480,7 @@ export class SqliteStore implements Store {
   /** What a watch may read: the log, in one consistent snapshot per call. */
   private readonly watchSource = {
     read: (fromRev: number, maxRows: number) =>
-      this.db.transaction(() => {
+      this.tx(() => {
         const current = this.currentRevision();
         const compactRev = this.compactRevision();
         if (fromRev < compactRev) throw new CompactedError(fromRev, compactRev);
@@ -462,8 +495,7 @@ export class SqliteStore implements Store {
           upTo = rows[rows.length - 1]!.rev;
         }
         return { rows, upTo };
-      })(),
-    prevOf: (key: Buffer, prevRev: number) => this.st.logAt.get(key, prevRev),
+      }) as { rows: LogRow[]; upTo: number },
     closed: () => this.closed,
   };
 
@@ -525,6 +557,11 @@ export class SqliteStore implements Store {
       throw new StoreUnavailableError(`store operation failed: ${(err as Error).message}`, err);
     }
   }
+}
+
+/** The prev_* log columns for a key's state before a change. */
+function prevColumns(prev: KvRow | undefined): [number, Buffer | null, number, number, number] {
+  return prev ? [prev.mod_rev, prev.value, prev.create_rev, prev.version, prev.lease] : [0, null, 0, 0, 0];
 }
 
 function leaseNumber(id: LeaseId): number {

@@ -9,14 +9,13 @@
  */
 import type { Watch, WatchBatch, WatchEvent } from "../types.js";
 import { type ByteRange, inByteRange } from "../validate.js";
-import { type LogRow, kvFromLog } from "./schema.js";
+import { type LogRow, kvFromLog, prevKvFromLog } from "./schema.js";
 
 /** Most log rows read per step; a step always ends at a revision boundary. */
 const READ_ROWS = 1000;
 
 export interface WatchSource {
   read(fromRev: number, maxRows: number): { rows: LogRow[]; upTo: number };
-  prevOf(key: Buffer, prevRev: number): LogRow | undefined;
   closed(): boolean;
 }
 
@@ -89,10 +88,10 @@ export class SqliteWatch implements Watch {
   }
 
   private event(row: LogRow): WatchEvent {
-    const ev: WatchEvent = { type: row.deleted ? "delete" : "put", kv: kvFromLog(row, false) };
-    if (this.prevKv && row.prev_rev > 0) {
-      const prev = this.source.prevOf(row.key, row.prev_rev);
-      if (prev) ev.prevKv = kvFromLog(prev, false);
+    const ev: WatchEvent = { type: row.deleted ? "delete" : "put", kv: kvFromLog(row) };
+    if (this.prevKv) {
+      const prev = prevKvFromLog(row);
+      if (prev) ev.prevKv = prev;
     }
     return ev;
   }
