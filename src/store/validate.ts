@@ -13,7 +13,7 @@ import {
   TooManyOpsError,
   ValueTooLargeError,
 } from "../errors.js";
-import type { KeyRange, LeaseId, TxnOp, TxnRequest } from "./types.js";
+import type { LeaseId, TxnOp, TxnRequest } from "./types.js";
 
 /** etcd's default --max-request-bytes: no single value may exceed it. */
 export const MAX_VALUE_BYTES = 1.5 * 1024 * 1024;

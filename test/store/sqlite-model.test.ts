@@ -42,7 +42,12 @@ class Model {
       wrote = true;
     };
     const del = (match: (k: string) => boolean) => {
-      for (const k of [...this.kvs.keys()]) if (match(k)) (this.kvs.delete(k), (wrote = true));
+      for (const k of [...this.kvs.keys()]) {
+        if (match(k)) {
+          this.kvs.delete(k);
+          wrote = true;
+        }
+      }
     };
     if (o.t === "put") put(o.k, o.v);
     else if (o.t === "del") del((k) => k === o.k);
@@ -93,7 +98,12 @@ it("the SQLite store agrees with a model of etcd's semantics on random operation
           const batches: WatchBatch[] = await collect(watch, (b) => (b.at(-1)?.revision ?? 0) >= model.rev, 5000);
           watch.close();
           const replay = new Map<string, KeyValue>();
-          for (const b of batches) for (const e of b.events) e.type === "put" ? replay.set(e.kv.key, e.kv) : replay.delete(e.kv.key);
+          for (const b of batches) {
+            for (const e of b.events) {
+              if (e.type === "put") replay.set(e.kv.key, e.kv);
+              else replay.delete(e.kv.key);
+            }
+          }
           assert.deepEqual(sorted(replay.values()), sorted(model.kvs.values()));
           assert.deepEqual(batches.map((b) => b.revision), [...model.snapshots.keys()].filter((r) => r > 1));
         }

@@ -1,0 +1,25 @@
+/** The CLI binary as a user runs it: compiled JavaScript, real process, real exit codes. */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { it } from "node:test";
+
+const BIN = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+const run = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8" });
+
+it("--version prints the package version", () => {
+  const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
+  const res = run("--version");
+  assert.equal(res.status, 0);
+  assert.equal(res.stdout.trim(), pkg.version);
+});
+
+it("an unknown command or flag is a one-line error with exit code 2, not a stack trace", () => {
+  for (const args of [["frobnicate"], ["--frobnicate"]]) {
+    const res = run(...args);
+    assert.equal(res.status, 2, `exit code for ${args.join(" ")}`);
+    assert.match(res.stderr, /^error: /m);
+    assert.doesNotMatch(res.stderr, /\n\s+at /, "no stack trace");
+  }
+});
