@@ -9,7 +9,14 @@ import { conformance } from "./conformance.js";
 conformance("sqlite (exclusive, the default)", async () => {
   const dir = await mkdtemp(join(tmpdir(), "constellation-store-"));
   const store = new SqliteStore({ path: join(dir, "state.db"), leaseCheckIntervalMs: 100 });
-  const client: Store = Object.assign(Object.create(store) as Store, { close: async () => undefined });
+  // Every client is the same store; closing a client leaves it open for the others.
+  const client = new Proxy(store, {
+    get: (target, prop) => {
+      if (prop === "close") return async () => undefined;
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  }) as Store;
   return {
     open: async () => client,
     cleanup: async () => {

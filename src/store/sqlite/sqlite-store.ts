@@ -108,6 +108,8 @@ export class SqliteStore implements Store {
   private readonly leaseTimer: NodeJS.Timeout;
   private wakeScheduled = false;
   private lastSeen = "";
+  /** Exclusive mode only: the revision, kept in memory after each committed write. */
+  private knownRevision: number | undefined;
   private writesSinceCompactCheck = 0;
 
   constructor(options: SqliteStoreOptions) {
@@ -229,7 +231,11 @@ export class SqliteStore implements Store {
   }
 
   private currentRevision(): number {
-    return this.st.revision.get()!.rev;
+    // The sole owner of the file knows its revision; in shared mode others may have written.
+    if (this.knownRevision !== undefined) return this.knownRevision;
+    const rev = this.st.revision.get()!.rev;
+    if (!this.shared) this.knownRevision = rev;
+    return rev;
   }
 
   private compactRevision(): number {
@@ -356,7 +362,15 @@ export class SqliteStore implements Store {
    * `fn` wrote something. A thrown error rolls everything back: nothing is half-written.
    */
   private write<T>(fn: (w: WriteState) => T): T {
-    const result = this.guard(() => this.tx.immediate(() => fn({ rev: this.currentRevision() + 1, seq: 0, wrote: false })) as T);
+    const w: WriteState = { rev: 0, seq: 0, wrote: false };
+    const result = this.guard(() =>
+      this.tx.immediate(() => {
+        w.rev = this.currentRevision() + 1;
+        return fn(w);
+      }),
+    ) as T;
+    if (w.wrote && !this.shared) this.knownRevision = w.rev; // committed
+
     this.wakeWatches();
     if (this.retain > 0 && ++this.writesSinceCompactCheck >= Math.max(1, Math.floor(this.retain / 10))) {
       this.writesSinceCompactCheck = 0;
