@@ -7,37 +7,9 @@ import { test } from "node:test";
 import { CompactedError, FutureRevisionError, LeaseNotFoundError, StoreClosedError } from "../../src/errors.js";
 import { openEtcdStore } from "../../src/store/etcd/etcd-store.js";
 import type { EtcdStore } from "../../src/store/etcd/etcd-store.js";
-import type { Watch, WatchBatch } from "../../src/store/types.js";
 import { startEtcd } from "../helpers/etcd-harness.js";
+import { collect, waitFor } from "../helpers/wait.js";
 import type { EtcdCluster } from "../helpers/etcd-harness.js";
-
-/** Reads batches until `enough` holds, failing after `timeoutMs`. Leaves the watch open. */
-async function take(watch: Watch, enough: (batches: WatchBatch[]) => boolean, timeoutMs = 15_000): Promise<WatchBatch[]> {
-  const batches: WatchBatch[] = [];
-  const it = watch[Symbol.asyncIterator]();
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`watch: timed out after ${timeoutMs} ms with ${batches.length} batches`)), timeoutMs);
-  });
-  try {
-    while (!enough(batches)) {
-      const next = await Promise.race([it.next(), timeout]);
-      if (next.done) break;
-      batches.push(next.value);
-    }
-    return batches;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 async function roundTrips(store: EtcdStore, p: string): Promise<void> {
   const r0 = await store.revision();
@@ -100,7 +72,7 @@ async function roundTrips(store: EtcdStore, p: string): Promise<void> {
   const watch = store.watch({ prefix: p }, { fromRevision: a.revision, prevKv: true });
   await watch.ready;
   const d = await store.delete({ prefix: `${p}a` });
-  const history = await take(watch, (b) => b.some((x) => x.revision === d.revision));
+  const history = await collect(watch, (b) => b.some((x) => x.revision === d.revision), 15_000);
   watch.close();
   for (let i = 1; i < history.length; i++) assert.ok(history[i]!.revision > history[i - 1]!.revision);
   assert.equal(history[0]!.revision, a.revision);
@@ -131,7 +103,7 @@ test("etcd, one member: put/get/range/txn/lease/watch round trips, compaction, c
       return true;
     });
     const old = store.watch({ prefix: "smoke1/" }, { fromRevision: r1 });
-    await assert.rejects(take(old, () => false, 5_000), (err: unknown) => {
+    await assert.rejects(collect(old, () => false, 5_000), (err: unknown) => {
       assert.ok(err instanceof CompactedError);
       assert.deepEqual([err.revision, err.compactRevision], [r1, r2]);
       return true;
@@ -176,14 +148,14 @@ test("etcd, three members: round trips, and a watch resumes without gaps when it
 
     const written: number[] = [];
     for (let i = 0; i < 10; i++) written.push((await writer.put(`${p}k${i % 3}`, `before-${i}`)).revision);
-    const seenBefore = await take(watch, (b) => b.length >= 3);
+    const seenBefore = await collect(watch, (b) => b.length >= 3, 15_000);
     // A burst the watch has most likely not delivered yet when its member dies.
     const burst = Array.from({ length: 20 }, (_, i) => writer.put(`${p}burst${i}`, `b-${i}`));
     written.push(...(await Promise.all(burst)).map((r) => r.revision));
     await etcd.killMember(victim);
     // If the victim led the cluster, writes fail (outcome unknown) until the others elect a new
     // leader, as with any etcd client: wait for one.
-    await until("a new leader", async () => (await etcd.leaderIndex()) !== undefined);
+    await waitFor("a new leader", async () => (await etcd.leaderIndex()) !== undefined, { timeoutMs: 15_000, intervalMs: 50 });
     for (let i = 0; i < 10; i++) written.push((await writer.put(`${p}k${i % 3}`, `after-${i}`)).revision);
     const txn = await writer.txn({
       success: [
@@ -193,7 +165,7 @@ test("etcd, three members: round trips, and a watch resumes without gaps when it
     });
     written.push(txn.revision);
 
-    const rest = await take(watch, (b) => seenBefore.length + b.length >= written.length, 30_000);
+    const rest = await collect(watch, (b) => seenBefore.length + b.length >= written.length, 30_000);
     const batches = [...seenBefore, ...rest];
     assert.deepEqual(
       batches.map((b) => b.revision),
@@ -207,7 +179,7 @@ test("etcd, three members: round trips, and a watch resumes without gaps when it
     // The store itself fails over too: reads and writes go to the survivors.
     const after = await store.put(`${p}via-store`, "ok");
     assert.equal((await store.get(`${p}via-store`))?.modRevision, after.revision);
-    const last = await take(watch, (b) => b.length >= 1);
+    const last = await collect(watch, (b) => b.length >= 1, 15_000);
     assert.equal(last[0]!.revision, after.revision);
     watch.close();
   } finally {
