@@ -11,7 +11,7 @@
  * that createRevision, so a write from a leader that has lost office (its lease expired while
  * it was paused, say) is rejected by the store itself with `NotLeaderError`.
  */
-import { CompactedError, NotLeaderError } from "../errors.js";
+import { CompactedError, InvalidArgumentError, NotLeaderError } from "../errors.js";
 import { LeaseKeeper } from "./lease-keeper.js";
 import type { Compare, KeyValue, Store, TxnRequest, TxnResult } from "./types.js";
 
@@ -65,9 +65,16 @@ export class Leadership {
   /**
    * A txn that runs only while this contender still leads. If the fence fails, throws
    * `NotLeaderError` and nothing is written; if only the caller's own compares fail, returns
-   * the result with `succeeded: false` as usual.
+   * the result with `succeeded: false` as usual. The `failure` branch may only read: it also
+   * runs when the fence fails, and a store txn cannot fence it separately.
    */
   async txn(request: TxnRequest): Promise<TxnResult> {
+    if (request.failure?.some((op) => op.type !== "range")) {
+      throw new InvalidArgumentError(
+        "failure",
+        "a fenced txn's failure branch may only contain range ops: it would also run for a leader that lost office",
+      );
+    }
     const res = await this.store.txn({ ...request, compare: [this.fence(), ...(request.compare ?? [])] });
     if (res.succeeded) return res;
     // A fence that holds now held at the txn too (a key never returns with the same createRevision).
@@ -120,7 +127,7 @@ export class Election {
       });
       const token = res.revision;
       const wonAt = await this.waitForPredecessors(key, token, keeper, options.signal);
-      return new Leadership(this.store, this.name, key, token, wonAt, keeper, this.watchKey(key, token));
+      return new Leadership(this.store, this.name, key, token, wonAt, keeper, this.watchKey(key, token, wonAt + 1));
     } catch (err) {
       keeper.stop();
       await this.store.revokeLease(lease.id).catch(() => undefined);
@@ -147,6 +154,7 @@ export class Election {
     const watch = this.store.watch({ prefix: this.prefix }, { fromRevision: snapshot.revision + 1 });
     const stop = () => watch.close();
     signal?.addEventListener("abort", stop, { once: true });
+    if (signal?.aborted) stop(); // aborted while we were suspended at the first yield
     try {
       for await (const batch of watch) {
         for (const ev of batch.events) {
@@ -169,6 +177,7 @@ export class Election {
   private async waitForPredecessors(key: string, token: number, keeper: LeaseKeeper, signal?: AbortSignal): Promise<number> {
     for (;;) {
       signal?.throwIfAborted();
+      if (!keeper.active) throw new NotLeaderError(this.name, "our lease was lost while waiting to lead");
       const { kvs, revision } = await this.store.range({ prefix: this.prefix });
       const mine = kvs.find((kv) => kv.key === key);
       if (!mine || mine.createRevision !== token) {
@@ -186,7 +195,8 @@ export class Election {
     const watch = this.store.watch({ key }, { fromRevision });
     const stop = () => watch.close();
     signal?.addEventListener("abort", stop, { once: true });
-    void keeper.lost.then(stop);
+    const unsubscribe = keeper.onLost(stop);
+    if (signal?.aborted) stop();
     try {
       for await (const batch of watch) {
         if (batch.events.some((ev) => ev.type === "delete")) return;
@@ -196,25 +206,41 @@ export class Election {
       if (!(err instanceof CompactedError)) throw err;
     } finally {
       signal?.removeEventListener("abort", stop);
+      unsubscribe();
       watch.close();
     }
   }
 
-  /** `gone` resolves when our key is deleted (or replaced), i.e. leadership is over. */
-  private watchKey(key: string, token: number): { gone: Promise<void>; close: () => void } {
-    const watch = this.store.watch({ key }, { fromRevision: token + 1 });
+  /**
+   * `gone` resolves when our claim is deleted (or replaced), i.e. leadership is over. Watches
+   * from `fromRevision`, at which the claim was seen to exist; if that history has been
+   * compacted, it looks at the claim again and watches on from there.
+   */
+  private watchKey(key: string, token: number, fromRevision: number): { gone: Promise<void>; close: () => void } {
+    let closed = false;
+    let watch = this.store.watch({ key }, { fromRevision });
     const gone = (async () => {
-      try {
-        for await (const batch of watch) {
-          if (batch.events.some((ev) => ev.type === "delete" || ev.kv.createRevision !== token)) return;
+      for (;;) {
+        try {
+          for await (const batch of watch) {
+            if (batch.events.some((ev) => ev.type === "delete" || ev.kv.createRevision !== token)) return;
+          }
+          return; // closed
+        } catch (err) {
+          if (!(err instanceof CompactedError) || closed) return; // broken: counts as lost; the fence still guards writes
+          const { kvs, revision } = await this.store.range({ key }).catch(() => ({ kvs: [], revision: 0 }));
+          if (kvs[0]?.createRevision !== token || closed) return;
+          watch = this.store.watch({ key }, { fromRevision: revision + 1 });
         }
-      } catch {
-        // A broken or compacted watch counts as lost; the fence still guards every write.
-      } finally {
-        watch.close();
       }
-    })();
-    return { gone, close: () => watch.close() };
+    })().finally(() => watch.close());
+    return {
+      gone,
+      close: () => {
+        closed = true;
+        watch.close();
+      },
+    };
   }
 }
 

@@ -1,51 +1,78 @@
 /**
- * Keeps a lease alive by renewing it every TTL/3 seconds. Transient errors are retried until
- * the lease's own deadline; after that, or as soon as the store says the lease is gone, the
- * keeper reports the loss once and stops.
+ * Keeps a lease alive by renewing it every TTL/3 seconds. A renewal that hangs (a member that
+ * stopped answering, say) does not hold up the next one: renewals go out on the interval, a few
+ * may be in flight at once. Transient errors are retried until the lease's own deadline; after
+ * that, or as soon as the store says the lease is gone, the keeper reports the loss once and stops.
  */
 import { isConstellationError } from "../errors.js";
 import type { LeaseId, Store } from "./types.js";
 
+const MAX_IN_FLIGHT = 3;
+
 export class LeaseKeeper {
-  private timer: NodeJS.Timeout | undefined;
+  private readonly timer: NodeJS.Timeout;
   private stopped = false;
+  private isLost = false;
+  private inFlight = 0;
   private deadline: number;
+  private readonly listeners = new Set<() => void>();
   /** Resolves when the lease is lost (expired, revoked, or unrenewable until its deadline). */
   readonly lost: Promise<void>;
-  private markLost!: () => void;
 
   constructor(
     private readonly store: Store,
     readonly id: LeaseId,
-    private readonly ttlSeconds: number,
+    ttlSeconds: number,
   ) {
     this.deadline = Date.now() + ttlSeconds * 1000;
-    this.lost = new Promise((resolve) => (this.markLost = resolve));
-    this.schedule();
+    this.lost = new Promise((resolve) => this.listeners.add(resolve));
+    this.timer = setInterval(() => this.tick(), Math.max(50, (ttlSeconds * 1000) / 3));
   }
 
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => void this.renew(), Math.max(50, (this.ttlSeconds * 1000) / 3));
+  /** Calls `fn` once when the lease is lost; returns a function that unsubscribes. */
+  onLost(fn: () => void): () => void {
+    if (this.isLost) {
+      fn();
+      return () => undefined;
+    }
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private tick(): void {
+    if (Date.now() >= this.deadline) return this.markLost();
+    if (this.inFlight < MAX_IN_FLIGHT) void this.renew();
   }
 
   private async renew(): Promise<void> {
     const sentAt = Date.now();
+    this.inFlight++;
     try {
       const ttl = await this.store.keepAliveOnce(this.id);
-      this.deadline = sentAt + ttl * 1000;
+      this.deadline = Math.max(this.deadline, sentAt + ttl * 1000);
     } catch (err) {
-      if ((isConstellationError(err) && err.code === "STORE_LEASE_NOT_FOUND") || Date.now() >= this.deadline) {
-        this.stop();
-        this.markLost();
-        return;
-      }
+      if (isConstellationError(err) && err.code === "STORE_LEASE_NOT_FOUND") this.markLost();
+      // anything else: transient; the next tick tries again while the deadline allows
+    } finally {
+      this.inFlight--;
     }
-    this.schedule();
   }
 
+  private markLost(): void {
+    if (this.isLost) return;
+    this.isLost = true;
+    this.stop();
+    for (const fn of this.listeners) fn();
+    this.listeners.clear();
+  }
+
+  /** Stops renewing (the lease then expires after its TTL unless revoked). */
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.timer);
+    clearInterval(this.timer);
+  }
+
+  get active(): boolean {
+    return !this.stopped;
   }
 }

@@ -69,6 +69,14 @@ export function checkRevision(rev: unknown, field = "revision"): number {
   return rev;
 }
 
+/** A compaction target: a revision of at least 1 (revision 0 would mean "nothing"). */
+export function checkCompactRevision(rev: unknown): number {
+  if (typeof rev !== "number" || !Number.isSafeInteger(rev) || rev < 1) {
+    throw new InvalidArgumentError("revision", `compact revision must be a positive integer, got ${String(rev)}`);
+  }
+  return rev;
+}
+
 export function checkLimit(limit: unknown): number {
   if (limit === undefined) return 0;
   if (typeof limit !== "number" || !Number.isSafeInteger(limit) || limit < 0) {

@@ -181,13 +181,23 @@ export function conformance(name: string, makeFixture: () => Promise<StoreFixtur
       assert.equal(seen?.type === "range" ? seen.count : -1, 2);
       assert.equal((await store.get(`${p}flag`))?.modRevision, r0 + 1);
       assert.equal((await store.get(`${p}other`))?.modRevision, r0 + 1);
+      const perOp = await store.txn({
+        success: [
+          { type: "range", range: { key: `${p}flag` } },
+          { type: "put", key: `${p}flag`, value: "again" },
+          { type: "range", range: { key: `${p}flag` } },
+        ],
+      });
+      // Each op reports the revision as of just after it; the whole txn, the final one.
+      assert.deepEqual(perOp.results.map((r) => r.revision), [r0 + 1, r0 + 2, r0 + 2]);
+      assert.equal(perOp.revision, r0 + 2);
       const again = await store.txn({
         compare: [{ key: `${p}flag`, target: "createRevision", op: "=", value: 0 }],
         success: [{ type: "put", key: `${p}never`, value: "z" }],
         failure: [{ type: "delete", range: { key: `${p}other` }, prevKv: true }],
       });
       assert.equal(again.succeeded, false);
-      assert.equal(again.revision, r0 + 2);
+      assert.equal(again.revision, r0 + 3);
       const del = again.results[0];
       assert.equal(del?.type === "delete" ? del.deleted : -1, 1);
       assert.equal(await store.get(`${p}never`), undefined);
@@ -289,10 +299,25 @@ export function conformance(name: string, makeFixture: () => Promise<StoreFixtur
       assert.deepEqual(ones.map((b) => b.events[0]!.kv.value), ["1", "4", "7", "10", "13"]);
     });
 
+    it("a watch far behind (thousands of unrelated changes) catches up without further writes", async () => {
+      p = newPrefix();
+      const from = (await store.revision()) + 1;
+      for (let t = 0; t < 25; t++) {
+        await store.txn({ success: Array.from({ length: 100 }, (_, i) => ({ type: "put" as const, key: `${p}noise/${t}/${i}`, value: "x" })) });
+      }
+      const target = await store.put(`${p}watched`, "here");
+      const watch = store.watch({ key: `${p}watched` }, { fromRevision: from });
+      const got = await collect(watch, (b) => b.length >= 1);
+      watch.close();
+      assert.equal(got[0]!.revision, target.revision);
+      assert.equal(got[0]!.events[0]!.kv.value, "here");
+    });
+
     it("lease expiry deletes every attached key and emits delete events; keepAlive holds it", async () => {
       p = newPrefix();
       const short = await store.grantLease(2);
       const held = await store.grantLease(2);
+      const heldGrantedAt = Date.now();
       await store.put(`${p}a`, "1", { lease: short.id });
       await store.put(`${p}b`, "2", { lease: short.id });
       await store.put(`${p}held`, "3", { lease: held.id });
@@ -322,7 +347,8 @@ export function conformance(name: string, makeFixture: () => Promise<StoreFixtur
         assert.equal(await store.get(`${p}c`), undefined);
         assert.equal(await store.revision(), before);
         // The kept-alive lease outlived its TTL.
-        assert.ok(Date.now() - started > held.ttl * 1000);
+        await waitFor("the kept-alive lease to outlive its TTL", () => Date.now() - heldGrantedAt > held.ttl * 1000 + 200 || undefined);
+        assert.ok(await store.leaseInfo(held.id), "the kept-alive lease still exists");
         assert.equal((await store.get(`${p}held`))?.value, "3");
       } finally {
         clearInterval(keeper);
@@ -389,6 +415,9 @@ export function conformance(name: string, makeFixture: () => Promise<StoreFixtur
         TooManyOpsError,
       );
       await assert.rejects(store.put(`${p}k`, 42 as unknown as string), InvalidArgumentError);
+      await assert.rejects(store.get(`${p}k`, { revision: 1.5 }), InvalidArgumentError);
+      await assert.rejects(store.compact(0), InvalidArgumentError);
+      await assert.rejects(store.put(`${p}k`, "v", { lease: String(2n ** 60n) }), LeaseNotFoundError);
       assert.throws(() => store.watch({ start: `${p}z`, end: `${p}a` }), InvalidRangeError);
       assert.equal(await store.revision(), before, "nothing was written");
       assert.equal((await store.range({ prefix: p })).count, 0);
@@ -413,7 +442,15 @@ export function conformance(name: string, makeFixture: () => Promise<StoreFixtur
         return n;
       })();
       watch.close();
-      assert.equal(await waitFor("watch loop to end", async () => ({ n: await done })).then((x) => x.n), 0);
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("the watch loop did not end within 5 s of close()")), 5000);
+      });
+      try {
+        assert.equal(await Promise.race([done, deadline]), 0);
+      } finally {
+        clearTimeout(timer);
+      }
     });
   });
 }

@@ -12,8 +12,8 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
-import { CompactedError, StoreCorruptError, StoreUnavailableError } from "../../src/errors.js";
-import { waitFor } from "../helpers/wait.js";
+import { CompactedError, StoreClosedError, StoreCorruptError, StoreUnavailableError } from "../../src/errors.js";
+import { collect, waitFor } from "../helpers/wait.js";
 
 const WRITER = fileURLToPath(new URL("./sqlite-writer.js", import.meta.url));
 
@@ -82,6 +82,12 @@ describe("sqlite store: durability and compaction", () => {
         await assert.rejects(again.range({ prefix: "k/" }, { revision: rev - 1500 }), CompactedError);
         const past = await again.range({ prefix: "k/" }, { revision: rev - 500 });
         assert.equal(past.count, 100);
+        const old = again.watch({ prefix: "k/" }, { fromRevision: rev - 1500 });
+        await assert.rejects(collect(old, () => false), CompactedError);
+        const inside = again.watch({ prefix: "k/" }, { fromRevision: rev - 500 });
+        const batches = await collect(inside, (b) => b.length >= 501);
+        inside.close();
+        assert.deepEqual(batches.map((b) => b.revision), Array.from({ length: 501 }, (_, i) => rev - 500 + i));
       } finally {
         await again.close();
       }
@@ -107,6 +113,15 @@ describe("sqlite store: durability and compaction", () => {
     const reopened = new SqliteStore({ path });
     assert.equal((await reopened.get("k"))?.value, "v");
     await reopened.close();
+  });
+
+  it("closing the store ends a watch that is being read with StoreClosedError", async () => {
+    const store = new SqliteStore({ path: join(dir, "closing.db") });
+    const watch = store.watch({ prefix: "" });
+    const reading = collect(watch, () => false);
+    await store.put("a", "1");
+    await store.close();
+    await assert.rejects(reading, StoreClosedError);
   });
 
   it("a file that is not a store is refused with a typed error", async () => {

@@ -54,7 +54,7 @@ import type {
   WatchOptions,
 } from "../types.js";
 import type { ByteRange } from "../validate.js";
-import { checkKey, checkLeaseId, checkLimit, checkRevision, checkTtl, checkTxn, checkValue, toByteRange } from "../validate.js";
+import { checkKey, checkLeaseId, checkLimit, checkCompactRevision, checkRevision, checkTtl, checkTxn, checkValue, toByteRange } from "../validate.js";
 import type { EtcdErrorContext } from "./etcd-errors.js";
 import { castEtcdError, isEndpointFailure, isTransient, wasNotApplied } from "./etcd-errors.js";
 import type { WatchConnection, WatchConnector } from "./etcd-watch.js";
@@ -406,7 +406,7 @@ export class EtcdStore implements Store {
   }
 
   async compact(revision: number): Promise<void> {
-    const rev = checkRevision(revision);
+    const rev = checkCompactRevision(revision);
     await this.call("write", (ep, o) => ep.client.kv.compact({ revision: rev, physical: true }, o), { op: "compact", revision: rev }, 4);
     this.knownCompactRevision = Math.max(this.knownCompactRevision, rev);
   }

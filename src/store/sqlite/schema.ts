@@ -104,7 +104,8 @@ export function prepareStatements(db: Database.Database) {
     ),
     countKvFrom: db.prepare<[Buffer], { n: number }>("SELECT count(*) AS n FROM kv WHERE key >= ?"),
     countKvBetween: db.prepare<[Buffer, Buffer], { n: number }>("SELECT count(*) AS n FROM kv WHERE key >= ? AND key < ?"),
-    keysOfLease: db.prepare<[number], { key: Buffer }>("SELECT key FROM kv WHERE lease = ? ORDER BY key"),
+    // "lease != 0" lets SQLite use the partial index kv_lease.
+    keysOfLease: db.prepare<[number], { key: Buffer }>("SELECT key FROM kv WHERE lease = ? AND lease != 0 ORDER BY key"),
 
     insertLog: db.prepare<
       [number, number, Buffer, number, Buffer | null, number, number, number, number, Buffer | null, number, number, number]
@@ -128,7 +129,7 @@ export function prepareStatements(db: Database.Database) {
 
     insertLease: db.prepare<[number, number, number]>("INSERT OR IGNORE INTO leases (id, ttl, expires_at) VALUES (?, ?, ?)"),
     getLease: db.prepare<[number], { id: number; ttl: number; expires_at: number }>("SELECT * FROM leases WHERE id = ?"),
-    renewLease: db.prepare<[number, number]>("UPDATE leases SET expires_at = ? WHERE id = ?"),
+    renewLease: db.prepare<[number, number, number]>("UPDATE leases SET expires_at = ? WHERE id = ? AND expires_at > ?"),
     deleteLease: db.prepare<[number]>("DELETE FROM leases WHERE id = ?"),
     expiredLeases: db.prepare<[number], { id: number }>("SELECT id FROM leases WHERE expires_at <= ? ORDER BY expires_at LIMIT 64"),
   };

@@ -18,7 +18,6 @@ import Database from "better-sqlite3";
 import {
   CompactedError,
   FutureRevisionError,
-  InvalidArgumentError,
   LeaseNotFoundError,
   StoreClosedError,
   StoreCorruptError,
@@ -48,6 +47,7 @@ import type {
 } from "../types.js";
 import {
   type ByteRange,
+  checkCompactRevision,
   checkKey,
   checkLeaseId,
   checkLimit,
@@ -161,8 +161,9 @@ export class SqliteStore implements Store {
 
   async get(key: string, options?: { revision?: number }): Promise<KeyValue | undefined> {
     const k = checkKey(key);
+    const rev = options?.revision === undefined ? 0 : checkRevision(options.revision);
     return this.guard(() => {
-      if (options?.revision) return this.rangeAt({ start: k, single: true }, options.revision, 1, false).kvs[0];
+      if (rev) return (this.tx(() => this.rangeAt({ start: k, single: true }, rev, 1, false)) as RangeResult).kvs[0];
       const row = this.st.getKv.get(k);
       return row ? kvFromRow(row, false) : undefined;
     });
@@ -269,11 +270,9 @@ export class SqliteStore implements Store {
     return this.write((w) => {
       const succeeded = (request.compare ?? []).every((c) => this.evalCompare(c));
       const ops = (succeeded ? request.success : request.failure) ?? [];
-      const results = ops.map((op) => this.applyOp(w, op));
-      const revision = w.wrote ? w.rev : w.rev - 1;
-      // Every result reports the txn's final revision, as etcd's response headers do.
-      for (const res of results) res.revision = revision;
-      return { succeeded, revision, results };
+      // Each op's result reports the store's revision as of just after that op, as etcd does.
+      const results = ops.map((op) => ({ ...this.applyOp(w, op), revision: w.wrote ? w.rev : w.rev - 1 }));
+      return { succeeded, revision: w.wrote ? w.rev : w.rev - 1, results };
     });
   }
 
@@ -382,7 +381,7 @@ export class SqliteStore implements Store {
   // ---- compaction --------------------------------------------------------------------
 
   async compact(revision: number): Promise<void> {
-    checkRevision(revision);
+    checkCompactRevision(revision);
     this.guard(() => this.compactTo(revision));
   }
 
@@ -398,13 +397,17 @@ export class SqliteStore implements Store {
     this.wakeWatches(); // watches behind the new floor must learn they are compacted
   }
 
+  /**
+   * Runs after a write has committed, so it must never fail that write: any error here (a busy
+   * file in shared mode, a concurrent compaction by another process, a full disk) is left for
+   * the next check.
+   */
   private autoCompact(): void {
     try {
       const target = this.currentRevision() - this.retain;
       if (target > this.compactRevision()) this.compactTo(target);
-    } catch (err) {
-      // Another process may have compacted concurrently; anything else is reported on the next call.
-      if (!isConstellationError(err)) throw err;
+    } catch {
+      // retried at the next check
     }
   }
 
@@ -423,8 +426,11 @@ export class SqliteStore implements Store {
   async keepAliveOnce(id: LeaseId): Promise<number> {
     const n = leaseNumber(checkLeaseId(id));
     return this.guard(() => {
-      const lease = this.requireLiveLease(n);
-      this.st.renewLease.run(this.now() + lease.ttl * 1000, n);
+      const lease = this.st.getLease.get(n);
+      // One conditional update: a lease revoked or expired meanwhile (by another process's
+      // reaper, say) is not renewed.
+      const now = this.now();
+      if (!lease || this.st.renewLease.run(now + lease.ttl * 1000, n, now).changes !== 1) throw new LeaseNotFoundError(id);
       return lease.ttl;
     });
   }
@@ -494,7 +500,7 @@ export class SqliteStore implements Store {
   /** What a watch may read: the log, in one consistent snapshot per call. */
   private readonly watchSource = {
     read: (fromRev: number, maxRows: number) =>
-      this.tx(() => {
+      this.guard(() => this.tx(() => {
         const current = this.currentRevision();
         const compactRev = this.compactRevision();
         if (fromRev < compactRev) throw new CompactedError(fromRev, compactRev);
@@ -508,9 +514,8 @@ export class SqliteStore implements Store {
           else rows = rows.filter((row) => row.rev < lastRev);
           upTo = rows[rows.length - 1]!.rev;
         }
-        return { rows, upTo };
-      }) as { rows: LogRow[]; upTo: number },
-    closed: () => this.closed,
+        return { rows, upTo, more: upTo < current };
+      }) as { rows: LogRow[]; upTo: number; more: boolean }),
   };
 
   private removeWatch(w: SqliteWatch): void {
@@ -550,7 +555,7 @@ export class SqliteStore implements Store {
     this.closed = true;
     clearInterval(this.leaseTimer);
     if (this.pollTimer) clearInterval(this.pollTimer);
-    for (const w of [...this.watches]) w.close();
+    for (const w of [...this.watches]) w.fail(new StoreClosedError());
     this.db.close();
   }
 
@@ -580,7 +585,7 @@ function prevColumns(prev: KvRow | undefined): [number, Buffer | null, number, n
 
 function leaseNumber(id: LeaseId): number {
   const n = Number(id);
-  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError("lease", `lease ${id} is not a lease of this store`);
+  if (!Number.isSafeInteger(n)) throw new LeaseNotFoundError(id); // beyond any ID this store issues
   return n;
 }
 

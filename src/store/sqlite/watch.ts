@@ -15,8 +15,8 @@ import { type LogRow, kvFromLog, prevKvFromLog } from "./schema.js";
 const READ_ROWS = 1000;
 
 export interface WatchSource {
-  read(fromRev: number, maxRows: number): { rows: LogRow[]; upTo: number };
-  closed(): boolean;
+  /** Log rows from `fromRev` on, ending at a revision boundary; `more`: the log goes on past `upTo`. */
+  read(fromRev: number, maxRows: number): { rows: LogRow[]; upTo: number; more: boolean };
 }
 
 export class SqliteWatch implements Watch {
@@ -25,6 +25,7 @@ export class SqliteWatch implements Watch {
   private readonly buffer: WatchBatch[] = [];
   private waiter: (() => void) | undefined;
   private closed = false;
+  private error: Error | undefined;
 
   constructor(
     private readonly source: WatchSource,
@@ -50,6 +51,12 @@ export class SqliteWatch implements Watch {
     this.wake();
   }
 
+  /** Ends the watch with an error its consumer will see (e.g. the store was closed). */
+  fail(err: Error): void {
+    this.error ??= err;
+    this.close();
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<WatchBatch> {
     try {
       while (!this.closed) {
@@ -58,12 +65,12 @@ export class SqliteWatch implements Watch {
           yield next;
           continue;
         }
-        if (this.source.closed()) return;
         this.fill();
         if (this.buffer.length === 0 && !this.closed) {
           await new Promise<void>((resolve) => (this.waiter = resolve));
         }
       }
+      if (this.error) throw this.error;
     } finally {
       this.close();
     }
@@ -71,7 +78,7 @@ export class SqliteWatch implements Watch {
 
   private fill(): void {
     for (;;) {
-      const { rows, upTo } = this.source.read(this.cursor, READ_ROWS);
+      const { rows, upTo, more } = this.source.read(this.cursor, READ_ROWS);
       let batch: WatchBatch | undefined;
       for (const row of rows) {
         if (!inByteRange(this.range, row.key)) continue;
@@ -82,8 +89,8 @@ export class SqliteWatch implements Watch {
         batch.events.push(this.event(row));
       }
       if (upTo >= this.cursor) this.cursor = upTo + 1;
-      // Keep reading while whole pages held nothing for us, so the cursor keeps up.
-      if (this.buffer.length > 0 || rows.length < READ_ROWS) return;
+      // Keep reading while the pages read held nothing for us and the log goes on.
+      if (this.buffer.length > 0 || !more) return;
     }
   }
 
