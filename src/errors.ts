@@ -20,7 +20,15 @@ export type ErrorCode =
   | "STORE_CLOSED"
   | "STORE_UNAVAILABLE"
   | "STORE_CORRUPT"
-  | "ELECTION_NOT_LEADER";
+  | "ELECTION_NOT_LEADER"
+  | "RUNTIME_INVALID_SPEC"
+  | "RUNTIME_CAPACITY_EXCEEDED"
+  | "RUNTIME_LIMIT_UNENFORCEABLE"
+  | "RUNTIME_SCRIPT_ERROR"
+  | "RUNTIME_STAR_NOT_FOUND"
+  | "RUNTIME_STAR_EXISTS"
+  | "RUNTIME_START_FAILED"
+  | "RUNTIME_UNAVAILABLE";
 
 export class ConstellationError extends Error {
   readonly code: ErrorCode;
@@ -165,6 +173,83 @@ export class NotLeaderError extends ConstellationError {
   constructor(election: string, detail: string) {
     super("ELECTION_NOT_LEADER", `not the leader of "${election}": ${detail}`);
     this.election = election;
+  }
+}
+
+export interface SpecIssue {
+  /** Dotted path of the field, e.g. "env.PATH" or "ram_mb". */
+  field: string;
+  message: string;
+}
+
+/** A star spec that is not valid: every problem found, each naming its field. */
+export class InvalidSpecError extends ConstellationError {
+  readonly issues: SpecIssue[];
+  constructor(issues: SpecIssue[]) {
+    super("RUNTIME_INVALID_SPEC", `invalid star spec: ${issues.map((i) => (i.field ? `${i.field}: ${i.message}` : i.message)).join("; ")}`);
+    this.issues = issues;
+  }
+}
+
+export class CapacityExceededError extends ConstellationError {
+  readonly field: string;
+  readonly requested: number;
+  readonly capacity: number;
+  constructor(field: string, requested: number, capacity: number, unit: string) {
+    super("RUNTIME_CAPACITY_EXCEEDED", `${field} asks for ${requested} ${unit}, but this node has ${capacity} ${unit}: ask for less`);
+    this.field = field;
+    this.requested = requested;
+    this.capacity = capacity;
+  }
+}
+
+/** The node cannot enforce a limit the spec asks for (no cgroups, not root, ...). */
+export class LimitUnenforceableError extends ConstellationError {
+  readonly limit: string;
+  constructor(limit: string, missing: string) {
+    super(
+      "RUNTIME_LIMIT_UNENFORCEABLE",
+      `cannot enforce ${limit} on this node: ${missing}. Fix that, or start the runtime in dev mode to run with limits not enforced`,
+    );
+    this.limit = limit;
+  }
+}
+
+export class ScriptError extends ConstellationError {
+  readonly script: string;
+  constructor(script: string, message: string, cause?: unknown) {
+    super("RUNTIME_SCRIPT_ERROR", `script ${script}: ${message}`, { cause });
+    this.script = script;
+  }
+}
+
+export class StarNotFoundError extends ConstellationError {
+  readonly star: string;
+  constructor(star: string) {
+    super("RUNTIME_STAR_NOT_FOUND", `no star ${star} on this runtime`);
+    this.star = star;
+  }
+}
+
+export class StarExistsError extends ConstellationError {
+  readonly star: string;
+  constructor(star: string) {
+    super("RUNTIME_STAR_EXISTS", `a star ${star} already exists on this runtime: pick another name or remove it first`);
+    this.star = star;
+  }
+}
+
+export class StartFailedError extends ConstellationError {
+  readonly star: string;
+  constructor(star: string, message: string, cause?: unknown) {
+    super("RUNTIME_START_FAILED", `star ${star} failed to start: ${message}`, { cause });
+    this.star = star;
+  }
+}
+
+export class RuntimeUnavailableError extends ConstellationError {
+  constructor(message: string, cause?: unknown) {
+    super("RUNTIME_UNAVAILABLE", message, { cause });
   }
 }
 

@@ -1,0 +1,21 @@
+// Builds the star launcher (src/runtime/process/native/star-shim.c) into dist/native/.
+// Static when the C library allows it, so the shim maps almost nothing (it stays resident per star).
+import { mkdirSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+
+if (process.platform !== "linux") {
+  console.log("build-native: not Linux; the process runtime is unavailable here (stars need Linux)");
+  process.exit(0);
+}
+mkdirSync("dist/native", { recursive: true });
+const cc = process.env.CC ?? "cc";
+const base = ["-O2", "-Wall", "-Wextra", "-o", "dist/native/star-shim", "src/runtime/process/native/star-shim.c"];
+let res = spawnSync(cc, ["-static", ...base], { stdio: "inherit" });
+if (res.status !== 0) {
+  console.log("build-native: static link failed, building dynamically");
+  res = spawnSync(cc, base, { stdio: "inherit" });
+}
+if (res.status !== 0) {
+  console.error(`build-native: cannot compile the star launcher with ${cc}: install a C compiler (apt-get install -y gcc libc6-dev)`);
+  process.exit(1);
+}

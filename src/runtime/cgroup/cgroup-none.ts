@@ -1,0 +1,41 @@
+/**
+ * No cgroups (not Linux, not mounted, or not writable): nothing can be limited or measured.
+ * The runtime refuses specs that ask for limits unless it runs in dev mode, where stars are
+ * marked "limits not enforced".
+ */
+import type { Limits } from "../spec.js";
+import type { CgroupCapabilities, CgroupDriver, CgroupStats, StarCgroup } from "./cgroup.js";
+
+export class CgroupNoneDriver implements CgroupDriver {
+  readonly version = "none";
+  constructor(private readonly reason: string) {}
+
+  capabilities(): CgroupCapabilities {
+    return { cpu: false, memory: false, pids: false, missing: [this.reason] };
+  }
+
+  async create(_id: string, _limits: Limits): Promise<StarCgroup> {
+    return new NoGroup();
+  }
+
+  async open(_id: string): Promise<StarCgroup | undefined> {
+    return undefined;
+  }
+
+  async list(): Promise<string[]> {
+    return [];
+  }
+}
+
+class NoGroup implements StarCgroup {
+  readonly procsFiles: string[] = [];
+  async setLimits(): Promise<void> {}
+  async stats(): Promise<CgroupStats> {
+    return { cpuUsageUsec: 0, memoryBytes: 0, pids: 0, oomKills: 0 };
+  }
+  async pids(): Promise<number[]> {
+    return [];
+  }
+  async killAll(): Promise<void> {}
+  async destroy(): Promise<void> {}
+}

@@ -1,0 +1,154 @@
+/**
+ * cgroup v1: one hierarchy per controller (cpu, cpuacct, memory, pids; cpu and cpuacct are
+ * often co-mounted). A star's group is <hierarchy>/<parent>/<id> in each.
+ *
+ *   cpu     cpu.cfs_period_us, cpu.cfs_quota_us        cpuacct  cpuacct.usage (ns)
+ *   memory  memory.limit_in_bytes, memory.memsw.limit_in_bytes (= limit: no swap),
+ *           memory.usage_in_bytes, memory.max_usage_in_bytes, memory.oom_control (oom_kill N)
+ *   pids    pids.max, pids.current
+ */
+import { access, mkdir, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Limits } from "../spec.js";
+import {
+  CPU_PERIOD_USEC,
+  type CgroupCapabilities,
+  type CgroupDriver,
+  type CgroupStats,
+  type StarCgroup,
+  cpuQuotaUsec,
+} from "./cgroup.js";
+import { killPids, readKeyed, readNumber, readPids, removeCgroupDir, writeValue } from "./files.js";
+
+/** Mount points of the v1 hierarchies we use. cpu and cpuacct may be the same directory. */
+export interface V1Mounts {
+  cpu?: string;
+  cpuacct?: string;
+  memory?: string;
+  pids?: string;
+}
+
+export class CgroupV1Driver implements CgroupDriver {
+  readonly version = "v1";
+
+  constructor(
+    private readonly mounts: V1Mounts,
+    private readonly parent = "constellation",
+  ) {}
+
+  capabilities(): CgroupCapabilities {
+    const missing: string[] = [];
+    if (!this.mounts.cpu) missing.push("the cpu controller is not mounted");
+    if (!this.mounts.memory) missing.push("the memory controller is not mounted");
+    if (!this.mounts.pids) missing.push("the pids controller is not mounted");
+    return { cpu: !!this.mounts.cpu, memory: !!this.mounts.memory, pids: !!this.mounts.pids, missing };
+  }
+
+  /** The distinct hierarchy directories of a star (cpu,cpuacct co-mounted counts once). */
+  private dirs(id: string): { cpu?: string; cpuacct?: string; memory?: string; pids?: string; all: string[] } {
+    const d = (mount?: string) => (mount ? join(mount, this.parent, id) : undefined);
+    const dirs = { cpu: d(this.mounts.cpu), cpuacct: d(this.mounts.cpuacct), memory: d(this.mounts.memory), pids: d(this.mounts.pids) };
+    return { ...dirs, all: [...new Set(Object.values(dirs).filter((x): x is string => !!x))] };
+  }
+
+  async create(id: string, limits: Limits): Promise<StarCgroup> {
+    const dirs = this.dirs(id);
+    for (const dir of dirs.all) await mkdir(dir, { recursive: true });
+    const group = new V1Group(dirs);
+    await group.setLimits(limits);
+    return group;
+  }
+
+  async open(id: string): Promise<StarCgroup | undefined> {
+    const dirs = this.dirs(id);
+    for (const dir of dirs.all) {
+      try {
+        await access(dir);
+      } catch {
+        return undefined;
+      }
+    }
+    return new V1Group(dirs);
+  }
+
+  async list(): Promise<string[]> {
+    const base = this.mounts.memory ?? this.mounts.pids ?? this.mounts.cpu;
+    if (!base) return [];
+    try {
+      const entries = await readdir(join(base, this.parent), { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch {
+      return [];
+    }
+  }
+}
+
+class V1Group implements StarCgroup {
+  readonly procsFiles: string[];
+
+  constructor(private readonly dirs: { cpu?: string; cpuacct?: string; memory?: string; pids?: string; all: string[] }) {
+    this.procsFiles = dirs.all.map((d) => join(d, "cgroup.procs"));
+  }
+
+  async setLimits(limits: Limits): Promise<void> {
+    const { cpu, memory, pids } = this.dirs;
+    if (cpu) {
+      await writeValue(join(cpu, "cpu.cfs_period_us"), CPU_PERIOD_USEC);
+      await writeValue(join(cpu, "cpu.cfs_quota_us"), limits.cpuMillis === undefined ? -1 : cpuQuotaUsec(limits.cpuMillis));
+    }
+    if (memory) {
+      // memsw must stay >= limit: raise memsw first when unlimiting, lower limit first when limiting.
+      const memsw = join(memory, "memory.memsw.limit_in_bytes");
+      const hasMemsw = await exists(memsw);
+      if (limits.memoryBytes === undefined) {
+        if (hasMemsw) await writeValue(memsw, -1);
+        await writeValue(join(memory, "memory.limit_in_bytes"), -1);
+      } else {
+        await writeValue(join(memory, "memory.limit_in_bytes"), limits.memoryBytes);
+        if (hasMemsw) await writeValue(memsw, limits.memoryBytes); // memory + swap = memory: no swap
+        else await writeValue(join(memory, "memory.swappiness"), 0);
+      }
+    }
+    if (pids) await writeValue(join(pids, "pids.max"), limits.pids);
+  }
+
+  async stats(): Promise<CgroupStats> {
+    const { cpuacct, memory, pids } = this.dirs;
+    const stats: CgroupStats = { cpuUsageUsec: 0, memoryBytes: 0, pids: 0, oomKills: 0 };
+    if (cpuacct) stats.cpuUsageUsec = Math.round((await readNumber(join(cpuacct, "cpuacct.usage"))) / 1000);
+    if (memory) {
+      stats.memoryBytes = await readNumber(join(memory, "memory.usage_in_bytes"));
+      stats.memoryPeakBytes = await readNumber(join(memory, "memory.max_usage_in_bytes"));
+      stats.oomKills = (await readKeyed(join(memory, "memory.oom_control"))).get("oom_kill") ?? 0;
+    }
+    if (pids) stats.pids = await readNumber(join(pids, "pids.current"));
+    return stats;
+  }
+
+  async pids(): Promise<number[]> {
+    return readPids(this.procsFiles[0]!);
+  }
+
+  async killAll(signal: NodeJS.Signals): Promise<void> {
+    // No cgroup.kill in v1: signal what is there, again while new forks keep appearing.
+    for (let round = 0; round < 50; round++) {
+      const pids = await this.pids();
+      if (pids.length === 0) return;
+      killPids(pids, signal);
+      if (signal !== "SIGKILL") return;
+    }
+  }
+
+  async destroy(): Promise<void> {
+    for (const dir of this.dirs.all) await removeCgroupDir(dir);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * cgroup v2: one unified tree. The parent group (<root>/<parent>) enables the cpu, memory and
+ * pids controllers for its children through cgroup.subtree_control; each star gets
+ * <root>/<parent>/<id>.
+ *
+ *   cpu.max "quota period" | "max period"     cpu.stat usage_usec
+ *   memory.max, memory.swap.max = 0           memory.current, memory.peak, memory.events oom_kill
+ *   pids.max, pids.current                    cgroup.procs, cgroup.kill
+ *
+ * Delegation: the root need not be /sys/fs/cgroup. A non-root agent runs in a subtree delegated
+ * to its user (systemd: a unit with Delegate=yes, or `systemd-run --user -p Delegate=yes`),
+ * and passes that subtree as root: it must own the directory and its cgroup.procs,
+ * cgroup.subtree_control and cgroup.threads, and must not itself sit in a group that has
+ * controllers enabled for children (the "no internal processes" rule). See docs/runtime.md.
+ */
+import { access, mkdir, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Limits } from "../spec.js";
+import {
+  CPU_PERIOD_USEC,
+  type CgroupCapabilities,
+  type CgroupDriver,
+  type CgroupStats,
+  type StarCgroup,
+  cpuQuotaUsec,
+} from "./cgroup.js";
+import { killPids, readKeyed, readNumber, readPids, readText, removeCgroupDir, writeValue } from "./files.js";
+
+const WANTED = ["cpu", "memory", "pids"] as const;
+
+export class CgroupV2Driver implements CgroupDriver {
+  readonly version = "v2";
+  private available: Set<string> | undefined;
+  private parentReady: Promise<void> | undefined;
+
+  constructor(
+    private readonly root: string,
+    private readonly parent = "constellation",
+  ) {}
+
+  /** Reads which controllers the root offers (call before capabilities()). */
+  async init(): Promise<this> {
+    try {
+      this.available = new Set((await readText(join(this.root, "cgroup.controllers"))).split(/\s+/).filter(Boolean));
+    } catch {
+      this.available = new Set();
+    }
+    return this;
+  }
+
+  capabilities(): CgroupCapabilities {
+    const has = (c: string) => this.available?.has(c) ?? false;
+    const missing = WANTED.filter((c) => !has(c)).map((c) => `the ${c} controller is not available in ${this.root}/cgroup.controllers`);
+    return { cpu: has("cpu"), memory: has("memory"), pids: has("pids"), missing };
+  }
+
+  private ensureParent(): Promise<void> {
+    this.parentReady ??= (async () => {
+      const dir = join(this.root, this.parent);
+      await mkdir(dir, { recursive: true });
+      const enable = WANTED.filter((c) => this.available?.has(c)).map((c) => `+${c}`);
+      // The root must delegate the controllers to our parent, and our parent to the stars.
+      if (enable.length) {
+        await writeValue(join(this.root, "cgroup.subtree_control"), enable.join(" "));
+        await writeValue(join(dir, "cgroup.subtree_control"), enable.join(" "));
+      }
+    })();
+    return this.parentReady;
+  }
+
+  async create(id: string, limits: Limits): Promise<StarCgroup> {
+    await this.ensureParent();
+    const dir = join(this.root, this.parent, id);
+    await mkdir(dir, { recursive: true });
+    const group = new V2Group(dir);
+    await group.setLimits(limits);
+    return group;
+  }
+
+  async open(id: string): Promise<StarCgroup | undefined> {
+    const dir = join(this.root, this.parent, id);
+    try {
+      await access(dir);
+      return new V2Group(dir);
+    } catch {
+      return undefined;
+    }
+  }
+
+  async list(): Promise<string[]> {
+    try {
+      const entries = await readdir(join(this.root, this.parent), { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch {
+      return [];
+    }
+  }
+}
+
+class V2Group implements StarCgroup {
+  readonly procsFiles: string[];
+
+  constructor(private readonly dir: string) {
+    this.procsFiles = [join(dir, "cgroup.procs")];
+  }
+
+  async setLimits(limits: Limits): Promise<void> {
+    const quota = limits.cpuMillis === undefined ? "max" : String(cpuQuotaUsec(limits.cpuMillis));
+    await writeValue(join(this.dir, "cpu.max"), `${quota} ${CPU_PERIOD_USEC}`);
+    await writeValue(join(this.dir, "memory.max"), limits.memoryBytes ?? "max");
+    await writeValue(join(this.dir, "memory.swap.max"), limits.memoryBytes === undefined ? "max" : 0);
+    await writeValue(join(this.dir, "pids.max"), limits.pids);
+  }
+
+  async stats(): Promise<CgroupStats> {
+    const cpu = await readKeyed(join(this.dir, "cpu.stat"));
+    const events = await readKeyed(join(this.dir, "memory.events"));
+    const stats: CgroupStats = {
+      cpuUsageUsec: cpu.get("usage_usec") ?? 0,
+      memoryBytes: await readNumber(join(this.dir, "memory.current")),
+      pids: await readNumber(join(this.dir, "pids.current")),
+      oomKills: events.get("oom_kill") ?? 0,
+    };
+    try {
+      stats.memoryPeakBytes = await readNumber(join(this.dir, "memory.peak")); // kernel 5.19+
+    } catch {
+      // not reported by this kernel
+    }
+    return stats;
+  }
+
+  async pids(): Promise<number[]> {
+    return readPids(this.procsFiles[0]!);
+  }
+
+  async killAll(signal: NodeJS.Signals): Promise<void> {
+    if (signal === "SIGKILL") {
+      try {
+        await writeValue(join(this.dir, "cgroup.kill"), 1); // kernel 5.14+: atomic, no fork race
+        return;
+      } catch {
+        // older kernel: fall through to signalling each process
+      }
+    }
+    for (let round = 0; round < 50; round++) {
+      const pids = await this.pids();
+      if (pids.length === 0) return;
+      killPids(pids, signal);
+      if (signal !== "SIGKILL") return;
+    }
+  }
+
+  async destroy(): Promise<void> {
+    await removeCgroupDir(this.dir);
+  }
+}

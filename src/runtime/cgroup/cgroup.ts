@@ -1,0 +1,60 @@
+/**
+ * One interface over the kernel's two cgroup versions (and their absence). A driver makes a
+ * group per star with its limits, names the files a process writes itself into (the star's
+ * launcher joins before its first instruction), reads usage, kills everything inside, removes it.
+ * One file per driver: cgroup-v1.ts, cgroup-v2.ts, cgroup-none.ts; detect.ts picks one.
+ */
+import type { Limits } from "../spec.js";
+
+export type CgroupVersion = "v1" | "v2" | "none";
+
+/** What a driver can enforce on this node (false: it would be silently unlimited). */
+export interface CgroupCapabilities {
+  cpu: boolean;
+  memory: boolean;
+  pids: boolean;
+  /** Why something is missing, for error messages. */
+  missing: string[];
+}
+
+export interface CgroupStats {
+  /** CPU time used, microseconds. */
+  cpuUsageUsec: number;
+  memoryBytes: number;
+  /** Highest memory use seen, when the kernel reports it. */
+  memoryPeakBytes?: number;
+  pids: number;
+  /** Times the kernel's OOM killer killed a process of this group. */
+  oomKills: number;
+}
+
+export interface StarCgroup {
+  /** The cgroup.procs files a process writes "0" into to join (one per v1 hierarchy). */
+  readonly procsFiles: string[];
+  setLimits(limits: Limits): Promise<void>;
+  stats(): Promise<CgroupStats>;
+  /** Process IDs inside the group. */
+  pids(): Promise<number[]>;
+  /** Sends a signal to every process in the group (until it is empty, for SIGKILL). */
+  killAll(signal: NodeJS.Signals): Promise<void>;
+  /** Removes the group (retrying while the kernel still tears down its processes). */
+  destroy(): Promise<void>;
+}
+
+export interface CgroupDriver {
+  readonly version: CgroupVersion;
+  capabilities(): CgroupCapabilities;
+  /** Makes (or takes over, after a restart) the group of star `id` and applies its limits. */
+  create(id: string, limits: Limits): Promise<StarCgroup>;
+  /** The group of star `id` if it exists (recovery after the host process restarted). */
+  open(id: string): Promise<StarCgroup | undefined>;
+  /** IDs of the star groups that exist under our parent group. */
+  list(): Promise<string[]>;
+}
+
+/** CFS period used for CPU limits: 100 ms, the kernel's default. */
+export const CPU_PERIOD_USEC = 100_000;
+
+export function cpuQuotaUsec(cpuMillis: number): number {
+  return Math.max(1000, Math.round((cpuMillis / 1000) * CPU_PERIOD_USEC));
+}

@@ -1,0 +1,64 @@
+/** Small file helpers shared by the cgroup drivers (cgroup files are tiny text files). */
+import { readFile, rmdir, writeFile } from "node:fs/promises";
+import { setTimeout as delay } from "node:timers/promises";
+
+export async function readText(path: string): Promise<string> {
+  return (await readFile(path, "utf8")).trim();
+}
+
+export async function readNumber(path: string): Promise<number> {
+  const n = Number(await readText(path));
+  return Number.isFinite(n) ? n : 0;
+}
+
+/** "key value" lines (memory.events, cpu.stat, memory.oom_control) → map. */
+export async function readKeyed(path: string): Promise<Map<string, number>> {
+  const map = new Map<string, number>();
+  for (const line of (await readText(path)).split("\n")) {
+    const [k, v] = line.trim().split(/\s+/);
+    if (k && v !== undefined) map.set(k, Number(v));
+  }
+  return map;
+}
+
+export async function writeValue(path: string, value: string | number): Promise<void> {
+  await writeFile(path, String(value));
+}
+
+export async function readPids(procsFile: string): Promise<number[]> {
+  try {
+    return (await readText(procsFile)).split("\n").filter(Boolean).map(Number);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+}
+
+export function killPids(pids: number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/**
+ * rmdir a cgroup, retrying on EBUSY: after SIGKILL the kernel needs a few ms to tear down a
+ * pid namespace before the group is empty.
+ */
+export async function removeCgroupDir(dir: string, deadlineMs = 5000): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return;
+      if (code !== "EBUSY" || Date.now() > deadline) throw err;
+      await delay(wait);
+    }
+  }
+}

@@ -1,0 +1,337 @@
+/*
+ * star-shim: starts one star isolated and limited, and stays as its tiny parent.
+ *
+ *   agent ──spawn──▶ shim ─ joins the star's cgroups (before anything else runs)
+ *                     │    unshare(uts, ipc, pid[, net]); hostname
+ *                     └─fork─▶ init (pid 1 of the star's pid ns): own mount ns, /proc, /tmp
+ *                               └─fork─▶ program (pid 2): drops to uid/gid, no_new_privs, exec
+ *
+ * The shim and the init are small static programs (well under 1 MB resident between them); they
+ * stay so that (1) the star has a real init that forwards SIGTERM and reaps orphans, (2) its end
+ * is written to a status file even when the agent is not running (stars outlive agent
+ * restarts), and (3) the agent learns the program's host pid and any exec error at once.
+ *
+ * Usage: star-shim [options] -- program [args...]
+ *   -c FILE   join the cgroup whose cgroup.procs is FILE (repeatable, before unshare)
+ *   -H NAME   hostname of the star's uts namespace
+ *   -u UID    run the program as UID (and -g GID), with no supplementary groups
+ *   -g GID
+ *   -d DIR    working directory of the program
+ *   -t DIR    bind-mount DIR on /tmp
+ *   -s FILE   when the program ends, write "exit N" or "signal N" to FILE (atomically)
+ *   -N        new network namespace with only loopback
+ * Reports on fd 3 (if open): "started <program host pid> <init host pid>\n" or "error <text>\n".
+ * Exit code: the program's, or 128 + the signal that ended it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_CGROUPS 8
+#define REPORT_FD 3
+
+static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+#define N_FORWARDED (sizeof(forwarded) / sizeof(forwarded[0]))
+
+static volatile pid_t forward_to = 0;
+static int report_open = 0;
+
+static void report(const char *fmt, ...) {
+  if (!report_open) return;
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n > 0) {
+    if (n > (int)sizeof buf - 1) n = sizeof buf - 1;
+    (void)!write(REPORT_FD, buf, (size_t)n);
+  }
+}
+
+static void fail(const char *what) {
+  report("error %s: %s\n", what, strerror(errno));
+  fprintf(stderr, "star-shim: %s: %s\n", what, strerror(errno));
+  _exit(125);
+}
+
+static void noop(int sig) { (void)sig; }
+
+static void on_signal(int sig) {
+  if (forward_to > 0) kill(forward_to, sig);
+}
+
+static void write_file(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) fail(path);
+  ssize_t n = write(fd, text, strlen(text));
+  if (n < 0) fail(path);
+  close(fd);
+}
+
+static void loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) fail("socket");
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) fail("SIOCGIFFLAGS lo");
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) fail("SIOCSIFFLAGS lo");
+  close(s);
+}
+
+/* Writes "exit N" / "signal N" for a wait status into buf. */
+static void describe(int status, char *buf, size_t len) {
+  if (WIFSIGNALED(status)) snprintf(buf, len, "signal %d\n", WTERMSIG(status));
+  else snprintf(buf, len, "exit %d\n", WEXITSTATUS(status));
+}
+
+struct opts {
+  const char *cgroups[MAX_CGROUPS];
+  int n_cgroups;
+  const char *hostname, *cwd, *tmp, *status;
+  uid_t uid;
+  gid_t gid;
+  int set_user, netns;
+  char **argv;
+};
+
+/* pid 2: the program. */
+static void run_program(const struct opts *o, int err_fd) {
+  sigset_t none;
+  sigemptyset(&none);
+  for (size_t i = 0; i < N_FORWARDED; i++) signal(forwarded[i], SIG_DFL);
+  signal(SIGCHLD, SIG_DFL);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  setsid();
+  const char *step = "setgroups";
+  if (o->set_user) {
+    if (setgroups(0, NULL) < 0) goto bad;
+    step = "setgid";
+    if (setgid(o->gid) < 0) goto bad;
+    step = "setuid";
+    if (setuid(o->uid) < 0) goto bad;
+  }
+  step = "no_new_privs";
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) goto bad;
+  if (o->cwd) {
+    step = "chdir";
+    if (chdir(o->cwd) < 0) goto bad;
+  }
+  step = "exec";
+  execvp(o->argv[0], o->argv);
+bad:;
+  char msg[300];
+  int n = snprintf(msg, sizeof msg, "%s %s: %s", step, step[0] == 'e' ? o->argv[0] : (o->cwd ? o->cwd : ""), strerror(errno));
+  (void)!write(err_fd, msg, (size_t)n);
+  _exit(127);
+}
+
+/* pid 1 of the star's pid namespace. */
+static void run_init(const struct opts *o, int ready_fd, int status_fd) {
+  /* Our own mount namespace (the shim keeps the host's, so its /proc and paths stay the host's). */
+  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+    dprintf(ready_fd, "mount namespace: %s", strerror(errno));
+    _exit(125);
+  }
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+    dprintf(ready_fd, "mount /proc: %s", strerror(errno));
+    _exit(125);
+  }
+  if (o->tmp && mount(o->tmp, "/tmp", NULL, MS_BIND | MS_REC, NULL) < 0) {
+    dprintf(ready_fd, "bind %s on /tmp: %s", o->tmp, strerror(errno));
+    _exit(125);
+  }
+  if (o->netns) loopback_up();
+
+  /* A pid namespace's init only receives signals it has handlers for: install no-op handlers,
+     then block everything and take signals one by one with sigwaitinfo. */
+  for (size_t i = 0; i < N_FORWARDED; i++) signal(forwarded[i], noop);
+  signal(SIGCHLD, noop);
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, NULL);
+  int errp[2];
+  if (pipe2(errp, O_CLOEXEC) < 0) _exit(125);
+  pid_t prog = fork();
+  if (prog < 0) _exit(125);
+  if (prog == 0) {
+    close(errp[0]);
+    close(ready_fd);
+    close(status_fd);
+    run_program(o, errp[1]);
+  }
+  close(errp[1]);
+  char msg[300];
+  ssize_t n = read(errp[0], msg, sizeof msg - 1);
+  close(errp[0]);
+  if (n > 0) {
+    (void)!write(ready_fd, msg, (size_t)n);
+    _exit(127);
+  }
+  (void)!write(ready_fd, "", 0);
+  close(ready_fd); /* EOF with nothing read: the program runs */
+
+  for (;;) {
+    siginfo_t si;
+    int sig = sigwaitinfo(&all, &si);
+    if (sig < 0) continue;
+    if (sig != SIGCHLD) {
+      kill(prog, sig);
+      continue;
+    }
+    int status;
+    pid_t p;
+    while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (p == prog) {
+        char buf[32];
+        describe(status, buf, sizeof buf);
+        (void)!write(status_fd, buf, strlen(buf));
+        /* Leaving ends the namespace: the kernel kills whatever the program left behind. */
+        _exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+      }
+    }
+  }
+}
+
+static pid_t first_child_of(pid_t pid) {
+  char path[64], buf[64];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", pid, pid);
+  for (int i = 0; i < 200; i++) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n > 0) {
+      buf[n] = 0;
+      return (pid_t)atoi(buf);
+    }
+    usleep(100);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  struct opts o;
+  memset(&o, 0, sizeof o);
+  report_open = fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC) == 0;
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) {
+      i++;
+      break;
+    }
+    if (a[0] != '-' || a[1] == 0 || a[2] != 0) break;
+    if (a[1] == 'N') {
+      o.netns = 1;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      errno = EINVAL;
+      fail("option needs a value");
+    }
+    const char *v = argv[++i];
+    switch (a[1]) {
+      case 'c':
+        if (o.n_cgroups < MAX_CGROUPS) o.cgroups[o.n_cgroups++] = v;
+        break;
+      case 'H': o.hostname = v; break;
+      case 'd': o.cwd = v; break;
+      case 't': o.tmp = v; break;
+      case 's': o.status = v; break;
+      case 'u': o.uid = (uid_t)strtoul(v, NULL, 10); o.set_user = 1; break;
+      case 'g': o.gid = (gid_t)strtoul(v, NULL, 10); break;
+      default: errno = EINVAL; fail(a);
+    }
+  }
+  if (i >= argc) {
+    errno = EINVAL;
+    fail("no program given after --");
+  }
+  o.argv = &argv[i];
+
+  /* 1. Into the star's cgroups first: everything below, the program included, is limited. */
+  for (int c = 0; c < o.n_cgroups; c++) write_file(o.cgroups[c], "0");
+
+  /* 2. New namespaces. The pid namespace applies to our next child, which becomes its pid 1. */
+  int flags = CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | (o.netns ? CLONE_NEWNET : 0);
+  if (unshare(flags) < 0) fail("unshare");
+  if (o.hostname && sethostname(o.hostname, strlen(o.hostname)) < 0) fail("sethostname");
+
+  int ready[2], status[2];
+  if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(status, O_CLOEXEC) < 0) fail("pipe");
+
+  for (size_t s = 0; s < N_FORWARDED; s++) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigaction(forwarded[s], &sa, NULL);
+  }
+  pid_t init = fork();
+  if (init < 0) fail("fork");
+  if (init == 0) {
+    close(ready[0]);
+    close(status[0]);
+    if (report_open) close(REPORT_FD);
+    report_open = 0;
+    run_init(&o, ready[1], status[1]);
+  }
+  forward_to = init;
+  close(ready[1]);
+  close(status[1]);
+
+  /* 3. Tell the agent: started (with the program's host pid) or why not. */
+  char msg[300];
+  ssize_t n = read(ready[0], msg, sizeof msg - 1);
+  close(ready[0]);
+  if (n > 0) {
+    msg[n] = 0;
+    report("error %s\n", msg);
+  } else {
+    report("started %d %d\n", (int)first_child_of(init), (int)init);
+  }
+  if (report_open) close(REPORT_FD);
+
+  /* 4. Wait for the init; record how the program ended. */
+  int st;
+  while (waitpid(init, &st, 0) < 0 && errno == EINTR) {
+  }
+  char end[32];
+  ssize_t got = read(status[0], end, sizeof end - 1);
+  if (got <= 0) describe(st, end, sizeof end); /* the init itself was killed */
+  else end[got] = 0;
+  if (o.status) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", o.status);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      (void)!write(fd, end, strlen(end));
+      fsync(fd);
+      close(fd);
+      rename(tmp, o.status);
+    }
+  }
+  int code = 0, sig = 0;
+  if (sscanf(end, "exit %d", &code) == 1) return code;
+  if (sscanf(end, "signal %d", &sig) == 1) return 128 + sig;
+  return 125;
+}

@@ -1,0 +1,278 @@
+/**
+ * The `process` runtime: each star is a Linux process in its own cgroup (limits) and its own
+ * pid, mount, uts and ipc namespaces (network optional), running as an unprivileged user with
+ * no-new-privileges. The launcher is star-shim (native/star-shim.c): it joins the cgroups and
+ * namespaces before the program's first instruction, and stays as the star's tiny parent.
+ *
+ * Files of a star, under <dataDir>/stars/<id>/:
+ *   stdout.log, stderr.log   the program's output (opened here, inherited by the program)
+ *   end                      how the last run ended ("exit N" | "signal N"), written by the shim
+ *   tmp/                     bind-mounted on the star's /tmp
+ *   work/                    default working directory, owned by the star's user
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { chown, mkdir, readFile, rm } from "node:fs/promises";
+import { availableParallelism, constants, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  InvalidArgumentError,
+  LimitUnenforceableError,
+  RuntimeUnavailableError,
+  ScriptError,
+  StartFailedError,
+} from "../../errors.js";
+import type { CgroupDriver, StarCgroup } from "../cgroup/cgroup.js";
+import { detectCgroups } from "../cgroup/detect.js";
+import { resolveProgram } from "../script.js";
+import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
+import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
+import type { LogLine, LogOptions, StarStats } from "../types.js";
+import { readLogs } from "./logs.js";
+
+export interface ProcessRuntimeOptions {
+  /** Where stars' files live (<dataDir>/stars/<id>). */
+  dataDir: string;
+  /** Cgroup driver (default: detected). */
+  cgroups?: CgroupDriver;
+  /** Run even where limits cannot be enforced; such stars are marked limitsEnforced: false. */
+  devMode?: boolean;
+  /** The unprivileged user stars run as (default nobody, 65534:65534). */
+  user?: { uid: number; gid: number };
+  /** The node's capacity (default: this machine's cores and memory). */
+  capacity?: NodeCapacity;
+  /** The launcher binary (default: the one built into dist/native). */
+  shimPath?: string;
+}
+
+const DEFAULT_SHIM = fileURLToPath(new URL("../../../native/star-shim", import.meta.url));
+const START_TIMEOUT_MS = 10_000;
+
+export class ProcessRuntime extends SupervisedRuntime {
+  readonly kind = "process";
+  private readonly cgroupOf = new Map<string, StarCgroup>();
+  private readonly children = new Set<ChildProcess>();
+
+  private constructor(
+    private readonly options: ProcessRuntimeOptions & { cgroups: CgroupDriver; shimPath: string },
+    private readonly isolated: boolean,
+  ) {
+    super(options.capacity ?? { cpuCores: availableParallelism(), memoryBytes: totalmem() });
+  }
+
+  static async create(options: ProcessRuntimeOptions): Promise<ProcessRuntime> {
+    if (process.platform !== "linux") throw new RuntimeUnavailableError(`the process runtime needs Linux (this is ${process.platform})`);
+    const root = process.getuid?.() === 0;
+    if (!root && !options.devMode) {
+      throw new RuntimeUnavailableError(
+        "the process runtime needs root to create namespaces and cgroups: run the agent as root, or in dev mode (limits not enforced)",
+      );
+    }
+    if (root && underTmp(resolve(options.dataDir))) {
+      throw new InvalidArgumentError(
+        "dataDir",
+        `the data dir ${options.dataDir} is under /tmp, which every star replaces with its private /tmp: use another directory`,
+      );
+    }
+    const cgroups = options.cgroups ?? (await detectCgroups());
+    await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
+    return new ProcessRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM }, root);
+  }
+
+  private dir(id: string): string {
+    return join(this.options.dataDir, "stars", id);
+  }
+
+  protected async admit(spec: StarSpec, limits: Limits): Promise<boolean> {
+    const caps = this.options.cgroups.capabilities();
+    const problems: Array<[string, string]> = [];
+    if (!this.isolated) problems.push(["isolation", "not running as root"]);
+    if (limits.cpuMillis !== undefined && !caps.cpu) problems.push([spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent", caps.missing.join("; ")]);
+    if (limits.memoryBytes !== undefined && !caps.memory) problems.push([spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", caps.missing.join("; ")]);
+    if (!caps.pids) problems.push(["pids", caps.missing.join("; ")]);
+    if (limits.diskBytes !== undefined) problems.push(["disk_mb", "per-star disk quotas are not available in this version"]);
+    if (problems.length === 0) return true;
+    if (this.options.devMode) return false;
+    const [limit, missing] = problems[0]!;
+    throw new LimitUnenforceableError(limit, missing || "not supported here");
+  }
+
+  protected async launch(rec: StarRecord): Promise<RunHandle> {
+    const dir = this.dir(rec.id);
+    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
+    const program = await resolveProgram(rec.spec, join(this.options.dataDir, "cache", "scripts"));
+    if (this.isolated && program.file && underTmp(program.file)) {
+      throw new ScriptError(program.file, "is under /tmp, which the star cannot see (its /tmp is private): keep scripts elsewhere");
+    }
+    if (this.isolated && rec.spec.cwd && underTmp(resolve(rec.spec.cwd))) {
+      throw new InvalidArgumentError("cwd", `cwd ${rec.spec.cwd} is under /tmp, which the star replaces with its private /tmp`);
+    }
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    await mkdir(join(dir, "tmp"), { recursive: true, mode: 0o700 });
+    await mkdir(join(dir, "work"), { recursive: true, mode: 0o755 });
+    if (this.isolated) {
+      await chown(join(dir, "tmp"), uid, gid);
+      await chown(join(dir, "work"), uid, gid);
+    }
+    await rm(join(dir, "end"), { force: true });
+
+    let cgroup = this.cgroupOf.get(rec.id);
+    if (!cgroup) {
+      cgroup = await this.options.cgroups.create(rec.id, rec.limits);
+      this.cgroupOf.set(rec.id, cgroup);
+    }
+    const oomBefore = (await cgroup.stats()).oomKills;
+
+    const cwd = rec.spec.cwd ?? join(dir, "work");
+    const env = {
+      PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
+      HOME: cwd,
+      CONSTELLATION_STAR: rec.id,
+      CONSTELLATION_STAR_NAME: rec.spec.name,
+      ...rec.spec.env,
+    };
+    const out = openSync(join(dir, "stdout.log"), "a", 0o640);
+    const err = openSync(join(dir, "stderr.log"), "a", 0o640);
+    let child: ChildProcess;
+    try {
+      if (this.isolated) {
+        const args: string[] = [];
+        for (const f of cgroup.procsFiles) args.push("-c", f);
+        args.push("-H", rec.spec.name, "-u", String(uid), "-g", String(gid), "-d", cwd, "-t", join(dir, "tmp"), "-s", join(dir, "end"));
+        if (rec.spec.network === "none") args.push("-N");
+        child = spawn(this.options.shimPath, [...args, "--", ...program.argv], { stdio: ["ignore", out, err, "pipe"], env, detached: true });
+      } else {
+        // Dev mode without root: a plain child process, nothing isolated or limited.
+        child = spawn(program.argv[0]!, program.argv.slice(1), { stdio: ["ignore", out, err, "pipe"], env, cwd, detached: true });
+      }
+    } finally {
+      closeSync(out);
+      closeSync(err);
+    }
+    this.children.add(child);
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      child.once("exit", (code, signal) => resolve({ code, signal }));
+      child.once("error", () => resolve({ code: null, signal: null }));
+    });
+    void exited.then(() => this.children.delete(child));
+
+    const report = this.isolated ? await readReport(child, exited) : { pid: child.pid ?? 0, initPid: 0 };
+    if ("error" in report) throw new StartFailedError(rec.id, report.error);
+    const ended = exited.then(async ({ code, signal }) => {
+      const end = this.isolated ? await readEnd(join(dir, "end")) : undefined;
+      const oomKills = await cgroup.stats().then((s) => s.oomKills).catch(() => oomBefore);
+      return {
+        exitCode: end ? end.exitCode : code,
+        signal: end ? end.signal : signal,
+        oomKilled: oomKills > oomBefore,
+      };
+    });
+    return {
+      pid: report.pid,
+      ended,
+      terminate: () => signalPid(child.pid, "SIGTERM"),
+      kill: () => {
+        // The init's death takes the whole pid namespace with it; the cgroup sweep is a backstop.
+        signalPid(report.initPid || child.pid, "SIGKILL");
+        void cgroup.killAll("SIGKILL").catch(() => undefined);
+      },
+    };
+  }
+
+  protected async cleanup(rec: StarRecord, removeFiles: boolean): Promise<void> {
+    const cgroup = this.cgroupOf.get(rec.id);
+    if (cgroup) {
+      this.cgroupOf.delete(rec.id);
+      await cgroup.killAll("SIGKILL");
+      await cgroup.destroy();
+    }
+    if (removeFiles) await rm(this.dir(rec.id), { recursive: true, force: true });
+  }
+
+  async stats(id: string): Promise<StarStats> {
+    this.get(id);
+    const cgroup = this.cgroupOf.get(id);
+    if (!cgroup) return { cpuUsageUsec: 0, memoryBytes: 0, pids: 0 };
+    const { cpuUsageUsec, memoryBytes, memoryPeakBytes, pids } = await cgroup.stats();
+    return { cpuUsageUsec, memoryBytes, pids, ...(memoryPeakBytes === undefined ? {} : { memoryPeakBytes }) };
+  }
+
+  logs(id: string, options: LogOptions = {}): AsyncIterable<LogLine> {
+    this.get(id);
+    return readLogs(this.dir(id), options, () => {
+      const s = this.status(id);
+      return !s || (s.state !== "running" && s.state !== "starting" && s.restartAt === undefined);
+    });
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    // Stars keep running (their shims are detached); we only stop listening to them.
+    for (const child of this.children) {
+      child.unref();
+      (child.stdio[3] as { destroy?: () => void } | null)?.destroy?.();
+    }
+  }
+}
+
+function underTmp(path: string): boolean {
+  return path === "/tmp" || path.startsWith("/tmp/");
+}
+
+function signalPid(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (!pid) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** The shim's one-line report on fd 3: "started <pid> <init pid>" or "error <text>". */
+async function readReport(
+  child: ChildProcess,
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>,
+): Promise<{ pid: number; initPid: number } | { error: string }> {
+  const stream = child.stdio[3] as NodeJS.ReadableStream | null;
+  if (!stream) return { error: "the launcher has no report channel" };
+  let text = "";
+  const line = new Promise<string>((resolve) => {
+    stream.on("data", (d: Buffer) => {
+      text += d.toString();
+      if (text.includes("\n")) resolve(text);
+    });
+    stream.on("end", () => resolve(text));
+    stream.on("error", () => resolve(text));
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve("error the launcher did not report within 10 s\n"), START_TIMEOUT_MS);
+  });
+  const got = await Promise.race([line, timeout, exited.then(async () => (await Promise.race([line, Promise.resolve(text)])) || "")]);
+  clearTimeout(timer);
+  (stream as unknown as { destroy(): void }).destroy();
+  const first = got.split("\n")[0] ?? "";
+  const started = /^started (\d+) (\d+)$/.exec(first);
+  if (started) return { pid: Number(started[1]), initPid: Number(started[2]) };
+  if (first.startsWith("error ")) return { error: first.slice(6) };
+  const { code, signal } = await Promise.race([exited, Promise.resolve({ code: null, signal: null })]);
+  return { error: `the launcher ended without a report (exit ${code ?? "?"}${signal ? `, ${signal}` : ""})` };
+}
+
+async function readEnd(path: string): Promise<{ exitCode: number | null; signal: string | null } | undefined> {
+  try {
+    const text = (await readFile(path, "utf8")).trim();
+    const m = /^(exit|signal) (\d+)$/.exec(text);
+    if (!m) return undefined;
+    if (m[1] === "exit") return { exitCode: Number(m[2]), signal: null };
+    return { exitCode: null, signal: signalName(Number(m[2])) };
+  } catch {
+    return undefined;
+  }
+}
+
+function signalName(n: number): string {
+  for (const [name, num] of Object.entries(constants.signals)) if (num === n) return name;
+  return `SIG${n}`;
+}

@@ -1,0 +1,72 @@
+/**
+ * Turns a star's `script` or `command` into the argv to run. Scripts are checked before anything
+ * starts: a missing file or a syntax error is a ScriptError naming the file and line. `.ts` is
+ * transpiled with esbuild into a cache keyed by the content's hash (so an unchanged script is not
+ * transpiled twice); `.js` and `.mjs` run as they are, after esbuild has parsed them.
+ */
+import { createHash } from "node:crypto";
+import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { extname, join, resolve } from "node:path";
+import { ScriptError } from "../errors.js";
+import type { StarSpec } from "./spec.js";
+
+const LOADERS = { ".js": "js", ".mjs": "js", ".cjs": "js", ".ts": "ts", ".mts": "ts" } as const;
+
+export interface ResolvedProgram {
+  argv: string[];
+  /** The file the star runs, when it is a script (after transpiling). */
+  file?: string;
+}
+
+/** Files already checked (by path and content hash) in this process. */
+const checked = new Map<string, string>();
+
+export async function resolveProgram(spec: StarSpec, cacheDir: string, baseDir = process.cwd()): Promise<ResolvedProgram> {
+  if (spec.command) return { argv: [...spec.command, ...spec.args] };
+  const script = resolve(baseDir, spec.script!);
+  const ext = extname(script) as keyof typeof LOADERS;
+  const loader = LOADERS[ext];
+  if (!loader) throw new ScriptError(script, `unsupported extension "${ext}": use .js, .mjs or .ts (or give a command)`);
+  let source: Buffer;
+  try {
+    source = await readFile(script);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ScriptError(script, code === "ENOENT" ? "no such file" : `cannot read it (${code})`, err);
+  }
+  const hash = createHash("sha256").update(source).update(ext).digest("hex").slice(0, 32);
+  const key = `${script}:${hash}`;
+  let file = checked.get(key);
+  if (!file) {
+    file = await prepare(script, source, loader, hash, cacheDir);
+    checked.set(key, file);
+  }
+  return { argv: [process.execPath, file, ...spec.args], file };
+}
+
+async function prepare(script: string, source: Buffer, loader: "js" | "ts", hash: string, cacheDir: string): Promise<string> {
+  const { transform } = await import("esbuild"); // loaded on first use only
+  let code: string;
+  try {
+    const out = await transform(source.toString("utf8"), {
+      loader,
+      format: loader === "ts" ? "esm" : undefined,
+      target: `node${process.versions.node.split(".")[0]}`,
+      sourcefile: script,
+      sourcemap: loader === "ts" ? "inline" : false,
+    });
+    code = out.code;
+  } catch (err) {
+    const first = (err as { errors?: Array<{ text: string; location?: { line: number; column: number } }> }).errors?.[0];
+    const where = first?.location ? ` at line ${first.location.line}, column ${first.location.column + 1}` : "";
+    throw new ScriptError(script, `syntax error${where}: ${first?.text ?? (err as Error).message}`, err);
+  }
+  if (loader === "js") return script; // valid JavaScript runs from where it is
+  await mkdir(cacheDir, { recursive: true, mode: 0o755 });
+  const target = join(cacheDir, `${hash}.mjs`);
+  const tmp = `${target}.${process.pid}.tmp`;
+  await writeFile(tmp, code);
+  await chmod(tmp, 0o644); // stars run as an unprivileged user
+  await rename(tmp, target);
+  return target;
+}

@@ -1,0 +1,140 @@
+/**
+ * The star spec: what a user asks for, checked with one zod schema (types, validation and
+ * readable errors from one place), then normalized into the limits a runtime enforces.
+ * Field names keep the seed's spelling (cpu_percent, ram_mb, ...).
+ */
+import { z } from "zod";
+import { CapacityExceededError, InvalidSpecError } from "../errors.js";
+
+/** A DNS label (RFC 1123): the star's name is also its hostname. */
+export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+const positive = (what: string) => z.number({ error: `${what} must be a number` }).positive(`${what} must be greater than 0`);
+
+const healthCheck = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("http"),
+    port: z.number().int().min(1).max(65535),
+    path: z.string().startsWith("/", "path must start with /").default("/"),
+    interval_ms: z.number().int().min(50).default(1000),
+    timeout_ms: z.number().int().min(10).default(1000),
+  }),
+  z.strictObject({
+    type: z.literal("tcp"),
+    port: z.number().int().min(1).max(65535),
+    interval_ms: z.number().int().min(50).default(1000),
+    timeout_ms: z.number().int().min(10).default(1000),
+  }),
+  z.strictObject({
+    type: z.literal("exec"),
+    command: z.array(z.string()).min(1, "command must name a program"),
+    interval_ms: z.number().int().min(50).default(1000),
+    timeout_ms: z.number().int().min(10).default(1000),
+  }),
+]);
+
+export const starSpecSchema = z
+  .strictObject({
+    name: z.string().regex(DNS_LABEL, "name must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'"),
+    script: z.string().min(1, "script must be a path").optional(),
+    command: z.array(z.string()).min(1, "command must name a program").optional(),
+    args: z.array(z.string()).default([]),
+    env: z
+      .record(z.string().regex(ENV_NAME, "environment variable names are letters, digits and _, not starting with a digit"), z.string())
+      .default({}),
+    cwd: z.string().optional(),
+    runtime: z.enum(["process", "isolate"]).default("process"),
+    cpu_percent: positive("cpu_percent").max(100_000).optional(),
+    cpu_cores: positive("cpu_cores").max(1024).optional(),
+    ram_mb: positive("ram_mb").optional(),
+    ram_gb: positive("ram_gb").optional(),
+    disk_mb: positive("disk_mb").optional(),
+    pids: z.number().int().min(1).max(4_194_304).default(256),
+    restart: z.enum(["never", "on-failure", "always"]).default("never"),
+    backoff_ms: z.number().int().min(0).default(100),
+    max_backoff_ms: z.number().int().min(0).default(30_000),
+    /** At most this many restarts within `restart_window_s`; then the star is left failed. */
+    max_restarts: z.number().int().min(0).default(10),
+    restart_window_s: z.number().int().min(1).default(60),
+    stop_grace_ms: z.number().int().min(0).max(3_600_000).default(10_000),
+    network: z.enum(["host", "none"]).default("host"),
+    health: healthCheck.optional(),
+  })
+  .superRefine((s, ctx) => {
+    if ((s.script === undefined) === (s.command === undefined)) {
+      ctx.addIssue({ code: "custom", path: ["script"], message: "give exactly one of script (a .js/.mjs/.ts file) or command" });
+    }
+    if (s.cpu_percent !== undefined && s.cpu_cores !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["cpu_cores"], message: "give cpu_percent or cpu_cores, not both" });
+    }
+    if (s.ram_mb !== undefined && s.ram_gb !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["ram_gb"], message: "give ram_mb or ram_gb, not both" });
+    }
+    if (s.max_backoff_ms < s.backoff_ms) {
+      ctx.addIssue({ code: "custom", path: ["max_backoff_ms"], message: "max_backoff_ms must be at least backoff_ms" });
+    }
+  });
+
+/** What a user writes (before defaults). */
+export type StarSpecInput = z.input<typeof starSpecSchema>;
+/** A valid spec with defaults filled in. */
+export type StarSpec = z.output<typeof starSpecSchema>;
+
+/** The limits a runtime enforces, in kernel units. Absent: unlimited. */
+export interface Limits {
+  /** CPU in millicores: 1000 = one core (cpu_percent 25 → 250). */
+  cpuMillis?: number;
+  memoryBytes?: number;
+  diskBytes?: number;
+  pids: number;
+}
+
+export interface NodeCapacity {
+  cpuCores: number;
+  memoryBytes: number;
+  /** Free disk for star directories, if known. */
+  diskBytes?: number;
+}
+
+/** Parses and checks a spec; throws InvalidSpecError naming every bad field. */
+export function parseStarSpec(input: unknown): StarSpec {
+  const res = starSpecSchema.safeParse(input);
+  if (res.success) return res.data;
+  throw new InvalidSpecError(
+    res.error.issues.map((issue) => {
+      const field = issue.path.map(String).join(".");
+      if (issue.code === "unrecognized_keys") {
+        const keys = (issue as { keys: string[] }).keys;
+        return { field: [field, keys[0]].filter(Boolean).join("."), message: `unknown field${keys.length > 1 ? "s" : ""} ${keys.join(", ")}` };
+      }
+      return { field, message: issue.message };
+    }),
+  );
+}
+
+/** The spec's limits in kernel units, checked against what the node has. */
+export function limitsOf(spec: StarSpec, capacity?: NodeCapacity): Limits {
+  const limits: Limits = { pids: spec.pids };
+  if (spec.cpu_percent !== undefined) limits.cpuMillis = Math.round(spec.cpu_percent * 10);
+  if (spec.cpu_cores !== undefined) limits.cpuMillis = Math.round(spec.cpu_cores * 1000);
+  if (spec.ram_mb !== undefined) limits.memoryBytes = Math.round(spec.ram_mb * 2 ** 20);
+  if (spec.ram_gb !== undefined) limits.memoryBytes = Math.round(spec.ram_gb * 2 ** 30);
+  if (spec.disk_mb !== undefined) limits.diskBytes = Math.round(spec.disk_mb * 2 ** 20);
+  if (capacity) {
+    if (limits.cpuMillis !== undefined && limits.cpuMillis > capacity.cpuCores * 1000) {
+      const field = spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent";
+      const [req, cap, unit] =
+        field === "cpu_cores" ? [spec.cpu_cores!, capacity.cpuCores, "cores"] : [spec.cpu_percent!, capacity.cpuCores * 100, "% of a core"];
+      throw new CapacityExceededError(field, req, cap, unit);
+    }
+    if (limits.memoryBytes !== undefined && limits.memoryBytes > capacity.memoryBytes) {
+      const mb = Math.floor(capacity.memoryBytes / 2 ** 20);
+      throw new CapacityExceededError(spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", Math.round(limits.memoryBytes / 2 ** 20), mb, "MB");
+    }
+    if (limits.diskBytes !== undefined && capacity.diskBytes !== undefined && limits.diskBytes > capacity.diskBytes) {
+      throw new CapacityExceededError("disk_mb", spec.disk_mb!, Math.floor(capacity.diskBytes / 2 ** 20), "MB free");
+    }
+  }
+  return limits;
+}

@@ -1,0 +1,202 @@
+/**
+ * What every runtime shares: the star records, their state machine, restarts with backoff and
+ * a cap (rules in restart.ts), graceful stop, waiters and change listeners. A concrete runtime
+ * supplies `launch` (one run of a star) and `cleanup` (after the star's last run).
+ *
+ *   start ─▶ check spec ─▶ prepare ─▶ launch ─▶ running ─▶ run ends ─▶ decideRestart
+ *                                        ▲                                │ restart after backoff
+ *                                        └────────────────────────────────┘
+ */
+import { InvalidArgumentError, StarExistsError, StarNotFoundError, isConstellationError } from "../errors.js";
+import { DNS_LABEL, type Limits, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec, type NodeCapacity } from "./spec.js";
+import { type RestartHistory, type RunEnd, TERMINAL_STATES, decideRestart, endState } from "./restart.js";
+import type { LogLine, LogOptions, Runtime, StarStats, StarStatus } from "./types.js";
+
+/** One run of a star, as the concrete runtime reports it. */
+export interface RunHandle {
+  pid: number;
+  /** Resolves when the run is over. */
+  ended: Promise<Omit<RunEnd, "stopRequested">>;
+  /** Asks the star to stop (SIGTERM or the isolate's equivalent). */
+  terminate(): void;
+  /** Ends the run now. */
+  kill(): void;
+}
+
+export interface StarRecord {
+  id: string;
+  spec: StarSpec;
+  limits: Limits;
+  status: StarStatus;
+  history: RestartHistory;
+  run?: RunHandle;
+  stopRequested: boolean;
+  restartTimer?: NodeJS.Timeout;
+  /** Resolvers of wait() calls. */
+  waiters: Array<(s: StarStatus) => void>;
+}
+
+export abstract class SupervisedRuntime implements Runtime {
+  abstract readonly kind: Runtime["kind"];
+  protected readonly stars = new Map<string, StarRecord>();
+  private readonly listeners = new Set<(s: StarStatus) => void>();
+  protected closed = false;
+
+  constructor(protected readonly capacity: NodeCapacity | undefined) {}
+
+  /** Checks what this runtime can enforce; returns whether the limits are enforced. */
+  protected abstract admit(spec: StarSpec, limits: Limits): Promise<boolean>;
+  /** Starts one run; throws a typed error (the star is then failed). */
+  protected abstract launch(rec: StarRecord): Promise<RunHandle>;
+  /** After the star's last run or on remove: release its resources. */
+  protected abstract cleanup(rec: StarRecord, removeFiles: boolean): Promise<void>;
+  abstract stats(id: string): Promise<StarStats>;
+  abstract logs(id: string, options?: LogOptions): AsyncIterable<LogLine>;
+
+  async start(id: string, input: StarSpecInput): Promise<StarStatus> {
+    if (typeof id !== "string" || !DNS_LABEL.test(id)) {
+      throw new InvalidArgumentError("id", `star id must be a DNS label (lowercase letters, digits, '-'), got ${JSON.stringify(id)}`);
+    }
+    if (this.stars.has(id)) throw new StarExistsError(id);
+    const spec = parseStarSpec(input);
+    const limits = limitsOf(spec, this.capacity);
+    const limitsEnforced = await this.admit(spec, limits);
+    const rec: StarRecord = {
+      id,
+      spec,
+      limits,
+      status: { id, name: spec.name, state: "pending", restarts: 0, limits, limitsEnforced },
+      history: { restarts: [], streak: 0 },
+      stopRequested: false,
+      waiters: [],
+    };
+    if (this.stars.has(id)) throw new StarExistsError(id); // raced with another start
+    this.stars.set(id, rec);
+    try {
+      await this.runOnce(rec);
+    } catch (err) {
+      this.finish(rec, { state: "failed", reason: errorText(err) });
+      throw err;
+    }
+    return { ...rec.status };
+  }
+
+  private async runOnce(rec: StarRecord): Promise<void> {
+    this.update(rec, { state: "starting", reason: undefined, restartAt: undefined });
+    const run = await this.launch(rec);
+    rec.run = run;
+    this.update(rec, { state: "running", pid: run.pid, startedAt: Date.now(), exitCode: undefined, signal: undefined, finishedAt: undefined });
+    void run.ended.then((end) => this.onRunEnded(rec, run, end));
+  }
+
+  private onRunEnded(rec: StarRecord, run: RunHandle, end: Omit<RunEnd, "stopRequested">): void {
+    if (rec.run !== run) return;
+    rec.run = undefined;
+    const now = Date.now();
+    const state = endState({ ...end, stopRequested: rec.stopRequested });
+    const ranFor = now - (rec.status.startedAt ?? now);
+    const decision = decideRestart(rec.spec, state, rec.history, now, ranFor);
+    rec.history = decision.history;
+    const common = { exitCode: end.exitCode, signal: end.signal, pid: undefined, finishedAt: now };
+    let reason: string | undefined;
+    if (state === "oom_killed") reason = `killed by the kernel: over its memory limit (${rec.limits.memoryBytes} bytes)`;
+    else if (state === "failed") reason = end.signal ? `killed by ${end.signal}` : `exited with code ${end.exitCode}`;
+    if (!decision.restart) {
+      const gaveUp = decision.reason.startsWith("restarted ") ? decision.reason : undefined;
+      this.finish(rec, { ...common, state, reason: [reason, gaveUp].filter(Boolean).join("; ") || undefined });
+      return;
+    }
+    if (this.closed) return this.finish(rec, { ...common, state, reason });
+    this.update(rec, { ...common, state, reason, restartAt: now + decision.delayMs });
+    rec.restartTimer = setTimeout(() => {
+      rec.restartTimer = undefined;
+      if (rec.stopRequested || this.closed) return;
+      rec.status.restarts++;
+      this.runOnce(rec).catch((err: unknown) => this.finish(rec, { state: "failed", reason: errorText(err) }));
+    }, decision.delayMs);
+  }
+
+  /** Final state: no run, no restart pending. */
+  private finish(rec: StarRecord, patch: Partial<StarStatus>): void {
+    this.update(rec, { ...patch, restartAt: undefined, pid: undefined });
+    void this.cleanup(rec, false).catch(() => undefined);
+    for (const w of rec.waiters.splice(0)) w({ ...rec.status });
+  }
+
+  protected update(rec: StarRecord, patch: Partial<StarStatus>): void {
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === undefined) delete (rec.status as unknown as Record<string, unknown>)[k];
+      else (rec.status as unknown as Record<string, unknown>)[k] = v;
+    }
+    const snapshot = { ...rec.status };
+    for (const fn of this.listeners) fn(snapshot);
+  }
+
+  private settled(rec: StarRecord): boolean {
+    return TERMINAL_STATES.has(rec.status.state) && !rec.run && !rec.restartTimer;
+  }
+
+  wait(id: string): Promise<StarStatus> {
+    const rec = this.get(id);
+    if (this.settled(rec)) return Promise.resolve({ ...rec.status });
+    return new Promise((resolve) => rec.waiters.push(resolve));
+  }
+
+  async stop(id: string, options: { graceMs?: number } = {}): Promise<StarStatus> {
+    const rec = this.get(id);
+    rec.stopRequested = true;
+    if (rec.restartTimer) {
+      clearTimeout(rec.restartTimer);
+      rec.restartTimer = undefined;
+      this.finish(rec, { state: "stopped" });
+    }
+    const run = rec.run;
+    if (!run) return { ...rec.status };
+    const grace = options.graceMs ?? rec.spec.stop_grace_ms;
+    const done = this.wait(id);
+    run.terminate();
+    const timer = setTimeout(() => run.kill(), grace);
+    try {
+      return await done;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  status(id: string): StarStatus | undefined {
+    const rec = this.stars.get(id);
+    return rec ? { ...rec.status } : undefined;
+  }
+
+  list(): StarStatus[] {
+    return [...this.stars.values()].map((r) => ({ ...r.status }));
+  }
+
+  async remove(id: string): Promise<void> {
+    const rec = this.get(id);
+    if (!this.settled(rec)) await this.stop(id, { graceMs: 0 });
+    this.stars.delete(id);
+    await this.cleanup(rec, true);
+  }
+
+  onChange(fn: (status: StarStatus) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const rec of this.stars.values()) if (rec.restartTimer) clearTimeout(rec.restartTimer);
+    this.listeners.clear();
+  }
+
+  protected get(id: string): StarRecord {
+    const rec = this.stars.get(id);
+    if (!rec) throw new StarNotFoundError(id);
+    return rec;
+  }
+}
+
+export function errorText(err: unknown): string {
+  return isConstellationError(err) || err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,68 @@
+/**
+ * The Runtime contract (in the manner of Nomad's task driver: start, wait, stop, stats, logs,
+ * recover). Implementations: `process` (Linux cgroups + namespaces), `isolate` (V8 isolates in a
+ * host process) and `fake` (in memory, for scheduler/controller tests and 1,000-node simulations).
+ */
+import type { StarState } from "./restart.js";
+import type { Limits, StarSpecInput } from "./spec.js";
+
+export interface StarStatus {
+  id: string;
+  name: string;
+  state: StarState;
+  /** Host pid of the star's program while it runs. */
+  pid?: number;
+  exitCode?: number | null;
+  signal?: string | null;
+  /** Why the star is in its state (exec error, OOM, restart cap reached, ...). */
+  reason?: string;
+  restarts: number;
+  /** ms since epoch. */
+  startedAt?: number;
+  finishedAt?: number;
+  /** When a restart is scheduled (ms since epoch). */
+  restartAt?: number;
+  limits: Limits;
+  /** False only in dev mode on a node that cannot enforce the limits asked for. */
+  limitsEnforced: boolean;
+}
+
+export interface StarStats {
+  cpuUsageUsec: number;
+  memoryBytes: number;
+  memoryPeakBytes?: number;
+  pids: number;
+}
+
+export interface LogLine {
+  stream: "stdout" | "stderr";
+  line: string;
+}
+
+export interface LogOptions {
+  /** Last N lines of each stream (default: all that is kept). */
+  tail?: number;
+  /** Keep yielding new lines until the star ends or the signal aborts. */
+  follow?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface Runtime {
+  readonly kind: "process" | "isolate" | "fake";
+  /** Checks the spec, creates the star and starts it; resolves once it runs (or throws why not). */
+  start(id: string, spec: StarSpecInput): Promise<StarStatus>;
+  /** Resolves when the star has ended for good (no restart pending). */
+  wait(id: string): Promise<StarStatus>;
+  /** SIGTERM, then SIGKILL after the grace period; no restart follows. */
+  stop(id: string, options?: { graceMs?: number }): Promise<StarStatus>;
+  status(id: string): StarStatus | undefined;
+  list(): StarStatus[];
+  stats(id: string): Promise<StarStats>;
+  logs(id: string, options?: LogOptions): AsyncIterable<LogLine>;
+  /** Stops the star if it runs and removes everything it left (cgroup, files). */
+  remove(id: string): Promise<void>;
+  /** Calls `fn` on every state change; returns an unsubscribe function. */
+  onChange(fn: (status: StarStatus) => void): () => void;
+  /** Releases the runtime (stars keep running; a new runtime can recover them). */
+  close(): Promise<void>;
+}
