@@ -46,6 +46,8 @@ export abstract class SupervisedRuntime implements Runtime {
 
   /** Checks what this runtime can enforce; returns whether the limits are enforced. */
   protected abstract admit(spec: StarSpec, limits: Limits): Promise<boolean>;
+  /** Checks what must hold before anything is created (the script exists and parses, ...). */
+  protected abstract check(spec: StarSpec): Promise<void>;
   /** Starts one run; throws a typed error (the star is then failed). */
   protected abstract launch(rec: StarRecord): Promise<RunHandle>;
   /** After the star's last run or on remove: release its resources. */
@@ -61,6 +63,7 @@ export abstract class SupervisedRuntime implements Runtime {
     const spec = parseStarSpec(input);
     const limits = limitsOf(spec, this.capacity);
     const limitsEnforced = await this.admit(spec, limits);
+    await this.check(spec);
     const rec: StarRecord = {
       id,
       spec,

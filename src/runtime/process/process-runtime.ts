@@ -98,16 +98,26 @@ export class ProcessRuntime extends SupervisedRuntime {
     throw new LimitUnenforceableError(limit, missing || "not supported here");
   }
 
-  protected async launch(rec: StarRecord): Promise<RunHandle> {
-    const dir = this.dir(rec.id);
-    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
-    const program = await resolveProgram(rec.spec, join(this.options.dataDir, "cache", "scripts"));
+  protected async check(spec: StarSpec): Promise<void> {
+    await this.program(spec);
+  }
+
+  /** The argv to run (scripts checked and transpiled, cached by content). */
+  private async program(spec: StarSpec) {
+    const program = await resolveProgram(spec, join(this.options.dataDir, "cache", "scripts"));
     if (this.isolated && program.file && underTmp(program.file)) {
       throw new ScriptError(program.file, "is under /tmp, which the star cannot see (its /tmp is private): keep scripts elsewhere");
     }
-    if (this.isolated && rec.spec.cwd && underTmp(resolve(rec.spec.cwd))) {
-      throw new InvalidArgumentError("cwd", `cwd ${rec.spec.cwd} is under /tmp, which the star replaces with its private /tmp`);
+    if (this.isolated && spec.cwd && underTmp(resolve(spec.cwd))) {
+      throw new InvalidArgumentError("cwd", `cwd ${spec.cwd} is under /tmp, which the star replaces with its private /tmp`);
     }
+    return program;
+  }
+
+  protected async launch(rec: StarRecord): Promise<RunHandle> {
+    const dir = this.dir(rec.id);
+    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
+    const program = await this.program(rec.spec);
     await mkdir(dir, { recursive: true, mode: 0o755 });
     await mkdir(join(dir, "tmp"), { recursive: true, mode: 0o700 });
     await mkdir(join(dir, "work"), { recursive: true, mode: 0o755 });

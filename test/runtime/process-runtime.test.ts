@@ -1,0 +1,203 @@
+/**
+ * The process runtime on the real kernel: real cgroups, real namespaces, real processes.
+ * CI runs as root on Linux; elsewhere these tests are skipped with the reason.
+ */
+import assert from "node:assert/strict";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import {
+  CapacityExceededError,
+  InvalidSpecError,
+  ScriptError,
+  StarExistsError,
+  StartFailedError,
+} from "../../src/errors.js";
+import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
+import type { LogLine, StarStatus } from "../../src/runtime/types.js";
+import { waitFor } from "../helpers/wait.js";
+
+const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
+
+describe("process runtime (real cgroups and namespaces)", { skip }, () => {
+  let dir: string;
+  let rt: ProcessRuntime;
+  let n = 0;
+  const id = (what: string) => `${what}-${process.pid % 10000}-${n++}`;
+  const script = async (name: string, code: string) => {
+    const path = join(dir, "scripts", name);
+    await writeFile(path, code);
+    await chmod(path, 0o644);
+    return path;
+  };
+  const lines = async (star: string): Promise<string[]> => {
+    const out: LogLine[] = [];
+    for await (const l of rt.logs(star)) out.push(l);
+    return out.map((l) => l.line);
+  };
+
+  before(async () => {
+    // Not under /tmp: every star gets its own private /tmp.
+    dir = await mkdtemp("/var/tmp/constellation-rt-");
+    await chmod(dir, 0o755);
+    await mkdir(join(dir, "scripts"), { mode: 0o755 });
+    rt = await ProcessRuntime.create({ dataDir: join(dir, "data") });
+  });
+  after(async () => {
+    for (const s of rt?.list() ?? []) await rt.remove(s.id).catch(() => undefined);
+    await rt?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("isolates: own hostname, pid namespace, private /tmp, unprivileged user, no view of host processes", async () => {
+    const star = id("iso");
+    await rt.start(star, {
+      name: "iso-star",
+      command: [
+        "sh",
+        "-c",
+        'echo "host=$(hostname) uid=$(id -u) pid=$$ nnp=$(grep NoNewPrivs /proc/self/status | cut -f2)"; ' +
+          'echo "procs=$(ls /proc | grep -c "^[0-9]")"; touch /tmp/mine; echo "tmp=$(ls /tmp)"; ' +
+          `kill -0 ${process.pid} 2>/dev/null && echo "sees-agent" || echo "agent-invisible"`,
+      ],
+    });
+    const end = await rt.wait(star);
+    assert.equal(end.state, "exited", JSON.stringify(end));
+    const out = await lines(star);
+    assert.deepEqual(out[0], "host=iso-star uid=65534 pid=2 nnp=1");
+    const procs = Number(out[1]!.split("=")[1]);
+    assert.ok(procs <= 5, `the star sees ${procs} processes, only its own`);
+    assert.equal(out[2], "tmp=mine");
+    assert.equal(out[3], "agent-invisible");
+  });
+
+  it("a star over its memory limit ends oom_killed", async () => {
+    const star = id("oom");
+    await rt.start(star, { name: "oom", command: [process.execPath, "-e", "const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1));"], ram_mb: 64 });
+    const end = await rt.wait(star);
+    assert.equal(end.state, "oom_killed");
+    assert.equal(end.signal, "SIGKILL");
+    assert.match(end.reason ?? "", /over its memory limit/);
+  });
+
+  it("a busy loop at cpu_percent 25 uses 20-30 % of a core over 3 s (cpuacct)", async () => {
+    const star = id("cpu");
+    await rt.start(star, { name: "cpu", command: ["sh", "-c", "while :; do :; done"], cpu_percent: 25 });
+    const a = await rt.stats(star);
+    const t0 = performance.now();
+    await waitFor("3 s of CPU sampling", () => performance.now() - t0 >= 3000 || undefined, { intervalMs: 100 });
+    const b = await rt.stats(star);
+    const elapsedUs = (performance.now() - t0) * 1000;
+    const share = (b.cpuUsageUsec - a.cpuUsageUsec) / elapsedUs;
+    await rt.stop(star, { graceMs: 0 });
+    assert.ok(share >= 0.2 && share <= 0.3, `used ${(share * 100).toFixed(1)} % of a core`);
+  });
+
+  it("a fork bomb is contained by the pids limit and the host keeps working", async () => {
+    const star = id("bomb");
+    await rt.start(star, { name: "bomb", command: ["sh", "-c", "b() { b | b & }; b; sleep 2"], pids: 64, ram_mb: 256 });
+    const peak = await waitFor("the bomb to hit its pids limit", async () => {
+      const s = await rt.stats(star);
+      return s.pids >= 60 ? s.pids : undefined;
+    });
+    assert.ok(peak <= 64, `at most 64 processes, saw ${peak}`);
+    // The host still forks and runs programs.
+    const probe = id("probe");
+    await rt.start(probe, { name: "probe", command: ["echo", "host ok"] });
+    assert.equal((await rt.wait(probe)).state, "exited");
+    const stopped = await rt.stop(star, { graceMs: 0 });
+    assert.equal(stopped.state, "stopped");
+    assert.deepEqual(await waitFor("the bomb's cgroup to be gone", async () => ((await rt.stats(star)).pids === 0 ? true : undefined)), true);
+  });
+
+  it("restarts on failure with exponential backoff and gives up at the restart cap", async () => {
+    const star = id("crash");
+    const starts: number[] = [];
+    const off = rt.onChange((s) => s.id === star && s.state === "running" && starts.push(Date.now()));
+    await rt.start(star, { name: "crash", command: ["sh", "-c", "exit 3"], restart: "on-failure", backoff_ms: 100, max_restarts: 3, restart_window_s: 60 });
+    const end = await rt.wait(star);
+    off();
+    assert.equal(end.state, "failed");
+    assert.equal(end.restarts, 3);
+    assert.equal(end.exitCode, 3);
+    assert.match(end.reason ?? "", /exited with code 3; restarted 3 times within 60 s/);
+    const gaps = starts.slice(1).map((t, i) => t - starts[i]!);
+    assert.equal(gaps.length, 3);
+    assert.ok(gaps[0]! >= 100 && gaps[1]! >= 200 && gaps[2]! >= 400, `backoff gaps ${gaps.join(", ")} ms`);
+  });
+
+  it("stops gracefully: SIGTERM reaches the program; a program that ignores it is killed after the grace", async () => {
+    const polite = id("polite");
+    await rt.start(polite, { name: "polite", command: ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 0.05; done"] });
+    await waitFor("polite to be ready", async () => (await lines(polite)).includes("ready") || undefined);
+    const p = await rt.stop(polite, { graceMs: 5000 });
+    assert.equal(p.state, "stopped");
+    assert.equal(p.exitCode, 0);
+    assert.ok((await lines(polite)).includes("got TERM"));
+
+    const stubborn = id("stubborn");
+    await rt.start(stubborn, { name: "stubborn", command: ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"] });
+    await waitFor("stubborn to be ready", async () => (await lines(stubborn)).includes("ready") || undefined);
+    const t0 = Date.now();
+    const s = await rt.stop(stubborn, { graceMs: 300 });
+    assert.equal(s.state, "stopped");
+    assert.equal(s.signal, "SIGKILL");
+    assert.ok(Date.now() - t0 >= 300, "waited for the grace period");
+  });
+
+  it("runs .ts and .mjs scripts with env and args; logs tail and follow", async () => {
+    const ts = await script("hello.ts", 'const who: string = process.env.WHO ?? "nobody";\nconsole.log(`hello ${who} ${process.argv[2]}`);\nconsole.error("to stderr");\n');
+    const star = id("ts");
+    await rt.start(star, { name: "ts", script: ts, env: { WHO: "world" }, args: ["!"] });
+    assert.equal((await rt.wait(star)).state, "exited");
+    const all: LogLine[] = [];
+    for await (const l of rt.logs(star)) all.push(l);
+    assert.deepEqual(all, [
+      { stream: "stdout", line: "hello world !" },
+      { stream: "stderr", line: "to stderr" },
+    ]);
+
+    const ticker = await script("ticker.mjs", "let i = 0; const t = setInterval(() => { console.log(`tick ${++i}`); if (i === 5) clearInterval(t); }, 30);\n");
+    const follow = id("follow");
+    await rt.start(follow, { name: "follow", script: ticker });
+    const seen: string[] = [];
+    for await (const l of rt.logs(follow, { follow: true })) seen.push(l.line);
+    assert.deepEqual(seen, ["tick 1", "tick 2", "tick 3", "tick 4", "tick 5"]);
+    const tail: string[] = [];
+    for await (const l of rt.logs(follow, { tail: 2 })) tail.push(l.line);
+    assert.deepEqual(tail, ["tick 4", "tick 5"]);
+  });
+
+  it("bad input is a clear typed error before anything starts", async () => {
+    const before = rt.list().length;
+    await assert.rejects(rt.start(id("x"), { name: "x", script: join(dir, "scripts", "missing.js") }), (e: unknown) => {
+      assert.ok(e instanceof ScriptError);
+      assert.match(e.message, /missing\.js: no such file/);
+      return true;
+    });
+    const broken = await script("broken.ts", "const x: number = ;\n");
+    await assert.rejects(rt.start(id("x"), { name: "x", script: broken }), /broken\.ts: syntax error at line 1/);
+    const brokenJs = await script("broken.js", "function (\n");
+    await assert.rejects(rt.start(id("x"), { name: "x", script: brokenJs }), ScriptError);
+    await assert.rejects(rt.start(id("x"), { name: "x", command: ["true"], ram_mb: -1 }), InvalidSpecError);
+    await assert.rejects(rt.start(id("x"), { name: "x", command: ["true"], cpu_cores: 4096 }), InvalidSpecError);
+    await assert.rejects(rt.start(id("x"), { name: "x", command: ["true"], ram_gb: 100_000 }), CapacityExceededError);
+    await assert.rejects(rt.start(id("x"), { name: "x", command: ["true"], bogus: 1 } as never), /bogus: unknown field bogus/);
+    await assert.rejects(rt.start(id("x"), { name: "Not_A_Label", command: ["true"] }), /name must be a DNS label/);
+    await assert.rejects(rt.start("Bad Id", { name: "x", command: ["true"] }), /star id must be a DNS label/);
+    assert.equal(rt.list().length, before, "nothing was created");
+
+    // A program that does not exist fails to start with the reason, and is reported failed.
+    const ghost = id("ghost");
+    await assert.rejects(rt.start(ghost, { name: "ghost", command: ["/no/such/program"] }), (e: unknown) => {
+      assert.ok(e instanceof StartFailedError);
+      assert.match(e.message, /exec \/no\/such\/program: No such file or directory/);
+      return true;
+    });
+    const status = rt.status(ghost) as StarStatus;
+    assert.equal(status.state, "failed");
+    const dup = id("dup");
+    await rt.start(dup, { name: "dup", command: ["true"] });
+    await assert.rejects(rt.start(dup, { name: "dup", command: ["true"] }), StarExistsError);
+  });
+});

@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { CapacityExceededError, InvalidSpecError } from "../../src/errors.js";
+import { limitsOf, parseStarSpec } from "../../src/runtime/spec.js";
+
+const base = { name: "web-1", command: ["true"] };
+const issues = (input: unknown) => {
+  try {
+    parseStarSpec(input);
+  } catch (err) {
+    assert.ok(err instanceof InvalidSpecError, `InvalidSpecError, got ${String(err)}`);
+    return err.issues.map((i) => `${i.field}: ${i.message}`);
+  }
+  assert.fail("expected the spec to be refused");
+};
+
+describe("star spec", () => {
+  it("fills defaults and converts limits to kernel units", () => {
+    const spec = parseStarSpec({ ...base, cpu_percent: 25, ram_mb: 512, disk_mb: 100 });
+    assert.equal(spec.restart, "never");
+    assert.equal(spec.pids, 256);
+    assert.deepEqual(limitsOf(spec), { pids: 256, cpuMillis: 250, memoryBytes: 512 * 2 ** 20, diskBytes: 100 * 2 ** 20 });
+    assert.deepEqual(limitsOf(parseStarSpec({ ...base, cpu_cores: 2, ram_gb: 1.5 })), {
+      pids: 256,
+      cpuMillis: 2000,
+      memoryBytes: 1.5 * 2 ** 30,
+    });
+  });
+
+  it("refuses bad input with every problem named by its field", () => {
+    assert.match(issues({ ...base, name: "Web_1" }).join(), /^name: name must be a DNS label/);
+    assert.match(issues({ ...base, name: "-a" }).join(), /^name:/);
+    assert.match(issues({ ...base, name: "a".repeat(64) }).join(), /^name:/);
+    assert.match(issues({ ...base, ram_mb: 0 }).join(), /ram_mb: ram_mb must be greater than 0/);
+    assert.match(issues({ ...base, cpu_percent: -5 }).join(), /cpu_percent: /);
+    assert.match(issues({ ...base, ram_mb: "512" }).join(), /ram_mb: ram_mb must be a number/);
+    assert.match(issues({ ...base, colour: "blue" }).join(), /colour: unknown field colour/);
+    assert.match(issues({ name: "x" }).join(), /script: give exactly one of script/);
+    assert.match(issues({ ...base, script: "a.js" }).join(), /script: give exactly one of script/);
+    assert.match(issues({ ...base, cpu_percent: 10, cpu_cores: 1 }).join(), /cpu_cores: give cpu_percent or cpu_cores, not both/);
+    assert.match(issues({ ...base, ram_mb: 10, ram_gb: 1 }).join(), /ram_gb: /);
+    assert.match(issues({ ...base, env: { "1BAD": "x" } }).join(), /env/);
+    assert.match(issues({ ...base, restart: "sometimes" }).join(), /restart:/);
+    assert.equal(issues({ name: "BAD", ram_mb: -1, extra: 1 }).length >= 3, true, "all problems at once");
+    assert.match(issues(null).join(), /expected object/i);
+  });
+
+  it("refuses limits above the node's capacity", () => {
+    const capacity = { cpuCores: 2, memoryBytes: 4 * 2 ** 30 };
+    assert.throws(() => limitsOf(parseStarSpec({ ...base, cpu_cores: 3 }), capacity), CapacityExceededError);
+    assert.throws(() => limitsOf(parseStarSpec({ ...base, cpu_percent: 250 }), capacity), /cpu_percent asks for 250/);
+    assert.throws(() => limitsOf(parseStarSpec({ ...base, ram_gb: 5 }), capacity), /ram_gb asks for 5120 MB, but this node has 4096 MB/);
+    assert.deepEqual(limitsOf(parseStarSpec({ ...base, cpu_cores: 2, ram_gb: 4 }), capacity).cpuMillis, 2000);
+  });
+});
