@@ -25,6 +25,10 @@ export class CgroupNoneDriver implements CgroupDriver {
   async list(): Promise<string[]> {
     return [];
   }
+
+  async rename(_from: string, _to: string): Promise<StarCgroup> {
+    return new NoGroup();
+  }
 }
 
 class NoGroup implements StarCgroup {

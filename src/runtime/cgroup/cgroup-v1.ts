@@ -7,7 +7,7 @@
  *           memory.usage_in_bytes, memory.max_usage_in_bytes, memory.oom_control (oom_kill N)
  *   pids    pids.max, pids.current
  */
-import { access, mkdir, readdir } from "node:fs/promises";
+import { access, mkdir, readdir, rename } from "node:fs/promises";
 import { join } from "node:path";
 import type { Limits } from "../spec.js";
 import {
@@ -69,6 +69,13 @@ export class CgroupV1Driver implements CgroupDriver {
       }
     }
     return new V1Group(dirs);
+  }
+
+  async rename(from: string, to: string): Promise<StarCgroup> {
+    const a = this.dirs(from);
+    const b = this.dirs(to);
+    for (let i = 0; i < a.all.length; i++) await rename(a.all[i]!, b.all[i]!);
+    return new V1Group(b);
   }
 
   async list(): Promise<string[]> {

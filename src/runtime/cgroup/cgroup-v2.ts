@@ -13,7 +13,7 @@
  * cgroup.subtree_control and cgroup.threads, and must not itself sit in a group that has
  * controllers enabled for children (the "no internal processes" rule). See docs/runtime.md.
  */
-import { access, mkdir, readdir } from "node:fs/promises";
+import { access, mkdir, readdir, rename } from "node:fs/promises";
 import { join } from "node:path";
 import type { Limits } from "../spec.js";
 import {
@@ -85,6 +85,12 @@ export class CgroupV2Driver implements CgroupDriver {
     } catch {
       return undefined;
     }
+  }
+
+  async rename(from: string, to: string): Promise<StarCgroup> {
+    const dir = join(this.root, this.parent, to);
+    await rename(join(this.root, this.parent, from), dir);
+    return new V2Group(dir);
   }
 
   async list(): Promise<string[]> {

@@ -50,6 +50,8 @@ export interface CgroupDriver {
   open(id: string): Promise<StarCgroup | undefined>;
   /** IDs of the star groups that exist under our parent group. */
   list(): Promise<string[]>;
+  /** Renames group `from` to `to` (a warm group becoming a star's); processes stay inside. */
+  rename(from: string, to: string): Promise<StarCgroup>;
 }
 
 /** CFS period used for CPU limits: 100 ms, the kernel's default. */

@@ -12,7 +12,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { chown, mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { availableParallelism, constants, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -30,6 +30,7 @@ import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
 import type { LogLine, LogOptions, StarStats } from "../types.js";
 import { readLogs } from "./logs.js";
+import { ShimPool } from "./shim-pool.js";
 
 export interface ProcessRuntimeOptions {
   /** Where stars' files live (<dataDir>/stars/<id>). */
@@ -44,6 +45,8 @@ export interface ProcessRuntimeOptions {
   capacity?: NodeCapacity;
   /** The launcher binary (default: the one built into dist/native). */
   shimPath?: string;
+  /** Launchers kept waiting in fresh cgroups, so starts skip the cgroup move (default 8; 0: none). */
+  warmShims?: number;
 }
 
 const DEFAULT_SHIM = fileURLToPath(new URL("../../../native/star-shim", import.meta.url));
@@ -53,6 +56,7 @@ export class ProcessRuntime extends SupervisedRuntime {
   readonly kind = "process";
   private readonly cgroupOf = new Map<string, StarCgroup>();
   private readonly children = new Set<ChildProcess>();
+  private pool: ShimPool | undefined;
 
   private constructor(
     private readonly options: ProcessRuntimeOptions & { cgroups: CgroupDriver; shimPath: string },
@@ -77,7 +81,13 @@ export class ProcessRuntime extends SupervisedRuntime {
     }
     const cgroups = options.cgroups ?? (await detectCgroups());
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
-    return new ProcessRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM }, root);
+    const rt = new ProcessRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM }, root);
+    const warm = options.warmShims ?? 8;
+    if (root && cgroups.version !== "none" && warm > 0) {
+      rt.pool = new ShimPool(rt.options.shimPath, cgroups, warm);
+      await rt.pool.start();
+    }
+    return rt;
   }
 
   private dir(id: string): string {
@@ -118,48 +128,56 @@ export class ProcessRuntime extends SupervisedRuntime {
     const dir = this.dir(rec.id);
     const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
     const program = await this.program(rec.spec);
+    // The star's directory; the shim makes tmp/ and work/ inside it, owned by the star's user.
     await mkdir(dir, { recursive: true, mode: 0o755 });
-    await mkdir(join(dir, "tmp"), { recursive: true, mode: 0o700 });
-    await mkdir(join(dir, "work"), { recursive: true, mode: 0o755 });
-    if (this.isolated) {
-      await chown(join(dir, "tmp"), uid, gid);
-      await chown(join(dir, "work"), uid, gid);
-    }
-    await rm(join(dir, "end"), { force: true });
-
-    let cgroup = this.cgroupOf.get(rec.id);
-    if (!cgroup) {
-      cgroup = await this.options.cgroups.create(rec.id, rec.limits);
-      this.cgroupOf.set(rec.id, cgroup);
-    }
-    const oomBefore = (await cgroup.stats()).oomKills;
 
     const cwd = rec.spec.cwd ?? join(dir, "work");
-    const env = {
+    const env: Record<string, string> = {
       PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
       HOME: cwd,
       CONSTELLATION_STAR: rec.id,
       CONSTELLATION_STAR_NAME: rec.spec.name,
       ...rec.spec.env,
     };
-    const out = openSync(join(dir, "stdout.log"), "a", 0o640);
-    const err = openSync(join(dir, "stderr.log"), "a", 0o640);
     let child: ChildProcess;
-    try {
-      if (this.isolated) {
-        const args: string[] = [];
-        for (const f of cgroup.procsFiles) args.push("-c", f);
-        args.push("-H", rec.spec.name, "-u", String(uid), "-g", String(gid), "-d", cwd, "-t", join(dir, "tmp"), "-s", join(dir, "end"));
-        if (rec.spec.network === "none") args.push("-N");
-        child = spawn(this.options.shimPath, [...args, "--", ...program.argv], { stdio: ["ignore", out, err, "pipe"], env, detached: true });
+    let cgroup = this.cgroupOf.get(rec.id);
+    let oomBefore = 0;
+    if (this.isolated) {
+      const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), rec.spec.cwd ? "-d" : "-W", cwd];
+      args.push("-t", join(dir, "tmp"), "-s", join(dir, "end"));
+      args.push("-o", join(dir, "stdout.log"), "-e", join(dir, "stderr.log"));
+      for (const [k, v] of Object.entries(env)) args.push("-E", `${k}=${v}`);
+      if (rec.spec.network === "none") args.push("-N");
+      args.push("--", ...program.argv);
+      const warm = cgroup ? undefined : this.pool?.take();
+      if (warm) {
+        // A warm shim already sits in a fresh group: limit the group, hand the shim its star.
+        cgroup = warm.group;
+        await cgroup.setLimits(rec.limits);
+        child = warm.child;
+        child.stdin!.end(Buffer.from(args.map((a) => `${a}\0`).join("")));
       } else {
-        // Dev mode without root: a plain child process, nothing isolated or limited.
-        child = spawn(program.argv[0]!, program.argv.slice(1), { stdio: ["ignore", out, err, "pipe"], env, cwd, detached: true });
+        if (cgroup) oomBefore = (await cgroup.stats()).oomKills;
+        else cgroup = await this.options.cgroups.create(rec.id, rec.limits);
+        const joins = cgroup.procsFiles.flatMap((f) => ["-c", f]);
+        child = spawn(this.options.shimPath, [...joins, ...args], { stdio: ["ignore", "ignore", "ignore", "pipe"], env, detached: true });
       }
-    } finally {
-      closeSync(out);
-      closeSync(err);
+    } else {
+      // Dev mode without root: a plain child process, nothing isolated or limited.
+      cgroup ??= await this.options.cgroups.create(rec.id, rec.limits);
+      await mkdir(cwd, { recursive: true });
+      await rm(join(dir, "end"), { force: true });
+      const out = openSync(join(dir, "stdout.log"), "a", 0o640);
+      const err = openSync(join(dir, "stderr.log"), "a", 0o640);
+      try {
+        child = spawn(program.argv[0]!, program.argv.slice(1), { stdio: ["ignore", out, err, "pipe"], env, cwd, detached: true });
+      } finally {
+        closeSync(out);
+        closeSync(err);
+      }
     }
+    this.cgroupOf.set(rec.id, cgroup);
+    const group = cgroup;
     this.children.add(child);
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.once("exit", (code, signal) => resolve({ code, signal }));
@@ -171,7 +189,7 @@ export class ProcessRuntime extends SupervisedRuntime {
     if ("error" in report) throw new StartFailedError(rec.id, report.error);
     const ended = exited.then(async ({ code, signal }) => {
       const end = this.isolated ? await readEnd(join(dir, "end")) : undefined;
-      const oomKills = await cgroup.stats().then((s) => s.oomKills).catch(() => oomBefore);
+      const oomKills = await group.stats().then((s) => s.oomKills).catch(() => oomBefore);
       return {
         exitCode: end ? end.exitCode : code,
         signal: end ? end.signal : signal,
@@ -185,7 +203,7 @@ export class ProcessRuntime extends SupervisedRuntime {
       kill: () => {
         // The init's death takes the whole pid namespace with it; the cgroup sweep is a backstop.
         signalPid(report.initPid || child.pid, "SIGKILL");
-        void cgroup.killAll("SIGKILL").catch(() => undefined);
+        void group.killAll("SIGKILL").catch(() => undefined);
       },
     };
   }
@@ -218,6 +236,7 @@ export class ProcessRuntime extends SupervisedRuntime {
 
   override async close(): Promise<void> {
     await super.close();
+    await this.pool?.close();
     // Stars keep running (their shims are detached); we only stop listening to them.
     for (const child of this.children) {
       child.unref();

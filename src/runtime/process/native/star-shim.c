@@ -17,9 +17,17 @@
  *   -u UID    run the program as UID (and -g GID), with no supplementary groups
  *   -g GID
  *   -d DIR    working directory of the program
- *   -t DIR    bind-mount DIR on /tmp
+ *   -W DIR    working directory, created (0755, owned by the star's user) if missing
+ *   -t DIR    bind-mount DIR on /tmp (created 0700, owned by the star's user, if missing)
  *   -s FILE   when the program ends, write "exit N" or "signal N" to FILE (atomically)
  *   -N        new network namespace with only loopback
+ *   -o FILE   append the program's stdout to FILE (default: inherited)
+ *   -e FILE   append the program's stderr to FILE (default: inherited)
+ *   -E K=V    the program's environment (repeatable; if given, the only variables it gets)
+ *   -w        warm mode: join the -c cgroups, then wait for the rest of the options and the
+ *             program as NUL-separated arguments on stdin (until EOF). The agent keeps a few
+ *             warm shims so that a start does not pay for the cgroup move (on cgroup v1 a move
+ *             waits for an RCU grace period, ~10 ms, when moves are rare).
  * Reports on fd 3 (if open): "started <program host pid> <init host pid>\n" or "error <text>\n".
  * Exit code: the program's, or 128 + the signal that ended it.
  */
@@ -44,6 +52,7 @@
 #include <unistd.h>
 
 #define MAX_CGROUPS 8
+#define MAX_ENV 1024
 #define REPORT_FD 3
 
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
@@ -106,10 +115,12 @@ static void describe(int status, char *buf, size_t len) {
 struct opts {
   const char *cgroups[MAX_CGROUPS];
   int n_cgroups;
-  const char *hostname, *cwd, *tmp, *status;
+  const char *hostname, *cwd, *tmp, *status, *out, *err;
+  char *env[MAX_ENV + 1];
+  int n_env;
   uid_t uid;
   gid_t gid;
-  int set_user, netns;
+  int set_user, netns, warm, make_cwd;
   char **argv;
 };
 
@@ -136,7 +147,8 @@ static void run_program(const struct opts *o, int err_fd) {
     if (chdir(o->cwd) < 0) goto bad;
   }
   step = "exec";
-  execvp(o->argv[0], o->argv);
+  if (o->n_env > 0) execvpe(o->argv[0], o->argv, (char *const *)o->env);
+  else execvp(o->argv[0], o->argv);
 bad:;
   char msg[300];
   int n = snprintf(msg, sizeof msg, "%s %s: %s", step, step[0] == 'e' ? o->argv[0] : (o->cwd ? o->cwd : ""), strerror(errno));
@@ -228,20 +240,19 @@ static pid_t first_child_of(pid_t pid) {
   return 0;
 }
 
-int main(int argc, char **argv) {
-  struct opts o;
-  memset(&o, 0, sizeof o);
-  report_open = fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC) == 0;
-  int i = 1;
+/* Parses options into o; returns the index of the program in argv (argc if none). */
+static int parse_args(int argc, char **argv, int start, struct opts *o) {
+  int i = start;
   for (; i < argc; i++) {
     const char *a = argv[i];
-    if (strcmp(a, "--") == 0) {
-      i++;
-      break;
-    }
-    if (a[0] != '-' || a[1] == 0 || a[2] != 0) break;
+    if (strcmp(a, "--") == 0) return i + 1;
+    if (a[0] != '-' || a[1] == 0 || a[2] != 0) return i;
     if (a[1] == 'N') {
-      o.netns = 1;
+      o->netns = 1;
+      continue;
+    }
+    if (a[1] == 'w') {
+      o->warm = 1;
       continue;
     }
     if (i + 1 >= argc) {
@@ -251,25 +262,96 @@ int main(int argc, char **argv) {
     const char *v = argv[++i];
     switch (a[1]) {
       case 'c':
-        if (o.n_cgroups < MAX_CGROUPS) o.cgroups[o.n_cgroups++] = v;
+        if (o->n_cgroups < MAX_CGROUPS) o->cgroups[o->n_cgroups++] = v;
         break;
-      case 'H': o.hostname = v; break;
-      case 'd': o.cwd = v; break;
-      case 't': o.tmp = v; break;
-      case 's': o.status = v; break;
-      case 'u': o.uid = (uid_t)strtoul(v, NULL, 10); o.set_user = 1; break;
-      case 'g': o.gid = (gid_t)strtoul(v, NULL, 10); break;
+      case 'H': o->hostname = v; break;
+      case 'd': o->cwd = v; break;
+      case 'W': o->cwd = v; o->make_cwd = 1; break;
+      case 't': o->tmp = v; break;
+      case 's': o->status = v; break;
+      case 'o': o->out = v; break;
+      case 'e': o->err = v; break;
+      case 'E':
+        if (o->n_env < MAX_ENV) o->env[o->n_env++] = (char *)v;
+        break;
+      case 'u': o->uid = (uid_t)strtoul(v, NULL, 10); o->set_user = 1; break;
+      case 'g': o->gid = (gid_t)strtoul(v, NULL, 10); break;
       default: errno = EINVAL; fail(a);
     }
   }
-  if (i >= argc) {
+  return i;
+}
+
+/* Warm mode: the rest of the arguments arrive on stdin, NUL-separated, until EOF. */
+static void read_warm_args(struct opts *o) {
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  if (!buf) fail("malloc");
+  for (;;) {
+    if (len == cap) {
+      cap *= 2;
+      buf = realloc(buf, cap);
+      if (!buf) fail("realloc");
+    }
+    ssize_t n = read(0, buf + len, cap - len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("read stdin");
+    if (n == 0) break;
+    len += (size_t)n;
+  }
+  if (len == 0) _exit(0); /* the agent went away without using us */
+  int argc = 0;
+  for (size_t k = 0; k < len; k++) if (buf[k] == 0) argc++;
+  char **argv = calloc((size_t)argc + 2, sizeof *argv);
+  if (!argv) fail("calloc");
+  argv[0] = "star-shim";
+  int n = 1;
+  for (size_t k = 0; k < len && n <= argc;) {
+    argv[n++] = buf + k;
+    k += strlen(buf + k) + 1;
+  }
+  int prog = parse_args(n, argv, 1, o);
+  if (prog >= n) {
     errno = EINVAL;
     fail("no program given after --");
   }
-  o.argv = &argv[i];
+  o->argv = &argv[prog];
+}
+
+static void ensure_dir(const char *path, mode_t mode, const struct opts *o) {
+  if (mkdir(path, mode) < 0 && errno != EEXIST) fail(path);
+  if (o->set_user && chown(path, o->uid, o->gid) < 0) fail(path);
+}
+
+static void redirect(const char *path, int fd) {
+  int f = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (f < 0) fail(path);
+  if (dup3(f, fd, 0) < 0) fail("dup3");
+  close(f);
+}
+
+int main(int argc, char **argv) {
+  struct opts o;
+  memset(&o, 0, sizeof o);
+  report_open = fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC) == 0;
+  int prog = parse_args(argc, argv, 1, &o);
+  if (!o.warm) {
+    if (prog >= argc) {
+      errno = EINVAL;
+      fail("no program given after --");
+    }
+    o.argv = &argv[prog];
+  }
 
   /* 1. Into the star's cgroups first: everything below, the program included, is limited. */
   for (int c = 0; c < o.n_cgroups; c++) write_file(o.cgroups[c], "0");
+  if (o.warm) read_warm_args(&o);
+  /* The star's own directories, made here (root, microseconds) rather than by the agent. */
+  if (o.tmp) ensure_dir(o.tmp, 0700, &o);
+  if (o.cwd && o.make_cwd) ensure_dir(o.cwd, 0755, &o);
+  if (o.status) unlink(o.status);
+  if (o.out) redirect(o.out, 1);
+  if (o.err) redirect(o.err, 2);
 
   /* 2. New namespaces. The pid namespace applies to our next child, which becomes its pid 1. */
   int flags = CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | (o.netns ? CLONE_NEWNET : 0);
