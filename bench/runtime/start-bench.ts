@@ -1,0 +1,183 @@
+/**
+ * Runtime benchmark (issue 3): start latency, resident overhead per star, and mass starts, for
+ * the process runtime beside plain `child_process.spawn` of the same program in one run.
+ *
+ *   node dist/bench/runtime/start-bench.js [--n 200] [--concurrency 20] [--hold 100]
+ *
+ * Start latency is from the start call until the program's first stdout line is in its log
+ * file; both sides write stdout to a file and are detected the same way (inotify on the
+ * directory), so the difference is what the runtime adds: cgroup limits (cpu, memory, pids),
+ * pid/mount/uts/ipc namespaces, an unprivileged user, no-new-privs, a private /tmp.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, watch, chmodSync, copyFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
+import { machine, markdownTable, percentile } from "../lib/report.js";
+
+const { values } = parseArgs({
+  options: {
+    n: { type: "string", default: "200" },
+    concurrency: { type: "string", default: "20" },
+    hold: { type: "string", default: "100" },
+    "node-n": { type: "string", default: "50" },
+  },
+});
+const N = Number(values.n);
+const CONC = Number(values.concurrency);
+const HOLD = Number(values.hold);
+const NODE_N = Number(values["node-n"]);
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const src = join(here, "../../../bench/runtime");
+// Not under /tmp: each star's /tmp is private, so the runtime refuses data dirs there.
+const work = await mkdtemp("/var/tmp/constellation-bench-");
+chmodSync(work, 0o755);
+const tiny = join(work, "tiny");
+const cc = spawnSync("cc", ["-O2", "-static", "-o", tiny, join(src, "tiny.c")], { stdio: "inherit" });
+if (cc.status !== 0) throw new Error("cannot compile tiny.c (needs cc)");
+const idle = join(work, "idle.mjs");
+copyFileSync(join(src, "idle.mjs"), idle);
+chmodSync(idle, 0o644);
+
+/** Resolves when `file` (in `dir`) holds a complete first line. */
+function firstLine(dir: string, file: string): Promise<number> {
+  return new Promise((resolve) => {
+    const path = join(dir, file);
+    const check = () => {
+      if (existsSync(path) && readFileSync(path, "utf8").includes("\n")) {
+        w.close();
+        resolve(performance.now());
+      }
+    };
+    const w = watch(dir, check);
+    check();
+  });
+}
+
+type Starter = (i: number) => Promise<{ latency: number; stop: () => Promise<void> }>;
+
+function plainStarter(argv: string[], tag: string): Starter {
+  return async (i) => {
+    const dir = join(work, "plain", `${tag}-${i}`);
+    mkdirSync(dir, { recursive: true });
+    const t0 = performance.now();
+    const seen = firstLine(dir, "stdout.log");
+    const out = openSync(join(dir, "stdout.log"), "a");
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", out, "ignore"], detached: true });
+    closeSync(out);
+    const latency = (await seen) - t0;
+    return {
+      latency,
+      stop: async () => {
+        const gone = new Promise((r) => child.once("exit", r));
+        child.kill("SIGKILL");
+        await gone;
+      },
+    };
+  };
+}
+
+function runtimeStarter(rt: ProcessRuntime, argv: string[], tag: string): Starter {
+  return async (i) => {
+    const id = `${tag}-${i}`;
+    const dir = join(work, "data", "stars", id);
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    const t0 = performance.now();
+    const seen = firstLine(dir, "stdout.log");
+    await rt.start(id, { name: id, command: argv, cpu_percent: 50, ram_mb: 128, pids: 64 });
+    const latency = (await seen) - t0;
+    return { latency, stop: () => rt.remove(id) };
+  };
+}
+
+async function sequential(start: Starter, n: number): Promise<number[]> {
+  const lat: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = await start(i);
+    lat.push(s.latency);
+    await s.stop();
+  }
+  return lat;
+}
+
+async function batched(start: Starter, n: number, conc: number): Promise<number[]> {
+  const lat: number[] = [];
+  for (let i = 0; i < n; i += conc) {
+    const group = await Promise.all(Array.from({ length: Math.min(conc, n - i) }, (_, k) => start(100_000 + i + k)));
+    for (const s of group) lat.push(s.latency);
+    await Promise.all(group.map((s) => s.stop()));
+  }
+  return lat;
+}
+
+const fmt = (lat: number[]) => {
+  const s = [...lat].sort((a, b) => a - b);
+  return [`${percentile(s, 50).toFixed(2)} ms`, `${percentile(s, 99).toFixed(2)} ms`];
+};
+
+function pssKb(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function rssKb(): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync("/proc/self/status", "utf8"));
+  return m ? Number(m[1]) : 0;
+}
+
+const rt = await ProcessRuntime.create({ dataDir: join(work, "data") });
+try {
+  await new Promise((r) => setTimeout(r, 500)); // let the warm pool fill
+  const rows: Array<Array<string | number>> = [];
+  // Alternate plain and runtime runs so drift affects both alike.
+  const tinyPlainSeq = await sequential(plainStarter([tiny], "ts"), N);
+  const tinyRtSeq = await sequential(runtimeStarter(rt, [tiny], "ts"), N);
+  const tinyPlainConc = await batched(plainStarter([tiny], "tc"), N, CONC);
+  const tinyRtConc = await batched(runtimeStarter(rt, [tiny], "tc"), N, CONC);
+  const nodePlain = await sequential(plainStarter([process.execPath, idle], "ns"), NODE_N);
+  const nodeRt = await sequential(runtimeStarter(rt, [process.execPath, idle], "ns"), NODE_N);
+  const med = (a: number[]) => percentile([...a].sort((x, y) => x - y), 50);
+  rows.push(["tiny (static C)", "sequential", N, ...fmt(tinyPlainSeq), ...fmt(tinyRtSeq), `+${(med(tinyRtSeq) - med(tinyPlainSeq)).toFixed(2)} ms`]);
+  rows.push(["tiny (static C)", `${CONC} at a time`, N, ...fmt(tinyPlainConc), ...fmt(tinyRtConc), `+${(med(tinyRtConc) - med(tinyPlainConc)).toFixed(2)} ms`]);
+  rows.push(["Node script", "sequential", NODE_N, ...fmt(nodePlain), ...fmt(nodeRt), `+${(med(nodeRt) - med(nodePlain)).toFixed(2)} ms`]);
+
+  // Hold HOLD stars at once: time until all run, then what each costs besides its program.
+  global.gc?.();
+  const rssBefore = rssKb();
+  const t0 = performance.now();
+  const held = await Promise.all(Array.from({ length: HOLD }, (_, i) => rt.start(`hold-${i}`, { name: `hold-${i}`, command: [tiny], ram_mb: 64, pids: 16 })));
+  const allRunning = performance.now() - t0;
+  global.gc?.();
+  const rssAfter = rssKb();
+  let helperPss = 0;
+  for (const s of held) {
+    const stat = readFileSync(`/proc/${s.pid}/stat`, "utf8");
+    const initPid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]); // ppid: the star's init
+    const shimStat = readFileSync(`/proc/${initPid}/stat`, "utf8");
+    const shimPid = Number(shimStat.slice(shimStat.lastIndexOf(")") + 2).split(" ")[1]);
+    helperPss += pssKb(initPid) + pssKb(shimPid);
+  }
+  const perStarKb = (helperPss + Math.max(0, rssAfter - rssBefore)) / HOLD;
+  for (const s of held) await rt.remove(s.id);
+
+  console.log(`Machine: ${machine()}\n`);
+  console.log("Start latency: start call → first stdout line in the log file (same detection for both).\n");
+  console.log(markdownTable(["program", "mode", "n", "plain spawn p50", "plain p99", "process runtime p50", "runtime p99", "added (p50)"], rows));
+  console.log(`\n${HOLD} tiny stars started at once: all running after ${allRunning.toFixed(0)} ms.`);
+  console.log(
+    `Resident overhead per star at ${HOLD} running: ${perStarKb.toFixed(0)} kB ` +
+      `(launcher + init PSS ${(helperPss / HOLD).toFixed(0)} kB, agent RSS growth ${((rssAfter - rssBefore) / HOLD).toFixed(0)} kB).`,
+  );
+} finally {
+  for (const s of rt.list()) await rt.remove(s.id).catch(() => undefined);
+  await rt.close();
+  await rm(work, { recursive: true, force: true });
+}
