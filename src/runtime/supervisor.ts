@@ -87,14 +87,37 @@ export abstract class SupervisedRuntime implements Runtime {
   private async runOnce(rec: StarRecord): Promise<void> {
     this.update(rec, { state: "starting", reason: undefined, restartAt: undefined });
     const run = await this.launch(rec);
-    rec.run = run;
+    this.attach(rec, run);
     this.update(rec, { state: "running", pid: run.pid, startedAt: Date.now(), exitCode: undefined, signal: undefined, finishedAt: undefined });
-    void run.ended.then((end) => this.onRunEnded(rec, run, end));
   }
 
-  private onRunEnded(rec: StarRecord, run: RunHandle, end: Omit<RunEnd, "stopRequested">): void {
-    if (rec.run !== run) return;
-    rec.run = undefined;
+  private attach(rec: StarRecord, run: RunHandle): void {
+    rec.run = run;
+    void run.ended.then((end) => {
+      if (rec.run !== run) return;
+      rec.run = undefined;
+      this.onRunEnded(rec, end);
+    });
+  }
+
+  /**
+   * Takes over a star found on the node after the host process restarted (recovery): its run
+   * still going (`run`), or ended while nobody watched (`ended`: the restart policy applies now),
+   * or settled (neither).
+   */
+  protected adopt(rec: StarRecord, how: { run?: RunHandle; ended?: Omit<RunEnd, "stopRequested"> }): void {
+    this.stars.set(rec.id, rec);
+    if (how.run) {
+      this.attach(rec, how.run);
+      this.update(rec, { state: "running", pid: how.run.pid });
+    } else if (how.ended) {
+      this.onRunEnded(rec, how.ended);
+    } else if (rec.status.restartAt !== undefined) {
+      this.scheduleRestart(rec, Math.max(0, rec.status.restartAt - Date.now()));
+    }
+  }
+
+  private onRunEnded(rec: StarRecord, end: Omit<RunEnd, "stopRequested">): void {
     const now = Date.now();
     const state = endState({ ...end, stopRequested: rec.stopRequested });
     const ranFor = now - (rec.status.startedAt ?? now);
@@ -111,12 +134,16 @@ export abstract class SupervisedRuntime implements Runtime {
     }
     if (this.closed) return this.finish(rec, { ...common, state, reason });
     this.update(rec, { ...common, state, reason, restartAt: now + decision.delayMs });
+    this.scheduleRestart(rec, decision.delayMs);
+  }
+
+  private scheduleRestart(rec: StarRecord, delayMs: number): void {
     rec.restartTimer = setTimeout(() => {
       rec.restartTimer = undefined;
       if (rec.stopRequested || this.closed) return;
       rec.status.restarts++;
       this.runOnce(rec).catch((err: unknown) => this.finish(rec, { state: "failed", reason: errorText(err) }));
-    }, decision.delayMs);
+    }, delayMs);
   }
 
   /** Final state: no run, no restart pending. */
@@ -132,8 +159,12 @@ export abstract class SupervisedRuntime implements Runtime {
       else (rec.status as unknown as Record<string, unknown>)[k] = v;
     }
     const snapshot = { ...rec.status };
+    this.changed(rec);
     for (const fn of this.listeners) fn(snapshot);
   }
+
+  /** Called after every change of a star's status (a runtime may persist it). */
+  protected changed(_rec: StarRecord): void {}
 
   private settled(rec: StarRecord): boolean {
     return TERMINAL_STATES.has(rec.status.state) && !rec.run && !rec.restartTimer;

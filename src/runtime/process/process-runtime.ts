@@ -11,8 +11,8 @@
  *   work/                    default working directory, owned by the star's user
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, openSync } from "node:fs";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { closeSync, existsSync, openSync, watch } from "node:fs";
+import { mkdir, readdir, rm } from "node:fs/promises";
 import { availableParallelism, constants, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,11 +26,12 @@ import {
 import type { CgroupDriver, StarCgroup } from "../cgroup/cgroup.js";
 import { detectCgroups } from "../cgroup/detect.js";
 import { resolveProgram } from "../script.js";
-import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
+import { DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, limitsOf, parseStarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
-import type { LogLine, LogOptions, StarStats } from "../types.js";
+import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
 import { readLogs } from "./logs.js";
 import { ShimPool } from "./shim-pool.js";
+import { type RunInfo, type SavedStar, loadStar, processStart, readEnd, saveStar } from "./star-state.js";
 
 export interface ProcessRuntimeOptions {
   /** Where stars' files live (<dataDir>/stars/<id>). */
@@ -57,6 +58,9 @@ export class ProcessRuntime extends SupervisedRuntime {
   private readonly cgroupOf = new Map<string, StarCgroup>();
   private readonly children = new Set<ChildProcess>();
   private pool: ShimPool | undefined;
+  private readonly groupIdOf = new Map<string, string>();
+  private readonly runInfo = new Map<string, RunInfo>();
+  private readonly saving = new Map<string, Promise<void>>();
 
   private constructor(
     private readonly options: ProcessRuntimeOptions & { cgroups: CgroupDriver; shimPath: string },
@@ -82,12 +86,19 @@ export class ProcessRuntime extends SupervisedRuntime {
     const cgroups = options.cgroups ?? (await detectCgroups());
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
     const rt = new ProcessRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM }, root);
+    // Stars a previous agent left here are ours again before anything else touches cgroups.
+    await rt.recover();
     const warm = options.warmShims ?? 8;
     if (root && cgroups.version !== "none" && warm > 0) {
       rt.pool = new ShimPool(rt.options.shimPath, cgroups, warm);
-      await rt.pool.start();
+      await rt.pool.start(new Set(rt.groupIdOf.values()));
     }
     return rt;
+  }
+
+  /** Warm launchers ready now (observability; 0 without a pool). */
+  get warmLaunchers(): number {
+    return this.pool?.readyCount ?? 0;
   }
 
   private dir(id: string): string {
@@ -153,18 +164,25 @@ export class ProcessRuntime extends SupervisedRuntime {
       if (warm) {
         // A warm shim already sits in a fresh group: limit the group, hand the shim its star.
         cgroup = warm.group;
+        this.groupIdOf.set(rec.id, warm.groupId);
         await cgroup.setLimits(rec.limits);
         child = warm.child;
         child.stdin!.end(Buffer.from(args.map((a) => `${a}\0`).join("")));
       } else {
         if (cgroup) oomBefore = (await cgroup.stats()).oomKills;
-        else cgroup = await this.options.cgroups.create(rec.id, rec.limits);
+        else {
+          cgroup = await this.options.cgroups.create(rec.id, rec.limits);
+          this.groupIdOf.set(rec.id, rec.id);
+        }
         const joins = cgroup.procsFiles.flatMap((f) => ["-c", f]);
         child = spawn(this.options.shimPath, [...joins, ...args], { stdio: ["ignore", "ignore", "ignore", "pipe"], env, detached: true });
       }
     } else {
       // Dev mode without root: a plain child process, nothing isolated or limited.
-      cgroup ??= await this.options.cgroups.create(rec.id, rec.limits);
+      if (!cgroup) {
+        cgroup = await this.options.cgroups.create(rec.id, rec.limits);
+        this.groupIdOf.set(rec.id, rec.id);
+      }
       await mkdir(cwd, { recursive: true });
       await rm(join(dir, "end"), { force: true });
       const out = openSync(join(dir, "stdout.log"), "a", 0o640);
@@ -187,29 +205,123 @@ export class ProcessRuntime extends SupervisedRuntime {
 
     const report = this.isolated ? await readReport(child, exited) : { pid: child.pid ?? 0, initPid: 0 };
     if ("error" in report) throw new StartFailedError(rec.id, report.error);
+    const info: RunInfo = {
+      groupId: this.groupIdOf.get(rec.id) ?? rec.id,
+      shimPid: child.pid ?? 0,
+      shimStart: processStart(child.pid ?? 0) ?? 0,
+      initPid: report.initPid,
+      oomBefore,
+    };
+    this.runInfo.set(rec.id, info);
+    return this.handle(rec.id, report.pid, info, group, exited);
+  }
+
+  /** A run of star `id`: how to end it, and how its end is learned (`exited`: the shim is gone). */
+  private handle(
+    id: string,
+    pid: number,
+    info: RunInfo,
+    group: StarCgroup,
+    exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>,
+  ): RunHandle {
+    const dir = this.dir(id);
     const ended = exited.then(async ({ code, signal }) => {
       const end = this.isolated ? await readEnd(join(dir, "end")) : undefined;
-      const oomKills = await group.stats().then((s) => s.oomKills).catch(() => oomBefore);
+      const oomKills = await group.stats().then((s) => s.oomKills).catch(() => info.oomBefore);
       return {
         exitCode: end ? end.exitCode : code,
-        signal: end ? end.signal : signal,
-        oomKilled: oomKills > oomBefore,
+        signal: end ? (end.signal === null ? null : signalName(end.signal)) : signal,
+        oomKilled: oomKills > info.oomBefore,
       };
     });
     return {
-      pid: report.pid,
+      pid,
       ended,
-      terminate: () => signalPid(child.pid, "SIGTERM"),
+      terminate: () => signalPid(info.shimPid, "SIGTERM"),
       kill: () => {
         // The init's death takes the whole pid namespace with it; the cgroup sweep is a backstop.
-        signalPid(report.initPid || child.pid, "SIGKILL");
+        signalPid(info.initPid || info.shimPid, "SIGKILL");
         void group.killAll("SIGKILL").catch(() => undefined);
       },
     };
   }
 
+  protected override changed(rec: StarRecord): void {
+    const running = rec.status.state === "running" || rec.status.state === "starting";
+    const run = running ? this.runInfo.get(rec.id) : undefined;
+    const saved: SavedStar = { version: 1, spec: rec.spec, status: rec.status, history: rec.history, stopRequested: rec.stopRequested };
+    if (run) saved.run = run;
+    const json = structuredClone(saved);
+    // Writes of one star stay in order; a failed write is retried by the next change.
+    const prev = this.saving.get(rec.id) ?? Promise.resolve();
+    const next = prev.then(() => (this.stars.has(rec.id) ? saveStar(this.dir(rec.id), json) : undefined)).catch(() => undefined);
+    this.saving.set(rec.id, next);
+  }
+
+  /**
+   * Takes back the stars a previous agent left on this node: running ones are re-attached (their
+   * state, stats and logs continue), ones that ended meanwhile get their restart policy applied.
+   * create() does this first; calling it again only picks up stars not yet known.
+   */
+  async recover(): Promise<StarStatus[]> {
+    const root = join(this.options.dataDir, "stars");
+    const ids = await readdir(root).catch(() => [] as string[]);
+    const recovered: StarStatus[] = [];
+    for (const id of ids) {
+      if (this.stars.has(id) || !DNS_LABEL.test(id)) continue;
+      const saved = await loadStar(join(root, id));
+      if (!saved) continue;
+      const spec = parseStarSpec(saved.spec);
+      const rec: StarRecord = {
+        id,
+        spec,
+        limits: limitsOf(spec),
+        status: saved.status,
+        history: saved.history,
+        stopRequested: saved.stopRequested,
+        waiters: [],
+      };
+      const run = saved.run;
+      const group = run ? await this.options.cgroups.open(run.groupId) : undefined;
+      if (run && group) {
+        this.cgroupOf.set(id, group);
+        this.groupIdOf.set(id, run.groupId);
+        this.runInfo.set(id, run);
+      }
+      if (run && group && (saved.status.state === "running" || saved.status.state === "starting")) {
+        const end = await readEnd(join(root, id, "end"));
+        const alive = processStart(run.shimPid) === run.shimStart;
+        if (end || !alive) {
+          const oomKills = await group.stats().then((s) => s.oomKills).catch(() => run.oomBefore);
+          this.adopt(rec, {
+            ended: {
+              exitCode: end ? end.exitCode : null,
+              signal: end ? (end.signal === null ? null : signalName(end.signal)) : "SIGKILL",
+              oomKilled: oomKills > run.oomBefore,
+            },
+          });
+        } else {
+          this.adopt(rec, { run: this.handle(id, saved.status.pid ?? 0, run, group, watchExit(join(root, id), run)) });
+        }
+      } else if (saved.status.state === "running" || saved.status.state === "starting") {
+        // Its cgroup is gone (the node rebooted, say): the run cannot be going on.
+        this.adopt(rec, { ended: { exitCode: null, signal: "SIGKILL", oomKilled: false } });
+      } else {
+        this.adopt(rec, {});
+      }
+      recovered.push({ ...rec.status });
+    }
+    return recovered;
+  }
+
   protected async cleanup(rec: StarRecord, removeFiles: boolean): Promise<void> {
     const cgroup = this.cgroupOf.get(rec.id);
+    this.runInfo.delete(rec.id);
+    this.groupIdOf.delete(rec.id);
+    if (removeFiles) {
+      await this.saving.get(rec.id);
+      this.saving.delete(rec.id);
+    }
     if (cgroup) {
       this.cgroupOf.delete(rec.id);
       await cgroup.killAll("SIGKILL");
@@ -247,6 +359,22 @@ export class ProcessRuntime extends SupervisedRuntime {
 
 function underTmp(path: string): boolean {
   return path === "/tmp" || path.startsWith("/tmp/");
+}
+
+/** Resolves when a launcher we did not spawn ends: its `end` file appears, or it is gone. */
+function watchExit(dir: string, run: RunInfo): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (processStart(run.shimPid) === run.shimStart && !existsSync(join(dir, "end"))) return;
+      watcher.close();
+      clearInterval(timer);
+      resolve({ code: null, signal: null });
+    };
+    const watcher = watch(dir, check);
+    const timer = setInterval(check, 500);
+    timer.unref();
+    check();
+  });
 }
 
 function signalPid(pid: number | undefined, signal: NodeJS.Signals): void {
@@ -287,18 +415,6 @@ async function readReport(
   if (first.startsWith("error ")) return { error: first.slice(6) };
   const { code, signal } = await Promise.race([exited, Promise.resolve({ code: null, signal: null })]);
   return { error: `the launcher ended without a report (exit ${code ?? "?"}${signal ? `, ${signal}` : ""})` };
-}
-
-async function readEnd(path: string): Promise<{ exitCode: number | null; signal: string | null } | undefined> {
-  try {
-    const text = (await readFile(path, "utf8")).trim();
-    const m = /^(exit|signal) (\d+)$/.exec(text);
-    if (!m) return undefined;
-    if (m[1] === "exit") return { exitCode: Number(m[2]), signal: null };
-    return { exitCode: null, signal: signalName(Number(m[2])) };
-  } catch {
-    return undefined;
-  }
 }
 
 function signalName(n: number): string {

@@ -38,15 +38,20 @@ export class ShimPool {
     private readonly size: number,
   ) {}
 
-  /** Removes warm groups a previous agent left behind, then fills the pool. */
-  async start(): Promise<void> {
+  /** Removes warm groups a previous agent left unused (not in `inUse`), then fills the pool. */
+  async start(inUse: ReadonlySet<string> = new Set()): Promise<void> {
     for (const id of await this.cgroups.list()) {
-      if (!id.startsWith(WARM_PREFIX)) continue;
+      if (!id.startsWith(WARM_PREFIX) || inUse.has(id)) continue;
       const group = await this.cgroups.open(id);
       await group?.killAll("SIGKILL");
       await group?.destroy().catch(() => undefined);
     }
     this.refill();
+  }
+
+  /** How many warm shims are ready now. */
+  get readyCount(): number {
+    return this.ready.length;
   }
 
   /** A warm shim, if one is ready; the pool refills behind it. */

@@ -1,0 +1,78 @@
+/**
+ * Recovery: the agent hosting the runtime is killed with SIGKILL and a new one takes over the
+ * node. Running stars keep running and are re-attached (same process, state, stats, logs go on),
+ * a star that ended meanwhile is reported with its exit code, a restart policy is applied to a
+ * star that failed while nobody watched, and nothing is started twice.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, describe, it } from "node:test";
+import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
+import { waitFor } from "../helpers/wait.js";
+
+const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
+const AGENT = fileURLToPath(new URL("./agent-child.js", import.meta.url));
+
+describe("process runtime recovery after the agent is killed", { skip }, () => {
+  let dir: string | undefined;
+  let rt: ProcessRuntime | undefined;
+  after(async () => {
+    for (const s of rt?.list() ?? []) await rt!.remove(s.id).catch(() => undefined);
+    await rt?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("re-attaches running stars, reports ended ones, restarts by policy, duplicates nothing", async () => {
+    dir = await mkdtemp("/var/tmp/constellation-recover-");
+    await chmod(dir, 0o755);
+    const data = join(dir, "data");
+    const stars = {
+      ticker: { name: "ticker", command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"], ram_mb: 32 },
+      quitter: { name: "quitter", command: ["sh", "-c", "echo bye; sleep 0.5; exit 7"] },
+      phoenix: { name: "phoenix", command: ["sh", "-c", "echo rising; sleep 0.5; exit 1"], restart: "on-failure", backoff_ms: 10 },
+    };
+    const agent = spawn(process.execPath, [AGENT, data, JSON.stringify(stars)], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    agent.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    await waitFor("the first agent to start its stars", () => out.includes("\nready\n") || undefined, { timeoutMs: 20_000 });
+    const before = JSON.parse(out.split("\n")[0]!) as Array<{ id: string; pid: number }>;
+    const tickerPid = before.find((s) => s.id === "ticker")!.pid;
+    const gone = new Promise((resolve) => agent.once("exit", resolve));
+    agent.kill("SIGKILL");
+    await gone;
+    // Both short stars end while no agent runs.
+    await waitFor("quitter and phoenix to end without an agent", () =>
+      existsSync(join(data, "stars", "quitter", "end")) && existsSync(join(data, "stars", "phoenix", "end")) ? true : undefined,
+    );
+    const ticksAtTakeover = (await readFile(join(data, "stars", "ticker", "stdout.log"), "utf8")).split("\n").length;
+
+    rt = await ProcessRuntime.create({ dataDir: data, warmShims: 2 });
+    const ticker = rt.status("ticker")!;
+    assert.equal(ticker.state, "running");
+    assert.equal(ticker.pid, tickerPid, "the same process, re-attached");
+    assert.ok((await rt.stats("ticker")).memoryBytes > 0, "stats continue from its cgroup");
+    const quitter = await rt.wait("quitter");
+    assert.equal(quitter.state, "failed");
+    assert.equal(quitter.exitCode, 7);
+    await waitFor("phoenix to be restarted by its policy", () => (rt!.status("phoenix")!.restarts >= 1 ? true : undefined));
+
+    // Logs go on, and the star was not started a second time.
+    await waitFor("the ticker's log to grow", async () => {
+      const lines: string[] = [];
+      for await (const l of rt!.logs("ticker")) lines.push(l.line);
+      return lines.length > ticksAtTakeover + 5 ? true : undefined;
+    });
+    const all: string[] = [];
+    for await (const l of rt.logs("ticker")) all.push(l.line);
+    const numbers = all.map((l) => Number(l.split(" ")[1]));
+    assert.deepEqual(numbers, numbers.map((_, i) => i + 1), "one ticking program, counting on without restarting");
+
+    const stopped = await rt.stop("ticker", { graceMs: 2000 });
+    assert.equal(stopped.state, "stopped");
+    assert.equal(existsSync(`/proc/${tickerPid}`), false);
+  });
+});
