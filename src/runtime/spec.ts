@@ -59,6 +59,10 @@ export const starSpecSchema = z
     restart_window_s: z.number().int().min(1).default(60),
     stop_grace_ms: z.number().int().min(0).max(3_600_000).default(10_000),
     network: z.enum(["host", "none"]).default("host"),
+    /** Each log file (stdout, stderr) is rotated at this size... */
+    log_max_mb: z.number().positive("log_max_mb must be greater than 0").max(102_400).default(10),
+    /** ...and at most this many files are kept per stream (the current one included). */
+    log_max_files: z.number().int().min(1).max(100).default(3),
     health: healthCheck.optional(),
   })
   .superRefine((s, ctx) => {

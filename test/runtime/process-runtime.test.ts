@@ -3,7 +3,7 @@
  * CI runs as root on Linux; elsewhere these tests are skipped with the reason.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
@@ -166,6 +166,41 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     const tail: string[] = [];
     for await (const l of rt.logs(follow, { tail: 2 })) tail.push(l.line);
     assert.deepEqual(tail, ["tick 4", "tick 5"]);
+  });
+
+  it("rotates logs by size and caps what is kept; reading and following work across rotations", async () => {
+    const star = id("chatty");
+    // 4,000 lines of 100 bytes (400 kB) into 20 kB files, 3 kept per stream.
+    await rt.start(star, {
+      name: "chatty",
+      command: ["sh", "-c", 'i=0; while [ $i -lt 4000 ]; do i=$((i+1)); printf "%-99s\\n" "line $i"; done'],
+      log_max_mb: 20 / 1024,
+      log_max_files: 3,
+    });
+    const follow: string[] = [];
+    const following = (async () => {
+      for await (const l of rt.logs(star, { follow: true })) follow.push(l.line.trimEnd());
+    })();
+    assert.equal((await rt.wait(star)).state, "exited");
+    await following;
+    const files = (await readdir(join(dir, "data", "stars", star))).filter((f) => f.startsWith("stdout.log"));
+    assert.deepEqual(files.sort(), ["stdout.log", "stdout.log.1", "stdout.log.2"]);
+    let kept = 0;
+    for (const f of files) kept += (await stat(join(dir, "data", "stars", star, f))).size;
+    assert.ok(kept <= 3 * (20 * 1024 + 65536), `kept ${kept} bytes`);
+    const lines: string[] = [];
+    for await (const l of rt.logs(star)) lines.push(l.line.trimEnd());
+    assert.equal(lines.at(-1), "line 4000");
+    const first = Number(lines[0]!.split(" ")[1]);
+    assert.deepEqual(lines, Array.from({ length: 4000 - first + 1 }, (_, i) => `line ${first + i}`), "the newest lines, contiguous");
+    // Following saw whole lines in order up to the last one. (A reader slower than two
+    // rotations loses what was rotated away before it looked, as with tail -F.)
+    const numbers = follow.map((l) => {
+      assert.match(l, /^line \d+$/);
+      return Number(l.split(" ")[1]);
+    });
+    assert.ok(numbers.every((n, i) => i === 0 || n > numbers[i - 1]!), "in order, no duplicates");
+    assert.equal(numbers.at(-1), 4000);
   });
 
   it("bad input is a clear typed error before anything starts", async () => {

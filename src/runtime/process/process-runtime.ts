@@ -157,6 +157,7 @@ export class ProcessRuntime extends SupervisedRuntime {
       const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), rec.spec.cwd ? "-d" : "-W", cwd];
       args.push("-t", join(dir, "tmp"), "-s", join(dir, "end"));
       args.push("-o", join(dir, "stdout.log"), "-e", join(dir, "stderr.log"));
+      args.push("-L", String(Math.round(rec.spec.log_max_mb * 2 ** 20)), "-K", String(rec.spec.log_max_files - 1));
       for (const [k, v] of Object.entries(env)) args.push("-E", `${k}=${v}`);
       if (rec.spec.network === "none") args.push("-N");
       args.push("--", ...program.argv);

@@ -21,8 +21,11 @@
  *   -t DIR    bind-mount DIR on /tmp (created 0700, owned by the star's user, if missing)
  *   -s FILE   when the program ends, write "exit N" or "signal N" to FILE (atomically)
  *   -N        new network namespace with only loopback
- *   -o FILE   append the program's stdout to FILE (default: inherited)
- *   -e FILE   append the program's stderr to FILE (default: inherited)
+ *   -o FILE   the program's stdout goes to FILE (default: inherited), through the shim, which
+ *             rotates it: FILE → FILE.1 → ... when it reaches -L bytes, keeping -K rotated files
+ *   -e FILE   the same for stderr
+ *   -L BYTES  rotate a log file at this size (default 10 MiB; 0: never)
+ *   -K N      rotated files kept per stream (default 2), so a stream takes at most (N+1)×L
  *   -E K=V    the program's environment (repeatable; if given, the only variables it gets)
  *   -w        warm mode: join the -c cgroups, then wait for the rest of the options and the
  *             program as NUL-separated arguments on stdin (until EOF). The agent keeps a few
@@ -43,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -121,6 +125,8 @@ struct opts {
   uid_t uid;
   gid_t gid;
   int set_user, netns, warm, make_cwd;
+  long long log_max;
+  int log_keep;
   char **argv;
 };
 
@@ -271,6 +277,8 @@ static int parse_args(int argc, char **argv, int start, struct opts *o) {
       case 's': o->status = v; break;
       case 'o': o->out = v; break;
       case 'e': o->err = v; break;
+      case 'L': o->log_max = strtoll(v, NULL, 10); break;
+      case 'K': o->log_keep = atoi(v); break;
       case 'E':
         if (o->n_env < MAX_ENV) o->env[o->n_env++] = (char *)v;
         break;
@@ -323,16 +331,81 @@ static void ensure_dir(const char *path, mode_t mode, const struct opts *o) {
   if (o->set_user && chown(path, o->uid, o->gid) < 0) fail(path);
 }
 
-static void redirect(const char *path, int fd) {
+/* One relayed stream: the program writes into a pipe; the shim appends to a rotating file. */
+struct relay {
+  const char *path;
+  int in;  /* read end of the program's pipe; -1 when closed */
+  int out; /* the log file */
+  long long size;
+};
+
+static int open_log(const char *path, long long *size) {
   int f = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (f < 0) fail(path);
-  if (dup3(f, fd, 0) < 0) fail("dup3");
-  close(f);
+  struct stat st;
+  *size = fstat(f, &st) == 0 ? st.st_size : 0;
+  return f;
+}
+
+/* The program's `fd` becomes the write end of a pipe whose read end the shim relays. */
+static void relay_setup(struct relay *r, const char *path, int fd) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) fail("pipe");
+  if (dup3(p[1], fd, 0) < 0) fail("dup3");
+  close(p[1]);
+  r->path = path;
+  r->in = p[0];
+  r->out = open_log(path, &r->size);
+}
+
+static void rotate(struct relay *r, int keep) {
+  char from[4200], to[4200];
+  close(r->out);
+  for (int i = keep - 1; i >= 1; i--) {
+    snprintf(from, sizeof from, "%s.%d", r->path, i);
+    snprintf(to, sizeof to, "%s.%d", r->path, i + 1);
+    rename(from, to);
+  }
+  snprintf(to, sizeof to, "%s.1", r->path);
+  if (keep > 0) rename(r->path, to);
+  else unlink(r->path);
+  r->out = open_log(r->path, &r->size);
+}
+
+/* Moves what is in the pipe to the file; returns 0 at EOF. */
+static int relay_once(struct relay *r, const struct opts *o) {
+  char buf[65536];
+  ssize_t n = read(r->in, buf, sizeof buf);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 1;
+  if (n <= 0) {
+    close(r->in);
+    r->in = -1;
+    return 0;
+  }
+  if (o->log_max > 0 && r->size > 0 && r->size + n > o->log_max) rotate(r, o->log_keep);
+  for (ssize_t off = 0; off < n;) {
+    ssize_t w = write(r->out, buf + off, (size_t)(n - off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) break; /* disk full: drop this chunk rather than block the star */
+    off += w;
+  }
+  r->size += n;
+  return 1;
+}
+
+static int chld_pipe[2] = {-1, -1};
+static void on_chld(int sig) {
+  (void)sig;
+  int e = errno;
+  (void)!write(chld_pipe[1], "", 1);
+  errno = e;
 }
 
 int main(int argc, char **argv) {
   struct opts o;
   memset(&o, 0, sizeof o);
+  o.log_max = -1; /* unset: defaults after parsing */
+  o.log_keep = -1;
   report_open = fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC) == 0;
   int prog = parse_args(argc, argv, 1, &o);
   if (!o.warm) {
@@ -350,8 +423,14 @@ int main(int argc, char **argv) {
   if (o.tmp) ensure_dir(o.tmp, 0700, &o);
   if (o.cwd && o.make_cwd) ensure_dir(o.cwd, 0755, &o);
   if (o.status) unlink(o.status);
-  if (o.out) redirect(o.out, 1);
-  if (o.err) redirect(o.err, 2);
+  if (o.log_max < 0) o.log_max = 10LL << 20;
+  if (o.log_keep < 0) o.log_keep = 2;
+  struct relay relays[2];
+  int n_relays = 0;
+  if (o.out) relay_setup(&relays[n_relays++], o.out, 1);
+  if (o.err) relay_setup(&relays[n_relays++], o.err, 2);
+  if (pipe2(chld_pipe, O_CLOEXEC | O_NONBLOCK) < 0) fail("pipe");
+  signal(SIGCHLD, on_chld);
 
   /* 2. New namespaces. The pid namespace applies to our next child, which becomes its pid 1. */
   int flags = CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | (o.netns ? CLONE_NEWNET : 0);
@@ -380,6 +459,13 @@ int main(int argc, char **argv) {
   forward_to = init;
   close(ready[1]);
   close(status[1]);
+  /* Only the star holds the pipes' write ends now: EOF comes when the star is gone. */
+  if (n_relays > 0) {
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (o.out) dup3(devnull, 1, 0);
+    if (o.err) dup3(devnull, 2, 0);
+    close(devnull);
+  }
 
   /* 3. Tell the agent: started (with the program's host pid) or why not. */
   char msg[300];
@@ -393,9 +479,33 @@ int main(int argc, char **argv) {
   }
   if (report_open) close(REPORT_FD);
 
-  /* 4. Wait for the init; record how the program ended. */
-  int st;
-  while (waitpid(init, &st, 0) < 0 && errno == EINTR) {
+  /* 4. Relay the logs until the init ends and the pipes are drained; record the end. */
+  int st = 0, init_done = 0;
+  for (;;) {
+    if (!init_done) {
+      pid_t w = waitpid(init, &st, WNOHANG);
+      if (w == init) init_done = 1;
+    }
+    int open_relays = 0;
+    for (int r = 0; r < n_relays; r++) open_relays += relays[r].in >= 0;
+    if (init_done && open_relays == 0) break;
+    struct pollfd pf[3];
+    int np = 0;
+    for (int r = 0; r < n_relays; r++) {
+      if (relays[r].in >= 0) pf[np++] = (struct pollfd){.fd = relays[r].in, .events = POLLIN};
+    }
+    pf[np++] = (struct pollfd){.fd = chld_pipe[0], .events = POLLIN};
+    /* Once the init is gone every writer is gone too; wait a little for the last bytes. */
+    int ready_n = poll(pf, (nfds_t)np, init_done ? 1000 : -1);
+    if (ready_n < 0 && errno == EINTR) continue;
+    if (ready_n == 0 && init_done) break;
+    char drain[64];
+    while (read(chld_pipe[0], drain, sizeof drain) > 0) {
+    }
+    for (int r = 0, k = 0; r < n_relays; r++) {
+      if (relays[r].in < 0) continue;
+      if (pf[k++].revents & (POLLIN | POLLHUP | POLLERR)) relay_once(&relays[r], &o);
+    }
   }
   char end[32];
   ssize_t got = read(status[0], end, sizeof end - 1);
