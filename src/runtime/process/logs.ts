@@ -5,27 +5,22 @@
  * rotations, until the star ends or the caller aborts.
  */
 import { watch } from "node:fs";
-import { open, readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { type FileHandle, open, readdir, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import type { LogLine, LogOptions } from "../types.js";
 
 const STREAMS = ["stdout", "stderr"] as const;
 
 export async function* readLogs(dir: string, options: LogOptions, isDone: () => boolean): AsyncGenerator<LogLine> {
-  const cursor = new Map<string, { ino: number; offset: number; partial: string }>();
+  const cursor = new Map<string, Cursor>();
   for (const stream of STREAMS) {
-    const files = await snapshot(dir, `${stream}.log`);
-    let lines: string[] = [];
-    let partial = "";
-    for (const f of files) {
-      const parts = (partial + f.text).split("\n");
-      partial = parts.pop() ?? "";
-      lines.push(...parts);
-      if (options.tail !== undefined && lines.length > options.tail) lines = lines.slice(-options.tail);
-    }
+    // Everything kept so far is "new" to a cursor that has seen nothing.
+    const c: Cursor = { id: "", offset: 0, partial: "" };
+    const parts = (await readNew(join(dir, `${stream}.log`), c)).split("\n");
+    c.partial = parts.pop() ?? "";
+    const lines = options.tail === undefined ? parts : parts.slice(-options.tail);
     for (const line of lines) yield { stream, line };
-    const current = files.at(-1);
-    cursor.set(stream, { ino: current?.ino ?? 0, offset: current?.size ?? 0, partial });
+    cursor.set(stream, c);
   }
   if (!options.follow) return;
 
@@ -37,36 +32,9 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
     for (;;) {
       const done = isDone(); // read once more after the end, then stop
       for (const stream of STREAMS) {
-        const path = join(dir, `${stream}.log`);
-        const c = cursor.get(stream)!;
-        const st = await stat(path).catch(() => undefined);
-        let text = "";
-        if (st && c.ino !== 0 && (st.ino !== c.ino || st.size < c.offset)) {
-          // Rotated (maybe several times): finish the old file wherever it went, read the
-          // newer rotated files whole, then the current file from its start. If the old file
-          // was already rotated away, its unread lines are gone: drop the partial line.
-          let found = 0;
-          const rotated: Array<{ path: string; size: number }> = [];
-          for (let i = 1; ; i++) {
-            const st2 = await stat(`${path}.${i}`).catch(() => undefined);
-            if (!st2) break;
-            if (st2.ino === c.ino) {
-              found = i;
-              text += await readRange(`${path}.${i}`, c.offset, st2.size);
-              break;
-            }
-            rotated.push({ path: `${path}.${i}`, size: st2.size });
-          }
-          if (!found) c.partial = "";
-          for (const r of rotated.reverse()) text += await readRange(r.path, 0, r.size);
-          c.offset = 0;
-        }
-        if (st) {
-          c.ino = st.ino;
-          if (st.size > c.offset) text += await readRange(path, c.offset, st.size);
-          c.offset = Math.max(c.offset, st.size);
-        }
+        const text = await readNew(join(dir, `${stream}.log`), cursor.get(stream)!);
         if (!text) continue;
+        const c = cursor.get(stream)!;
         const parts = (c.partial + text).split("\n");
         c.partial = parts.pop() ?? "";
         for (const line of parts) yield { stream, line };
@@ -85,50 +53,85 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
 }
 
 /**
- * The contents of <base>.N ... <base>.1, <base> (oldest first) as one consistent picture: the
- * files are opened, then checked to still be where they were, and read through the open handles,
- * so a rotation during the read neither skips nor repeats a file.
+ * What was written to `path` since the cursor, across rotations: a consistent picture of the
+ * files (see `openAll`), the cursor's file found by identity (inode and birth time, since ext4
+ * reuses inode numbers at once), the rest of it, then every newer file. If the cursor's file was
+ * rotated away entirely, its unread lines are gone (as with tail -F): the partial line is dropped.
  */
-async function snapshot(dir: string, base: string): Promise<Array<{ ino: number; size: number; text: string }>> {
-  for (let attempt = 0; ; attempt++) {
-    const names = await readdir(dir).catch(() => [] as string[]);
-    const paths = names
-      .map((n) => (n.startsWith(`${base}.`) ? Number(n.slice(base.length + 1)) : NaN))
-      .filter((n) => Number.isInteger(n) && n > 0)
-      .sort((a, b) => b - a)
-      .map((n) => join(dir, `${base}.${n}`));
-    paths.push(join(dir, base));
-    const handles = await Promise.all(paths.map((p) => open(p, "r").catch(() => undefined)));
-    try {
-      const stats = await Promise.all(handles.map((h) => h?.stat()));
-      const again = await Promise.all(paths.map((p) => stat(p).catch(() => undefined)));
-      const stable = stats.every((st, k) => (st?.ino ?? -1) === (again[k]?.ino ?? -1));
-      if (!stable && attempt < 20) continue;
-      const out: Array<{ ino: number; size: number; text: string }> = [];
-      for (let k = 0; k < handles.length; k++) {
-        const h = handles[k];
-        const st = stats[k];
-        if (!h || !st) continue;
-        const buf = Buffer.alloc(st.size);
-        const { bytesRead } = await h.read(buf, 0, st.size, 0);
-        out.push({ ino: st.ino, size: bytesRead, text: buf.subarray(0, bytesRead).toString("utf8") });
-      }
-      return out;
-    } finally {
-      await Promise.all(handles.map((h) => h?.close()));
+async function readNew(path: string, c: Cursor): Promise<string> {
+  const files = await openAll(path);
+  try {
+    const current = files.at(-1);
+    if (!current) return "";
+    let from = files.findIndex((f) => f.id === c.id);
+    if (from < 0) {
+      c.partial = "";
+      c.offset = 0;
+      from = 0;
+    } else if (files[from]!.size < c.offset) {
+      c.offset = 0; // truncated in place
     }
+    let text = "";
+    for (let k = from; k < files.length; k++) {
+      const f = files[k]!;
+      text += await readHandle(f.handle, k === from ? c.offset : 0, f.size);
+    }
+    c.id = current.id;
+    c.offset = current.size;
+    return text;
+  } finally {
+    await Promise.all(files.map((f) => f.handle.close()));
   }
 }
 
-async function readRange(path: string, from: number, to: number): Promise<string> {
-  if (to <= from) return "";
-  const fh = await open(path, "r").catch(() => undefined);
-  if (!fh) return "";
-  try {
-    const buf = Buffer.alloc(to - from);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, from);
-    return buf.subarray(0, bytesRead).toString("utf8");
-  } finally {
-    await fh.close();
+interface Cursor {
+  id: string;
+  offset: number;
+  partial: string;
+}
+
+interface OpenFile {
+  handle: FileHandle;
+  /** Identity across renames: inode and birth time. */
+  id: string;
+  size: number;
+}
+
+/**
+ * Opens <base>.N ... <base>.1, <base> (oldest first) as one consistent picture: after opening,
+ * each path must still name the file that was opened, or the whole listing is taken again (a
+ * rotation happened meanwhile). Reads then go through the handles.
+ */
+async function openAll(base: string): Promise<OpenFile[]> {
+  const dir = dirname(base);
+  const name = basename(base);
+  for (let attempt = 0; ; attempt++) {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const paths = names
+      .map((n) => (n.startsWith(`${name}.`) ? Number(n.slice(name.length + 1)) : NaN))
+      .filter((n) => Number.isInteger(n) && n > 0)
+      .sort((a, b) => b - a)
+      .map((n) => join(dir, `${name}.${n}`));
+    paths.push(base);
+    const opened: Array<OpenFile | undefined> = await Promise.all(
+      paths.map(async (p) => {
+        const handle = await open(p, "r").catch(() => undefined);
+        if (!handle) return undefined;
+        const st = await handle.stat();
+        return { handle, id: `${st.ino}:${st.birthtimeMs}`, size: st.size };
+      }),
+    );
+    const again = await Promise.all(paths.map((p) => stat(p).then((st) => `${st.ino}:${st.birthtimeMs}`).catch(() => undefined)));
+    const stable = opened.every((f, k) => f?.id === again[k]);
+    const files = opened.filter((f): f is OpenFile => f !== undefined);
+    if (stable || attempt >= 20) return files;
+    await Promise.all(files.map((f) => f.handle.close()));
   }
+}
+
+async function readHandle(h: FileHandle, from: number, to: number): Promise<string> {
+  if (to <= from) return "";
+  const buf = Buffer.alloc(to - from);
+  const { bytesRead } = await h.read(buf, 0, buf.length, from);
+  return buf.subarray(0, bytesRead).toString("utf8");
 }
