@@ -12,27 +12,37 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 const positive = (what: string) => z.number({ error: `${what} must be a number` }).positive(`${what} must be greater than 0`);
 
+/**
+ * A health check: `failure_threshold` failures in a row make the star not ready,
+ * `success_threshold` successes make it ready again; `kill_after` failures in a row (0: never)
+ * end the run, which then restarts by its restart policy (Kubernetes' liveness probe).
+ */
+const probeTiming = {
+  interval_ms: z.number().int().min(50).default(1000),
+  timeout_ms: z.number().int().min(10).default(1000),
+  failure_threshold: z.number().int().min(1).default(3),
+  success_threshold: z.number().int().min(1).default(1),
+  kill_after: z.number().int().min(0).default(0),
+};
 const healthCheck = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("http"),
     port: z.number().int().min(1).max(65535),
     path: z.string().startsWith("/", "path must start with /").default("/"),
-    interval_ms: z.number().int().min(50).default(1000),
-    timeout_ms: z.number().int().min(10).default(1000),
+    ...probeTiming,
   }),
   z.strictObject({
     type: z.literal("tcp"),
     port: z.number().int().min(1).max(65535),
-    interval_ms: z.number().int().min(50).default(1000),
-    timeout_ms: z.number().int().min(10).default(1000),
+    ...probeTiming,
   }),
   z.strictObject({
     type: z.literal("exec"),
     command: z.array(z.string()).min(1, "command must name a program"),
-    interval_ms: z.number().int().min(50).default(1000),
-    timeout_ms: z.number().int().min(10).default(1000),
+    ...probeTiming,
   }),
 ]);
+export type HealthCheck = z.output<typeof healthCheck>;
 
 export const starSpecSchema = z
   .strictObject({
@@ -74,6 +84,9 @@ export const starSpecSchema = z
     }
     if (s.ram_mb !== undefined && s.ram_gb !== undefined) {
       ctx.addIssue({ code: "custom", path: ["ram_gb"], message: "give ram_mb or ram_gb, not both" });
+    }
+    if (s.health && s.health.type !== "exec" && s.network === "none") {
+      ctx.addIssue({ code: "custom", path: ["health", "type"], message: "http and tcp checks need network host (the agent cannot reach a star with network none): use an exec check" });
     }
     if (s.max_backoff_ms < s.backoff_ms) {
       ctx.addIssue({ code: "custom", path: ["max_backoff_ms"], message: "max_backoff_ms must be at least backoff_ms" });

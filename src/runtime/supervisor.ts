@@ -8,7 +8,17 @@
  *                                        └────────────────────────────────┘
  */
 import { InvalidArgumentError, StarExistsError, StarNotFoundError, isConstellationError } from "../errors.js";
-import { DNS_LABEL, type Limits, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec, type NodeCapacity } from "./spec.js";
+import {
+  DNS_LABEL,
+  type HealthCheck,
+  type Limits,
+  type NodeCapacity,
+  type StarSpec,
+  type StarSpecInput,
+  limitsOf,
+  parseStarSpec,
+} from "./spec.js";
+import { type HealthState, type ProbeResult, initialHealth, nextHealth, probeHttp, probeTcp } from "./health.js";
 import { type RestartHistory, type RunEnd, TERMINAL_STATES, decideRestart, endState } from "./restart.js";
 import type { LogLine, LogOptions, Runtime, StarStats, StarStatus } from "./types.js";
 
@@ -32,6 +42,10 @@ export interface StarRecord {
   run?: RunHandle;
   stopRequested: boolean;
   restartTimer?: NodeJS.Timeout;
+  healthTimer?: NodeJS.Timeout;
+  health?: HealthState;
+  /** The run was ended by failed health checks (for the reason shown). */
+  killedByHealth?: string;
   /** Resolvers of wait() calls. */
   waiters: Array<(s: StarStatus) => void>;
 }
@@ -68,7 +82,7 @@ export abstract class SupervisedRuntime implements Runtime {
       id,
       spec,
       limits,
-      status: { id, name: spec.name, state: "pending", restarts: 0, limits, limitsEnforced },
+      status: { id, name: spec.name, state: "pending", restarts: 0, limits, limitsEnforced, ready: false },
       history: { restarts: [], streak: 0 },
       stopRequested: false,
       waiters: [],
@@ -88,7 +102,60 @@ export abstract class SupervisedRuntime implements Runtime {
     this.update(rec, { state: "starting", reason: undefined, restartAt: undefined });
     const run = await this.launch(rec);
     this.attach(rec, run);
-    this.update(rec, { state: "running", pid: run.pid, startedAt: Date.now(), exitCode: undefined, signal: undefined, finishedAt: undefined });
+    this.update(rec, {
+      state: "running",
+      pid: run.pid,
+      startedAt: Date.now(),
+      exitCode: undefined,
+      signal: undefined,
+      finishedAt: undefined,
+      ready: !rec.spec.health,
+      health: rec.spec.health ? { failures: 0 } : undefined,
+    });
+    this.watchHealth(rec, run);
+  }
+
+  /** Probes the star's health check every interval while `run` lasts. */
+  private watchHealth(rec: StarRecord, run: RunHandle): void {
+    const check = rec.spec.health;
+    if (!check) return;
+    rec.health = initialHealth;
+    const tick = async () => {
+      rec.healthTimer = undefined;
+      if (rec.run !== run || this.closed) return;
+      const result = await this.probe(rec, check).catch((err: unknown) => ({ ok: false as const, error: errorText(err) }));
+      if (rec.run !== run) return;
+      const { state, kill } = nextHealth(rec.health ?? initialHealth, result, check);
+      const before = rec.health;
+      rec.health = state;
+      if (state.ready !== before?.ready || state.failures !== before?.failures) {
+        this.update(rec, { ready: state.ready, health: { failures: state.failures, ...(state.lastError ? { lastError: state.lastError } : {}) } });
+      }
+      if (kill) {
+        rec.killedByHealth = `killed after ${state.failures} failed health checks (${state.lastError ?? "unhealthy"})`;
+        run.kill();
+        return;
+      }
+      rec.healthTimer = setTimeout(() => void tick(), check.interval_ms);
+    };
+    rec.healthTimer = setTimeout(() => void tick(), Math.min(check.interval_ms, 100));
+  }
+
+  /** One probe of a health check. http and tcp go to the port on this host; exec is runtime-specific. */
+  protected probe(rec: StarRecord, check: HealthCheck): Promise<ProbeResult> {
+    switch (check.type) {
+      case "http":
+        return probeHttp("127.0.0.1", check.port, check.path, check.timeout_ms);
+      case "tcp":
+        return probeTcp("127.0.0.1", check.port, check.timeout_ms);
+      case "exec":
+        return this.execProbe(rec, check.command, check.timeout_ms);
+    }
+  }
+
+  /** Runs a command inside the star; exit 0 is healthy. */
+  protected async execProbe(_rec: StarRecord, _command: string[], _timeoutMs: number): Promise<ProbeResult> {
+    return { ok: false, error: `exec health checks are not supported by the ${this.kind} runtime` };
   }
 
   private attach(rec: StarRecord, run: RunHandle): void {
@@ -96,6 +163,8 @@ export abstract class SupervisedRuntime implements Runtime {
     void run.ended.then((end) => {
       if (rec.run !== run) return;
       rec.run = undefined;
+      clearTimeout(rec.healthTimer);
+      rec.healthTimer = undefined;
       this.onRunEnded(rec, end);
     });
   }
@@ -109,7 +178,8 @@ export abstract class SupervisedRuntime implements Runtime {
     this.stars.set(rec.id, rec);
     if (how.run) {
       this.attach(rec, how.run);
-      this.update(rec, { state: "running", pid: how.run.pid });
+      this.update(rec, { state: "running", pid: how.run.pid, ready: !rec.spec.health });
+      this.watchHealth(rec, how.run);
     } else if (how.ended) {
       this.onRunEnded(rec, how.ended);
     } else if (rec.status.restartAt !== undefined) {
@@ -123,9 +193,12 @@ export abstract class SupervisedRuntime implements Runtime {
     const ranFor = now - (rec.status.startedAt ?? now);
     const decision = decideRestart(rec.spec, state, rec.history, now, ranFor);
     rec.history = decision.history;
-    const common = { exitCode: end.exitCode, signal: end.signal, pid: undefined, finishedAt: now };
-    let reason: string | undefined;
-    if (state === "oom_killed") reason = `killed by the kernel: over its memory limit (${rec.limits.memoryBytes} bytes)`;
+    const common = { exitCode: end.exitCode, signal: end.signal, pid: undefined, finishedAt: now, ready: false };
+    let reason: string | undefined = rec.killedByHealth;
+    rec.killedByHealth = undefined;
+    if (reason) {
+      // killed by its health check
+    } else if (state === "oom_killed") reason = `killed by the kernel: over its memory limit (${rec.limits.memoryBytes} bytes)`;
     else if (state === "failed") reason = end.signal ? `killed by ${end.signal}` : `exited with code ${end.exitCode}`;
     if (!decision.restart) {
       const gaveUp = decision.reason.startsWith("restarted ") ? decision.reason : undefined;
@@ -220,7 +293,10 @@ export abstract class SupervisedRuntime implements Runtime {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const rec of this.stars.values()) if (rec.restartTimer) clearTimeout(rec.restartTimer);
+    for (const rec of this.stars.values()) {
+      clearTimeout(rec.restartTimer);
+      clearTimeout(rec.healthTimer);
+    }
     this.listeners.clear();
   }
 

@@ -23,6 +23,12 @@ export interface StarStatus {
   /** When a restart is scheduled (ms since epoch). */
   restartAt?: number;
   limits: Limits;
+  /**
+   * Running and passing its health check (a star without a check is ready while it runs).
+   */
+  ready: boolean;
+  /** The health check's view, when the star has one. */
+  health?: { failures: number; lastError?: string };
   /** False only in dev mode on a node that cannot enforce the limits asked for. */
   limitsEnforced: boolean;
 }

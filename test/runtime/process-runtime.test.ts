@@ -4,6 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
@@ -16,6 +18,14 @@ import {
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import type { LogLine, StarStatus } from "../../src/runtime/types.js";
 import { waitFor } from "../helpers/wait.js";
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
 
@@ -201,6 +211,59 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     });
     assert.ok(numbers.every((n, i) => i === 0 || n > numbers[i - 1]!), "in order, no duplicates");
     assert.equal(numbers.at(-1), 4000);
+  });
+
+  it("health checks: http readiness goes up and down, failing checks kill the run and the policy restarts it", async () => {
+    const port = await freePort();
+    // Healthy for its first 3 checks, then answers 500 for ever.
+    const server = await script(
+      "flaky-server.mjs",
+      'import { createServer } from "node:http";\nlet n = 0;\n' +
+        "createServer((req, res) => { n++; res.statusCode = n <= 3 ? 200 : 500; res.end(); }).listen(Number(process.env.PORT), \"127.0.0.1\");\n",
+    );
+    const star = id("web");
+    const seen: Array<[boolean, number]> = [];
+    const off = rt.onChange((s) => s.id === star && seen.push([s.ready, s.restarts]));
+    await rt.start(star, {
+      name: "web",
+      script: server,
+      env: { PORT: String(port) },
+      restart: "on-failure",
+      backoff_ms: 50,
+      max_restarts: 1,
+      health: { type: "http", port, path: "/healthz", interval_ms: 100, timeout_ms: 500, failure_threshold: 2, kill_after: 3 },
+    });
+    assert.equal(rt.status(star)?.ready, false, "not ready before its first good check");
+    await waitFor("the server to become ready", () => rt.status(star)?.ready || undefined);
+    await waitFor("the run to be killed by its failing check and restarted", () => ((rt.status(star)?.restarts ?? 0) >= 1 ? true : undefined));
+    const end = await rt.wait(star);
+    off();
+    assert.equal(end.state, "failed");
+    assert.match(end.reason ?? "", /killed after 3 failed health checks \(GET \/healthz answered 500\)/);
+    assert.ok(seen.some(([ready]) => ready) && seen.at(-1)?.[0] === false, "ready went up, then down");
+  });
+
+  it("health checks: exec runs inside the star (its private /tmp); tcp sees a listening port", async () => {
+    const star = id("exec");
+    await rt.start(star, {
+      name: "exec",
+      command: ["sh", "-c", "sleep 0.3; touch /tmp/ready; sleep 30"],
+      health: { type: "exec", command: ["test", "-f", "/tmp/ready"], interval_ms: 100, timeout_ms: 2000, failure_threshold: 1 },
+    });
+    await waitFor("the exec check to pass", () => rt.status(star)?.ready || undefined);
+    assert.equal(existsSync("/tmp/ready"), false, "the file is in the star's /tmp, not the host's");
+    await rt.stop(star, { graceMs: 0 });
+
+    const port = await freePort();
+    const listener = await script("listener.mjs", 'import { createServer } from "node:net";\ncreateServer().listen(Number(process.env.PORT), "127.0.0.1");\n');
+    const tcp = id("tcp");
+    await rt.start(tcp, { name: "tcp", script: listener, env: { PORT: String(port) }, health: { type: "tcp", port, interval_ms: 100 } });
+    await waitFor("the tcp check to pass", () => rt.status(tcp)?.ready || undefined);
+    await rt.stop(tcp, { graceMs: 1000 });
+    await assert.rejects(
+      rt.start(id("x"), { name: "x", command: ["true"], network: "none", health: { type: "tcp", port } }),
+      /http and tcp checks need network host/,
+    );
   });
 
   it("bad input is a clear typed error before anything starts", async () => {

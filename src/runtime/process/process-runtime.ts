@@ -29,6 +29,7 @@ import { resolveProgram } from "../script.js";
 import { DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, limitsOf, parseStarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
 import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
+import type { ProbeResult } from "../health.js";
 import { readLogs } from "./logs.js";
 import { ShimPool } from "./shim-pool.js";
 import { type RunInfo, type SavedStar, loadStar, processStart, readEnd, saveStar } from "./star-state.js";
@@ -313,6 +314,30 @@ export class ProcessRuntime extends SupervisedRuntime {
       recovered.push({ ...rec.status });
     }
     return recovered;
+  }
+
+  /**
+   * An exec health check runs inside the star's namespaces as its user (nsenter). It is not
+   * placed in the star's cgroup, so its own CPU and memory are not counted against the star.
+   */
+  protected override async execProbe(rec: StarRecord, command: string[], timeoutMs: number): Promise<ProbeResult> {
+    const pid = rec.status.pid;
+    if (!pid) return { ok: false, error: "the star is not running" };
+    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
+    const argv = this.isolated
+      ? ["nsenter", "--target", String(pid), "--pid", "--mount", "--uts", "--ipc", "--net", "--wd", `--setuid=${uid}`, `--setgid=${gid}`, "--", ...command]
+      : command;
+    return new Promise((resolve) => {
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], timeout: timeoutMs, killSignal: "SIGKILL" });
+      let err = "";
+      child.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-300)));
+      child.once("error", (e) => resolve({ ok: false, error: `${command[0]}: ${e.message}` }));
+      child.once("exit", (code, signal) => {
+        if (code === 0) resolve({ ok: true });
+        else if (signal) resolve({ ok: false, error: `${command.join(" ")}: no answer within ${timeoutMs} ms` });
+        else resolve({ ok: false, error: `${command.join(" ")} exited with ${code}${err ? `: ${err.trim()}` : ""}` });
+      });
+    });
   }
 
   protected async cleanup(rec: StarRecord, removeFiles: boolean): Promise<void> {

@@ -1,0 +1,67 @@
+/**
+ * Health checks. The rules are pure (`nextHealth`): consecutive failures and successes decide
+ * readiness and, optionally, killing the run. The probes are thin I/O: an HTTP GET (2xx/3xx is
+ * healthy), a TCP connect, or a command run by the runtime inside the star (exit 0 is healthy).
+ */
+import { request } from "node:http";
+import { connect } from "node:net";
+import type { HealthCheck } from "./spec.js";
+
+export interface HealthState {
+  ready: boolean;
+  failures: number;
+  successes: number;
+  lastError?: string;
+}
+
+export const initialHealth: HealthState = { ready: false, failures: 0, successes: 0 };
+
+export function nextHealth(
+  state: HealthState,
+  result: { ok: true } | { ok: false; error: string },
+  check: Pick<HealthCheck, "failure_threshold" | "success_threshold" | "kill_after">,
+): { state: HealthState; kill: boolean } {
+  if (result.ok) {
+    const successes = state.successes + 1;
+    return { state: { ready: state.ready || successes >= check.success_threshold, failures: 0, successes }, kill: false };
+  }
+  const failures = state.failures + 1;
+  return {
+    state: { ready: state.ready && failures < check.failure_threshold, failures, successes: 0, lastError: result.error },
+    kill: check.kill_after > 0 && failures >= check.kill_after,
+  };
+}
+
+export type ProbeResult = { ok: true } | { ok: false; error: string };
+
+export function probeHttp(host: string, port: number, path: string, timeoutMs: number): Promise<ProbeResult> {
+  return new Promise((resolve) => {
+    const req = request({ host, port, path, method: "GET", timeout: timeoutMs, agent: false }, (res) => {
+      res.resume();
+      const code = res.statusCode ?? 0;
+      resolve(code >= 200 && code < 400 ? { ok: true } : { ok: false, error: `GET ${path} answered ${code}` });
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on("error", (err) => resolve({ ok: false, error: `GET ${path}: ${err.message}` }));
+    req.end();
+  });
+}
+
+export function probeTcp(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ ok: false, error: `connect to port ${port}: no answer within ${timeoutMs} ms` });
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ ok: true });
+    });
+    socket.once("error", (err) => {
+      clearTimeout(timer);
+      resolve({ ok: false, error: `connect to port ${port}: ${err.message}` });
+    });
+  });
+}
