@@ -266,6 +266,26 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     );
   });
 
+  it("disk_mb: writing past the limit fails inside the star with ENOSPC, in work/ and /tmp alike", async () => {
+    const star = id("disk");
+    await rt.start(star, {
+      name: "disk",
+      command: [
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=ok bs=1M count=18 2>/dev/null && echo wrote-18 || echo failed-18; rm -f ok; " +
+          "dd if=/dev/zero of=big bs=1M count=40 2>&1 | grep -o 'No space left on device' | head -1; rm -f big; " +
+          "dd if=/dev/zero of=/tmp/big bs=1M count=40 2>&1 | grep -o 'No space left on device' | head -1",
+      ],
+      disk_mb: 20,
+    });
+    assert.equal((await rt.wait(star)).state, "exited");
+    assert.deepEqual(await lines(star), ["wrote-18", "No space left on device", "No space left on device"]);
+    const mnt = join(dir, "data", "stars", star, "disk");
+    await rt.remove(star);
+    assert.equal(existsSync(mnt), false, "the star's filesystem is gone with it");
+  });
+
   it("bad input is a clear typed error before anything starts", async () => {
     const before = rt.list().length;
     await assert.rejects(rt.start(id("x"), { name: "x", script: join(dir, "scripts", "missing.js") }), (e: unknown) => {

@@ -30,6 +30,7 @@ import { DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, limitsOf, par
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
 import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
 import type { ProbeResult } from "../health.js";
+import { diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
 import { readLogs } from "./logs.js";
 import { ShimPool } from "./shim-pool.js";
 import { type RunInfo, type SavedStar, loadStar, processStart, readEnd, saveStar } from "./star-state.js";
@@ -113,7 +114,10 @@ export class ProcessRuntime extends SupervisedRuntime {
     if (limits.cpuMillis !== undefined && !caps.cpu) problems.push([spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent", caps.missing.join("; ")]);
     if (limits.memoryBytes !== undefined && !caps.memory) problems.push([spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", caps.missing.join("; ")]);
     if (!caps.pids) problems.push(["pids", caps.missing.join("; ")]);
-    if (limits.diskBytes !== undefined) problems.push(["disk_mb", "per-star disk quotas are not available in this version"]);
+    if (limits.diskBytes !== undefined) {
+      const missing = this.isolated ? await diskLimitSupport() : "not running as root";
+      if (missing) problems.push(["disk_mb", missing]);
+    }
     if (problems.length === 0) return true;
     if (this.options.devMode) return false;
     const [limit, missing] = problems[0]!;
@@ -143,7 +147,9 @@ export class ProcessRuntime extends SupervisedRuntime {
     // The star's directory; the shim makes tmp/ and work/ inside it, owned by the star's user.
     await mkdir(dir, { recursive: true, mode: 0o755 });
 
-    const cwd = rec.spec.cwd ?? join(dir, "work");
+    // With disk_mb, the star's writable places live on its own size-limited filesystem.
+    const base = rec.limits.diskBytes !== undefined && this.isolated ? await mountStarDisk(dir, rec.limits.diskBytes) : dir;
+    const cwd = rec.spec.cwd ?? join(base, "work");
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
       HOME: cwd,
@@ -156,7 +162,7 @@ export class ProcessRuntime extends SupervisedRuntime {
     let oomBefore = 0;
     if (this.isolated) {
       const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), rec.spec.cwd ? "-d" : "-W", cwd];
-      args.push("-t", join(dir, "tmp"), "-s", join(dir, "end"));
+      args.push("-t", join(base, "tmp"), "-s", join(dir, "end"));
       args.push("-o", join(dir, "stdout.log"), "-e", join(dir, "stderr.log"));
       args.push("-L", String(Math.round(rec.spec.log_max_mb * 2 ** 20)), "-K", String(rec.spec.log_max_files - 1));
       for (const [k, v] of Object.entries(env)) args.push("-E", `${k}=${v}`);
@@ -353,6 +359,7 @@ export class ProcessRuntime extends SupervisedRuntime {
       await cgroup.killAll("SIGKILL");
       await cgroup.destroy();
     }
+    if (rec.limits.diskBytes !== undefined) await unmountStarDisk(this.dir(rec.id)).catch(() => undefined);
     if (removeFiles) await rm(this.dir(rec.id), { recursive: true, force: true });
   }
 
