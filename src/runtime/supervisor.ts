@@ -112,7 +112,8 @@ export abstract class SupervisedRuntime implements Runtime {
       ready: !rec.spec.health,
       health: rec.spec.health ? { failures: 0 } : undefined,
     });
-    this.watchHealth(rec, run);
+    if (rec.stopRequested) run.kill(); // stopped while it was starting
+    else this.watchHealth(rec, run);
   }
 
   /** Probes the star's health check every interval while `run` lasts. */
@@ -258,7 +259,7 @@ export abstract class SupervisedRuntime implements Runtime {
       this.finish(rec, { state: "stopped" });
     }
     const run = rec.run;
-    if (!run) return { ...rec.status };
+    if (!run) return rec.status.state === "starting" ? this.wait(id) : { ...rec.status };
     const grace = options.graceMs ?? rec.spec.stop_grace_ms;
     const done = this.wait(id);
     run.terminate();

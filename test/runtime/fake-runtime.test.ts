@@ -48,3 +48,18 @@ describe("fake runtime (shared lifecycle)", () => {
     assert.ok(performance.now() - t0 < 10_000, `took ${(performance.now() - t0).toFixed(0)} ms`);
   });
 });
+
+describe("fake runtime: stop while starting", () => {
+  it("a star stopped while it is still starting ends stopped, not running", async () => {
+    const rt = new FakeRuntime();
+    let stopped: Promise<StarStatus> | undefined;
+    rt.onChange((s) => {
+      if (s.id === "slow" && s.state === "starting" && !stopped) stopped = rt.stop("slow");
+    });
+    await rt.start("slow", { name: "slow", command: ["x"], restart: "always" });
+    assert.ok(stopped, "stop was called while starting");
+    assert.equal((await stopped).state, "stopped");
+    assert.equal(rt.status("slow")?.state, "stopped");
+    assert.equal(rt.launches.length, 1, "and not restarted");
+  });
+});
