@@ -1,14 +1,11 @@
 /**
  * A stand-in agent for the recovery test: opens a process runtime on a data dir, starts the
- * stars given as JSON in argv[3] (after its warm launchers are ready), prints "ready", and
- * waits to be killed. argv[2]: the data dir.
+ * stars given as JSON in argv[3], prints "ready", and waits to be killed. argv[2]: the data dir.
  */
-import { setTimeout as delay } from "node:timers/promises";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import type { StarSpecInput } from "../../src/runtime/spec.js";
 
-const rt = await ProcessRuntime.create({ dataDir: process.argv[2]!, warmShims: 4 });
-for (let i = 0; i < 200 && rt.warmLaunchers < 2; i++) await delay(10);
+const rt = await ProcessRuntime.create({ dataDir: process.argv[2]! });
 const stars = JSON.parse(process.argv[3]!) as Record<string, StarSpecInput>;
 for (const [id, spec] of Object.entries(stars)) await rt.start(id, spec);
 process.stdout.write(`${JSON.stringify(rt.list())}\nready\n`);

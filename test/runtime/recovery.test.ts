@@ -50,7 +50,7 @@ describe("process runtime recovery after the agent is killed", { skip }, () => {
     );
     const ticksAtTakeover = (await readFile(join(data, "stars", "ticker", "stdout.log"), "utf8")).split("\n").length;
 
-    rt = await ProcessRuntime.create({ dataDir: data, warmShims: 2 });
+    rt = await ProcessRuntime.create({ dataDir: data });
     const ticker = rt.status("ticker")!;
     assert.equal(ticker.state, "running");
     assert.equal(ticker.pid, tickerPid, "the same process, re-attached");

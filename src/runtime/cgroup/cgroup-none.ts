@@ -4,7 +4,7 @@
  * marked "limits not enforced".
  */
 import type { Limits } from "../spec.js";
-import type { CgroupCapabilities, CgroupDriver, CgroupStats, StarCgroup } from "./cgroup.js";
+import type { CgroupCapabilities, CgroupDriver, CgroupPlan, CgroupStats, StarCgroup } from "./cgroup.js";
 
 export class CgroupNoneDriver implements CgroupDriver {
   readonly version = "none";
@@ -26,7 +26,11 @@ export class CgroupNoneDriver implements CgroupDriver {
     return [];
   }
 
-  async rename(_from: string, _to: string): Promise<StarCgroup> {
+  async plan(_id: string, _limits: Limits): Promise<CgroupPlan> {
+    return { mkdirs: [], writes: [], procsFiles: [] };
+  }
+
+  handle(_id: string): StarCgroup {
     return new NoGroup();
   }
 }

@@ -7,13 +7,14 @@
  *           memory.usage_in_bytes, memory.max_usage_in_bytes, memory.oom_control (oom_kill N)
  *   pids    pids.max, pids.current
  */
-import { access, mkdir, readdir, rename } from "node:fs/promises";
+import { access, mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Limits } from "../spec.js";
 import {
   CPU_PERIOD_USEC,
   type CgroupCapabilities,
   type CgroupDriver,
+  type CgroupPlan,
   type CgroupStats,
   type StarCgroup,
   cpuQuotaUsec,
@@ -52,12 +53,24 @@ export class CgroupV1Driver implements CgroupDriver {
   }
 
   async create(id: string, limits: Limits): Promise<StarCgroup> {
-    const dirs = this.dirs(id);
-    for (const dir of dirs.all) await mkdir(dir, { recursive: true });
-    const group = new V1Group(dirs);
-    await group.setLimits(limits);
-    return group;
+    const plan = await this.plan(id, limits);
+    for (const dir of plan.mkdirs) await mkdir(dir, { recursive: true });
+    for (const [file, value] of plan.writes) await writeValue(file, value);
+    return this.handle(id);
   }
+
+  async plan(id: string, limits: Limits): Promise<CgroupPlan> {
+    const dirs = this.dirs(id);
+    this.memsw ??= this.mounts.memory ? exists(join(this.mounts.memory, "memory.memsw.limit_in_bytes")) : Promise.resolve(false);
+    return { mkdirs: dirs.all, writes: limitWrites(dirs, limits, await this.memsw), procsFiles: dirs.all.map((d) => join(d, "cgroup.procs")) };
+  }
+
+  handle(id: string): StarCgroup {
+    return new V1Group(this.dirs(id), this);
+  }
+
+  /** Whether swap accounting (memory.memsw.*) exists; asked once. */
+  memsw: Promise<boolean> | undefined;
 
   async open(id: string): Promise<StarCgroup | undefined> {
     const dirs = this.dirs(id);
@@ -68,14 +81,7 @@ export class CgroupV1Driver implements CgroupDriver {
         return undefined;
       }
     }
-    return new V1Group(dirs);
-  }
-
-  async rename(from: string, to: string): Promise<StarCgroup> {
-    const a = this.dirs(from);
-    const b = this.dirs(to);
-    for (let i = 0; i < a.all.length; i++) await rename(a.all[i]!, b.all[i]!);
-    return new V1Group(b);
+    return new V1Group(dirs, this);
   }
 
   async list(): Promise<string[]> {
@@ -90,33 +96,45 @@ export class CgroupV1Driver implements CgroupDriver {
   }
 }
 
+type V1Dirs = { cpu?: string; cpuacct?: string; memory?: string; pids?: string; all: string[] };
+
+/** The limit files of a v1 group and what to write, in a safe order. */
+function limitWrites(dirs: V1Dirs, limits: Limits, hasMemsw: boolean): Array<[string, string]> {
+  const w: Array<[string, string]> = [];
+  const { cpu, memory, pids } = dirs;
+  if (cpu) {
+    w.push([join(cpu, "cpu.cfs_period_us"), String(CPU_PERIOD_USEC)]);
+    w.push([join(cpu, "cpu.cfs_quota_us"), String(limits.cpuMillis === undefined ? -1 : cpuQuotaUsec(limits.cpuMillis))]);
+  }
+  if (memory) {
+    // memsw must stay >= limit: raise memsw first when unlimiting, lower limit first when limiting.
+    const memsw = join(memory, "memory.memsw.limit_in_bytes");
+    if (limits.memoryBytes === undefined) {
+      if (hasMemsw) w.push([memsw, "-1"]);
+      w.push([join(memory, "memory.limit_in_bytes"), "-1"]);
+    } else {
+      w.push([join(memory, "memory.limit_in_bytes"), String(limits.memoryBytes)]);
+      if (hasMemsw) w.push([memsw, String(limits.memoryBytes)]); // memory + swap = memory: no swap
+      else w.push([join(memory, "memory.swappiness"), "0"]);
+    }
+  }
+  if (pids) w.push([join(pids, "pids.max"), String(limits.pids)]);
+  return w;
+}
+
 class V1Group implements StarCgroup {
   readonly procsFiles: string[];
 
-  constructor(private readonly dirs: { cpu?: string; cpuacct?: string; memory?: string; pids?: string; all: string[] }) {
+  constructor(
+    private readonly dirs: V1Dirs,
+    private readonly driver: CgroupV1Driver,
+  ) {
     this.procsFiles = dirs.all.map((d) => join(d, "cgroup.procs"));
   }
 
   async setLimits(limits: Limits): Promise<void> {
-    const { cpu, memory, pids } = this.dirs;
-    if (cpu) {
-      await writeValue(join(cpu, "cpu.cfs_period_us"), CPU_PERIOD_USEC);
-      await writeValue(join(cpu, "cpu.cfs_quota_us"), limits.cpuMillis === undefined ? -1 : cpuQuotaUsec(limits.cpuMillis));
-    }
-    if (memory) {
-      // memsw must stay >= limit: raise memsw first when unlimiting, lower limit first when limiting.
-      const memsw = join(memory, "memory.memsw.limit_in_bytes");
-      const hasMemsw = await exists(memsw);
-      if (limits.memoryBytes === undefined) {
-        if (hasMemsw) await writeValue(memsw, -1);
-        await writeValue(join(memory, "memory.limit_in_bytes"), -1);
-      } else {
-        await writeValue(join(memory, "memory.limit_in_bytes"), limits.memoryBytes);
-        if (hasMemsw) await writeValue(memsw, limits.memoryBytes); // memory + swap = memory: no swap
-        else await writeValue(join(memory, "memory.swappiness"), 0);
-      }
-    }
-    if (pids) await writeValue(join(pids, "pids.max"), limits.pids);
+    this.driver.memsw ??= this.dirs.memory ? exists(join(this.dirs.memory, "memory.memsw.limit_in_bytes")) : Promise.resolve(false);
+    for (const [file, value] of limitWrites(this.dirs, limits, await this.driver.memsw)) await writeValue(file, value);
   }
 
   async stats(): Promise<CgroupStats> {

@@ -13,13 +13,14 @@
  * cgroup.subtree_control and cgroup.threads, and must not itself sit in a group that has
  * controllers enabled for children (the "no internal processes" rule). See docs/runtime.md.
  */
-import { access, mkdir, readdir, rename } from "node:fs/promises";
+import { access, mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Limits } from "../spec.js";
 import {
   CPU_PERIOD_USEC,
   type CgroupCapabilities,
   type CgroupDriver,
+  type CgroupPlan,
   type CgroupStats,
   type StarCgroup,
   cpuQuotaUsec,
@@ -69,12 +70,20 @@ export class CgroupV2Driver implements CgroupDriver {
   }
 
   async create(id: string, limits: Limits): Promise<StarCgroup> {
+    const plan = await this.plan(id, limits);
+    for (const dir of plan.mkdirs) await mkdir(dir, { recursive: true });
+    for (const [file, value] of plan.writes) await writeValue(file, value);
+    return this.handle(id);
+  }
+
+  async plan(id: string, limits: Limits): Promise<CgroupPlan> {
     await this.ensureParent();
     const dir = join(this.root, this.parent, id);
-    await mkdir(dir, { recursive: true });
-    const group = new V2Group(dir);
-    await group.setLimits(limits);
-    return group;
+    return { mkdirs: [dir], writes: limitWrites(dir, limits), procsFiles: [join(dir, "cgroup.procs")] };
+  }
+
+  handle(id: string): StarCgroup {
+    return new V2Group(join(this.root, this.parent, id));
   }
 
   async open(id: string): Promise<StarCgroup | undefined> {
@@ -87,12 +96,6 @@ export class CgroupV2Driver implements CgroupDriver {
     }
   }
 
-  async rename(from: string, to: string): Promise<StarCgroup> {
-    const dir = join(this.root, this.parent, to);
-    await rename(join(this.root, this.parent, from), dir);
-    return new V2Group(dir);
-  }
-
   async list(): Promise<string[]> {
     try {
       const entries = await readdir(join(this.root, this.parent), { withFileTypes: true });
@@ -103,6 +106,16 @@ export class CgroupV2Driver implements CgroupDriver {
   }
 }
 
+function limitWrites(dir: string, limits: Limits): Array<[string, string]> {
+  const quota = limits.cpuMillis === undefined ? "max" : String(cpuQuotaUsec(limits.cpuMillis));
+  return [
+    [join(dir, "cpu.max"), `${quota} ${CPU_PERIOD_USEC}`],
+    [join(dir, "memory.max"), String(limits.memoryBytes ?? "max")],
+    [join(dir, "memory.swap.max"), limits.memoryBytes === undefined ? "max" : "0"],
+    [join(dir, "pids.max"), String(limits.pids)],
+  ];
+}
+
 class V2Group implements StarCgroup {
   readonly procsFiles: string[];
 
@@ -111,11 +124,7 @@ class V2Group implements StarCgroup {
   }
 
   async setLimits(limits: Limits): Promise<void> {
-    const quota = limits.cpuMillis === undefined ? "max" : String(cpuQuotaUsec(limits.cpuMillis));
-    await writeValue(join(this.dir, "cpu.max"), `${quota} ${CPU_PERIOD_USEC}`);
-    await writeValue(join(this.dir, "memory.max"), limits.memoryBytes ?? "max");
-    await writeValue(join(this.dir, "memory.swap.max"), limits.memoryBytes === undefined ? "max" : 0);
-    await writeValue(join(this.dir, "pids.max"), limits.pids);
+    for (const [file, value] of limitWrites(this.dir, limits)) await writeValue(file, value);
   }
 
   async stats(): Promise<CgroupStats> {

@@ -41,17 +41,31 @@ export interface StarCgroup {
   destroy(): Promise<void>;
 }
 
+/**
+ * How to make a star's group with its limits, as plain file operations, so the star's launcher
+ * can carry them out itself (in microseconds, in C) right before joining.
+ */
+export interface CgroupPlan {
+  mkdirs: string[];
+  /** [file, value] in order. */
+  writes: Array<[string, string]>;
+  /** The cgroup.procs files to join. */
+  procsFiles: string[];
+}
+
 export interface CgroupDriver {
   readonly version: CgroupVersion;
   capabilities(): CgroupCapabilities;
   /** Makes (or takes over, after a restart) the group of star `id` and applies its limits. */
   create(id: string, limits: Limits): Promise<StarCgroup>;
+  /** The file operations that create() would do (for a launcher to do them itself). */
+  plan(id: string, limits: Limits): Promise<CgroupPlan>;
+  /** The group of star `id`, by its paths, without touching the file system. */
+  handle(id: string): StarCgroup;
   /** The group of star `id` if it exists (recovery after the host process restarted). */
   open(id: string): Promise<StarCgroup | undefined>;
   /** IDs of the star groups that exist under our parent group. */
   list(): Promise<string[]>;
-  /** Renames group `from` to `to` (a warm group becoming a star's); processes stay inside. */
-  rename(from: string, to: string): Promise<StarCgroup>;
 }
 
 /** CFS period used for CPU limits: 100 ms, the kernel's default. */

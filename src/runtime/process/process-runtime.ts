@@ -13,7 +13,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, watch } from "node:fs";
 import { mkdir, readdir, rm } from "node:fs/promises";
-import { availableParallelism, constants, totalmem } from "node:os";
+import { availableParallelism, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
@@ -21,7 +21,6 @@ import {
   LimitUnenforceableError,
   RuntimeUnavailableError,
   ScriptError,
-  StartFailedError,
 } from "../../errors.js";
 import type { CgroupDriver, StarCgroup } from "../cgroup/cgroup.js";
 import { detectCgroups } from "../cgroup/detect.js";
@@ -32,7 +31,7 @@ import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
 import type { ProbeResult } from "../health.js";
 import { diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
 import { readLogs } from "./logs.js";
-import { ShimPool } from "./shim-pool.js";
+import { Launcher, signalName } from "./launcher.js";
 import { type RunInfo, type SavedStar, loadStar, processStart, readEnd, saveStar } from "./star-state.js";
 
 export interface ProcessRuntimeOptions {
@@ -48,21 +47,19 @@ export interface ProcessRuntimeOptions {
   capacity?: NodeCapacity;
   /** The launcher binary (default: the one built into dist/native). */
   shimPath?: string;
-  /** Launchers kept waiting in fresh cgroups, so starts skip the cgroup move (default 8; 0: none). */
-  warmShims?: number;
 }
 
 const DEFAULT_SHIM = fileURLToPath(new URL("../../../native/star-shim", import.meta.url));
-const START_TIMEOUT_MS = 10_000;
 
 export class ProcessRuntime extends SupervisedRuntime {
   readonly kind = "process";
   private readonly cgroupOf = new Map<string, StarCgroup>();
   private readonly children = new Set<ChildProcess>();
-  private pool: ShimPool | undefined;
+  private launcher: Launcher | undefined;
   private readonly groupIdOf = new Map<string, string>();
   private readonly runInfo = new Map<string, RunInfo>();
   private readonly saving = new Map<string, Promise<void>>();
+  private readonly cleaning = new Map<string, Promise<void>>();
 
   private constructor(
     private readonly options: ProcessRuntimeOptions & { cgroups: CgroupDriver; shimPath: string },
@@ -90,17 +87,8 @@ export class ProcessRuntime extends SupervisedRuntime {
     const rt = new ProcessRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM }, root);
     // Stars a previous agent left here are ours again before anything else touches cgroups.
     await rt.recover();
-    const warm = options.warmShims ?? 8;
-    if (root && cgroups.version !== "none" && warm > 0) {
-      rt.pool = new ShimPool(rt.options.shimPath, cgroups, warm);
-      await rt.pool.start(new Set(rt.groupIdOf.values()));
-    }
+    if (root) rt.launcher = new Launcher(rt.options.shimPath);
     return rt;
-  }
-
-  /** Warm launchers ready now (observability; 0 without a pool). */
-  get warmLaunchers(): number {
-    return this.pool?.readyCount ?? 0;
   }
 
   private dir(id: string): string {
@@ -157,7 +145,6 @@ export class ProcessRuntime extends SupervisedRuntime {
       CONSTELLATION_STAR_NAME: rec.spec.name,
       ...rec.spec.env,
     };
-    let child: ChildProcess;
     let cgroup = this.cgroupOf.get(rec.id);
     let oomBefore = 0;
     if (this.isolated) {
@@ -168,60 +155,60 @@ export class ProcessRuntime extends SupervisedRuntime {
       for (const [k, v] of Object.entries(env)) args.push("-E", `${k}=${v}`);
       if (rec.spec.network === "none") args.push("-N");
       args.push("--", ...program.argv);
-      const warm = cgroup ? undefined : this.pool?.take();
-      if (warm) {
-        // A warm shim already sits in a fresh group: limit the group, hand the shim its star.
-        cgroup = warm.group;
-        this.groupIdOf.set(rec.id, warm.groupId);
-        await cgroup.setLimits(rec.limits);
-        child = warm.child;
-        child.stdin!.end(Buffer.from(args.map((a) => `${a}\0`).join("")));
+      // The launcher's child makes the cgroup, writes the limits and joins, then unshares.
+      const setup: string[] = [];
+      if (cgroup) {
+        oomBefore = (await cgroup.stats()).oomKills;
+        for (const f of cgroup.procsFiles) setup.push("-c", f);
       } else {
-        if (cgroup) oomBefore = (await cgroup.stats()).oomKills;
-        else {
-          cgroup = await this.options.cgroups.create(rec.id, rec.limits);
-          this.groupIdOf.set(rec.id, rec.id);
-        }
-        const joins = cgroup.procsFiles.flatMap((f) => ["-c", f]);
-        child = spawn(this.options.shimPath, [...joins, ...args], { stdio: ["ignore", "ignore", "ignore", "pipe"], env, detached: true });
+        const plan = await this.options.cgroups.plan(rec.id, rec.limits);
+        for (const d of plan.mkdirs) setup.push("-D", d);
+        for (const [f, v] of plan.writes) setup.push("-F", `${f}=${v}`);
+        for (const f of plan.procsFiles) setup.push("-c", f);
       }
-    } else {
-      // Dev mode without root: a plain child process, nothing isolated or limited.
-      if (!cgroup) {
-        cgroup = await this.options.cgroups.create(rec.id, rec.limits);
-        this.groupIdOf.set(rec.id, rec.id);
-      }
-      await mkdir(cwd, { recursive: true });
-      await rm(join(dir, "end"), { force: true });
-      const out = openSync(join(dir, "stdout.log"), "a", 0o640);
-      const err = openSync(join(dir, "stderr.log"), "a", 0o640);
-      try {
-        child = spawn(program.argv[0]!, program.argv.slice(1), { stdio: ["ignore", out, err, "pipe"], env, cwd, detached: true });
-      } finally {
-        closeSync(out);
-        closeSync(err);
-      }
+      // Known before the launch, so that cleanup removes the group even if the start fails.
+      cgroup ??= this.options.cgroups.handle(rec.id);
+      this.cgroupOf.set(rec.id, cgroup);
+      this.groupIdOf.set(rec.id, rec.id);
+      const launched = await this.launcher!.launch(rec.id, [...setup, ...args]);
+      const info: RunInfo = {
+        groupId: rec.id,
+        shimPid: launched.shimPid,
+        shimStart: processStart(launched.shimPid) ?? 0,
+        initPid: launched.initPid,
+        oomBefore,
+      };
+      this.runInfo.set(rec.id, info);
+      const exited = launched.exited.then((e) => (e.lost ? watchExit(dir, info) : e));
+      return this.handle(rec.id, launched.pid, info, cgroup, exited);
+    }
+
+    // Dev mode without root: a plain child process, nothing isolated or limited.
+    if (!cgroup) {
+      cgroup = await this.options.cgroups.create(rec.id, rec.limits);
+      this.groupIdOf.set(rec.id, rec.id);
+    }
+    await mkdir(cwd, { recursive: true });
+    await rm(join(dir, "end"), { force: true });
+    const out = openSync(join(dir, "stdout.log"), "a", 0o640);
+    const err = openSync(join(dir, "stderr.log"), "a", 0o640);
+    let child: ChildProcess;
+    try {
+      child = spawn(program.argv[0]!, program.argv.slice(1), { stdio: ["ignore", out, err], env, cwd, detached: true });
+    } finally {
+      closeSync(out);
+      closeSync(err);
     }
     this.cgroupOf.set(rec.id, cgroup);
-    const group = cgroup;
     this.children.add(child);
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.once("exit", (code, signal) => resolve({ code, signal }));
       child.once("error", () => resolve({ code: null, signal: null }));
     });
     void exited.then(() => this.children.delete(child));
-
-    const report = this.isolated ? await readReport(child, exited) : { pid: child.pid ?? 0, initPid: 0 };
-    if ("error" in report) throw new StartFailedError(rec.id, report.error);
-    const info: RunInfo = {
-      groupId: this.groupIdOf.get(rec.id) ?? rec.id,
-      shimPid: child.pid ?? 0,
-      shimStart: processStart(child.pid ?? 0) ?? 0,
-      initPid: report.initPid,
-      oomBefore,
-    };
+    const info: RunInfo = { groupId: rec.id, shimPid: child.pid ?? 0, shimStart: processStart(child.pid ?? 0) ?? 0, initPid: 0, oomBefore };
     this.runInfo.set(rec.id, info);
-    return this.handle(rec.id, report.pid, info, group, exited);
+    return this.handle(rec.id, child.pid ?? 0, info, cgroup, exited);
   }
 
   /** A run of star `id`: how to end it, and how its end is learned (`exited`: the shim is gone). */
@@ -247,9 +234,13 @@ export class ProcessRuntime extends SupervisedRuntime {
       ended,
       terminate: () => signalPid(info.shimPid, "SIGTERM"),
       kill: () => {
-        // The init's death takes the whole pid namespace with it; the cgroup sweep is a backstop.
-        signalPid(info.initPid || info.shimPid, "SIGKILL");
-        void group.killAll("SIGKILL").catch(() => undefined);
+        if (info.initPid) {
+          // The init's death takes the whole pid namespace with it; the shim stays to record it.
+          signalPid(info.initPid, "SIGKILL");
+        } else {
+          signalPid(info.shimPid, "SIGKILL");
+          void group.killAll("SIGKILL").catch(() => undefined);
+        }
       },
     };
   }
@@ -346,7 +337,19 @@ export class ProcessRuntime extends SupervisedRuntime {
     });
   }
 
+  /** Releases a star's resources; a second call (remove after the star ended) waits for the first. */
   protected async cleanup(rec: StarRecord, removeFiles: boolean): Promise<void> {
+    const previous = this.cleaning.get(rec.id);
+    const next = (previous ?? Promise.resolve()).catch(() => undefined).then(() => this.release(rec, removeFiles));
+    this.cleaning.set(rec.id, next);
+    try {
+      await next;
+    } finally {
+      if (this.cleaning.get(rec.id) === next) this.cleaning.delete(rec.id);
+    }
+  }
+
+  private async release(rec: StarRecord, removeFiles: boolean): Promise<void> {
     const cgroup = this.cgroupOf.get(rec.id);
     this.runInfo.delete(rec.id);
     this.groupIdOf.delete(rec.id);
@@ -381,7 +384,7 @@ export class ProcessRuntime extends SupervisedRuntime {
 
   override async close(): Promise<void> {
     await super.close();
-    await this.pool?.close();
+    this.launcher?.close();
     // Stars keep running (their shims are detached); we only stop listening to them.
     for (const child of this.children) {
       child.unref();
@@ -419,38 +422,4 @@ function signalPid(pid: number | undefined, signal: NodeJS.Signals): void {
   }
 }
 
-/** The shim's one-line report on fd 3: "started <pid> <init pid>" or "error <text>". */
-async function readReport(
-  child: ChildProcess,
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>,
-): Promise<{ pid: number; initPid: number } | { error: string }> {
-  const stream = child.stdio[3] as NodeJS.ReadableStream | null;
-  if (!stream) return { error: "the launcher has no report channel" };
-  let text = "";
-  const line = new Promise<string>((resolve) => {
-    stream.on("data", (d: Buffer) => {
-      text += d.toString();
-      if (text.includes("\n")) resolve(text);
-    });
-    stream.on("end", () => resolve(text));
-    stream.on("error", () => resolve(text));
-  });
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<string>((resolve) => {
-    timer = setTimeout(() => resolve("error the launcher did not report within 10 s\n"), START_TIMEOUT_MS);
-  });
-  const got = await Promise.race([line, timeout, exited.then(async () => (await Promise.race([line, Promise.resolve(text)])) || "")]);
-  clearTimeout(timer);
-  (stream as unknown as { destroy(): void }).destroy();
-  const first = got.split("\n")[0] ?? "";
-  const started = /^started (\d+) (\d+)$/.exec(first);
-  if (started) return { pid: Number(started[1]), initPid: Number(started[2]) };
-  if (first.startsWith("error ")) return { error: first.slice(6) };
-  const { code, signal } = await Promise.race([exited, Promise.resolve({ code: null, signal: null })]);
-  return { error: `the launcher ended without a report (exit ${code ?? "?"}${signal ? `, ${signal}` : ""})` };
-}
 
-function signalName(n: number): string {
-  for (const [name, num] of Object.entries(constants.signals)) if (num === n) return name;
-  return `SIG${n}`;
-}

@@ -11,7 +11,7 @@ import type { StarSpec } from "../spec.js";
 import type { StarStatus } from "../types.js";
 
 export interface RunInfo {
-  /** The star's cgroup id (a warm group keeps its warm name). */
+  /** The star's cgroup id. */
   groupId: string;
   shimPid: number;
   /** The shim's start time (clock ticks since boot, /proc/<pid>/stat field 22). */

@@ -27,10 +27,18 @@
  *   -L BYTES  rotate a log file at this size (default 10 MiB; 0: never)
  *   -K N      rotated files kept per stream (default 2), so a stream takes at most (N+1)×L
  *   -E K=V    the program's environment (repeatable; if given, the only variables it gets)
- *   -w        warm mode: join the -c cgroups, then wait for the rest of the options and the
- *             program as NUL-separated arguments on stdin (until EOF). The agent keeps a few
- *             warm shims so that a start does not pay for the cgroup move (on cgroup v1 a move
- *             waits for an RCU grace period, ~10 ms, when moves are rare).
+ *   -D DIR    create DIR (a cgroup) if missing; -F PATH=VALUE write VALUE into PATH (a cgroup
+ *             limit). Both repeatable, done in order before the -c joins: the agent says what to
+ *             write (it knows cgroup v1 from v2), the shim does it in microseconds.
+ *
+ * Launcher mode: star-shim -Z. A small resident process per node, started once by the agent:
+ * it reads launch requests on stdin and forks a shim for each (a fork of this tiny process costs
+ * ~0.1 ms, where the agent's own spawn() blocks its event loop for milliseconds). Protocol, one
+ * line each way: requests are "<length>\n" followed by that many bytes of NUL-terminated
+ * strings (a request id, then shim arguments); replies are "started <id> <shim pid> <program
+ * pid> <init pid>", "error <id> <text>" and, when a shim ends, "exit <id> <shim pid> exit <code>"
+ * or "exit <id> <shim pid> signal <number>".
+ * On EOF it exits; running shims carry on (they record their end themselves).
  * Reports on fd 3 (if open): "started <program host pid> <init host pid>\n" or "error <text>\n".
  * Exit code: the program's, or 128 + the signal that ended it.
  */
@@ -56,6 +64,7 @@
 #include <unistd.h>
 
 #define MAX_CGROUPS 8
+#define MAX_SETUP 64
 #define MAX_ENV 1024
 #define REPORT_FD 3
 
@@ -124,7 +133,11 @@ struct opts {
   int n_env;
   uid_t uid;
   gid_t gid;
-  int set_user, netns, warm, make_cwd;
+  int set_user, netns, make_cwd;
+  const char *mkdirs[MAX_SETUP];
+  int n_mkdirs;
+  const char *writes[MAX_SETUP];
+  int n_writes;
   long long log_max;
   int log_keep;
   char **argv;
@@ -257,10 +270,6 @@ static int parse_args(int argc, char **argv, int start, struct opts *o) {
       o->netns = 1;
       continue;
     }
-    if (a[1] == 'w') {
-      o->warm = 1;
-      continue;
-    }
     if (i + 1 >= argc) {
       errno = EINVAL;
       fail("option needs a value");
@@ -269,6 +278,12 @@ static int parse_args(int argc, char **argv, int start, struct opts *o) {
     switch (a[1]) {
       case 'c':
         if (o->n_cgroups < MAX_CGROUPS) o->cgroups[o->n_cgroups++] = v;
+        break;
+      case 'D':
+        if (o->n_mkdirs < MAX_SETUP) o->mkdirs[o->n_mkdirs++] = v;
+        break;
+      case 'F':
+        if (o->n_writes < MAX_SETUP) o->writes[o->n_writes++] = v;
         break;
       case 'H': o->hostname = v; break;
       case 'd': o->cwd = v; break;
@@ -288,42 +303,6 @@ static int parse_args(int argc, char **argv, int start, struct opts *o) {
     }
   }
   return i;
-}
-
-/* Warm mode: the rest of the arguments arrive on stdin, NUL-separated, until EOF. */
-static void read_warm_args(struct opts *o) {
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  if (!buf) fail("malloc");
-  for (;;) {
-    if (len == cap) {
-      cap *= 2;
-      buf = realloc(buf, cap);
-      if (!buf) fail("realloc");
-    }
-    ssize_t n = read(0, buf + len, cap - len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail("read stdin");
-    if (n == 0) break;
-    len += (size_t)n;
-  }
-  if (len == 0) _exit(0); /* the agent went away without using us */
-  int argc = 0;
-  for (size_t k = 0; k < len; k++) if (buf[k] == 0) argc++;
-  char **argv = calloc((size_t)argc + 2, sizeof *argv);
-  if (!argv) fail("calloc");
-  argv[0] = "star-shim";
-  int n = 1;
-  for (size_t k = 0; k < len && n <= argc;) {
-    argv[n++] = buf + k;
-    k += strlen(buf + k) + 1;
-  }
-  int prog = parse_args(n, argv, 1, o);
-  if (prog >= n) {
-    errno = EINVAL;
-    fail("no program given after --");
-  }
-  o->argv = &argv[prog];
 }
 
 static void ensure_dir(const char *path, mode_t mode, const struct opts *o) {
@@ -401,24 +380,35 @@ static void on_chld(int sig) {
   errno = e;
 }
 
-int main(int argc, char **argv) {
+static int shim_main(int argc, char **argv) {
   struct opts o;
   memset(&o, 0, sizeof o);
   o.log_max = -1; /* unset: defaults after parsing */
   o.log_keep = -1;
   report_open = fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC) == 0;
   int prog = parse_args(argc, argv, 1, &o);
-  if (!o.warm) {
-    if (prog >= argc) {
-      errno = EINVAL;
-      fail("no program given after --");
-    }
-    o.argv = &argv[prog];
+  if (prog >= argc) {
+    errno = EINVAL;
+    fail("no program given after --");
   }
+  o.argv = &argv[prog];
 
-  /* 1. Into the star's cgroups first: everything below, the program included, is limited. */
+  /* 1. The star's cgroups: made, limited, and joined before anything else runs. */
+  for (int d = 0; d < o.n_mkdirs; d++) {
+    if (mkdir(o.mkdirs[d], 0755) < 0 && errno != EEXIST) fail(o.mkdirs[d]);
+  }
+  for (int w = 0; w < o.n_writes; w++) {
+    char path[4096];
+    const char *eq = strchr(o.writes[w], '=');
+    if (!eq || (size_t)(eq - o.writes[w]) >= sizeof path) {
+      errno = EINVAL;
+      fail(o.writes[w]);
+    }
+    memcpy(path, o.writes[w], (size_t)(eq - o.writes[w]));
+    path[eq - o.writes[w]] = 0;
+    write_file(path, eq + 1);
+  }
   for (int c = 0; c < o.n_cgroups; c++) write_file(o.cgroups[c], "0");
-  if (o.warm) read_warm_args(&o);
   /* The star's own directories, made here (root, microseconds) rather than by the agent. */
   if (o.tmp) ensure_dir(o.tmp, 0700, &o);
   if (o.cwd && o.make_cwd) ensure_dir(o.cwd, 0755, &o);
@@ -526,4 +516,200 @@ int main(int argc, char **argv) {
   if (sscanf(end, "exit %d", &code) == 1) return code;
   if (sscanf(end, "signal %d", &sig) == 1) return 128 + sig;
   return 125;
+}
+
+/* ---- launcher mode (-Z) ---------------------------------------------------------------- */
+
+struct child {
+  char id[96];
+  pid_t pid;
+  int report; /* read end of the shim's report pipe; -1 once forwarded */
+};
+
+static struct child *children;
+static size_t n_children, cap_children;
+static int zyg_chld[2] = {-1, -1};
+
+static void zyg_on_chld(int sig) {
+  (void)sig;
+  int e = errno;
+  (void)!write(zyg_chld[1], "", 1);
+  errno = e;
+}
+
+/* One reply line, in one write (shorter than PIPE_BUF, so never interleaved). */
+static void say(const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (n > (int)sizeof buf - 2) n = (int)sizeof buf - 2;
+  if (buf[n - 1] != '\n') buf[n++] = '\n';
+  for (ssize_t off = 0; off < n;) {
+    ssize_t w = write(1, buf + off, (size_t)(n - off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) _exit(0); /* the agent is gone */
+    off += w;
+  }
+}
+
+/* Forwards the shim's report ("started ..." / "error ..."), once. */
+static void forward_report(struct child *c, int at_exit) {
+  if (c->report < 0) return;
+  char line[600];
+  ssize_t n = read(c->report, line, sizeof line - 1);
+  if (n < 0 && errno == EAGAIN && !at_exit) return;
+  close(c->report);
+  c->report = -1;
+  if (n <= 0) {
+    say("error %s the launcher ended without a report", c->id);
+    return;
+  }
+  line[n] = 0;
+  char *nl = strchr(line, '\n');
+  if (nl) *nl = 0;
+  if (strncmp(line, "started ", 8) == 0) say("started %s %d %s", c->id, (int)c->pid, line + 8);
+  else if (strncmp(line, "error ", 6) == 0) say("error %s %s", c->id, line + 6);
+  else say("error %s unexpected report: %s", c->id, line);
+}
+
+static void launch_request(char *payload, size_t len) {
+  size_t argc = 0;
+  for (size_t k = 0; k < len; k++) if (payload[k] == 0) argc++;
+  if (argc < 2 || payload[len - 1] != 0) {
+    say("error ? malformed request");
+    return;
+  }
+  char **argv = calloc(argc + 2, sizeof *argv);
+  if (!argv) _exit(1);
+  const char *id = payload;
+  argv[0] = "star-shim";
+  size_t n = 1;
+  for (size_t k = strlen(payload) + 1; k < len; k += strlen(payload + k) + 1) argv[n++] = payload + k;
+  int rep[2];
+  if (pipe2(rep, O_CLOEXEC) < 0) {
+    say("error %s pipe: %s", id, strerror(errno));
+    free(argv);
+    return;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    say("error %s fork: %s", id, strerror(errno));
+    close(rep[0]);
+    close(rep[1]);
+    free(argv);
+    return;
+  }
+  if (pid == 0) {
+    /* The shim: default signals, its own session, fd 3 = report, nothing else of ours. */
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setsid();
+    int devnull = open("/dev/null", O_RDWR);
+    dup3(devnull, 0, 0);
+    dup3(devnull, 1, 0);
+    dup3(devnull, 2, 0);
+    dup3(rep[1], REPORT_FD, 0);
+    if (close_range(REPORT_FD + 1, ~0U, 0) < 0) {
+      for (int fd = REPORT_FD + 1; fd < 4096; fd++) close(fd);
+    }
+    _exit(shim_main((int)n, argv));
+  }
+  close(rep[1]);
+  fcntl(rep[0], F_SETFL, O_NONBLOCK);
+  if (n_children == cap_children) {
+    cap_children = cap_children ? cap_children * 2 : 64;
+    children = realloc(children, cap_children * sizeof *children);
+    if (!children) _exit(1);
+  }
+  struct child *c = &children[n_children++];
+  snprintf(c->id, sizeof c->id, "%s", id);
+  c->pid = pid;
+  c->report = rep[0];
+  free(argv);
+}
+
+static void reap(void) {
+  int st;
+  pid_t p;
+  while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+    for (size_t k = 0; k < n_children; k++) {
+      if (children[k].pid != p) continue;
+      forward_report(&children[k], 1);
+      if (WIFSIGNALED(st)) say("exit %s %d signal %d", children[k].id, (int)p, WTERMSIG(st));
+      else say("exit %s %d exit %d", children[k].id, (int)p, WEXITSTATUS(st));
+      children[k] = children[--n_children];
+      break;
+    }
+  }
+}
+
+static int zygote_main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  if (pipe2(zyg_chld, O_CLOEXEC | O_NONBLOCK) < 0) return 1;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = zyg_on_chld;
+  sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  sigaction(SIGCHLD, &sa, NULL);
+  size_t cap = 1 << 16, len = 0;
+  char *in = malloc(cap);
+  if (!in) return 1;
+  for (;;) {
+    size_t np = 0;
+    struct pollfd *pf = calloc(n_children + 2, sizeof *pf);
+    if (!pf) return 1;
+    pf[np++] = (struct pollfd){.fd = 0, .events = POLLIN};
+    pf[np++] = (struct pollfd){.fd = zyg_chld[0], .events = POLLIN};
+    for (size_t k = 0; k < n_children; k++) {
+      if (children[k].report >= 0) pf[np++] = (struct pollfd){.fd = children[k].report, .events = POLLIN};
+    }
+    int r = poll(pf, (nfds_t)np, -1);
+    if (r < 0 && errno != EINTR) return 1;
+    short stdin_ev = r > 0 ? pf[0].revents : 0;
+    free(pf);
+    for (size_t k = 0; k < n_children; k++) forward_report(&children[k], 0);
+    char drain[64];
+    while (read(zyg_chld[0], drain, sizeof drain) > 0) {
+    }
+    reap();
+    if (!(stdin_ev & (POLLIN | POLLHUP | POLLERR))) continue;
+    if (len == cap) {
+      cap *= 2;
+      in = realloc(in, cap);
+      if (!in) return 1;
+    }
+    ssize_t n = read(0, in + len, cap - len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return 0; /* the agent is gone: running shims carry on by themselves */
+    len += (size_t)n;
+    /* Frames: "<length>\n" then <length> bytes. */
+    for (;;) {
+      char *nl = memchr(in, '\n', len);
+      if (!nl) break;
+      size_t want = strtoul(in, NULL, 10);
+      size_t head = (size_t)(nl - in) + 1;
+      if (want == 0 || want > (64u << 20)) return 1;
+      if (len - head < want) {
+        if (head + want > cap) {
+          cap = head + want;
+          in = realloc(in, cap);
+          if (!in) return 1;
+        }
+        break;
+      }
+      launch_request(in + head, want);
+      memmove(in, in + head + want, len - head - want);
+      len -= head + want;
+    }
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "-Z") == 0) return zygote_main();
+  return shim_main(argc, argv);
 }
