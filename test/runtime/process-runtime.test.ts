@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -18,6 +18,23 @@ import {
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import type { LogLine, StarStatus } from "../../src/runtime/types.js";
 import { waitFor } from "../helpers/wait.js";
+
+/** Our launcher processes: `star-shim -Z` children of this process. */
+function launcherPids(): number[] {
+  return readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        const cmd = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0");
+        const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+        return cmd[0]?.endsWith("star-shim") === true && cmd[1] === "-Z" && ppid === process.pid;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
 
 async function freePort(): Promise<number> {
   const srv = createServer();
@@ -284,6 +301,21 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     const mnt = join(dir, "data", "stars", star, "disk");
     await rt.remove(star);
     assert.equal(existsSync(mnt), false, "the star's filesystem is gone with it");
+  });
+
+  it("if the node's launcher process dies, running stars go on, their end is still seen, and the next start gets a new launcher", async () => {
+    const star = id("orphan");
+    await rt.start(star, { name: "orphan", command: ["sh", "-c", "echo up; sleep 0.5; exit 5"] });
+    const launcher = launcherPids();
+    assert.equal(launcher.length, 1, "one launcher process");
+    process.kill(launcher[0]!, "SIGKILL");
+    const end = await rt.wait(star);
+    assert.equal(end.state, "failed");
+    assert.equal(end.exitCode, 5);
+    const next = id("after");
+    await rt.start(next, { name: "after", command: ["true"] });
+    assert.equal((await rt.wait(next)).state, "exited");
+    assert.notDeepEqual(launcherPids(), launcher);
   });
 
   it("bad input is a clear typed error before anything starts", async () => {
