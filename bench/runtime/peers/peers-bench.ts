@@ -4,7 +4,7 @@
  *
  *   node dist/bench/runtime/peers/peers-bench.js [--install] [--n 50] [--concurrency 20] [--total 100]
  *        [--node-n 50] [--cli-n 10] [--crun-node-n 20] [--hold 20] [--warmup 2] [--only plain,pm2,crun]
- *        [--pm2-prefix DIR]
+ *        [--pm2-prefix DIR] [--line-timeout 30000]
  *
  * Start latency is from issuing the start until the program's first stdout line is in its log
  * file, detected with fs.watch (inotify) on the file's directory, as in start-bench.ts:
@@ -697,7 +697,8 @@ function crunStarter(cfg: CrunConfig, bundle: string, tag: string): Starter {
     } catch (e) {
       seen.close();
       await stop().catch(() => undefined);
-      throw e;
+      const stderr = readText(errPath).trim();
+      throw new Error(`crun container ${id}: ${errText(e)}${stderr ? `; crun/container stderr: ${stderr.slice(0, 500)}` : ""}`);
     }
   };
 }
@@ -840,7 +841,12 @@ async function crunPart(work: string, tiny: string, idle: string, series: Series
       if (!d.ok) log(`crun: could not delete leftover container ${id}: ${d.out}`);
     }
   };
-  emergency.set("crun", removeLeftovers);
+  let workerProc: ChildProcess | undefined;
+  emergency.set("crun", () => {
+    // The worker (same process group on Ctrl-C) removes its own containers; tell it when only we got the signal.
+    if (workerProc && workerProc.exitCode === null) workerProc.kill("SIGTERM");
+    removeLeftovers();
+  });
   try {
     let result: CrunResult;
     if (!ns) {
@@ -851,9 +857,13 @@ async function crunPart(work: string, tiny: string, idle: string, series: Series
       writeFileSync(cfgPath, JSON.stringify({ cfg, version, outPath }));
       const argv = [...process.execArgv, SELF, "--crun-worker", cfgPath, ...forwardedArgs()];
       const child = spawn("unshare", [...NS_WRAP, process.execPath, ...argv], { stdio: ["ignore", "inherit", "inherit"] });
+      workerProc = child;
       const x = await exitOf(child);
-      if (x.code !== 0) throw new Error(`crun: the measurement worker (in the mount namespace) failed with ${x.code ?? x.signal}; see its messages above`);
-      result = JSON.parse(readFileSync(outPath, "utf8")) as CrunResult;
+      const out = JSON.parse(readText(outPath) || "{}") as Partial<CrunResult> & { error?: string };
+      if (x.code !== 0 || !out.series || !out.mem) {
+        throw new Error(`crun: the measurement (run in the mount namespace) failed (exit ${x.code ?? x.signal}): ${out.error ?? "see its messages above"}`);
+      }
+      result = { series: out.series, mem: out.mem };
     }
     series.push(...result.series);
     mem.push(...result.mem);
@@ -882,7 +892,8 @@ function printReport(series: Series[], mem: MemRow[], notes: string[]): void {
   console.log(`Machine: ${machine()}\n`);
   console.log("Start latency: start issued → the program's first stdout line is in its log file (fs.watch on the directory, as start-bench.ts).");
   console.log(`Sequential runs start each instance after the previous one is stopped (after ${WARMUP} uncounted warm-up starts); "${CONC} at a time" starts groups of ${CONC} together and stops them before the next group.\n`);
-  console.log(
+  if (series.length === 0) console.log("(no start latency measured)");
+  else console.log(
     markdownTable(
       ["peer", "started via", "program", "mode", "n", "p50", "p99", "start call returned (p50)"],
       series.map((s) => [s.peer, s.via, s.program, s.mode, s.lat.length, ms(p(s.lat, 50)), ms(p(s.lat, 99)), ms(p(s.ret, 50))]),
@@ -918,8 +929,12 @@ async function worker(cfgPath: string): Promise<void> {
   });
   process.once("SIGINT", () => onSignal("SIGINT", () => undefined));
   process.once("SIGTERM", () => onSignal("SIGTERM", () => undefined));
-  const result = await crunMeasure(cfg, version);
-  writeFileSync(outPath, JSON.stringify(result));
+  try {
+    writeFileSync(outPath, JSON.stringify(await crunMeasure(cfg, version)));
+  } catch (e) {
+    writeFileSync(outPath, JSON.stringify({ error: errText(e) }));
+    throw e;
+  }
 }
 
 async function main(): Promise<void> {
@@ -969,7 +984,8 @@ try {
   if (values["crun-worker"]) await worker(values["crun-worker"]);
   else await main();
 } catch (e) {
-  console.error(`peers-bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  const who = values["crun-worker"] ? "peers-bench (crun part)" : "peers-bench";
+  console.error(`${who}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   process.exitCode = 1;
 }
 // pm2's client can leave sockets that keep reconnecting; everything is stopped by now.
