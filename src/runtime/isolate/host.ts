@@ -1,0 +1,165 @@
+/**
+ * The isolate host: a Node process started by the agent through the star launcher (its own
+ * namespaces and cgroup, user nobody, no-new-privs) that runs isolate stars as worker threads.
+ *
+ * Control: JSON lines on fd 4 (a socket the agent holds).
+ *   agent → host  {op:"start", id, file, argv, env, heapMb, stdout, stderr, logMax, logKeep}
+ *                 {op:"stop", id}  {op:"kill", id}  {op:"stats", id, ref}
+ *   host → agent  {ev:"started", id, tid}  {ev:"exited", id, code, oom}  {ev:"error", id, message}
+ *                 {ev:"stats", ref, heapBytes}
+ * When the agent goes away (EOF on fd 4), the host stops its isolates and exits.
+ */
+import { closeSync, fstatSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { Socket } from "node:net";
+import { Worker } from "node:worker_threads";
+
+interface StartMsg {
+  op: "start";
+  id: string;
+  file: string;
+  argv: string[];
+  env: Record<string, string>;
+  heapMb: number;
+  stdout: string;
+  stderr: string;
+  logMax: number;
+  logKeep: number;
+}
+
+type Msg = StartMsg | { op: "stop" | "kill"; id: string } | { op: "stats"; id: string; ref: number };
+
+/** The code every isolate runs first: reports its thread, answers stop and stats, then imports the star. */
+const BOOTSTRAP = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { readlinkSync } = require("node:fs");
+const v8 = require("node:v8");
+let tid = 0;
+try { tid = Number(readlinkSync("/proc/thread-self").split("/").pop()); } catch {}
+parentPort.postMessage({ t: "tid", tid });
+parentPort.on("message", (m) => {
+  if (m.t === "stop") {
+    if (process.listenerCount("SIGTERM") > 0) process.emit("SIGTERM", "SIGTERM");
+    else process.exit(143);
+  } else if (m.t === "stats") {
+    parentPort.postMessage({ t: "stats", ref: m.ref, heapBytes: v8.getHeapStatistics().used_heap_size });
+  }
+});
+parentPort.unref();
+process.argv.splice(1, process.argv.length - 1, workerData.file, ...workerData.argv);
+import(require("node:url").pathToFileURL(workerData.file).href).catch((err) => {
+  console.error(err && err.stack ? err.stack : String(err));
+  process.exit(1);
+});
+`;
+
+/** Appends to a log file, rotating it at `max` bytes into .1 ... .keep (as the launcher does). */
+class RotatingLog {
+  private fd: number;
+  private size: number;
+  constructor(
+    private readonly path: string,
+    private readonly max: number,
+    private readonly keep: number,
+  ) {
+    this.fd = openSync(path, "a", 0o640);
+    this.size = fstatSync(this.fd).size;
+  }
+  write(chunk: Buffer): void {
+    if (this.max > 0 && this.size > 0 && this.size + chunk.length > this.max) this.rotate();
+    try {
+      writeSync(this.fd, chunk);
+    } catch {
+      return; // disk full: drop rather than stop the star
+    }
+    this.size += chunk.length;
+  }
+  private rotate(): void {
+    closeSync(this.fd);
+    for (let i = this.keep - 1; i >= 1; i--) {
+      try {
+        renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`);
+      } catch {
+        // not there yet
+      }
+    }
+    if (this.keep > 0) renameSync(this.path, `${this.path}.1`);
+    else unlinkSync(this.path);
+    this.fd = openSync(this.path, "a", 0o640);
+    this.size = 0;
+  }
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+const control = new Socket({ fd: 4, readable: true, writable: true });
+const send = (o: object) => control.write(`${JSON.stringify(o)}\n`);
+const isolates = new Map<string, Worker>();
+
+function start(m: StartMsg): void {
+  let out: RotatingLog;
+  let err: RotatingLog;
+  try {
+    out = new RotatingLog(m.stdout, m.logMax, m.logKeep);
+    err = new RotatingLog(m.stderr, m.logMax, m.logKeep);
+  } catch (e) {
+    send({ ev: "error", id: m.id, message: `cannot open the star's logs: ${(e as Error).message}` });
+    return;
+  }
+  const young = Math.max(1, Math.min(16, Math.floor(m.heapMb / 4)));
+  const worker = new Worker(BOOTSTRAP, {
+    eval: true,
+    workerData: { file: m.file, argv: m.argv },
+    env: m.env,
+    stdout: true,
+    stderr: true,
+    resourceLimits: { maxYoungGenerationSizeMb: young, maxOldGenerationSizeMb: Math.max(1, m.heapMb - young) },
+  });
+  isolates.set(m.id, worker);
+  worker.stdout.on("data", (d: Buffer) => out.write(d));
+  worker.stderr.on("data", (d: Buffer) => err.write(d));
+  let oom = false;
+  worker.on("message", (msg: { t: string; tid?: number; ref?: number; heapBytes?: number }) => {
+    if (msg.t === "tid") send({ ev: "started", id: m.id, tid: msg.tid });
+    else if (msg.t === "stats") send({ ev: "stats", ref: msg.ref, heapBytes: msg.heapBytes });
+  });
+  worker.on("error", (e: Error & { code?: string }) => {
+    if (e.code === "ERR_WORKER_OUT_OF_MEMORY") oom = true;
+    else err.write(Buffer.from(`${e.stack ?? String(e)}\n`));
+  });
+  worker.on("exit", (code) => {
+    isolates.delete(m.id);
+    // Let the last output drain into the files before reporting the end.
+    setImmediate(() => {
+      out.close();
+      err.close();
+      send({ ev: "exited", id: m.id, code, oom });
+    });
+  });
+}
+
+let buf = "";
+control.setEncoding("utf8");
+control.on("data", (d: string) => {
+  buf += d;
+  for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+    const line = buf.slice(0, nl);
+    buf = buf.slice(nl + 1);
+    let m: Msg;
+    try {
+      m = JSON.parse(line) as Msg;
+    } catch {
+      continue;
+    }
+    const w = isolates.get(m.id);
+    if (m.op === "start") start(m);
+    else if (m.op === "stop") w?.postMessage({ t: "stop" });
+    else if (m.op === "kill") void w?.terminate();
+    else if (m.op === "stats") w?.postMessage({ t: "stats", ref: m.ref });
+  }
+});
+control.on("close", () => {
+  for (const w of isolates.values()) void w.terminate();
+  setTimeout(() => process.exit(0), 1000).unref();
+});
+send({ ev: "ready" });

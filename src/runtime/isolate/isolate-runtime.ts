@@ -1,0 +1,277 @@
+/**
+ * The `isolate` runtime: JavaScript/TypeScript stars as V8 isolates (worker threads) inside one
+ * isolate host process per runtime (host.ts). The host is started through the star launcher, so
+ * user code never runs in the agent: it runs as nobody, with no-new-privs, in the host's own
+ * namespaces and cgroup. Each isolate's heap is limited with `resourceLimits` (over it: the star
+ * ends `oom_killed`); CPU is accounted per thread (/proc/<host>/task/<tid>/stat).
+ *
+ * Not yet: a per-isolate CPU limit (placing the thread in its own cpu cgroup), and outliving
+ * the agent (the host ends when its control socket closes; the next agent restarts the stars).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { chownSync, closeSync, openSync, readFileSync, readdirSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { availableParallelism, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { LimitUnenforceableError, RuntimeUnavailableError, ScriptError, StartFailedError } from "../../errors.js";
+import type { CgroupDriver } from "../cgroup/cgroup.js";
+import { detectCgroups } from "../cgroup/detect.js";
+import { readLogs } from "../process/logs.js";
+import { resolveProgram } from "../script.js";
+import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
+import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
+import type { LogLine, LogOptions, StarStats } from "../types.js";
+
+export interface IsolateRuntimeOptions {
+  dataDir: string;
+  cgroups?: CgroupDriver;
+  user?: { uid: number; gid: number };
+  capacity?: NodeCapacity;
+  shimPath?: string;
+  /** Run CPU-limited specs without the CPU limit, marked limitsEnforced: false. */
+  devMode?: boolean;
+}
+
+const DEFAULT_SHIM = fileURLToPath(new URL("../../../native/star-shim", import.meta.url));
+const HOST_SCRIPT = fileURLToPath(new URL("./host.js", import.meta.url));
+const DEFAULT_HEAP_MB = 128;
+
+type HostEvent =
+  | { ev: "ready" }
+  | { ev: "started"; id: string; tid: number }
+  | { ev: "exited"; id: string; code: number; oom: boolean }
+  | { ev: "error"; id: string; message: string }
+  | { ev: "stats"; ref: number; heapBytes: number };
+
+interface Host {
+  child: ChildProcess;
+  /** Host-side pid of the host program. */
+  pid: number;
+  send(o: object): void;
+  listeners: Map<string, (e: HostEvent) => void>;
+  stats: Map<number, (heap: number) => void>;
+}
+
+export class IsolateRuntime extends SupervisedRuntime {
+  readonly kind = "isolate";
+  private host: Promise<Host> | undefined;
+  private readonly threadOf = new Map<string, number>();
+  private ref = 0;
+
+  private constructor(private readonly options: IsolateRuntimeOptions & { cgroups: CgroupDriver; shimPath: string }) {
+    super(options.capacity ?? { cpuCores: availableParallelism(), memoryBytes: totalmem() });
+  }
+
+  static async create(options: IsolateRuntimeOptions): Promise<IsolateRuntime> {
+    if (process.platform !== "linux" || process.getuid?.() !== 0) {
+      throw new RuntimeUnavailableError("the isolate runtime needs Linux and root (its host runs isolated, as an unprivileged user)");
+    }
+    if (resolve(options.dataDir).startsWith("/tmp/")) {
+      throw new RuntimeUnavailableError(`the data dir ${options.dataDir} is under /tmp, which the isolate host replaces with its private /tmp`);
+    }
+    const cgroups = options.cgroups ?? (await detectCgroups());
+    await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
+    return new IsolateRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM });
+  }
+
+  private dir(id: string): string {
+    return join(this.options.dataDir, "stars", id);
+  }
+
+  protected async admit(spec: StarSpec, limits: Limits): Promise<boolean> {
+    const problems: Array<[string, string]> = [];
+    if (spec.command) problems.push(["command", "the isolate runtime runs scripts (.js, .mjs, .ts), not commands"]);
+    if (limits.cpuMillis !== undefined) problems.push([spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent", "the isolate runtime does not limit CPU per isolate yet"]);
+    if (limits.diskBytes !== undefined) problems.push(["disk_mb", "isolates have no disk of their own"]);
+    const first = problems[0];
+    if (first && (first[0] === "command" || !this.options.devMode)) throw new LimitUnenforceableError(first[0], first[1]);
+    return problems.length === 0;
+  }
+
+  protected async check(spec: StarSpec): Promise<void> {
+    const program = await resolveProgram(spec, join(this.options.dataDir, "cache", "scripts"));
+    if (program.file?.startsWith("/tmp/")) {
+      throw new ScriptError(program.file, "is under /tmp, which the isolate host cannot see (its /tmp is private): keep scripts elsewhere");
+    }
+  }
+
+  protected async launch(rec: StarRecord): Promise<RunHandle> {
+    const program = await resolveProgram(rec.spec, join(this.options.dataDir, "cache", "scripts"));
+    const host = await this.ensureHost();
+    const dir = this.dir(rec.id);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
+    for (const f of ["stdout.log", "stderr.log"]) {
+      closeSync(openSync(join(dir, f), "a", 0o640));
+      chownSync(join(dir, f), uid, gid); // the host appends to them as the star's user
+    }
+    const heapMb = rec.limits.memoryBytes ? Math.max(8, Math.floor(rec.limits.memoryBytes / 2 ** 20)) : DEFAULT_HEAP_MB;
+    let resolveEnd!: (e: { exitCode: number | null; signal: string | null; oomKilled: boolean }) => void;
+    const ended = new Promise<{ exitCode: number | null; signal: string | null; oomKilled: boolean }>((r) => (resolveEnd = r));
+    const started = new Promise<number>((ok, fail) => {
+      host.listeners.set(rec.id, (e) => {
+        if (e.ev === "started") ok(e.tid);
+        else if (e.ev === "error") fail(new StartFailedError(rec.id, e.message));
+        else if (e.ev === "exited") {
+          host.listeners.delete(rec.id);
+          this.threadOf.delete(rec.id);
+          fail(new StartFailedError(rec.id, "the isolate ended before it started"));
+          resolveEnd({ exitCode: e.oom ? null : e.code, signal: e.oom ? "SIGKILL" : null, oomKilled: e.oom });
+        }
+      });
+    });
+    host.send({
+      op: "start",
+      id: rec.id,
+      file: program.file,
+      argv: rec.spec.args,
+      env: { CONSTELLATION_STAR: rec.id, CONSTELLATION_STAR_NAME: rec.spec.name, ...rec.spec.env },
+      heapMb,
+      stdout: join(dir, "stdout.log"),
+      stderr: join(dir, "stderr.log"),
+      logMax: Math.round(rec.spec.log_max_mb * 2 ** 20),
+      logKeep: rec.spec.log_max_files - 1,
+    });
+    const nsTid = await started;
+    this.threadOf.set(rec.id, hostTid(host.pid, nsTid) ?? 0);
+    return {
+      pid: host.pid,
+      ended,
+      terminate: () => host.send({ op: "stop", id: rec.id }),
+      kill: () => host.send({ op: "kill", id: rec.id }),
+    };
+  }
+
+  /** Starts the host on first use (and again if it died). */
+  private ensureHost(): Promise<Host> {
+    this.host ??= this.startHost().catch((err: unknown) => {
+      this.host = undefined;
+      throw err;
+    });
+    return this.host;
+  }
+
+  private async startHost(): Promise<Host> {
+    const dir = join(this.options.dataDir, "isolate-host");
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
+    const plan = await this.options.cgroups.plan("isolate-host", { pids: 4096 });
+    const args: string[] = [];
+    for (const d of plan.mkdirs) args.push("-D", d);
+    for (const [f, v] of plan.writes) args.push("-F", `${f}=${v}`);
+    for (const f of plan.procsFiles) args.push("-c", f);
+    args.push("-H", "isolate-host", "-u", String(uid), "-g", String(gid), "-W", join(dir, "work"), "-t", join(dir, "tmp"));
+    args.push("-s", join(dir, "end"), "-o", join(dir, "stdout.log"), "-e", join(dir, "stderr.log"));
+    args.push("-E", `PATH=${process.env.PATH ?? "/usr/bin:/bin"}`, "--", process.execPath, HOST_SCRIPT);
+    const child = spawn(this.options.shimPath, args, { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"], detached: true });
+    const report = await new Promise<string>((ok) => {
+      let text = "";
+      const s = child.stdio[3] as NodeJS.ReadableStream;
+      s.on("data", (d: Buffer) => (text += d.toString()));
+      s.on("end", () => ok(text));
+      child.once("exit", () => ok(text));
+    });
+    const m = /^started (\d+) (\d+)/.exec(report);
+    if (!m) throw new RuntimeUnavailableError(`the isolate host did not start: ${report.trim() || "no report"}`);
+    const control = child.stdio[4] as unknown as NodeJS.ReadWriteStream;
+    const host: Host = {
+      child,
+      pid: Number(m[1]),
+      send: (o) => control.write(`${JSON.stringify(o)}\n`),
+      listeners: new Map(),
+      stats: new Map(),
+    };
+    let buf = "";
+    control.setEncoding("utf8");
+    control.on("data", (d: string) => {
+      buf += d;
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+        const e = JSON.parse(buf.slice(0, nl)) as HostEvent;
+        buf = buf.slice(nl + 1);
+        if (e.ev === "stats") host.stats.get(e.ref)?.(e.heapBytes);
+        else if (e.ev !== "ready") host.listeners.get(e.id)?.(e);
+      }
+    });
+    child.once("exit", () => {
+      this.host = undefined;
+      for (const [id, fn] of host.listeners) fn({ ev: "exited", id, code: 1, oom: false });
+    });
+    return host;
+  }
+
+  protected override async execProbe(): Promise<{ ok: false; error: string }> {
+    return { ok: false, error: "exec health checks need a process star; use http or tcp for isolates" };
+  }
+
+  protected async cleanup(rec: StarRecord): Promise<void> {
+    this.threadOf.delete(rec.id);
+  }
+
+  async stats(id: string): Promise<StarStats> {
+    this.get(id);
+    const host = await this.host;
+    const tid = this.threadOf.get(id);
+    if (!host || !tid) return { cpuUsageUsec: 0, memoryBytes: 0, pids: 0 };
+    const ref = ++this.ref;
+    const heap = await new Promise<number>((ok) => {
+      const timer = setTimeout(() => ok(0), 1000);
+      host.stats.set(ref, (h) => {
+        clearTimeout(timer);
+        ok(h);
+      });
+      host.send({ op: "stats", id, ref });
+    });
+    host.stats.delete(ref);
+    return { cpuUsageUsec: threadCpuUsec(host.pid, tid), memoryBytes: heap, pids: 0 };
+  }
+
+  logs(id: string, options: LogOptions = {}): AsyncIterable<LogLine> {
+    this.get(id);
+    return readLogs(this.dir(id), options, () => {
+      const s = this.status(id);
+      return !s || (s.state !== "running" && s.state !== "starting" && s.restartAt === undefined);
+    });
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    const host = await this.host?.catch(() => undefined);
+    if (host) {
+      const gone = new Promise((ok) => (host.child.exitCode !== null ? ok(undefined) : host.child.once("exit", ok)));
+      (host.child.stdio[4] as NodeJS.WritableStream).end(); // the host stops its isolates and exits
+      const timer = setTimeout(() => host.child.kill("SIGKILL"), 5000);
+      await gone;
+      clearTimeout(timer);
+      await this.options.cgroups
+        .handle("isolate-host")
+        .destroy()
+        .catch(() => undefined);
+    }
+  }
+}
+
+/** The host-side id of a thread the host knows by its id in its own pid namespace. */
+function hostTid(hostPid: number, nsTid: number): number | undefined {
+  try {
+    for (const t of readdirSync(`/proc/${hostPid}/task`)) {
+      const m = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${hostPid}/task/${t}/status`, "utf8"));
+      const ids = m?.[1]?.trim().split(/\s+/).map(Number);
+      if (ids && ids[ids.length - 1] === nsTid) return Number(t);
+    }
+  } catch {
+    // the host is gone
+  }
+  return undefined;
+}
+
+/** utime + stime of a thread, in microseconds (clock ticks are 100 Hz on Linux). */
+function threadCpuUsec(pid: number, tid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10_000;
+  } catch {
+    return 0;
+  }
+}

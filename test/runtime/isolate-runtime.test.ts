@@ -1,0 +1,88 @@
+/** The isolate runtime: worker-thread stars inside an isolated, unprivileged host process. */
+import assert from "node:assert/strict";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { LimitUnenforceableError } from "../../src/errors.js";
+import { IsolateRuntime } from "../../src/runtime/isolate/isolate-runtime.js";
+import type { LogLine } from "../../src/runtime/types.js";
+import { waitFor } from "../helpers/wait.js";
+
+const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root" : false;
+
+describe("isolate runtime", { skip }, () => {
+  let dir: string;
+  let rt: IsolateRuntime;
+  const script = async (name: string, code: string) => {
+    const path = join(dir, "scripts", name);
+    await writeFile(path, code);
+    await chmod(path, 0o644);
+    return path;
+  };
+  const lines = async (id: string) => {
+    const out: LogLine[] = [];
+    for await (const l of rt.logs(id)) out.push(l);
+    return out.map((l) => l.line);
+  };
+  before(async () => {
+    dir = await mkdtemp("/var/tmp/constellation-iso-");
+    await chmod(dir, 0o755);
+    await mkdir(join(dir, "scripts"), { mode: 0o755 });
+    rt = await IsolateRuntime.create({ dataDir: join(dir, "data") });
+  });
+  after(async () => {
+    for (const s of rt?.list() ?? []) await rt.remove(s.id).catch(() => undefined);
+    await rt?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("runs a .ts script as an isolate, unprivileged, with args, env and captured output", async () => {
+    const ts = await script("hi.ts", 'const n: number = 2;\nconsole.log(`hi ${process.argv[2]} ${process.env.WHO} uid=${process.getuid!()} n=${n}`);\nconsole.error("err line");\n');
+    await rt.start("hi", { name: "hi", runtime: "isolate", script: ts, args: ["there"], env: { WHO: "you" }, ram_mb: 64 });
+    const end = await rt.wait("hi");
+    assert.equal(end.state, "exited");
+    assert.deepEqual(await lines("hi"), ["hi there you uid=65534 n=2", "err line"]);
+  });
+
+  it("an isolate over its heap limit ends oom_killed; the host and other isolates go on", async () => {
+    const steady = await script("steady.mjs", "console.log('steady'); setInterval(() => {}, 1000);\n");
+    await rt.start("steady", { name: "steady", script: steady, ram_mb: 32 });
+    const hog = await script("hog.mjs", "const a = []; for (;;) a.push(new Array(1e5).fill(Math.random()));\n");
+    await rt.start("hog", { name: "hog", script: hog, ram_mb: 32 });
+    const end = await rt.wait("hog");
+    assert.equal(end.state, "oom_killed");
+    assert.equal(rt.status("steady")?.state, "running");
+    const stats = await rt.stats("steady");
+    assert.ok(stats.memoryBytes > 0 && stats.memoryBytes < 32 * 2 ** 20, `heap ${stats.memoryBytes}`);
+    await rt.stop("steady");
+  });
+
+  it("restart policy with backoff and cap; graceful stop runs the star's SIGTERM handler", async () => {
+    const crash = await script("crash.mjs", "console.log('boom'); process.exit(2);\n");
+    await rt.start("crash", { name: "crash", script: crash, restart: "on-failure", backoff_ms: 20, max_restarts: 2 });
+    const end = await rt.wait("crash");
+    assert.equal(end.state, "failed");
+    assert.equal(end.restarts, 2);
+    assert.deepEqual(await lines("crash"), ["boom", "boom", "boom"]);
+
+    const polite = await script("polite.mjs", "process.on('SIGTERM', () => { console.log('bye'); process.exit(0); });\nconsole.log('up');\nsetInterval(() => {}, 1000);\n");
+    await rt.start("polite", { name: "polite", script: polite });
+    await waitFor("polite to print", async () => (await lines("polite")).includes("up") || undefined);
+    const stopped = await rt.stop("polite", { graceMs: 5000 });
+    assert.equal(stopped.state, "stopped");
+    assert.ok((await lines("polite")).includes("bye"));
+
+    const stubborn = await script("stubborn.mjs", "process.on('SIGTERM', () => {});\nsetInterval(() => {}, 1000);\n");
+    await rt.start("stubborn", { name: "stubborn", script: stubborn });
+    const s = await rt.stop("stubborn", { graceMs: 200 });
+    assert.equal(s.state, "stopped");
+  });
+
+  it("refuses what it cannot do: commands, CPU limits (until built), disks", async () => {
+    await assert.rejects(rt.start("c1", { name: "c1", command: ["true"] }), LimitUnenforceableError);
+    const ok = await script("ok.mjs", "console.log(1);\n");
+    await assert.rejects(rt.start("c2", { name: "c2", script: ok, cpu_percent: 10 }), /cannot enforce cpu_percent/);
+    await assert.rejects(rt.start("c3", { name: "c3", script: ok, disk_mb: 10 }), /cannot enforce disk_mb/);
+    assert.equal(rt.list().filter((s) => s.id.startsWith("c")).length, 1, "only the crash star from before");
+  });
+});
