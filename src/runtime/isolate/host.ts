@@ -28,29 +28,70 @@ interface StartMsg {
 
 type Msg = StartMsg | { op: "stop" | "kill"; id: string } | { op: "stats"; id: string; ref: number };
 
-/** The code every isolate runs first: reports its thread, answers stop and stats, then imports the star. */
+/**
+ * The code every isolate runs first. Workers are made ahead of time (warm, per heap size: a
+ * Worker's bootstrap costs ~50 ms and its heap limit is fixed when it is made); a warm worker
+ * waits for its star: then it takes the star's env and argv, reports its thread, and imports the
+ * star's file. It also answers stop (the star's SIGTERM handlers run) and stats.
+ */
 const BOOTSTRAP = `
-const { parentPort, workerData } = require("node:worker_threads");
+const { parentPort } = require("node:worker_threads");
 const { readlinkSync } = require("node:fs");
 const v8 = require("node:v8");
-let tid = 0;
-try { tid = Number(readlinkSync("/proc/thread-self").split("/").pop()); } catch {}
-parentPort.postMessage({ t: "tid", tid });
+// Warm the ES module loader too (its first use in a worker costs milliseconds).
+import("data:text/javascript,").catch(() => {});
 parentPort.on("message", (m) => {
-  if (m.t === "stop") {
+  if (m.t === "run") {
+    for (const k of Object.keys(process.env)) delete process.env[k];
+    Object.assign(process.env, m.env);
+    process.argv.splice(1, process.argv.length - 1, m.file, ...m.argv);
+    let tid = 0;
+    try { tid = Number(readlinkSync("/proc/thread-self").split("/").pop()); } catch {}
+    parentPort.postMessage({ t: "tid", tid });
+    parentPort.unref();
+    import(require("node:url").pathToFileURL(m.file).href).catch((err) => {
+      console.error(err && err.stack ? err.stack : String(err));
+      process.exit(1);
+    });
+  } else if (m.t === "stop") {
     if (process.listenerCount("SIGTERM") > 0) process.emit("SIGTERM", "SIGTERM");
     else process.exit(143);
   } else if (m.t === "stats") {
     parentPort.postMessage({ t: "stats", ref: m.ref, heapBytes: v8.getHeapStatistics().used_heap_size });
   }
 });
-parentPort.unref();
-process.argv.splice(1, process.argv.length - 1, workerData.file, ...workerData.argv);
-import(require("node:url").pathToFileURL(workerData.file).href).catch((err) => {
-  console.error(err && err.stack ? err.stack : String(err));
-  process.exit(1);
-});
 `;
+
+/** Warm workers by heap size (MB). */
+const warm = new Map<number, Worker[]>();
+const WARM_PER_SIZE = 4;
+
+function makeWorker(heapMb: number): Worker {
+  const young = Math.max(1, Math.min(16, Math.floor(heapMb / 4)));
+  return new Worker(BOOTSTRAP, {
+    eval: true,
+    env: {},
+    stdout: true,
+    stderr: true,
+    resourceLimits: { maxYoungGenerationSizeMb: young, maxOldGenerationSizeMb: Math.max(1, heapMb - young) },
+  });
+}
+
+function takeWorker(heapMb: number): Worker {
+  const pool = warm.get(heapMb) ?? [];
+  warm.set(heapMb, pool);
+  const w = pool.shift() ?? makeWorker(heapMb);
+  // Refill after this start has gone out, one worker per turn of the event loop.
+  const refill = () => {
+    if (pool.length >= WARM_PER_SIZE || closing) return;
+    pool.push(makeWorker(heapMb));
+    setImmediate(refill);
+  };
+  setImmediate(refill);
+  return w;
+}
+
+let closing = false;
 
 /** Appends to a log file, rotating it at `max` bytes into .1 ... .keep (as the launcher does). */
 class RotatingLog {
@@ -106,16 +147,9 @@ function start(m: StartMsg): void {
     send({ ev: "error", id: m.id, message: `cannot open the star's logs: ${(e as Error).message}` });
     return;
   }
-  const young = Math.max(1, Math.min(16, Math.floor(m.heapMb / 4)));
-  const worker = new Worker(BOOTSTRAP, {
-    eval: true,
-    workerData: { file: m.file, argv: m.argv },
-    env: m.env,
-    stdout: true,
-    stderr: true,
-    resourceLimits: { maxYoungGenerationSizeMb: young, maxOldGenerationSizeMb: Math.max(1, m.heapMb - young) },
-  });
+  const worker = takeWorker(m.heapMb);
   isolates.set(m.id, worker);
+  worker.postMessage({ t: "run", file: m.file, argv: m.argv, env: m.env });
   worker.stdout.on("data", (d: Buffer) => out.write(d));
   worker.stderr.on("data", (d: Buffer) => err.write(d));
   let oom = false;
@@ -159,7 +193,9 @@ control.on("data", (d: string) => {
   }
 });
 control.on("close", () => {
+  closing = true;
   for (const w of isolates.values()) void w.terminate();
+  for (const pool of warm.values()) for (const w of pool) void w.terminate();
   setTimeout(() => process.exit(0), 1000).unref();
 });
 send({ ev: "ready" });
