@@ -4,6 +4,7 @@
  *
  * Control: JSON lines on fd 4 (a socket the agent holds).
  *   agent → host  {op:"start", id, file, argv, env, heapMb, stdout, stderr, logMax, logKeep}
+ *                 {op:"go", id} (after "started": run the star's code)
  *                 {op:"stop", id}  {op:"kill", id}  {op:"stats", id, ref}
  *   host → agent  {ev:"started", id, tid}  {ev:"exited", id, code, oom}  {ev:"error", id, message}
  *                 {ev:"stats", ref, heapBytes}
@@ -26,7 +27,7 @@ interface StartMsg {
   logKeep: number;
 }
 
-type Msg = StartMsg | { op: "stop" | "kill"; id: string } | { op: "stats"; id: string; ref: number };
+type Msg = StartMsg | { op: "go" | "stop" | "kill"; id: string } | { op: "stats"; id: string; ref: number };
 
 /**
  * The code every isolate runs first. Workers are made ahead of time (warm, per heap size: a
@@ -47,9 +48,12 @@ parentPort.on("message", (m) => {
     process.argv.splice(1, process.argv.length - 1, m.file, ...m.argv);
     let tid = 0;
     try { tid = Number(readlinkSync("/proc/thread-self").split("/").pop()); } catch {}
+    // The agent may place this thread in the star's cpu cgroup first; the star runs on "go".
     parentPort.postMessage({ t: "tid", tid });
+    globalThis.__constellationFile = m.file;
+  } else if (m.t === "go") {
     parentPort.unref();
-    import(require("node:url").pathToFileURL(m.file).href).catch((err) => {
+    import(require("node:url").pathToFileURL(globalThis.__constellationFile).href).catch((err) => {
       console.error(err && err.stack ? err.stack : String(err));
       process.exit(1);
     });
@@ -187,6 +191,7 @@ control.on("data", (d: string) => {
     }
     const w = isolates.get(m.id);
     if (m.op === "start") start(m);
+    else if (m.op === "go") w?.postMessage({ t: "go" });
     else if (m.op === "stop") w?.postMessage({ t: "stop" });
     else if (m.op === "kill") void w?.terminate();
     else if (m.op === "stats") w?.postMessage({ t: "stats", ref: m.ref });

@@ -5,18 +5,20 @@
  * namespaces and cgroup. Each isolate's heap is limited with `resourceLimits` (over it: the star
  * ends `oom_killed`); CPU is accounted per thread (/proc/<host>/task/<tid>/stat).
  *
- * Not yet: a per-isolate CPU limit (placing the thread in its own cpu cgroup), and outliving
- * the agent (the host ends when its control socket closes; the next agent restarts the stars).
+ * CPU limits (cgroup v1): the isolate's thread goes into its own cpu cgroup before its code runs.
+ * Not yet: CPU limits on cgroup v2 (threaded subtrees), and outliving the agent (the host ends
+ * when its control socket closes; the next agent restarts the stars).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { chownSync, closeSync, openSync, readFileSync, readdirSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LimitUnenforceableError, RuntimeUnavailableError, ScriptError, StartFailedError } from "../../errors.js";
-import type { CgroupDriver } from "../cgroup/cgroup.js";
-import { detectCgroups } from "../cgroup/detect.js";
+import { CPU_PERIOD_USEC, type CgroupDriver, cpuQuotaUsec } from "../cgroup/cgroup.js";
+import { detectCgroups, parseMountinfo } from "../cgroup/detect.js";
+import { removeCgroupDir } from "../cgroup/files.js";
 import { readLogs } from "../process/logs.js";
 import { resolveProgram } from "../script.js";
 import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
@@ -57,6 +59,9 @@ export class IsolateRuntime extends SupervisedRuntime {
   readonly kind = "isolate";
   private host: Promise<Host> | undefined;
   private readonly threadOf = new Map<string, number>();
+  private readonly cpuGroups = new Map<string, string>();
+  /** The cgroup v1 cpu hierarchy, when there is one. */
+  private cpuMount: string | undefined;
   private ref = 0;
 
   private constructor(private readonly options: IsolateRuntimeOptions & { cgroups: CgroupDriver; shimPath: string }) {
@@ -72,7 +77,9 @@ export class IsolateRuntime extends SupervisedRuntime {
     }
     const cgroups = options.cgroups ?? (await detectCgroups());
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
-    return new IsolateRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM });
+    const rt = new IsolateRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM });
+    if (cgroups.version === "v1") rt.cpuMount = parseMountinfo(await readFile("/proc/self/mountinfo", "utf8")).v1.cpu;
+    return rt;
   }
 
   private dir(id: string): string {
@@ -82,7 +89,9 @@ export class IsolateRuntime extends SupervisedRuntime {
   protected async admit(spec: StarSpec, limits: Limits): Promise<boolean> {
     const problems: Array<[string, string]> = [];
     if (spec.command) problems.push(["command", "the isolate runtime runs scripts (.js, .mjs, .ts), not commands"]);
-    if (limits.cpuMillis !== undefined) problems.push([spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent", "the isolate runtime does not limit CPU per isolate yet"]);
+    if (limits.cpuMillis !== undefined && !this.threadCpuLimits()) {
+      problems.push([spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent", "per-isolate CPU limits need cgroup v1's cpu controller (threaded cgroup v2 is not supported yet)"]);
+    }
     if (limits.diskBytes !== undefined) problems.push(["disk_mb", "isolates have no disk of their own"]);
     const first = problems[0];
     if (first && (first[0] === "command" || !this.options.devMode)) throw new LimitUnenforceableError(first[0], first[1]);
@@ -134,7 +143,18 @@ export class IsolateRuntime extends SupervisedRuntime {
       logKeep: rec.spec.log_max_files - 1,
     });
     const nsTid = await started;
-    this.threadOf.set(rec.id, hostTid(host.pid, nsTid) ?? 0);
+    const tid = hostTid(host.pid, nsTid) ?? 0;
+    this.threadOf.set(rec.id, tid);
+    if (rec.limits.cpuMillis !== undefined && this.threadCpuLimits()) {
+      // The isolate's thread into its own cpu cgroup before any of its code runs.
+      const dir = join(this.cpuMount!, "constellation", `isolate-${rec.id}`);
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, "cpu.cfs_period_us"), String(CPU_PERIOD_USEC));
+      await writeFile(join(dir, "cpu.cfs_quota_us"), String(cpuQuotaUsec(rec.limits.cpuMillis)));
+      await writeFile(join(dir, "tasks"), String(tid));
+      this.cpuGroups.set(rec.id, dir);
+    }
+    host.send({ op: "go", id: rec.id });
     return {
       pid: host.pid,
       ended,
@@ -206,6 +226,16 @@ export class IsolateRuntime extends SupervisedRuntime {
 
   protected async cleanup(rec: StarRecord): Promise<void> {
     this.threadOf.delete(rec.id);
+    const dir = this.cpuGroups.get(rec.id);
+    if (dir) {
+      this.cpuGroups.delete(rec.id);
+      await removeCgroupDir(dir).catch(() => undefined);
+    }
+  }
+
+  /** Per-thread CPU limits work on cgroup v1 (a thread may sit in its own cpu cgroup). */
+  private threadCpuLimits(): boolean {
+    return this.options.cgroups.version === "v1" && this.cpuMount !== undefined;
   }
 
   async stats(id: string): Promise<StarStats> {
