@@ -11,7 +11,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { chownSync, closeSync, openSync, readFileSync, readdirSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -183,7 +183,11 @@ export class IsolateRuntime extends SupervisedRuntime {
     for (const f of plan.procsFiles) args.push("-c", f);
     args.push("-H", "isolate-host", "-u", String(uid), "-g", String(gid), "-W", join(dir, "work"), "-t", join(dir, "tmp"));
     args.push("-s", join(dir, "end"), "-o", join(dir, "stdout.log"), "-e", join(dir, "stderr.log"));
-    args.push("-E", `PATH=${process.env.PATH ?? "/usr/bin:/bin"}`, "--", process.execPath, HOST_SCRIPT);
+    // The host program goes into the data dir: the host cannot see /tmp (where a checkout may be).
+    const hostScript = join(dir, "host.mjs");
+    await copyFile(HOST_SCRIPT, hostScript);
+    await chmod(hostScript, 0o644);
+    args.push("-E", `PATH=${process.env.PATH ?? "/usr/bin:/bin"}`, "--", process.execPath, hostScript);
     const child = spawn(this.options.shimPath, args, { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"], detached: true });
     const report = await new Promise<string>((ok) => {
       let text = "";
@@ -203,6 +207,7 @@ export class IsolateRuntime extends SupervisedRuntime {
       stats: new Map(),
     };
     let buf = "";
+    control.on("error", () => undefined); // the host went away: its exit is handled below
     control.setEncoding("utf8");
     control.on("data", (d: string) => {
       buf += d;
