@@ -58,7 +58,6 @@ export class ProcessRuntime extends SupervisedRuntime {
   private launcher: Launcher | undefined;
   private readonly groupIdOf = new Map<string, string>();
   private readonly runInfo = new Map<string, RunInfo>();
-  private readonly saving = new Map<string, Promise<void>>();
   private readonly cleaning = new Map<string, Promise<void>>();
 
   private constructor(
@@ -179,6 +178,7 @@ export class ProcessRuntime extends SupervisedRuntime {
         oomBefore,
       };
       this.runInfo.set(rec.id, info);
+      this.changed(rec); // on disk with its pids before anything else can go wrong
       const exited = launched.exited.then((e) => (e.lost ? watchExit(dir, info) : e));
       return this.handle(rec.id, launched.pid, info, cgroup, exited);
     }
@@ -250,11 +250,12 @@ export class ProcessRuntime extends SupervisedRuntime {
     const run = running ? this.runInfo.get(rec.id) : undefined;
     const saved: SavedStar = { version: 1, spec: rec.spec, status: rec.status, history: rec.history, stopRequested: rec.stopRequested };
     if (run) saved.run = run;
-    const json = structuredClone(saved);
-    // Writes of one star stay in order; a failed write is retried by the next change.
-    const prev = this.saving.get(rec.id) ?? Promise.resolve();
-    const next = prev.then(() => (this.stars.has(rec.id) ? saveStar(this.dir(rec.id), json) : undefined)).catch(() => undefined);
-    this.saving.set(rec.id, next);
+    if (!this.stars.has(rec.id)) return; // removed
+    try {
+      saveStar(this.dir(rec.id), saved);
+    } catch {
+      // a full disk, say: the next change tries again
+    }
   }
 
   /**
@@ -353,10 +354,6 @@ export class ProcessRuntime extends SupervisedRuntime {
     const cgroup = this.cgroupOf.get(rec.id);
     this.runInfo.delete(rec.id);
     this.groupIdOf.delete(rec.id);
-    if (removeFiles) {
-      await this.saving.get(rec.id);
-      this.saving.delete(rec.id);
-    }
     if (cgroup) {
       this.cgroupOf.delete(rec.id);
       await cgroup.killAll("SIGKILL");

@@ -3,8 +3,8 @@
  * back (recovery): <star dir>/state.json, rewritten atomically on every change, and the shim's
  * `end` file. Also: telling a live launcher from a recycled pid (its start time in /proc).
  */
-import { readFileSync } from "node:fs";
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { RestartHistory } from "../restart.js";
 import type { StarSpec } from "../spec.js";
@@ -30,11 +30,17 @@ export interface SavedStar {
   run?: RunInfo;
 }
 
-export async function saveStar(dir: string, saved: SavedStar): Promise<void> {
+/**
+ * Written synchronously (a few tens of microseconds): when start() resolves, the star's state is
+ * on disk, so an agent killed right after still finds it. No fsync: a crash of the agent, not of
+ * the machine, is what this guards against (a reboot ends the stars anyway).
+ */
+export function saveStar(dir: string, saved: SavedStar): void {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
   const path = join(dir, "state.json");
   const tmp = `${path}.tmp`;
-  await writeFile(tmp, JSON.stringify(saved));
-  await rename(tmp, path);
+  writeFileSync(tmp, JSON.stringify(saved));
+  renameSync(tmp, path);
 }
 
 export async function loadStar(dir: string): Promise<SavedStar | undefined> {
