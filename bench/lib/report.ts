@@ -1,5 +1,7 @@
 /** Small helpers every benchmark shares: percentiles, a markdown table, the machine it ran on. */
+import { existsSync, readFileSync, watch } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
+import { join } from "node:path";
 
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -41,3 +43,18 @@ export function machine(): string {
 
 export const us = (v: number) => `${v.toFixed(1)} µs`;
 export const perSec = (v: number) => `${Math.round(v).toLocaleString("en-US")}/s`;
+
+/** Resolves (with performance.now()) when `file` in `dir` holds a complete first line (inotify). */
+export function firstLine(dir: string, file = "stdout.log"): Promise<number> {
+  return new Promise((resolve) => {
+    const path = join(dir, file);
+    const check = () => {
+      if (existsSync(path) && readFileSync(path, "utf8").includes("\n")) {
+        w.close();
+        resolve(performance.now());
+      }
+    };
+    const w = watch(dir, check);
+    check();
+  });
+}

@@ -6,13 +6,13 @@
  *
  *   node --expose-gc dist/bench/runtime/isolate-bench.js [--n 50] [--hold 100]
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, watch, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import { IsolateRuntime } from "../../src/runtime/isolate/isolate-runtime.js";
-import { machine, markdownTable, percentile } from "../lib/report.js";
+import { firstLine, machine, markdownTable, percentile } from "../lib/report.js";
 
 const { values } = parseArgs({ options: { n: { type: "string", default: "50" }, hold: { type: "string", default: "100" } } });
 const N = Number(values.n);
@@ -24,19 +24,6 @@ const script = join(work, "idle.mjs");
 writeFileSync(script, 'console.log("ready");\nsetInterval(() => {}, 1 << 30);\n');
 chmodSync(script, 0o644);
 
-function firstLine(dir: string): Promise<number> {
-  return new Promise((resolve) => {
-    const path = join(dir, "stdout.log");
-    const check = () => {
-      if (existsSync(path) && readFileSync(path, "utf8").includes("\n")) {
-        w.close();
-        resolve(performance.now());
-      }
-    };
-    const w = watch(dir, check);
-    check();
-  });
-}
 
 const fmt = (lat: number[]) => {
   const s = [...lat].sort((a, b) => a - b);

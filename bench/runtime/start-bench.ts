@@ -10,13 +10,13 @@
  * pid/mount/uts/ipc namespaces, an unprivileged user, no-new-privs, a private /tmp.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, watch, chmodSync, copyFileSync } from "node:fs";
+import { mkdirSync, openSync, closeSync, readFileSync, chmodSync, copyFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
-import { machine, markdownTable, percentile } from "../lib/report.js";
+import { firstLine, machine, markdownTable, percentile } from "../lib/report.js";
 
 const { values } = parseArgs({
   options: {
@@ -43,20 +43,6 @@ const idle = join(work, "idle.mjs");
 copyFileSync(join(src, "idle.mjs"), idle);
 chmodSync(idle, 0o644);
 
-/** Resolves when `file` (in `dir`) holds a complete first line. */
-function firstLine(dir: string, file: string): Promise<number> {
-  return new Promise((resolve) => {
-    const path = join(dir, file);
-    const check = () => {
-      if (existsSync(path) && readFileSync(path, "utf8").includes("\n")) {
-        w.close();
-        resolve(performance.now());
-      }
-    };
-    const w = watch(dir, check);
-    check();
-  });
-}
 
 type Starter = (i: number) => Promise<{ latency: number; stop: () => Promise<void> }>;
 

@@ -19,6 +19,7 @@ import {
   parseStarSpec,
 } from "./spec.js";
 import { type HealthState, type ProbeResult, initialHealth, nextHealth, probeHttp, probeTcp } from "./health.js";
+import { readLogs } from "./logs.js";
 import { type RestartHistory, type RunEnd, TERMINAL_STATES, decideRestart, endState } from "./restart.js";
 import type { LogLine, LogOptions, Runtime, StarStats, StarStatus } from "./types.js";
 
@@ -68,6 +69,15 @@ export abstract class SupervisedRuntime implements Runtime {
   protected abstract cleanup(rec: StarRecord, removeFiles: boolean): Promise<void>;
   abstract stats(id: string): Promise<StarStats>;
   abstract logs(id: string, options?: LogOptions): AsyncIterable<LogLine>;
+
+  /** A star's logs from its directory, followed until it has ended for good. */
+  protected logsIn(dir: string, id: string, options: LogOptions): AsyncIterable<LogLine> {
+    this.get(id);
+    return readLogs(dir, options, () => {
+      const s = this.stars.get(id)?.status;
+      return !s || (s.state !== "running" && s.state !== "starting" && s.restartAt === undefined);
+    });
+  }
 
   async start(id: string, input: StarSpecInput): Promise<StarStatus> {
     if (typeof id !== "string" || !DNS_LABEL.test(id)) {

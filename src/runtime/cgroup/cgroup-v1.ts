@@ -19,7 +19,7 @@ import {
   type StarCgroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
-import { killPids, readKeyed, readNumber, readPids, removeCgroupDir, writeValue } from "./files.js";
+import { readKeyed, readNumber, readPids, removeCgroupDir, signalGroup, writeValue } from "./files.js";
 
 /** Mount points of the v1 hierarchies we use. cpu and cpuacct may be the same directory. */
 export interface V1Mounts {
@@ -155,13 +155,7 @@ class V1Group implements StarCgroup {
   }
 
   async killAll(signal: NodeJS.Signals): Promise<void> {
-    // No cgroup.kill in v1: signal what is there, again while new forks keep appearing.
-    for (let round = 0; round < 50; round++) {
-      const pids = await this.pids();
-      if (pids.length === 0) return;
-      killPids(pids, signal);
-      if (signal !== "SIGKILL") return;
-    }
+    await signalGroup(() => this.pids(), signal); // no cgroup.kill in v1
   }
 
   async destroy(): Promise<void> {

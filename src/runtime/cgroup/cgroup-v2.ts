@@ -25,7 +25,7 @@ import {
   type StarCgroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
-import { killPids, readKeyed, readNumber, readPids, readText, removeCgroupDir, writeValue } from "./files.js";
+import { readKeyed, readNumber, readPids, readText, removeCgroupDir, signalGroup, writeValue } from "./files.js";
 
 const WANTED = ["cpu", "memory", "pids"] as const;
 
@@ -157,12 +157,7 @@ class V2Group implements StarCgroup {
         // older kernel: fall through to signalling each process
       }
     }
-    for (let round = 0; round < 50; round++) {
-      const pids = await this.pids();
-      if (pids.length === 0) return;
-      killPids(pids, signal);
-      if (signal !== "SIGKILL") return;
-    }
+    await signalGroup(() => this.pids(), signal);
   }
 
   async destroy(): Promise<void> {

@@ -45,6 +45,19 @@ export function killPids(pids: number[], signal: NodeJS.Signals): void {
 }
 
 /**
+ * Signals every process of a group; for SIGKILL, again while forks keep adding new ones (up to
+ * 50 rounds), so a fork bomb cannot outrun it.
+ */
+export async function signalGroup(pids: () => Promise<number[]>, signal: NodeJS.Signals): Promise<void> {
+  for (let round = 0; round < 50; round++) {
+    const list = await pids();
+    if (list.length === 0) return;
+    killPids(list, signal);
+    if (signal !== "SIGKILL") return;
+  }
+}
+
+/**
  * rmdir a cgroup, retrying on EBUSY: after SIGKILL the kernel needs a few ms to tear down a
  * pid namespace before the group is empty.
  */

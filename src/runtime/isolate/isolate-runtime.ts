@@ -19,7 +19,6 @@ import { LimitUnenforceableError, RuntimeUnavailableError, ScriptError, StartFai
 import { CPU_PERIOD_USEC, type CgroupDriver, cpuQuotaUsec } from "../cgroup/cgroup.js";
 import { detectCgroups, parseMountinfo } from "../cgroup/detect.js";
 import { removeCgroupDir } from "../cgroup/files.js";
-import { readLogs } from "../process/logs.js";
 import { resolveProgram } from "../script.js";
 import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
@@ -262,11 +261,7 @@ export class IsolateRuntime extends SupervisedRuntime {
   }
 
   logs(id: string, options: LogOptions = {}): AsyncIterable<LogLine> {
-    this.get(id);
-    return readLogs(this.dir(id), options, () => {
-      const s = this.status(id);
-      return !s || (s.state !== "running" && s.state !== "starting" && s.restartAt === undefined);
-    });
+    return this.logsIn(this.dir(id), id, options);
   }
 
   override async close(): Promise<void> {

@@ -30,7 +30,6 @@ import { type RunHandle, type StarRecord, SupervisedRuntime } from "../superviso
 import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
 import type { ProbeResult } from "../health.js";
 import { diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
-import { readLogs } from "./logs.js";
 import { Launcher, signalName } from "./launcher.js";
 import { type RunInfo, type SavedStar, loadStar, processStart, readEnd, saveStar } from "./star-state.js";
 
@@ -372,11 +371,7 @@ export class ProcessRuntime extends SupervisedRuntime {
   }
 
   logs(id: string, options: LogOptions = {}): AsyncIterable<LogLine> {
-    this.get(id);
-    return readLogs(this.dir(id), options, () => {
-      const s = this.status(id);
-      return !s || (s.state !== "running" && s.state !== "starting" && s.restartAt === undefined);
-    });
+    return this.logsIn(this.dir(id), id, options);
   }
 
   override async close(): Promise<void> {

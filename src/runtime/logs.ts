@@ -7,7 +7,7 @@
 import { watch } from "node:fs";
 import { type FileHandle, open, readdir, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import type { LogLine, LogOptions } from "../types.js";
+import type { LogLine, LogOptions } from "./types.js";
 
 const STREAMS = ["stdout", "stderr"] as const;
 
