@@ -10,6 +10,9 @@ import { CapacityExceededError, InvalidSpecError } from "../errors.js";
 export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/** Any text that reaches a program's argv or environment: no NUL bytes (they would split it). */
+const text = (what: string) => z.string().refine((v) => !v.includes("\0"), `${what} must not contain NUL bytes`);
+
 const positive = (what: string) => z.number({ error: `${what} must be a number` }).positive(`${what} must be greater than 0`);
 
 /**
@@ -38,7 +41,7 @@ const healthCheck = z.discriminatedUnion("type", [
   }),
   z.strictObject({
     type: z.literal("exec"),
-    command: z.array(z.string()).min(1, "command must name a program"),
+    command: z.array(text("command")).min(1, "command must name a program"),
     ...probeTiming,
   }),
 ]);
@@ -47,13 +50,13 @@ export type HealthCheck = z.output<typeof healthCheck>;
 export const starSpecSchema = z
   .strictObject({
     name: z.string().regex(DNS_LABEL, "name must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'"),
-    script: z.string().min(1, "script must be a path").optional(),
-    command: z.array(z.string()).min(1, "command must name a program").optional(),
-    args: z.array(z.string()).default([]),
+    script: text("script").pipe(z.string().min(1, "script must be a path")).optional(),
+    command: z.array(text("command")).min(1, "command must name a program").optional(),
+    args: z.array(text("args")).default([]),
     env: z
-      .record(z.string().regex(ENV_NAME, "environment variable names are letters, digits and _, not starting with a digit"), z.string())
+      .record(z.string().regex(ENV_NAME, "environment variable names are letters, digits and _, not starting with a digit"), text("env values"))
       .default({}),
-    cwd: z.string().optional(),
+    cwd: text("cwd").optional(),
     runtime: z.enum(["process", "isolate"]).default("process"),
     cpu_percent: positive("cpu_percent").max(100_000).optional(),
     cpu_cores: positive("cpu_cores").max(1024).optional(),

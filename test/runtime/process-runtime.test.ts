@@ -91,11 +91,37 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     const end = await rt.wait(star);
     assert.equal(end.state, "exited", JSON.stringify(end));
     const out = await lines(star);
-    assert.deepEqual(out[0], "host=iso-star uid=65534 pid=2 nnp=1");
+    const m = /^host=iso-star uid=(\d+) pid=2 nnp=1$/.exec(out[0] ?? "");
+    assert.ok(m, out[0]);
+    assert.ok(Number(m[1]) >= 2_000_000, "its own unprivileged user");
     const procs = Number(out[1]!.split("=")[1]);
     assert.ok(procs <= 5, `the star sees ${procs} processes, only its own`);
     assert.equal(out[2], "tmp=mine");
     assert.equal(out[3], "agent-invisible");
+  });
+
+  it("stars run as different users and cannot touch each other's files, /dev/shm or state", async () => {
+    const a = id("uida");
+    await rt.start(a, { name: "uida", command: ["sh", "-c", "echo secret > /tmp/mine; touch /dev/shm/a-was-here; id -u; sleep 30"], env: { TOKEN: "hunter2" } });
+    await waitFor("a to write", async () => ((await lines(a)).length > 0 ? true : undefined));
+    const victim = join(dir, "data", "stars", a);
+    const b = id("uidb");
+    await rt.start(b, {
+      name: "uidb",
+      command: [
+        "sh",
+        "-c",
+        `id -u; cat ${victim}/tmp/mine 2>/dev/null || echo no-read; touch ${victim}/tmp/planted 2>/dev/null || echo no-write; ` +
+          `cat ${victim}/state.json 2>/dev/null | grep -c hunter2 || echo no-state; ls /dev/shm | grep -c a-was-here || true`,
+      ],
+    });
+    await rt.wait(b);
+    const [uidA] = await lines(a);
+    const [uidB, ...rest] = await lines(b);
+    assert.notEqual(uidA, uidB);
+    // No read or write of a's /tmp, no secret from a's state (grep counts 0), no a's /dev/shm file.
+    assert.deepEqual(rest, ["no-read", "no-write", "0", "no-state", "0"]);
+    await rt.stop(a, { graceMs: 0 });
   });
 
   it("a star over its memory limit ends oom_killed", async () => {

@@ -67,6 +67,8 @@ export class Launcher {
   /** Starts a shim with these arguments; resolves when it reports the program running. */
   launch(star: string, args: string[]): Promise<Launched> {
     if (this.closed) return Promise.reject(new StartFailedError(star, "the launcher is closed"));
+    // Arguments travel NUL-separated: one with a NUL in it could smuggle in options.
+    if (args.some((a) => a.includes("\0"))) return Promise.reject(new StartFailedError(star, "an argument contains a NUL byte"));
     const id = `r${++this.seq}`;
     const child = this.ensure();
     let exit!: Pending["exit"];

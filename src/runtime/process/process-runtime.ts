@@ -40,10 +40,15 @@ export interface ProcessRuntimeOptions {
   cgroups?: CgroupDriver;
   /** Run even where limits cannot be enforced; such stars are marked limitsEnforced: false. */
   devMode?: boolean;
-  /** The unprivileged user stars run as (default nobody, 65534:65534). */
+  /**
+   * One user for every star (tests, dev). By default each star gets a user of its own,
+   * `uidBase` + n (uid = gid), so stars cannot read or change each other's files.
+   */
   user?: { uid: number; gid: number };
   /** The node's capacity (default: this machine's cores and memory). */
   capacity?: NodeCapacity;
+  /** First uid of the per-star users (default 2,000,000). */
+  uidBase?: number;
   /** The launcher binary (default: the one built into dist/native). */
   shimPath?: string;
 }
@@ -57,6 +62,7 @@ export class ProcessRuntime extends SupervisedRuntime {
   private launcher: Launcher | undefined;
   private readonly groupIdOf = new Map<string, string>();
   private readonly runInfo = new Map<string, RunInfo>();
+  private readonly uids = new Map<string, number>();
   private readonly cleaning = new Map<string, Promise<void>>();
 
   private constructor(
@@ -87,6 +93,19 @@ export class ProcessRuntime extends SupervisedRuntime {
     await rt.recover();
     if (root) rt.launcher = new Launcher(rt.options.shimPath);
     return rt;
+  }
+
+  /** The star's own user: given once, kept for its life (saved with its state). */
+  private userOf(id: string): { uid: number; gid: number } {
+    if (this.options.user) return this.options.user;
+    let uid = this.uids.get(id);
+    if (uid === undefined) {
+      const used = new Set(this.uids.values());
+      const base = this.options.uidBase ?? 2_000_000;
+      for (uid = base; used.has(uid); uid++);
+      this.uids.set(id, uid);
+    }
+    return { uid, gid: uid };
   }
 
   private dir(id: string): string {
@@ -128,10 +147,10 @@ export class ProcessRuntime extends SupervisedRuntime {
 
   protected async launch(rec: StarRecord): Promise<RunHandle> {
     const dir = this.dir(rec.id);
-    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
+    const { uid, gid } = this.userOf(rec.id);
     const program = await this.program(rec.spec);
     // The star's directory; the shim makes tmp/ and work/ inside it, owned by the star's user.
-    await mkdir(dir, { recursive: true, mode: 0o755 });
+    await mkdir(dir, { recursive: true, mode: 0o711 });
 
     // With disk_mb, the star's writable places live on its own size-limited filesystem.
     const base = rec.limits.diskBytes !== undefined && this.isolated ? await mountStarDisk(dir, rec.limits.diskBytes) : dir;
@@ -248,6 +267,8 @@ export class ProcessRuntime extends SupervisedRuntime {
     const running = rec.status.state === "running" || rec.status.state === "starting";
     const run = running ? this.runInfo.get(rec.id) : undefined;
     const saved: SavedStar = { version: 1, spec: rec.spec, status: rec.status, history: rec.history, stopRequested: rec.stopRequested };
+    const uid = this.uids.get(rec.id);
+    if (uid !== undefined) saved.uid = uid;
     if (run) saved.run = run;
     if (!this.stars.has(rec.id)) return; // removed
     try {
@@ -270,6 +291,7 @@ export class ProcessRuntime extends SupervisedRuntime {
       if (this.stars.has(id) || !DNS_LABEL.test(id)) continue;
       const saved = await loadStar(join(root, id));
       if (!saved) continue;
+      if (saved.uid !== undefined) this.uids.set(id, saved.uid);
       const spec = parseStarSpec(saved.spec);
       const rec: StarRecord = {
         id,
@@ -320,7 +342,7 @@ export class ProcessRuntime extends SupervisedRuntime {
   protected override async execProbe(rec: StarRecord, command: string[], timeoutMs: number): Promise<ProbeResult> {
     const pid = rec.status.pid;
     if (!pid) return { ok: false, error: "the star is not running" };
-    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
+    const { uid, gid } = this.userOf(rec.id);
     const argv = this.isolated
       ? ["nsenter", "--target", String(pid), "--pid", "--mount", "--uts", "--ipc", "--net", "--wd", `--setuid=${uid}`, `--setgid=${gid}`, "--", ...command]
       : command;
@@ -359,7 +381,10 @@ export class ProcessRuntime extends SupervisedRuntime {
       await cgroup.destroy();
     }
     if (rec.limits.diskBytes !== undefined) await unmountStarDisk(this.dir(rec.id)).catch(() => undefined);
-    if (removeFiles) await rm(this.dir(rec.id), { recursive: true, force: true });
+    if (removeFiles) {
+      await rm(this.dir(rec.id), { recursive: true, force: true });
+      this.uids.delete(rec.id);
+    }
   }
 
   async stats(id: string): Promise<StarStats> {

@@ -28,6 +28,8 @@ export interface SavedStar {
   history: RestartHistory;
   stopRequested: boolean;
   run?: RunInfo;
+  /** The star's own user id. */
+  uid?: number;
 }
 
 /**
@@ -36,10 +38,10 @@ export interface SavedStar {
  * the machine, is what this guards against (a reboot ends the stars anyway).
  */
 export function saveStar(dir: string, saved: SavedStar): void {
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
   const path = join(dir, "state.json");
   const tmp = `${path}.tmp`;
-  writeFileSync(tmp, JSON.stringify(saved));
+  writeFileSync(tmp, JSON.stringify(saved), { mode: 0o600 }); // holds the spec's env: for root only
   renameSync(tmp, path);
 }
 

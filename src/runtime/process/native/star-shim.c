@@ -149,6 +149,7 @@ static void run_program(const struct opts *o, int err_fd) {
   sigemptyset(&none);
   for (size_t i = 0; i < N_FORWARDED; i++) signal(forwarded[i], SIG_DFL);
   signal(SIGCHLD, SIG_DFL);
+  signal(SIGPIPE, SIG_DFL); /* the shim ignores it; the program gets the usual behaviour */
   sigprocmask(SIG_SETMASK, &none, NULL);
   setsid();
   const char *step = "setgroups";
@@ -184,6 +185,12 @@ static void run_init(const struct opts *o, int ready_fd, int status_fd) {
   }
   if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
     dprintf(ready_fd, "mount /proc: %s", strerror(errno));
+    _exit(125);
+  }
+  /* A private /dev/shm too (charged to the star's memory), so stars share no scratch space. */
+  struct stat shm;
+  if (stat("/dev/shm", &shm) == 0 && mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m") < 0) {
+    dprintf(ready_fd, "mount /dev/shm: %s", strerror(errno));
     _exit(125);
   }
   if (o->tmp && mount(o->tmp, "/tmp", NULL, MS_BIND | MS_REC, NULL) < 0) {
@@ -275,6 +282,12 @@ static int parse_args(int argc, char **argv, int start, struct opts *o) {
       fail("option needs a value");
     }
     const char *v = argv[++i];
+    /* Each identity and cgroup option is the agent's to give, once; cgroup paths stay in cgroupfs. */
+    if ((a[1] == 'u' && o->set_user) || ((a[1] == 'c' || a[1] == 'D' || a[1] == 'F') && strncmp(v, "/sys/fs/cgroup/", 15) != 0) ||
+        (a[1] == 'F' && strstr(v, "/../")) || ((a[1] == 'c' || a[1] == 'D') && strstr(v, "/../"))) {
+      errno = EINVAL;
+      fail(a);
+    }
     switch (a[1]) {
       case 'c':
         if (o->n_cgroups < MAX_CGROUPS) o->cgroups[o->n_cgroups++] = v;
@@ -383,6 +396,8 @@ static void on_chld(int sig) {
 static int shim_main(int argc, char **argv) {
   struct opts o;
   memset(&o, 0, sizeof o);
+  /* A report to an agent (or launcher) that is gone must not kill the shim: the star lives on. */
+  signal(SIGPIPE, SIG_IGN);
   o.log_max = -1; /* unset: defaults after parsing */
   o.log_keep = -1;
   report_open = fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC) == 0;
