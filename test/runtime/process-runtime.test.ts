@@ -297,6 +297,22 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     assert.equal(existsSync("/tmp/ready"), false, "the file is in the star's /tmp, not the host's");
     await rt.stop(star, { graceMs: 0 });
 
+    // The probe runs in the star's cgroup, as its user, with no-new-privs; a hung probe is killed whole.
+    const probe = id("probe");
+    await rt.start(probe, {
+      name: "probe",
+      command: ["sh", "-c", "sleep 30"],
+      health: {
+        type: "exec",
+        command: ["sh", "-c", `grep -q "constellation/${probe}" /proc/self/cgroup && grep -q "NoNewPrivs:\t1" /proc/self/status && [ "$(id -u)" != 0 ]`],
+        interval_ms: 100,
+        failure_threshold: 1,
+      },
+    });
+    await waitFor("the confined probe to pass", () => rt.status(probe)?.ready || undefined);
+    await rt.stop(probe, { graceMs: 0 });
+    await rt.stop(star, { graceMs: 0 });
+
     const port = await freePort();
     const listener = await script("listener.mjs", 'import { createServer } from "node:net";\ncreateServer().listen(Number(process.env.PORT), "127.0.0.1");\n');
     const tcp = id("tcp");

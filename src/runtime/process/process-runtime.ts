@@ -336,24 +336,45 @@ export class ProcessRuntime extends SupervisedRuntime {
   }
 
   /**
-   * An exec health check runs inside the star's namespaces as its user (nsenter). It is not
-   * placed in the star's cgroup, so its own CPU and memory are not counted against the star.
+   * An exec health check runs inside the star: in its cgroups (so it counts against the star's
+   * limits), in its namespaces (nsenter), as its user, with no-new-privs (setpriv). On timeout
+   * its whole process group is killed, including what it forked inside the star.
    */
   protected override async execProbe(rec: StarRecord, command: string[], timeoutMs: number): Promise<ProbeResult> {
     const pid = rec.status.pid;
     if (!pid) return { ok: false, error: "the star is not running" };
     const { uid, gid } = this.userOf(rec.id);
-    const argv = this.isolated
-      ? ["nsenter", "--target", String(pid), "--pid", "--mount", "--uts", "--ipc", "--net", "--wd", `--setuid=${uid}`, `--setgid=${gid}`, "--", ...command]
+    const procs = this.cgroupOf.get(rec.id)?.procsFiles ?? [];
+    const inside = this.isolated
+      ? [
+          "nsenter", "--target", String(pid), "--pid", "--mount", "--uts", "--ipc", "--net", "--wd",
+          "--", "setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--no-new-privs", "--", ...command,
+        ]
       : command;
+    // sh joins the star's cgroups first, then becomes the probe.
+    const join = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"';
+    const argv = this.isolated ? ["sh", "-c", join, "sh", ...procs, "--", ...inside] : inside;
     return new Promise((resolve) => {
-      const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], timeout: timeoutMs, killSignal: "SIGKILL" });
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], detached: true });
       let err = "";
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        try {
+          process.kill(-child.pid!, "SIGKILL"); // the group: nsenter's child inside the star too
+        } catch {
+          // gone
+        }
+      }, timeoutMs);
       child.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-300)));
-      child.once("error", (e) => resolve({ ok: false, error: `${command[0]}: ${e.message}` }));
-      child.once("exit", (code, signal) => {
+      child.once("error", (e) => {
+        clearTimeout(timer);
+        resolve({ ok: false, error: `${command[0]}: ${e.message}` });
+      });
+      child.once("exit", (code) => {
+        clearTimeout(timer);
         if (code === 0) resolve({ ok: true });
-        else if (signal) resolve({ ok: false, error: `${command.join(" ")}: no answer within ${timeoutMs} ms` });
+        else if (timedOut) resolve({ ok: false, error: `${command.join(" ")}: no answer within ${timeoutMs} ms` });
         else resolve({ ok: false, error: `${command.join(" ")} exited with ${code}${err ? `: ${err.trim()}` : ""}` });
       });
     });
