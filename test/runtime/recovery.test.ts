@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
@@ -74,5 +74,39 @@ describe("process runtime recovery after the agent is killed", { skip }, () => {
     const stopped = await rt.stop("ticker", { graceMs: 2000 });
     assert.equal(stopped.state, "stopped");
     assert.equal(existsSync(`/proc/${tickerPid}`), false);
+  });
+});
+
+describe("process runtime recovery of a star caught mid-start", { skip }, () => {
+  it("a star recorded as starting, with no pids, has whatever runs in its cgroup ended; nothing runs unwatched", async () => {
+    const dir = await mkdtemp("/var/tmp/constellation-midstart-");
+    await chmod(dir, 0o755);
+    const data = join(dir, "data");
+    try {
+      // An agent that made the star's cgroup and started its program, then died before it
+      // recorded the program's pids.
+      const first = await ProcessRuntime.create({ dataDir: data });
+      await first.start("midway", { name: "midway", command: ["sleep", "60"] });
+      const pid = first.status("midway")!.pid!;
+      await first.close();
+      const path = join(data, "stars", "midway", "state.json");
+      const saved = JSON.parse(await readFile(path, "utf8")) as { status: { state: string }; run?: unknown };
+      saved.status.state = "starting";
+      delete saved.run;
+      await writeFile(path, JSON.stringify(saved));
+
+      const rt = await ProcessRuntime.create({ dataDir: data });
+      try {
+        const s = await rt.wait("midway");
+        assert.equal(s.state, "failed");
+        await waitFor("the unwatched program to be gone", () => (existsSync(`/proc/${pid}`) ? undefined : true));
+        assert.equal(existsSync("/sys/fs/cgroup/pids/constellation/midway"), false);
+        await rt.remove("midway");
+      } finally {
+        await rt.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -55,8 +55,13 @@ export async function mountStarDisk(starDir: string, bytes: number): Promise<str
   return mnt;
 }
 
-export async function unmountStarDisk(starDir: string): Promise<void> {
+/** Unmounts the star's filesystem (retrying while busy); `lazy`: detach it even if still busy. */
+export async function unmountStarDisk(starDir: string, lazy = false): Promise<void> {
   const mnt = diskMount(starDir);
+  if (lazy) {
+    if (await isMounted(mnt)) await run("umount", ["-l", mnt]);
+    return;
+  }
   // Busy for a few ms while the kernel tears down the star's namespaces: retry briefly.
   for (let attempt = 0; await isMounted(mnt); attempt++) {
     try {

@@ -325,7 +325,12 @@ export class ProcessRuntime extends SupervisedRuntime {
           this.adopt(rec, { run: this.handle(id, saved.status.pid ?? 0, run, group, watchExit(join(root, id), run)) });
         }
       } else if (saved.status.state === "running" || saved.status.state === "starting") {
-        // Its cgroup is gone (the node rebooted, say): the run cannot be going on.
+        // Its pids were never recorded (the agent died mid-start) or its cgroup is gone (the node
+        // rebooted). Whatever may still run in its group is ended, so nothing runs unwatched and a
+        // restart cannot make a second copy.
+        const orphan = this.options.cgroups.handle(run?.groupId ?? id);
+        await orphan.killAll("SIGKILL").catch(() => undefined);
+        await orphan.destroy().catch(() => undefined);
         this.adopt(rec, { ended: { exitCode: null, signal: "SIGKILL", oomKilled: false } });
       } else {
         this.adopt(rec, {});
@@ -401,8 +406,12 @@ export class ProcessRuntime extends SupervisedRuntime {
       await cgroup.killAll("SIGKILL");
       await cgroup.destroy();
     }
-    if (rec.limits.diskBytes !== undefined) await unmountStarDisk(this.dir(rec.id)).catch(() => undefined);
-    if (removeFiles) {
+    let mounted = false;
+    if (rec.limits.diskBytes !== undefined) mounted = !(await unmountStarDisk(this.dir(rec.id)).then(() => true, () => false));
+    if (removeFiles && mounted) {
+      // Never rm -rf through a mount we could not undo: detach it, keep the files for a later try.
+      await unmountStarDisk(this.dir(rec.id), true).catch(() => undefined);
+    } else if (removeFiles) {
       await rm(this.dir(rec.id), { recursive: true, force: true });
       this.uids.delete(rec.id);
     }
