@@ -377,6 +377,9 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     await assert.rejects(rt.start(id("x"), { name: "x", command: ["true"], bogus: 1 } as never), /bogus: unknown field bogus/);
     await assert.rejects(rt.start(id("x"), { name: "Not_A_Label", command: ["true"] }), /name must be a DNS label/);
     await assert.rejects(rt.start("Bad Id", { name: "x", command: ["true"] }), /star id must be a DNS label/);
+    // A NUL byte could smuggle launcher options (e.g. a root user) into the argument stream.
+    await assert.rejects(rt.start(id("x"), { name: "x", command: ["true"], env: { X: "y\u0000-u\u00000" } }), /env values must not contain NUL bytes/);
+    await assert.rejects(rt.start(id("x"), { name: "x", command: ["true"], cwd: "/a\u0000-F" }), /cwd must not contain NUL bytes/);
     assert.equal(rt.list().length, before, "nothing was created");
 
     // A program that does not exist fails to start with the reason, and is reported failed.

@@ -5,6 +5,10 @@
  * namespaces and cgroup. Each isolate's heap is limited with `resourceLimits` (over it: the star
  * ends `oom_killed`); CPU is accounted per thread (/proc/<host>/task/<tid>/stat).
  *
+ * Isolates share one process: they are a boundary against the rest of the node (the host is an
+ * unprivileged, namespaced, cgroup-limited process), not against each other. Code that must be
+ * kept apart from other stars' code runs as a process star.
+ *
  * CPU limits (cgroup v1): the isolate's thread goes into its own cpu cgroup before its code runs.
  * Not yet: CPU limits on cgroup v2 (threaded subtrees), and outliving the agent (the host ends
  * when its control socket closes; the next agent restarts the stars).
@@ -32,6 +36,8 @@ export interface IsolateRuntimeOptions {
   shimPath?: string;
   /** Run CPU-limited specs without the CPU limit, marked limitsEnforced: false. */
   devMode?: boolean;
+  /** Memory limit of the isolate host as a whole (default 4 GiB). */
+  hostMemoryBytes?: number;
 }
 
 const DEFAULT_SHIM = fileURLToPath(new URL("../../../native/star-shim", import.meta.url));
@@ -143,6 +149,11 @@ export class IsolateRuntime extends SupervisedRuntime {
     });
     const nsTid = await started;
     const tid = hostTid(host.pid, nsTid) ?? 0;
+    // The host's word is checked: only a thread of the host, and never its main thread, is moved.
+    if (rec.limits.cpuMillis !== undefined && (tid === 0 || tid === host.pid)) {
+      host.send({ op: "kill", id: rec.id });
+      throw new StartFailedError(rec.id, "the isolate host reported a thread that is not one of its workers");
+    }
     this.threadOf.set(rec.id, tid);
     if (rec.limits.cpuMillis !== undefined && this.threadCpuLimits()) {
       // The isolate's thread into its own cpu cgroup before any of its code runs.
@@ -175,7 +186,9 @@ export class IsolateRuntime extends SupervisedRuntime {
     const dir = join(this.options.dataDir, "isolate-host");
     await mkdir(dir, { recursive: true, mode: 0o755 });
     const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
-    const plan = await this.options.cgroups.plan("isolate-host", { pids: 4096 });
+    // The host as a whole is held to a memory limit: off-heap memory (Buffers) is not in any
+    // isolate's heap limit.
+    const plan = await this.options.cgroups.plan("isolate-host", { pids: 4096, memoryBytes: this.options.hostMemoryBytes ?? 4 * 2 ** 30 });
     const args: string[] = [];
     for (const d of plan.mkdirs) args.push("-D", d);
     for (const [f, v] of plan.writes) args.push("-F", `${f}=${v}`);
