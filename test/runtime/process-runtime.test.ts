@@ -154,6 +154,9 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
       return s.pids >= 60 ? s.pids : undefined;
     });
     assert.ok(peak <= 64, `at most 64 processes, saw ${peak}`);
+    // The kernel refused forks past the limit (pids.events counts them).
+    const events = readFileSync(`/sys/fs/cgroup/pids/constellation/${star}/pids.events`, "utf8");
+    assert.ok(Number(/max (\d+)/.exec(events)?.[1] ?? 0) > 0, `forks were refused: ${events.trim()}`);
     // The host still forks and runs programs.
     const probe = id("probe");
     await rt.start(probe, { name: "probe", command: ["echo", "host ok"] });
