@@ -172,7 +172,7 @@ export abstract class SupervisedRuntime implements Runtime {
   private attach(rec: StarRecord, run: RunHandle): void {
     rec.run = run;
     void run.ended.then((end) => {
-      if (rec.run !== run) return;
+      if (rec.run !== run || this.closed) return; // after close(), a new runtime follows the star
       rec.run = undefined;
       clearTimeout(rec.healthTimer);
       rec.healthTimer = undefined;

@@ -264,6 +264,7 @@ export class ProcessRuntime extends SupervisedRuntime {
   }
 
   protected override changed(rec: StarRecord): void {
+    if (this.closed) return; // a closed runtime no longer speaks for its stars
     const running = rec.status.state === "running" || rec.status.state === "starting";
     const run = running ? this.runInfo.get(rec.id) : undefined;
     const saved: SavedStar = { version: 1, spec: rec.spec, status: rec.status, history: rec.history, stopRequested: rec.stopRequested };
