@@ -47,6 +47,8 @@ export interface StarRecord {
   health?: HealthState;
   /** The run was ended by failed health checks (for the reason shown). */
   killedByHealth?: string;
+  /** Grace of a stop asked for while the star was still starting. */
+  stopGraceMs?: number;
   /** Resolvers of wait() calls. */
   waiters: Array<(s: StarStatus) => void>;
 }
@@ -122,7 +124,7 @@ export abstract class SupervisedRuntime implements Runtime {
       ready: !rec.spec.health,
       health: rec.spec.health ? { failures: 0 } : undefined,
     });
-    if (rec.stopRequested) run.kill(); // stopped while it was starting
+    if (rec.stopRequested) this.endRun(rec, run, rec.stopGraceMs ?? rec.spec.stop_grace_ms); // stopped while starting
     else this.watchHealth(rec, run);
   }
 
@@ -190,7 +192,9 @@ export abstract class SupervisedRuntime implements Runtime {
     if (how.run) {
       this.attach(rec, how.run);
       this.update(rec, { state: "running", pid: how.run.pid, ready: !rec.spec.health });
-      this.watchHealth(rec, how.run);
+      // A stop that was under way when the previous host process died is carried through.
+      if (rec.stopRequested) this.endRun(rec, how.run, rec.spec.stop_grace_ms);
+      else this.watchHealth(rec, how.run);
     } else if (how.ended) {
       this.onRunEnded(rec, how.ended);
     } else if (rec.status.restartAt !== undefined) {
@@ -269,16 +273,22 @@ export abstract class SupervisedRuntime implements Runtime {
       this.finish(rec, { state: "stopped" });
     }
     const run = rec.run;
-    if (!run) return rec.status.state === "starting" ? this.wait(id) : { ...rec.status };
     const grace = options.graceMs ?? rec.spec.stop_grace_ms;
-    const done = this.wait(id);
-    run.terminate();
-    const timer = setTimeout(() => run.kill(), grace);
-    try {
-      return await done;
-    } finally {
-      clearTimeout(timer);
+    if (!run) {
+      if (rec.status.state !== "starting") return { ...rec.status };
+      rec.stopGraceMs = grace; // runOnce ends the run with this grace once it has started
+      return this.wait(id);
     }
+    const done = this.wait(id);
+    this.endRun(rec, run, grace);
+    return done;
+  }
+
+  /** SIGTERM (or the runtime's equivalent), then kill after the grace period unless it ended. */
+  private endRun(rec: StarRecord, run: RunHandle, graceMs: number): void {
+    run.terminate();
+    const timer = setTimeout(() => run.kill(), graceMs);
+    void run.ended.finally(() => clearTimeout(timer));
   }
 
   status(id: string): StarStatus | undefined {

@@ -58,7 +58,9 @@ describe("fake runtime: stop while starting", () => {
     });
     await rt.start("slow", { name: "slow", command: ["x"], restart: "always" });
     assert.ok(stopped, "stop was called while starting");
-    assert.equal((await stopped).state, "stopped");
+    const end = await stopped;
+    assert.equal(end.state, "stopped");
+    assert.equal(end.signal, "SIGTERM", "asked to stop first (a grace period), not killed outright");
     assert.equal(rt.status("slow")?.state, "stopped");
     assert.equal(rt.launches.length, 1, "and not restarted");
   });
