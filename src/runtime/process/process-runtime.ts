@@ -193,6 +193,7 @@ export class ProcessRuntime extends SupervisedRuntime {
         shimPid: launched.shimPid,
         shimStart: processStart(launched.shimPid) ?? 0,
         initPid: launched.initPid,
+        initStart: processStart(launched.initPid) ?? 0,
         oomBefore,
       };
       this.runInfo.set(rec.id, info);
@@ -250,13 +251,15 @@ export class ProcessRuntime extends SupervisedRuntime {
     return {
       pid,
       ended,
-      terminate: () => signalPid(info.shimPid, "SIGTERM"),
+      // Signals go only to the very processes we started (pid and start time), never to a
+      // process that later got a recycled pid.
+      terminate: () => signalPid(info.shimPid, "SIGTERM", info.shimStart),
       kill: () => {
         if (info.initPid) {
           // The init's death takes the whole pid namespace with it; the shim stays to record it.
-          signalPid(info.initPid, "SIGKILL");
+          signalPid(info.initPid, "SIGKILL", info.initStart);
         } else {
-          signalPid(info.shimPid, "SIGKILL");
+          signalPid(info.shimPid, "SIGKILL", info.shimStart);
           void group.killAll("SIGKILL").catch(() => undefined);
         }
       },
@@ -461,8 +464,9 @@ function watchExit(dir: string, run: RunInfo): Promise<{ code: number | null; si
   });
 }
 
-function signalPid(pid: number | undefined, signal: NodeJS.Signals): void {
+function signalPid(pid: number | undefined, signal: NodeJS.Signals, startedAt?: number): void {
   if (!pid) return;
+  if (startedAt && processStart(pid) !== startedAt) return; // gone, maybe reused: not ours
   try {
     process.kill(pid, signal);
   } catch {

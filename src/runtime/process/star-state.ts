@@ -17,6 +17,8 @@ export interface RunInfo {
   /** The shim's start time (clock ticks since boot, /proc/<pid>/stat field 22). */
   shimStart: number;
   initPid: number;
+  /** The init's start time, like shimStart (0 if unknown). */
+  initStart?: number;
   /** The group's OOM-kill count when the run began. */
   oomBefore: number;
 }
