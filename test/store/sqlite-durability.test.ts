@@ -40,10 +40,13 @@ describe("sqlite store: durability and compaction", () => {
         lastRev = Number(rev);
       }
     });
-    await waitFor("the writer to acknowledge 3000 writes", () => lastAck >= 3000 || undefined, { timeoutMs: 30_000 });
     const exited = new Promise((resolve) => child.once("exit", resolve));
-    child.kill("SIGKILL");
-    await exited;
+    try {
+      await waitFor("the writer to acknowledge 3000 writes", () => lastAck >= 3000 || undefined, { timeoutMs: 30_000 });
+    } finally {
+      child.kill("SIGKILL"); // also when the wait failed: never leave the writer running
+      await exited;
+    }
     const acked = lastAck; // every line read before the kill was acknowledged before it
     const store = new SqliteStore({ path });
     try {
