@@ -328,6 +328,6 @@ export abstract class SupervisedRuntime implements Runtime {
   }
 }
 
-export function errorText(err: unknown): string {
+function errorText(err: unknown): string {
   return isConstellationError(err) || err instanceof Error ? err.message : String(err);
 }

@@ -22,10 +22,6 @@ export class CgroupNoneDriver implements CgroupDriver {
     return undefined;
   }
 
-  async list(): Promise<string[]> {
-    return [];
-  }
-
   async plan(_id: string, _limits: Limits): Promise<CgroupPlan> {
     return { mkdirs: [], writes: [], procsFiles: [] };
   }

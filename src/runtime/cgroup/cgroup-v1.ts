@@ -7,7 +7,7 @@
  *           memory.usage_in_bytes, memory.max_usage_in_bytes, memory.oom_control (oom_kill N)
  *   pids    pids.max, pids.current
  */
-import { access, mkdir, readdir } from "node:fs/promises";
+import { access, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Limits } from "../spec.js";
 import {
@@ -84,16 +84,6 @@ export class CgroupV1Driver implements CgroupDriver {
     return new V1Group(dirs, this);
   }
 
-  async list(): Promise<string[]> {
-    const base = this.mounts.memory ?? this.mounts.pids ?? this.mounts.cpu;
-    if (!base) return [];
-    try {
-      const entries = await readdir(join(base, this.parent), { withFileTypes: true });
-      return entries.filter((e) => e.isDirectory()).map((e) => e.name);
-    } catch {
-      return [];
-    }
-  }
 }
 
 type V1Dirs = { cpu?: string; cpuacct?: string; memory?: string; pids?: string; all: string[] };

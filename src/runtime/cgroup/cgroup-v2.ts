@@ -13,7 +13,7 @@
  * cgroup.subtree_control and cgroup.threads, and must not itself sit in a group that has
  * controllers enabled for children (the "no internal processes" rule). See docs/runtime.md.
  */
-import { access, mkdir, readdir } from "node:fs/promises";
+import { access, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Limits } from "../spec.js";
 import {
@@ -96,14 +96,6 @@ export class CgroupV2Driver implements CgroupDriver {
     }
   }
 
-  async list(): Promise<string[]> {
-    try {
-      const entries = await readdir(join(this.root, this.parent), { withFileTypes: true });
-      return entries.filter((e) => e.isDirectory()).map((e) => e.name);
-    } catch {
-      return [];
-    }
-  }
 }
 
 function limitWrites(dir: string, limits: Limits): Array<[string, string]> {

@@ -64,8 +64,6 @@ export interface CgroupDriver {
   handle(id: string): StarCgroup;
   /** The group of star `id` if it exists (recovery after the host process restarted). */
   open(id: string): Promise<StarCgroup | undefined>;
-  /** IDs of the star groups that exist under our parent group. */
-  list(): Promise<string[]>;
 }
 
 /** CFS period used for CPU limits: 100 ms, the kernel's default. */

@@ -34,7 +34,7 @@ export async function readPids(procsFile: string): Promise<number[]> {
   }
 }
 
-export function killPids(pids: number[], signal: NodeJS.Signals): void {
+function killPids(pids: number[], signal: NodeJS.Signals): void {
   for (const pid of pids) {
     try {
       process.kill(pid, signal);

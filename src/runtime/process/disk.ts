@@ -34,7 +34,7 @@ export async function diskLimitSupport(): Promise<string | undefined> {
   return undefined;
 }
 
-export function diskMount(starDir: string): string {
+function diskMount(starDir: string): string {
   return join(starDir, "disk");
 }
 

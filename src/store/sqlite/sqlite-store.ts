@@ -588,7 +588,3 @@ function leaseNumber(id: LeaseId): number {
   if (!Number.isSafeInteger(n)) throw new LeaseNotFoundError(id); // beyond any ID this store issues
   return n;
 }
-
-export function openSqliteStore(options: SqliteStoreOptions): Store {
-  return new SqliteStore(options);
-}
