@@ -44,7 +44,8 @@ copyFileSync(join(src, "idle.mjs"), idle);
 chmodSync(idle, 0o644);
 
 
-type Starter = (i: number) => Promise<{ latency: number; stop: () => Promise<void> }>;
+/** latency: from this start's own call; at: when its first line was seen (performance.now()). */
+type Starter = (i: number) => Promise<{ latency: number; at: number; stop: () => Promise<void> }>;
 
 function plainStarter(argv: string[], tag: string): Starter {
   return async (i) => {
@@ -55,9 +56,10 @@ function plainStarter(argv: string[], tag: string): Starter {
     const out = openSync(join(dir, "stdout.log"), "a");
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", out, "ignore"], detached: true });
     closeSync(out);
-    const latency = (await seen) - t0;
+    const at = await seen;
     return {
-      latency,
+      latency: at - t0,
+      at,
       stop: async () => {
         const gone = new Promise((r) => child.once("exit", r));
         child.kill("SIGKILL");
@@ -75,8 +77,8 @@ function runtimeStarter(rt: ProcessRuntime, argv: string[], tag: string): Starte
     const t0 = performance.now();
     const seen = firstLine(dir, "stdout.log");
     await rt.start(id, { name: id, command: argv, cpu_percent: 50, ram_mb: 128, pids: 64 });
-    const latency = (await seen) - t0;
-    return { latency, stop: () => rt.remove(id) };
+    const at = await seen;
+    return { latency: at - t0, at, stop: () => rt.remove(id) };
   };
 }
 
@@ -90,14 +92,24 @@ async function sequential(start: Starter, n: number): Promise<number[]> {
   return lat;
 }
 
-async function batched(start: Starter, n: number, conc: number): Promise<number[]> {
-  const lat: number[] = [];
+/**
+ * Groups of `conc` starts issued together. Two measures: from each start's own call (spawn()
+ * blocks, so plain spawn issues its group one call after another, and each call's clock starts
+ * late), and from the moment the group was issued (what a user who starts 20 things waits).
+ */
+async function batched(start: Starter, n: number, conc: number): Promise<{ perCall: number[]; fromIssue: number[] }> {
+  const perCall: number[] = [];
+  const fromIssue: number[] = [];
   for (let i = 0; i < n; i += conc) {
+    const issued = performance.now();
     const group = await Promise.all(Array.from({ length: Math.min(conc, n - i) }, (_, k) => start(100_000 + i + k)));
-    for (const s of group) lat.push(s.latency);
+    for (const s of group) {
+      perCall.push(s.latency);
+      fromIssue.push(s.at - issued);
+    }
     await Promise.all(group.map((s) => s.stop()));
   }
-  return lat;
+  return { perCall, fromIssue };
 }
 
 const fmt = (lat: number[]) => {
@@ -121,7 +133,6 @@ function rssKb(): number {
 
 const rt = await ProcessRuntime.create({ dataDir: join(work, "data") });
 try {
-  await new Promise((r) => setTimeout(r, 500)); // let the warm pool fill
   const rows: Array<Array<string | number>> = [];
   // Alternate plain and runtime runs so drift affects both alike.
   const tinyPlainSeq = await sequential(plainStarter([tiny], "ts"), N);
@@ -131,9 +142,11 @@ try {
   const nodePlain = await sequential(plainStarter([process.execPath, idle], "ns"), NODE_N);
   const nodeRt = await sequential(runtimeStarter(rt, [process.execPath, idle], "ns"), NODE_N);
   const med = (a: number[]) => percentile([...a].sort((x, y) => x - y), 50);
-  rows.push(["tiny (static C)", "sequential", N, ...fmt(tinyPlainSeq), ...fmt(tinyRtSeq), `+${(med(tinyRtSeq) - med(tinyPlainSeq)).toFixed(2)} ms`]);
-  rows.push(["tiny (static C)", `${CONC} at a time`, N, ...fmt(tinyPlainConc), ...fmt(tinyRtConc), `+${(med(tinyRtConc) - med(tinyPlainConc)).toFixed(2)} ms`]);
-  rows.push(["Node script", "sequential", NODE_N, ...fmt(nodePlain), ...fmt(nodeRt), `+${(med(nodeRt) - med(nodePlain)).toFixed(2)} ms`]);
+  const added = (rt: number[], plain: number[]) => `${med(rt) - med(plain) >= 0 ? "+" : ""}${(med(rt) - med(plain)).toFixed(2)} ms`;
+  rows.push(["tiny (static C)", "sequential", N, ...fmt(tinyPlainSeq), ...fmt(tinyRtSeq), added(tinyRtSeq, tinyPlainSeq)]);
+  rows.push(["tiny (static C)", `${CONC} at a time, from each call`, N, ...fmt(tinyPlainConc.perCall), ...fmt(tinyRtConc.perCall), added(tinyRtConc.perCall, tinyPlainConc.perCall)]);
+  rows.push(["tiny (static C)", `${CONC} at a time, from the group's issue`, N, ...fmt(tinyPlainConc.fromIssue), ...fmt(tinyRtConc.fromIssue), added(tinyRtConc.fromIssue, tinyPlainConc.fromIssue)]);
+  rows.push(["Node script", "sequential", NODE_N, ...fmt(nodePlain), ...fmt(nodeRt), added(nodeRt, nodePlain)]);
 
   // Hold HOLD stars at once: time until all run, then what each costs besides its program.
   global.gc?.();
@@ -143,14 +156,19 @@ try {
   const allRunning = performance.now() - t0;
   global.gc?.();
   const rssAfter = rssKb();
+  // Per star: its init (the parent of its program); once: the node's launcher (the inits' parent).
   let helperPss = 0;
+  const launchers = new Set<number>();
+  const ppid = (pid: number) => {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  };
   for (const s of held) {
-    const stat = readFileSync(`/proc/${s.pid}/stat`, "utf8");
-    const initPid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]); // ppid: the star's init
-    const shimStat = readFileSync(`/proc/${initPid}/stat`, "utf8");
-    const shimPid = Number(shimStat.slice(shimStat.lastIndexOf(")") + 2).split(" ")[1]);
-    helperPss += pssKb(initPid) + pssKb(shimPid);
+    const initPid = ppid(s.pid!);
+    launchers.add(ppid(initPid));
+    helperPss += pssKb(initPid);
   }
+  for (const pid of launchers) helperPss += pssKb(pid);
   const perStarKb = (helperPss + Math.max(0, rssAfter - rssBefore)) / HOLD;
   for (const s of held) await rt.remove(s.id);
 

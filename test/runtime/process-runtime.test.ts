@@ -112,7 +112,7 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
         "sh",
         "-c",
         `id -u; cat ${victim}/tmp/mine 2>/dev/null || echo no-read; touch ${victim}/tmp/planted 2>/dev/null || echo no-write; ` +
-          `cat ${victim}/state.json 2>/dev/null | grep -c hunter2 || echo no-state; ls /dev/shm | grep -c a-was-here || true`,
+          `cat ${join(dir, "data", "runtime.db")} 2>/dev/null | grep -c hunter2 || echo no-state; ls /dev/shm | grep -c a-was-here || true`,
       ],
     });
     await rt.wait(b);

@@ -7,10 +7,11 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
+import Database from "better-sqlite3";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -89,11 +90,13 @@ describe("process runtime recovery of a star caught mid-start", { skip }, () => 
       await first.start("midway", { name: "midway", command: ["sleep", "60"] });
       const pid = first.status("midway")!.pid!;
       await first.close();
-      const path = join(data, "stars", "midway", "state.json");
-      const saved = JSON.parse(await readFile(path, "utf8")) as { status: { state: string }; run?: unknown };
+      const db = new Database(join(data, "runtime.db"));
+      const row = db.prepare("SELECT state FROM stars WHERE id = 'midway'").get() as { state: string };
+      const saved = JSON.parse(row.state) as { status: { state: string }; run?: unknown };
       saved.status.state = "starting";
       delete saved.run;
-      await writeFile(path, JSON.stringify(saved));
+      db.prepare("UPDATE stars SET state = ? WHERE id = 'midway'").run(JSON.stringify(saved));
+      db.close();
 
       const rt = await ProcessRuntime.create({ dataDir: data });
       try {

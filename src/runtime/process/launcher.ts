@@ -1,22 +1,25 @@
 /**
- * The node's launcher: one resident `star-shim -Z` process that forks a star-shim per start.
- * A fork of that tiny process costs ~0.1 ms; the agent's own spawn() is a fork of the whole
- * agent and blocks its event loop for milliseconds (measured ~4 ms here), which is what made
- * starts slow and bursts of starts queue up. The launcher also tells us when each shim ends.
+ * The node's launcher: one resident `star-shim -Z` process that clones each star's init (pid 1
+ * of the star's new namespaces). A clone of that tiny process costs well under a millisecond;
+ * the agent's own spawn() is a fork of the whole agent and blocks its event loop for
+ * milliseconds (measured ~4 ms here). At most one start per CPU is under way at a time (the
+ * rest queue in the launcher, in order), so a burst's starts finish one after another rather
+ * than all late together. The launcher also tells us when each init ends.
  *
- * If the launcher dies (or the agent restarts), running shims carry on by themselves: they are
- * in their own sessions and write each star's end to its `end` file; the runtime then follows
- * them by that file, as it does after a recovery.
+ * If the launcher dies (or the agent restarts), running stars carry on by themselves: their
+ * inits are in their own sessions and write each star's end to its `end` file; the runtime then
+ * follows them by that file, as it does after a recovery.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
 import { StartFailedError } from "../../errors.js";
 
 export interface Launched {
+  /** The process the launcher made: the star's init (so the same as initPid). */
   shimPid: number;
   pid: number;
   initPid: number;
-  /** How the shim ended (its exit code is the program's); `lost` if the launcher died first. */
+  /** How the init ended (its exit code is the program's); `lost` if the launcher died first. */
   exited: Promise<ShimEnd>;
 }
 
@@ -64,7 +67,7 @@ export class Launcher {
     return child;
   }
 
-  /** Starts a shim with these arguments; resolves when it reports the program running. */
+  /** Starts a star with these arguments; resolves when its init reports the program running. */
   launch(star: string, args: string[]): Promise<Launched> {
     if (this.closed) return Promise.reject(new StartFailedError(star, "the launcher is closed"));
     // Arguments travel NUL-separated: one with a NUL in it could smuggle in options.

@@ -1,18 +1,19 @@
 /**
  * The `process` runtime: each star is a Linux process in its own cgroup (limits) and its own
  * pid, mount, uts and ipc namespaces (network optional), running as an unprivileged user with
- * no-new-privileges. The launcher is star-shim (native/star-shim.c): it joins the cgroups and
- * namespaces before the program's first instruction, and stays as the star's tiny parent.
+ * no-new-privileges. The node's launcher (native/star-shim.c) clones each star's init, which
+ * joins the cgroups and namespaces before the program's first instruction and stays as the
+ * star's tiny pid 1.
  *
- * Files of a star, under <dataDir>/stars/<id>/:
- *   stdout.log, stderr.log   the program's output (opened here, inherited by the program)
- *   end                      how the last run ended ("exit N" | "signal N"), written by the shim
+ * State: <dataDir>/runtime.db (star-state.ts). Files of a star, under <dataDir>/stars/<id>/:
+ *   stdout.log, stderr.log   the program's output, relayed and rotated by its init
+ *   end                      how the last run ended ("exit N" | "signal N"), written by the init
  *   tmp/                     bind-mounted on the star's /tmp
  *   work/                    default working directory, owned by the star's user
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, watch } from "node:fs";
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,7 +32,7 @@ import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
 import type { ProbeResult } from "../health.js";
 import { diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
 import { Launcher, signalName } from "./launcher.js";
-import { type RunInfo, type SavedStar, loadStar, processStart, readEnd, saveStar } from "./star-state.js";
+import { type RunInfo, type SavedStar, StarStateDb, processStart, readEnd } from "./star-state.js";
 
 export interface ProcessRuntimeOptions {
   /** Where stars' files live (<dataDir>/stars/<id>). */
@@ -68,6 +69,7 @@ export class ProcessRuntime extends SupervisedRuntime {
   private constructor(
     private readonly options: ProcessRuntimeOptions & { cgroups: CgroupDriver; shimPath: string },
     private readonly isolated: boolean,
+    private readonly db: StarStateDb,
   ) {
     super(options.capacity ?? { cpuCores: availableParallelism(), memoryBytes: totalmem() });
   }
@@ -88,7 +90,18 @@ export class ProcessRuntime extends SupervisedRuntime {
     }
     const cgroups = options.cgroups ?? (await detectCgroups());
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
-    const rt = new ProcessRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM }, root);
+    let db: StarStateDb;
+    try {
+      db = StarStateDb.open(options.dataDir);
+    } catch (err) {
+      const busy = (err as { code?: string }).code === "SQLITE_BUSY";
+      throw new RuntimeUnavailableError(
+        busy
+          ? `the data dir ${options.dataDir} is in use by another agent (runtime.db is locked): stop it or use another data dir`
+          : `cannot open ${join(options.dataDir, "runtime.db")}: ${(err as Error).message}`,
+      );
+    }
+    const rt = new ProcessRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM }, root, db);
     // Stars a previous agent left here are ours again before anything else touches cgroups.
     await rt.recover();
     if (root) rt.launcher = new Launcher(rt.options.shimPath);
@@ -276,7 +289,7 @@ export class ProcessRuntime extends SupervisedRuntime {
     if (run) saved.run = run;
     if (!this.stars.has(rec.id)) return; // removed
     try {
-      saveStar(this.dir(rec.id), saved);
+      this.db.save(rec.id, saved);
     } catch {
       // a full disk, say: the next change tries again
     }
@@ -289,12 +302,9 @@ export class ProcessRuntime extends SupervisedRuntime {
    */
   async recover(): Promise<StarStatus[]> {
     const root = join(this.options.dataDir, "stars");
-    const ids = await readdir(root).catch(() => [] as string[]);
     const recovered: StarStatus[] = [];
-    for (const id of ids) {
+    for (const { id, saved } of this.db.all()) {
       if (this.stars.has(id) || !DNS_LABEL.test(id)) continue;
-      const saved = await loadStar(join(root, id));
-      if (!saved) continue;
       if (saved.uid !== undefined) this.uids.set(id, saved.uid);
       const spec = parseStarSpec(saved.spec);
       const rec: StarRecord = {
@@ -418,6 +428,7 @@ export class ProcessRuntime extends SupervisedRuntime {
     } else if (removeFiles) {
       await rm(this.dir(rec.id), { recursive: true, force: true });
       this.uids.delete(rec.id);
+      this.forget(rec.id);
     }
   }
 
@@ -433,8 +444,19 @@ export class ProcessRuntime extends SupervisedRuntime {
     return this.logsIn(this.dir(id), id, options);
   }
 
+  /** The star's saved state goes with it (unless the runtime is closed: then it stays ours). */
+  private forget(id: string): void {
+    if (this.closed || this.stars.has(id)) return;
+    try {
+      this.db.delete(id);
+    } catch {
+      // closed meanwhile
+    }
+  }
+
   override async close(): Promise<void> {
     await super.close();
+    this.db.close();
     this.launcher?.close();
     // Stars keep running (their shims are detached); we only stop listening to them.
     for (const child of this.children) {

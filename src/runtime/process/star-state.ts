@@ -1,11 +1,20 @@
 /**
- * What the process runtime keeps on disk per star so that a restarted agent can take its stars
- * back (recovery): <star dir>/state.json, rewritten atomically on every change, and the shim's
- * `end` file. Also: telling a live launcher from a recycled pid (its start time in /proc).
+ * What the process runtime keeps so that a restarted agent can take its stars back (recovery):
+ * one SQLite file, <dataDir>/runtime.db (mode 0600: it holds the stars' env), a row per star,
+ * written synchronously on every change; and each init's `end` file. Also: telling a live init
+ * from a recycled pid (its start time in /proc).
+ *
+ * Why SQLite and not a JSON file per star: a save happens two or three times per start, on the
+ * agent's event loop. Replacing a file by rename cost 0.4–0.9 ms here (ext4 flushes the new
+ * file's data on a rename over an existing one), so saves were most of the agent's time per
+ * start; an upsert in WAL mode costs tens of microseconds. No fsync per save: a crash of the
+ * agent, not of the machine, is what this guards against (a reboot ends the stars anyway), and
+ * a committed WAL frame survives the process.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, openSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import type { RestartHistory } from "../restart.js";
 import type { StarSpec } from "../spec.js";
 import type { StarStatus } from "../types.js";
@@ -34,25 +43,59 @@ export interface SavedStar {
   uid?: number;
 }
 
-/**
- * Written synchronously (a few tens of microseconds): when start() resolves, the star's state is
- * on disk, so an agent killed right after still finds it. No fsync: a crash of the agent, not of
- * the machine, is what this guards against (a reboot ends the stars anyway).
- */
-export function saveStar(dir: string, saved: SavedStar): void {
-  mkdirSync(dir, { recursive: true, mode: 0o711 });
-  const path = join(dir, "state.json");
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, JSON.stringify(saved), { mode: 0o600 }); // holds the spec's env: for root only
-  renameSync(tmp, path);
-}
+/** The runtime's table of stars. One process at a time owns it (an exclusive lock). */
+export class StarStateDb {
+  private readonly db: Database.Database;
+  private readonly upsert: Database.Statement<[string, string]>;
+  private readonly remove: Database.Statement<[string]>;
 
-export async function loadStar(dir: string): Promise<SavedStar | undefined> {
-  try {
-    const saved = JSON.parse(await readFile(join(dir, "state.json"), "utf8")) as SavedStar;
-    return saved.version === 1 ? saved : undefined;
-  } catch {
-    return undefined; // no state (or half a file from a crash in the old format): not ours to take
+  private constructor(db: Database.Database) {
+    this.db = db;
+    this.upsert = db.prepare("INSERT INTO stars (id, state) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state");
+    this.remove = db.prepare("DELETE FROM stars WHERE id = ?");
+  }
+
+  static open(dataDir: string): StarStateDb {
+    const path = join(dataDir, "runtime.db");
+    closeSync(openSync(path, "a", 0o600));
+    chmodSync(path, 0o600);
+    const db = new Database(path, { timeout: 2000 });
+    try {
+      db.pragma("locking_mode = EXCLUSIVE"); // one agent per data dir; no shared-memory file
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = NORMAL");
+      db.exec("CREATE TABLE IF NOT EXISTS stars (id TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID");
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    return new StarStateDb(db);
+  }
+
+  save(id: string, saved: SavedStar): void {
+    this.upsert.run(id, JSON.stringify(saved));
+  }
+
+  delete(id: string): void {
+    this.remove.run(id);
+  }
+
+  /** Every saved star (rows in an unknown format are skipped: not ours to take). */
+  all(): Array<{ id: string; saved: SavedStar }> {
+    const out: Array<{ id: string; saved: SavedStar }> = [];
+    for (const row of this.db.prepare("SELECT id, state FROM stars ORDER BY id").all() as Array<{ id: string; state: string }>) {
+      try {
+        const saved = JSON.parse(row.state) as SavedStar;
+        if (saved.version === 1) out.push({ id: row.id, saved });
+      } catch {
+        // skipped
+      }
+    }
+    return out;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
   }
 }
 
