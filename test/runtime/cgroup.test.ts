@@ -92,6 +92,39 @@ describe("cgroup v2 driver against a fake tree", () => {
     }
   });
 
+  it("limits one thread's CPU with a threaded child of its process's group (cgroup.type, +cpu, cpu.max, cgroup.threads)", async () => {
+    const root = await mkdtemp(join(tmpdir(), "fake-cgroup-"));
+    try {
+      await writeFile(join(root, "cgroup.controllers"), "cpu memory pids\n");
+      await writeFile(join(root, "cgroup.subtree_control"), "");
+      const driver = await new CgroupV2Driver(root, "constellation").init();
+      // The owner: a process's group made the usual way (memory and pids are domain controllers).
+      const host = await driver.create("isolate-host", { memoryBytes: 2 ** 30, pids: 4096 });
+      assert.deepEqual(host.procsFiles, [join(root, "constellation", "isolate-host", "cgroup.procs")]);
+      const thread = await driver.threadGroup("isolate-host", "spin", 250);
+      assert.ok(thread);
+      const dir = join(root, "constellation", "isolate-host", "spin");
+      assert.equal(thread.dir, dir);
+      assert.equal(await readFile(join(dir, "cgroup.type"), "utf8"), "threaded");
+      // Only the threaded cpu controller is enabled below the owner (it keeps its process).
+      assert.equal(await readFile(join(root, "constellation", "isolate-host", "cgroup.subtree_control"), "utf8"), "+cpu");
+      assert.equal(await readFile(join(dir, "cpu.max"), "utf8"), "25000 100000");
+      await thread.addThread(4242);
+      assert.equal(await readFile(join(dir, "cgroup.threads"), "utf8"), "4242");
+      await rm(dir, { recursive: true }); // a real group is removable once its thread is gone
+      await thread.destroy();
+      await assert.rejects(access(dir));
+      // Without the cpu controller there is nothing to limit a thread with.
+      const noCpu = join(root, "nocpu");
+      await mkdir(noCpu);
+      await writeFile(join(noCpu, "cgroup.controllers"), "memory pids\n");
+      await writeFile(join(noCpu, "cgroup.subtree_control"), "");
+      assert.equal(await (await new CgroupV2Driver(noCpu).init()).threadGroup("isolate-host", "spin", 250), undefined);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   it("reports missing controllers instead of silently not limiting", async () => {
     const root = await mkdtemp(join(tmpdir(), "fake-cgroup-"));
     try {

@@ -4,7 +4,7 @@
  * marked "limits not enforced".
  */
 import type { Limits } from "../spec.js";
-import type { CgroupCapabilities, CgroupDriver, CgroupPlan, CgroupStats, StarCgroup } from "./cgroup.js";
+import type { CgroupCapabilities, CgroupDriver, CgroupPlan, CgroupStats, StarCgroup, ThreadGroup } from "./cgroup.js";
 
 export class CgroupNoneDriver implements CgroupDriver {
   readonly version = "none";
@@ -24,6 +24,10 @@ export class CgroupNoneDriver implements CgroupDriver {
 
   async plan(_id: string, _limits: Limits): Promise<CgroupPlan> {
     return { mkdirs: [], writes: [], procsFiles: [] };
+  }
+
+  async threadGroup(): Promise<ThreadGroup | undefined> {
+    return undefined;
   }
 
   handle(_id: string): StarCgroup {

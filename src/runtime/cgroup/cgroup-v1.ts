@@ -17,6 +17,7 @@ import {
   type CgroupPlan,
   type CgroupStats,
   type StarCgroup,
+  type ThreadGroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
 import { readKeyed, readNumber, readPids, removeCgroupDir, signalGroup, writeValue } from "./files.js";
@@ -84,6 +85,26 @@ export class CgroupV1Driver implements CgroupDriver {
     return new V1Group(dirs, this);
   }
 
+  async threadGroup(ownerId: string, id: string, cpuMillis: number): Promise<ThreadGroup | undefined> {
+    const owner = this.dirs(ownerId).cpu;
+    if (!owner) return undefined;
+    const dir = join(owner, id);
+    await mkdir(dir, { recursive: true });
+    await writeValue(join(dir, "cpu.cfs_period_us"), CPU_PERIOD_USEC);
+    await writeValue(join(dir, "cpu.cfs_quota_us"), cpuQuotaUsec(cpuMillis));
+    return new V1ThreadGroup(dir);
+  }
+}
+
+/** A thread's cpu group, nested in its process's cpu group; a thread joins through `tasks`. */
+class V1ThreadGroup implements ThreadGroup {
+  constructor(readonly dir: string) {}
+  async addThread(tid: number): Promise<void> {
+    await writeValue(join(this.dir, "tasks"), tid);
+  }
+  async destroy(): Promise<void> {
+    await removeCgroupDir(this.dir);
+  }
 }
 
 type V1Dirs = { cpu?: string; cpuacct?: string; memory?: string; pids?: string; all: string[] };

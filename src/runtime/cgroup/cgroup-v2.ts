@@ -23,6 +23,7 @@ import {
   type CgroupPlan,
   type CgroupStats,
   type StarCgroup,
+  type ThreadGroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
 import { readKeyed, readNumber, readPids, readText, removeCgroupDir, signalGroup, writeValue } from "./files.js";
@@ -96,6 +97,34 @@ export class CgroupV2Driver implements CgroupDriver {
     }
   }
 
+  /**
+   * A threaded child of the owner's group. The owner becomes a "threaded domain": it keeps its
+   * process (and its memory and pids limits, which are domain controllers) while its threads may
+   * be spread over threaded children, which only the cpu controller (a threaded one) divides.
+   * An owner with processes may enable only threaded controllers for its children, and only
+   * while it can be the root of a threaded subtree (no domain controllers enabled below it).
+   */
+  async threadGroup(ownerId: string, id: string, cpuMillis: number): Promise<ThreadGroup | undefined> {
+    if (!this.available?.has("cpu")) return undefined;
+    const owner = join(this.root, this.parent, ownerId);
+    const dir = join(owner, id);
+    await mkdir(dir, { recursive: true });
+    await writeValue(join(dir, "cgroup.type"), "threaded");
+    await writeValue(join(owner, "cgroup.subtree_control"), "+cpu");
+    await writeValue(join(dir, "cpu.max"), `${cpuQuotaUsec(cpuMillis)} ${CPU_PERIOD_USEC}`);
+    return new V2ThreadGroup(dir);
+  }
+}
+
+/** A thread joins a threaded group through cgroup.threads (cgroup.procs moves whole processes). */
+class V2ThreadGroup implements ThreadGroup {
+  constructor(readonly dir: string) {}
+  async addThread(tid: number): Promise<void> {
+    await writeValue(join(this.dir, "cgroup.threads"), tid);
+  }
+  async destroy(): Promise<void> {
+    await removeCgroupDir(this.dir);
+  }
 }
 
 function limitWrites(dir: string, limits: Limits): Array<[string, string]> {

@@ -53,6 +53,19 @@ export interface CgroupPlan {
   procsFiles: string[];
 }
 
+/**
+ * A CPU limit for one thread of a process (an isolate star's worker thread in the isolate host):
+ * v1 a cpu cgroup of its own (a thread may sit in any cpu cgroup), v2 a threaded child of the
+ * process's group (cgroup.type "threaded"; the cpu controller handles threads).
+ */
+export interface ThreadGroup {
+  readonly dir: string;
+  /** Moves the thread (its id as the host sees it) into the group. */
+  addThread(tid: number): Promise<void>;
+  /** Removes the group (once its thread has ended or left). */
+  destroy(): Promise<void>;
+}
+
 export interface CgroupDriver {
   readonly version: CgroupVersion;
   capabilities(): CgroupCapabilities;
@@ -64,6 +77,11 @@ export interface CgroupDriver {
   handle(id: string): StarCgroup;
   /** The group of star `id` if it exists (recovery after the host process restarted). */
   open(id: string): Promise<StarCgroup | undefined>;
+  /**
+   * A CPU-limited group `id` for threads of the process in group `ownerId` (made by plan() or
+   * create()); undefined where threads cannot be limited (no cpu controller).
+   */
+  threadGroup(ownerId: string, id: string, cpuMillis: number): Promise<ThreadGroup | undefined>;
 }
 
 /** CFS period used for CPU limits: 100 ms, the kernel's default. */

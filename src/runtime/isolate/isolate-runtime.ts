@@ -9,20 +9,19 @@
  * unprivileged, namespaced, cgroup-limited process), not against each other. Code that must be
  * kept apart from other stars' code runs as a process star.
  *
- * CPU limits (cgroup v1): the isolate's thread goes into its own cpu cgroup before its code runs.
- * Not yet: CPU limits on cgroup v2 (threaded subtrees), and outliving the agent (the host ends
- * when its control socket closes; the next agent restarts the stars).
+ * CPU limits: the isolate's thread goes into a cpu cgroup of its own before its code runs (v1: a
+ * cpu group of its own; v2: a threaded child of the host's group). Not yet: outliving the agent
+ * (the host ends when its control socket closes; the next agent restarts the stars).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { chownSync, closeSync, openSync, readFileSync, readdirSync } from "node:fs";
-import { chmod, copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LimitUnenforceableError, RuntimeUnavailableError, ScriptError, StartFailedError } from "../../errors.js";
-import { CPU_PERIOD_USEC, type CgroupDriver, cpuQuotaUsec } from "../cgroup/cgroup.js";
-import { detectCgroups, parseMountinfo } from "../cgroup/detect.js";
-import { removeCgroupDir } from "../cgroup/files.js";
+import type { CgroupDriver, ThreadGroup } from "../cgroup/cgroup.js";
+import { detectCgroups } from "../cgroup/detect.js";
 import { resolveProgram } from "../script.js";
 import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
@@ -43,6 +42,8 @@ export interface IsolateRuntimeOptions {
 const DEFAULT_SHIM = fileURLToPath(new URL("../../../native/star-shim", import.meta.url));
 const HOST_SCRIPT = fileURLToPath(new URL("./host.js", import.meta.url));
 const DEFAULT_HEAP_MB = 128;
+/** The isolate host's cgroup; isolates' CPU groups are made inside it. */
+const HOST_GROUP = "isolate-host";
 
 type HostEvent =
   | { ev: "ready" }
@@ -64,9 +65,7 @@ export class IsolateRuntime extends SupervisedRuntime {
   readonly kind = "isolate";
   private host: Promise<Host> | undefined;
   private readonly threadOf = new Map<string, number>();
-  private readonly cpuGroups = new Map<string, string>();
-  /** The cgroup v1 cpu hierarchy, when there is one. */
-  private cpuMount: string | undefined;
+  private readonly cpuGroups = new Map<string, ThreadGroup>();
   private ref = 0;
 
   private constructor(private readonly options: IsolateRuntimeOptions & { cgroups: CgroupDriver; shimPath: string }) {
@@ -82,9 +81,7 @@ export class IsolateRuntime extends SupervisedRuntime {
     }
     const cgroups = options.cgroups ?? (await detectCgroups());
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
-    const rt = new IsolateRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM });
-    if (cgroups.version === "v1") rt.cpuMount = parseMountinfo(await readFile("/proc/self/mountinfo", "utf8")).v1.cpu;
-    return rt;
+    return new IsolateRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM });
   }
 
   private dir(id: string): string {
@@ -95,7 +92,7 @@ export class IsolateRuntime extends SupervisedRuntime {
     const problems: Array<[string, string]> = [];
     if (spec.command) problems.push(["command", "the isolate runtime runs scripts (.js, .mjs, .ts), not commands"]);
     if (limits.cpuMillis !== undefined && !this.threadCpuLimits()) {
-      problems.push([spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent", "per-isolate CPU limits need cgroup v1's cpu controller (threaded cgroup v2 is not supported yet)"]);
+      problems.push([spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent", "per-isolate CPU limits need the cpu cgroup controller, which this node does not have"]);
     }
     if (limits.diskBytes !== undefined) problems.push(["disk_mb", "isolates have no disk of their own"]);
     const first = problems[0];
@@ -156,13 +153,14 @@ export class IsolateRuntime extends SupervisedRuntime {
     }
     this.threadOf.set(rec.id, tid);
     if (rec.limits.cpuMillis !== undefined && this.threadCpuLimits()) {
-      // The isolate's thread into its own cpu cgroup before any of its code runs.
-      const dir = join(this.cpuMount!, "constellation", `isolate-${rec.id}`);
-      await mkdir(dir, { recursive: true });
-      await writeFile(join(dir, "cpu.cfs_period_us"), String(CPU_PERIOD_USEC));
-      await writeFile(join(dir, "cpu.cfs_quota_us"), String(cpuQuotaUsec(rec.limits.cpuMillis)));
-      await writeFile(join(dir, "tasks"), String(tid));
-      this.cpuGroups.set(rec.id, dir);
+      // The isolate's thread into a cpu group of its own before any of its code runs.
+      const group = await this.options.cgroups.threadGroup(HOST_GROUP, rec.id, rec.limits.cpuMillis);
+      if (!group) {
+        host.send({ op: "kill", id: rec.id });
+        throw new StartFailedError(rec.id, "the node's cgroups cannot limit a thread's CPU");
+      }
+      this.cpuGroups.set(rec.id, group);
+      await group.addThread(tid);
     }
     host.send({ op: "go", id: rec.id });
     return {
@@ -188,7 +186,7 @@ export class IsolateRuntime extends SupervisedRuntime {
     const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
     // The host as a whole is held to a memory limit: off-heap memory (Buffers) is not in any
     // isolate's heap limit.
-    const plan = await this.options.cgroups.plan("isolate-host", { pids: 4096, memoryBytes: this.options.hostMemoryBytes ?? 4 * 2 ** 30 });
+    const plan = await this.options.cgroups.plan(HOST_GROUP, { pids: 4096, memoryBytes: this.options.hostMemoryBytes ?? 4 * 2 ** 30 });
     const args: string[] = [];
     for (const d of plan.mkdirs) args.push("-D", d);
     for (const [f, v] of plan.writes) args.push("-F", `${f}=${v}`);
@@ -243,16 +241,16 @@ export class IsolateRuntime extends SupervisedRuntime {
 
   protected async cleanup(rec: StarRecord): Promise<void> {
     this.threadOf.delete(rec.id);
-    const dir = this.cpuGroups.get(rec.id);
-    if (dir) {
+    const group = this.cpuGroups.get(rec.id);
+    if (group) {
       this.cpuGroups.delete(rec.id);
-      await removeCgroupDir(dir).catch(() => undefined);
+      await group.destroy().catch(() => undefined);
     }
   }
 
-  /** Per-thread CPU limits work on cgroup v1 (a thread may sit in its own cpu cgroup). */
+  /** Per-thread CPU limits need the cpu controller (v1: a thread in any cpu group; v2: threaded groups). */
   private threadCpuLimits(): boolean {
-    return this.options.cgroups.version === "v1" && this.cpuMount !== undefined;
+    return this.options.cgroups.version !== "none" && this.options.cgroups.capabilities().cpu;
   }
 
   async stats(id: string): Promise<StarStats> {
@@ -286,8 +284,11 @@ export class IsolateRuntime extends SupervisedRuntime {
       const timer = setTimeout(() => host.child.kill("SIGKILL"), 5000);
       await gone;
       clearTimeout(timer);
+      // The isolates' CPU groups sit inside the host's group: they go first.
+      for (const group of this.cpuGroups.values()) await group.destroy().catch(() => undefined);
+      this.cpuGroups.clear();
       await this.options.cgroups
-        .handle("isolate-host")
+        .handle(HOST_GROUP)
         .destroy()
         .catch(() => undefined);
     }
