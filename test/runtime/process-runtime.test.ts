@@ -100,6 +100,24 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     assert.equal(out[3], "agent-invisible");
   });
 
+  it("finds programs in the star's PATH; runs a script without #! through /bin/sh, even with 9,000 arguments", async () => {
+    const plain = await script("no-shebang.sh", 'echo "args=$# first=$1 last=$(eval echo \\${$#})"\n');
+    await chmod(plain, 0o755);
+    const many = Array.from({ length: 9000 }, (_, i) => String(i + 1));
+    const star = id("nosb");
+    await rt.start(star, { name: "nosb", command: [plain, ...many] });
+    assert.equal((await rt.wait(star)).exitCode, 0);
+    assert.deepEqual(await lines(star), ["args=9000 first=1 last=9000"]);
+    // A bare name is looked up in the PATH the star gets (its env), as execvp would.
+    const bin = join(dir, "bin");
+    await mkdir(bin, { recursive: true, mode: 0o755 });
+    await writeFile(join(bin, "greet"), "#!/bin/sh\necho hello from PATH\n", { mode: 0o755 });
+    const named = id("path");
+    await rt.start(named, { name: "path", command: ["greet"], env: { PATH: `/nowhere:${bin}` } });
+    assert.equal((await rt.wait(named)).exitCode, 0);
+    assert.deepEqual(await lines(named), ["hello from PATH"]);
+  });
+
   it("stars run as different users and cannot touch each other's files, /dev/shm or state", async () => {
     const a = id("uida");
     await rt.start(a, { name: "uida", command: ["sh", "-c", "echo secret > /tmp/mine; touch /dev/shm/a-was-here; id -u; sleep 30"], env: { TOKEN: "hunter2" } });

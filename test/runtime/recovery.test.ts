@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
@@ -75,6 +75,41 @@ describe("process runtime recovery after the agent is killed", { skip }, () => {
     const stopped = await rt.stop("ticker", { graceMs: 2000 });
     assert.equal(stopped.state, "stopped");
     assert.equal(existsSync(`/proc/${tickerPid}`), false);
+  });
+});
+
+describe("process runtime recovery of stars an older agent recorded in state.json", { skip }, () => {
+  it("takes them into runtime.db (re-attached, not left unwatched) and deletes the file", async () => {
+    const dir = await mkdtemp("/var/tmp/constellation-legacy-");
+    await chmod(dir, 0o755);
+    const data = join(dir, "data");
+    try {
+      const first = await ProcessRuntime.create({ dataDir: data });
+      await first.start("oldie", { name: "oldie", command: ["sleep", "60"], env: { SECRET: "s3" } });
+      const pid = first.status("oldie")!.pid!;
+      await first.close();
+      // What the agent before runtime.db left: the row as a file of its own, no row.
+      const db = new Database(join(data, "runtime.db"));
+      const row = db.prepare("SELECT state FROM stars WHERE id = 'oldie'").get() as { state: string };
+      db.prepare("DELETE FROM stars").run();
+      db.close();
+      const file = join(data, "stars", "oldie", "state.json");
+      await writeFile(file, row.state, { mode: 0o600 });
+
+      const rt = await ProcessRuntime.create({ dataDir: data });
+      try {
+        const s = rt.status("oldie");
+        assert.equal(s?.state, "running");
+        assert.equal(s?.pid, pid, "the same process, re-attached");
+        assert.equal(existsSync(file), false, "the file (with the star's env) is gone");
+        await rt.remove("oldie");
+        assert.equal(existsSync(`/proc/${pid}`), false);
+      } finally {
+        await rt.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -13,7 +13,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, watch } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -255,9 +255,12 @@ export class ProcessRuntime extends SupervisedRuntime {
     const ended = exited.then(async ({ code, signal }) => {
       const end = this.isolated ? await readEnd(join(dir, "end")) : undefined;
       const oomKills = await group.stats().then((s) => s.oomKills).catch(() => info.oomBefore);
+      // An init that is gone without writing the end was killed outright (by our stop's SIGKILL,
+      // say) — when the launcher did not see it, that is all there is to know.
+      const killed = this.isolated && !end && code === null && signal === null;
       return {
         exitCode: end ? end.exitCode : code,
-        signal: end ? (end.signal === null ? null : signalName(end.signal)) : signal,
+        signal: end ? (end.signal === null ? null : signalName(end.signal)) : killed ? "SIGKILL" : signal,
         oomKilled: oomKills > info.oomBefore,
       };
     });
@@ -269,7 +272,7 @@ export class ProcessRuntime extends SupervisedRuntime {
       terminate: () => signalPid(info.shimPid, "SIGTERM", info.shimStart),
       kill: () => {
         if (info.initPid) {
-          // The init's death takes the whole pid namespace with it; the shim stays to record it.
+          // The init's death takes the whole pid namespace with it (the launcher sees the signal).
           signalPid(info.initPid, "SIGKILL", info.initStart);
         } else {
           signalPid(info.shimPid, "SIGKILL", info.shimStart);
@@ -302,6 +305,7 @@ export class ProcessRuntime extends SupervisedRuntime {
    */
   async recover(): Promise<StarStatus[]> {
     const root = join(this.options.dataDir, "stars");
+    await this.importStateFiles(root);
     const recovered: StarStatus[] = [];
     for (const { id, saved } of this.db.all()) {
       if (this.stars.has(id) || !DNS_LABEL.test(id)) continue;
@@ -352,6 +356,27 @@ export class ProcessRuntime extends SupervisedRuntime {
       recovered.push({ ...rec.status });
     }
     return recovered;
+  }
+
+  /**
+   * Agents before runtime.db kept a `state.json` per star: taken into the table (and deleted:
+   * it holds the star's env), so stars such an agent started are recovered, not left unwatched.
+   */
+  private async importStateFiles(root: string): Promise<void> {
+    const known = new Set(this.db.all().map((r) => r.id));
+    for (const id of await readdir(root).catch(() => [] as string[])) {
+      if (known.has(id) || !DNS_LABEL.test(id)) continue;
+      const file = join(root, id, "state.json");
+      let saved: SavedStar;
+      try {
+        saved = JSON.parse(await readFile(file, "utf8")) as SavedStar;
+      } catch {
+        continue; // none, or half a file: nothing to take
+      }
+      if (saved.version !== 1) continue;
+      this.db.save(id, saved);
+      await rm(file, { force: true });
+    }
   }
 
   /**
@@ -426,9 +451,9 @@ export class ProcessRuntime extends SupervisedRuntime {
       // Never rm -rf through a mount we could not undo: detach it, keep the files for a later try.
       await unmountStarDisk(this.dir(rec.id), true).catch(() => undefined);
     } else if (removeFiles) {
+      this.forget(rec.id); // first: a crash during the rm must not bring the star back
       await rm(this.dir(rec.id), { recursive: true, force: true });
       this.uids.delete(rec.id);
-      this.forget(rec.id);
     }
   }
 

@@ -13,7 +13,7 @@
  */
 import { chmodSync, closeSync, openSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { resolve } from "node:path";
 import Database from "better-sqlite3";
 import type { RestartHistory } from "../restart.js";
 import type { StarSpec } from "../spec.js";
@@ -49,15 +49,28 @@ export class StarStateDb {
   private readonly upsert: Database.Statement<[string, string]>;
   private readonly remove: Database.Statement<[string]>;
 
-  private constructor(db: Database.Database) {
+  private constructor(
+    db: Database.Database,
+    private readonly path: string,
+  ) {
     this.db = db;
     this.upsert = db.prepare("INSERT INTO stars (id, state) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state");
     this.remove = db.prepare("DELETE FROM stars WHERE id = ?");
   }
 
+  /** Paths open in this process: a second open would be a second lock owner (see open()). */
+  private static readonly openPaths = new Set<string>();
+
   static open(dataDir: string): StarStateDb {
-    const path = join(dataDir, "runtime.db");
-    closeSync(openSync(path, "a", 0o600));
+    const path = resolve(dataDir, "runtime.db");
+    // Closing any descriptor of a file drops all of this process's locks on it (POSIX locks),
+    // so nothing here may open the file while another connection in this process holds it.
+    if (StarStateDb.openPaths.has(path)) throw new Error(`${path} is already open in this process`);
+    try {
+      closeSync(openSync(path, "wx", 0o600)); // created 0600 before SQLite creates it with 0644
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
     chmodSync(path, 0o600);
     const db = new Database(path, { timeout: 2000 });
     try {
@@ -69,7 +82,8 @@ export class StarStateDb {
       db.close();
       throw err;
     }
-    return new StarStateDb(db);
+    StarStateDb.openPaths.add(path);
+    return new StarStateDb(db, path);
   }
 
   save(id: string, saved: SavedStar): void {
@@ -96,6 +110,7 @@ export class StarStateDb {
 
   close(): void {
     if (this.db.open) this.db.close();
+    StarStateDb.openPaths.delete(this.path);
   }
 }
 

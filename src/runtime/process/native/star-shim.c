@@ -42,7 +42,8 @@
  * loop for milliseconds), at most SLOTS (default: the number of CPUs) starting at a time. Protocol, one line each way: requests are "<length>\n" followed by that
  * many bytes of NUL-terminated strings (a request id, then the options above); replies are
  * "started <id> <init pid> <program pid> <init pid>", "error <id> <text>" and, when an init
- * ends, "exit <id> <init pid> exit <code>" or "exit <id> <init pid> signal <number>".
+ * ends, "exit <id> <init pid> exit <code>" or "exit <id> <init pid> signal <number>" (init pid 0:
+ * nothing was started, e.g. a request refused after waiting 9 s for a slot).
  * On EOF it exits; running stars carry on (their inits record their ends themselves).
  * The init reports on fd 3 (if open): "started <program host pid> <init host pid>\n" or
  * "error <text>\n". Exit code: the program's, or 128 + the signal that ended it.
@@ -60,6 +61,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -208,45 +210,70 @@ static void ensure_dir(const char *path, mode_t mode, const struct opts *o) {
   if (o->set_user && chown(path, o->uid, o->gid) < 0) fail(path);
 }
 
-/* One relayed stream: the program writes into a pipe; the shim appends to a rotating file. */
+/*
+ * A file named relative to its directory, opened before the star's mounts: the init is root
+ * and runs in the star's mount namespace, so its later file work (log rotation, the end file)
+ * resolves no path through anything the star can change, and follows no symlink.
+ */
+struct dpath {
+  int dir;
+  const char *base;
+};
+
+static struct dpath dpath_of(const char *path) {
+  char parent[4096];
+  const char *slash = strrchr(path, '/');
+  size_t n = slash ? (size_t)(slash - path) : 0;
+  if (n >= sizeof parent) {
+    errno = ENAMETOOLONG;
+    fail(path);
+  }
+  memcpy(parent, path, n);
+  parent[n] = 0;
+  int dir = open(slash ? (n ? parent : "/") : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) fail(path);
+  return (struct dpath){dir, slash ? slash + 1 : path};
+}
+
+/* One relayed stream: the program writes into a pipe; the init appends to a rotating file. */
 struct relay {
-  const char *path;
+  struct dpath path;
   int in;  /* read end of the program's pipe; -1 when closed */
-  int out; /* the log file */
+  int out; /* the log file; -1 if it could not be (re)opened */
   long long size;
 };
 
-static int open_log(const char *path, long long *size) {
-  int f = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (f < 0) fail(path);
+static int open_log(struct dpath p, long long *size) {
+  int f = openat(p.dir, p.base, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
   struct stat st;
-  *size = fstat(f, &st) == 0 ? st.st_size : 0;
+  *size = f >= 0 && fstat(f, &st) == 0 ? st.st_size : 0;
   return f;
 }
 
-/* The program's `fd` becomes the write end of a pipe whose read end the shim relays. */
+/* The program's `fd` becomes the write end of a pipe whose read end the init relays. */
 static void relay_setup(struct relay *r, const char *path, int fd) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) fail("pipe");
   if (dup3(p[1], fd, 0) < 0) fail("dup3");
   close(p[1]);
-  r->path = path;
+  r->path = dpath_of(path);
   r->in = p[0];
-  r->out = open_log(path, &r->size);
+  r->out = open_log(r->path, &r->size);
+  if (r->out < 0) fail(path);
 }
 
 static void rotate(struct relay *r, int keep) {
-  char from[4200], to[4200];
-  close(r->out);
+  char from[300], to[300];
+  if (r->out >= 0) close(r->out);
   for (int i = keep - 1; i >= 1; i--) {
-    snprintf(from, sizeof from, "%s.%d", r->path, i);
-    snprintf(to, sizeof to, "%s.%d", r->path, i + 1);
-    rename(from, to);
+    snprintf(from, sizeof from, "%s.%d", r->path.base, i);
+    snprintf(to, sizeof to, "%s.%d", r->path.base, i + 1);
+    renameat(r->path.dir, from, r->path.dir, to);
   }
-  snprintf(to, sizeof to, "%s.1", r->path);
-  if (keep > 0) rename(r->path, to);
-  else unlink(r->path);
-  r->out = open_log(r->path, &r->size);
+  snprintf(to, sizeof to, "%s.1", r->path.base);
+  if (keep > 0) renameat(r->path.dir, r->path.base, r->path.dir, to);
+  else unlinkat(r->path.dir, r->path.base, 0);
+  r->out = open_log(r->path, &r->size); /* may fail (no inodes left): output is dropped, the star goes on */
 }
 
 /* Moves what is in the pipe to the file; returns 0 at EOF. */
@@ -259,7 +286,8 @@ static int relay_once(struct relay *r, const struct opts *o) {
     r->in = -1;
     return 0;
   }
-  if (o->log_max > 0 && r->size > 0 && r->size + n > o->log_max) rotate(r, o->log_keep);
+  if (r->out < 0 || (o->log_max > 0 && r->size > 0 && r->size + n > o->log_max)) rotate(r, o->log_keep);
+  if (r->out < 0) return 1;
   for (ssize_t off = 0; off < n;) {
     ssize_t w = write(r->out, buf + off, (size_t)(n - off));
     if (w < 0 && errno == EINTR) continue;
@@ -272,16 +300,51 @@ static int relay_once(struct relay *r, const struct opts *o) {
 
 /* ---- the star's init (pid 1 of its pid namespace) -------------------------------------- */
 
-/* The program is started with a vfork-style clone (CLONE_VM | CLONE_VFORK): no page tables are
-   copied and no copy-on-write faults follow, which on a virtualized host is most of what a fork
-   costs (measured ~0.7 ms per fork here, against 0.04 ms). The child shares our memory until it
-   execs, so it only makes system calls and leaves the reason for a failure here. */
+/*
+ * The program is started with a vfork-style clone (CLONE_VM | CLONE_VFORK): no page tables are
+ * copied and no copy-on-write faults follow, which on a virtualized host is most of what a fork
+ * costs (measured ~0.7 ms per fork here, against 0.04 ms). The child shares our memory until it
+ * execs, so everything it needs is prepared before the clone (the program's path looked up in
+ * PATH, the /bin/sh fallback's argument list), it makes only system calls, on a stack of its
+ * own with a guard page below, and leaves the reason for a failure here.
+ */
+struct program {
+  const struct opts *o;
+  const char *path; /* NULL: not found in PATH */
+  char **argv, **sh_argv, **envp;
+};
 static const char *volatile prog_step;
 static volatile int prog_errno;
-static char prog_stack[64 * 1024] __attribute__((aligned(16)));
+#define PROG_STACK (64 * 1024)
+
+/* Looks `name` up in PATH as execvp does (the program's PATH if it has an environment). */
+static const char *find_program(const struct opts *o, char *buf, size_t len) {
+  const char *name = o->argv[0];
+  if (strchr(name, '/')) return name;
+  const char *path = NULL;
+  if (o->n_env > 0) {
+    for (int i = 0; i < o->n_env; i++) {
+      if (strncmp(o->env[i], "PATH=", 5) == 0) path = o->env[i] + 5;
+    }
+  } else {
+    path = getenv("PATH");
+  }
+  if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+  for (const char *seg = path;; seg = strchr(seg, ':') + 1) {
+    const char *end = strchr(seg, ':');
+    size_t n = end ? (size_t)(end - seg) : strlen(seg);
+    if (n + strlen(name) + 2 <= len) {
+      snprintf(buf, len, "%.*s%s%s", (int)n, n ? seg : ".", "/", name);
+      struct stat st;
+      if (stat(buf, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111)) return buf;
+    }
+    if (!end) return NULL;
+  }
+}
 
 static int program_main(void *arg) {
-  const struct opts *o = arg;
+  const struct program *p = arg;
+  const struct opts *o = p->o;
   /* Its own copy of the signal handlers (no CLONE_SIGHAND): defaults, then unblock. */
   for (size_t i = 0; i < N_FORWARDED; i++) signal(forwarded[i], SIG_DFL);
   signal(SIGCHLD, SIG_DFL);
@@ -307,12 +370,41 @@ static int program_main(void *arg) {
     if (chdir(o->cwd) < 0) goto bad;
   }
   step = "exec";
-  if (o->n_env > 0) execvpe(o->argv[0], o->argv, (char *const *)o->env);
-  else execvp(o->argv[0], o->argv);
+  if (!p->path) {
+    errno = ENOENT;
+    goto bad;
+  }
+  execve(p->path, p->argv, p->envp);
+  if (errno == ENOEXEC) { /* a script without #!: run it with the shell, as execvp does */
+    execve("/bin/sh", p->sh_argv, p->envp);
+    errno = ENOEXEC;
+  }
 bad:
   prog_errno = errno;
   prog_step = step;
   _exit(127);
+}
+
+/* Starts the program (pid 2); returns once it has exec'd or failed (then prog_step is set). */
+static pid_t start_program(const struct opts *o) {
+  static char found[4096];
+  int argc = 0;
+  while (o->argv[argc]) argc++;
+  struct program p = {o, find_program(o, found, sizeof found), o->argv, calloc((size_t)argc + 2, sizeof(char *)),
+                      o->n_env > 0 ? (char **)o->env : environ};
+  if (!p.sh_argv) fail("calloc");
+  p.sh_argv[0] = "/bin/sh";
+  p.sh_argv[1] = (char *)p.path;
+  for (int i = 1; i < argc; i++) p.sh_argv[i + 1] = o->argv[i];
+  long page = sysconf(_SC_PAGESIZE);
+  char *stack = mmap(NULL, PROG_STACK + (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED || mprotect(stack, (size_t)page, PROT_NONE) < 0) fail("program stack");
+  prog_step = NULL;
+  pid_t child = clone(program_main, stack + PROG_STACK + page, CLONE_VM | CLONE_VFORK | SIGCHLD, &p);
+  if (child < 0) fail("clone");
+  munmap(stack, PROG_STACK + (size_t)page);
+  free(p.sh_argv);
+  return child;
 }
 
 /* The star's mounts: our own /proc (its pid namespace), a private /dev/shm and its /tmp. */
@@ -325,15 +417,15 @@ static void setup_mounts(const struct opts *o) {
   if (o->tmp && mount(o->tmp, "/tmp", NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind /tmp");
 }
 
-static void write_end(const char *path, const char *end) {
-  char tmp[4096];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+static void write_end(struct dpath p, const char *end) {
+  char tmp[300];
+  snprintf(tmp, sizeof tmp, "%s.tmp", p.base);
+  int fd = openat(p.dir, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) return;
   (void)!write(fd, end, strlen(end));
   fsync(fd);
   close(fd);
-  rename(tmp, path);
+  renameat(p.dir, tmp, p.dir, p.base);
 }
 
 /*
@@ -377,7 +469,11 @@ static int init_main(int argc, char **argv) {
   /* 2. The star's own directories (made here as root, in microseconds) and its logs. */
   if (o.tmp) ensure_dir(o.tmp, 0700, &o);
   if (o.cwd && o.make_cwd) ensure_dir(o.cwd, 0755, &o);
-  if (o.status) unlink(o.status);
+  struct dpath end_file = {-1, NULL};
+  if (o.status) {
+    end_file = dpath_of(o.status);
+    unlinkat(end_file.dir, end_file.base, 0);
+  }
   if (o.log_max < 0) o.log_max = 10LL << 20;
   if (o.log_keep < 0) o.log_keep = 2;
   struct relay relays[2];
@@ -399,8 +495,8 @@ static int init_main(int argc, char **argv) {
   }
   if (o.hostname && sethostname(o.hostname, strlen(o.hostname)) < 0) fail("sethostname");
 
-  /* 5. Signals: a pid namespace's init only receives signals it has handlers for, so no-op
-     handlers, everything blocked, and the signals taken from a signalfd in the loop below. */
+  /* 5. Signals (blocked since the clone): a pid namespace's init only receives signals it has
+     handlers for, so no-op handlers, and the signals taken from a signalfd in the loop below. */
   for (size_t i = 0; i < N_FORWARDED; i++) signal(forwarded[i], noop);
   signal(SIGCHLD, noop);
   sigset_t all;
@@ -410,9 +506,7 @@ static int init_main(int argc, char **argv) {
   if (sfd < 0) fail("signalfd");
 
   /* 6. The program (pid 2); clone returns once it has exec'd or failed. */
-  prog_step = NULL;
-  pid_t child = clone(program_main, prog_stack + sizeof prog_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &o);
-  if (child < 0) fail("clone");
+  pid_t child = start_program(&o);
   if (prog_step) {
     report("error %s %s: %s\n", prog_step, prog_step[0] == 'e' ? o.argv[0] : (o.cwd ? o.cwd : ""), strerror(prog_errno));
     _exit(127);
@@ -471,24 +565,29 @@ static int init_main(int argc, char **argv) {
   }
   char end[32];
   describe(status, end, sizeof end);
-  if (o.status) write_end(o.status, end);
+  if (o.status) write_end(end_file, end);
   /* Leaving ends the namespace. */
   return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
 
 /* A new process that is pid 1 of a new pid namespace, in new uts, ipc and mount namespaces:
    fork semantics (returns 0 in the child), through the raw system call since the C library's
-   clone() wants a separate stack. The order of clone's arguments is x86-64's and arm64's. */
+   clone() wants a separate stack. Every argument after the flags is 0, so the architectures'
+   different argument orders do not matter. Unlike fork(), this skips the C library's fork
+   bookkeeping (atfork handlers, resetting malloc's and stdio's locks, the thread's cached id):
+   correct only because this program never starts a thread. */
 static pid_t clone_star(void) {
   return (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNS | SIGCHLD, NULL, NULL, NULL, 0);
 }
 
-/* In the new child: default signals, its own session, fd 3 = report (if any). */
+/* In the new child: every signal blocked (a pid namespace's init would drop those it has no
+   handler for; blocked, they wait for the init's signalfd), default handlers, its own session,
+   fd 3 = report (if any). */
 static void star_child_setup(int report_fd, int quiet_stdio) {
-  sigset_t none;
-  sigemptyset(&none);
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
   for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
-  sigprocmask(SIG_SETMASK, &none, NULL);
   setsid();
   if (quiet_stdio) {
     int devnull = open("/dev/null", O_RDWR);
@@ -610,12 +709,14 @@ static void launch_request(char *payload, size_t len) {
   int rep[2];
   if (pipe2(rep, O_CLOEXEC) < 0) {
     say("error %s pipe: %s", id, strerror(errno));
+    say("exit %s 0 exit 125", id);
     free(argv);
     return;
   }
   pid_t pid = clone_star();
   if (pid < 0) {
     say("error %s clone: %s", id, strerror(errno));
+    say("exit %s 0 exit 125", id);
     close(rep[0]);
     close(rep[1]);
     free(argv);
@@ -648,6 +749,7 @@ static void launch_request(char *payload, size_t len) {
 struct queued {
   char *payload;
   size_t len;
+  long long at_ms;
 };
 static struct queued *queue;
 static size_t q_head, q_len, q_cap;
@@ -666,7 +768,7 @@ static void enqueue(const char *payload, size_t len) {
   char *copy = malloc(len);
   if (!copy) _exit(1);
   memcpy(copy, payload, len);
-  queue[q_head + q_len++] = (struct queued){copy, len};
+  queue[q_head + q_len++] = (struct queued){copy, len, now_ms()};
 }
 
 /* A start holds its slot until it reports, or for SLOT_MS at most (one that hangs, say in a
@@ -679,12 +781,20 @@ static size_t starting(void) {
   return n;
 }
 
-/* Starts queued requests while start slots are free. */
+/* Starts queued requests while start slots are free. One that waited longer than the agent
+   waits for a start (10 s) is refused rather than started for nobody. */
+#define QUEUE_MS 9000
 static void dispatch(size_t slots) {
-  for (size_t busy = starting(); busy < slots && q_len > 0; busy++) {
+  for (size_t busy = starting(); busy < slots && q_len > 0;) {
     struct queued *q = &queue[q_head++];
     q_len--;
-    launch_request(q->payload, q->len);
+    if (now_ms() - q->at_ms > QUEUE_MS) {
+      say("error %s the node's launcher was busy for %d s", q->payload, QUEUE_MS / 1000);
+      say("exit %s 0 exit 125", q->payload); /* nothing started: the agent can forget it */
+    } else {
+      launch_request(q->payload, q->len);
+      busy++;
+    }
     free(q->payload);
   }
 }
