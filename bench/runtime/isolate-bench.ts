@@ -76,9 +76,22 @@ try {
   );
   const allUp = performance.now() - t0;
   const after = hostPss(hostPid);
+  // The floor, for comparison: HOLD bare Workers created at once in this process (no isolation,
+  // no host, no files), until each has printed.
+  const t1 = performance.now();
+  const bareHeld = await Promise.all(
+    Array.from({ length: HOLD }, async () => {
+      const w = new Worker(script, { stdout: true, resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 16 } });
+      await new Promise<void>((resolve) => w.stdout.once("data", () => resolve()));
+      return w;
+    }),
+  );
+  const bareUp = performance.now() - t1;
+  await Promise.all(bareHeld.map((w) => w.terminate()));
   console.log(`Machine: ${machine()}\n`);
   console.log(markdownTable(["what", "n", "p50", "p99"], [["bare Worker (same process, no isolation)", N, ...fmt(bare)], ["isolate star (host running)", N, ...fmt(iso)]]));
   console.log(`\n${HOLD} isolate stars started at once: all printed their first line after ${allUp.toFixed(0)} ms.`);
+  console.log(`${HOLD} bare Workers created at once in the benchmark's process (the floor): ${bareUp.toFixed(0)} ms.`);
   console.log(`Host PSS growth per isolate with ${HOLD} held: ${((after - before) / HOLD / 1024).toFixed(1)} MB.`);
 } finally {
   for (const s of rt.list()) await rt.remove(s.id).catch(() => undefined);

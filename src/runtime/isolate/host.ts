@@ -3,8 +3,9 @@
  * namespaces and cgroup, user nobody, no-new-privs) that runs isolate stars as worker threads.
  *
  * Control: JSON lines on fd 4 (a socket the agent holds).
- *   agent → host  {op:"start", id, file, argv, env, heapMb, stdout, stderr, logMax, logKeep}
- *                 {op:"go", id} (after "started": run the star's code)
+ *   agent → host  {op:"start", id, file, argv, env, heapMb, stdout, stderr, logMax, logKeep, hold}
+ *                 {op:"go", id} (with hold: after "started", when the agent has placed the
+ *                 thread in its cpu cgroup, run the star's code; without hold it runs at once)
  *                 {op:"stop", id}  {op:"kill", id}  {op:"stats", id, ref}
  *   host → agent  {ev:"started", id, tid}  {ev:"exited", id, code, oom}  {ev:"error", id, message}
  *                 {ev:"stats", ref, heapBytes}
@@ -25,6 +26,8 @@ interface StartMsg {
   stderr: string;
   logMax: number;
   logKeep: number;
+  /** Wait for "go" before running the star's code (the agent first limits the thread's CPU). */
+  hold?: boolean;
 }
 
 type Msg = StartMsg | { op: "go" | "stop" | "kill"; id: string } | { op: "stats"; id: string; ref: number };
@@ -41,6 +44,13 @@ const { readlinkSync } = require("node:fs");
 const v8 = require("node:v8");
 // Warm the ES module loader too (its first use in a worker costs milliseconds).
 import("data:text/javascript,").catch(() => {});
+function go() {
+  parentPort.unref();
+  import(require("node:url").pathToFileURL(globalThis.__constellationFile).href).catch((err) => {
+    console.error(err && err.stack ? err.stack : String(err));
+    process.exit(1);
+  });
+}
 parentPort.on("message", (m) => {
   if (m.t === "run") {
     for (const k of Object.keys(process.env)) delete process.env[k];
@@ -48,15 +58,12 @@ parentPort.on("message", (m) => {
     process.argv.splice(1, process.argv.length - 1, m.file, ...m.argv);
     let tid = 0;
     try { tid = Number(readlinkSync("/proc/thread-self").split("/").pop()); } catch {}
-    // The agent may place this thread in the star's cpu cgroup first; the star runs on "go".
+    // The agent may place this thread in the star's cpu cgroup first; then the star runs on "go".
     parentPort.postMessage({ t: "tid", tid });
     globalThis.__constellationFile = m.file;
+    if (!m.hold) go();
   } else if (m.t === "go") {
-    parentPort.unref();
-    import(require("node:url").pathToFileURL(globalThis.__constellationFile).href).catch((err) => {
-      console.error(err && err.stack ? err.stack : String(err));
-      process.exit(1);
-    });
+    go();
   } else if (m.t === "stop") {
     if (process.listenerCount("SIGTERM") > 0) process.emit("SIGTERM", "SIGTERM");
     else process.exit(143);
@@ -153,7 +160,7 @@ function start(m: StartMsg): void {
   }
   const worker = takeWorker(m.heapMb);
   isolates.set(m.id, worker);
-  worker.postMessage({ t: "run", file: m.file, argv: m.argv, env: m.env });
+  worker.postMessage({ t: "run", file: m.file, argv: m.argv, env: m.env, hold: m.hold === true });
   worker.stdout.on("data", (d: Buffer) => out.write(d));
   worker.stderr.on("data", (d: Buffer) => err.write(d));
   let oom = false;

@@ -56,6 +56,7 @@ interface Host {
   child: ChildProcess;
   /** Host-side pid of the host program. */
   pid: number;
+  threads: HostThreads;
   send(o: object): void;
   listeners: Map<string, (e: HostEvent) => void>;
   stats: Map<number, (heap: number) => void>;
@@ -118,6 +119,7 @@ export class IsolateRuntime extends SupervisedRuntime {
       chownSync(join(dir, f), uid, gid); // the host appends to them as the star's user
     }
     const heapMb = rec.limits.memoryBytes ? Math.max(8, Math.floor(rec.limits.memoryBytes / 2 ** 20)) : DEFAULT_HEAP_MB;
+    const limitCpu = rec.limits.cpuMillis !== undefined && this.threadCpuLimits();
     let resolveEnd!: (e: { exitCode: number | null; signal: string | null; oomKilled: boolean }) => void;
     const ended = new Promise<{ exitCode: number | null; signal: string | null; oomKilled: boolean }>((r) => (resolveEnd = r));
     const started = new Promise<number>((ok, fail) => {
@@ -143,26 +145,27 @@ export class IsolateRuntime extends SupervisedRuntime {
       stderr: join(dir, "stderr.log"),
       logMax: Math.round(rec.spec.log_max_mb * 2 ** 20),
       logKeep: rec.spec.log_max_files - 1,
+      hold: limitCpu, // the star's code waits until its thread is in its cpu group
     });
     const nsTid = await started;
-    const tid = hostTid(host.pid, nsTid) ?? 0;
+    const tid = host.threads.lookup(nsTid) ?? 0;
     // The host's word is checked: only a thread of the host, and never its main thread, is moved.
     if (rec.limits.cpuMillis !== undefined && (tid === 0 || tid === host.pid)) {
       host.send({ op: "kill", id: rec.id });
       throw new StartFailedError(rec.id, "the isolate host reported a thread that is not one of its workers");
     }
     this.threadOf.set(rec.id, tid);
-    if (rec.limits.cpuMillis !== undefined && this.threadCpuLimits()) {
+    if (limitCpu) {
       // The isolate's thread into a cpu group of its own before any of its code runs.
-      const group = await this.options.cgroups.threadGroup(HOST_GROUP, rec.id, rec.limits.cpuMillis);
+      const group = await this.options.cgroups.threadGroup(HOST_GROUP, rec.id, rec.limits.cpuMillis!);
       if (!group) {
         host.send({ op: "kill", id: rec.id });
         throw new StartFailedError(rec.id, "the node's cgroups cannot limit a thread's CPU");
       }
       this.cpuGroups.set(rec.id, group);
       await group.addThread(tid);
+      host.send({ op: "go", id: rec.id });
     }
-    host.send({ op: "go", id: rec.id });
     return {
       pid: host.pid,
       ended,
@@ -212,6 +215,7 @@ export class IsolateRuntime extends SupervisedRuntime {
     const host: Host = {
       child,
       pid: Number(m[1]),
+      threads: new HostThreads(Number(m[1])),
       send: (o) => control.write(`${JSON.stringify(o)}\n`),
       listeners: new Map(),
       stats: new Map(),
@@ -295,18 +299,55 @@ export class IsolateRuntime extends SupervisedRuntime {
   }
 }
 
-/** The host-side id of a thread the host knows by its id in its own pid namespace. */
-function hostTid(hostPid: number, nsTid: number): number | undefined {
-  try {
-    for (const t of readdirSync(`/proc/${hostPid}/task`)) {
-      const m = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${hostPid}/task/${t}/status`, "utf8"));
-      const ids = m?.[1]?.trim().split(/\s+/).map(Number);
-      if (ids && ids[ids.length - 1] === nsTid) return Number(t);
-    }
-  } catch {
-    // the host is gone
+/**
+ * Host-side ids of the isolate host's threads, which the host knows by their ids in its own pid
+ * namespace (the `NSpid` line of each thread's status). Each thread's status is read once: with
+ * 100 isolates the host has hundreds of threads, and reading all of them per start made the
+ * agent's work per start grow with the number of isolates.
+ */
+class HostThreads {
+  private readonly byNsTid = new Map<number, number>();
+  private readonly read = new Set<string>();
+
+  constructor(private readonly hostPid: number) {}
+
+  lookup(nsTid: number): number | undefined {
+    const cached = this.byNsTid.get(nsTid);
+    if (cached !== undefined && this.nsTidOf(String(cached)) === nsTid) return cached;
+    this.byNsTid.delete(nsTid);
+    return this.scan(nsTid, false) ?? this.scan(nsTid, true);
   }
-  return undefined;
+
+  /** Reads the threads not read yet (or all of them, to catch a host tid used again). */
+  private scan(nsTid: number, all: boolean): number | undefined {
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${this.hostPid}/task`);
+    } catch {
+      return undefined; // the host is gone
+    }
+    if (all) this.read.clear();
+    const live = new Set(tasks);
+    for (const t of this.read) if (!live.has(t)) this.read.delete(t);
+    for (const t of tasks) {
+      if (this.read.has(t)) continue;
+      this.read.add(t);
+      const ns = this.nsTidOf(t);
+      if (ns !== undefined) this.byNsTid.set(ns, Number(t));
+    }
+    const found = this.byNsTid.get(nsTid);
+    return found !== undefined && this.nsTidOf(String(found)) === nsTid ? found : undefined;
+  }
+
+  private nsTidOf(hostTid: string): number | undefined {
+    try {
+      const m = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${this.hostPid}/task/${hostTid}/status`, "utf8"));
+      const ids = m?.[1]?.trim().split(/\s+/).map(Number);
+      return ids?.[ids.length - 1];
+    } catch {
+      return undefined; // gone
+    }
+  }
 }
 
 /** utime + stime of a thread, in microseconds (clock ticks are 100 Hz on Linux). */
