@@ -28,7 +28,15 @@ export type ErrorCode =
   | "RUNTIME_STAR_NOT_FOUND"
   | "RUNTIME_STAR_EXISTS"
   | "RUNTIME_START_FAILED"
-  | "RUNTIME_UNAVAILABLE";
+  | "RUNTIME_UNAVAILABLE"
+  | "API_UNAUTHORIZED"
+  | "API_FORBIDDEN"
+  | "API_BAD_REQUEST"
+  | "API_TOO_LARGE"
+  | "API_UNAVAILABLE"
+  | "STAR_NOT_FOUND"
+  | "STAR_EXISTS"
+  | "TIMEOUT";
 
 export class ConstellationError extends Error {
   readonly code: ErrorCode;
@@ -250,6 +258,66 @@ export class StartFailedError extends ConstellationError {
 export class RuntimeUnavailableError extends ConstellationError {
   constructor(message: string, cause?: unknown) {
     super("RUNTIME_UNAVAILABLE", message, { cause });
+  }
+}
+
+/** A request without a valid token. */
+export class UnauthorizedError extends ConstellationError {
+  constructor(message = "a valid token is needed: pass --token or set CONSTELLATION_TOKEN (see `constellation up`'s output)") {
+    super("API_UNAUTHORIZED", message);
+  }
+}
+
+/** A token whose scope does not allow the request. */
+export class ForbiddenError extends ConstellationError {
+  constructor(scope: string, needed: string) {
+    super("API_FORBIDDEN", `this token's scope is ${scope}; this request needs ${needed}: use an admin token`);
+  }
+}
+
+/** A request that is not well-formed (bad JSON, wrong content type, unknown route). */
+export class BadRequestError extends ConstellationError {
+  readonly field?: string;
+  constructor(message: string, field?: string) {
+    super("API_BAD_REQUEST", message);
+    if (field !== undefined) this.field = field;
+  }
+}
+
+export class TooLargeError extends ConstellationError {
+  constructor(limit: number) {
+    super("API_TOO_LARGE", `the request body is over ${limit} bytes: send less (a spec is small; scripts travel by path)`);
+  }
+}
+
+/** The constellation cannot be reached, or answered something that is not our API. */
+export class ApiUnavailableError extends ConstellationError {
+  constructor(message: string, cause?: unknown) {
+    super("API_UNAVAILABLE", message, { cause });
+  }
+}
+
+/** No star of that name in the constellation. */
+export class NoSuchStarError extends ConstellationError {
+  readonly star: string;
+  constructor(star: string) {
+    super("STAR_NOT_FOUND", `no star named ${star}: see \`constellation list\``);
+    this.star = star;
+  }
+}
+
+/** A star of that name exists already in the constellation. */
+export class DuplicateStarError extends ConstellationError {
+  readonly star: string;
+  constructor(star: string) {
+    super("STAR_EXISTS", `a star named ${star} exists already: pick another name, or remove it first (constellation rm ${star})`);
+    this.star = star;
+  }
+}
+
+export class TimeoutError extends ConstellationError {
+  constructor(message: string) {
+    super("TIMEOUT", message);
   }
 }
 

@@ -2,10 +2,13 @@
 /**
  * The `constellation` command. One file per command group lives beside this one; this file
  * only wires them together and turns errors into one line and an exit code.
- * (Commands arrive with their features: see the README for what works today.)
  */
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
+import { isConstellationError } from "../errors.js";
+import { registerClusterCommands } from "./cluster.js";
+import { registerStarCommands } from "./stars.js";
+import { registerUp } from "./up.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
 
@@ -14,7 +17,14 @@ const program = new Command("constellation")
   .version(pkg.version, "-v, --version", "print the version")
   .showSuggestionAfterError(true)
   .exitOverride()
-  .configureOutput({ outputError: (str, write) => write(str) });
+  .configureOutput({ outputError: (str, write) => write(str) })
+  .option("--data <dir>", "data dir of a local constellation (default: CONSTELLATION_DATA or ~/.constellation)")
+  .option("--endpoint <url>", "the API's URL (default: CONSTELLATION_ENDPOINT, or the data dir's)")
+  .option("--token <token>", "API token (default: CONSTELLATION_TOKEN, or the data dir's admin token)");
+registerUp(program);
+registerStarCommands(program);
+registerClusterCommands(program);
+for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(str) });
 
 try {
   await program.parseAsync(process.argv);
@@ -23,6 +33,7 @@ try {
     // Help and version "errors" are successful exits; usage errors exit 2 with commander's message.
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
-  process.stderr.write(`error: ${(err as Error).message}\n`);
+  // Our errors carry a message that says what to do; anything else is a bug, shown briefly.
+  process.stderr.write(`error: ${(err as Error).message}${isConstellationError(err) ? "" : " (unexpected: please report it)"}\n`);
   process.exit(1);
 }

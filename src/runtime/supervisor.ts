@@ -110,6 +110,26 @@ export abstract class SupervisedRuntime implements Runtime {
     return { ...rec.status };
   }
 
+  /**
+   * Starts a star that has ended (stopped, exited, failed) again, with its spec and its files
+   * (logs go on); a star that runs, or has a restart pending, is left as it is.
+   */
+  async resume(id: string): Promise<StarStatus> {
+    const rec = this.get(id);
+    if (!this.settled(rec)) return { ...rec.status };
+    rec.stopRequested = false;
+    rec.stopGraceMs = undefined;
+    rec.killedByHealth = undefined;
+    rec.history = { restarts: [], streak: 0 };
+    try {
+      await this.runOnce(rec);
+    } catch (err) {
+      this.finish(rec, { state: "failed", reason: errorText(err) });
+      throw err;
+    }
+    return { ...rec.status };
+  }
+
   private async runOnce(rec: StarRecord): Promise<void> {
     this.update(rec, { state: "starting", reason: undefined, restartAt: undefined });
     const run = await this.launch(rec);

@@ -57,6 +57,8 @@ export interface Runtime {
   readonly kind: "process" | "isolate" | "fake";
   /** Checks the spec, creates the star and starts it; resolves once it runs (or throws why not). */
   start(id: string, spec: StarSpecInput): Promise<StarStatus>;
+  /** Starts a star that has ended again (same spec, same files); no-op if it runs. */
+  resume(id: string): Promise<StarStatus>;
   /** Resolves when the star has ended for good (no restart pending). */
   wait(id: string): Promise<StarStatus>;
   /** SIGTERM, then SIGKILL after the grace period; no restart follows. */

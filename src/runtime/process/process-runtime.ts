@@ -159,6 +159,8 @@ export class ProcessRuntime extends SupervisedRuntime {
   }
 
   protected async launch(rec: StarRecord): Promise<RunHandle> {
+    // A star started again right after its last run: that run's cleanup (its cgroup) goes first.
+    await this.cleaning.get(rec.id)?.catch(() => undefined);
     const dir = this.dir(rec.id);
     const { uid, gid } = this.userOf(rec.id);
     const program = await this.program(rec.spec);

@@ -1,0 +1,305 @@
+/**
+ * The agent owns its node: it watches the store for the stars assigned to it, drives its
+ * runtimes toward them (reconcile.ts decides, one star at a time), and reports every status
+ * change back to the store, with an event when the state changes. It needs no controller while
+ * it runs: stars keep running when the controller is down, and the runtimes keep them across a
+ * restart of the agent (recover), which then takes its stars back from its earlier reports.
+ */
+import { isConstellationError } from "../errors.js";
+import { EventLog } from "../controller/events.js";
+import { KEYS, type NodeRecord, type StarObserved, type StarRecord, nodeKey, statusKey } from "../controller/model.js";
+import type { LogLine, LogOptions, Runtime, StarStats, StarStatus } from "../runtime/types.js";
+import type { Store } from "../store/types.js";
+import { type Action, type LocalStar, decide, isActive } from "./reconcile.js";
+
+export type RuntimeKind = "process" | "isolate";
+
+export interface AgentOptions {
+  store: Store;
+  node: NodeRecord;
+  runtimes: Partial<Record<RuntimeKind, Runtime>>;
+  /** How often running stars' CPU and memory are sampled (default 2 s). */
+  sampleMs?: number;
+}
+
+/** What a controller may ask of a node besides its desired state (logs and usage). */
+export interface NodeLink {
+  logs(star: string, options?: LogOptions): AsyncIterable<LogLine>;
+  usage(star: string): Usage | undefined;
+}
+
+export interface Usage {
+  cpuPercent: number;
+  memoryBytes: number;
+  at: number;
+}
+
+interface Local extends LocalStar {
+  runtime: Runtime;
+}
+
+export class Agent implements NodeLink {
+  private readonly records = new Map<string, StarRecord>();
+  private readonly local = new Map<string, Local>();
+  private readonly queues = new Map<string, Promise<void>>();
+  private readonly usages = new Map<string, Usage & { cpuUsec: number }>();
+  private readonly events: EventLog;
+  private readonly abort = new AbortController();
+  private readonly unsubscribe: Array<() => void> = [];
+  private loop: Promise<void> | undefined;
+  private sampler: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: AgentOptions) {
+    this.events = new EventLog(options.store, `node-${options.node.name}`);
+  }
+
+  get name(): string {
+    return this.options.node.name;
+  }
+
+  private get store(): Store {
+    return this.options.store;
+  }
+
+  /** Takes back what the runtimes kept, registers the node, and starts following the store. */
+  async start(): Promise<void> {
+    const reports = await this.store.range({ prefix: KEYS.status });
+    const reported = new Map<string, StarObserved>();
+    for (const kv of reports.kvs) {
+      const o = JSON.parse(kv.value) as StarObserved;
+      if (o.node === this.name) reported.set(kv.key.slice(KEYS.status.length), o);
+    }
+    for (const runtime of Object.values(this.options.runtimes)) {
+      for (const status of runtime.list()) {
+        const report = reported.get(status.id);
+        // Unknown to the store (reported by nobody): removed on reconcile.
+        this.local.set(status.id, { uid: report?.uid ?? "", generation: report?.generation ?? 0, status, runtime });
+      }
+      this.unsubscribe.push(runtime.onChange((s) => this.onStatus(runtime, s)));
+    }
+    for (const [name] of this.local) void this.report(name);
+    await this.store.put(nodeKey(this.name), JSON.stringify(this.options.node));
+    await this.events.record("node.up", `node ${this.name} up (${Object.keys(this.options.runtimes).join(", ")} runtime)`, { node: this.name });
+    const { kvs, revision } = await this.store.range({ prefix: KEYS.stars });
+    for (const kv of kvs) this.take(JSON.parse(kv.value) as StarRecord);
+    for (const name of new Set([...this.records.keys(), ...this.local.keys()])) this.reconcile(name);
+    this.loop = this.follow(revision + 1, this.abort.signal);
+    this.sampler = setInterval(() => void this.sample(), this.options.sampleMs ?? 2000);
+    this.sampler.unref();
+  }
+
+  /** Stops following the store; stars keep running (the runtimes are closed by their owner). */
+  async stop(): Promise<void> {
+    this.abort.abort();
+    if (this.sampler) clearInterval(this.sampler);
+    for (const u of this.unsubscribe) u();
+    await this.loop?.catch(() => undefined);
+    await Promise.all([...this.queues.values()].map((q) => q.catch(() => undefined)));
+  }
+
+  logs(star: string, options?: LogOptions): AsyncIterable<LogLine> {
+    const local = this.local.get(star);
+    if (!local) return (async function* () {})();
+    return local.runtime.logs(star, options);
+  }
+
+  usage(star: string): Usage | undefined {
+    const u = this.usages.get(star);
+    return u ? { cpuPercent: u.cpuPercent, memoryBytes: u.memoryBytes, at: u.at } : undefined;
+  }
+
+  async stats(star: string): Promise<StarStats | undefined> {
+    return this.local.get(star)?.runtime.stats(star);
+  }
+
+  private take(record: StarRecord): void {
+    if (record.node === this.name) this.records.set(record.name, record);
+    else this.records.delete(record.name);
+  }
+
+  private async follow(fromRevision: number, signal: AbortSignal): Promise<void> {
+    let from = fromRevision;
+    while (!signal.aborted) {
+      const watch = this.store.watch({ prefix: KEYS.stars }, { fromRevision: from });
+      const onAbort = () => watch.close();
+      signal.addEventListener("abort", onAbort);
+      try {
+        for await (const batch of watch) {
+          from = batch.revision + 1;
+          for (const e of batch.events) {
+            const name = e.kv.key.slice(KEYS.stars.length);
+            if (e.type === "delete") this.records.delete(name);
+            else this.take(JSON.parse(e.kv.value) as StarRecord);
+            this.reconcile(name);
+          }
+        }
+      } catch {
+        // history compacted: read everything again
+        const { kvs, revision } = await this.store.range({ prefix: KEYS.stars }).catch(() => ({ kvs: [], revision: from - 1 }));
+        this.records.clear();
+        for (const kv of kvs) this.take(JSON.parse(kv.value) as StarRecord);
+        for (const name of new Set([...this.records.keys(), ...this.local.keys()])) this.reconcile(name);
+        from = revision + 1;
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+        watch.close();
+      }
+    }
+  }
+
+  /** Queues a decision for one star (one at a time per star, in order). */
+  private reconcile(name: string): void {
+    const prev = this.queues.get(name) ?? Promise.resolve();
+    const next = prev.then(() => this.act(name)).catch(() => undefined);
+    this.queues.set(name, next);
+    void next.then(() => {
+      if (this.queues.get(name) === next) this.queues.delete(name);
+    });
+  }
+
+  private async act(name: string): Promise<void> {
+    if (this.abort.signal.aborted) return;
+    const record = this.records.get(name);
+    const local = this.local.get(name);
+    if (local) local.status = local.runtime.status(name) ?? local.status;
+    const action = decide(record, local);
+    if (!action) {
+      if (record && local && record.uid === local.uid && record.generation > local.generation) {
+        local.generation = record.generation;
+        await this.report(name);
+      }
+      return;
+    }
+    await this.apply(action, name, record, local);
+  }
+
+  private async apply(action: Action, name: string, record: StarRecord | undefined, local: Local | undefined): Promise<void> {
+    if (action === "remove" || action === "replace") {
+      await local!.runtime.remove(name).catch(() => undefined);
+      this.local.delete(name);
+      this.usages.delete(name);
+      if (action === "remove") {
+        await this.dropReport(name, local!.uid);
+        return;
+      }
+    }
+    if (action === "stop") {
+      local!.generation = record!.generation;
+      await local!.runtime.stop(name).catch(() => undefined);
+      await this.report(name);
+      return;
+    }
+    const rec = record!;
+    if (action === "resume") {
+      local!.generation = rec.generation;
+      await local!.runtime.resume(name).catch((err: unknown) => this.startFailed(name, err));
+      await this.report(name);
+      return;
+    }
+    // start / replace: a new star on this node
+    const kind: RuntimeKind = (rec.spec as { runtime?: RuntimeKind }).runtime ?? "process";
+    const runtime = this.options.runtimes[kind];
+    if (!runtime) {
+      await this.failWithoutRun(rec, `this node has no ${kind} runtime`);
+      return;
+    }
+    this.local.set(name, { uid: rec.uid, generation: rec.generation, runtime });
+    try {
+      await runtime.start(name, rec.spec);
+    } catch (err) {
+      if (!runtime.status(name)) {
+        // Refused before anything was created (spec, script, limits): nothing runs.
+        this.local.delete(name);
+        await this.failWithoutRun(rec, (err as Error).message);
+        return;
+      }
+      await this.startFailed(name, err);
+    }
+    await this.report(name);
+  }
+
+  private async startFailed(name: string, err: unknown): Promise<void> {
+    const code = isConstellationError(err) ? ` [${err.code}]` : "";
+    await this.events.record("star.start-failed", `failed to start${code}: ${(err as Error).message}`, { star: name, node: this.name });
+  }
+
+  /** A star that could not even be created here: reported failed, with the reason. */
+  private async failWithoutRun(record: StarRecord, reason: string): Promise<void> {
+    const status: StarStatus = {
+      id: record.name,
+      name: record.name,
+      state: "failed",
+      reason,
+      restarts: 0,
+      limits: { pids: 0 },
+      ready: false,
+      limitsEnforced: true,
+    };
+    const observed: StarObserved = { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() };
+    await this.store.put(statusKey(record.name), JSON.stringify(observed));
+    await this.events.record("star.start-failed", `failed to start: ${reason}`, { star: record.name, node: this.name });
+  }
+
+  private onStatus(runtime: Runtime, status: StarStatus): void {
+    const local = this.local.get(status.id);
+    if (!local || local.runtime !== runtime) return;
+    const before = local.status?.state;
+    local.status = status;
+    void this.report(status.id).catch(() => undefined);
+    if (before !== status.state) {
+      void this.events.record("star.state", describe(status), { star: status.id, node: this.name }).catch(() => undefined);
+    }
+  }
+
+  private async report(name: string): Promise<void> {
+    const local = this.local.get(name);
+    if (!local) return;
+    const status = local.runtime.status(name) ?? local.status;
+    if (!status) return;
+    const observed: StarObserved = { uid: local.uid, node: this.name, status, generation: local.generation, updatedAt: Date.now() };
+    await this.store.put(statusKey(name), JSON.stringify(observed));
+  }
+
+  /** Deletes this node's report of a star, unless it is already another star's. */
+  private async dropReport(name: string, uid: string): Promise<void> {
+    const kv = await this.store.get(statusKey(name));
+    if (!kv) return;
+    const o = JSON.parse(kv.value) as StarObserved;
+    if (o.uid !== uid && uid !== "") return;
+    await this.store.txn({
+      compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
+      success: [{ type: "delete", range: { key: kv.key } }],
+    });
+  }
+
+  private async sample(): Promise<void> {
+    const now = Date.now();
+    for (const [name, local] of this.local) {
+      if (!isActive(local.status)) {
+        this.usages.delete(name);
+        continue;
+      }
+      const stats = await local.runtime.stats(name).catch(() => undefined);
+      if (!stats) continue;
+      const prev = this.usages.get(name);
+      const cpuPercent = prev && now > prev.at ? Math.max(0, ((stats.cpuUsageUsec - prev.cpuUsec) / ((now - prev.at) * 1000)) * 100) : 0;
+      this.usages.set(name, { cpuPercent, memoryBytes: stats.memoryBytes, at: now, cpuUsec: stats.cpuUsageUsec });
+    }
+  }
+}
+
+function describe(s: StarStatus): string {
+  switch (s.state) {
+    case "running":
+      return `running (pid ${s.pid ?? "?"})`;
+    case "exited":
+      return `exited with code ${s.exitCode ?? "?"}`;
+    case "failed":
+      return `failed: ${s.reason ?? (s.signal ? `killed by ${s.signal}` : `exit code ${s.exitCode ?? "?"}`)}`;
+    case "oom_killed":
+      return `killed: out of memory (limit ${s.limits.memoryBytes ?? "?"} bytes)`;
+    default:
+      return s.state;
+  }
+}
+

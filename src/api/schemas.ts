@@ -1,0 +1,43 @@
+/**
+ * Request shapes of the HTTP API (zod), and the one function that turns a zod failure into a
+ * typed error naming the field. The star spec itself is runtime/spec.ts's schema.
+ */
+import { z } from "zod";
+import { BadRequestError } from "../errors.js";
+
+export const createBody = z.strictObject({
+  spec: z.record(z.string(), z.unknown(), { error: "spec must be an object: the star's spec (name, script or command, limits)" }),
+  /** Start it now (default) or only record it. */
+  start: z.boolean().optional(),
+});
+
+const flag = z.enum(["1", "0", "true", "false"]).transform((v) => v === "1" || v === "true");
+const count = (max: number) => z.coerce.number().int().min(0).max(max);
+
+export const logsQuery = z.strictObject({ tail: count(1_000_000).optional(), follow: flag.optional() });
+export const removeQuery = z.strictObject({ force: flag.optional() });
+export const waitQuery = z.strictObject({
+  for: z.enum(["running", "ended"]).default("running"),
+  timeout_ms: count(600_000).default(30_000),
+});
+export const eventsQuery = z.strictObject({
+  since: count(Number.MAX_SAFE_INTEGER).optional(),
+  limit: count(10_000).optional(),
+  star: z.string().max(63).optional(),
+  follow: flag.optional(),
+});
+export const tokenBody = z.strictObject({
+  scope: z.enum(["admin", "read"], { error: 'scope must be "admin" or "read"' }),
+  name: z.string().min(1).max(100).regex(/^[\x20-\x7e]+$/, "name must be printable ASCII").default("token"),
+});
+export const nameParams = z.strictObject({ name: z.string() });
+
+/** Parses `value` or throws a BadRequestError that names the first wrong field. */
+export function parse<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
+  const res = schema.safeParse(value ?? {});
+  if (res.success) return res.data;
+  const issue = res.error.issues[0]!;
+  const field = issue.path.join(".");
+  const what = issue.code === "unrecognized_keys" ? `unknown ${where} field ${issue.keys.join(", ")}` : issue.message;
+  throw new BadRequestError(`${where}${field ? ` ${field}` : ""}: ${what}`, field || undefined);
+}

@@ -1,0 +1,215 @@
+/** Star commands: create, list, inspect, start, stop, rm, logs. Business logic lives in the API. */
+import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
+import { type Constellation, type StarInfo, connect } from "../sdk/client.js";
+import type { StarSpecInput } from "../runtime/spec.js";
+import { age, bytes, color, printJson, stateText, table } from "./output.js";
+
+export interface GlobalOptions {
+  data?: string;
+  endpoint?: string;
+  token?: string;
+}
+
+export function clientOf(cmd: Command): Constellation {
+  const g = cmd.optsWithGlobals<GlobalOptions>();
+  return connect({ ...(g.data ? { dataDir: g.data } : {}), ...(g.endpoint ? { endpoint: g.endpoint } : {}), ...(g.token ? { token: g.token } : {}) });
+}
+
+const number = (flag: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || v.trim() === "") throw new CommanderArgError(`${flag} takes a number, got "${v}"`);
+  return n;
+};
+
+const envPair = (v: string, acc: Record<string, string>) => {
+  const eq = v.indexOf("=");
+  if (eq <= 0) throw new CommanderArgError(`--env takes KEY=VALUE, got "${v}"`);
+  return { ...acc, [v.slice(0, eq)]: v.slice(eq + 1) };
+};
+
+const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
+
+function memoryText(s: StarInfo): string {
+  const limit = s.status?.limits.memoryBytes;
+  const used = s.usage?.memoryBytes;
+  if (used === undefined && limit === undefined) return "-";
+  return `${bytes(used)} / ${limit === undefined ? "no limit" : bytes(limit)}`;
+}
+
+export function registerStarCommands(program: Command): void {
+  program
+    .command("create")
+    .description("create a star and start it; waits until it runs (or says why it did not)")
+    .requiredOption("--name <name>", "the star's name (a DNS label)")
+    .option("--script <file>", "a .js, .mjs or .ts file to run")
+    .addOption(new Option("--cpu-percent <n>", "CPU limit, % of one core").argParser(number("--cpu-percent")).conflicts("cpuCores"))
+    .option("--cpu-cores <n>", "CPU limit in cores", number("--cpu-cores"))
+    .addOption(new Option("--ram-mb <n>", "memory limit in MB").argParser(number("--ram-mb")).conflicts("ramGb"))
+    .option("--ram-gb <n>", "memory limit in GB", number("--ram-gb"))
+    .option("--disk-mb <n>", "disk quota in MB for the star's writable directory", number("--disk-mb"))
+    .option("--env <KEY=VALUE>", "environment variable (repeatable)", envPair, {})
+    .addOption(new Option("--restart <policy>", "restart policy").choices(["never", "on-failure", "always"]))
+    .addOption(new Option("--runtime <kind>", "process (any program) or isolate (JS/TS in a V8 isolate)").choices(["process", "isolate"]))
+    .option("--no-wait", "return once the star is recorded, without waiting for it to run")
+    .option("--no-start", "only record the star (start it later with `constellation start`)")
+    .option("--json", "print the star as JSON")
+    .argument("[command...]", "a program and its arguments, after --")
+    .addHelpText(
+      "after",
+      examples([
+        "constellation create --name hello -- echo hello world",
+        "constellation create --name worker --script worker.ts --cpu-percent 25 --ram-mb 512 --env MODE=batch",
+        "constellation create --name web --script server.mjs --restart always --runtime isolate",
+      ]),
+    )
+    .action(async (command: string[], o: Record<string, unknown>, cmd: Command) => {
+      const spec: StarSpecInput = { name: o.name as string };
+      if (o.script !== undefined) spec.script = o.script as string;
+      if (command.length > 0) spec.command = command;
+      if (o.script === undefined && command.length === 0) cmd.error("error: give --script FILE or a command after --, e.g. constellation create --name hello -- echo hi", { exitCode: 2 });
+      if (o.cpuPercent !== undefined) spec.cpu_percent = o.cpuPercent as number;
+      if (o.cpuCores !== undefined) spec.cpu_cores = o.cpuCores as number;
+      if (o.ramMb !== undefined) spec.ram_mb = o.ramMb as number;
+      if (o.ramGb !== undefined) spec.ram_gb = o.ramGb as number;
+      if (o.diskMb !== undefined) spec.disk_mb = o.diskMb as number;
+      if (Object.keys(o.env as object).length > 0) spec.env = o.env as Record<string, string>;
+      if (o.restart !== undefined) spec.restart = o.restart as "never";
+      if (o.runtime !== undefined) spec.runtime = o.runtime as "process";
+      const c = clientOf(cmd);
+      try {
+        const star = await c.create(spec, { start: o.start !== false });
+        let info = await star.info();
+        if (o.wait !== false && o.start !== false) {
+          if (process.stderr.isTTY && !o.json) process.stderr.write(color.dim(`starting ${spec.name}...\n`));
+          info = await star.wait({ for: "running", timeoutMs: 120_000 });
+        }
+        if (o.json) return printJson(info);
+        const s = info.status;
+        if (s && s.state !== "running" && o.wait !== false && o.start !== false) {
+          process.stderr.write(`error: star ${spec.name} did not start: ${s.state}${s.reason ? ` (${s.reason})` : s.exitCode !== undefined && s.exitCode !== null ? ` (exit code ${s.exitCode})` : ""}; see \`constellation logs ${spec.name}\`\n`);
+          process.exitCode = 1;
+          return;
+        }
+        process.stdout.write(`${spec.name}: ${s ? `${stateText(s.state)}${s.pid ? ` (pid ${s.pid})` : ""}` : info.desired === "running" ? "created" : "created (stopped)"}\n`);
+      } finally {
+        c.close();
+      }
+    });
+
+  program
+    .command("list")
+    .alias("ls")
+    .description("list the stars: name, state, node, CPU %, memory / limit, restarts, age")
+    .option("--json", "print as JSON")
+    .addHelpText("after", examples(["constellation list", "constellation list --json"]))
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const c = clientOf(cmd);
+      try {
+        const stars = await c.list();
+        if (o.json) return printJson(stars);
+        if (stars.length === 0) return void process.stdout.write("no stars yet: create one with `constellation create --name hello -- echo hello`\n");
+        const rows = stars.map((s) => [
+          s.name,
+          stateText(s.status?.state ?? (s.desired === "running" ? "pending" : "stopped")) + (s.status && !s.status.limitsEnforced ? color.yellow(" (limits not enforced)") : ""),
+          s.node ?? "-",
+          s.usage ? `${s.usage.cpuPercent.toFixed(1)}%` : "-",
+          memoryText(s),
+          String(s.status?.restarts ?? 0),
+          age(s.status?.startedAt ?? s.createdAt),
+        ]);
+        process.stdout.write(`${table(["NAME", "STATE", "NODE", "CPU", "MEMORY", "RESTARTS", "AGE"], rows)}\n`);
+      } finally {
+        c.close();
+      }
+    });
+
+  program
+    .command("inspect")
+    .description("a star in full: spec, state, host pid, limits, exit code, restarts, recent events")
+    .argument("<name>", "the star")
+    .option("--json", "print as JSON")
+    .addHelpText("after", examples(["constellation inspect hello", "constellation inspect hello --json"]))
+    .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+      const c = clientOf(cmd);
+      try {
+        const info = await c.star(name).info();
+        if (o.json) return printJson(info);
+        const s = info.status;
+        const lines = [
+          `${color.bold("name")}       ${info.name}`,
+          `${color.bold("state")}      ${stateText(s?.state ?? (info.desired === "running" ? "pending" : "stopped"))} (wanted: ${info.desired})${s?.reason ? ` — ${s.reason}` : ""}`,
+          `${color.bold("node")}       ${info.node ?? "-"}`,
+          `${color.bold("pid")}        ${s?.pid ?? "-"}`,
+          `${color.bold("exit")}       ${s?.exitCode ?? (s?.signal ? `signal ${s.signal}` : "-")}`,
+          `${color.bold("restarts")}   ${s?.restarts ?? 0}`,
+          `${color.bold("limits")}     cpu ${s?.limits.cpuMillis !== undefined ? `${s.limits.cpuMillis / 10}%` : "no limit"}, memory ${bytes(s?.limits.memoryBytes)}, pids ${s?.limits.pids ?? "-"}${s?.limits.diskBytes !== undefined ? `, disk ${bytes(s.limits.diskBytes)}` : ""}${s && !s.limitsEnforced ? color.yellow(" (not enforced: dev mode)") : ""}`,
+          `${color.bold("usage")}      ${info.usage ? `${info.usage.cpuPercent}% cpu, ${bytes(info.usage.memoryBytes)}` : "-"}`,
+          `${color.bold("spec")}       ${JSON.stringify(info.spec)}`,
+          `${color.bold("events")}`,
+          ...(info.events ?? []).map((e) => `  ${new Date(e.at).toISOString()}  ${e.kind.padEnd(20)} ${e.message}`),
+        ];
+        process.stdout.write(`${lines.join("\n")}\n`);
+      } finally {
+        c.close();
+      }
+    });
+
+  for (const verb of ["start", "stop"] as const) {
+    program
+      .command(verb)
+      .description(verb === "start" ? "start a star (again, if it has ended); waits until it runs" : "stop a star (SIGTERM, then SIGKILL after its grace period); waits until it has")
+      .argument("<name>", "the star")
+      .option("--json", "print the star as JSON")
+      .addHelpText("after", examples([`constellation ${verb} hello`]))
+      .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+        const c = clientOf(cmd);
+        try {
+          const star = c.star(name);
+          const info = verb === "start" ? (await star.start(), await star.wait({ for: "running", timeoutMs: 120_000 })) : await star.stop({ timeoutMs: 120_000 });
+          if (o.json) return printJson(info);
+          process.stdout.write(`${name}: ${stateText(info.status?.state)}\n`);
+          if (verb === "start" && info.status?.state !== "running") process.exitCode = 1;
+        } finally {
+          c.close();
+        }
+      });
+  }
+
+  program
+    .command("rm")
+    .description("remove a star (its files and logs go with it)")
+    .argument("<name>", "the star")
+    .option("-f, --force", "remove it even if it runs (it is stopped first)")
+    .addHelpText("after", examples(["constellation rm hello", "constellation rm -f web"]))
+    .action(async (name: string, o: { force?: boolean }, cmd: Command) => {
+      const c = clientOf(cmd);
+      try {
+        await c.star(name).remove(o.force ? { force: true } : {});
+        process.stdout.write(`${name}: removed\n`);
+      } finally {
+        c.close();
+      }
+    });
+
+  program
+    .command("logs")
+    .description("a star's output (stdout and stderr)")
+    .argument("<name>", "the star")
+    .option("-f, --follow", "keep printing new lines until the star ends (Ctrl-C to stop)")
+    .option("--tail <n>", "only the last N lines of each stream", number("--tail"))
+    .option("--json", "one JSON object per line ({stream, line})")
+    .addHelpText("after", examples(["constellation logs hello", "constellation logs web -f --tail 20"]))
+    .action(async (name: string, o: { follow?: boolean; tail?: number; json?: boolean }, cmd: Command) => {
+      const c = clientOf(cmd);
+      const abort = new AbortController();
+      process.once("SIGINT", () => abort.abort());
+      try {
+        for await (const l of c.star(name).logs({ follow: o.follow === true, signal: abort.signal, ...(o.tail === undefined ? {} : { tail: o.tail }) })) {
+          if (o.json) process.stdout.write(`${JSON.stringify(l)}\n`);
+          else (l.stream === "stderr" ? process.stderr : process.stdout).write(`${l.line}\n`);
+        }
+      } finally {
+        c.close();
+      }
+    });
+}

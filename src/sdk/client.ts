@@ -1,0 +1,225 @@
+/**
+ * The TypeScript SDK: a typed client of the HTTP API.
+ *
+ * ```ts
+ * import { connect } from "constellation";
+ * const c = connect();                       // from the environment or ~/.constellation
+ * const star = await c.create({ name: "web-worker-1", cpu_percent: 25, ram_mb: 512, script: "worker.ts" });
+ * await star.wait();                         // until it has ended
+ * ```
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { ApiUnavailableError } from "../errors.js";
+import type { ClusterSummary } from "../controller/controller.js";
+import type { Event, StarView } from "../controller/model.js";
+import type { StarSpecInput } from "../runtime/spec.js";
+import type { LogLine, StarStatus } from "../runtime/types.js";
+import { type Transport, httpTransport } from "./http.js";
+
+export type { ClusterSummary, Event, LogLine, StarSpecInput, StarStatus };
+
+/** A star as the API reports it, with its node's last CPU and memory reading while it runs. */
+export type StarInfo = StarView & { usage?: { cpuPercent: number; memoryBytes: number }; events?: Event[] };
+
+export interface ConnectOptions {
+  /** The API's URL, e.g. http://127.0.0.1:7070 (default: CONSTELLATION_ENDPOINT, or the data dir's). */
+  endpoint?: string;
+  /** An API token (default: CONSTELLATION_TOKEN, or the data dir's admin token). */
+  token?: string;
+  /** A data dir of `constellation up` (default: CONSTELLATION_DATA, or ~/.constellation). */
+  dataDir?: string;
+}
+
+/** Where the constellation is and the token to use, from options, the environment, or a data dir. */
+export function resolveConnection(options: ConnectOptions = {}): { endpoint: string; token: string } {
+  let endpoint = options.endpoint ?? (options.dataDir ? undefined : process.env.CONSTELLATION_ENDPOINT);
+  let token = options.token ?? (options.dataDir ? undefined : process.env.CONSTELLATION_TOKEN);
+  if (endpoint && token) return { endpoint, token };
+  const dir = resolve(options.dataDir ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
+  const read = (f: string) => (existsSync(join(dir, f)) ? readFileSync(join(dir, f), "utf8").trim() : undefined);
+  endpoint ??= read("endpoint");
+  try {
+    token ??= read("admin.token");
+  } catch {
+    // not readable by this user: the error below says what to do
+  }
+  if (!endpoint) {
+    throw new ApiUnavailableError(`no constellation found in ${dir}: start one with \`constellation up --data ${dir}\`, or set CONSTELLATION_ENDPOINT and CONSTELLATION_TOKEN`);
+  }
+  if (!token) throw new ApiUnavailableError(`no token: set CONSTELLATION_TOKEN, or run as a user who can read ${join(dir, "admin.token")}`);
+  return { endpoint, token };
+}
+
+/**
+ * Connects to a constellation.
+ * @example
+ * const c = connect({ dataDir: "./.constellation" });
+ * console.log((await c.status()).stars.total);
+ */
+export function connect(options: ConnectOptions = {}): Constellation {
+  const { endpoint, token } = resolveConnection(options);
+  return new Constellation(httpTransport(endpoint, token));
+}
+
+const q = (params: Record<string, string | number | boolean | undefined>) => {
+  const s = Object.entries(params)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${encodeURIComponent(String(v))}`)
+    .join("&");
+  return s ? `?${s}` : "";
+};
+
+export class Constellation {
+  constructor(private readonly http: Transport) {}
+
+  /**
+   * Creates a star (and starts it, unless `start: false`). Relative script paths are resolved
+   * against the current directory.
+   * @example
+   * const star = await c.create({ name: "hello", command: ["echo", "hi"] });
+   */
+  async create(spec: StarSpecInput, options: { start?: boolean } = {}): Promise<Star> {
+    const body = { spec: spec.script ? { ...spec, script: resolve(spec.script) } : spec, ...(options.start === undefined ? {} : { start: options.start }) };
+    const view = await this.http.request<StarInfo>("POST", "/v1/stars", body);
+    return new Star(this.http, view.name);
+  }
+
+  /**
+   * A handle on an existing star (no request is made).
+   * @example
+   * await c.star("hello").stop();
+   */
+  star(name: string): Star {
+    return new Star(this.http, name);
+  }
+
+  /**
+   * Every star with its state.
+   * @example
+   * for (const s of await c.list()) console.log(s.name, s.status?.state);
+   */
+  async list(): Promise<StarInfo[]> {
+    return (await this.http.request<{ stars: StarInfo[] }>("GET", "/v1/stars")).stars;
+  }
+
+  /**
+   * The constellation at a glance: nodes, capacity, stars by state.
+   * @example
+   * const { stars } = await c.status();
+   */
+  async status(): Promise<ClusterSummary> {
+    return this.http.request("GET", "/v1/status");
+  }
+
+  /**
+   * Recent events (every decision and state change), oldest first.
+   * @example
+   * for (const e of await c.events({ star: "hello" })) console.log(e.kind, e.message);
+   */
+  async events(options: { since?: number; limit?: number; star?: string } = {}): Promise<Event[]> {
+    return (await this.http.request<{ events: Event[] }>("GET", `/v1/events${q(options)}`)).events;
+  }
+
+  /**
+   * Events as they happen (after the most recent ones), until `signal` aborts.
+   * @example
+   * for await (const e of c.followEvents({ signal })) console.log(e.message);
+   */
+  followEvents(options: { since?: number; star?: string; signal?: AbortSignal } = {}): AsyncIterable<Event> {
+    const { signal, ...rest } = options;
+    return this.http.stream<Event>(`/v1/events${q({ ...rest, follow: 1 })}`, signal);
+  }
+
+  /**
+   * Makes an API token: `read` may only look, `admin` may do everything. Shown once.
+   * @example
+   * const { token } = await c.createToken("read", "dashboard");
+   */
+  async createToken(scope: "admin" | "read", name = "token"): Promise<{ token: string; scope: string; name: string }> {
+    return this.http.request("POST", "/v1/tokens", { scope, name });
+  }
+
+  /** Closes idle connections (lets the process exit). */
+  close(): void {
+    this.http.close();
+  }
+}
+
+/** A star of the constellation, by name. */
+export class Star {
+  constructor(
+    private readonly http: Transport,
+    readonly name: string,
+  ) {}
+
+  private get path(): string {
+    return `/v1/stars/${encodeURIComponent(this.name)}`;
+  }
+
+  /**
+   * Its spec, state, limits, node and recent events.
+   * @example
+   * const { status } = await star.info(); console.log(status?.state);
+   */
+  async info(): Promise<StarInfo> {
+    return this.http.request("GET", this.path);
+  }
+
+  /**
+   * Its state as its node reports it (undefined before its node has taken it).
+   * @example
+   * console.log((await star.status())?.state);
+   */
+  async status(): Promise<StarStatus | undefined> {
+    return (await this.info()).status;
+  }
+
+  /**
+   * Asks for it to run (a star that ended starts again); returns at once.
+   * @example
+   * await star.start(); await star.wait({ for: "running" });
+   */
+  async start(): Promise<StarInfo> {
+    return this.http.request("POST", `${this.path}/start`);
+  }
+
+  /**
+   * Asks for it to stop (SIGTERM, then SIGKILL after its grace period) and waits until it has.
+   * @example
+   * await star.stop();
+   */
+  async stop(options: { timeoutMs?: number } = {}): Promise<StarInfo> {
+    await this.http.request("POST", `${this.path}/stop`);
+    return this.wait({ for: "ended", ...options });
+  }
+
+  /**
+   * Waits until it has ended for good (default), or until it runs (`for: "running"`; also
+   * returns if it failed to start instead).
+   * @example
+   * const done = await star.wait(); console.log(done.status?.exitCode);
+   */
+  async wait(options: { for?: "running" | "ended"; timeoutMs?: number } = {}): Promise<StarInfo> {
+    return this.http.request("GET", `${this.path}/wait${q({ for: options.for ?? "ended", timeout_ms: options.timeoutMs ?? 600_000 })}`);
+  }
+
+  /**
+   * Its output, line by line (the last `tail` lines of each stream; `follow` until it ends).
+   * @example
+   * for await (const l of star.logs({ tail: 10 })) console.log(l.line);
+   */
+  logs(options: { tail?: number; follow?: boolean; signal?: AbortSignal } = {}): AsyncIterable<LogLine> {
+    return this.http.stream<LogLine>(`${this.path}/logs${q({ tail: options.tail, follow: options.follow ? 1 : undefined })}`, options.signal);
+  }
+
+  /**
+   * Removes it (its node stops it and deletes its files); a running star needs `force`.
+   * @example
+   * await star.remove({ force: true });
+   */
+  async remove(options: { force?: boolean } = {}): Promise<void> {
+    await this.http.request("DELETE", `${this.path}${q({ force: options.force ? 1 : undefined })}`);
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The SDK's transport: JSON over HTTP with node:http and a keep-alive agent (already loaded by
+ * Node, so the CLI starts fast). An error answer becomes an ApiError carrying the server's code.
+ */
+import http from "node:http";
+import { ApiUnavailableError, ConstellationError, type ErrorCode } from "../errors.js";
+
+/** An error the API answered with: its stable code, message, and the field it is about. */
+export class ApiError extends ConstellationError {
+  readonly status: number;
+  readonly field?: string;
+  readonly issues?: Array<{ field: string; message: string }>;
+  constructor(status: number, body: { code?: string; message?: string; field?: string; issues?: Array<{ field: string; message: string }> }) {
+    super((body.code ?? "API_BAD_REQUEST") as ErrorCode, body.message ?? `HTTP ${status}`);
+    this.status = status;
+    if (body.field !== undefined) this.field = body.field;
+    if (body.issues !== undefined) this.issues = body.issues;
+  }
+}
+
+export interface Transport {
+  request<T>(method: string, path: string, body?: unknown): Promise<T>;
+  /** A newline-delimited JSON stream (logs, events). */
+  stream<T>(path: string, signal?: AbortSignal): AsyncIterable<T>;
+  close(): void;
+}
+
+export function httpTransport(endpoint: string, token: string): Transport {
+  const base = new URL(endpoint);
+  if (base.protocol !== "http:") throw new ApiUnavailableError(`endpoint ${endpoint}: only http:// is supported on a single node`);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  const headers = { authorization: `Bearer ${token}`, accept: "application/json" };
+
+  const send = (method: string, path: string, body: unknown, signal?: AbortSignal) =>
+    new Promise<http.IncomingMessage>((resolve, reject) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const req = http.request(
+        {
+          agent,
+          host: base.hostname,
+          port: base.port,
+          method,
+          path,
+          headers: payload === undefined ? headers : { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(payload) },
+          ...(signal ? { signal } : {}),
+        },
+        resolve,
+      );
+      req.on("error", (err: NodeJS.ErrnoException) => {
+        if (err.name === "AbortError") reject(err);
+        else reject(new ApiUnavailableError(`cannot reach the constellation at ${endpoint} (${err.code ?? err.message}): is \`constellation up\` running?`, err));
+      });
+      req.end(payload);
+    });
+
+  const readAll = async (res: http.IncomingMessage) => {
+    const chunks: Buffer[] = [];
+    for await (const c of res) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString("utf8");
+  };
+
+  const failure = async (res: http.IncomingMessage): Promise<never> => {
+    const text = await readAll(res);
+    let body: { error?: Record<string, unknown> } = {};
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      // not ours
+    }
+    if (!body.error) throw new ApiUnavailableError(`${endpoint} answered HTTP ${res.statusCode} without an API error: is it a constellation?`);
+    throw new ApiError(res.statusCode ?? 0, body.error);
+  };
+
+  return {
+    async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+      const res = await send(method, path, body);
+      if ((res.statusCode ?? 0) >= 400) return failure(res);
+      const text = await readAll(res);
+      return (text ? JSON.parse(text) : undefined) as T;
+    },
+    async *stream<T>(path: string, signal?: AbortSignal): AsyncIterable<T> {
+      const res = await send("GET", path, undefined, signal);
+      if ((res.statusCode ?? 0) >= 400) await failure(res);
+      let buf = "";
+      try {
+        for await (const chunk of res) {
+          buf += (chunk as Buffer).toString("utf8");
+          for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+            const line = buf.slice(0, nl);
+            buf = buf.slice(nl + 1);
+            if (line) yield JSON.parse(line) as T;
+          }
+        }
+      } catch (err) {
+        if ((err as Error).name !== "AbortError" && !signal?.aborted) throw err;
+      }
+    },
+    close() {
+      agent.destroy();
+    },
+  };
+}

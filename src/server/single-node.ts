@@ -1,0 +1,110 @@
+/**
+ * One process that is a whole single-node constellation: the embedded store, the controller and
+ * its HTTP API, and this node's agent with its runtimes (design.md §4: one binary, roles by flag).
+ *
+ * The data dir holds everything, so a restart keeps all state:
+ *   store.db        the store (SQLite)            admin.token  the admin token (0600)
+ *   runtime/        process runtime (stars)       endpoint     the API's URL, for the CLI
+ *   isolate/        isolate runtime
+ *   cache/          transpiled scripts
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { availableParallelism, hostname, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { Agent } from "../agent/agent.js";
+import { newToken, saveToken } from "../api/auth.js";
+import { buildApi } from "../api/server.js";
+import { Controller } from "../controller/controller.js";
+import type { NodeRecord } from "../controller/model.js";
+import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
+import { ProcessRuntime } from "../runtime/process/process-runtime.js";
+import type { Runtime } from "../runtime/types.js";
+import { openStore } from "../store/open.js";
+import type { Store } from "../store/types.js";
+
+export interface SingleNodeOptions {
+  dataDir: string;
+  /** API port on 127.0.0.1 (0: any free port). */
+  port?: number;
+  host?: string;
+  /** Run where limits cannot be enforced (not root); stars are marked "limits not enforced". */
+  devMode?: boolean;
+  /** This node's name (default: the host name, as a DNS label). */
+  nodeName?: string;
+}
+
+export interface SingleNode {
+  url: string;
+  /** The admin token (also in <dataDir>/admin.token). */
+  token: string;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+export function nodeNameOf(name: string): string {
+  const label = name.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 63);
+  return label || "node";
+}
+
+export async function startSingleNode(options: SingleNodeOptions): Promise<SingleNode> {
+  const dataDir = resolve(options.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o755 });
+  const store = await openStore({ backend: "sqlite", path: join(dataDir, "store.db") });
+  const closers: Array<() => Promise<void>> = [() => store.close()];
+  const close = async () => {
+    for (const c of closers.reverse()) await c().catch(() => undefined);
+  };
+  try {
+    const token = await adminToken(store, dataDir);
+    const devMode = options.devMode === true;
+    const process_ = await ProcessRuntime.create({ dataDir: join(dataDir, "runtime"), devMode });
+    const runtimes: Partial<Record<"process" | "isolate", Runtime>> = { process: process_ };
+    closers.push(() => process_.close());
+    if (!devMode) {
+      const isolate = await IsolateRuntime.create({ dataDir: join(dataDir, "isolate") }).catch(() => undefined);
+      if (isolate) {
+        runtimes.isolate = isolate;
+        closers.push(() => isolate.close());
+      }
+    }
+    const node: NodeRecord = {
+      name: options.nodeName ?? nodeNameOf(hostname()),
+      cpuCores: availableParallelism(),
+      memoryBytes: totalmem(),
+      runtimes: Object.keys(runtimes),
+      limitsEnforced: !devMode,
+      startedAt: Date.now(),
+    };
+    const controller = new Controller({ store, scriptCacheDir: join(dataDir, "cache", "scripts") });
+    const agent = new Agent({ store, node, runtimes });
+    await agent.start();
+    closers.push(() => agent.stop());
+    controller.start();
+    closers.push(() => controller.stop());
+    const api = await buildApi({ store, controller, node: agent });
+    closers.push(() => api.close());
+    const address = await api.listen({ port: options.port ?? 7070, host: options.host ?? "127.0.0.1" });
+    const url = address.replace("[::1]", "127.0.0.1");
+    writeFileSync(join(dataDir, "endpoint"), `${url}\n`, { mode: 0o644 });
+    return { url, token, dataDir, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** The admin token: made on the first start (0600 in the data dir), the same ever after. */
+async function adminToken(store: Store, dataDir: string): Promise<string> {
+  const file = join(dataDir, "admin.token");
+  if (existsSync(file)) {
+    const token = readFileSync(file, "utf8").trim();
+    await saveToken(store, token, "admin", "admin");
+    return token;
+  }
+  const token = newToken();
+  await saveToken(store, token, "admin", "admin");
+  writeFileSync(`${file}.tmp`, `${token}\n`, { mode: 0o600 });
+  chmodSync(`${file}.tmp`, 0o600);
+  renameSync(`${file}.tmp`, file);
+  return token;
+}
