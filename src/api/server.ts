@@ -102,9 +102,11 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   app.get("/v1/stars/:name/wait", async (req) => {
     const { name } = parse(nameParams, req.params, "path");
     const q = parse(waitQuery, req.query, "query");
-    const ended = (v: StarView) => v.status !== undefined && !["running", "starting", "pending"].includes(v.status.state) && v.status.restartAt === undefined;
+    // Only a report on the latest request counts (a star started again still shows its last end).
+    const current = (v: StarView) => v.status !== undefined && (v.observedGeneration ?? 0) >= v.generation;
+    const ended = (v: StarView) => current(v) && !["running", "starting", "pending"].includes(v.status!.state) && v.status!.restartAt === undefined;
     // Waiting for "running" also returns when the star ended instead (failed to start, say).
-    const until = q.for === "running" ? (v: StarView) => v.status?.state === "running" || (ended(v) && v.status!.finishedAt !== undefined) : ended;
+    const until = q.for === "running" ? (v: StarView) => (current(v) && v.status!.state === "running") || ended(v) : ended;
     return controller.waitFor(name, until, q.timeout_ms);
   });
 

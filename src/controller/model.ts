@@ -103,6 +103,8 @@ export interface StarView {
   createdAt: number;
   generation: number;
   status?: StarStatus;
+  /** The generation its node last acted on: equal to `generation` once the node has caught up. */
+  observedGeneration?: number;
 }
 
 export function viewOf(record: StarRecord, observed?: StarObserved): StarView {
@@ -116,6 +118,9 @@ export function viewOf(record: StarRecord, observed?: StarObserved): StarView {
   };
   if (record.node !== undefined) view.node = record.node;
   // A report about an earlier star of the same name is not this star's.
-  if (observed && observed.uid === record.uid) view.status = observed.status;
+  if (observed && observed.uid === record.uid) {
+    view.status = observed.status;
+    view.observedGeneration = observed.generation;
+  }
   return view;
 }

@@ -1,0 +1,77 @@
+/**
+ * Runs the built `constellation` binary as a user would: `up` in a data dir of its own, and CLI
+ * commands against it. The data dir is under /var/tmp (stars get a private /tmp).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { waitFor } from "./wait.js";
+
+export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+
+export interface Up {
+  dataDir: string;
+  url: string;
+  token: string;
+  child: ChildProcess;
+  /** Everything `up` printed. */
+  output(): string;
+}
+
+export function makeDataDir(prefix = "constellation-e2e-"): string {
+  const dir = mkdtempSync(join("/var/tmp", prefix));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+/** Starts `constellation up --port 0` on `dataDir` and waits until it serves. */
+export async function up(dataDir: string, extra: string[] = []): Promise<Up> {
+  const child = spawn(process.execPath, [CLI, "up", "--data", dataDir, "--port", "0", ...extra], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  const url = await waitFor(
+    "constellation up to serve",
+    () => {
+      if (child.exitCode !== null) throw new Error(`constellation up exited with ${child.exitCode}: ${out}`);
+      return /constellation up\s+(http:\/\/\S+)/.exec(out)?.[1];
+    },
+    { timeoutMs: 30_000 },
+  );
+  const token = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
+  return { dataDir, url, token, child, output: () => out };
+}
+
+/** Stops `up` with SIGKILL (the whole control plane dies at once; stars do not). */
+export async function kill9(u: Up): Promise<void> {
+  if (u.child.exitCode !== null || u.child.signalCode !== null) return;
+  const gone = new Promise((r) => u.child.once("exit", r));
+  u.child.kill("SIGKILL");
+  await gone;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a CLI command against the data dir; resolves with its exit code and output. */
+export function cli(dataDir: string, args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, "--data", dataDir, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, NO_COLOR: "1", CONSTELLATION_ENDPOINT: "", CONSTELLATION_TOKEN: "", ...env },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.once("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+export function removeDataDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}

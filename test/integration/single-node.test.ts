@@ -1,0 +1,176 @@
+/**
+ * A single-node constellation, end to end as a user runs it: the built `constellation up` in a
+ * temp data dir, driven with the CLI binary and the SDK over HTTP. Real cgroups and namespaces
+ * (root), so the limits asked for are checked in the kernel's files.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { writeFile, chmod } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { connect, type Constellation } from "../../src/index.js";
+import { type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
+import { waitFor } from "../helpers/wait.js";
+
+const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
+
+function cgroupFile(star: string, controller: string, file: string): string {
+  for (const root of [`/sys/fs/cgroup/${controller}`, "/sys/fs/cgroup/cpu,cpuacct", `/sys/fs/cgroup`]) {
+    const p = join(root, "constellation", star, file);
+    if (existsSync(p)) return readFileSync(p, "utf8").trim();
+  }
+  throw new Error(`no ${file} for ${star}`);
+}
+
+describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () => {
+  let dir: string;
+  let node: Up;
+  let sdk: Constellation;
+
+  before(async () => {
+    dir = makeDataDir();
+    node = await up(join(dir, "data"));
+    sdk = connect({ dataDir: node.dataDir });
+  });
+  after(async () => {
+    for (const s of (await sdk?.list().catch(() => [])) ?? []) await sdk.star(s.name).remove({ force: true }).catch(() => undefined);
+    sdk?.close();
+    if (node) await kill9(node);
+    removeDataDir(dir);
+  });
+
+  it("prints how to connect and keeps the admin token 0600", () => {
+    assert.match(node.output(), /export CONSTELLATION_DATA=/);
+    assert.match(readFileSync(join(node.dataDir, "admin.token"), "utf8"), /^cst_\S{40,}\n$/);
+    assert.equal(statSync(join(node.dataDir, "admin.token")).mode & 0o777, 0o600);
+  });
+
+  it("CLI: create with limits (really applied), list, inspect, logs, stop, start, rm", async () => {
+    const created = await cli(node.dataDir, ["create", "--name", "capped", "--ram-mb", "64", "--cpu-percent", "20", "--env", "WHO=world", "--", "sh", "-c", 'echo "hello $WHO"; exec sleep 60']);
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stdout, /^capped: running \(pid \d+\)/);
+    assert.equal(cgroupFile("capped", "memory", "memory.limit_in_bytes"), String(64 * 2 ** 20));
+    assert.equal(cgroupFile("capped", "cpu", "cpu.cfs_quota_us"), "20000");
+
+    const list = await cli(node.dataDir, ["list"]);
+    assert.equal(list.code, 0);
+    assert.match(list.stdout, /^NAME\s+STATE\s+NODE\s+CPU\s+MEMORY\s+RESTARTS\s+AGE/);
+    assert.match(list.stdout, /capped\s+running/);
+    const json = JSON.parse((await cli(node.dataDir, ["list", "--json"])).stdout) as Array<{ name: string; status: { state: string } }>;
+    assert.deepEqual(json.map((s) => [s.name, s.status.state]), [["capped", "running"]]);
+
+    const inspect = JSON.parse((await cli(node.dataDir, ["inspect", "capped", "--json"])).stdout) as { status: { pid: number; limits: { memoryBytes: number } }; events: Array<{ kind: string }> };
+    assert.ok(inspect.status.pid > 1);
+    assert.equal(inspect.status.limits.memoryBytes, 64 * 2 ** 20);
+    assert.ok(inspect.events.some((e) => e.kind === "star.created"));
+    assert.ok(inspect.events.some((e) => e.kind === "star.state"));
+
+    await waitFor("the star's first line", async () => ((await cli(node.dataDir, ["logs", "capped"])).stdout === "hello world\n" ? true : undefined));
+
+    const stopped = await cli(node.dataDir, ["stop", "capped"]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.match(stopped.stdout, /capped: stopped/);
+    const started = await cli(node.dataDir, ["start", "capped"]);
+    assert.equal(started.code, 0, started.stderr);
+    assert.match(started.stdout, /capped: running/);
+    // Its logs go on across the restart.
+    await waitFor("two hellos", async () => ((await cli(node.dataDir, ["logs", "capped"])).stdout === "hello world\nhello world\n" ? true : undefined));
+
+    const refused = await cli(node.dataDir, ["rm", "capped"]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /is running: stop it first/);
+    const removed = await cli(node.dataDir, ["rm", "-f", "capped"]);
+    assert.equal(removed.code, 0, removed.stderr);
+    await waitFor("its cgroup to go", () => (existsSync("/sys/fs/cgroup/memory/constellation/capped") ? undefined : true));
+    assert.equal((await cli(node.dataDir, ["inspect", "capped"])).code, 1);
+  });
+
+  it("CLI: a star that cannot start says why, with a non-zero exit code", async () => {
+    const res = await cli(node.dataDir, ["create", "--name", "ghost", "--", "/no/such/program"]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /ghost did not start: failed \(.*\/no\/such\/program: No such file or directory/);
+    await sdk.star("ghost").remove({ force: true });
+    const usage = await cli(node.dataDir, ["create", "--name", "x"]);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /give --script FILE or a command/);
+  });
+
+  it("SDK: create a script star, wait for it to end, read its logs, remove it", async () => {
+    const script = join(dir, "hello.ts");
+    await writeFile(script, 'const n: number = 6 * 7;\nconsole.log(`answer ${n} ${process.env.WHO}`);\n');
+    await chmod(script, 0o644);
+    const star = await sdk.create({ name: "answer", script, env: { WHO: "sdk" } });
+    const done = await star.wait();
+    assert.equal(done.status?.state, "exited");
+    assert.equal(done.status?.exitCode, 0);
+    const lines: string[] = [];
+    for await (const l of star.logs()) lines.push(l.line);
+    assert.deepEqual(lines, ["answer 42 sdk"]);
+    await star.remove();
+    assert.deepEqual((await sdk.list()).map((s) => s.name), []);
+  });
+
+  it("refuses unauthenticated and wrongly scoped requests", async () => {
+    const plain = await fetch(`${node.url}/v1/stars`);
+    assert.equal(plain.status, 401);
+    assert.equal(((await plain.json()) as { error: { code: string } }).error.code, "API_UNAUTHORIZED");
+    const wrong = await fetch(`${node.url}/v1/stars`, { headers: { authorization: "Bearer cst_not-a-real-token-at-all-0000" } });
+    assert.equal(wrong.status, 401);
+    const { token } = await sdk.createToken("read", "viewer");
+    const reader = connect({ endpoint: node.url, token });
+    try {
+      assert.ok(Array.isArray(await reader.list()));
+      await assert.rejects(reader.create({ name: "nope", command: ["true"] }), (e: { code?: string; status?: number }) => e.code === "API_FORBIDDEN" && e.status === 403);
+    } finally {
+      reader.close();
+    }
+    const viaCli = await cli(node.dataDir, ["list"], {});
+    assert.equal(viaCli.code, 0);
+    const badToken = await cli(node.dataDir, ["--token", "cst_wrong-wrong-wrong-wrong-wrong", "list"]);
+    assert.equal(badToken.code, 1);
+    assert.match(badToken.stderr, /a valid token is needed/);
+  });
+
+  it("50 creates in parallel: each star exactly once; a second create of a name conflicts", async () => {
+    const names = Array.from({ length: 50 }, (_, i) => `par-${i}`);
+    await Promise.all(names.map((name) => sdk.create({ name, command: ["sleep", "60"], ram_mb: 32 })));
+    const again = await Promise.allSettled(names.slice(0, 10).map((name) => sdk.create({ name, command: ["true"] })));
+    assert.ok(again.every((r) => r.status === "rejected" && (r.reason as { code?: string }).code === "STAR_EXISTS"));
+    await waitFor("all 50 running", async () => {
+      const list = await sdk.list();
+      return list.filter((s) => s.name.startsWith("par-") && s.status?.state === "running").length === 50 ? true : undefined;
+    }, { timeoutMs: 60_000 });
+    const list = (await sdk.list()).filter((s) => s.name.startsWith("par-"));
+    assert.equal(list.length, 50);
+    assert.equal(new Set(list.map((s) => s.status!.pid)).size, 50, "50 distinct processes");
+    await Promise.all(names.map((n) => sdk.star(n).remove({ force: true })));
+    await waitFor("all removed", async () => ((await sdk.list()).length === 0 ? true : undefined), { timeoutMs: 60_000 });
+  });
+
+  it("kill -9 of the whole `up` and a restart: state comes back, running stars are re-attached, nothing duplicated", async () => {
+    await sdk.create({ name: "survivor", command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done"], ram_mb: 32 });
+    await sdk.star("survivor").wait({ for: "running" });
+    await sdk.create({ name: "parked", command: ["sleep", "60"] }, { start: false });
+    const before = (await sdk.star("survivor").status())!;
+    sdk.close();
+    await kill9(node);
+    assert.ok(existsSync(`/proc/${before.pid}`), "the star outlives its control plane");
+
+    node = await up(node.dataDir);
+    sdk = connect({ dataDir: node.dataDir });
+    const after = await waitFor("survivor reported again", async () => {
+      const s = await sdk.star("survivor").status();
+      return s?.state === "running" ? s : undefined;
+    });
+    assert.equal(after.pid, before.pid, "the same process, re-attached");
+    const parked = await sdk.star("parked").info();
+    assert.equal(parked.desired, "stopped");
+    assert.equal(parked.status, undefined, "a star recorded stopped was not started");
+    // One program counting on: its log is 1, 2, 3, ... with no restart.
+    const numbers: number[] = [];
+    for await (const l of sdk.star("survivor").logs()) numbers.push(Number(l.line));
+    assert.deepEqual(numbers, numbers.map((_, i) => i + 1));
+    await sdk.star("survivor").remove({ force: true });
+    await sdk.star("parked").remove();
+  });
+});
