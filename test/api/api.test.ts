@@ -1,0 +1,156 @@
+/**
+ * The HTTP API in one process (controller + agent on the fake runtime + an in-memory store),
+ * through fastify's inject: bad input of every kind gets a 4xx naming the field and the fix,
+ * never a 500, and never leaves a half-created star. Fuzzed with fast-check.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import fc from "fast-check";
+import type { FastifyInstance } from "fastify";
+import { Agent } from "../../src/agent/agent.js";
+import { newToken, saveToken } from "../../src/api/auth.js";
+import { BODY_LIMIT, buildApi } from "../../src/api/server.js";
+import { Controller } from "../../src/controller/controller.js";
+import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
+import { openStore } from "../../src/store/open.js";
+import type { Store } from "../../src/store/types.js";
+import { waitFor } from "../helpers/wait.js";
+
+describe("HTTP API: bad input", () => {
+  let dir: string;
+  let store: Store;
+  let controller: Controller;
+  let agent: Agent;
+  let app: FastifyInstance;
+  let admin: string;
+  let script: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "constellation-api-"));
+    script = join(dir, "ok.mjs");
+    await writeFile(script, "console.log('ok');\n");
+    store = await openStore({ backend: "sqlite", path: ":memory:" });
+    controller = new Controller({ store, scriptCacheDir: join(dir, "cache") });
+    const runtime = new FakeRuntime({ cpuCores: 4, memoryBytes: 8 * 2 ** 30 });
+    agent = new Agent({ store, node: { name: "n1", cpuCores: 4, memoryBytes: 8 * 2 ** 30, runtimes: ["process"], limitsEnforced: true, startedAt: Date.now() }, runtimes: { process: runtime } });
+    await agent.start();
+    controller.start();
+    app = await buildApi({ store, controller, node: agent });
+    admin = newToken();
+    await saveToken(store, admin, "admin", "test");
+  });
+  after(async () => {
+    await app.close();
+    await agent.stop();
+    await controller.stop();
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const post = (body: string | object, headers: Record<string, string> = {}) =>
+    app.inject({
+      method: "POST",
+      url: "/v1/stars",
+      headers: { authorization: `Bearer ${admin}`, "content-type": "application/json", ...headers },
+      payload: typeof body === "string" ? body : JSON.stringify(body),
+    });
+  const error = (res: { json: () => unknown }) => (res.json() as { error: { code: string; message: string; field?: string } }).error;
+
+  it("each kind of bad request: 4xx, a code, and a message that names the field and the fix", async () => {
+    const cases: Array<[string | object, number, string, RegExp]> = [
+      ["{not json", 400, "API_BAD_REQUEST", /not valid JSON/],
+      [{ spec: "x" }, 400, "API_BAD_REQUEST", /spec must be an object/],
+      [{ spec: { name: "a", command: ["true"] }, extra: 1 }, 400, "API_BAD_REQUEST", /unknown body field extra/],
+      [{ spec: { name: "a", command: "true" } }, 400, "RUNTIME_INVALID_SPEC", /command/],
+      [{ spec: { name: "a", command: ["true"], bogus: 1 } }, 400, "RUNTIME_INVALID_SPEC", /bogus/],
+      [{ spec: { name: "Not_A_Label", command: ["true"] } }, 400, "RUNTIME_INVALID_SPEC", /name must be a DNS label/],
+      [{ spec: { name: "a", command: ["true"], ram_mb: -1 } }, 400, "RUNTIME_INVALID_SPEC", /ram_mb/],
+      [{ spec: { name: "a", command: ["true"], ram_gb: 100_000 } }, 422, "RUNTIME_CAPACITY_EXCEEDED", /ram_gb asks for .* ask for less/],
+      [{ spec: { name: "a", script: join(dir, "missing.js") } }, 400, "RUNTIME_SCRIPT_ERROR", /missing\.js: no such file/],
+      [{ spec: { name: "a", command: ["true"] }, start: "yes" }, 400, "API_BAD_REQUEST", /start/],
+    ];
+    for (const [body, status, code, message] of cases) {
+      const res = await post(body);
+      assert.equal(res.statusCode, status, `${JSON.stringify(body)} → ${res.body}`);
+      assert.equal(error(res).code, code, res.body);
+      assert.match(error(res).message, message);
+    }
+    const tooBig = await post({ spec: { name: "a", command: ["true"], env: { X: "y".repeat(BODY_LIMIT) } } });
+    assert.equal(tooBig.statusCode, 413);
+    assert.equal(error(tooBig).code, "API_TOO_LARGE");
+    const wrongType = await post("name=a", { "content-type": "application/x-www-form-urlencoded" });
+    assert.equal(wrongType.statusCode, 415);
+    assert.equal((await controller.list()).length, 0, "nothing was created");
+
+    const ok = await post({ spec: { name: "dup", command: ["true"] } });
+    assert.equal(ok.statusCode, 201, ok.body);
+    const dup = await post({ spec: { name: "dup", command: ["true"] } });
+    assert.equal(dup.statusCode, 409);
+    assert.match(error(dup).message, /exists already: pick another name, or remove it first/);
+
+    for (const [method, url, status] of [
+      ["GET", "/v1/stars/nope", 404],
+      ["GET", "/v1/stars/Bad_Name", 400],
+      ["POST", "/v1/stars/nope/stop", 404],
+      ["DELETE", "/v1/stars/nope", 404],
+      ["GET", "/v1/stars/dup/logs?tail=-1", 400],
+      ["GET", "/v1/stars/dup/logs?whatever=1", 400],
+      ["GET", "/v1/stars/dup/wait?for=never", 400],
+      ["GET", "/v1/events?limit=abc", 400],
+      ["GET", "/v1/no-such-route", 404],
+    ] as const) {
+      const res = await app.inject({ method, url, headers: { authorization: `Bearer ${admin}` } });
+      assert.equal(res.statusCode, status, `${method} ${url} → ${res.body}`);
+      assert.ok(error(res).message.length > 10);
+    }
+  });
+
+  it("fuzz: any body gets 201 or a 4xx JSON error, never a 500; a star exists only after a 201", async () => {
+    const value = fc.oneof(fc.string(), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.array(fc.string(), { maxLength: 3 }));
+    const spec = fc.record(
+      {
+        name: fc.oneof(fc.constantFrom("f1", "f2", "f3", "Bad", ""), fc.string({ maxLength: 70 })),
+        command: fc.oneof(fc.constant(["true"]), fc.array(fc.string(), { maxLength: 3 }), value),
+        script: fc.oneof(fc.constant(script), fc.string(), value),
+        cpu_percent: fc.oneof(fc.integer({ min: -10, max: 200_000 }), value),
+        ram_mb: fc.oneof(fc.integer({ min: -10, max: 10_000_000 }), value),
+        env: fc.oneof(fc.dictionary(fc.string({ maxLength: 8 }), fc.string({ maxLength: 8 })), value),
+        restart: fc.oneof(fc.constantFrom("never", "always", "sometimes"), value),
+      },
+      { requiredKeys: [] },
+    );
+    const body = fc.oneof(
+      fc.record({ spec, start: fc.oneof(fc.boolean(), value) }, { requiredKeys: ["spec"] }),
+      fc.record({ spec: value }),
+      fc.string().map((s) => `{"spec":${s}`),
+      fc.json(),
+    );
+    await fc.assert(
+      fc.asyncProperty(body, async (b) => {
+        const before = new Set((await controller.list()).map((s) => s.name));
+        const res = await post(b as object);
+        assert.ok(res.statusCode === 201 || (res.statusCode >= 400 && res.statusCode < 500), `${res.statusCode} for ${JSON.stringify(b)}: ${res.body}`);
+        const after = (await controller.list()).map((s) => s.name).filter((n) => !before.has(n));
+        if (res.statusCode === 201) {
+          assert.deepEqual(after, [(res.json() as { name: string }).name]);
+          await controller.remove(after[0]!, { force: true });
+        } else {
+          assert.ok(typeof error(res).code === "string" && error(res).message.length > 0);
+          assert.deepEqual(after, [], "a refused create leaves nothing behind");
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("the agent runs what the controller recorded, and removes what it deleted", async () => {
+    const res = await post({ spec: { name: "runs", command: ["sleep", "1"] } });
+    assert.equal(res.statusCode, 201);
+    await waitFor("the fake runtime to run it", async () => ((await controller.get("runs")).status?.state === "running" ? true : undefined));
+    await controller.remove("runs", { force: true });
+    await waitFor("its report to be gone", async () => ((await store.get("/constellation/status/runs")) ? undefined : true));
+  });
+});
