@@ -12,6 +12,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import { availableParallelism, hostname, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
+import { RuntimeUnavailableError } from "../errors.js";
 import { newToken, saveToken } from "../api/auth.js";
 import { buildApi } from "../api/server.js";
 import { Controller } from "../controller/controller.js";
@@ -83,7 +84,16 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     closers.push(() => controller.stop());
     const api = await buildApi({ store, controller, node: agent });
     closers.push(() => api.close());
-    const address = await api.listen({ port: options.port ?? 7070, host: options.host ?? "127.0.0.1" });
+    const port = options.port ?? 7070;
+    let address: string;
+    try {
+      address = await api.listen({ port, host: options.host ?? "127.0.0.1" });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EADDRINUSE") throw new RuntimeUnavailableError(`port ${port} is in use (another constellation up?): stop it, or pass --port N (0: any free port)`);
+      if (code === "EACCES") throw new RuntimeUnavailableError(`no permission to listen on port ${port}: use a port above 1023`);
+      throw err;
+    }
     const url = address.replace("[::1]", "127.0.0.1");
     writeFileSync(join(dataDir, "endpoint"), `${url}\n`, { mode: 0o644 });
     return { url, token, dataDir, close };
