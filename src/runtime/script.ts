@@ -4,7 +4,7 @@
  * transpiled with esbuild into a cache keyed by the content's hash (so an unchanged script is not
  * transpiled twice); `.js` and `.mjs` run as they are, after esbuild has parsed them.
  */
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { extname, join, resolve } from "node:path";
 import { ScriptError } from "../errors.js";
@@ -18,8 +18,8 @@ export interface ResolvedProgram {
   file?: string;
 }
 
-/** Files already checked (by path and content hash) in this process. */
-const checked = new Map<string, string>();
+/** Files already checked (by path and content hash) in this process, or being checked. */
+const checked = new Map<string, Promise<string>>();
 
 export async function resolveProgram(spec: StarSpec, cacheDir: string, baseDir = process.cwd()): Promise<ResolvedProgram> {
   if (spec.command) return { argv: [...spec.command, ...spec.args] };
@@ -36,11 +36,14 @@ export async function resolveProgram(spec: StarSpec, cacheDir: string, baseDir =
   }
   const hash = createHash("sha256").update(source).update(ext).digest("hex").slice(0, 32);
   const key = `${script}:${hash}`;
-  let file = checked.get(key);
-  if (!file) {
-    file = await prepare(script, source, loader, hash, cacheDir);
-    checked.set(key, file);
+  // Concurrent starts of one script share one check (and one write into the cache).
+  let pending = checked.get(key);
+  if (!pending) {
+    pending = prepare(script, source, loader, hash, cacheDir);
+    checked.set(key, pending);
+    pending.catch(() => checked.delete(key)); // a failure is not remembered: the file may be fixed
   }
+  const file = await pending;
   return { argv: [process.execPath, file, ...spec.args], file };
 }
 
@@ -64,7 +67,7 @@ async function prepare(script: string, source: Buffer, loader: "js" | "ts", hash
   if (loader === "js") return script; // valid JavaScript runs from where it is
   await mkdir(cacheDir, { recursive: true, mode: 0o755 });
   const target = join(cacheDir, `${hash}.mjs`);
-  const tmp = `${target}.${process.pid}.tmp`;
+  const tmp = `${target}.${process.pid}.${randomUUID()}.tmp`; // unique: other processes may write it too
   await writeFile(tmp, code);
   await chmod(tmp, 0o644); // stars run as an unprivileged user
   await rename(tmp, target);

@@ -146,6 +146,14 @@ describe("HTTP API: bad input", () => {
     );
   });
 
+  it("concurrent creates of one .ts script share one transpile (no clash in the cache)", async () => {
+    const ts = join(dir, `shared-${Date.now()}.ts`);
+    await writeFile(ts, "const n: number = 1;\nconsole.log(n);\n");
+    const res = await Promise.all(Array.from({ length: 10 }, (_, i) => post({ spec: { name: `ts-${i}`, script: ts } })));
+    assert.deepEqual(res.map((r) => r.statusCode), Array(10).fill(201), res.map((r) => r.body).join("\n"));
+    for (let i = 0; i < 10; i++) await controller.remove(`ts-${i}`, { force: true });
+  });
+
   it("the agent runs what the controller recorded, and removes what it deleted", async () => {
     const res = await post({ spec: { name: "runs", command: ["sleep", "1"] } });
     assert.equal(res.statusCode, 201);
