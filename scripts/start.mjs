@@ -7,7 +7,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
-const cli = join(root, "dist/src/cli/main.js");
+const cli = join(root, "dist/src/cli/constellation.mjs");
 if (!existsSync(cli) || !existsSync(join(root, "dist/native/star-shim"))) {
   console.log("building (npm run build)...");
   if (spawnSync("npm", ["run", "build"], { cwd: root, stdio: "inherit" }).status !== 0) process.exit(1);

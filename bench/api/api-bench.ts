@@ -22,7 +22,7 @@ const { values } = parseArgs({ options: { n: { type: "string", default: "100" },
 const N = Number(values.n);
 const STARS = Number(values.stars);
 const IDLE_S = Number(values["idle-s"]);
-const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+const CLI = fileURLToPath(new URL("../../src/cli/constellation.mjs", import.meta.url));
 const here = fileURLToPath(new URL(".", import.meta.url));
 
 const work = await mkdtemp("/var/tmp/constellation-apibench-");

@@ -84,7 +84,7 @@ export class Agent implements NodeLink {
     for (const kv of kvs) this.take(JSON.parse(kv.value) as StarRecord);
     for (const name of new Set([...this.records.keys(), ...this.local.keys()])) this.reconcile(name);
     this.loop = this.follow(revision + 1, this.abort.signal);
-    this.sampler = setInterval(() => void this.sample(), this.options.sampleMs ?? 2000);
+    this.sampler = setInterval(() => this.sample(), this.options.sampleMs ?? 2000);
     this.sampler.unref();
   }
 
@@ -272,18 +272,18 @@ export class Agent implements NodeLink {
     });
   }
 
-  private async sample(): Promise<void> {
+  /** CPU % and memory of every running star, from two small cgroup files each (synchronous). */
+  private sample(): void {
     const now = Date.now();
     for (const [name, local] of this.local) {
-      if (!isActive(local.status)) {
+      const u = isActive(local.status) ? local.runtime.usage(name) : undefined;
+      if (!u) {
         this.usages.delete(name);
         continue;
       }
-      const stats = await local.runtime.stats(name).catch(() => undefined);
-      if (!stats) continue;
       const prev = this.usages.get(name);
-      const cpuPercent = prev && now > prev.at ? Math.max(0, ((stats.cpuUsageUsec - prev.cpuUsec) / ((now - prev.at) * 1000)) * 100) : 0;
-      this.usages.set(name, { cpuPercent, memoryBytes: stats.memoryBytes, at: now, cpuUsec: stats.cpuUsageUsec });
+      const cpuPercent = prev && now > prev.at ? Math.max(0, ((u.cpuUsageUsec - prev.cpuUsec) / ((now - prev.at) * 1000)) * 100) : 0;
+      this.usages.set(name, { cpuPercent, memoryBytes: u.memoryBytes, at: now, cpuUsec: u.cpuUsageUsec });
     }
   }
 }

@@ -70,6 +70,7 @@ export abstract class SupervisedRuntime implements Runtime {
   /** After the star's last run or on remove: release its resources. */
   protected abstract cleanup(rec: StarRecord, removeFiles: boolean): Promise<void>;
   abstract stats(id: string): Promise<StarStats>;
+  abstract usage(id: string): { cpuUsageUsec: number; memoryBytes: number } | undefined;
   abstract logs(id: string, options?: LogOptions): AsyncIterable<LogLine>;
 
   /** A star's logs from its directory, followed until it has ended for good. */

@@ -66,6 +66,8 @@ export interface Runtime {
   status(id: string): StarStatus | undefined;
   list(): StarStatus[];
   stats(id: string): Promise<StarStats>;
+  /** CPU time and memory now, cheaply and synchronously (for sampling many stars often). */
+  usage(id: string): { cpuUsageUsec: number; memoryBytes: number } | undefined;
   logs(id: string, options?: LogOptions): AsyncIterable<LogLine>;
   /** Stops the star if it runs and removes everything it left (cgroup, files). */
   remove(id: string): Promise<void>;

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { it } from "node:test";
 
-const BIN = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+const BIN = fileURLToPath(new URL("../../src/cli/constellation.mjs", import.meta.url));
 const run = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8" });
 
 it("--version prints the package version", () => {

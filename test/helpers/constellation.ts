@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { waitFor } from "./wait.js";
 
-export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+export const CLI = fileURLToPath(new URL("../../src/cli/constellation.mjs", import.meta.url));
 
 export interface Up {
   dataDir: string;

@@ -41,6 +41,9 @@ class NoGroup implements StarCgroup {
   async stats(): Promise<CgroupStats> {
     return { cpuUsageUsec: 0, memoryBytes: 0, pids: 0, oomKills: 0 };
   }
+  usage(): { cpuUsageUsec: number; memoryBytes: number } {
+    return { cpuUsageUsec: 0, memoryBytes: 0 };
+  }
   async pids(): Promise<number[]> {
     return [];
   }

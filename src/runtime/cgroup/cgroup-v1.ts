@@ -20,7 +20,7 @@ import {
   type ThreadGroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
-import { readKeyed, readNumber, readPids, removeCgroupDir, signalGroup, writeValue } from "./files.js";
+import { readKeyed, readNumber, readNumberSync, readPids, removeCgroupDir, signalGroup, writeValue } from "./files.js";
 
 /** Mount points of the v1 hierarchies we use. cpu and cpuacct may be the same directory. */
 export interface V1Mounts {
@@ -159,6 +159,14 @@ class V1Group implements StarCgroup {
     }
     if (pids) stats.pids = await readNumber(join(pids, "pids.current"));
     return stats;
+  }
+
+  usage(): { cpuUsageUsec: number; memoryBytes: number } {
+    const { cpuacct, memory } = this.dirs;
+    return {
+      cpuUsageUsec: cpuacct ? Math.round(readNumberSync(join(cpuacct, "cpuacct.usage")) / 1000) : 0,
+      memoryBytes: memory ? readNumberSync(join(memory, "memory.usage_in_bytes")) : 0,
+    };
   }
 
   async pids(): Promise<number[]> {

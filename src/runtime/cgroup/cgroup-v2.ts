@@ -13,6 +13,7 @@
  * cgroup.subtree_control and cgroup.threads, and must not itself sit in a group that has
  * controllers enabled for children (the "no internal processes" rule). See docs/runtime.md.
  */
+import { readFileSync } from "node:fs";
 import { access, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Limits } from "../spec.js";
@@ -26,7 +27,7 @@ import {
   type ThreadGroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
-import { readKeyed, readNumber, readPids, readText, removeCgroupDir, signalGroup, writeValue } from "./files.js";
+import { readKeyed, readNumber, readNumberSync, readPids, readText, removeCgroupDir, signalGroup, writeValue } from "./files.js";
 
 const WANTED = ["cpu", "memory", "pids"] as const;
 
@@ -163,6 +164,16 @@ class V2Group implements StarCgroup {
       // not reported by this kernel
     }
     return stats;
+  }
+
+  usage(): { cpuUsageUsec: number; memoryBytes: number } {
+    let cpuUsageUsec = 0;
+    try {
+      cpuUsageUsec = Number(/^usage_usec (\d+)/m.exec(readFileSync(join(this.dir, "cpu.stat"), "utf8"))?.[1] ?? 0);
+    } catch {
+      // gone
+    }
+    return { cpuUsageUsec, memoryBytes: readNumberSync(join(this.dir, "memory.current")) };
   }
 
   async pids(): Promise<number[]> {

@@ -33,6 +33,8 @@ export interface StarCgroup {
   readonly procsFiles: string[];
   setLimits(limits: Limits): Promise<void>;
   stats(): Promise<CgroupStats>;
+  /** CPU time and memory in use, read synchronously from two files (for frequent sampling). */
+  usage(): { cpuUsageUsec: number; memoryBytes: number };
   /** Process IDs inside the group. */
   pids(): Promise<number[]>;
   /** Sends a signal to every process in the group (until it is empty, for SIGKILL). */

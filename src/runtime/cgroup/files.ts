@@ -1,9 +1,20 @@
 /** Small file helpers shared by the cgroup drivers (cgroup files are tiny text files). */
+import { readFileSync } from "node:fs";
 import { readFile, rmdir, writeFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 
 export async function readText(path: string): Promise<string> {
   return (await readFile(path, "utf8")).trim();
+}
+
+/** A number from a small file, synchronously (a few microseconds for a cgroup file); 0 if gone. */
+export function readNumberSync(path: string): number {
+  try {
+    const n = Number(readFileSync(path, "utf8").trim());
+    return Number.isFinite(n) ? n : 0;
+  } catch {
+    return 0;
+  }
 }
 
 export async function readNumber(path: string): Promise<number> {

@@ -23,7 +23,7 @@ export class FakeRuntime extends SupervisedRuntime {
   private nextPid = 1000;
   private readonly runs = new Map<string, FakeRun>();
   private readonly output = new Map<string, LogLine[]>();
-  private readonly usage = new Map<string, StarStats>();
+  private readonly usages = new Map<string, StarStats>();
   /** Every start, in order (for assertions). */
   readonly launches: string[] = [];
 
@@ -60,7 +60,7 @@ export class FakeRuntime extends SupervisedRuntime {
   }
 
   protected async cleanup(rec: StarRecord, removeFiles: boolean): Promise<void> {
-    this.usage.delete(rec.id);
+    this.usages.delete(rec.id);
     if (removeFiles) this.output.delete(rec.id);
   }
 
@@ -81,12 +81,18 @@ export class FakeRuntime extends SupervisedRuntime {
   /** Sets what stats() reports for the star. */
   setUsage(id: string, stats: StarStats): void {
     this.get(id);
-    this.usage.set(id, stats);
+    this.usages.set(id, stats);
   }
 
   async stats(id: string): Promise<StarStats> {
     this.get(id);
-    return this.usage.get(id) ?? { cpuUsageUsec: 0, memoryBytes: 0, pids: this.runs.has(id) ? 1 : 0 };
+    return this.usages.get(id) ?? { cpuUsageUsec: 0, memoryBytes: 0, pids: this.runs.has(id) ? 1 : 0 };
+  }
+
+  usage(id: string): { cpuUsageUsec: number; memoryBytes: number } | undefined {
+    if (!this.stars.has(id)) return undefined;
+    const u = this.usages.get(id);
+    return { cpuUsageUsec: u?.cpuUsageUsec ?? 0, memoryBytes: u?.memoryBytes ?? 0 };
   }
 
   async *logs(id: string, options: LogOptions = {}): AsyncGenerator<LogLine> {

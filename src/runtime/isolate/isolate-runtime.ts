@@ -67,6 +67,8 @@ export class IsolateRuntime extends SupervisedRuntime {
   private host: Promise<Host> | undefined;
   private readonly threadOf = new Map<string, number>();
   private readonly cpuGroups = new Map<string, ThreadGroup>();
+  private readonly heapOf = new Map<string, number>();
+  private hostPid: number | undefined;
   private ref = 0;
 
   private constructor(private readonly options: IsolateRuntimeOptions & { cgroups: CgroupDriver; shimPath: string }) {
@@ -212,6 +214,7 @@ export class IsolateRuntime extends SupervisedRuntime {
     const m = /^started (\d+) (\d+)/.exec(report);
     if (!m) throw new RuntimeUnavailableError(`the isolate host did not start: ${report.trim() || "no report"}`);
     const control = child.stdio[4] as unknown as NodeJS.ReadWriteStream;
+    this.hostPid = Number(m[1]);
     const host: Host = {
       child,
       pid: Number(m[1]),
@@ -245,6 +248,7 @@ export class IsolateRuntime extends SupervisedRuntime {
 
   protected async cleanup(rec: StarRecord): Promise<void> {
     this.threadOf.delete(rec.id);
+    this.heapOf.delete(rec.id);
     const group = this.cpuGroups.get(rec.id);
     if (group) {
       this.cpuGroups.delete(rec.id);
@@ -272,7 +276,16 @@ export class IsolateRuntime extends SupervisedRuntime {
       host.send({ op: "stats", id, ref });
     });
     host.stats.delete(ref);
+    this.heapOf.set(id, heap);
     return { cpuUsageUsec: threadCpuUsec(host.pid, tid), memoryBytes: heap, pids: 0 };
+  }
+
+  /** CPU from the thread's /proc entry; memory is the heap last reported by stats(). */
+  usage(id: string): { cpuUsageUsec: number; memoryBytes: number } | undefined {
+    if (!this.stars.has(id)) return undefined;
+    const tid = this.threadOf.get(id);
+    const pid = this.hostPid;
+    return { cpuUsageUsec: tid && pid ? threadCpuUsec(pid, tid) : 0, memoryBytes: this.heapOf.get(id) ?? 0 };
   }
 
   logs(id: string, options: LogOptions = {}): AsyncIterable<LogLine> {

@@ -467,6 +467,11 @@ export class ProcessRuntime extends SupervisedRuntime {
     return { cpuUsageUsec, memoryBytes, pids, ...(memoryPeakBytes === undefined ? {} : { memoryPeakBytes }) };
   }
 
+  usage(id: string): { cpuUsageUsec: number; memoryBytes: number } | undefined {
+    if (!this.stars.has(id)) return undefined;
+    return this.cgroupOf.get(id)?.usage() ?? { cpuUsageUsec: 0, memoryBytes: 0 };
+  }
+
   logs(id: string, options: LogOptions = {}): AsyncIterable<LogLine> {
     return this.logsIn(this.dir(id), id, options);
   }
