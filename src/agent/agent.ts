@@ -5,6 +5,7 @@
  * it runs: stars keep running when the controller is down, and the runtimes keep them across a
  * restart of the agent (recover), which then takes its stars back from its earlier reports.
  */
+import { dropTokensOf, newToken, saveToken } from "../controller/tokens.js";
 import { isConstellationError } from "../errors.js";
 import { EventLog } from "../controller/events.js";
 import { KEYS, type NodeRecord, type StarObserved, type StarRecord, nodeKey, statusKey } from "../controller/model.js";
@@ -20,6 +21,11 @@ export interface AgentOptions {
   runtimes: Partial<Record<RuntimeKind, Runtime>>;
   /** How often running stars' CPU and memory are sampled (default 2 s). */
   sampleMs?: number;
+  /**
+   * The API's URL, given to each star with a token of its own (CONSTELLATION_ENDPOINT and
+   * CONSTELLATION_TOKEN), so the SDK works from inside a star. Asked when a star starts.
+   */
+  endpoint?: () => string | undefined;
 }
 
 /** What a controller may ask of a node besides its desired state (logs and usage). */
@@ -178,6 +184,7 @@ export class Agent implements NodeLink {
       await local!.runtime.remove(name).catch(() => undefined);
       this.local.delete(name);
       this.usages.delete(name);
+      await dropTokensOf(this.store, `star:${name}`);
       if (action === "remove") {
         await this.dropReport(name, local!.uid);
         return;
@@ -205,7 +212,7 @@ export class Agent implements NodeLink {
     }
     this.local.set(name, { uid: rec.uid, generation: rec.generation, runtime });
     try {
-      await runtime.start(name, rec.spec);
+      await runtime.start(name, await this.withIdentity(rec));
     } catch (err) {
       if (!runtime.status(name)) {
         // Refused before anything was created (spec, script, limits): nothing runs.
@@ -216,6 +223,17 @@ export class Agent implements NodeLink {
       await this.startFailed(name, err);
     }
     await this.report(name);
+  }
+
+  /** The spec with the API's endpoint and a token of the star's own in its environment. */
+  private async withIdentity(rec: StarRecord): Promise<StarRecord["spec"]> {
+    const endpoint = this.options.endpoint?.();
+    const env = (rec.spec as { env?: unknown }).env;
+    if (!endpoint || (env !== undefined && (typeof env !== "object" || env === null))) return rec.spec;
+    await dropTokensOf(this.store, `star:${rec.name}`);
+    const token = newToken();
+    await saveToken(this.store, token, "star", `star:${rec.name}`);
+    return { ...rec.spec, env: { CONSTELLATION_ENDPOINT: endpoint, CONSTELLATION_TOKEN: token, ...(env as Record<string, string> | undefined) } };
   }
 
   private async startFailed(name: string, err: unknown): Promise<void> {

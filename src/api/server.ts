@@ -18,7 +18,7 @@ import type { NodeLink } from "../agent/agent.js";
 import type { Controller } from "../controller/controller.js";
 import type { StarView } from "../controller/model.js";
 import type { Store } from "../store/types.js";
-import { lookupToken, newToken, saveToken } from "./auth.js";
+import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { createBody, eventsQuery, logsQuery, nameParams, parse, removeQuery, tokenBody, waitQuery } from "./schemas.js";
 
 export interface ApiOptions {
@@ -63,7 +63,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const m = /^Bearer (\S+)$/.exec(header);
     const token = m ? await lookupToken(store, m[1]!) : undefined;
     if (!token) throw new UnauthorizedError();
-    if (token.scope !== "admin" && req.method !== "GET" && req.method !== "HEAD") throw new ForbiddenError(token.scope, "admin");
+    const reading = req.method === "GET" || req.method === "HEAD";
+    if (token.scope === "read" && !reading) throw new ForbiddenError(token.scope, "admin");
+    if (token.scope === "star" && req.url.startsWith("/v1/tokens")) throw new ForbiddenError(token.scope, "admin");
   });
 
   app.setErrorHandler((err: unknown, _req, reply) => sendError(reply, err));

@@ -65,7 +65,11 @@ export interface NodeRecord {
   startedAt: number;
 }
 
-export type TokenScope = "admin" | "read";
+/**
+ * admin: everything. read: GET only. star: what a star's own token may do — read, and create,
+ * start, stop and remove stars (a star that fans work out), but not make tokens.
+ */
+export type TokenScope = "admin" | "read" | "star";
 
 export interface TokenRecord {
   scope: TokenScope;

@@ -13,7 +13,7 @@ import { availableParallelism, hostname, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
 import { RuntimeUnavailableError } from "../errors.js";
-import { newToken, saveToken } from "../api/auth.js";
+import { newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
 import { Controller } from "../controller/controller.js";
 import type { NodeRecord } from "../controller/model.js";
@@ -77,13 +77,11 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       startedAt: Date.now(),
     };
     const controller = new Controller({ store, scriptCacheDir: join(dataDir, "cache", "scripts") });
-    const agent = new Agent({ store, node, runtimes });
-    await agent.start();
-    closers.push(() => agent.stop());
-    controller.start();
-    closers.push(() => controller.stop());
+    let url: string | undefined;
+    const agent = new Agent({ store, node, runtimes, endpoint: () => url });
     const api = await buildApi({ store, controller, node: agent });
     closers.push(() => api.close());
+    // Listen first: stars started from here on get the API's URL (and a token) in their env.
     const port = options.port ?? 7070;
     let address: string;
     try {
@@ -94,7 +92,11 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       if (code === "EACCES") throw new RuntimeUnavailableError(`no permission to listen on port ${port}: use a port above 1023`);
       throw err;
     }
-    const url = address.replace("[::1]", "127.0.0.1");
+    url = address.replace("[::1]", "127.0.0.1");
+    await agent.start();
+    closers.push(() => agent.stop());
+    controller.start();
+    closers.push(() => controller.stop());
     writeFileSync(join(dataDir, "endpoint"), `${url}\n`, { mode: 0o644 });
     return { url, token, dataDir, close };
   } catch (err) {

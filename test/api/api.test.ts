@@ -11,12 +11,13 @@ import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
 import type { FastifyInstance } from "fastify";
 import { Agent } from "../../src/agent/agent.js";
-import { newToken, saveToken } from "../../src/api/auth.js";
+import { newToken, saveToken } from "../../src/controller/tokens.js";
 import { BODY_LIMIT, buildApi } from "../../src/api/server.js";
 import { Controller } from "../../src/controller/controller.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
 import { openStore } from "../../src/store/open.js";
 import type { Store } from "../../src/store/types.js";
+import { connect } from "../../src/index.js";
 import { waitFor } from "../helpers/wait.js";
 
 describe("HTTP API: bad input", () => {
@@ -152,6 +153,34 @@ describe("HTTP API: bad input", () => {
     const res = await Promise.all(Array.from({ length: 10 }, (_, i) => post({ spec: { name: `ts-${i}`, script: ts } })));
     assert.deepEqual(res.map((r) => r.statusCode), Array(10).fill(201), res.map((r) => r.body).join("\n"));
     for (let i = 0; i < 10; i++) await controller.remove(`ts-${i}`, { force: true });
+  });
+
+  it("events: listed oldest first, followed as they happen (SDK over real HTTP)", async () => {
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    const client = connect({ endpoint: url, token: admin });
+    const abort = new AbortController();
+    try {
+      const seen: string[] = [];
+      const following = (async () => {
+        for await (const e of client.followEvents({ star: "evented", signal: abort.signal })) {
+          seen.push(e.kind);
+          if (seen.includes("star.removed")) break;
+        }
+      })();
+      // No wait for the stream to open: it lists what exists, then watches from that revision on.
+      await client.create({ name: "evented", command: ["sleep", "1"] });
+      await waitFor("it to run", async () => ((await client.star("evented").status())?.state === "running" ? true : undefined));
+      await client.star("evented").remove({ force: true });
+      await following;
+      assert.deepEqual(seen.slice(0, 2), ["star.created", "star.assigned"]);
+      assert.ok(seen.includes("star.state"));
+      const listed = await client.events({ star: "evented" });
+      assert.deepEqual(listed.map((e) => e.seq), [...listed.map((e) => e.seq)].sort((a, b) => a - b));
+      assert.equal(listed[0]!.kind, "star.created");
+    } finally {
+      abort.abort();
+      client.close();
+    }
   });
 
   it("the agent runs what the controller recorded, and removes what it deleted", async () => {

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { connect, type Constellation } from "../../src/index.js";
 import { type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
@@ -108,6 +109,31 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.deepEqual(lines, ["answer 42 sdk"]);
     await star.remove();
     assert.deepEqual((await sdk.list()).map((s) => s.name), []);
+  });
+
+  it("a star uses the SDK from inside: its agent gives it the endpoint and a token of its own (which cannot make tokens)", async () => {
+    const sdkEntry = fileURLToPath(new URL("../../src/index.js", import.meta.url));
+    const script = join(dir, "inside.mjs");
+    await writeFile(
+      script,
+      `import { constellation } from ${JSON.stringify(sdkEntry)};\n` +
+        "const me = await constellation.star(process.env.CONSTELLATION_STAR_NAME).info();\n" +
+        'const child = await constellation.create({ name: "spawned-from-inside", command: ["true"] });\n' +
+        "await child.wait();\n" +
+        'let denied = "no";\n' +
+        'try { await constellation.createToken("admin"); } catch (e) { denied = e.code; }\n' +
+        "console.log(JSON.stringify({ me: me.name, state: me.status?.state, child: (await child.info()).status?.exitCode, denied }));\n" +
+        "constellation.close();\n",
+    );
+    await chmod(script, 0o644);
+    const star = await sdk.create({ name: "insider", script });
+    const end = await star.wait();
+    const lines: string[] = [];
+    for await (const l of star.logs()) lines.push(l.line);
+    assert.equal(end.status?.exitCode, 0, lines.join("\n"));
+    assert.deepEqual(JSON.parse(lines.at(-1)!), { me: "insider", state: "running", child: 0, denied: "API_FORBIDDEN" });
+    await sdk.star("spawned-from-inside").remove();
+    await star.remove();
   });
 
   it("refuses unauthenticated and wrongly scoped requests", async () => {
