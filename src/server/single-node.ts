@@ -77,8 +77,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       startedAt: Date.now(),
     };
     const controller = new Controller({ store, scriptCacheDir: join(dataDir, "cache", "scripts") });
-    let url: string | undefined;
-    const agent = new Agent({ store, node, runtimes, endpoint: () => url });
+    const served: { url?: string } = {}; // known once the API listens
+    const agent = new Agent({ store, node, runtimes, endpoint: () => served.url });
     const api = await buildApi({ store, controller, node: agent });
     closers.push(() => api.close());
     // Listen first: stars started from here on get the API's URL (and a token) in their env.
@@ -92,7 +92,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       if (code === "EACCES") throw new RuntimeUnavailableError(`no permission to listen on port ${port}: use a port above 1023`);
       throw err;
     }
-    url = address.replace("[::1]", "127.0.0.1");
+    const url = address.replace("[::1]", "127.0.0.1");
+    served.url = url;
     await agent.start();
     closers.push(() => agent.stop());
     controller.start();
