@@ -1,6 +1,6 @@
 /**
  * The HTTP API in one process (controller + agent on the fake runtime + an in-memory store),
- * through fastify's inject: bad input of every kind gets a 4xx naming the field and the fix,
+ * over real HTTP: bad input of every kind gets a 4xx naming the field and the fix,
  * never a 500, and never leaves a half-created star. Fuzzed with fast-check.
  */
 import assert from "node:assert/strict";
@@ -9,10 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
-import type { FastifyInstance } from "fastify";
 import { Agent } from "../../src/agent/agent.js";
 import { newToken, saveToken } from "../../src/controller/tokens.js";
-import { BODY_LIMIT, buildApi } from "../../src/api/server.js";
+import { type Api, BODY_LIMIT, buildApi } from "../../src/api/server.js";
 import { Controller } from "../../src/controller/controller.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
 import { openStore } from "../../src/store/open.js";
@@ -25,7 +24,8 @@ describe("HTTP API: bad input", () => {
   let store: Store;
   let controller: Controller;
   let agent: Agent;
-  let app: FastifyInstance;
+  let app: Api;
+  let url: string;
   let admin: string;
   let script: string;
 
@@ -40,6 +40,7 @@ describe("HTTP API: bad input", () => {
     await agent.start();
     controller.start();
     app = await buildApi({ store, controller, node: agent });
+    url = await app.listen({ port: 0, host: "127.0.0.1" });
     admin = newToken();
     await saveToken(store, admin, "admin", "test");
   });
@@ -51,18 +52,19 @@ describe("HTTP API: bad input", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  /** A request over real HTTP; the reply's status, body text and parsed JSON. */
+  const request = async (method: string, path: string, body?: string, headers: Record<string, string> = {}) => {
+    const res = await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${admin}`, ...headers }, ...(body === undefined ? {} : { body }) });
+    const text = await res.text();
+    return { statusCode: res.status, body: text, json: () => JSON.parse(text) as unknown };
+  };
   const post = (body: string | object, headers: Record<string, string> = {}) =>
-    app.inject({
-      method: "POST",
-      url: "/v1/stars",
-      headers: { authorization: `Bearer ${admin}`, "content-type": "application/json", ...headers },
-      payload: typeof body === "string" ? body : JSON.stringify(body),
-    });
+    request("POST", "/v1/stars", typeof body === "string" ? body : JSON.stringify(body), { "content-type": "application/json", ...headers });
   const error = (res: { json: () => unknown }) => (res.json() as { error: { code: string; message: string; field?: string } }).error;
 
   it("each kind of bad request: 4xx, a code, and a message that names the field and the fix", async () => {
     const cases: Array<[string | object, number, string, RegExp]> = [
-      ["{not json", 400, "API_BAD_REQUEST", /not valid JSON/],
+      ["{not json", 400, "API_BAD_REQUEST", /the body is not valid JSON/],
       [{ spec: "x" }, 400, "API_BAD_REQUEST", /spec must be an object/],
       [{ spec: { name: "a", command: ["true"] }, extra: 1 }, 400, "API_BAD_REQUEST", /unknown body field extra/],
       [{ spec: { name: "a", command: "true" } }, 400, "RUNTIME_INVALID_SPEC", /command/],
@@ -92,7 +94,7 @@ describe("HTTP API: bad input", () => {
     assert.equal(dup.statusCode, 409);
     assert.match(error(dup).message, /exists already: pick another name, or remove it first/);
 
-    for (const [method, url, status] of [
+    for (const [method, path, status] of [
       ["GET", "/v1/stars/nope", 404],
       ["GET", "/v1/stars/Bad_Name", 400],
       ["POST", "/v1/stars/nope/stop", 404],
@@ -103,8 +105,8 @@ describe("HTTP API: bad input", () => {
       ["GET", "/v1/events?limit=abc", 400],
       ["GET", "/v1/no-such-route", 404],
     ] as const) {
-      const res = await app.inject({ method, url, headers: { authorization: `Bearer ${admin}` } });
-      assert.equal(res.statusCode, status, `${method} ${url} → ${res.body}`);
+      const res = await request(method, path);
+      assert.equal(res.statusCode, status, `${method} ${path} → ${res.body}`);
       assert.ok(error(res).message.length > 10);
     }
   });
@@ -156,7 +158,6 @@ describe("HTTP API: bad input", () => {
   });
 
   it("events: listed oldest first, followed as they happen (SDK over real HTTP)", async () => {
-    const url = await app.listen({ port: 0, host: "127.0.0.1" });
     const client = connect({ endpoint: url, token: admin });
     const abort = new AbortController();
     try {
