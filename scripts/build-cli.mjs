@@ -2,6 +2,7 @@
 // to load instead of a dozen resolved one by one, which is most of a command's own start-up time
 // (`constellation list` has to answer in well under 200 ms, Node's own start included). The
 // server side (`up`) stays outside the bundle and loads only when `up` runs.
+import { chmodSync } from "node:fs";
 import { build } from "esbuild";
 
 await build({
@@ -18,3 +19,4 @@ await build({
   sourcemap: true,
   logLevel: "warning",
 });
+chmodSync("dist/src/cli/constellation.mjs", 0o755); // run directly, so its #! line (with V8 flags) applies

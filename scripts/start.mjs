@@ -16,7 +16,8 @@ const isRoot = process.getuid?.() === 0;
 // Every star gets a private /tmp, so a root agent keeps its data elsewhere.
 const underTmp = root === "/tmp" || root.startsWith("/tmp/");
 const data = process.env.CONSTELLATION_DATA ?? (isRoot && underTmp ? join(homedir(), ".constellation") : join(root, ".constellation"));
-const args = [cli, "up", "--data", data, ...process.argv.slice(2)];
+// The flag is the one in the CLI's #! line (a small young generation for a long-running daemon).
+const args = ["--max-semi-space-size=1", cli, "up", "--data", data, ...process.argv.slice(2)];
 if (!isRoot && !args.includes("--dev")) {
   args.push("--dev");
   console.log("not root: starting in dev mode — stars run as plain processes and are marked \"limits not enforced\".");

@@ -5,7 +5,7 @@
  *  - wall time of `constellation list` (a new node process each time) with 100 stars;
  *  - the `constellation up` process's idle CPU and RSS with 0 and with 100 stars.
  *
- *   node dist/bench/api/api-bench.js [--n 100] [--stars 100] [--idle-s 10]
+ *   node dist/bench/api/api-bench.js [--n 100] [--stars 100] [--idle-s 30]
  */
 import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, readFileSync } from "node:fs";
@@ -18,7 +18,7 @@ import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import { machine, markdownTable, percentile } from "../lib/report.js";
 import { up, kill9 } from "../../test/helpers/constellation.js";
 
-const { values } = parseArgs({ options: { n: { type: "string", default: "100" }, stars: { type: "string", default: "100" }, "idle-s": { type: "string", default: "10" } } });
+const { values } = parseArgs({ options: { n: { type: "string", default: "100" }, stars: { type: "string", default: "100" }, "idle-s": { type: "string", default: "30" } } });
 const N = Number(values.n);
 const STARS = Number(values.stars);
 const IDLE_S = Number(values["idle-s"]);
@@ -41,7 +41,7 @@ function cpuMs(pid: number): number {
 const rssMb = (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
 
 async function idle(pid: number): Promise<{ cpuPercent: number; rss: number }> {
-  await new Promise((r) => setTimeout(r, 2000)); // settle
+  await new Promise((r) => setTimeout(r, 5000)); // settle (start-up work, the burst before)
   const c0 = cpuMs(pid);
   const t0 = Date.now();
   await new Promise((r) => setTimeout(r, IDLE_S * 1000));

@@ -1,5 +1,9 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 /**
+ * (The V8 flag in the first line keeps the young generation small: `up` is a long-running daemon
+ * whose young generation otherwise grows to 2 × 16 MB after a burst of work and stays there —
+ * 83 MB resident with 100 stars instead of 67 MB.)
+ *
  * The `constellation` command. One file per command group lives beside this one; this file
  * only wires them together and turns errors into one line and an exit code.
  */

@@ -27,7 +27,8 @@ export function makeDataDir(prefix = "constellation-e2e-"): string {
 
 /** Starts `constellation up --port 0` on `dataDir` and waits until it serves. */
 export async function up(dataDir: string, extra: string[] = []): Promise<Up> {
-  const child = spawn(process.execPath, [CLI, "up", "--data", dataDir, "--port", "0", ...extra], { stdio: ["ignore", "pipe", "pipe"] });
+  // As the bin runs it (its #! line's V8 flag).
+  const child = spawn(process.execPath, ["--max-semi-space-size=1", CLI, "up", "--data", dataDir, "--port", "0", ...extra], { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
