@@ -40,6 +40,8 @@ export type ErrorCode =
 
 export class ConstellationError extends Error {
   readonly code: ErrorCode;
+  /** Set on every instance: recognises our errors across copies of this module (the CLI bundle). */
+  readonly isConstellationError = true;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
@@ -322,7 +324,7 @@ export class TimeoutError extends ConstellationError {
 }
 
 export function isConstellationError(err: unknown): err is ConstellationError {
-  return err instanceof ConstellationError;
+  return err instanceof ConstellationError || (err instanceof Error && (err as { isConstellationError?: unknown }).isConstellationError === true);
 }
 
 function truncate(s: string): string {

@@ -25,6 +25,19 @@ const program = new Command("constellation")
   .option("--data <dir>", "data dir of a local constellation (default: CONSTELLATION_DATA or ~/.constellation)")
   .option("--endpoint <url>", "the API's URL (default: CONSTELLATION_ENDPOINT, or the data dir's)")
   .option("--token <token>", "API token (default: CONSTELLATION_TOKEN, or the data dir's admin token)");
+program.addHelpText(
+  "after",
+  `
+Examples:
+  $ constellation up                                       # a single-node constellation (as root)
+  $ constellation create --name hello -- echo hello world  # in another shell
+  $ constellation list
+  $ constellation logs hello
+  $ constellation <command> --help                         # each command, with examples
+
+Connection: --data DIR (or CONSTELLATION_DATA; default ~/.constellation), or
+--endpoint URL --token T (or CONSTELLATION_ENDPOINT, CONSTELLATION_TOKEN).`,
+);
 registerUp(program);
 registerStarCommands(program);
 registerClusterCommands(program);

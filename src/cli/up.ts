@@ -23,7 +23,13 @@ export function registerUp(program: Command): void {
       const g = cmd.optsWithGlobals<{ data?: string }>();
       const dataDir = resolve(g.data ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
       const { startSingleNode } = await import("../server/single-node.js"); // the server loads only here
-      const node = await startSingleNode({ dataDir, port: o.port, devMode: o.dev === true });
+      const node = await startSingleNode({ dataDir, port: o.port, devMode: o.dev === true }).catch((err: unknown) => {
+        // Not root: say which flag runs it anyway.
+        if (!o.dev && process.getuid?.() !== 0 && (err as { code?: string }).code === "RUNTIME_UNAVAILABLE") {
+          (err as Error).message += " — as this user: constellation up --dev (limits not enforced), or run it as root";
+        }
+        throw err;
+      });
       process.stdout.write(
         [
           `${color.green("constellation up")}  ${node.url}${o.dev ? color.yellow("  (dev mode: limits not enforced)") : ""}`,

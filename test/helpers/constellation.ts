@@ -26,20 +26,23 @@ export function makeDataDir(prefix = "constellation-e2e-"): string {
 }
 
 /** Starts `constellation up --port 0` on `dataDir` and waits until it serves. */
-export async function up(dataDir: string, extra: string[] = []): Promise<Up> {
+export async function up(dataDir: string, extra: string[] = [], as?: { uid: number; gid: number }): Promise<Up> {
   // As the bin runs it (its #! line's V8 flag).
-  const child = spawn(process.execPath, ["--max-semi-space-size=1", CLI, "up", "--data", dataDir, "--port", "0", ...extra], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--max-semi-space-size=1", CLI, "up", "--data", dataDir, "--port", "0", ...extra], {
+    stdio: ["ignore", "pipe", "pipe"],
+    ...(as ? { uid: as.uid, gid: as.gid, env: { ...process.env, HOME: dataDir } } : {}),
+  });
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-  const url = await waitFor(
-    "constellation up to serve",
-    () => {
-      if (child.exitCode !== null) throw new Error(`constellation up exited with ${child.exitCode}: ${out}`);
-      return /constellation up\s+(http:\/\/\S+)/.exec(out)?.[1];
-    },
-    { timeoutMs: 30_000 },
+  const exited = new Promise<never>((_, reject) =>
+    child.once("exit", (code) => reject(new Error(`constellation up exited with ${code}: ${out}`))),
   );
+  exited.catch(() => undefined);
+  const url = await Promise.race([
+    waitFor("constellation up to serve", () => /constellation up\s+(http:\/\/\S+)/.exec(out)?.[1], { timeoutMs: 30_000 }),
+    exited,
+  ]);
   const token = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
   return { dataDir, url, token, child, output: () => out };
 }

@@ -4,7 +4,7 @@
  * (root), so the limits asked for are checked in the kernel's files.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { chownSync, existsSync, readFileSync, statSync } from "node:fs";
 import { writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -198,5 +198,30 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.deepEqual(numbers, numbers.map((_, i) => i + 1));
     await sdk.star("survivor").remove({ force: true });
     await sdk.star("parked").remove();
+  });
+});
+
+describe("single-node constellation in dev mode, as an unprivileged user", { skip }, () => {
+  it("refuses to start without --dev (saying so), and with --dev runs stars marked \"limits not enforced\"", async () => {
+    const dir = makeDataDir("constellation-dev-");
+    const data = join(dir, "data");
+    const nobody = { uid: 65534, gid: 65534 };
+    chownSync(dir, nobody.uid, nobody.gid);
+    let node: Up | undefined;
+    try {
+      await assert.rejects(up(data, [], nobody), /needs root .* constellation up --dev/);
+      node = await up(data, ["--dev"], nobody);
+      assert.match(node.output(), /dev mode: limits not enforced/);
+      const created = await cli(data, ["create", "--name", "dev1", "--ram-mb", "32", "--", "sh", "-c", "echo hi; exec sleep 30"]);
+      assert.equal(created.code, 0, created.stderr);
+      const list = await cli(data, ["list"]);
+      assert.match(list.stdout, /dev1\s+running \(limits not enforced\)/);
+      const status = await cli(data, ["status"]);
+      assert.match(status.stdout, /not enforced \(dev mode\)/);
+      assert.equal((await cli(data, ["rm", "-f", "dev1"])).code, 0);
+    } finally {
+      if (node) await kill9(node);
+      removeDataDir(dir);
+    }
   });
 });

@@ -24,6 +24,7 @@ import {
   ScriptError,
 } from "../../errors.js";
 import type { CgroupDriver, StarCgroup } from "../cgroup/cgroup.js";
+import { CgroupNoneDriver } from "../cgroup/cgroup-none.js";
 import { detectCgroups } from "../cgroup/detect.js";
 import { resolveProgram } from "../script.js";
 import { DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, limitsOf, parseStarSpec } from "../spec.js";
@@ -88,7 +89,8 @@ export class ProcessRuntime extends SupervisedRuntime {
         `the data dir ${options.dataDir} is under /tmp, which every star replaces with its private /tmp: use another directory`,
       );
     }
-    const cgroups = options.cgroups ?? (await detectCgroups());
+    // Without root the cgroup tree is not ours to write (dev mode): nothing is limited or measured.
+    const cgroups = options.cgroups ?? (root ? await detectCgroups() : new CgroupNoneDriver("not root: cgroups are not writable"));
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
     let db: StarStateDb;
     try {
