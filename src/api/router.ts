@@ -54,19 +54,22 @@ export class Router {
 
   private async handle(raw: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     try {
-      const url = new URL(raw.url ?? "/", "http://localhost");
+      const target = raw.url ?? "/";
+      const q = target.indexOf("?");
+      const path = q < 0 ? target : target.slice(0, q);
+      const query = q < 0 ? {} : Object.fromEntries(new URLSearchParams(target.slice(q + 1)));
       const method = raw.method ?? "GET";
       let params: Record<string, string> = {};
       const route = this.routes.find((r) => {
         if (r.method !== method) return false;
-        const m = r.pattern.exec(url.pathname);
+        const m = r.pattern.exec(path);
         if (!m) return false;
         params = Object.fromEntries(r.names.map((n, i) => [n, decodeURIComponent(m[i + 1]!)]));
         return true;
       });
-      const req: Request = { method, path: url.pathname, params, query: Object.fromEntries(url.searchParams), headers: raw.headers, body: undefined, raw };
+      const req: Request = { method, path, params, query, headers: raw.headers, body: undefined, raw };
       await this.options.before?.(req);
-      if (!route) throw Object.assign(new BadRequestError(`no route ${method} ${url.pathname}: see docs/api.md`), { status: 404 });
+      if (!route) throw Object.assign(new BadRequestError(`no route ${method} ${path}: see docs/api.md`), { status: 404 });
       req.body = await this.readBody(raw);
       const reply = await route.handler(req, res);
       if (reply === undefined) return;
@@ -84,6 +87,10 @@ export class Router {
     if (length > this.options.bodyLimit) {
       raw.resume();
       throw new TooLargeError(this.options.bodyLimit);
+    }
+    if (length === 0 && raw.headers["transfer-encoding"] === undefined) {
+      raw.resume(); // no body (a GET, say): nothing to wait for
+      return undefined;
     }
     const chunks: Buffer[] = [];
     let size = 0;
