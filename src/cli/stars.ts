@@ -83,9 +83,14 @@ export function registerStarCommands(program: Command): void {
           if (process.stderr.isTTY && !o.json) process.stderr.write(color.dim(`starting ${spec.name}...\n`));
           info = await star.wait({ for: "running", timeoutMs: 120_000 });
         }
-        if (o.json) return printJson(info);
         const s = info.status;
-        if (s && s.state !== "running" && o.wait !== false && o.start !== false) {
+        const failed = s !== undefined && s.state !== "running" && o.wait !== false && o.start !== false;
+        if (o.json) {
+          printJson(info);
+          if (failed) process.exitCode = 1;
+          return;
+        }
+        if (failed) {
           process.stderr.write(`error: star ${spec.name} did not start: ${s.state}${s.reason ? ` (${s.reason})` : s.exitCode !== undefined && s.exitCode !== null ? ` (exit code ${s.exitCode})` : ""}; see \`constellation logs ${spec.name}\`\n`);
           process.exitCode = 1;
           return;

@@ -91,6 +91,10 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.equal(res.code, 1);
     assert.match(res.stderr, /ghost did not start: failed \(.*\/no\/such\/program: No such file or directory/);
     await sdk.star("ghost").remove({ force: true });
+    const asJson = await cli(node.dataDir, ["create", "--name", "ghost2", "--json", "--", "/no/such/program"]);
+    assert.equal(asJson.code, 1, "--json does not hide the failure");
+    assert.equal((JSON.parse(asJson.stdout) as { status: { state: string } }).status.state, "failed");
+    await sdk.star("ghost2").remove({ force: true });
     const usage = await cli(node.dataDir, ["create", "--name", "x"]);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /give --script FILE or a command/);
