@@ -141,7 +141,13 @@ export class Agent implements NodeLink {
         }
       } catch {
         // history compacted: read everything again
-        const { kvs, revision } = await this.store.range({ prefix: KEYS.stars }).catch(() => ({ kvs: [], revision: from - 1 }));
+        const read = await this.store.range({ prefix: KEYS.stars }).catch(() => undefined);
+        if (!read) {
+          // The store is unreachable: keep what we know (and the stars running); try again.
+          await new Promise((r) => setTimeout(r, 1000));
+          continue;
+        }
+        const { kvs, revision } = read;
         this.records.clear();
         for (const kv of kvs) this.take(JSON.parse(kv.value) as StarRecord);
         for (const name of new Set([...this.records.keys(), ...this.local.keys()])) this.reconcile(name);
@@ -173,6 +179,10 @@ export class Agent implements NodeLink {
       if (record && local && record.uid === local.uid && record.generation > local.generation) {
         local.generation = record.generation;
         await this.report(name);
+      } else if (record && !local) {
+        await this.reportIdle(record);
+      } else if (!record && !local) {
+        await this.dropReport(name, ""); // e.g. a star refused at start, now removed
       }
       return;
     }
@@ -278,12 +288,30 @@ export class Agent implements NodeLink {
     await this.store.put(statusKey(name), JSON.stringify(observed));
   }
 
-  /** Deletes this node's report of a star, unless it is already another star's. */
+  /**
+   * A star of ours that does not run here (never started, or refused at start): its report says
+   * the latest request was seen, so a `stop` or `wait` on it returns.
+   */
+  private async reportIdle(record: StarRecord): Promise<void> {
+    const kv = await this.store.get(statusKey(record.name));
+    const o = kv ? (JSON.parse(kv.value) as StarObserved) : undefined;
+    if (o && o.uid === record.uid) {
+      if (o.generation >= record.generation) return;
+      await this.store.put(statusKey(record.name), JSON.stringify({ ...o, generation: record.generation, updatedAt: Date.now() }));
+      return;
+    }
+    if (record.desired !== "stopped") return;
+    const status: StarStatus = { id: record.name, name: record.name, state: "stopped", restarts: 0, limits: { pids: 0 }, ready: false, limitsEnforced: true };
+    const observed: StarObserved = { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() };
+    await this.store.put(statusKey(record.name), JSON.stringify(observed));
+  }
+
+  /** Deletes this node's report of a star, unless it is another star's ("" : any of ours). */
   private async dropReport(name: string, uid: string): Promise<void> {
     const kv = await this.store.get(statusKey(name));
     if (!kv) return;
     const o = JSON.parse(kv.value) as StarObserved;
-    if (o.uid !== uid && uid !== "") return;
+    if (o.node !== this.name || (o.uid !== uid && uid !== "")) return;
     await this.store.txn({
       compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
       success: [{ type: "delete", range: { key: kv.key } }],

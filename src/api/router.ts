@@ -19,6 +19,8 @@ export interface Request {
   /** The parsed JSON body (undefined when there is none). */
   body: unknown;
   raw: http.IncomingMessage;
+  /** Set by `before` (who is asking). */
+  auth?: { scope: string; name: string };
 }
 
 /** A JSON reply, or `undefined` when the handler wrote the response itself (a stream). */
@@ -30,6 +32,14 @@ interface Route {
   pattern: RegExp;
   names: string[];
   handler: Handler;
+}
+
+function decode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new BadRequestError(`the path has a malformed escape (${segment.slice(0, 40)}): encode it with encodeURIComponent`);
+  }
 }
 
 export class Router {
@@ -59,17 +69,22 @@ export class Router {
       const path = q < 0 ? target : target.slice(0, q);
       const query = q < 0 ? {} : Object.fromEntries(new URLSearchParams(target.slice(q + 1)));
       const method = raw.method ?? "GET";
-      let params: Record<string, string> = {};
+      const req: Request = { method, path, params: {}, query, headers: raw.headers, body: undefined, raw };
+      await this.options.before?.(req); // who asks, before anything of the request is interpreted
+      const as = method === "HEAD" ? "GET" : method; // HEAD: the GET route, without the body
       const route = this.routes.find((r) => {
-        if (r.method !== method) return false;
+        if (r.method !== as) return false;
         const m = r.pattern.exec(path);
         if (!m) return false;
-        params = Object.fromEntries(r.names.map((n, i) => [n, decodeURIComponent(m[i + 1]!)]));
+        req.params = Object.fromEntries(r.names.map((n, i) => [n, decode(m[i + 1]!)]));
         return true;
       });
-      const req: Request = { method, path, params, query, headers: raw.headers, body: undefined, raw };
-      await this.options.before?.(req);
       if (!route) throw Object.assign(new BadRequestError(`no route ${method} ${path}: see docs/api.md`), { status: 404 });
+      if (method === "HEAD") {
+        const reply = await route.handler(req, res);
+        if (reply !== undefined) res.writeHead(reply.status ?? 200).end();
+        return;
+      }
       req.body = await this.readBody(raw);
       const reply = await route.handler(req, res);
       if (reply === undefined) return;

@@ -67,6 +67,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
       const token = m ? await lookupToken(store, m[1]!) : undefined;
       if (!token) throw new UnauthorizedError();
+      req.auth = { scope: token.scope, name: token.name };
       const reading = req.method === "GET" || req.method === "HEAD";
       if (token.scope === "read" && !reading) throw new ForbiddenError(token.scope, "admin");
       if (token.scope === "star" && req.path.startsWith("/v1/tokens")) throw new ForbiddenError(token.scope, "admin");
@@ -88,7 +89,8 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("GET", "/v1/stars", async () => ({ body: { stars: (await controller.list()).map((v) => withUsage(v, node)) } }))
     .route("POST", "/v1/stars", async (req) => {
       const body = parse(createBody, req.body, "body");
-      return { status: 201, body: await controller.create(body.spec, body.start === undefined ? {} : { start: body.start }) };
+      const opts = { ...(body.start === undefined ? {} : { start: body.start }), ...(req.auth?.scope === "star" ? { fromStar: true } : {}) };
+      return { status: 201, body: await controller.create(body.spec, opts) };
     })
     .route("GET", "/v1/stars/:name", async (req) => {
       const star = name(req);

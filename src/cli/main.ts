@@ -43,6 +43,13 @@ registerStarCommands(program);
 registerClusterCommands(program);
 for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(str) });
 
+// `constellation logs x | head -1`: a reader that went away is not an error.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(0);
+  });
+}
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {

@@ -46,10 +46,14 @@ export function registerUp(program: Command): void {
       await new Promise<void>((done) => {
         const stop = () => {
           process.stdout.write("stopping the control plane (stars keep running)...\n");
+          // Whatever still holds the event loop after the close (a client's open stream) must not
+          // keep a stopped control plane alive: exit, at the latest after 5 s.
+          setTimeout(() => process.exit(0), 5000).unref();
           void node.close().then(done);
         };
         process.once("SIGINT", stop);
         process.once("SIGTERM", stop);
       });
+      process.exit(0);
     });
 }

@@ -7,8 +7,9 @@
  *   assign loop: watch records ─▶ unassigned? pick a node ─▶ txn: set node if unchanged ─▶ event
  */
 import { randomUUID } from "node:crypto";
-import { DuplicateStarError, InvalidArgumentError, NoSuchStarError, TimeoutError } from "../errors.js";
-import { resolveProgram } from "../runtime/script.js";
+import { resolve } from "node:path";
+import { DuplicateStarError, InvalidArgumentError, NoSuchStarError, ScriptError, TimeoutError } from "../errors.js";
+import { readableByAll, resolveProgram } from "../runtime/script.js";
 import { DNS_LABEL, type NodeCapacity, type StarSpecInput, limitsOf, parseStarSpec } from "../runtime/spec.js";
 import type { KeyValue, Store } from "../store/types.js";
 import { EventLog } from "./events.js";
@@ -54,7 +55,7 @@ export class Controller {
   }
 
   /** Checks a spec as the nodes would, then records the star (once: a second create of a name conflicts). */
-  async create(input: unknown, options: { start?: boolean } = {}): Promise<StarView> {
+  async create(input: unknown, options: { start?: boolean; fromStar?: boolean } = {}): Promise<StarView> {
     const spec = parseStarSpec(input);
     const nodes = await this.nodes();
     // Capacity: the largest node must be able to hold it (no node yet: checked when one joins).
@@ -63,7 +64,15 @@ export class Controller {
       undefined,
     );
     limitsOf(spec, largest);
-    if (spec.script !== undefined) await resolveProgram(spec, this.options.scriptCacheDir, this.options.baseDir);
+    if (spec.script !== undefined) {
+      // A star's own token may not have root read a file the star could not: only scripts any
+      // user can read (root reads them to check and transpile).
+      const path = resolve(this.options.baseDir ?? process.cwd(), spec.script);
+      if (options.fromStar && !(await readableByAll(path))) {
+        throw new ScriptError(path, "is not readable by every user: a star's token may only name scripts anyone can read");
+      }
+      await resolveProgram(spec, this.options.scriptCacheDir, this.options.baseDir);
+    }
     const record: StarRecord = {
       name: spec.name,
       uid: randomUUID(),

@@ -5,8 +5,9 @@
  * transpiled twice); `.js` and `.mjs` run as they are, after esbuild has parsed them.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
-import { extname, join, resolve } from "node:path";
+import { constants } from "node:fs";
+import { type FileHandle, chmod, mkdir, open, realpath, rename, stat, writeFile } from "node:fs/promises";
+import { dirname, extname, join, resolve } from "node:path";
 import { ScriptError } from "../errors.js";
 import type { StarSpec } from "./spec.js";
 
@@ -27,13 +28,7 @@ export async function resolveProgram(spec: StarSpec, cacheDir: string, baseDir =
   const ext = extname(script) as keyof typeof LOADERS;
   const loader = LOADERS[ext];
   if (!loader) throw new ScriptError(script, `unsupported extension "${ext}": use .js, .mjs or .ts (or give a command)`);
-  let source: Buffer;
-  try {
-    source = await readFile(script);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ScriptError(script, code === "ENOENT" ? "no such file" : `cannot read it (${code})`, err);
-  }
+  const source = await readScript(script);
   const hash = createHash("sha256").update(source).update(ext).digest("hex").slice(0, 32);
   const key = `${script}:${hash}`;
   // Concurrent starts of one script share one check (and one write into the cache).
@@ -45,6 +40,47 @@ export async function resolveProgram(spec: StarSpec, cacheDir: string, baseDir =
   }
   const file = await pending;
   return { argv: [process.execPath, file, ...spec.args], file };
+}
+
+/** Largest script read (a bundle larger than this is not a script to check at every start). */
+export const MAX_SCRIPT_BYTES = 16 * 2 ** 20;
+
+/**
+ * Reads a script: only a regular file, at most MAX_SCRIPT_BYTES. Opened non-blocking, so a path
+ * naming a FIFO or a device cannot stall the process (an open of a FIFO waits for a writer).
+ */
+async function readScript(script: string): Promise<Buffer> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(script, constants.O_RDONLY | constants.O_NONBLOCK);
+    const st = await fh.stat();
+    if (!st.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
+    if (st.size > MAX_SCRIPT_BYTES) throw new ScriptError(script, `is ${st.size} bytes, over ${MAX_SCRIPT_BYTES}: give a smaller script (or a command)`);
+    return await fh.readFile();
+  } catch (err) {
+    if (err instanceof ScriptError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ScriptError(script, code === "ENOENT" ? "no such file" : `cannot read it (${code})`, err);
+  } finally {
+    await fh?.close();
+  }
+}
+
+/**
+ * Whether everyone may read `path` (o+r on the file, o+x on every directory above it): the check
+ * for scripts named by a star's own token, so a star cannot have root read a file for it.
+ */
+export async function readableByAll(path: string): Promise<boolean> {
+  try {
+    const real = await realpath(path);
+    if (((await stat(real)).mode & 0o004) === 0) return false;
+    for (let dir = dirname(real); ; dir = dirname(dir)) {
+      if (((await stat(dir)).mode & 0o001) === 0) return false;
+      if (dir === dirname(dir)) return true;
+    }
+  } catch {
+    return false;
+  }
 }
 
 async function prepare(script: string, source: Buffer, loader: "js" | "ts", hash: string, cacheDir: string): Promise<string> {

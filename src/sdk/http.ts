@@ -26,7 +26,12 @@ export interface Transport {
 }
 
 export function httpTransport(endpoint: string, token: string): Transport {
-  const base = new URL(endpoint);
+  let base: URL;
+  try {
+    base = new URL(endpoint);
+  } catch {
+    throw new ApiUnavailableError(`the endpoint ${JSON.stringify(endpoint)} is not a URL: give one like http://127.0.0.1:7070`);
+  }
   if (base.protocol !== "http:") throw new ApiUnavailableError(`endpoint ${endpoint}: only http:// is supported on a single node`);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
   const headers = { authorization: `Bearer ${token}`, accept: "application/json" };
@@ -92,7 +97,9 @@ export function httpTransport(endpoint: string, token: string): Transport {
           }
         }
       } catch (err) {
-        if ((err as Error).name !== "AbortError" && !signal?.aborted) throw err;
+        if (signal?.aborted) return;
+        if (err instanceof ApiError || (err as Error).name === "SyntaxError") throw err;
+        throw new ApiUnavailableError(`the constellation at ${endpoint} closed the stream (${(err as Error).message}): is it still up?`, err);
       }
     },
     close() {

@@ -8,7 +8,7 @@
  *   isolate/        isolate runtime
  *   cache/          transpiled scripts
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { availableParallelism, hostname, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
@@ -49,8 +49,14 @@ export function nodeNameOf(name: string): string {
 
 export async function startSingleNode(options: SingleNodeOptions): Promise<SingleNode> {
   const dataDir = resolve(options.dataDir);
-  mkdirSync(dataDir, { recursive: true, mode: 0o755 });
-  const store = await openStore({ backend: "sqlite", path: join(dataDir, "store.db") });
+  // 0711: stars (other users) pass through to their own directories but cannot list it; the
+  // store (which holds stars' env) and the admin token are 0600.
+  mkdirSync(dataDir, { recursive: true, mode: 0o711 });
+  chmodSync(dataDir, 0o711);
+  const dbPath = join(dataDir, "store.db");
+  closeSync(openSync(dbPath, "a", 0o600)); // SQLite gives its -wal and -shm files the db's mode
+  for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+  const store = await openStore({ backend: "sqlite", path: dbPath });
   const closers: Array<() => Promise<void>> = [() => store.close()];
   const close = async () => {
     for (const c of closers.reverse()) await c().catch(() => undefined);

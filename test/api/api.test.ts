@@ -4,7 +4,8 @@
  * never a 500, and never leaves a half-created star. Fuzzed with fast-check.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -94,6 +95,13 @@ describe("HTTP API: bad input", () => {
     assert.equal(dup.statusCode, 409);
     assert.match(error(dup).message, /exists already: pick another name, or remove it first/);
 
+    // A script path naming a FIFO (whose open would wait for a writer) is refused at once.
+    const fifo = join(dir, "fifo.ts");
+    spawnSync("mkfifo", [fifo]);
+    const fifoRes = await post({ spec: { name: "fifo", script: fifo } });
+    assert.equal(fifoRes.statusCode, 400);
+    assert.match(error(fifoRes).message, /is not a regular file/);
+
     for (const [method, path, status] of [
       ["GET", "/v1/stars/nope", 404],
       ["GET", "/v1/stars/Bad_Name", 400],
@@ -104,6 +112,7 @@ describe("HTTP API: bad input", () => {
       ["GET", "/v1/stars/dup/wait?for=never", 400],
       ["GET", "/v1/events?limit=abc", 400],
       ["GET", "/v1/no-such-route", 404],
+      ["GET", "/v1/stars/%ZZ", 400],
     ] as const) {
       const res = await request(method, path);
       assert.equal(res.statusCode, status, `${method} ${path} → ${res.body}`);
@@ -147,6 +156,35 @@ describe("HTTP API: bad input", () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it("a star's token may name only scripts everyone can read (root must not read a file for it)", async () => {
+    const star = newToken();
+    await saveToken(store, star, "star", "star:test");
+    const secret = join(dir, "secret");
+    await mkdir(secret, { mode: 0o700 });
+    await writeFile(join(secret, "s.ts"), "console.log('secret');\n", { mode: 0o600 });
+    const refused = await post({ spec: { name: "leak", script: join(secret, "s.ts") } }, { authorization: `Bearer ${star}` });
+    assert.equal(refused.statusCode, 400);
+    assert.match(error(refused).message, /a star's token may only name scripts anyone can read/);
+    await chmod(dir, 0o755);
+    await chmod(script, 0o644);
+    const allowed = await post({ spec: { name: "ok-from-star", script } }, { authorization: `Bearer ${star}` });
+    assert.equal(allowed.statusCode, 201, allowed.body);
+    await controller.remove("ok-from-star", { force: true });
+    const tokenMint = await request("POST", "/v1/tokens", JSON.stringify({ scope: "admin" }), { authorization: `Bearer ${star}`, "content-type": "application/json" });
+    assert.equal(tokenMint.statusCode, 403);
+  });
+
+  it("stop and wait return for a star that never ran (created stopped)", async () => {
+    assert.equal((await post({ spec: { name: "parked", command: ["true"] }, start: false })).statusCode, 201);
+    const stop = await request("POST", "/v1/stars/parked/stop");
+    assert.equal(stop.statusCode, 200);
+    const waited = await request("GET", "/v1/stars/parked/wait?for=ended&timeout_ms=5000");
+    assert.equal(waited.statusCode, 200, waited.body);
+    assert.equal((waited.json() as { status: { state: string } }).status.state, "stopped");
+    await controller.remove("parked");
+    await waitFor("its report to go", async () => ((await store.get("/constellation/status/parked")) ? undefined : true));
   });
 
   it("concurrent creates of one .ts script share one transpile (no clash in the cache)", async () => {

@@ -4,13 +4,14 @@
  * (root), so the limits asked for are checked in the kernel's files.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { chownSync, existsSync, readFileSync, statSync } from "node:fs";
 import { writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { connect, type Constellation } from "../../src/index.js";
-import { type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
+import { CLI, type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
 import { waitFor } from "../helpers/wait.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
@@ -44,6 +45,9 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.match(node.output(), /export CONSTELLATION_DATA=/);
     assert.match(readFileSync(join(node.dataDir, "admin.token"), "utf8"), /^cst_\S{40,}\n$/);
     assert.equal(statSync(join(node.dataDir, "admin.token")).mode & 0o777, 0o600);
+    // The store holds the stars' env: 0600, in a dir others may pass through but not list.
+    assert.equal(statSync(join(node.dataDir, "store.db")).mode & 0o777, 0o600);
+    assert.equal(statSync(node.dataDir).mode & 0o777, 0o711);
   });
 
   it("CLI: create with limits (really applied), list, inspect, logs, stop, start, rm", async () => {
@@ -195,13 +199,23 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.equal(after.pid, before.pid, "the same process, re-attached");
     const parked = await sdk.star("parked").info();
     assert.equal(parked.desired, "stopped");
-    assert.equal(parked.status, undefined, "a star recorded stopped was not started");
+    assert.equal(parked.status?.state, "stopped");
+    assert.equal(parked.status?.pid, undefined, "a star recorded stopped was not started");
     // One program counting on: its log is 1, 2, 3, ... with no restart.
     const numbers: number[] = [];
     for await (const l of sdk.star("survivor").logs()) numbers.push(Number(l.line));
     assert.deepEqual(numbers, numbers.map((_, i) => i + 1));
+    // A reader that goes away early (| head) is not an error for the CLI.
+    const piped = spawnSync("sh", ["-c", `"${process.execPath}" "${CLI}" --data "${node.dataDir}" logs survivor | head -1`], { encoding: "utf8" });
+    assert.equal(piped.stdout, "1\n");
+    assert.equal(piped.stderr, "", "no EPIPE stack trace");
     await sdk.star("survivor").remove({ force: true });
     await sdk.star("parked").remove();
+    // Stopping `up` gently works after it re-attached stars (it used to hang on their watches).
+    sdk.close();
+    node.child.kill("SIGTERM");
+    await waitFor("up to exit on SIGTERM", () => node.child.exitCode !== null || undefined, { timeoutMs: 10_000 });
+    assert.equal(node.child.exitCode, 0);
   });
 });
 

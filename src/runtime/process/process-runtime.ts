@@ -66,6 +66,8 @@ export class ProcessRuntime extends SupervisedRuntime {
   private readonly runInfo = new Map<string, RunInfo>();
   private readonly uids = new Map<string, number>();
   private readonly cleaning = new Map<string, Promise<void>>();
+  /** Watches of inits we follow by their files (closed with the runtime). */
+  private readonly exitWatches = new Set<() => void>();
 
   private constructor(
     private readonly options: ProcessRuntimeOptions & { cgroups: CgroupDriver; shimPath: string },
@@ -215,7 +217,7 @@ export class ProcessRuntime extends SupervisedRuntime {
       };
       this.runInfo.set(rec.id, info);
       this.changed(rec); // on disk with its pids before anything else can go wrong
-      const exited = launched.exited.then((e) => (e.lost ? watchExit(dir, info) : e));
+      const exited = launched.exited.then((e) => (e.lost ? watchExit(dir, info, this.exitWatches) : e));
       return this.handle(rec.id, launched.pid, info, cgroup, exited);
     }
 
@@ -344,7 +346,7 @@ export class ProcessRuntime extends SupervisedRuntime {
             },
           });
         } else {
-          this.adopt(rec, { run: this.handle(id, saved.status.pid ?? 0, run, group, watchExit(join(root, id), run)) });
+          this.adopt(rec, { run: this.handle(id, saved.status.pid ?? 0, run, group, watchExit(join(root, id), run, this.exitWatches)) });
         }
       } else if (saved.status.state === "running" || saved.status.state === "starting") {
         // Its pids were never recorded (the agent died mid-start) or its cgroup is gone (the node
@@ -490,6 +492,7 @@ export class ProcessRuntime extends SupervisedRuntime {
 
   override async close(): Promise<void> {
     await super.close();
+    for (const stop of [...this.exitWatches]) stop();
     this.db.close();
     this.launcher?.close();
     // Stars keep running (their shims are detached); we only stop listening to them.
@@ -504,18 +507,26 @@ function underTmp(path: string): boolean {
   return path === "/tmp" || path.startsWith("/tmp/");
 }
 
-/** Resolves when a launcher we did not spawn ends: its `end` file appears, or it is gone. */
-function watchExit(dir: string, run: RunInfo): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+/**
+ * Resolves when an init we did not start ourselves (recovered, or its launcher died) ends: its
+ * `end` file appears, or it is gone. The watch is registered in `open` so close() can end it.
+ */
+function watchExit(dir: string, run: RunInfo, open: Set<() => void>): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return new Promise((resolve) => {
-    const check = () => {
-      if (processStart(run.shimPid) === run.shimStart && !existsSync(join(dir, "end"))) return;
+    const stop = () => {
       watcher.close();
       clearInterval(timer);
+      open.delete(stop);
+    };
+    const check = () => {
+      if (processStart(run.shimPid) === run.shimStart && !existsSync(join(dir, "end"))) return;
+      stop();
       resolve({ code: null, signal: null });
     };
     const watcher = watch(dir, check);
     const timer = setInterval(check, 500);
     timer.unref();
+    open.add(stop);
     check();
   });
 }
