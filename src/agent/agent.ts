@@ -26,6 +26,8 @@ export interface AgentOptions {
    * CONSTELLATION_TOKEN), so the SDK works from inside a star. Asked when a star starts.
    */
   endpoint?: () => string | undefined;
+  /** Delay before trying again an action that failed (default 5 s). */
+  retryMs?: number;
 }
 
 /** What a controller may ask of a node besides its desired state (logs and usage). */
@@ -191,7 +193,15 @@ export class Agent implements NodeLink {
 
   private async apply(action: Action, name: string, record: StarRecord | undefined, local: Local | undefined): Promise<void> {
     if (action === "remove" || action === "replace") {
-      await local!.runtime.remove(name).catch(() => undefined);
+      try {
+        await local!.runtime.remove(name);
+      } catch (err) {
+        // It may still run: keep it as ours, say so, and try again (never leave it unwatched).
+        const retryMs = this.options.retryMs ?? 5000;
+        await this.events.record("star.remove-failed", `could not remove: ${(err as Error).message}; trying again in ${retryMs} ms`, { star: name, node: this.name }).catch(() => undefined);
+        setTimeout(() => this.reconcile(name), retryMs).unref();
+        return;
+      }
       this.local.delete(name);
       this.usages.delete(name);
       await dropTokensOf(this.store, `star:${name}`);

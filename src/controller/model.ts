@@ -86,6 +86,7 @@ export type EventKind =
   | "star.removed"
   | "star.state"
   | "star.start-failed"
+  | "star.remove-failed"
   | "node.up";
 
 export interface Event {
