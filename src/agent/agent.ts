@@ -9,7 +9,7 @@ import { dropTokensOf, newToken, saveToken } from "../controller/tokens.js";
 import { isConstellationError } from "../errors.js";
 import { EventLog } from "../controller/events.js";
 import { KEYS, type NodeRecord, type StarObserved, type StarRecord, nodeKey, statusKey } from "../controller/model.js";
-import type { LogLine, LogOptions, Runtime, StarStats, StarStatus } from "../runtime/types.js";
+import type { LogLine, LogOptions, Runtime, StarStatus } from "../runtime/types.js";
 import type { Store } from "../store/types.js";
 import { type Action, type LocalStar, decide, isActive } from "./reconcile.js";
 
@@ -114,10 +114,6 @@ export class Agent implements NodeLink {
   usage(star: string): Usage | undefined {
     const u = this.usages.get(star);
     return u ? { cpuPercent: u.cpuPercent, memoryBytes: u.memoryBytes, at: u.at } : undefined;
-  }
-
-  async stats(star: string): Promise<StarStats | undefined> {
-    return this.local.get(star)?.runtime.stats(star);
   }
 
   private take(record: StarRecord): void {

@@ -15,6 +15,7 @@ const flag = z.enum(["1", "0", "true", "false"]).transform((v) => v === "1" || v
 const count = (max: number) => z.coerce.number().int().min(0).max(max);
 
 export const logsQuery = z.strictObject({ tail: count(1_000_000).optional(), follow: flag.optional() });
+export const noQuery = z.strictObject({});
 export const removeQuery = z.strictObject({ force: flag.optional() });
 export const waitQuery = z.strictObject({
   for: z.enum(["running", "ended"]).default("running"),

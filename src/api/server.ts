@@ -13,11 +13,12 @@ import {
 } from "../errors.js";
 import type { NodeLink } from "../agent/agent.js";
 import type { Controller } from "../controller/controller.js";
+import { eventOf } from "../controller/events.js";
 import { KEYS, type StarView } from "../controller/model.js";
 import type { Store } from "../store/types.js";
 import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { type Request, Router } from "./router.js";
-import { createBody, eventsQuery, logsQuery, nameParams, parse, removeQuery, tokenBody, waitQuery } from "./schemas.js";
+import { createBody, eventsQuery, logsQuery, nameParams, noQuery, parse, removeQuery, tokenBody, waitQuery } from "./schemas.js";
 
 export interface ApiOptions {
   store: Store;
@@ -94,7 +95,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     })
     .route("GET", "/v1/stars/:name", async (req) => {
       const star = name(req);
-      parse(removeQuery.pick({}), req.query, "query");
+      parse(noQuery, req.query, "query");
       const view = withUsage(await controller.get(star), node);
       return { body: { ...view, events: await controller.events.list({ star, limit: 20 }) } };
     })
@@ -140,18 +141,19 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const first = await controller.events.list({ ...filter, limit: q.limit ?? (q.follow ? 20 : 100) });
       if (!q.follow) return { body: { events: first } };
       ndjson(res);
-      let since = first.at(-1)?.seq ?? (await store.revision());
+      const since = first.at(-1)?.seq ?? (await store.revision());
       for (const e of first) res.write(`${JSON.stringify(e)}\n`);
       // From the revision listed on: nothing is missed between the list and the watch.
       const watch = store.watch({ prefix: KEYS.events }, { fromRevision: since + 1 });
       res.on("close", () => watch.close());
       try {
         for await (const batch of watch) {
-          for (const e of await controller.events.list({ ...filter, since })) {
-            res.write(`${JSON.stringify(e)}\n`);
-            since = e.seq;
+          // The batch carries the new events: no re-read of the whole log per event.
+          for (const ev of batch.events) {
+            if (ev.type !== "put") continue;
+            const e = eventOf(ev.kv);
+            if (q.star === undefined || e.star === q.star) res.write(`${JSON.stringify(e)}\n`);
           }
-          since = Math.max(since, batch.revision);
         }
       } catch {
         // closed

@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto";
 import { resolve } from "node:path";
 import { DuplicateStarError, InvalidArgumentError, NoSuchStarError, ScriptError, TimeoutError } from "../errors.js";
 import { readableByAll, resolveProgram } from "../runtime/script.js";
-import { DNS_LABEL, type NodeCapacity, type StarSpecInput, limitsOf, parseStarSpec } from "../runtime/spec.js";
+import { DNS_LABEL, type StarSpecInput, limitsOf, parseStarSpec } from "../runtime/spec.js";
 import type { KeyValue, Store } from "../store/types.js";
 import { EventLog } from "./events.js";
 import {
@@ -58,12 +58,17 @@ export class Controller {
   async create(input: unknown, options: { start?: boolean; fromStar?: boolean } = {}): Promise<StarView> {
     const spec = parseStarSpec(input);
     const nodes = await this.nodes();
-    // Capacity: the largest node must be able to hold it (no node yet: checked when one joins).
-    const largest = nodes.reduce<NodeCapacity | undefined>(
-      (best, n) => (!best || n.cpuCores * 1e12 + n.memoryBytes > best.cpuCores * 1e12 + best.memoryBytes ? { cpuCores: n.cpuCores, memoryBytes: n.memoryBytes } : best),
-      undefined,
-    );
-    limitsOf(spec, largest);
+    // Capacity: some node must be able to hold it (no node yet: checked when one joins); if none
+    // can, the first node's answer says what is too much.
+    const fitsOn = (n: NodeRecord) => {
+      try {
+        limitsOf(spec, n);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    if (!nodes.some(fitsOn)) limitsOf(spec, nodes[0]);
     if (spec.script !== undefined) {
       // A star's own token may not have root read a file the star could not: only scripts any
       // user can read (root reads them to check and transpile).

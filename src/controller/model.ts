@@ -99,33 +99,14 @@ export interface Event {
 }
 
 /** A star as the API shows it: its record and what its node reports. */
-export interface StarView {
-  name: string;
-  uid: string;
-  spec: StarSpecInput;
-  desired: DesiredState;
-  node?: string;
-  createdAt: number;
-  generation: number;
+export interface StarView extends StarRecord {
   status?: StarStatus;
   /** The generation its node last acted on: equal to `generation` once the node has caught up. */
   observedGeneration?: number;
 }
 
 export function viewOf(record: StarRecord, observed?: StarObserved): StarView {
-  const view: StarView = {
-    name: record.name,
-    uid: record.uid,
-    spec: record.spec,
-    desired: record.desired,
-    createdAt: record.createdAt,
-    generation: record.generation,
-  };
-  if (record.node !== undefined) view.node = record.node;
   // A report about an earlier star of the same name is not this star's.
-  if (observed && observed.uid === record.uid) {
-    view.status = observed.status;
-    view.observedGeneration = observed.generation;
-  }
-  return view;
+  if (!observed || observed.uid !== record.uid) return { ...record };
+  return { ...record, status: observed.status, observedGeneration: observed.generation };
 }

@@ -102,13 +102,7 @@ export abstract class SupervisedRuntime implements Runtime {
     };
     if (this.stars.has(id)) throw new StarExistsError(id); // raced with another start
     this.stars.set(id, rec);
-    try {
-      await this.runOnce(rec);
-    } catch (err) {
-      this.finish(rec, { state: "failed", reason: errorText(err) });
-      throw err;
-    }
-    return { ...rec.status };
+    return this.runFirst(rec);
   }
 
   /**
@@ -122,6 +116,11 @@ export abstract class SupervisedRuntime implements Runtime {
     rec.stopGraceMs = undefined;
     rec.killedByHealth = undefined;
     rec.history = { restarts: [], streak: 0 };
+    return this.runFirst(rec);
+  }
+
+  /** A run asked for by start() or resume(): a launch failure leaves the star failed, and throws. */
+  private async runFirst(rec: StarRecord): Promise<StarStatus> {
     try {
       await this.runOnce(rec);
     } catch (err) {

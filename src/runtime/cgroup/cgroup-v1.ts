@@ -20,7 +20,7 @@ import {
   type ThreadGroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
-import { readKeyed, readNumber, readNumberSync, readPids, removeCgroupDir, signalGroup, writeValue } from "./files.js";
+import { ThreadGroupDir, readKeyed, readNumber, readNumberSync, readPids, removeCgroupDir, signalGroup, writeValue } from "./files.js";
 
 /** Mount points of the v1 hierarchies we use. cpu and cpuacct may be the same directory. */
 export interface V1Mounts {
@@ -92,18 +92,7 @@ export class CgroupV1Driver implements CgroupDriver {
     await mkdir(dir, { recursive: true });
     await writeValue(join(dir, "cpu.cfs_period_us"), CPU_PERIOD_USEC);
     await writeValue(join(dir, "cpu.cfs_quota_us"), cpuQuotaUsec(cpuMillis));
-    return new V1ThreadGroup(dir);
-  }
-}
-
-/** A thread's cpu group, nested in its process's cpu group; a thread joins through `tasks`. */
-class V1ThreadGroup implements ThreadGroup {
-  constructor(readonly dir: string) {}
-  async addThread(tid: number): Promise<void> {
-    await writeValue(join(this.dir, "tasks"), tid);
-  }
-  async destroy(): Promise<void> {
-    await removeCgroupDir(this.dir);
+    return new ThreadGroupDir(dir, "tasks"); // nested in its process's cpu group
   }
 }
 

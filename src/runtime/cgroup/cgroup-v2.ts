@@ -27,7 +27,7 @@ import {
   type ThreadGroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
-import { readKeyed, readNumber, readNumberSync, readPids, readText, removeCgroupDir, signalGroup, writeValue } from "./files.js";
+import { ThreadGroupDir, readKeyed, readNumber, readNumberSync, readPids, readText, removeCgroupDir, signalGroup, writeValue } from "./files.js";
 
 const WANTED = ["cpu", "memory", "pids"] as const;
 
@@ -113,20 +113,10 @@ export class CgroupV2Driver implements CgroupDriver {
     await writeValue(join(dir, "cgroup.type"), "threaded");
     await writeValue(join(owner, "cgroup.subtree_control"), "+cpu");
     await writeValue(join(dir, "cpu.max"), `${cpuQuotaUsec(cpuMillis)} ${CPU_PERIOD_USEC}`);
-    return new V2ThreadGroup(dir);
+    return new ThreadGroupDir(dir, "cgroup.threads"); // cgroup.procs would move the whole process
   }
 }
 
-/** A thread joins a threaded group through cgroup.threads (cgroup.procs moves whole processes). */
-class V2ThreadGroup implements ThreadGroup {
-  constructor(readonly dir: string) {}
-  async addThread(tid: number): Promise<void> {
-    await writeValue(join(this.dir, "cgroup.threads"), tid);
-  }
-  async destroy(): Promise<void> {
-    await removeCgroupDir(this.dir);
-  }
-}
 
 function limitWrites(dir: string, limits: Limits): Array<[string, string]> {
   const quota = limits.cpuMillis === undefined ? "max" : String(cpuQuotaUsec(limits.cpuMillis));

@@ -1,7 +1,9 @@
 /** Small file helpers shared by the cgroup drivers (cgroup files are tiny text files). */
 import { readFileSync } from "node:fs";
 import { readFile, rmdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
+import type { ThreadGroup } from "./cgroup.js";
 
 export async function readText(path: string): Promise<string> {
   return (await readFile(path, "utf8")).trim();
@@ -84,5 +86,19 @@ export async function removeCgroupDir(dir: string, deadlineMs = 5000): Promise<v
       if (code !== "EBUSY" || Date.now() > deadline) throw err;
       await delay(wait);
     }
+  }
+}
+
+/** A thread's cpu group: joined by writing the thread id into `joinFile` (v1 tasks, v2 cgroup.threads). */
+export class ThreadGroupDir implements ThreadGroup {
+  constructor(
+    readonly dir: string,
+    private readonly joinFile: string,
+  ) {}
+  async addThread(tid: number): Promise<void> {
+    await writeValue(join(this.dir, this.joinFile), tid);
+  }
+  async destroy(): Promise<void> {
+    await removeCgroupDir(this.dir);
   }
 }
