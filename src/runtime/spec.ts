@@ -63,7 +63,10 @@ export const starSpecSchema = z
     ram_mb: positive("ram_mb").optional(),
     ram_gb: positive("ram_gb").optional(),
     disk_mb: positive("disk_mb").optional(),
-    pids: z.number().int().min(1).max(4_194_304).default(256),
+    /** Processes and threads at most (default: the node's, 256 unless configured). */
+    pids: z.number().int().min(1).max(4_194_304).optional(),
+    /** Open files per process (RLIMIT_NOFILE; default: the node's, 1024 unless configured). */
+    nofile: z.number().int().min(16).max(1_048_576).optional(),
     restart: z.enum(["never", "on-failure", "always"]).default("never"),
     backoff_ms: z.number().int().min(0).default(100),
     max_backoff_ms: z.number().int().min(0).default(30_000),
@@ -77,6 +80,27 @@ export const starSpecSchema = z
     /** ...and at most this many files are kept per stream (the current one included). */
     log_max_files: z.number().int().min(1).max(100).default(3),
     health: healthCheck.optional(),
+    /**
+     * More of the host on purpose: `host` (an absolute path that exists) appears at `path`
+     * (default: the same path) in the star, read-only unless `readonly: false`.
+     */
+    mounts: z
+      .array(
+        z.strictObject({
+          host: text("mounts.host").refine((v) => v.startsWith("/"), "host must be an absolute path"),
+          path: text("mounts.path").refine((v) => v.startsWith("/"), "path must be an absolute path").optional(),
+          readonly: z.boolean().default(true),
+        }),
+      )
+      .max(32, "at most 32 mounts")
+      .default([]),
+    /** Run in this root filesystem (a directory holding the program) instead of the host's tree. */
+    root: text("root").refine((v) => v.startsWith("/"), "root must be an absolute path").optional(),
+    /**
+     * The system call filter: "default" blocks what containers must not do (new user
+     * namespaces, mount, keyctl, bpf, ptrace, ...); "unconfined" turns it off (admin tokens only).
+     */
+    seccomp: z.enum(["default", "unconfined"]).default("default"),
   })
   .superRefine((s, ctx) => {
     if ((s.script === undefined) === (s.command === undefined)) {
@@ -90,6 +114,9 @@ export const starSpecSchema = z
     }
     if (s.health && s.health.type !== "exec" && s.network === "none") {
       ctx.addIssue({ code: "custom", path: ["health", "type"], message: "http and tcp checks need network host (the agent cannot reach a star with network none): use an exec check" });
+    }
+    if (s.root !== undefined && s.runtime !== "process") {
+      ctx.addIssue({ code: "custom", path: ["root"], message: "root is for process stars (isolates run in the node's isolate host)" });
     }
     if (s.max_backoff_ms < s.backoff_ms) {
       ctx.addIssue({ code: "custom", path: ["max_backoff_ms"], message: "max_backoff_ms must be at least backoff_ms" });
@@ -108,13 +135,44 @@ export interface Limits {
   memoryBytes?: number;
   diskBytes?: number;
   pids: number;
+  /** RLIMIT_NOFILE of the star's processes. */
+  nofile?: number;
 }
+
+/**
+ * A node's defaults and ceilings (docs/security.md): what a star gets when its spec is silent,
+ * and the most it may ask for. Memory is always limited: a star without ram_mb gets
+ * `defaultRamMb`, not the whole machine.
+ */
+export interface NodeLimits {
+  defaultRamMb: number;
+  defaultPids: number;
+  maxPids: number;
+  defaultNofile: number;
+  maxNofile: number;
+  /** Most a star's logs may take: 2 streams × log_max_mb × log_max_files. */
+  maxLogMb: number;
+  /** The node refuses stars whose memory would sum past this × its memory (1.0: no overcommit). */
+  memoryOvercommit: number;
+}
+
+export const DEFAULT_NODE_LIMITS: NodeLimits = {
+  defaultRamMb: 512,
+  defaultPids: 256,
+  maxPids: 4096,
+  defaultNofile: 1024,
+  maxNofile: 65_536,
+  maxLogMb: 1024,
+  memoryOvercommit: 1.0,
+};
 
 export interface NodeCapacity {
   cpuCores: number;
   memoryBytes: number;
   /** Free disk for star directories, if known. */
   diskBytes?: number;
+  /** Defaults and ceilings (DEFAULT_NODE_LIMITS when absent). */
+  limits?: NodeLimits;
 }
 
 /** Parses and checks a spec; throws InvalidSpecError naming every bad field. */
@@ -133,14 +191,26 @@ export function parseStarSpec(input: unknown): StarSpec {
   );
 }
 
-/** The spec's limits in kernel units, checked against what the node has. */
+/**
+ * The spec's limits in kernel units, with the node's defaults for what the spec leaves out,
+ * checked against the node's capacity and ceilings (CapacityExceededError naming the field).
+ */
 export function limitsOf(spec: StarSpec, capacity?: NodeCapacity): Limits {
-  const limits: Limits = { pids: spec.pids };
+  const node = capacity?.limits ?? DEFAULT_NODE_LIMITS;
+  const nofile = spec.nofile ?? node.defaultNofile;
+  const limits: Limits = { pids: spec.pids ?? node.defaultPids, nofile };
   if (spec.cpu_percent !== undefined) limits.cpuMillis = Math.round(spec.cpu_percent * 10);
   if (spec.cpu_cores !== undefined) limits.cpuMillis = Math.round(spec.cpu_cores * 1000);
+  limits.memoryBytes = Math.round(node.defaultRamMb * 2 ** 20);
   if (spec.ram_mb !== undefined) limits.memoryBytes = Math.round(spec.ram_mb * 2 ** 20);
   if (spec.ram_gb !== undefined) limits.memoryBytes = Math.round(spec.ram_gb * 2 ** 30);
   if (spec.disk_mb !== undefined) limits.diskBytes = Math.round(spec.disk_mb * 2 ** 20);
+  if (limits.pids > node.maxPids) throw new CapacityExceededError("pids", limits.pids, node.maxPids, "processes (the node's ceiling)");
+  if (nofile > node.maxNofile) throw new CapacityExceededError("nofile", nofile, node.maxNofile, "open files (the node's ceiling)");
+  const logMb = 2 * spec.log_max_mb * spec.log_max_files;
+  if (logMb > node.maxLogMb) {
+    throw new CapacityExceededError("log_max_mb", logMb, node.maxLogMb, "MB of logs (2 streams × log_max_mb × log_max_files; the node's ceiling)");
+  }
   if (capacity) {
     if (limits.cpuMillis !== undefined && limits.cpuMillis > capacity.cpuCores * 1000) {
       const field = spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent";
@@ -148,7 +218,7 @@ export function limitsOf(spec: StarSpec, capacity?: NodeCapacity): Limits {
         field === "cpu_cores" ? [spec.cpu_cores!, capacity.cpuCores, "cores"] : [spec.cpu_percent!, capacity.cpuCores * 100, "% of a core"];
       throw new CapacityExceededError(field, req, cap, unit);
     }
-    if (limits.memoryBytes !== undefined && limits.memoryBytes > capacity.memoryBytes) {
+    if (limits.memoryBytes > capacity.memoryBytes) {
       const mb = Math.floor(capacity.memoryBytes / 2 ** 20);
       throw new CapacityExceededError(spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", Math.round(limits.memoryBytes / 2 ** 20), mb, "MB");
     }

@@ -120,7 +120,8 @@ export class IsolateRuntime extends SupervisedRuntime {
       closeSync(openSync(join(dir, f), "a", 0o640));
       chownSync(join(dir, f), uid, gid); // the host appends to them as the star's user
     }
-    const heapMb = rec.limits.memoryBytes ? Math.max(8, Math.floor(rec.limits.memoryBytes / 2 ** 20)) : DEFAULT_HEAP_MB;
+    const asked = rec.spec.ram_mb !== undefined || rec.spec.ram_gb !== undefined; // else the node's default memory is more than a heap needs
+    const heapMb = asked && rec.limits.memoryBytes ? Math.max(8, Math.floor(rec.limits.memoryBytes / 2 ** 20)) : DEFAULT_HEAP_MB;
     const limitCpu = rec.limits.cpuMillis !== undefined && this.threadCpuLimits();
     let resolveEnd!: (e: { exitCode: number | null; signal: string | null; oomKilled: boolean }) => void;
     const ended = new Promise<{ exitCode: number | null; signal: string | null; oomKilled: boolean }>((r) => (resolveEnd = r));
