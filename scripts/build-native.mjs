@@ -9,7 +9,9 @@ if (process.platform !== "linux") {
 }
 mkdirSync("dist/native", { recursive: true });
 const cc = process.env.CC ?? "cc";
-const base = ["-O2", "-Wall", "-Wextra", "-o", "dist/native/star-shim", "src/runtime/process/native/star-shim.c"];
+const dir = "src/runtime/process/native";
+const sources = ["star-shim.c", "sandbox.c", "seccomp.c"].map((f) => `${dir}/${f}`);
+const base = ["-O2", "-Wall", "-Wextra", "-o", "dist/native/star-shim", ...sources];
 let res = spawnSync(cc, ["-static", ...base], { stdio: "inherit" });
 if (res.status !== 0) {
   console.log("build-native: static link failed, building dynamically");

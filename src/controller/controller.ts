@@ -7,9 +7,8 @@
  *   assign loop: watch records ─▶ unassigned? pick a node ─▶ txn: set node if unchanged ─▶ event
  */
 import { randomUUID } from "node:crypto";
-import { resolve } from "node:path";
-import { DuplicateStarError, InvalidArgumentError, NoSuchStarError, ScriptError, TimeoutError } from "../errors.js";
-import { readableByAll, resolveProgram } from "../runtime/script.js";
+import { DuplicateStarError, InvalidArgumentError, NoSuchStarError, TimeoutError } from "../errors.js";
+import { resolveProgram } from "../runtime/script.js";
 import { DNS_LABEL, type StarSpecInput, limitsOf, parseStarSpec } from "../runtime/spec.js";
 import type { KeyValue, Store } from "../store/types.js";
 import { EventLog } from "./events.js";
@@ -70,13 +69,10 @@ export class Controller {
     };
     if (!nodes.some(fitsOn)) limitsOf(spec, nodes[0]);
     if (spec.script !== undefined) {
-      // A star's own token may not have root read a file the star could not: only scripts any
-      // user can read (root reads them to check and transpile).
-      const path = resolve(this.options.baseDir ?? process.cwd(), spec.script);
-      if (options.fromStar && !(await readableByAll(path))) {
-        throw new ScriptError(path, "is not readable by every user: a star's token may only name scripts anyone can read");
-      }
-      await resolveProgram(spec, this.options.scriptCacheDir, this.options.baseDir);
+      // Checked now (exists, parses) so a bad script is a 400, not a failed start. A star's own
+      // token may not have root read a file for it: only scripts every user can read, checked on
+      // the very file that is read (the node checks again, as the star's user, at every start).
+      await resolveProgram(spec, { ...(options.fromStar ? { reader: "all" as const } : {}), ...(this.options.baseDir ? { baseDir: this.options.baseDir } : {}) });
     }
     const record: StarRecord = {
       name: spec.name,

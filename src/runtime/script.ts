@@ -1,62 +1,108 @@
 /**
  * Turns a star's `script` or `command` into the argv to run. Scripts are checked before anything
  * starts: a missing file or a syntax error is a ScriptError naming the file and line. `.ts` is
- * transpiled with esbuild into a cache keyed by the content's hash (so an unchanged script is not
- * transpiled twice); `.js` and `.mjs` run as they are, after esbuild has parsed them.
+ * transpiled with esbuild (once per content: the output is kept in memory by the content's hash)
+ * and written into the star's own directory; `.js` and `.mjs` run as they are, after esbuild has
+ * parsed them.
+ *
+ * Who may read what: root does the reading, so a script is opened once, and the open file is
+ * what is checked (mode, owner, and the directories of its real path) and what is read — a
+ * symlink re-pointed between a check and a start cannot make root read a file for a star
+ * (docs/security.md).
  */
 import { createHash, randomUUID } from "node:crypto";
 import { constants } from "node:fs";
-import { type FileHandle, chmod, mkdir, open, realpath, rename, stat, writeFile } from "node:fs/promises";
+import { type FileHandle, chmod, chown, mkdir, open, readlink, rename, stat, writeFile } from "node:fs/promises";
 import { dirname, extname, join, resolve } from "node:path";
 import { ScriptError } from "../errors.js";
 import type { StarSpec } from "./spec.js";
 
 const LOADERS = { ".js": "js", ".mjs": "js", ".cjs": "js", ".ts": "ts", ".mts": "ts" } as const;
 
+/** A user as the kernel checks file access: its uid and its one group (stars have no others). */
+export interface FileUser {
+  uid: number;
+  gid: number;
+}
+
+export interface ScriptAccess {
+  /**
+   * Who must be able to read the script: "all" (every user: o+r on the file, o+x on each
+   * directory of its real path), one user (by the same rules, as owner, group or other), or
+   * nobody in particular (root reads it: a script an admin named).
+   */
+  reader?: "all" | FileUser;
+  /** Where a transpiled .ts is written (absent: checked only, nothing written). */
+  cacheDir?: string;
+  /** Who may read the written file besides root (its group), e.g. the star's user. */
+  cacheReader?: FileUser;
+  /** Resolves a relative script path (default: the process's working directory). */
+  baseDir?: string;
+}
+
 export interface ResolvedProgram {
   argv: string[];
   /** The file the star runs, when it is a script (after transpiling). */
   file?: string;
-}
-
-/** Files already checked (by path and content hash) in this process, or being checked. */
-const checked = new Map<string, Promise<string>>();
-
-export async function resolveProgram(spec: StarSpec, cacheDir: string, baseDir = process.cwd()): Promise<ResolvedProgram> {
-  if (spec.command) return { argv: [...spec.command, ...spec.args] };
-  const script = resolve(baseDir, spec.script!);
-  const ext = extname(script) as keyof typeof LOADERS;
-  const loader = LOADERS[ext];
-  if (!loader) throw new ScriptError(script, `unsupported extension "${ext}": use .js, .mjs or .ts (or give a command)`);
-  const source = await readScript(script);
-  const hash = createHash("sha256").update(source).update(ext).digest("hex").slice(0, 32);
-  const key = `${script}:${hash}`;
-  // Concurrent starts of one script share one check (and one write into the cache).
-  let pending = checked.get(key);
-  if (!pending) {
-    pending = prepare(script, source, loader, hash, cacheDir);
-    checked.set(key, pending);
-    pending.catch(() => checked.delete(key)); // a failure is not remembered: the file may be fixed
-  }
-  const file = await pending;
-  return { argv: [process.execPath, file, ...spec.args], file };
+  /** The script's real path (symlinks resolved, as opened), when it is a script. */
+  source?: string;
 }
 
 /** Largest script read (a bundle larger than this is not a script to check at every start). */
 export const MAX_SCRIPT_BYTES = 16 * 2 ** 20;
 
+/** Transpiled code by content hash (and file name, for the source map), or the check under way. */
+const transpiled = new Map<string, Promise<string | undefined>>();
+const KEEP_TRANSPILED = 64;
+
+export async function resolveProgram(spec: StarSpec, access: ScriptAccess = {}): Promise<ResolvedProgram> {
+  if (spec.command) return { argv: [...spec.command, ...spec.args] };
+  const script = resolve(access.baseDir ?? process.cwd(), spec.script!);
+  const ext = extname(script) as keyof typeof LOADERS;
+  const loader = LOADERS[ext];
+  if (!loader) throw new ScriptError(script, `unsupported extension "${ext}": use .js, .mjs or .ts (or give a command)`);
+  const { source, real } = await readScript(script, access.reader);
+  const hash = createHash("sha256").update(source).update(ext).update(real).digest("hex").slice(0, 32);
+  // Concurrent starts of one script share one transpile.
+  let pending = transpiled.get(hash);
+  if (!pending) {
+    pending = check(real, source, loader);
+    transpiled.set(hash, pending);
+    pending.catch(() => transpiled.delete(hash)); // a failure is not remembered: the file may be fixed
+    if (transpiled.size > KEEP_TRANSPILED) transpiled.delete(transpiled.keys().next().value!);
+  }
+  const code = await pending;
+  if (code === undefined) return { argv: [process.execPath, real, ...spec.args], file: real, source: real };
+  if (!access.cacheDir) return { argv: [process.execPath, real, ...spec.args], source: real };
+  const file = await writeTranspiled(access.cacheDir, hash, code, access.cacheReader);
+  return { argv: [process.execPath, file, ...spec.args], file, source: real };
+}
+
 /**
- * Reads a script: only a regular file, at most MAX_SCRIPT_BYTES. Opened non-blocking, so a path
- * naming a FIFO or a device cannot stall the process (an open of a FIFO waits for a writer).
+ * Opens a script once and checks the open file: a regular file of at most MAX_SCRIPT_BYTES,
+ * readable by `reader`. Opened non-blocking, so a path naming a FIFO or a device cannot stall
+ * the process (an open of a FIFO waits for a writer).
  */
-async function readScript(script: string): Promise<Buffer> {
+async function readScript(script: string, reader: ScriptAccess["reader"]): Promise<{ source: Buffer; real: string }> {
   let fh: FileHandle | undefined;
   try {
     fh = await open(script, constants.O_RDONLY | constants.O_NONBLOCK);
     const st = await fh.stat();
     if (!st.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
     if (st.size > MAX_SCRIPT_BYTES) throw new ScriptError(script, `is ${st.size} bytes, over ${MAX_SCRIPT_BYTES}: give a smaller script (or a command)`);
-    return await fh.readFile();
+    // What was opened, wherever the path led: the real path checked below is this file's.
+    const real = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => script);
+    if (reader !== undefined) {
+      const who = reader === "all" ? "every user" : `the star's user (uid ${reader.uid})`;
+      if (!mayAccess(st, reader, 0o4)) throw new ScriptError(script, `is not readable by ${who}: a star's token may only name scripts its stars could read`);
+      for (let dir = dirname(real); ; dir = dirname(dir)) {
+        if (!mayAccess(await stat(dir), reader, 0o1)) {
+          throw new ScriptError(script, `is in ${dir}, which ${who} may not enter: a star's token may only name scripts its stars could read`);
+        }
+        if (dir === dirname(dir)) break;
+      }
+    }
+    return { source: await fh.readFile(), real };
   } catch (err) {
     if (err instanceof ScriptError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
@@ -66,26 +112,17 @@ async function readScript(script: string): Promise<Buffer> {
   }
 }
 
-/**
- * Whether everyone may read `path` (o+r on the file, o+x on every directory above it): the check
- * for scripts named by a star's own token, so a star cannot have root read a file for it.
- */
-export async function readableByAll(path: string): Promise<boolean> {
-  try {
-    const real = await realpath(path);
-    if (((await stat(real)).mode & 0o004) === 0) return false;
-    for (let dir = dirname(real); ; dir = dirname(dir)) {
-      if (((await stat(dir)).mode & 0o001) === 0) return false;
-      if (dir === dirname(dir)) return true;
-    }
-  } catch {
-    return false;
-  }
+/** The kernel's rule for one access bit (4 read, 1 search/execute): owner, else group, else other. */
+function mayAccess(st: { uid: number; gid: number; mode: number }, who: "all" | FileUser, bit: number): boolean {
+  if (who === "all") return (st.mode & bit) !== 0;
+  if (st.uid === who.uid) return (st.mode & (bit << 6)) !== 0;
+  if (st.gid === who.gid) return (st.mode & (bit << 3)) !== 0;
+  return (st.mode & bit) !== 0;
 }
 
-async function prepare(script: string, source: Buffer, loader: "js" | "ts", hash: string, cacheDir: string): Promise<string> {
+/** Parses (and for TypeScript transpiles) a script: the code to write, or undefined for JavaScript. */
+async function check(script: string, source: Buffer, loader: "js" | "ts"): Promise<string | undefined> {
   const { transform } = await import("esbuild"); // loaded on first use only
-  let code: string;
   try {
     const out = await transform(source.toString("utf8"), {
       loader,
@@ -94,18 +131,32 @@ async function prepare(script: string, source: Buffer, loader: "js" | "ts", hash
       sourcefile: script,
       sourcemap: loader === "ts" ? "inline" : false,
     });
-    code = out.code;
+    return loader === "ts" ? out.code : undefined;
   } catch (err) {
     const first = (err as { errors?: Array<{ text: string; location?: { line: number; column: number } }> }).errors?.[0];
     const where = first?.location ? ` at line ${first.location.line}, column ${first.location.column + 1}` : "";
     throw new ScriptError(script, `syntax error${where}: ${first?.text ?? (err as Error).message}`, err);
   }
-  if (loader === "js") return script; // valid JavaScript runs from where it is
-  await mkdir(cacheDir, { recursive: true, mode: 0o755 });
-  const target = join(cacheDir, `${hash}.mjs`);
-  const tmp = `${target}.${process.pid}.${randomUUID()}.tmp`; // unique: other processes may write it too
-  await writeFile(tmp, code);
-  await chmod(tmp, 0o644); // stars run as an unprivileged user
+}
+
+/** Writes the transpiled code once into `dir`: root's, readable by `reader`'s group only. */
+async function writeTranspiled(dir: string, hash: string, code: string, reader: FileUser | undefined): Promise<string> {
+  const target = join(dir, `${hash}.mjs`);
+  if (await stat(target).then((s) => s.isFile(), () => false)) return target;
+  await mkdir(dirname(dir), { recursive: true, mode: 0o755 });
+  await mkdir(dir, { mode: 0o750 }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== "EEXIST") throw e;
+  });
+  const tmp = `${target}.${process.pid}.${randomUUID()}.tmp`; // unique: concurrent starts may write it too
+  await writeFile(tmp, code, { mode: 0o600 });
+  if (reader && process.getuid?.() === 0) {
+    await chown(dir, 0, reader.gid);
+    await chmod(dir, 0o750);
+    await chown(tmp, 0, reader.gid);
+    await chmod(tmp, 0o640);
+  } else if (!reader) {
+    await chmod(tmp, 0o644); // no user of its own (dev mode, or a shared host): the directory guards it
+  }
   await rename(tmp, target);
   return target;
 }

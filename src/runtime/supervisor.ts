@@ -21,7 +21,7 @@ import {
 import { type HealthState, type ProbeResult, initialHealth, nextHealth, probeHttp, probeTcp } from "./health.js";
 import { readLogs } from "./logs.js";
 import { type RestartHistory, type RunEnd, TERMINAL_STATES, decideRestart, endState } from "./restart.js";
-import type { LogLine, LogOptions, Runtime, StarStats, StarStatus } from "./types.js";
+import type { LogLine, LogOptions, Runtime, StarStats, StarStatus, StartOptions } from "./types.js";
 
 /** One run of a star, as the concrete runtime reports it. */
 export interface RunHandle {
@@ -37,6 +37,8 @@ export interface RunHandle {
 export interface StarRecord {
   id: string;
   spec: StarSpec;
+  /** Made by an admin (StartOptions.trusted). */
+  trusted: boolean;
   limits: Limits;
   status: StarStatus;
   history: RestartHistory;
@@ -64,7 +66,7 @@ export abstract class SupervisedRuntime implements Runtime {
   /** Checks what this runtime can enforce; returns whether the limits are enforced. */
   protected abstract admit(spec: StarSpec, limits: Limits): Promise<boolean>;
   /** Checks what must hold before anything is created (the script exists and parses, ...). */
-  protected abstract check(spec: StarSpec): Promise<void>;
+  protected abstract check(spec: StarSpec, trusted: boolean): Promise<void>;
   /** Starts one run; throws a typed error (the star is then failed). */
   protected abstract launch(rec: StarRecord): Promise<RunHandle>;
   /** After the star's last run or on remove: release its resources. */
@@ -82,7 +84,7 @@ export abstract class SupervisedRuntime implements Runtime {
     });
   }
 
-  async start(id: string, input: StarSpecInput): Promise<StarStatus> {
+  async start(id: string, input: StarSpecInput, options: StartOptions = {}): Promise<StarStatus> {
     if (typeof id !== "string" || !DNS_LABEL.test(id)) {
       throw new InvalidArgumentError("id", `star id must be a DNS label (lowercase letters, digits, '-'), got ${JSON.stringify(id)}`);
     }
@@ -90,10 +92,12 @@ export abstract class SupervisedRuntime implements Runtime {
     const spec = parseStarSpec(input);
     const limits = limitsOf(spec, this.capacity);
     const limitsEnforced = await this.admit(spec, limits);
-    await this.check(spec);
+    const trusted = options.trusted === true;
+    await this.check(spec, trusted);
     const rec: StarRecord = {
       id,
       spec,
+      trusted,
       limits,
       status: { id, name: spec.name, state: "pending", restarts: 0, limits, limitsEnforced, ready: false },
       history: { restarts: [], streak: 0 },

@@ -53,10 +53,19 @@ export interface LogOptions {
   signal?: AbortSignal;
 }
 
+export interface StartOptions {
+  /**
+   * The star was made by an admin: its script is read with root's rights and its directory is
+   * shown to the star. Otherwise (a star's child) the script must be readable by every user,
+   * checked on the open file at every start, and nothing hidden is shown (docs/security.md).
+   */
+  trusted?: boolean;
+}
+
 export interface Runtime {
   readonly kind: "process" | "isolate" | "fake";
   /** Checks the spec, creates the star and starts it; resolves once it runs (or throws why not). */
-  start(id: string, spec: StarSpecInput): Promise<StarStatus>;
+  start(id: string, spec: StarSpecInput, options?: StartOptions): Promise<StarStatus>;
   /** Starts a star that has ended again (same spec, same files); no-op if it runs. */
   resume(id: string): Promise<StarStatus>;
   /** Resolves when the star has ended for good (no restart pending). */

@@ -1,9 +1,11 @@
 /**
  * Runs the built `constellation` binary as a user would: `up` in a data dir of its own, and CLI
- * commands against it. The data dir is under /var/tmp (stars get a private /tmp).
+ * commands against it. The data dir is under helpers/dirs.ts's TEST_ROOT (stars get private /tmp
+ * and /var/tmp).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, readFileSync, rmSync } from "node:fs";
+import { testDirSync } from "./dirs.js";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { waitFor } from "./wait.js";
@@ -20,7 +22,7 @@ export interface Up {
 }
 
 export function makeDataDir(prefix = "constellation-e2e-"): string {
-  const dir = mkdtempSync(join("/var/tmp", prefix));
+  const dir = testDirSync(prefix);
   chmodSync(dir, 0o755);
   return dir;
 }

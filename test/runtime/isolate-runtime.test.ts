@@ -1,12 +1,13 @@
 /** The isolate runtime: worker-thread stars inside an isolated, unprivileged host process. */
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { LimitUnenforceableError } from "../../src/errors.js";
 import { IsolateRuntime } from "../../src/runtime/isolate/isolate-runtime.js";
 import type { LogLine } from "../../src/runtime/types.js";
 import { waitFor } from "../helpers/wait.js";
+import { testDir } from "../helpers/dirs.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root" : false;
 
@@ -25,7 +26,7 @@ describe("isolate runtime", { skip }, () => {
     return out.map((l) => l.line);
   };
   before(async () => {
-    dir = await mkdtemp("/var/tmp/constellation-iso-");
+    dir = await testDir("constellation-iso-");
     await chmod(dir, 0o755);
     await mkdir(join(dir, "scripts"), { mode: 0o755 });
     rt = await IsolateRuntime.create({ dataDir: join(dir, "data") });

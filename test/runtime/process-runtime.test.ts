@@ -3,7 +3,7 @@
  * CI runs as root on Linux; elsewhere these tests are skipped with the reason.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
@@ -18,6 +18,7 @@ import {
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import type { LogLine, StarStatus } from "../../src/runtime/types.js";
 import { waitFor } from "../helpers/wait.js";
+import { testDir } from "../helpers/dirs.js";
 
 /** Our launcher processes: `star-shim -Z` children of this process. */
 function launcherPids(): number[] {
@@ -65,7 +66,7 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
 
   before(async () => {
     // Not under /tmp: every star gets its own private /tmp.
-    dir = await mkdtemp("/var/tmp/constellation-rt-");
+    dir = await testDir("constellation-rt-");
     await chmod(dir, 0o755);
     await mkdir(join(dir, "scripts"), { mode: 0o755 });
     rt = await ProcessRuntime.create({ dataDir: join(dir, "data") });

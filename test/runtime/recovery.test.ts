@@ -7,13 +7,14 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import { waitFor } from "../helpers/wait.js";
+import { testDir } from "../helpers/dirs.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
 const AGENT = fileURLToPath(new URL("./agent-child.js", import.meta.url));
@@ -28,7 +29,7 @@ describe("process runtime recovery after the agent is killed", { skip }, () => {
   });
 
   it("re-attaches running stars, reports ended ones, restarts by policy, duplicates nothing", async () => {
-    dir = await mkdtemp("/var/tmp/constellation-recover-");
+    dir = await testDir("constellation-recover-");
     await chmod(dir, 0o755);
     const data = join(dir, "data");
     const stars = {
@@ -80,7 +81,7 @@ describe("process runtime recovery after the agent is killed", { skip }, () => {
 
 describe("process runtime recovery of stars an older agent recorded in state.json", { skip }, () => {
   it("takes them into runtime.db (re-attached, not left unwatched) and deletes the file", async () => {
-    const dir = await mkdtemp("/var/tmp/constellation-legacy-");
+    const dir = await testDir("constellation-legacy-");
     await chmod(dir, 0o755);
     const data = join(dir, "data");
     try {
@@ -115,7 +116,7 @@ describe("process runtime recovery of stars an older agent recorded in state.jso
 
 describe("process runtime recovery of a star caught mid-start", { skip }, () => {
   it("a star recorded as starting, with no pids, has whatever runs in its cgroup ended; nothing runs unwatched", async () => {
-    const dir = await mkdtemp("/var/tmp/constellation-midstart-");
+    const dir = await testDir("constellation-midstart-");
     await chmod(dir, 0o755);
     const data = join(dir, "data");
     try {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { CapacityExceededError, InvalidSpecError } from "../../src/errors.js";
-import { limitsOf, parseStarSpec } from "../../src/runtime/spec.js";
+import { DEFAULT_NODE_LIMITS, limitsOf, parseStarSpec } from "../../src/runtime/spec.js";
 
 const base = { name: "web-1", command: ["true"] };
 const issues = (input: unknown) => {
@@ -18,13 +18,43 @@ describe("star spec", () => {
   it("fills defaults and converts limits to kernel units", () => {
     const spec = parseStarSpec({ ...base, cpu_percent: 25, ram_mb: 512, disk_mb: 100 });
     assert.equal(spec.restart, "never");
-    assert.equal(spec.pids, 256);
-    assert.deepEqual(limitsOf(spec), { pids: 256, cpuMillis: 250, memoryBytes: 512 * 2 ** 20, diskBytes: 100 * 2 ** 20 });
-    assert.deepEqual(limitsOf(parseStarSpec({ ...base, cpu_cores: 2, ram_gb: 1.5 })), {
-      pids: 256,
+    assert.equal(spec.seccomp, "default");
+    assert.deepEqual(spec.mounts, []);
+    assert.deepEqual(limitsOf(spec), { pids: 256, nofile: 1024, cpuMillis: 250, memoryBytes: 512 * 2 ** 20, diskBytes: 100 * 2 ** 20 });
+    assert.deepEqual(limitsOf(parseStarSpec({ ...base, cpu_cores: 2, ram_gb: 1.5, pids: 10, nofile: 64 })), {
+      pids: 10,
+      nofile: 64,
       cpuMillis: 2000,
       memoryBytes: 1.5 * 2 ** 30,
     });
+  });
+
+  it("fills what the spec leaves out from the node's defaults: memory is always limited", () => {
+    const node = { ...DEFAULT_NODE_LIMITS, defaultRamMb: 128, defaultPids: 50, defaultNofile: 200 };
+    const limits = limitsOf(parseStarSpec(base), { cpuCores: 2, memoryBytes: 2 ** 30, limits: node });
+    assert.deepEqual(limits, { pids: 50, nofile: 200, memoryBytes: 128 * 2 ** 20 });
+    assert.equal(limitsOf(parseStarSpec(base)).memoryBytes, DEFAULT_NODE_LIMITS.defaultRamMb * 2 ** 20);
+  });
+
+  it("refuses what is over a node ceiling, naming the field", () => {
+    const refused = (spec: object, field: string) =>
+      assert.throws(
+        () => limitsOf(parseStarSpec({ ...base, ...spec })),
+        (e: unknown) => e instanceof CapacityExceededError && e.field === field && /ceiling/.test(e.message),
+      );
+    refused({ pids: 4_194_304 }, "pids");
+    refused({ nofile: 1_000_000 }, "nofile");
+    refused({ log_max_mb: 102_400, log_max_files: 100 }, "log_max_mb");
+    assert.doesNotThrow(() => limitsOf(parseStarSpec({ ...base, pids: DEFAULT_NODE_LIMITS.maxPids })));
+  });
+
+  it("checks mounts, root and seccomp", () => {
+    assert.match(issues({ ...base, mounts: [{ host: "data" }] }).join(), /mounts.0.host: host must be an absolute path/);
+    assert.match(issues({ ...base, mounts: [{ host: "/srv", path: "rel" }] }).join(), /mounts.0.path: path must be an absolute path/);
+    assert.match(issues({ ...base, mounts: [{ host: "/srv", extra: 1 }] }).join(), /mounts.0.extra: unknown field/);
+    assert.match(issues({ ...base, root: "jail" }).join(), /root: root must be an absolute path/);
+    assert.match(issues({ ...base, seccomp: "off" }).join(), /seccomp:/);
+    assert.deepEqual(parseStarSpec({ ...base, mounts: [{ host: "/srv" }] }).mounts, [{ host: "/srv", readonly: true }]);
   });
 
   it("refuses bad input with every problem named by its field", () => {

@@ -4,13 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { LimitUnenforceableError } from "../../src/errors.js";
 import { CgroupNoneDriver } from "../../src/runtime/cgroup/cgroup-none.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
+import { testDir } from "../helpers/dirs.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root" : false;
 const RUNTIME = fileURLToPath(new URL("../../src/runtime/process/process-runtime.js", import.meta.url));
@@ -18,7 +19,7 @@ const RUNTIME = fileURLToPath(new URL("../../src/runtime/process/process-runtime
 describe("limits that cannot be enforced", { skip }, () => {
   let dir: string;
   before(async () => {
-    dir = await mkdtemp("/var/tmp/constellation-unenf-");
+    dir = await testDir("constellation-unenf-");
     await chmod(dir, 0o755);
   });
   after(() => rm(dir, { recursive: true, force: true }));

@@ -104,14 +104,16 @@ export class IsolateRuntime extends SupervisedRuntime {
   }
 
   protected async check(spec: StarSpec): Promise<void> {
-    const program = await resolveProgram(spec, join(this.options.dataDir, "cache", "scripts"));
-    if (program.file?.startsWith("/tmp/")) {
-      throw new ScriptError(program.file, "is under /tmp, which the isolate host cannot see (its /tmp is private): keep scripts elsewhere");
+    const program = await resolveProgram(spec);
+    if (program.source?.startsWith("/tmp/")) {
+      throw new ScriptError(program.source, "is under /tmp, which the isolate host cannot see (its /tmp is private): keep scripts elsewhere");
     }
   }
 
   protected async launch(rec: StarRecord): Promise<RunHandle> {
-    const program = await resolveProgram(rec.spec, join(this.options.dataDir, "cache", "scripts"));
+    // The transpiled file: readable by root and the host's user only.
+    const reader = this.options.user ?? { uid: 65534, gid: 65534 };
+    const program = await resolveProgram(rec.spec, { cacheDir: join(this.options.dataDir, "cache", "scripts"), cacheReader: reader });
     const host = await this.ensureHost();
     const dir = this.dir(rec.id);
     await mkdir(dir, { recursive: true, mode: 0o755 });

@@ -5,17 +5,21 @@
  * joins the cgroups and namespaces before the program's first instruction and stays as the
  * star's tiny pid 1.
  *
- * State: <dataDir>/runtime.db (star-state.ts). Files of a star, under <dataDir>/stars/<id>/:
+ * State: <dataDir>/runtime.db (star-state.ts). Files of a star, under <dataDir>/stars/<id>/
+ * (0700, root's: the star sees only what its sandbox binds, docs/security.md):
  *   stdout.log, stderr.log   the program's output, relayed and rotated by its init
  *   end                      how the last run ended ("exit N" | "signal N"), written by the init
- *   tmp/                     bind-mounted on the star's /tmp
+ *   ctl                      the init's socket for exec health checks (root only)
+ *   script/                  the star's transpiled script (root's, readable by its group)
  *   work/                    default working directory, owned by the star's user
+ *   disk.img, disk/          with disk_mb: its filesystem (work/, tmp/, var-tmp/, run-lock/)
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, watch } from "node:fs";
-import { mkdir, readFile, readdir, rm } from "node:fs/promises";
+import { connect } from "node:net";
+import { chmod, mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   InvalidArgumentError,
@@ -26,8 +30,8 @@ import {
 import type { CgroupDriver, StarCgroup } from "../cgroup/cgroup.js";
 import { CgroupNoneDriver } from "../cgroup/cgroup-none.js";
 import { detectCgroups } from "../cgroup/detect.js";
-import { resolveProgram } from "../script.js";
-import { DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, limitsOf, parseStarSpec } from "../spec.js";
+import { type ScriptAccess, resolveProgram } from "../script.js";
+import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, limitsOf, parseStarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
 import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
 import type { ProbeResult } from "../health.js";
@@ -51,6 +55,13 @@ export interface ProcessRuntimeOptions {
   capacity?: NodeCapacity;
   /** First uid of the per-star users (default 2,000,000). */
   uidBase?: number;
+  /** How many uids this node's stars take from uidBase (default 1,000,000), handed out in turn. */
+  uidCount?: number;
+  /**
+   * Paths hidden from every star besides /home, /root, /run/user and this runtime's data dir
+   * (the constellation's data dir, with its store and admin token).
+   */
+  hide?: string[];
   /** The launcher binary (default: the one built into dist/native). */
   shimPath?: string;
 }
@@ -65,6 +76,8 @@ export class ProcessRuntime extends SupervisedRuntime {
   private readonly groupIdOf = new Map<string, string>();
   private readonly runInfo = new Map<string, RunInfo>();
   private readonly uids = new Map<string, number>();
+  /** The next uid to hand out: uids go round the node's range, so one is reused as late as can be. */
+  private nextUid: number | undefined;
   private readonly cleaning = new Map<string, Promise<void>>();
   /** Watches of inits we follow by their files (closed with the runtime). */
   private readonly exitWatches = new Set<() => void>();
@@ -93,7 +106,9 @@ export class ProcessRuntime extends SupervisedRuntime {
     }
     // Without root the cgroup tree is not ours to write (dev mode): nothing is limited or measured.
     const cgroups = options.cgroups ?? (root ? await detectCgroups() : new CgroupNoneDriver("not root: cgroups are not writable"));
-    await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
+    // Root's alone: stars see their own files only through their sandbox's binds.
+    await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o700 });
+    if (root) await chmod(join(options.dataDir, "stars"), 0o700);
     let db: StarStateDb;
     try {
       db = StarStateDb.open(options.dataDir);
@@ -119,7 +134,16 @@ export class ProcessRuntime extends SupervisedRuntime {
     if (uid === undefined) {
       const used = new Set(this.uids.values());
       const base = this.options.uidBase ?? 2_000_000;
-      for (uid = base; used.has(uid); uid++);
+      const count = this.options.uidCount ?? 1_000_000;
+      if (used.size >= count) throw new RuntimeUnavailableError(`all ${count} star users of this node are taken: remove stars, or give the node a larger uid range`);
+      const last = Math.max(base - 1, ...used);
+      let next = this.nextUid ?? last + 1;
+      for (let i = 0; i < count; i++, next++) {
+        if (next >= base + count) next = base;
+        if (!used.has(next)) break;
+      }
+      uid = next;
+      this.nextUid = uid + 1;
       this.uids.set(id, uid);
     }
     return { uid, gid: uid };
@@ -146,15 +170,19 @@ export class ProcessRuntime extends SupervisedRuntime {
     throw new LimitUnenforceableError(limit, missing || "not supported here");
   }
 
-  protected async check(spec: StarSpec): Promise<void> {
-    await this.program(spec);
+  protected async check(spec: StarSpec, trusted: boolean): Promise<void> {
+    await this.program(spec, trusted ? {} : { reader: "all" });
   }
 
-  /** The argv to run (scripts checked and transpiled, cached by content). */
-  private async program(spec: StarSpec) {
-    const program = await resolveProgram(spec, join(this.options.dataDir, "cache", "scripts"));
-    if (this.isolated && program.file && underTmp(program.file)) {
-      throw new ScriptError(program.file, "is under /tmp, which the star cannot see (its /tmp is private): keep scripts elsewhere");
+  /** The argv to run (scripts checked and transpiled). */
+  private async program(spec: StarSpec, access: ScriptAccess) {
+    const program = await resolveProgram(spec, access);
+    if (this.isolated && program.source && underTmp(program.source)) {
+      throw new ScriptError(program.source, "is under /tmp, which the star cannot see (its /tmp is private): keep scripts elsewhere");
+    }
+    if (this.isolated && access.reader !== undefined && program.source) {
+      const hidden = this.hiddenPlaces().find((h) => isUnder(program.source!, h));
+      if (hidden) throw new ScriptError(program.source, `is in ${hidden}, which stars cannot see: a star's token may only name scripts its stars can see`);
     }
     if (this.isolated && spec.cwd && underTmp(resolve(spec.cwd))) {
       throw new InvalidArgumentError("cwd", `cwd ${spec.cwd} is under /tmp, which the star replaces with its private /tmp`);
@@ -162,14 +190,47 @@ export class ProcessRuntime extends SupervisedRuntime {
     return program;
   }
 
+  /**
+   * The star's view of the host, as launcher options (native/sandbox.c): the host read-only,
+   * private places hidden, private scratch places, the binds it needs, the syscall filter.
+   */
+  private sandbox(rec: StarRecord, program: { file?: string; source?: string }, base: string, cwd: string): string[] {
+    const args = ["-r"];
+    if (rec.spec.seccomp !== "unconfined") args.push("-P");
+    for (const h of this.hiddenPlaces()) args.push("-X", h);
+    // Scratch places: on the star's disk when it has one, else tmpfs charged to its memory.
+    const scratch: Array<[string, string]> = [["/tmp", "tmp"], ["/var/tmp", "var-tmp"], ["/run/lock", "run-lock"]];
+    for (const [place, name] of scratch) args.push("-T", rec.limits.diskBytes !== undefined ? `${place}=${join(base, name)}` : place);
+    args.push("-M", String(rec.limits.memoryBytes ?? 64 * 2 ** 20));
+    if (!rec.spec.cwd) args.push("-B", `${cwd}=${cwd}`);
+    if (program.file && isUnder(program.file, this.dir(rec.id))) args.push("-R", `${dirname(program.file)}=${dirname(program.file)}`);
+    // An admin's script is shown where it is (read-only), with its directory (its imports).
+    if (rec.trusted && program.source) args.push("-R", `${dirname(program.source)}=${dirname(program.source)}`);
+    if (program.source) args.push("-R", `${dirname(process.execPath)}=${dirname(process.execPath)}`);
+    for (const m of rec.spec.mounts) args.push(m.readonly ? "-R" : "-B", `${m.host}=${m.path ?? m.host}`);
+    if (rec.spec.root) args.push("-R", "/dev=/dev", "-C", rec.spec.root);
+    return args;
+  }
+
+  /** What no star sees of the host (docs/security.md). */
+  private hiddenPlaces(): string[] {
+    return ["/home", "/root", "/run/user", resolve(this.options.dataDir), ...(this.options.hide ?? []).map((h) => resolve(h))];
+  }
+
   protected async launch(rec: StarRecord): Promise<RunHandle> {
     // A star started again right after its last run: that run's cleanup (its cgroup) goes first.
     await this.cleaning.get(rec.id)?.catch(() => undefined);
     const dir = this.dir(rec.id);
     const { uid, gid } = this.userOf(rec.id);
-    const program = await this.program(rec.spec);
-    // The star's directory; the shim makes tmp/ and work/ inside it, owned by the star's user.
-    await mkdir(dir, { recursive: true, mode: 0o711 });
+    // The star's directory (root's); the init makes work/ and the scratch places, the star's own.
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // The script as the star may read it (an admin's: as root), checked on the file that is read,
+    // at every start; a transpiled one is written where only root and the star can read it.
+    const program = await this.program(rec.spec, {
+      ...(rec.trusted ? {} : { reader: { uid, gid } }),
+      cacheDir: join(dir, "script"),
+      cacheReader: { uid, gid },
+    });
 
     // With disk_mb, the star's writable places live on its own size-limited filesystem.
     const base = rec.limits.diskBytes !== undefined && this.isolated ? await mountStarDisk(dir, rec.limits.diskBytes) : dir;
@@ -185,7 +246,8 @@ export class ProcessRuntime extends SupervisedRuntime {
     let oomBefore = 0;
     if (this.isolated) {
       const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), rec.spec.cwd ? "-d" : "-W", cwd];
-      args.push("-t", join(base, "tmp"), "-s", join(dir, "end"));
+      args.push("-s", join(dir, "end"), "-k", join(dir, "ctl"), "-n", String(rec.limits.nofile ?? 1024));
+      args.push(...this.sandbox(rec, program, base, cwd));
       args.push("-o", join(dir, "stdout.log"), "-e", join(dir, "stderr.log"));
       args.push("-L", String(Math.round(rec.spec.log_max_mb * 2 ** 20)), "-K", String(rec.spec.log_max_files - 1));
       for (const [k, v] of Object.entries(env)) args.push("-E", `${k}=${v}`);
@@ -292,7 +354,7 @@ export class ProcessRuntime extends SupervisedRuntime {
     if (this.closed) return; // a closed runtime no longer speaks for its stars
     const running = rec.status.state === "running" || rec.status.state === "starting";
     const run = running ? this.runInfo.get(rec.id) : undefined;
-    const saved: SavedStar = { version: 1, spec: rec.spec, status: rec.status, history: rec.history, stopRequested: rec.stopRequested };
+    const saved: SavedStar = { version: 1, spec: rec.spec, status: rec.status, history: rec.history, stopRequested: rec.stopRequested, trusted: rec.trusted };
     const uid = this.uids.get(rec.id);
     if (uid !== undefined) saved.uid = uid;
     if (run) saved.run = run;
@@ -320,7 +382,8 @@ export class ProcessRuntime extends SupervisedRuntime {
       const rec: StarRecord = {
         id,
         spec,
-        limits: limitsOf(spec),
+        trusted: saved.trusted ?? true,
+        limits: recoveredLimits(spec, this.capacity),
         status: saved.status,
         history: saved.history,
         stopRequested: saved.stopRequested,
@@ -386,46 +449,42 @@ export class ProcessRuntime extends SupervisedRuntime {
   }
 
   /**
-   * An exec health check runs inside the star: in its cgroups (so it counts against the star's
-   * limits), in its namespaces (nsenter), as its user, with no-new-privs (setpriv). On timeout
-   * its whole process group is killed, including what it forked inside the star.
+   * An exec health check runs inside the star, started by the star's own init (native
+   * star-shim.c): in its cgroups and namespaces, as its user, with its filter and limits — never
+   * by root entering namespaces the star could have changed. We ask over the init's socket
+   * (root's, in the star's directory); hanging up at the timeout makes the init kill the check
+   * with its whole process group.
    */
   protected override async execProbe(rec: StarRecord, command: string[], timeoutMs: number): Promise<ProbeResult> {
-    const pid = rec.status.pid;
-    if (!pid) return { ok: false, error: "the star is not running" };
-    const { uid, gid } = this.userOf(rec.id);
-    const procs = this.cgroupOf.get(rec.id)?.procsFiles ?? [];
-    const inside = this.isolated
-      ? [
-          "nsenter", "--target", String(pid), "--pid", "--mount", "--uts", "--ipc", "--net", "--wd",
-          "--", "setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--no-new-privs", "--", ...command,
-        ]
-      : command;
-    // sh joins the star's cgroups first, then becomes the probe.
-    const join = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"';
-    const argv = this.isolated ? ["sh", "-c", join, "sh", ...procs, "--", ...inside] : inside;
+    if (!rec.status.pid) return { ok: false, error: "the star is not running" };
+    if (!this.isolated) return spawnProbe(command, timeoutMs);
+    const payload = Buffer.from(command.map((a) => `${a}\0`).join(""));
     return new Promise((resolve) => {
-      const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], detached: true });
-      let err = "";
-      let timedOut = false;
-      const timer = setTimeout(() => {
-        timedOut = true;
-        try {
-          process.kill(-child.pid!, "SIGKILL"); // the group: nsenter's child inside the star too
-        } catch {
-          // gone
-        }
-      }, timeoutMs);
-      child.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-300)));
-      child.once("error", (e) => {
+      const socket = connect(socketPath(join(this.dir(rec.id), "ctl")));
+      const chunks: Buffer[] = [];
+      let settled = false;
+      const done = (r: ProbeResult) => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
-        resolve({ ok: false, error: `${command[0]}: ${e.message}` });
-      });
-      child.once("exit", (code) => {
-        clearTimeout(timer);
-        if (code === 0) resolve({ ok: true });
-        else if (timedOut) resolve({ ok: false, error: `${command.join(" ")}: no answer within ${timeoutMs} ms` });
-        else resolve({ ok: false, error: `${command.join(" ")} exited with ${code}${err ? `: ${err.trim()}` : ""}` });
+        socket.destroy();
+        resolve(r);
+      };
+      const timer = setTimeout(() => done({ ok: false, error: `${command.join(" ")}: no answer within ${timeoutMs} ms` }), timeoutMs);
+      // Written, not ended: the init takes our hanging up as "give up" and kills the check.
+      socket.on("connect", () => socket.write(Buffer.concat([Buffer.from(`${payload.length}\n`), payload])));
+      socket.on("data", (d: Buffer) => chunks.push(d));
+      socket.on("error", (e: NodeJS.ErrnoException) =>
+        done({ ok: false, error: e.code === "ENOENT" ? "the star's init takes no checks (started by an older agent: restart the star)" : `exec check: ${e.message}` }),
+      );
+      socket.on("end", () => {
+        const reply = Buffer.concat(chunks).toString();
+        const nl = reply.indexOf("\n");
+        const [head, out] = nl < 0 ? [reply, ""] : [reply.slice(0, nl), reply.slice(nl + 1).trim()];
+        if (head === "exit 0") return done({ ok: true });
+        const [kind, n] = head.split(" ");
+        const how = kind === "exit" ? `exited with ${n}` : kind === "signal" ? `was killed by signal ${n}` : head || "got no answer";
+        done({ ok: false, error: `${command.join(" ")} ${how}${out ? `: ${out.slice(-300)}` : ""}` });
       });
     });
   }
@@ -503,8 +562,22 @@ export class ProcessRuntime extends SupervisedRuntime {
   }
 }
 
+/** A star's limits as it runs: the node's defaults, but no ceiling lowered since can refuse it. */
+function recoveredLimits(spec: StarSpec, capacity: NodeCapacity | undefined) {
+  try {
+    return limitsOf(spec, capacity);
+  } catch {
+    const node = capacity?.limits ?? DEFAULT_NODE_LIMITS;
+    return limitsOf(spec, { cpuCores: Infinity, memoryBytes: Infinity, limits: { ...node, maxPids: Infinity, maxNofile: Infinity, maxLogMb: Infinity } });
+  }
+}
+
 function underTmp(path: string): boolean {
-  return path === "/tmp" || path.startsWith("/tmp/");
+  return isUnder(path, "/tmp");
+}
+
+function isUnder(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
 }
 
 /**
@@ -528,6 +601,42 @@ function watchExit(dir: string, run: RunInfo, open: Set<() => void>): Promise<{ 
     timer.unref();
     open.add(stop);
     check();
+  });
+}
+
+/** A unix socket path short enough for sun_path (108 bytes), through /proc/self/fd if needed. */
+function socketPath(path: string): string {
+  if (Buffer.byteLength(path) < 100) return path;
+  const fd = openSync(dirname(path), "r");
+  setTimeout(() => closeSync(fd), 5000).unref(); // connect resolves the path at once
+  return `/proc/self/fd/${fd}/${path.slice(dirname(path).length + 1)}`;
+}
+
+/** Dev mode: the check as a plain child process (nothing is isolated there). */
+function spawnProbe(command: string[], timeoutMs: number): Promise<ProbeResult> {
+  return new Promise((resolve) => {
+    const child = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    let err = "";
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }, timeoutMs);
+    child.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-300)));
+    child.once("error", (e) => {
+      clearTimeout(timer);
+      resolve({ ok: false, error: `${command[0]}: ${e.message}` });
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve({ ok: true });
+      else if (timedOut) resolve({ ok: false, error: `${command.join(" ")}: no answer within ${timeoutMs} ms` });
+      else resolve({ ok: false, error: `${command.join(" ")} exited with ${code}${err ? `: ${err.trim()}` : ""}` });
+    });
   });
 }
 

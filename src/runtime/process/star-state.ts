@@ -41,6 +41,8 @@ export interface SavedStar {
   run?: RunInfo;
   /** The star's own user id. */
   uid?: number;
+  /** Made by an admin (StartOptions.trusted); absent in rows of older agents: true. */
+  trusted?: boolean;
 }
 
 /** The runtime's table of stars. One process at a time owns it (an exclusive lock). */

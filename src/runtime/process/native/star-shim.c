@@ -71,11 +71,12 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/resource.h>
+#include <sys/un.h>
 #include <unistd.h>
 
-#define MAX_CGROUPS 8
-#define MAX_SETUP 64
-#define MAX_ENV 1024
+#include "star-shim.h"
+
 #define REPORT_FD 3
 
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
@@ -97,11 +98,13 @@ static void report(const char *fmt, ...) {
   }
 }
 
-static void fail(const char *what) {
-  report("error %s: %s\n", what, strerror(errno));
-  fprintf(stderr, "star-shim: %s: %s\n", what, strerror(errno));
+void fail_msg(const char *what, const char *why) {
+  report("error %s: %s\n", what, why);
+  fprintf(stderr, "star-shim: %s: %s\n", what, why);
   _exit(125);
 }
+
+void fail(const char *what) { fail_msg(what, strerror(errno)); }
 
 static void noop(int sig) { (void)sig; }
 
@@ -135,24 +138,6 @@ static void describe(int status, char *buf, size_t len) {
   else snprintf(buf, len, "exit %d\n", WEXITSTATUS(status));
 }
 
-struct opts {
-  const char *cgroups[MAX_CGROUPS];
-  int n_cgroups;
-  const char *hostname, *cwd, *tmp, *status, *out, *err;
-  char *env[MAX_ENV + 1];
-  int n_env;
-  uid_t uid;
-  gid_t gid;
-  int set_user, netns, make_cwd;
-  const char *mkdirs[MAX_SETUP];
-  int n_mkdirs;
-  const char *writes[MAX_SETUP];
-  int n_writes;
-  long long log_max;
-  int log_keep;
-  char **argv;
-};
-
 /* Parses options into o; returns the index of the program in argv (argc if none). */
 static int parse_args(int argc, char **argv, int start, struct opts *o) {
   int i = start;
@@ -160,8 +145,10 @@ static int parse_args(int argc, char **argv, int start, struct opts *o) {
     const char *a = argv[i];
     if (strcmp(a, "--") == 0) return i + 1;
     if (a[0] != '-' || a[1] == 0 || a[2] != 0) return i;
-    if (a[1] == 'N') {
-      o->netns = 1;
+    if (a[1] == 'N' || a[1] == 'P' || a[1] == 'r') {
+      if (a[1] == 'N') o->netns = 1;
+      if (a[1] == 'P') o->seccomp = 1;
+      if (a[1] == 'r') o->readonly = 1;
       continue;
     }
     if (i + 1 >= argc) {
@@ -188,7 +175,38 @@ static int parse_args(int argc, char **argv, int start, struct opts *o) {
       case 'H': o->hostname = v; break;
       case 'd': o->cwd = v; break;
       case 'W': o->cwd = v; o->make_cwd = 1; break;
-      case 't': o->tmp = v; break;
+      case 't': /* the old form of -T /tmp=DIR */
+      case 'T':
+      case 'X':
+      case 'B':
+      case 'R': {
+        if (o->n_mounts >= MAX_MOUNTS) fail_msg(a, "too many mounts");
+        struct mount_op *m = &o->mounts[o->n_mounts++];
+        m->fd = -1;
+        m->kind = a[1] == 'X' ? MNT_HIDE : a[1] == 'B' ? MNT_BIND_RW : a[1] == 'R' ? MNT_BIND_RO : MNT_SCRATCH;
+        char *copy = strdup(v);
+        if (!copy) fail("strdup");
+        char *eq = strchr(copy, '=');
+        if (a[1] == 't') {
+          m->src = copy;
+          m->dst = "/tmp";
+        } else if (a[1] == 'X' || (a[1] == 'T' && !eq)) {
+          m->dst = copy;
+        } else if (!eq) {
+          fail_msg(a, "needs SRC=DST (or DST=SRC for -T)");
+        } else {
+          *eq = 0;
+          /* -T DST=SRC (a scratch place backed by a directory); -B/-R SRC=DST */
+          m->src = a[1] == 'T' ? eq + 1 : copy;
+          m->dst = a[1] == 'T' ? copy : eq + 1;
+        }
+        if (m->dst[0] != '/' || (m->src && m->src[0] != '/')) fail_msg(a, "paths must be absolute");
+        break;
+      }
+      case 'C': o->root = v; break;
+      case 'k': o->control = v; break;
+      case 'n': o->nofile = strtoll(v, NULL, 10); break;
+      case 'M': o->scratch_max = strtoll(v, NULL, 10); break;
       case 's': o->status = v; break;
       case 'o': o->out = v; break;
       case 'e': o->err = v; break;
@@ -312,14 +330,24 @@ struct program {
   const struct opts *o;
   const char *path; /* NULL: not found in PATH */
   char **argv, **sh_argv, **envp;
+  int out; /* an exec probe's output pipe (stdout and stderr), or -1: the program's own */
 };
 static const char *volatile prog_step;
 static volatile int prog_errno;
 #define PROG_STACK (64 * 1024)
 
-/* Looks `name` up in PATH as execvp does (the program's PATH if it has an environment). */
-static const char *find_program(const struct opts *o, char *buf, size_t len) {
-  const char *name = o->argv[0];
+/* Whether the star's user may execute this file (by its mode: the user has no groups but its own). */
+static int executable_by(const struct opts *o, const struct stat *st) {
+  if (!o->set_user) return (st->st_mode & 0111) != 0;
+  if (st->st_uid == o->uid) return (st->st_mode & 0100) != 0;
+  if (st->st_gid == o->gid) return (st->st_mode & 0010) != 0;
+  return (st->st_mode & 0001) != 0;
+}
+
+/* Looks `name` up in PATH as execvp does (the program's PATH if it has an environment), taking
+   the first file the star's user may run: a match it cannot run is passed over, as the user's
+   own shell would. */
+static const char *find_program(const struct opts *o, const char *name, char *buf, size_t len) {
   if (strchr(name, '/')) return name;
   const char *path = NULL;
   if (o->n_env > 0) {
@@ -336,7 +364,7 @@ static const char *find_program(const struct opts *o, char *buf, size_t len) {
     if (n + strlen(name) + 2 <= len) {
       snprintf(buf, len, "%.*s%s%s", (int)n, n ? seg : ".", "/", name);
       struct stat st;
-      if (stat(buf, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111)) return buf;
+      if (stat(buf, &st) == 0 && S_ISREG(st.st_mode) && executable_by(o, &st)) return buf;
     }
     if (!end) return NULL;
   }
@@ -353,7 +381,17 @@ static int program_main(void *arg) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   setsid();
-  const char *step = "setgroups";
+  const char *step = "probe output";
+  if (p->out >= 0) {
+    int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (nul < 0 || dup3(nul, 0, 0) < 0 || dup3(p->out, 1, 0) < 0 || dup3(p->out, 2, 0) < 0) goto bad;
+  }
+  step = "nofile";
+  if (o->nofile > 0) {
+    struct rlimit rl = {(rlim_t)o->nofile, (rlim_t)o->nofile};
+    if (syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &rl, NULL) < 0) goto bad;
+  }
+  step = "setgroups";
   if (o->set_user) {
     /* Raw system calls: the C library's wrappers may coordinate threads, which this child
        (sharing the init's memory) must not do. */
@@ -365,6 +403,8 @@ static int program_main(void *arg) {
   }
   step = "no_new_privs";
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) goto bad;
+  step = "seccomp";
+  if (o->seccomp && seccomp_install() < 0) goto bad;
   if (o->cwd) {
     step = "chdir";
     if (chdir(o->cwd) < 0) goto bad;
@@ -385,17 +425,18 @@ bad:
   _exit(127);
 }
 
-/* Starts the program (pid 2); returns once it has exec'd or failed (then prog_step is set). */
-static pid_t start_program(const struct opts *o) {
+/* Starts the program (pid 2), or an exec check (out >= 0); returns once it has exec'd or failed
+   (then prog_step is set). */
+static pid_t start_program(const struct opts *o, char **argv, int out) {
   static char found[4096];
   int argc = 0;
-  while (o->argv[argc]) argc++;
-  struct program p = {o, find_program(o, found, sizeof found), o->argv, calloc((size_t)argc + 2, sizeof(char *)),
-                      o->n_env > 0 ? (char **)o->env : environ};
+  while (argv[argc]) argc++;
+  struct program p = {o, find_program(o, argv[0], found, sizeof found), argv, calloc((size_t)argc + 2, sizeof(char *)),
+                      o->n_env > 0 ? (char **)o->env : environ, out};
   if (!p.sh_argv) fail("calloc");
   p.sh_argv[0] = "/bin/sh";
   p.sh_argv[1] = (char *)p.path;
-  for (int i = 1; i < argc; i++) p.sh_argv[i + 1] = o->argv[i];
+  for (int i = 1; i < argc; i++) p.sh_argv[i + 1] = argv[i];
   long page = sysconf(_SC_PAGESIZE);
   char *stack = mmap(NULL, PROG_STACK + (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED || mprotect(stack, (size_t)page, PROT_NONE) < 0) fail("program stack");
@@ -407,14 +448,158 @@ static pid_t start_program(const struct opts *o) {
   return child;
 }
 
-/* The star's mounts: our own /proc (its pid namespace), a private /dev/shm and its /tmp. */
-static void setup_mounts(const struct opts *o) {
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("mount namespace");
-  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc");
-  /* A private /dev/shm too (charged to the star's memory), so stars share no scratch space. */
-  struct stat shm;
-  if (stat("/dev/shm", &shm) == 0 && mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m") < 0) fail("mount /dev/shm");
-  if (o->tmp && mount(o->tmp, "/tmp", NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind /tmp");
+/* ---- exec health checks: run by the init, inside the star, as the star's user ------------- */
+
+/*
+ * The agent asks the star's init to run a check, over a unix socket in the star's directory
+ * (made by root, 0600, in a directory only root may enter; the init also refuses peers that are
+ * not root). The check starts like the program: already in the star's cgroups and namespaces,
+ * as its user, with no-new-privs, the filter and the limits, so nothing of the star is ever
+ * executed with root's powers. Request: "<length>\n" then NUL-terminated argv strings. Reply,
+ * then close: "exit <code>\n" or "signal <n>\n", then the last bytes of its output. If the agent
+ * hangs up first (its timeout), the check's whole process group is killed.
+ */
+struct probe {
+  pid_t pid;
+  int client, out;
+  char tail[300];
+  size_t tail_len;
+};
+
+static int control_listen(const char *path) {
+  struct dpath p = dpath_of(path);
+  struct sockaddr_un a;
+  memset(&a, 0, sizeof a);
+  a.sun_family = AF_UNIX;
+  if (strlen(p.base) >= sizeof a.sun_path) fail_msg(path, "name too long");
+  strcpy(a.sun_path, p.base);
+  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (s < 0 || here < 0 || fchdir(p.dir) < 0) fail(path);
+  unlink(p.base); /* the last run's */
+  mode_t old = umask(077);
+  int r = bind(s, (struct sockaddr *)&a, sizeof a);
+  umask(old);
+  if (fchdir(here) < 0 || r < 0 || listen(s, 4) < 0) fail(path);
+  close(here);
+  close(p.dir);
+  return s;
+}
+
+static void probe_reply(struct probe *pr, const char *head) {
+  if (pr->client < 0) return;
+  (void)!write(pr->client, head, strlen(head));
+  if (pr->tail_len) (void)!write(pr->client, pr->tail, pr->tail_len);
+  close(pr->client);
+  pr->client = -1;
+}
+
+/* Reads the request of a new connection (the agent writes it at once; 1 s at most). */
+static char **probe_request(int c, char *buf, size_t cap) {
+  struct timeval tv = {1, 0};
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  size_t len = 0, want = 0, head = 0;
+  for (;;) {
+    ssize_t n = read(c, buf + len, cap - 1 - len);
+    if (n <= 0) return NULL;
+    len += (size_t)n;
+    char *nl = memchr(buf, '\n', len);
+    if (!nl) {
+      if (len >= 32) return NULL;
+      continue;
+    }
+    head = (size_t)(nl - buf) + 1;
+    want = strtoul(buf, NULL, 10);
+    if (want == 0 || head + want > cap - 1) return NULL;
+    if (len >= head + want) break;
+  }
+  char *payload = buf + head;
+  if (payload[want - 1] != 0) return NULL;
+  size_t argc = 0;
+  for (size_t k = 0; k < want; k++) argc += payload[k] == 0;
+  char **argv = calloc(argc + 1, sizeof *argv);
+  if (!argv) return NULL;
+  size_t i = 0;
+  for (size_t k = 0; k < want; k += strlen(payload + k) + 1) argv[i++] = payload + k;
+  return argv;
+}
+
+static void probe_accept(int ctl, struct probe *pr, const struct opts *o) {
+  int c = accept4(ctl, NULL, NULL, SOCK_CLOEXEC);
+  if (c < 0) return;
+  struct ucred cred;
+  socklen_t cl = sizeof cred;
+  if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != 0) {
+    close(c);
+    return;
+  }
+  if (pr->pid > 0) {
+    (void)!write(c, "error a check is already running\n", 33);
+    close(c);
+    return;
+  }
+  static char buf[65536];
+  char **argv = probe_request(c, buf, sizeof buf);
+  int p[2];
+  if (!argv || !argv[0] || pipe2(p, O_CLOEXEC) < 0) {
+    (void)!write(c, "error malformed request\n", 24);
+    close(c);
+    free(argv);
+    return;
+  }
+  pr->client = c;
+  pr->tail_len = 0;
+  pid_t pid = start_program(o, argv, p[1]);
+  close(p[1]);
+  free(argv);
+  if (prog_step) {
+    char head[400];
+    snprintf(head, sizeof head, "exit 127\n%s: %s", prog_step, strerror(prog_errno));
+    close(p[0]);
+    probe_reply(pr, head);
+    return;
+  }
+  fcntl(p[0], F_SETFL, O_NONBLOCK);
+  pr->pid = pid;
+  pr->out = p[0];
+}
+
+/* Keeps the last bytes of the check's output; returns 0 at EOF (or nothing more for now). */
+static int probe_output(struct probe *pr) {
+  char buf[4096];
+  ssize_t n = read(pr->out, buf, sizeof buf);
+  if (n < 0 && errno == EINTR) return 1;
+  if (n < 0 && errno == EAGAIN) return 0;
+  if (n <= 0) {
+    close(pr->out);
+    pr->out = -1;
+    return 0;
+  }
+  size_t keep = sizeof pr->tail;
+  if ((size_t)n >= keep) {
+    memcpy(pr->tail, buf + n - keep, keep);
+    pr->tail_len = keep;
+  } else {
+    size_t drop = pr->tail_len + (size_t)n > keep ? pr->tail_len + (size_t)n - keep : 0;
+    memmove(pr->tail, pr->tail + drop, pr->tail_len - drop);
+    memcpy(pr->tail + pr->tail_len - drop, buf, (size_t)n);
+    pr->tail_len = pr->tail_len - drop + (size_t)n;
+  }
+  return 1;
+}
+
+static void probe_ended(struct probe *pr, int status) {
+  kill(-pr->pid, SIGKILL); /* what it left in its group */
+  if (pr->out >= 0) {
+    while (probe_output(pr)) {
+    }
+    if (pr->out >= 0) close(pr->out);
+    pr->out = -1;
+  }
+  char head[32];
+  describe(status, head, sizeof head);
+  probe_reply(pr, head);
+  pr->pid = 0;
 }
 
 static void write_end(struct dpath p, const char *end) {
@@ -429,10 +614,12 @@ static void write_end(struct dpath p, const char *end) {
 }
 
 /*
- * Runs in the clone made by the launcher: pid 1 of the star's new pid namespace, with new uts,
- * ipc and mount namespaces. Makes and joins the star's cgroups before anything else, prepares
- * its mounts, logs and directories, starts the program, then forwards signals to it, reaps
- * orphans, relays its output into the rotating log files and records how it ended.
+ * Runs in the clone made by the launcher: pid 1 of the star's new pid namespace, with new uts
+ * and ipc namespaces. Makes and joins the star's cgroups before anything else, opens its logs,
+ * end file and control socket in the host's mount namespace, then makes its own mount namespace
+ * and the star's view of the file system (sandbox.c), starts the program, then forwards signals
+ * to it, reaps orphans, relays its output into the rotating log files, runs exec health checks
+ * and records how the program ended.
  */
 static int init_main(int argc, char **argv) {
   struct opts o;
@@ -466,9 +653,14 @@ static int init_main(int argc, char **argv) {
   }
   for (int c = 0; c < o.n_cgroups; c++) write_file(o.cgroups[c], "0");
 
-  /* 2. The star's own directories (made here as root, in microseconds) and its logs. */
-  if (o.tmp) ensure_dir(o.tmp, 0700, &o);
-  if (o.cwd && o.make_cwd) ensure_dir(o.cwd, 0755, &o);
+  /* 2. The star's own directories (made here as root, in microseconds), its logs, end file and
+     control socket: opened by directory fds of the host's mount namespace, so they stay
+     writable when the star's view is made read-only, and no path the star could change leads
+     to them. */
+  for (int i = 0; i < o.n_mounts; i++) {
+    if (o.mounts[i].kind == MNT_SCRATCH && o.mounts[i].src) ensure_dir(o.mounts[i].src, 0700, &o);
+  }
+  if (o.cwd && o.make_cwd) ensure_dir(o.cwd, 0700, &o);
   struct dpath end_file = {-1, NULL};
   if (o.status) {
     end_file = dpath_of(o.status);
@@ -480,6 +672,10 @@ static int init_main(int argc, char **argv) {
   int n_relays = 0;
   if (o.out) relay_setup(&relays[n_relays++], o.out, 1);
   if (o.err) relay_setup(&relays[n_relays++], o.err, 2);
+  int ctl = o.control ? control_listen(o.control) : -1;
+  struct dpath ctl_dir = o.control ? dpath_of(o.control) : (struct dpath){-1, NULL};
+  struct probe probe = {0, -1, -1, {0}, 0};
+  if (o.seccomp) seccomp_prepare();
 
   /* 3. Host pids for the agent, read while the host's /proc is still the one mounted. */
   char self[32] = "0";
@@ -487,8 +683,9 @@ static int init_main(int argc, char **argv) {
   self[sl > 0 ? sl : 1] = 0;
   int kids_fd = open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
 
-  /* 4. Mounts, network, hostname. */
-  setup_mounts(&o);
+  /* 4. Its own mount namespace and view of the file system, network, hostname. */
+  if (unshare(CLONE_NEWNS) < 0) fail("mount namespace");
+  sandbox_setup(&o);
   if (o.netns) {
     if (unshare(CLONE_NEWNET) < 0) fail("unshare network");
     loopback_up();
@@ -506,9 +703,10 @@ static int init_main(int argc, char **argv) {
   if (sfd < 0) fail("signalfd");
 
   /* 6. The program (pid 2); clone returns once it has exec'd or failed. */
-  pid_t child = start_program(&o);
+  pid_t child = start_program(&o, o.argv, -1);
   if (prog_step) {
-    report("error %s %s: %s\n", prog_step, prog_step[0] == 'e' ? o.argv[0] : (o.cwd ? o.cwd : ""), strerror(prog_errno));
+    const char *what = strcmp(prog_step, "exec") == 0 ? o.argv[0] : strcmp(prog_step, "chdir") == 0 ? o.cwd : "";
+    report("error %s %s: %s\n", prog_step, what, strerror(prog_errno));
     _exit(127);
   }
   char kids[64];
@@ -525,11 +723,11 @@ static int init_main(int argc, char **argv) {
     close(devnull);
   }
 
-  /* 7. Until the program ends: forward signals, reap orphans, relay the logs. Then end the
-     rest of the namespace, take the last bytes, and record the end. */
+  /* 7. Until the program ends: forward signals, reap orphans, relay the logs, run checks. Then
+     end the rest of the namespace, take the last bytes, and record the end. */
   int status = 0, done = 0;
   for (;;) {
-    struct pollfd pf[3];
+    struct pollfd pf[6];
     int np = 0;
     for (int r = 0; r < n_relays; r++) {
       if (relays[r].in >= 0) pf[np++] = (struct pollfd){.fd = relays[r].in, .events = POLLIN};
@@ -537,6 +735,19 @@ static int init_main(int argc, char **argv) {
     int open_relays = np;
     if (done && open_relays == 0) break;
     pf[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    int at_ctl = -1, at_client = -1, at_out = -1;
+    if (ctl >= 0) {
+      at_ctl = np;
+      pf[np++] = (struct pollfd){.fd = ctl, .events = POLLIN};
+    }
+    if (probe.client >= 0) {
+      at_client = np;
+      pf[np++] = (struct pollfd){.fd = probe.client, .events = POLLIN}; /* the agent hangs up: kill it */
+    }
+    if (probe.out >= 0) {
+      at_out = np;
+      pf[np++] = (struct pollfd){.fd = probe.out, .events = POLLIN};
+    }
     /* Once the program is gone, so is every writer (killed below); wait a little for the rest. */
     int ready_n = poll(pf, (nfds_t)np, done ? 1000 : -1);
     if (ready_n < 0 && errno == EINTR) continue;
@@ -550,12 +761,25 @@ static int init_main(int argc, char **argv) {
       int st;
       pid_t p;
       while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (p == probe.pid) probe_ended(&probe, st);
         if (p != child || done) continue;
         status = st;
         done = 1;
-        kill(-1, SIGKILL); /* whatever the program left behind in its namespace */
+        kill(-1, SIGKILL); /* whatever the program left behind in its namespace (checks too) */
+        if (ctl >= 0) {
+          close(ctl);
+          ctl = -1;
+          unlinkat(ctl_dir.dir, ctl_dir.base, 0);
+        }
       }
     }
+    if (at_out >= 0 && probe.out >= 0 && (pf[at_out].revents & (POLLIN | POLLHUP | POLLERR))) probe_output(&probe);
+    if (at_client >= 0 && probe.client >= 0 && (pf[at_client].revents & (POLLIN | POLLHUP | POLLERR))) {
+      close(probe.client); /* the agent gave up (its timeout): the check goes, with its group */
+      probe.client = -1;
+      if (probe.pid > 0) kill(-probe.pid, SIGKILL);
+    }
+    if (at_ctl >= 0 && ctl >= 0 && (pf[at_ctl].revents & POLLIN)) probe_accept(ctl, &probe, &o);
     for (int r = 0; r < open_relays; r++) {
       if (!(pf[r].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       for (int k = 0; k < n_relays; k++) {
@@ -570,14 +794,15 @@ static int init_main(int argc, char **argv) {
   return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
 
-/* A new process that is pid 1 of a new pid namespace, in new uts, ipc and mount namespaces:
+/* A new process that is pid 1 of a new pid namespace, in new uts and ipc namespaces (its mount
+   namespace it makes itself, once its files in the host's are open):
    fork semantics (returns 0 in the child), through the raw system call since the C library's
    clone() wants a separate stack. Every argument after the flags is 0, so the architectures'
    different argument orders do not matter. Unlike fork(), this skips the C library's fork
    bookkeeping (atfork handlers, resetting malloc's and stdio's locks, the thread's cached id):
    correct only because this program never starts a thread. */
 static pid_t clone_star(void) {
-  return (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNS | SIGCHLD, NULL, NULL, NULL, 0);
+  return (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD, NULL, NULL, NULL, 0);
 }
 
 /* In the new child: every signal blocked (a pid namespace's init would drop those it has no
