@@ -97,7 +97,7 @@ async function readScript(script: string, reader: ScriptAccess["reader"]): Promi
       if (!mayAccess(st, reader, 0o4)) throw new ScriptError(script, `is not readable by ${who}: a star's token may only name scripts its stars could read`);
       for (let dir = dirname(real); ; dir = dirname(dir)) {
         if (!mayAccess(await stat(dir), reader, 0o1)) {
-          throw new ScriptError(script, `is in ${dir}, which ${who} may not enter: a star's token may only name scripts its stars could read`);
+          throw new ScriptError(script, `is in ${dir}, closed to ${who}: a star's token may only name scripts its stars could read`);
         }
         if (dir === dirname(dir)) break;
       }

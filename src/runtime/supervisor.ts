@@ -84,6 +84,17 @@ export abstract class SupervisedRuntime implements Runtime {
     });
   }
 
+  /**
+   * Checks a spec as start() would (fields, limits against the node, what the runtime can
+   * enforce, the script, the host paths it names), without starting anything: for the
+   * controller's create, so bad input is refused before a star is recorded.
+   */
+  async validate(input: StarSpecInput, options: StartOptions = {}): Promise<void> {
+    const spec = parseStarSpec(input);
+    await this.admit(spec, limitsOf(spec, this.capacity));
+    await this.check(spec, options.trusted === true);
+  }
+
   async start(id: string, input: StarSpecInput, options: StartOptions = {}): Promise<StarStatus> {
     if (typeof id !== "string" || !DNS_LABEL.test(id)) {
       throw new InvalidArgumentError("id", `star id must be a DNS label (lowercase letters, digits, '-'), got ${JSON.stringify(id)}`);

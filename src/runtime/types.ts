@@ -66,6 +66,8 @@ export interface Runtime {
   readonly kind: "process" | "isolate" | "fake";
   /** Checks the spec, creates the star and starts it; resolves once it runs (or throws why not). */
   start(id: string, spec: StarSpecInput, options?: StartOptions): Promise<StarStatus>;
+  /** Checks a spec as start() would, without starting anything (throws what start would). */
+  validate(spec: StarSpecInput, options?: StartOptions): Promise<void>;
   /** Starts a star that has ended again (same spec, same files); no-op if it runs. */
   resume(id: string): Promise<StarStatus>;
   /** Resolves when the star has ended for good (no restart pending). */

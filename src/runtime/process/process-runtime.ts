@@ -19,7 +19,7 @@ import { closeSync, existsSync, openSync, watch } from "node:fs";
 import { connect } from "node:net";
 import { chmod, mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
-import { dirname, join, resolve, sep } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   InvalidArgumentError,
@@ -36,6 +36,7 @@ import { type RunHandle, type StarRecord, SupervisedRuntime } from "../superviso
 import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
 import type { ProbeResult } from "../health.js";
 import { diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
+import { HIDDEN, checkHostPaths, isUnder, sandboxArgs } from "./sandbox.js";
 import { Launcher, signalName } from "./launcher.js";
 import { type RunInfo, type SavedStar, StarStateDb, processStart, readEnd } from "./star-state.js";
 
@@ -172,6 +173,7 @@ export class ProcessRuntime extends SupervisedRuntime {
 
   protected async check(spec: StarSpec, trusted: boolean): Promise<void> {
     await this.program(spec, trusted ? {} : { reader: "all" });
+    if (this.isolated) await checkHostPaths(spec, this.dataDirs());
   }
 
   /** The argv to run (scripts checked and transpiled). */
@@ -190,31 +192,14 @@ export class ProcessRuntime extends SupervisedRuntime {
     return program;
   }
 
-  /**
-   * The star's view of the host, as launcher options (native/sandbox.c): the host read-only,
-   * private places hidden, private scratch places, the binds it needs, the syscall filter.
-   */
-  private sandbox(rec: StarRecord, program: { file?: string; source?: string }, base: string, cwd: string): string[] {
-    const args = ["-r"];
-    if (rec.spec.seccomp !== "unconfined") args.push("-P");
-    for (const h of this.hiddenPlaces()) args.push("-X", h);
-    // Scratch places: on the star's disk when it has one, else tmpfs charged to its memory.
-    const scratch: Array<[string, string]> = [["/tmp", "tmp"], ["/var/tmp", "var-tmp"], ["/run/lock", "run-lock"]];
-    for (const [place, name] of scratch) args.push("-T", rec.limits.diskBytes !== undefined ? `${place}=${join(base, name)}` : place);
-    args.push("-M", String(rec.limits.memoryBytes ?? 64 * 2 ** 20));
-    if (!rec.spec.cwd) args.push("-B", `${cwd}=${cwd}`);
-    if (program.file && isUnder(program.file, this.dir(rec.id))) args.push("-R", `${dirname(program.file)}=${dirname(program.file)}`);
-    // An admin's script is shown where it is (read-only), with its directory (its imports).
-    if (rec.trusted && program.source) args.push("-R", `${dirname(program.source)}=${dirname(program.source)}`);
-    if (program.source) args.push("-R", `${dirname(process.execPath)}=${dirname(process.execPath)}`);
-    for (const m of rec.spec.mounts) args.push(m.readonly ? "-R" : "-B", `${m.host}=${m.path ?? m.host}`);
-    if (rec.spec.root) args.push("-R", "/dev=/dev", "-C", rec.spec.root);
-    return args;
-  }
-
   /** What no star sees of the host (docs/security.md). */
   private hiddenPlaces(): string[] {
-    return ["/home", "/root", "/run/user", resolve(this.options.dataDir), ...(this.options.hide ?? []).map((h) => resolve(h))];
+    return [...HIDDEN, ...this.dataDirs()];
+  }
+
+  /** The node's own places: this runtime's data dir, and what the node asked to hide. */
+  private dataDirs(): string[] {
+    return [resolve(this.options.dataDir), ...(this.options.hide ?? []).map((h) => resolve(h))];
   }
 
   protected async launch(rec: StarRecord): Promise<RunHandle> {
@@ -234,7 +219,8 @@ export class ProcessRuntime extends SupervisedRuntime {
 
     // With disk_mb, the star's writable places live on its own size-limited filesystem.
     const base = rec.limits.diskBytes !== undefined && this.isolated ? await mountStarDisk(dir, rec.limits.diskBytes) : dir;
-    const cwd = rec.spec.cwd ?? join(base, "work");
+    // A star with a root of its own starts in its "/" (its work directory is not inside the root).
+    const cwd = rec.spec.cwd ?? (rec.spec.root ? "/" : join(base, "work"));
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
       HOME: cwd,
@@ -245,9 +231,9 @@ export class ProcessRuntime extends SupervisedRuntime {
     let cgroup = this.cgroupOf.get(rec.id);
     let oomBefore = 0;
     if (this.isolated) {
-      const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), rec.spec.cwd ? "-d" : "-W", cwd];
+      const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), rec.spec.cwd || rec.spec.root ? "-d" : "-W", cwd];
       args.push("-s", join(dir, "end"), "-k", join(dir, "ctl"), "-n", String(rec.limits.nofile ?? 1024));
-      args.push(...this.sandbox(rec, program, base, cwd));
+      args.push(...sandboxArgs({ spec: rec.spec, limits: rec.limits, trusted: rec.trusted, starDir: dir, base, cwd, program, hidden: this.hiddenPlaces() }));
       args.push("-o", join(dir, "stdout.log"), "-e", join(dir, "stderr.log"));
       args.push("-L", String(Math.round(rec.spec.log_max_mb * 2 ** 20)), "-K", String(rec.spec.log_max_files - 1));
       for (const [k, v] of Object.entries(env)) args.push("-E", `${k}=${v}`);
@@ -574,10 +560,6 @@ function recoveredLimits(spec: StarSpec, capacity: NodeCapacity | undefined) {
 
 function underTmp(path: string): boolean {
   return isUnder(path, "/tmp");
-}
-
-function isUnder(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
 }
 
 /**

@@ -4,10 +4,12 @@
  *
  *   /                 the host's tree (or the star's `root`), read-only and nosuid, recursively
  *   /proc             the star's own (its pid namespace)
- *   /dev/shm          a private tmpfs (charged to the star's memory)
  *   hidden places     /home, /root, /run/user, the node's data dir: an empty read-only tmpfs each
  *   scratch places    /tmp, /var/tmp, /run/lock: private and writable, on the star's disk (a
- *                     directory of its own) or a tmpfs charged to its memory; gone with the star
+ *                     directory of its own) or else a tmpfs; /dev/shm always a tmpfs. The tmpfs
+ *                     places are directories of ONE tmpfs of half the star's memory, so writing
+ *                     them all full ends in ENOSPC, not in an OOM kill (tmpfs pages are charged
+ *                     to the star's memory). All gone with the star.
  *   binds             the star's work directory (read-write), its script's directory and the
  *                     spec's `mounts` (read-only unless asked), at their paths, even inside a
  *                     hidden place (the empty tmpfs gets the path's directories first)
@@ -62,10 +64,36 @@ static int depth(const char *path) {
   return d;
 }
 
-static void tmpfs(const char *target, const char *mode, long long size, unsigned long flags) {
+static void tmpfs(const char *target, const char *mode, long long size, unsigned long flags) { /* hidden places */
   char data[96];
   snprintf(data, sizeof data, "mode=%s,size=%lld", mode, size);
   if (mount("tmpfs", target, "tmpfs", flags, data) < 0) fail(target);
+}
+
+/*
+ * The star's one scratch tmpfs, made detached (the new mount API: fsopen, fsmount) so that its
+ * directories can be attached at several places (open_tree, move_mount) and share one size.
+ */
+static int scratch_fs = -1;
+
+static void scratch_attach(const char *name, const char *target, long long size) {
+  if (scratch_fs < 0) {
+    char bytes[32];
+    snprintf(bytes, sizeof bytes, "%lld", size);
+    int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+    if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "size", bytes, 0) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "mode", "0755", 0) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", "tmpfs", 0) < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+      fail("scratch tmpfs");
+    }
+    scratch_fs = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    if (scratch_fs < 0) fail("scratch tmpfs");
+    close(fs);
+  }
+  if (mkdirat(scratch_fs, name, 0) < 0 || fchmodat(scratch_fs, name, 01777, 0) < 0) fail(target);
+  int tree = (int)syscall(SYS_open_tree, scratch_fs, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  if (tree < 0 || syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) fail(target);
+  close(tree);
 }
 
 /* The bind's source through our own /proc: opened before anything covered it. */
@@ -100,7 +128,10 @@ static void apply(struct mount_op *m, const char *prefix, long long scratch_max)
         bind_fd(m->fd, target);
         if (set_attr(target, 1, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY) < 0) fail(target);
       } else {
-        tmpfs(target, "1777", scratch_max, MS_NOSUID | MS_NODEV);
+        static int places;
+        char name[24];
+        snprintf(name, sizeof name, "place%d", ++places);
+        scratch_attach(name, target, scratch_max);
       }
       return;
     case MNT_BIND_RW:
@@ -145,11 +176,12 @@ void sandbox_setup(struct opts *o) {
   if (o->readonly && set_attr(o->root ? o->root : "/", 1, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0) < 0) fail("read-only view of the host");
   snprintf(proc, sizeof proc, "%s/proc", prefix);
   if (mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc");
-  long long scratch = o->scratch_max > 0 ? o->scratch_max : 64LL << 20;
-  /* A private /dev/shm (charged to the star's memory), so stars share no scratch space. */
+  /* Half the star's memory for all its tmpfs scratch places together (the rest for itself). */
+  long long scratch = (o->scratch_max > 0 ? o->scratch_max : 64LL << 20) / 2;
+  /* A private /dev/shm, so stars share no scratch space. */
   snprintf(shm, sizeof shm, "%s/dev/shm", prefix);
   struct stat st;
-  if (stat(shm, &st) == 0) tmpfs(shm, "1777", scratch, MS_NOSUID | MS_NODEV);
+  if (stat(shm, &st) == 0) scratch_attach("shm", shm, scratch);
   qsort(o->mounts, (size_t)o->n_mounts, sizeof o->mounts[0], by_depth);
   for (int i = 0; i < o->n_mounts; i++) apply(&o->mounts[i], prefix, scratch);
   /* The hiding tmpfs got the directories binds needed; now they are read-only too. */
@@ -163,6 +195,7 @@ void sandbox_setup(struct opts *o) {
   for (int i = 0; i < o->n_mounts; i++) {
     if (o->mounts[i].fd >= 0) close(o->mounts[i].fd);
   }
+  if (scratch_fs >= 0) close(scratch_fs);
   if (o->root) {
     /* pivot_root(".", "."): the old root ends up under the new one and is detached at once. */
     if (chdir(o->root) < 0) fail(o->root);
