@@ -37,12 +37,16 @@ describe("isolate runtime", { skip }, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("runs a .ts script as an isolate, unprivileged, with args, env and captured output", async () => {
-    const ts = await script("hi.ts", 'const n: number = 2;\nconsole.log(`hi ${process.argv[2]} ${process.env.WHO} uid=${process.getuid!()} n=${n}`);\nconsole.error("err line");\n');
+  it("runs a .ts script as an isolate, unprivileged and filtered (seccomp), with args, env and captured output", async () => {
+    const ts = await script(
+      "hi.ts",
+      'import { readFileSync } from "node:fs";\nconst n: number = 2;\nconst seccomp = /Seccomp:\\s+(\\d)/.exec(readFileSync("/proc/self/status", "utf8"))?.[1];\n' +
+        'console.log(`hi ${process.argv[2]} ${process.env.WHO} uid=${process.getuid!()} n=${n} seccomp=${seccomp}`);\nconsole.error("err line");\n',
+    );
     await rt.start("hi", { name: "hi", runtime: "isolate", script: ts, args: ["there"], env: { WHO: "you" }, ram_mb: 64 });
     const end = await rt.wait("hi");
     assert.equal(end.state, "exited");
-    assert.deepEqual(await lines("hi"), ["hi there you uid=65534 n=2", "err line"]);
+    assert.deepEqual(await lines("hi"), ["hi there you uid=65534 n=2 seccomp=2", "err line"]);
   });
 
   it("an isolate over its heap limit ends oom_killed; the host and other isolates go on", async () => {

@@ -201,6 +201,10 @@ export class IsolateRuntime extends SupervisedRuntime {
     for (const f of plan.procsFiles) args.push("-c", f);
     args.push("-H", "isolate-host", "-u", String(uid), "-g", String(gid), "-W", join(dir, "work"), "-t", join(dir, "tmp"));
     args.push("-s", join(dir, "end"), "-o", join(dir, "stdout.log"), "-e", join(dir, "stderr.log"));
+    // The system call filter of process stars (no new namespaces, mounts, keyrings, bpf, ptrace):
+    // the host runs user code. Its view of files stays the host's (it reads admins' scripts
+    // wherever they are, and appends to the stars' logs).
+    args.push("-P");
     // The host program goes into the data dir: the host cannot see /tmp (where a checkout may be).
     const hostScript = join(dir, "host.mjs");
     await copyFile(HOST_SCRIPT, hostScript);
