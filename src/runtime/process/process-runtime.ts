@@ -65,6 +65,12 @@ export interface ProcessRuntimeOptions {
   hide?: string[];
   /** The launcher binary (default: the one built into dist/native). */
   shimPath?: string;
+  /**
+   * For measurement only (bench/runtime): `false` starts stars without their view of the host
+   * (read-only tree, hidden and private places) and without the system call filter, as before
+   * issue 8, so a benchmark can show what the sandbox costs. Never for real stars.
+   */
+  sandbox?: boolean;
 }
 
 const DEFAULT_SHIM = fileURLToPath(new URL("../../../native/star-shim", import.meta.url));
@@ -233,7 +239,11 @@ export class ProcessRuntime extends SupervisedRuntime {
     if (this.isolated) {
       const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), rec.spec.cwd || rec.spec.root ? "-d" : "-W", cwd];
       args.push("-s", join(dir, "end"), "-k", join(dir, "ctl"), "-n", String(rec.limits.nofile ?? 1024));
-      args.push(...sandboxArgs({ spec: rec.spec, limits: rec.limits, trusted: rec.trusted, starDir: dir, base, cwd, program, hidden: this.hiddenPlaces() }));
+      if (this.options.sandbox !== false) {
+        args.push(...sandboxArgs({ spec: rec.spec, limits: rec.limits, trusted: rec.trusted, starDir: dir, base, cwd, program, hidden: this.hiddenPlaces() }));
+      } else {
+        args.push("-T", `/tmp=${join(base, "tmp")}`); // as before: a private /tmp on disk
+      }
       args.push("-o", join(dir, "stdout.log"), "-e", join(dir, "stderr.log"));
       args.push("-L", String(Math.round(rec.spec.log_max_mb * 2 ** 20)), "-K", String(rec.spec.log_max_files - 1));
       for (const [k, v] of Object.entries(env)) args.push("-E", `${k}=${v}`);
