@@ -7,11 +7,14 @@
  * Start latency is from the start call until the program's first stdout line is in its log
  * file; both sides write stdout to a file and are detected the same way (inotify on the
  * directory), so the difference is what the runtime adds: cgroup limits (cpu, memory, pids),
- * pid/mount/uts/ipc namespaces, an unprivileged user, no-new-privs, a private /tmp.
+ * pid/mount/uts/ipc namespaces, an unprivileged user, no-new-privs, and the sandbox of issue 8
+ * (the star's read-only view of the host with private places hidden, its scratch tmpfs, the
+ * seccomp filter, RLIMIT_NOFILE). A third column runs the same runtime with the sandbox off
+ * (`sandbox: false`, a measurement-only option), so its cost is measured in the same run.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, openSync, closeSync, readFileSync, chmodSync, copyFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -33,8 +36,10 @@ const NODE_N = Number(values["node-n"]);
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const src = join(here, "../../../bench/runtime");
-// Not under /tmp: each star's /tmp is private, so the runtime refuses data dirs there.
-const work = await mkdtemp("/var/tmp/constellation-bench-");
+// Where stars can see the program: not under /tmp or /var/tmp (each star has its own), nor
+// /home or /root (hidden from stars).
+await mkdir("/var/lib/constellation-bench", { recursive: true, mode: 0o755 });
+const work = await mkdtemp("/var/lib/constellation-bench/run-");
 chmodSync(work, 0o755);
 const tiny = join(work, "tiny");
 const cc = spawnSync("cc", ["-O2", "-static", "-o", tiny, join(src, "tiny.c")], { stdio: "inherit" });
@@ -69,10 +74,10 @@ function plainStarter(argv: string[], tag: string): Starter {
   };
 }
 
-function runtimeStarter(rt: ProcessRuntime, argv: string[], tag: string): Starter {
+function runtimeStarter(rt: ProcessRuntime, argv: string[], tag: string, data = "data"): Starter {
   return async (i) => {
     const id = `${tag}-${i}`;
-    const dir = join(work, "data", "stars", id);
+    const dir = join(work, data, "stars", id);
     mkdirSync(dir, { recursive: true, mode: 0o755 });
     const t0 = performance.now();
     const seen = firstLine(dir, "stdout.log");
@@ -132,21 +137,27 @@ function rssKb(): number {
 }
 
 const rt = await ProcessRuntime.create({ dataDir: join(work, "data") });
+const bare = await ProcessRuntime.create({ dataDir: join(work, "bare"), sandbox: false, uidBase: 2_500_000 });
 try {
   const rows: Array<Array<string | number>> = [];
-  // Alternate plain and runtime runs so drift affects both alike.
+  // Alternate plain and runtime runs so drift affects all alike.
   const tinyPlainSeq = await sequential(plainStarter([tiny], "ts"), N);
+  const tinyBareSeq = await sequential(runtimeStarter(bare, [tiny], "bts", "bare"), N);
   const tinyRtSeq = await sequential(runtimeStarter(rt, [tiny], "ts"), N);
   const tinyPlainConc = await batched(plainStarter([tiny], "tc"), N, CONC);
+  const tinyBareConc = await batched(runtimeStarter(bare, [tiny], "btc", "bare"), N, CONC);
   const tinyRtConc = await batched(runtimeStarter(rt, [tiny], "tc"), N, CONC);
   const nodePlain = await sequential(plainStarter([process.execPath, idle], "ns"), NODE_N);
+  const nodeBare = await sequential(runtimeStarter(bare, [process.execPath, idle], "bns", "bare"), NODE_N);
   const nodeRt = await sequential(runtimeStarter(rt, [process.execPath, idle], "ns"), NODE_N);
   const med = (a: number[]) => percentile([...a].sort((x, y) => x - y), 50);
   const added = (rt: number[], plain: number[]) => `${med(rt) - med(plain) >= 0 ? "+" : ""}${(med(rt) - med(plain)).toFixed(2)} ms`;
-  rows.push(["tiny (static C)", "sequential", N, ...fmt(tinyPlainSeq), ...fmt(tinyRtSeq), added(tinyRtSeq, tinyPlainSeq)]);
-  rows.push(["tiny (static C)", `${CONC} at a time, from each call`, N, ...fmt(tinyPlainConc.perCall), ...fmt(tinyRtConc.perCall), added(tinyRtConc.perCall, tinyPlainConc.perCall)]);
-  rows.push(["tiny (static C)", `${CONC} at a time, from the group's issue`, N, ...fmt(tinyPlainConc.fromIssue), ...fmt(tinyRtConc.fromIssue), added(tinyRtConc.fromIssue, tinyPlainConc.fromIssue)]);
-  rows.push(["Node script", "sequential", NODE_N, ...fmt(nodePlain), ...fmt(nodeRt), added(nodeRt, nodePlain)]);
+  const row = (program: string, mode: string, n: number, plain: number[], noSandbox: number[], full: number[]) =>
+    rows.push([program, mode, n, fmt(plain)[0]!, fmt(noSandbox)[0]!, ...fmt(full), added(full, plain), added(full, noSandbox)]);
+  row("tiny (static C)", "sequential", N, tinyPlainSeq, tinyBareSeq, tinyRtSeq);
+  row("tiny (static C)", `${CONC} at a time, from each call`, N, tinyPlainConc.perCall, tinyBareConc.perCall, tinyRtConc.perCall);
+  row("tiny (static C)", `${CONC} at a time, from the group's issue`, N, tinyPlainConc.fromIssue, tinyBareConc.fromIssue, tinyRtConc.fromIssue);
+  row("Node script", "sequential", NODE_N, nodePlain, nodeBare, nodeRt);
 
   // Hold HOLD stars at once: time until all run, then what each costs besides its program.
   global.gc?.();
@@ -174,14 +185,21 @@ try {
 
   console.log(`Machine: ${machine()}\n`);
   console.log("Start latency: start call → first stdout line in the log file (same detection for both).\n");
-  console.log(markdownTable(["program", "mode", "n", "plain spawn p50", "plain p99", "process runtime p50", "runtime p99", "added (p50)"], rows));
+  console.log(
+    markdownTable(
+      ["program", "mode", "n", "plain spawn p50", "runtime, sandbox off p50", "process runtime p50", "runtime p99", "added over plain (p50)", "the sandbox's share (p50)"],
+      rows,
+    ),
+  );
   console.log(`\n${HOLD} tiny stars started at once: all running after ${allRunning.toFixed(0)} ms.`);
   console.log(
     `Resident overhead per star at ${HOLD} running: ${perStarKb.toFixed(0)} kB ` +
       `(launcher + init PSS ${(helperPss / HOLD).toFixed(0)} kB, agent RSS growth ${((rssAfter - rssBefore) / HOLD).toFixed(0)} kB).`,
   );
 } finally {
-  for (const s of rt.list()) await rt.remove(s.id).catch(() => undefined);
-  await rt.close();
+  for (const r of [rt, bare]) {
+    for (const s of r.list()) await r.remove(s.id).catch(() => undefined);
+    await r.close();
+  }
   await rm(work, { recursive: true, force: true });
 }

@@ -215,6 +215,10 @@ export class ProcessRuntime extends SupervisedRuntime {
     const { uid, gid } = this.userOf(rec.id);
     // The star's directory (root's); the init makes work/ and the scratch places, the star's own.
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    if (this.options.sandbox === false) {
+      // Measurement only: no binds, so the star reaches its work dir through the host's paths.
+      for (const d of [this.options.dataDir, dirname(dir), dir]) await chmod(d, 0o711);
+    }
     // The script as the star may read it (an admin's: as root), checked on the file that is read,
     // at every start; a transpiled one is written where only root and the star can read it.
     const program = await this.program(rec.spec, {
