@@ -36,6 +36,9 @@ export type ErrorCode =
   | "API_UNAVAILABLE"
   | "STAR_NOT_FOUND"
   | "STAR_EXISTS"
+  | "STAR_OVER_PARENT_LIMIT"
+  | "NODE_MEMORY_FULL"
+  | "TOKEN_NOT_FOUND"
   | "TIMEOUT";
 
 export class ConstellationError extends Error {
@@ -277,6 +280,15 @@ export class ForbiddenError extends ConstellationError {
   }
 }
 
+/** A spec field that only an admin token may set (seccomp "unconfined", mounts, root, runtime "isolate"). */
+export class FieldForbiddenError extends ConstellationError {
+  readonly field: string;
+  constructor(field: string, scope: string, why: string) {
+    super("API_FORBIDDEN", `${field}: ${why}; only an admin token may ask for that (this token's scope is ${scope})`);
+    this.field = field;
+  }
+}
+
 /** A request that is not well-formed (bad JSON, wrong content type, unknown route). */
 export class BadRequestError extends ConstellationError {
   readonly field?: string;
@@ -314,6 +326,52 @@ export class DuplicateStarError extends ConstellationError {
   constructor(star: string) {
     super("STAR_EXISTS", `a star named ${star} exists already: pick another name, or remove it first (constellation rm ${star})`);
     this.star = star;
+  }
+}
+
+/** A star's child asks for more than the star itself has (a child gets at most its parent's limits). */
+export class ParentLimitError extends ConstellationError {
+  readonly field: string;
+  readonly parent: string;
+  constructor(field: string, asked: string, parent: string, parentHas: string) {
+    super(
+      "STAR_OVER_PARENT_LIMIT",
+      `${field} asks for ${asked}, but its parent star ${parent} has ${parentHas}: a star's children get at most the star's own limits; ask for at most that, or leave ${field} out to get the parent's`,
+    );
+    this.field = field;
+    this.parent = parent;
+  }
+}
+
+/**
+ * The node has promised its memory to the stars that should run there (the sum of their memory
+ * limits may be at most memoryOvercommit × its memory).
+ */
+export class NodeMemoryFullError extends ConstellationError {
+  readonly field: string;
+  readonly requestedMb: number;
+  readonly usedMb: number;
+  readonly leftMb: number;
+  constructor(field: string, node: string, requestedMb: number, usedMb: number, allowedMb: number) {
+    const leftMb = Math.max(0, allowedMb - usedMb);
+    super(
+      "NODE_MEMORY_FULL",
+      `${field} asks for ${requestedMb} MB, but node ${node} has ${usedMb} of ${allowedMb} MB promised to the stars that should run there (${leftMb} MB left): ` +
+        "stop or remove a star, or ask for less",
+    );
+    this.field = field;
+    this.requestedMb = requestedMb;
+    this.usedMb = usedMb;
+    this.leftMb = leftMb;
+  }
+}
+
+/** No API token with that id (`constellation token ls` lists them). */
+export class TokenNotFoundError extends ConstellationError {
+  readonly id: string;
+  constructor(id: string) {
+    super("TOKEN_NOT_FOUND", `no token with id ${id}: see \`constellation token ls\``);
+    this.id = id;
   }
 }
 

@@ -5,10 +5,11 @@
  * it runs: stars keep running when the controller is down, and the runtimes keep them across a
  * restart of the agent (recover), which then takes its stars back from its earlier reports.
  */
-import { dropTokensOf, newToken, saveToken } from "../controller/tokens.js";
+import { dropStarTokens, newToken, saveToken } from "../controller/tokens.js";
 import { isConstellationError } from "../errors.js";
 import { EventLog } from "../controller/events.js";
 import { KEYS, type NodeRecord, type StarObserved, type StarRecord, nodeKey, statusKey } from "../controller/model.js";
+import { DEFAULT_NODE_LIMITS, type NodeLimits } from "../runtime/spec.js";
 import type { LogLine, LogOptions, Runtime, StarStatus } from "../runtime/types.js";
 import type { Store } from "../store/types.js";
 import { type Action, type LocalStar, decide, isActive } from "./reconcile.js";
@@ -17,7 +18,8 @@ export type RuntimeKind = "process" | "isolate";
 
 export interface AgentOptions {
   store: Store;
-  node: NodeRecord;
+  /** This node (its limits: DEFAULT_NODE_LIMITS unless given). */
+  node: Omit<NodeRecord, "limits"> & { limits?: NodeLimits };
   runtimes: Partial<Record<RuntimeKind, Runtime>>;
   /** How often running stars' CPU and memory are sampled (default 2 s). */
   sampleMs?: number;
@@ -86,7 +88,8 @@ export class Agent implements NodeLink {
       this.unsubscribe.push(runtime.onChange((s) => this.onStatus(runtime, s)));
     }
     for (const [name] of this.local) void this.report(name);
-    await this.store.put(nodeKey(this.name), JSON.stringify(this.options.node));
+    const node: NodeRecord = { ...this.options.node, limits: this.options.node.limits ?? DEFAULT_NODE_LIMITS };
+    await this.store.put(nodeKey(this.name), JSON.stringify(node));
     await this.events.record("node.up", `node ${this.name} up (${Object.keys(this.options.runtimes).join(", ")} runtime)`, { node: this.name });
     const { kvs, revision } = await this.store.range({ prefix: KEYS.stars });
     for (const kv of kvs) this.take(JSON.parse(kv.value) as StarRecord);
@@ -200,7 +203,7 @@ export class Agent implements NodeLink {
       }
       this.local.delete(name);
       this.usages.delete(name);
-      await dropTokensOf(this.store, `star:${name}`);
+      await dropStarTokens(this.store, name);
       if (action === "remove") {
         await this.dropReport(name, local!.uid);
         return;
@@ -246,9 +249,11 @@ export class Agent implements NodeLink {
     const endpoint = this.options.endpoint?.();
     const env = (rec.spec as { env?: unknown }).env;
     if (!endpoint || (env !== undefined && (typeof env !== "object" || env === null))) return rec.spec;
-    await dropTokensOf(this.store, `star:${rec.name}`);
+    await dropStarTokens(this.store, rec.name);
     const token = newToken();
-    await saveToken(this.store, token, "star", `star:${rec.name}`);
+    // The token knows its star by name and uid: it stops working when this star is removed, and
+    // a star made again under the name is not this one.
+    await saveToken(this.store, token, "star", `star:${rec.name}`, { star: { name: rec.name, uid: rec.uid } });
     return { ...rec.spec, env: { CONSTELLATION_ENDPOINT: endpoint, CONSTELLATION_TOKEN: token, ...(env as Record<string, string> | undefined) } };
   }
 

@@ -8,6 +8,7 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Principal } from "../controller/model.js";
 import { BadRequestError, TooLargeError } from "../errors.js";
 
 export interface Request {
@@ -20,7 +21,7 @@ export interface Request {
   body: unknown;
   raw: http.IncomingMessage;
   /** Set by `before` (who is asking). */
-  auth?: { scope: string; name: string };
+  auth?: Principal;
 }
 
 /** A JSON reply, or `undefined` when the handler wrote the response itself (a stream). */

@@ -27,11 +27,17 @@ export const eventsQuery = z.strictObject({
   star: z.string().max(63).optional(),
   follow: flag.optional(),
 });
+/** Longest a token may live: 10 years. */
+export const MAX_TOKEN_TTL_S = 10 * 365 * 86_400;
+const TTL_RULE = `ttl_s must be a whole number of seconds from 1 to ${MAX_TOKEN_TTL_S} (10 years)`;
 export const tokenBody = z.strictObject({
   scope: z.enum(["admin", "read"], { error: 'scope must be "admin" or "read"' }),
   name: z.string().min(1).max(100).regex(/^[\x20-\x7e]+$/, "name must be printable ASCII").default("token"),
+  /** Seconds until it expires (absent: never). */
+  ttl_s: z.number({ error: TTL_RULE }).int(TTL_RULE).min(1, TTL_RULE).max(MAX_TOKEN_TTL_S, TTL_RULE).optional(),
 });
 export const nameParams = z.strictObject({ name: z.string() });
+export const tokenParams = z.strictObject({ id: z.string() });
 
 /** Parses `value` or throws a BadRequestError that names the first wrong field. */
 export function parse<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {

@@ -1,7 +1,9 @@
 /**
  * The HTTP JSON API (node:http with a small router, router.ts). Every route but /v1/health needs a token (Authorization: Bearer);
- * a `read` token may only GET. Errors are JSON `{ error: { code, message, field?, issues? } }`
- * with a 4xx status for anything the caller can fix — never a stack trace. Routes: docs/api.md.
+ * a `read` token may only GET; a star's token sees only its own star and its descendants; only
+ * admin tokens see env values and manage tokens. Errors are JSON
+ * `{ error: { code, message, field?, issues? } }` with a 4xx status for anything the caller can
+ * fix — never a stack trace. Routes and rules: docs/api.md.
  */
 import type { ServerResponse } from "node:http";
 import {
@@ -14,11 +16,11 @@ import {
 import type { NodeLink } from "../agent/agent.js";
 import type { Controller } from "../controller/controller.js";
 import { eventOf } from "../controller/events.js";
-import { KEYS, type StarView } from "../controller/model.js";
+import { type Event, KEYS, type Principal, type StarRecord, type StarView } from "../controller/model.js";
 import type { Store } from "../store/types.js";
-import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
+import { TOKEN_ID_LENGTH, listTokens, lookupToken, newToken, revokeToken, saveToken, tokenKey } from "../controller/tokens.js";
 import { type Request, Router } from "./router.js";
-import { createBody, eventsQuery, logsQuery, nameParams, noQuery, parse, removeQuery, tokenBody, waitQuery } from "./schemas.js";
+import { createBody, eventsQuery, logsQuery, nameParams, noQuery, parse, removeQuery, tokenBody, tokenParams, waitQuery } from "./schemas.js";
 
 export interface ApiOptions {
   store: Store;
@@ -39,7 +41,10 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   API_UNAUTHORIZED: 401,
   API_FORBIDDEN: 403,
   STAR_NOT_FOUND: 404,
+  TOKEN_NOT_FOUND: 404,
   STAR_EXISTS: 409,
+  STAR_OVER_PARENT_LIMIT: 422,
+  NODE_MEMORY_FULL: 422,
   TIMEOUT: 408,
   API_TOO_LARGE: 413,
   STORE_CLOSED: 503,
@@ -50,6 +55,31 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
 function withUsage(view: StarView, node: NodeLink): StarView & { usage?: { cpuPercent: number; memoryBytes: number } } {
   const u = view.status?.state === "running" ? node.usage(view.name) : undefined;
   return u ? { ...view, usage: { cpuPercent: Math.round(u.cpuPercent * 10) / 10, memoryBytes: u.memoryBytes } } : view;
+}
+
+/** What an env value reads as through a token that is not an admin's. */
+export const HIDDEN = "<hidden>";
+
+/**
+ * A star as `who` may see it: env values only for admin tokens (names are kept); a star's token
+ * does not see who made its own star (outside what it may see).
+ */
+export function shown<T extends StarView>(view: T, who: Principal): T {
+  if (who.scope === "admin") return view;
+  const env = view.spec.env;
+  let out: T = env && typeof env === "object" ? { ...view, spec: { ...view.spec, env: Object.fromEntries(Object.keys(env).map((k) => [k, HIDDEN])) } } : view;
+  if (who.star && out.name === who.star.name && out.owner) {
+    const { owner: _owner, ...rest } = out;
+    out = rest as T;
+  }
+  return out;
+}
+
+/** Whether event `e` is about a star `visible` holds (undefined: all are), as that very star. */
+function eventVisible(e: Event, visible: Map<string, StarRecord> | undefined): boolean {
+  if (!visible) return true;
+  const r = e.star === undefined ? undefined : visible.get(e.star);
+  return r !== undefined && e.at >= r.createdAt;
 }
 
 export interface Api {
@@ -68,36 +98,61 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
       const token = m ? await lookupToken(store, m[1]!) : undefined;
       if (!token) throw new UnauthorizedError();
-      req.auth = { scope: token.scope, name: token.name };
+      if (token.expiresAt !== undefined && Date.now() >= token.expiresAt) {
+        throw new UnauthorizedError(`this token expired at ${new Date(token.expiresAt).toISOString()}: ask an admin for a new one (constellation token --scope read --ttl 1h)`);
+      }
+      const who: Principal = { scope: token.scope, name: token.name };
+      if (token.scope === "star") {
+        // A star's token works while that very star exists (tokens of older agents name it only).
+        const named = token.star?.name ?? token.name.replace(/^star:/, "");
+        const record = await controller.find(named);
+        if (!record || (token.star && token.star.uid !== record.uid)) {
+          throw new UnauthorizedError(`this token belongs to star ${named}, which has been removed: a removed star's token is no longer valid`);
+        }
+        who.star = { name: record.name, uid: record.uid };
+      }
+      req.auth = who;
       const reading = req.method === "GET" || req.method === "HEAD";
       if (token.scope === "read" && !reading) throw new ForbiddenError(token.scope, "admin");
-      if (token.scope === "star" && req.path.startsWith("/v1/tokens")) throw new ForbiddenError(token.scope, "admin");
+      if (token.scope !== "admin" && req.path.startsWith("/v1/tokens")) throw new ForbiddenError(token.scope, "admin");
     },
   });
   const name = (req: Request) => parse(nameParams, req.params, "path").name;
+  const who = (req: Request) => req.auth!;
   const ndjson = (res: ServerResponse) => res.writeHead(200, { "content-type": "application/x-ndjson" });
 
   router
     .route("GET", "/v1/health", async () => ({ body: { ok: true } }))
-    .route("GET", "/v1/status", async () => ({ body: await controller.summary() }))
-    // A new token (admin only): shown once, stored only as its hash.
+    .route("GET", "/v1/status", async (req) => ({ body: await controller.summary(who(req)) }))
+    // Tokens (admin only, see `before`). A new one is shown once and stored only as its hash.
     .route("POST", "/v1/tokens", async (req) => {
       const body = parse(tokenBody, req.body, "body");
       const token = newToken();
-      await saveToken(store, token, body.scope, body.name);
-      return { status: 201, body: { token, scope: body.scope, name: body.name } };
+      const record = await saveToken(store, token, body.scope, body.name, body.ttl_s === undefined ? {} : { ttlSeconds: body.ttl_s });
+      const id = tokenKey(token).slice(KEYS.tokens.length, KEYS.tokens.length + TOKEN_ID_LENGTH);
+      return { status: 201, body: { token, id, scope: body.scope, name: body.name, ...(record.expiresAt === undefined ? {} : { expiresAt: record.expiresAt }) } };
     })
-    .route("GET", "/v1/stars", async () => ({ body: { stars: (await controller.list()).map((v) => withUsage(v, node)) } }))
+    .route("GET", "/v1/tokens", async (req) => {
+      parse(noQuery, req.query, "query");
+      return { body: { tokens: await listTokens(store) } };
+    })
+    .route("DELETE", "/v1/tokens/:id", async (req) => {
+      await revokeToken(store, parse(tokenParams, req.params, "path").id);
+      return { status: 204 };
+    })
+    .route("GET", "/v1/stars", async (req) => ({ body: { stars: (await controller.list(who(req))).map((v) => shown(withUsage(v, node), who(req))) } }))
     .route("POST", "/v1/stars", async (req) => {
       const body = parse(createBody, req.body, "body");
-      const opts = { ...(body.start === undefined ? {} : { start: body.start }), ...(req.auth?.scope === "star" ? { fromStar: true } : {}) };
-      return { status: 201, body: await controller.create(body.spec, opts) };
+      const opts = { ...(body.start === undefined ? {} : { start: body.start }), ...(req.auth?.scope === "star" ? { fromStar: true } : {}), by: who(req) };
+      return { status: 201, body: shown(await controller.create(body.spec, opts), who(req)) };
     })
     .route("GET", "/v1/stars/:name", async (req) => {
       const star = name(req);
       parse(noQuery, req.query, "query");
-      const view = withUsage(await controller.get(star), node);
-      return { body: { ...view, events: await controller.events.list({ star, limit: 20 }) } };
+      const view = shown(withUsage(await controller.get(star, who(req)), node), who(req));
+      const visible = await controller.visible(who(req));
+      const events = (await controller.events.list({ star, limit: 20 })).filter((e) => eventVisible(e, visible));
+      return { body: { ...view, events } };
     })
     .route("GET", "/v1/stars/:name/wait", async (req) => {
       const star = name(req);
@@ -107,20 +162,20 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const ended = (v: StarView) => current(v) && !["running", "starting", "pending"].includes(v.status!.state) && v.status!.restartAt === undefined;
       // Waiting for "running" also returns when the star ended instead (failed to start, say).
       const until = q.for === "running" ? (v: StarView) => (current(v) && v.status!.state === "running") || ended(v) : ended;
-      return { body: await controller.waitFor(star, until, q.timeout_ms) };
+      return { body: shown(await controller.waitFor(star, until, q.timeout_ms, who(req)), who(req)) };
     })
-    .route("POST", "/v1/stars/:name/start", async (req) => ({ body: await controller.setDesired(name(req), "running") }))
-    .route("POST", "/v1/stars/:name/stop", async (req) => ({ body: await controller.setDesired(name(req), "stopped") }))
+    .route("POST", "/v1/stars/:name/start", async (req) => ({ body: shown(await controller.setDesired(name(req), "running", who(req)), who(req)) }))
+    .route("POST", "/v1/stars/:name/stop", async (req) => ({ body: shown(await controller.setDesired(name(req), "stopped", who(req)), who(req)) }))
     .route("DELETE", "/v1/stars/:name", async (req) => {
       const star = name(req);
       const q = parse(removeQuery, req.query, "query");
-      await controller.remove(star, q.force ? { force: true } : {});
+      await controller.remove(star, { ...(q.force ? { force: true } : {}), by: who(req) });
       return { status: 204 };
     })
     .route("GET", "/v1/stars/:name/logs", async (req, res) => {
       const star = name(req);
       const q = parse(logsQuery, req.query, "query");
-      await controller.get(star); // 404 for an unknown star
+      await controller.get(star, who(req)); // 404 for an unknown star (or one this token may not see)
       const abort = new AbortController();
       res.on("close", () => abort.abort());
       const lines = node.logs(star, { ...(q.tail === undefined ? {} : { tail: q.tail }), follow: q.follow === true, signal: abort.signal });
@@ -138,7 +193,11 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("GET", "/v1/events", async (req, res) => {
       const q = parse(eventsQuery, req.query, "query");
       const filter = { ...(q.since === undefined ? {} : { since: q.since }), ...(q.star === undefined ? {} : { star: q.star }) };
-      const first = await controller.events.list({ ...filter, limit: q.limit ?? (q.follow ? 20 : 100) });
+      let visible = await controller.visible(who(req));
+      const limit = q.limit ?? (q.follow ? 20 : 100);
+      // A star's token: the newest `limit` of the events about what it may see.
+      const all = await controller.events.list(visible ? filter : { ...filter, limit });
+      const first = visible ? all.filter((e) => eventVisible(e, visible)).slice(-limit) : all;
       if (!q.follow) return { body: { events: first } };
       ndjson(res);
       const since = first.at(-1)?.seq ?? (await store.revision());
@@ -152,7 +211,10 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
           for (const ev of batch.events) {
             if (ev.type !== "put") continue;
             const e = eventOf(ev.kv);
-            if (q.star === undefined || e.star === q.star) res.write(`${JSON.stringify(e)}\n`);
+            if (q.star !== undefined && e.star !== q.star) continue;
+            // A star made after the stream opened may be one this token sees (a new child).
+            if (visible && e.kind === "star.created" && e.star !== undefined && !visible.has(e.star)) visible = await controller.visible(who(req));
+            if (eventVisible(e, visible)) res.write(`${JSON.stringify(e)}\n`);
           }
         }
       } catch {

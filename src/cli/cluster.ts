@@ -1,7 +1,25 @@
-/** Cluster commands: status, events. */
-import { type Command, Option } from "commander";
+/** Cluster commands: status, token (make, ls, rm), events. */
+import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { clientOf } from "./stars.js";
-import { bytes, color, printJson, stateText, table } from "./output.js";
+import { age, bytes, color, printJson, stateText, table } from "./output.js";
+
+const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 };
+
+/** "90s", "30m", "1h", "7d", "2w", or plain seconds → seconds. */
+export function parseDuration(v: string): number {
+  const m = /^(\d+)([smhdw]?)$/.exec(v.trim());
+  const seconds = m ? Number(m[1]) * UNITS[m[2] || "s"]! : NaN;
+  if (!Number.isSafeInteger(seconds) || seconds < 1) {
+    throw new CommanderArgError(`--ttl takes a duration like 90s, 30m, 1h, 7d or 2w (at least 1s), got "${v}"`);
+  }
+  return seconds;
+}
+
+/** When a token expires, for people: "-", "in 3h", "expired 2d ago". */
+function expiry(at: number | undefined, now = Date.now()): string {
+  if (at === undefined) return "never";
+  return at > now ? `in ${age(now, at)}` : color.red(`expired ${age(at, now)} ago`);
+}
 
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
@@ -33,17 +51,55 @@ export function registerClusterCommands(program: Command): void {
       }
     });
 
-  program
+  const token = program
     .command("token")
-    .description("make an API token (printed once; the constellation keeps only its hash)")
-    .addOption(new Option("--scope <scope>", "what it may do: read (look only) or admin (everything)").choices(["read", "admin"]).makeOptionMandatory())
+    .description("make an API token (printed once; the constellation keeps only its hash); `token ls`, `token rm ID`")
+    // (Not a mandatory option: commander would ask for it of `token ls` and `token rm` too.)
+    .addOption(new Option("--scope <scope>", "what it may do: read (look only; env values hidden) or admin (everything); required").choices(["read", "admin"]))
     .option("--name <name>", "who it is for", "token")
-    .addHelpText("after", examples(["constellation token --scope read --name dashboard"]))
-    .action(async (o: { scope: "read" | "admin"; name: string }, cmd: Command) => {
+    .option("--ttl <duration>", "expires after this long: 90s, 30m, 1h, 7d, 2w (default: never)", parseDuration)
+    .addHelpText("after", examples(["constellation token --scope read --name dashboard", "constellation token --scope read --ttl 1h", "constellation token ls", "constellation token rm 3f9a1c0b7d2e"]))
+    .action(async (o: { scope?: "read" | "admin"; name: string; ttl?: number }, cmd: Command) => {
+      if (o.scope === undefined) cmd.error("error: required option '--scope <scope>' not specified: constellation token --scope read (or admin); or token ls, token rm ID", { exitCode: 2 });
       const c = clientOf(cmd);
       try {
-        const t = await c.createToken(o.scope, o.name);
+        const t = await c.createToken(o.scope, o.name, o.ttl === undefined ? {} : { ttlSeconds: o.ttl });
         process.stdout.write(`${t.token}\n`);
+        if (process.stderr.isTTY) process.stderr.write(color.dim(`id ${t.id}${t.expiresAt ? `, expires ${new Date(t.expiresAt).toISOString()}` : ""}\n`));
+      } finally {
+        c.close();
+      }
+    });
+
+  token
+    .command("ls")
+    .alias("list")
+    .description("list the API tokens: id, scope, name, star, age, expiry (never the tokens themselves)")
+    .option("--json", "print as JSON")
+    .addHelpText("after", examples(["constellation token ls", "constellation token ls --json"]))
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const c = clientOf(cmd);
+      try {
+        const tokens = await c.tokens();
+        if (o.json) return printJson(tokens);
+        const rows = tokens.map((t) => [t.id, t.scope, t.name, t.star ?? "-", age(t.createdAt), expiry(t.expiresAt)]);
+        process.stdout.write(`${table(["ID", "SCOPE", "NAME", "STAR", "AGE", "EXPIRES"], rows)}\n`);
+      } finally {
+        c.close();
+      }
+    });
+
+  token
+    .command("rm")
+    .alias("revoke")
+    .description("revoke an API token by its id (or a unique prefix of it): it stops working at once")
+    .argument("<id>", "the token's id (constellation token ls)")
+    .addHelpText("after", examples(["constellation token rm 3f9a1c0b7d2e"]))
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const c = clientOf(cmd);
+      try {
+        await c.revokeToken(id);
+        process.stdout.write(`${id}: revoked\n`);
       } finally {
         c.close();
       }

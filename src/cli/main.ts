@@ -41,7 +41,13 @@ Connection: --data DIR (or CONSTELLATION_DATA; default ~/.constellation), or
 registerUp(program);
 registerStarCommands(program);
 registerClusterCommands(program);
-for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(str) });
+const quiet = (cmds: readonly Command[]): void => {
+  for (const c of cmds) {
+    c.exitOverride().configureOutput({ outputError: (str, write) => write(str) });
+    quiet(c.commands);
+  }
+};
+quiet(program.commands);
 
 // `constellation logs x | head -1`: a reader that went away is not an error.
 for (const stream of [process.stdout, process.stderr]) {

@@ -104,7 +104,7 @@ export function registerStarCommands(program: Command): void {
   program
     .command("list")
     .alias("ls")
-    .description("list the stars: name, state, node, CPU %, memory / limit, restarts, age")
+    .description("list the stars: name, state, node, CPU %, memory / limit, restarts, age, and the star that made it (parent)")
     .option("--json", "print as JSON")
     .addHelpText("after", examples(["constellation list", "constellation list --json"]))
     .action(async (o: { json?: boolean }, cmd: Command) => {
@@ -121,8 +121,9 @@ export function registerStarCommands(program: Command): void {
           memoryText(s),
           String(s.status?.restarts ?? 0),
           age(s.status?.startedAt ?? s.createdAt),
+          s.owner?.name ?? "-",
         ]);
-        process.stdout.write(`${table(["NAME", "STATE", "NODE", "CPU", "MEMORY", "RESTARTS", "AGE"], rows)}\n`);
+        process.stdout.write(`${table(["NAME", "STATE", "NODE", "CPU", "MEMORY", "RESTARTS", "AGE", "PARENT"], rows)}\n`);
       } finally {
         c.close();
       }
@@ -144,6 +145,7 @@ export function registerStarCommands(program: Command): void {
           `${color.bold("name")}       ${info.name}`,
           `${color.bold("state")}      ${stateText(s?.state ?? (info.desired === "running" ? "pending" : "stopped"))} (wanted: ${info.desired})${s?.reason ? ` — ${s.reason}` : ""}`,
           `${color.bold("node")}       ${info.node ?? "-"}`,
+          `${color.bold("parent")}     ${info.owner ? `${info.owner.name} (made by its token; removed with it)` : "-"}`,
           `${color.bold("pid")}        ${s?.pid ?? "-"}`,
           `${color.bold("exit")}       ${s?.exitCode ?? (s?.signal ? `signal ${s.signal}` : "-")}`,
           `${color.bold("restarts")}   ${s?.restarts ?? 0}`,
@@ -182,9 +184,9 @@ export function registerStarCommands(program: Command): void {
 
   program
     .command("rm")
-    .description("remove a star (its files and logs go with it)")
+    .description("remove a star and the stars it made (their files and logs go with them)")
     .argument("<name>", "the star")
-    .option("-f, --force", "remove it even if it runs (it is stopped first)")
+    .option("-f, --force", "remove it even if it or a star it made runs (they are stopped first)")
     .addHelpText("after", examples(["constellation rm hello", "constellation rm -f web"]))
     .action(async (name: string, o: { force?: boolean }, cmd: Command) => {
       const c = clientOf(cmd);

@@ -3,10 +3,33 @@ import type { Command } from "commander";
 import { InvalidArgumentError as CommanderArgError } from "commander";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
+import type { NodeLimits } from "../runtime/spec.js";
 import { color } from "./output.js";
 
+/**
+ * `up`'s flags for the node's defaults and ceilings (NodeLimits; the defaults, in the help, are
+ * DEFAULT_NODE_LIMITS's — a test keeps them in step without loading the spec module here).
+ */
+export const LIMIT_FLAGS: Array<{ key: keyof NodeLimits; flag: string; what: string; whole: boolean }> = [
+  { key: "defaultRamMb", flag: "--default-ram-mb <mb>", what: "memory of a star that asks for none, in MB (default 512)", whole: false },
+  { key: "defaultPids", flag: "--default-pids <n>", what: "processes of a star that asks for no pids (default 256)", whole: true },
+  { key: "maxPids", flag: "--max-pids <n>", what: "most processes a star may ask for (default 4096)", whole: true },
+  { key: "defaultNofile", flag: "--default-nofile <n>", what: "open files of a star that asks for no nofile (default 1024)", whole: true },
+  { key: "maxNofile", flag: "--max-nofile <n>", what: "most open files a star may ask for (default 65536)", whole: true },
+  { key: "maxLogMb", flag: "--max-log-mb <mb>", what: "most MB of logs a star may keep (default 1024)", whole: false },
+  { key: "memoryOvercommit", flag: "--memory-overcommit <x>", what: "promise at most x × the node's memory to stars that should run (default 1)", whole: false },
+];
+
+const limitArg = (flag: string, whole: boolean) => (v: string) => {
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || n <= 0 || (whole && !Number.isInteger(n))) {
+    throw new CommanderArgError(`${flag.split(" ")[0]} takes a ${whole ? "whole " : ""}number greater than 0, got "${v}"`);
+  }
+  return n;
+};
+
 export function registerUp(program: Command): void {
-  program
+  const up = program
     .command("up")
     .description("run a single-node constellation in the foreground (Ctrl-C stops the control plane; stars keep running)")
     .option("--port <n>", "API port on 127.0.0.1 (0: any free port)", (v) => {
@@ -14,16 +37,20 @@ export function registerUp(program: Command): void {
       if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CommanderArgError(`--port takes a port number 0-65535, got "${v}"`);
       return n;
     }, 7070)
-    .option("--dev", "run without root: limits are not enforced, and every star says so")
+    .option("--dev", "run without root: limits are not enforced, and every star says so");
+  for (const f of LIMIT_FLAGS) up.option(f.flag, f.what, limitArg(f.flag, f.whole));
+  up
     .addHelpText(
       "after",
-      `\nThe data dir (--data, CONSTELLATION_DATA, default ~/.constellation) keeps the store, the stars'\nfiles and the admin token; starting again with it keeps all state.\n\nExamples:\n  $ sudo constellation up\n  $ constellation up --data ./.constellation --port 0 --dev\n`,
+      `\nThe data dir (--data, CONSTELLATION_DATA, default ~/.constellation) keeps the store, the stars'\nfiles and the admin token; starting again with it keeps all state.\n\nExamples:\n  $ sudo constellation up\n  $ constellation up --data ./.constellation --port 0 --dev\n  $ sudo constellation up --default-ram-mb 256 --memory-overcommit 1.5\n`,
     )
-    .action(async (o: { port: number; dev?: boolean }, cmd: Command) => {
+    .action(async (o: { port: number; dev?: boolean } & Partial<NodeLimits>, cmd: Command) => {
       const g = cmd.optsWithGlobals<{ data?: string }>();
       const dataDir = resolve(g.data ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
+      const limits: Partial<NodeLimits> = {};
+      for (const f of LIMIT_FLAGS) if (o[f.key] !== undefined) limits[f.key] = o[f.key]!;
       const { startSingleNode } = await import("../server/single-node.js"); // the server loads only here
-      const node = await startSingleNode({ dataDir, port: o.port, devMode: o.dev === true }).catch((err: unknown) => {
+      const node = await startSingleNode({ dataDir, port: o.port, devMode: o.dev === true, limits }).catch((err: unknown) => {
         // Not root: say which flag runs it anyway.
         if (!o.dev && process.getuid?.() !== 0 && (err as { code?: string }).code === "RUNTIME_UNAVAILABLE") {
           (err as Error).message += " — as this user: constellation up --dev (limits not enforced), or run it as root";

@@ -3,20 +3,36 @@
  * stars to nodes. It never touches a runtime: it writes records to the store, and each node's
  * agent drives its runtime toward them and reports back (design.md §4).
  *
- *   create ─▶ validate (spec, capacity, script) ─▶ txn: put record if absent ─▶ event
+ *   create ─▶ validate (spec, who may ask for what, the parent's limits, capacity, script)
+ *          ─▶ memory left on the node? ─▶ txn: put record if absent (and its owner still there) ─▶ event
  *   assign loop: watch records ─▶ unassigned? pick a node ─▶ txn: set node if unchanged ─▶ event
+ *                              ─▶ owner gone? remove the orphan
+ *
+ * Who asks (a Principal) decides what is seen: a star's token sees only its own star and its
+ * descendants (anything else is "no such star"); admin and read tokens see everything.
  */
 import { randomUUID } from "node:crypto";
-import { DuplicateStarError, InvalidArgumentError, NoSuchStarError, TimeoutError } from "../errors.js";
+import {
+  DuplicateStarError,
+  FieldForbiddenError,
+  InvalidArgumentError,
+  NodeMemoryFullError,
+  NoSuchStarError,
+  TimeoutError,
+  UnauthorizedError,
+} from "../errors.js";
 import { resolveProgram } from "../runtime/script.js";
-import { DNS_LABEL, type StarSpecInput, limitsOf, parseStarSpec } from "../runtime/spec.js";
-import type { KeyValue, Store } from "../store/types.js";
+import { DEFAULT_NODE_LIMITS, DNS_LABEL, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../runtime/spec.js";
+import type { Compare, KeyValue, Store } from "../store/types.js";
+import { adminOnlyField, effectiveLimits, fits, mb, memoryBudget, withinParent } from "./admission.js";
 import { EventLog } from "./events.js";
+import { orphans, subtree } from "./family.js";
 import {
   type DesiredState,
   KEYS,
   type NodeRecord,
   PREFIX,
+  type Principal,
   type StarObserved,
   type StarRecord,
   type StarView,
@@ -40,10 +56,27 @@ export interface ClusterSummary {
   revision: number;
 }
 
+/** Whether a star's memory counts against its node: it should run and has not ended for good. */
+export function holdsMemory(record: StarRecord, observed: StarObserved | undefined): boolean {
+  if (record.desired !== "running") return false;
+  // No report on the latest request yet: it is about to run.
+  if (!observed || observed.uid !== record.uid || observed.generation < record.generation) return true;
+  return isActiveState(observed);
+}
+
+function isActiveState(o: StarObserved): boolean {
+  const s = o.status;
+  return s.state === "running" || s.state === "starting" || s.state === "pending" || s.restartAt !== undefined;
+}
+
 export class Controller {
   readonly events: EventLog;
   private abort = new AbortController();
   private loop: Promise<void> | undefined;
+  /** Creates and starts, one at a time: each sees the memory the ones before it took. */
+  private admitting: Promise<unknown> = Promise.resolve();
+  /** Parsed specs by uid (a star's spec never changes), for the memory sums. */
+  private specs = new Map<string, StarSpec>();
 
   constructor(private readonly options: ControllerOptions) {
     this.events = new EventLog(options.store, "controller");
@@ -53,10 +86,28 @@ export class Controller {
     return this.options.store;
   }
 
-  /** Checks a spec as the nodes would, then records the star (once: a second create of a name conflicts). */
-  async create(input: unknown, options: { start?: boolean; fromStar?: boolean } = {}): Promise<StarView> {
-    const spec = parseStarSpec(input);
+  /**
+   * Checks a spec as the nodes would, then records the star (once: a second create of a name
+   * conflicts). `by` a star's token: the new star is that star's child (its owner), gets at most
+   * its limits, and may not set the fields only an admin may.
+   */
+  async create(input: unknown, options: { start?: boolean; fromStar?: boolean; by?: Principal } = {}): Promise<StarView> {
+    let spec = parseStarSpec(input);
+    const by = options.by;
+    const forbidden = by && by.scope !== "admin" ? adminOnlyField(spec) : undefined;
+    if (forbidden) throw new FieldForbiddenError(forbidden.field, by!.scope, forbidden.why);
     const nodes = await this.nodes();
+    let stored = input as StarSpecInput;
+    let owner: { record: StarRecord; createRevision: number } | undefined;
+    if (by?.star) {
+      const kv = await this.store.get(starKey(by.star.name));
+      const parent = kv ? (JSON.parse(kv.value) as StarRecord) : undefined;
+      if (!kv || !parent || parent.uid !== by.star.uid) throw starGone(by.star.name);
+      const node = nodes.find((n) => n.name === parent.node) ?? nodes[0];
+      stored = withinParent(stored, parent.spec, parent.name, limitsOfNode(node));
+      spec = parseStarSpec(stored);
+      owner = { record: parent, createRevision: kv.createRevision };
+    }
     // Capacity: some node must be able to hold it (no node yet: checked when one joins); if none
     // can, the first node's answer says what is too much.
     const fitsOn = (n: NodeRecord) => {
@@ -77,84 +128,144 @@ export class Controller {
     const record: StarRecord = {
       name: spec.name,
       uid: randomUUID(),
-      spec: input as StarSpecInput,
+      spec: stored,
       desired: options.start === false ? "stopped" : "running",
       createdAt: Date.now(),
       generation: 1,
     };
-    const key = starKey(spec.name);
-    const res = await this.store.txn({
-      compare: [{ key, target: "createRevision", op: "=", value: 0 }],
-      success: [{ type: "put", key, value: JSON.stringify(record) }],
+    if (owner) record.owner = { name: owner.record.name, uid: owner.record.uid };
+    return this.admitted(async () => {
+      if (record.desired === "running") await this.checkMemory(spec, nodes);
+      const key = starKey(spec.name);
+      const compare: Compare[] = [{ key, target: "createRevision", op: "=", value: 0 }];
+      // Its owner must still be there (that very creation): no orphan is made by a create that
+      // races the owner's removal.
+      if (owner) compare.push({ key: starKey(owner.record.name), target: "createRevision", op: "=", value: owner.createRevision });
+      const res = await this.store.txn({ compare, success: [{ type: "put", key, value: JSON.stringify(record) }] });
+      if (!res.succeeded) {
+        if (owner && !(await this.store.get(key))) throw starGone(owner.record.name);
+        throw new DuplicateStarError(spec.name);
+      }
+      const made = owner ? ` by star ${owner.record.name}` : "";
+      await this.events.record("star.created", `created${made} (${record.desired === "running" ? "to run" : "stopped"})`, { star: spec.name });
+      return viewOf(record);
     });
-    if (!res.succeeded) throw new DuplicateStarError(spec.name);
-    await this.events.record("star.created", `created (${record.desired === "running" ? "to run" : "stopped"})`, { star: spec.name });
-    return viewOf(record);
   }
 
-  async list(): Promise<StarView[]> {
-    const [stars, status] = await Promise.all([this.store.range({ prefix: KEYS.stars }), this.store.range({ prefix: KEYS.status })]);
-    const observed = new Map(status.kvs.map((kv) => [kv.key.slice(KEYS.status.length), JSON.parse(kv.value) as StarObserved]));
-    return stars.kvs.map((kv) => {
-      const record = JSON.parse(kv.value) as StarRecord;
-      return viewOf(record, observed.get(record.name));
-    });
+  /** The star's record (undefined if there is none); no check of who asks. */
+  async find(name: string): Promise<StarRecord | undefined> {
+    const kv = await this.store.get(starKey(name));
+    return kv ? (JSON.parse(kv.value) as StarRecord) : undefined;
   }
 
-  async get(name: string): Promise<StarView> {
+  /**
+   * The stars `by` may see, by name (undefined: every star). A star's token sees its own star and
+   * its descendants.
+   */
+  async visible(by?: Principal): Promise<Map<string, StarRecord> | undefined> {
+    if (!by?.star) return undefined;
+    const { kvs } = await this.store.range({ prefix: KEYS.stars });
+    return new Map(subtree(kvs.map((kv) => JSON.parse(kv.value) as StarRecord), by.star).map((r) => [r.name, r]));
+  }
+
+  /** Every star `by` may see, with what its node reports. */
+  async list(by?: Principal): Promise<StarView[]> {
+    const [records, observed] = await this.readAll();
+    const seen = by?.star ? subtree(records, by.star) : records;
+    return seen.map((r) => viewOf(r, observed.get(r.name)));
+  }
+
+  /** The star, if `by` may see it (else: no such star, as if it did not exist). */
+  async get(name: string, by?: Principal): Promise<StarView> {
     checkName(name);
     const [rec, obs] = await Promise.all([this.store.get(starKey(name)), this.store.get(statusKey(name))]);
     if (!rec) throw new NoSuchStarError(name);
+    if (by?.star && !(await this.visible(by))!.has(name)) throw new NoSuchStarError(name);
     return viewOf(JSON.parse(rec.value) as StarRecord, obs ? (JSON.parse(obs.value) as StarObserved) : undefined);
   }
 
-  /** Sets what the star should be doing; its node's agent makes it so. */
-  async setDesired(name: string, desired: DesiredState): Promise<StarView> {
+  /**
+   * Sets what the star should be doing; its node's agent makes it so. Starting it needs room for
+   * its memory on its node.
+   */
+  async setDesired(name: string, desired: DesiredState, by?: Principal): Promise<StarView> {
+    await this.get(name, by); // it exists, and `by` may see it
+    const set = async (): Promise<StarView> => {
+      for (;;) {
+        const kv = await this.store.get(starKey(name));
+        if (!kv) throw new NoSuchStarError(name);
+        const record = JSON.parse(kv.value) as StarRecord;
+        const settled = await this.isSettled(name, record);
+        // Asking a star that has ended to run again is a new start too (`start` after it exited).
+        if (record.desired === desired && !(desired === "running" && settled)) return this.get(name);
+        if (desired === "running") await this.checkMemory(this.specOf(record), await this.nodes(), record);
+        const next: StarRecord = { ...record, desired, generation: record.generation + 1 };
+        if (await this.casRecord(kv, next)) {
+          await this.events.record(desired === "running" ? "star.start-requested" : "star.stop-requested", `${desired === "running" ? "start" : "stop"} requested`, { star: name });
+          return this.get(name);
+        }
+      }
+    };
+    return desired === "running" ? this.admitted(set) : set();
+  }
+
+  /**
+   * Removes a star and its descendants (their agents stop them and remove their files). A
+   * running star, or one with a running descendant, needs `force`.
+   */
+  async remove(name: string, options: { force?: boolean; by?: Principal } = {}): Promise<void> {
     checkName(name);
-    for (;;) {
-      const kv = await this.store.get(starKey(name));
-      if (!kv) throw new NoSuchStarError(name);
-      const record = JSON.parse(kv.value) as StarRecord;
-      const settled = await this.isSettled(name, record);
-      // Asking a star that has ended to run again is a new start too (`start` after it exited).
-      if (record.desired === desired && !(desired === "running" && settled)) return this.get(name);
-      const next: StarRecord = { ...record, desired, generation: record.generation + 1 };
-      if (await this.casRecord(kv, next)) {
-        await this.events.record(desired === "running" ? "star.start-requested" : "star.stop-requested", `${desired === "running" ? "start" : "stop"} requested`, { star: name });
-        return this.get(name);
+    const { kvs } = await this.store.range({ prefix: KEYS.stars });
+    const kvOf = new Map(kvs.map((kv) => [kv.key, kv]));
+    const records = kvs.map((kv) => JSON.parse(kv.value) as StarRecord);
+    const record = records.find((r) => r.name === name);
+    if (!record || (options.by?.star && !subtree(records, options.by.star).includes(record))) throw new NoSuchStarError(name);
+    const family = subtree(records, record);
+    if (!options.force) {
+      for (const r of family) {
+        if (await this.isSettled(r.name, r)) continue;
+        if (r === record) throw new InvalidArgumentError("force", `star ${name} is running: stop it first (constellation stop ${name}), or remove it anyway with -f`);
+        throw new InvalidArgumentError(
+          "force",
+          `star ${name} has a running descendant, ${r.name} (made by ${r.owner?.name}): stop it first (constellation stop ${r.name}), or remove ${name} with everything below it with -f`,
+        );
+      }
+    }
+    // Children before their parents, the star itself last: if a part fails (something changed
+    // meanwhile), the star is still there and the whole removal is decided again.
+    const order = [...family].reverse();
+    for (let i = 0; i < order.length; i += 60) {
+      const part = order.slice(i, i + 60).map((r) => kvOf.get(starKey(r.name))!);
+      const res = await this.store.txn({
+        compare: part.map((kv) => ({ key: kv.key, target: "modRevision" as const, op: "=" as const, value: kv.modRevision })),
+        success: part.map((kv) => ({ type: "delete" as const, range: { key: kv.key } })),
+      });
+      // (After a first part went, what is left was checked already.)
+      if (!res.succeeded) return this.remove(name, i === 0 ? options : { ...options, force: true });
+      for (const kv of part) {
+        const r = records.find((x) => starKey(x.name) === kv.key)!;
+        await this.events.record("star.removed", r === record ? "removed" : `removed with ${name}`, { star: r.name });
       }
     }
   }
 
-  /** Removes a star (its agent stops it and removes its files). A running star needs `force`. */
-  async remove(name: string, options: { force?: boolean } = {}): Promise<void> {
-    checkName(name);
-    const kv = await this.store.get(starKey(name));
-    if (!kv) throw new NoSuchStarError(name);
-    const record = JSON.parse(kv.value) as StarRecord;
-    if (!options.force && !(await this.isSettled(name, record))) {
-      throw new InvalidArgumentError("force", `star ${name} is running: stop it first (constellation stop ${name}), or remove it anyway with -f`);
-    }
-    const res = await this.store.txn({
-      compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
-      success: [{ type: "delete", range: { key: kv.key } }],
-    });
-    if (!res.succeeded) return this.remove(name, options); // changed meanwhile: decide again
-    await this.events.record("star.removed", "removed", { star: name });
-  }
-
-  /** Resolves with the star's view once `until` holds (watching the store), or times out. */
-  async waitFor(name: string, until: (v: StarView) => boolean, timeoutMs: number): Promise<StarView> {
+  /**
+   * Resolves with the star's view once `until` holds (watching the store), or times out. The star
+   * removed (or removed and made again) meanwhile: no such star.
+   */
+  async waitFor(name: string, until: (v: StarView) => boolean, timeoutMs: number, by?: Principal): Promise<StarView> {
     checkName(name);
     const watch = this.store.watch({ prefix: PREFIX });
     const timer = setTimeout(() => watch.close(), timeoutMs);
     try {
       await watch.ready;
-      let view = await this.get(name);
+      let view = await this.get(name, by);
+      const uid = view.uid;
       if (until(view)) return view;
       for await (const batch of watch) {
         if (!batch.events.some((e) => e.kv.key === starKey(name) || e.kv.key === statusKey(name))) continue;
         view = await this.get(name);
+        if (view.uid !== uid) throw new NoSuchStarError(name);
         if (until(view)) return view;
       }
       throw new TimeoutError(`star ${name} did not get there within ${timeoutMs} ms (now ${view.status?.state ?? "pending"})`);
@@ -169,8 +280,9 @@ export class Controller {
     return kvs.map((kv) => JSON.parse(kv.value) as NodeRecord);
   }
 
-  async summary(): Promise<ClusterSummary> {
-    const [nodes, stars] = await Promise.all([this.nodes(), this.list()]);
+  /** Nodes, capacity, and the stars `by` may see by state. */
+  async summary(by?: Principal): Promise<ClusterSummary> {
+    const [nodes, stars] = await Promise.all([this.nodes(), this.list(by)]);
     const byState: Record<string, number> = {};
     for (const s of stars) {
       const state = s.status?.state ?? (s.desired === "running" ? "pending" : "stopped");
@@ -224,17 +336,78 @@ export class Controller {
   }
 
   private async assignAll(): Promise<void> {
+    const { kvs } = await this.store.range({ prefix: KEYS.stars });
+    await this.removeOrphans(kvs);
     const nodes = await this.nodes();
     if (nodes.length === 0) return;
-    const { kvs } = await this.store.range({ prefix: KEYS.stars });
     for (const kv of kvs) {
       const record = JSON.parse(kv.value) as StarRecord;
       if (record.node !== undefined && nodes.some((n) => n.name === record.node)) continue;
-      const node = nodes[0]!;
+      const node = placement(nodes)!;
       if (await this.casRecord(kv, { ...record, node: node.name })) {
         await this.events.record("star.assigned", `assigned to node ${node.name}`, { star: record.name, node: node.name });
       }
     }
+  }
+
+  /**
+   * Removes stars whose owner is gone (a create that raced its owner's removal): a star's
+   * descendants never outlive it.
+   */
+  private async removeOrphans(kvs: KeyValue[]): Promise<void> {
+    const records = kvs.map((kv) => JSON.parse(kv.value) as StarRecord);
+    for (const r of orphans(records)) {
+      const kv = kvs.find((k) => k.key === starKey(r.name))!;
+      const res = await this.store.txn({
+        compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
+        success: [{ type: "delete", range: { key: kv.key } }],
+      });
+      if (res.succeeded) await this.events.record("star.removed", `removed: the star that made it (${r.owner?.name}) is gone`, { star: r.name });
+    }
+  }
+
+  /** Runs `fn` after every create and start before it (memory is promised one request at a time). */
+  private admitted<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.admitting.then(fn, fn);
+    this.admitting = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Refuses a star (`spec`; `record` when it exists) whose memory would take its node past
+   * memoryOvercommit × the node's memory, counting every other star there that should run.
+   */
+  private async checkMemory(spec: StarSpec, nodes: NodeRecord[], record?: StarRecord): Promise<void> {
+    const node = nodes.find((n) => n.name === record?.node) ?? placement(nodes);
+    if (!node) return; // no node yet: checked when one joins
+    const limits = limitsOfNode(node);
+    const [records, observed] = await this.readAll();
+    const onNode = (r: StarRecord) => r.node === node.name || (node === placement(nodes) && !nodes.some((n) => n.name === r.node));
+    const used = records
+      .filter((r) => r.name !== record?.name && onNode(r) && holdsMemory(r, observed.get(r.name)))
+      .map((r) => effectiveLimits(this.specOf(r), limits).memoryBytes!);
+    const budget = memoryBudget(node.memoryBytes, limits.memoryOvercommit, used);
+    const bytes = effectiveLimits(spec, limits).memoryBytes!;
+    if (!fits(budget, bytes)) throw new NodeMemoryFullError(spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", node.name, mb(bytes), mb(budget.usedBytes), mb(budget.allowedBytes));
+    // Forget the specs of stars that are gone.
+    const uids = new Set(records.map((r) => r.uid));
+    for (const uid of this.specs.keys()) if (!uids.has(uid)) this.specs.delete(uid);
+  }
+
+  private specOf(record: StarRecord): StarSpec {
+    let spec = this.specs.get(record.uid);
+    if (!spec) {
+      spec = parseStarSpec(record.spec);
+      this.specs.set(record.uid, spec);
+    }
+    return spec;
+  }
+
+  /** Every star record, and what the nodes report by star name. */
+  private async readAll(): Promise<[StarRecord[], Map<string, StarObserved>]> {
+    const [stars, status] = await Promise.all([this.store.range({ prefix: KEYS.stars }), this.store.range({ prefix: KEYS.status })]);
+    const observed = new Map(status.kvs.map((kv) => [kv.key.slice(KEYS.status.length), JSON.parse(kv.value) as StarObserved]));
+    return [stars.kvs.map((kv) => JSON.parse(kv.value) as StarRecord), observed];
   }
 
   private async casRecord(kv: KeyValue, next: StarRecord): Promise<boolean> {
@@ -250,11 +423,23 @@ export class Controller {
     const obs = await this.store.get(statusKey(name));
     if (!obs) return record.desired === "stopped";
     const o = JSON.parse(obs.value) as StarObserved;
-    if (o.uid !== record.uid) return true;
-    const s = o.status;
-    return s.state !== "running" && s.state !== "starting" && s.state !== "pending" && s.restartAt === undefined;
+    return o.uid !== record.uid || !isActiveState(o);
   }
 
+}
+
+/** The node new stars go to (one node for now: the first; the scheduler of a later issue decides). */
+function placement(nodes: NodeRecord[]): NodeRecord | undefined {
+  return nodes[0];
+}
+
+/** A node's defaults and ceilings (a record written before nodes had them: the defaults). */
+function limitsOfNode(node: NodeRecord | undefined) {
+  return node?.limits ?? DEFAULT_NODE_LIMITS;
+}
+
+function starGone(name: string): UnauthorizedError {
+  return new UnauthorizedError(`this token belongs to star ${name}, which has been removed: a removed star's token is no longer valid`);
 }
 
 function checkName(name: string): void {

@@ -10,7 +10,7 @@
  *   /constellation/nodes/<name>    NodeRecord: a node's agent, its capacity and runtime kinds
  *   /constellation/tokens/<hash>   TokenRecord: an API token's scope (by its SHA-256, never the token)
  */
-import type { StarSpecInput } from "../runtime/spec.js";
+import type { NodeLimits, StarSpecInput } from "../runtime/spec.js";
 import type { StarStatus } from "../runtime/types.js";
 
 export const PREFIX = "/constellation/";
@@ -31,6 +31,12 @@ export const eventKey = (seq: number) => `${KEYS.events}${String(seq).padStart(1
 
 export type DesiredState = "running" | "stopped";
 
+/** One star, exactly: its name and the uid of this creation (a star made again is another). */
+export interface StarRef {
+  name: string;
+  uid: string;
+}
+
 export interface StarRecord {
   name: string;
   /** Unique per creation: a star removed and created again under its name is another star. */
@@ -41,6 +47,11 @@ export interface StarRecord {
   /** The node that runs it (set by the controller's assignment loop). */
   node?: string;
   createdAt: number;
+  /**
+   * The star whose token created this one (absent: made by an admin). A star's token sees and
+   * manages only its own star and its descendants; removing a star removes its descendants.
+   */
+  owner?: StarRef;
   /** Raised on every change of spec or desired state. */
   generation: number;
 }
@@ -63,11 +74,13 @@ export interface NodeRecord {
   /** False in dev mode: limits are not enforced on this node. */
   limitsEnforced: boolean;
   startedAt: number;
+  /** Defaults and ceilings for stars, and how far memory may be promised (DEFAULT_NODE_LIMITS). */
+  limits: NodeLimits;
 }
 
 /**
- * admin: everything. read: GET only. star: what a star's own token may do — read, and create,
- * start, stop and remove stars (a star that fans work out), but not make tokens.
+ * admin: everything. read: GET only (specs' env values hidden). star: a star's own token — its
+ * own star and its descendants only (read, create children, start, stop, remove), no tokens.
  */
 export type TokenScope = "admin" | "read" | "star";
 
@@ -76,6 +89,17 @@ export interface TokenRecord {
   /** Who it is for ("admin", "star:<name>", ...). */
   name: string;
   createdAt: number;
+  /** After this (ms since the epoch) the token is refused. */
+  expiresAt?: number;
+  /** The star a `star` token belongs to. */
+  star?: StarRef;
+}
+
+/** Who is asking: a token's scope, its name, and for a star's token the star. */
+export interface Principal {
+  scope: TokenScope;
+  name: string;
+  star?: StarRef;
 }
 
 export type EventKind =

@@ -14,11 +14,22 @@ import { join, resolve } from "node:path";
 import { ApiUnavailableError } from "../errors.js";
 import type { ClusterSummary } from "../controller/controller.js";
 import type { Event, StarView } from "../controller/model.js";
+import type { TokenInfo } from "../controller/tokens.js";
 import type { StarSpecInput } from "../runtime/spec.js";
 import type { LogLine, StarStatus } from "../runtime/types.js";
 import { type Transport, httpTransport } from "./http.js";
 
-export type { ClusterSummary, Event, LogLine, StarSpecInput, StarStatus };
+export type { ClusterSummary, Event, LogLine, StarSpecInput, StarStatus, TokenInfo };
+
+/** A token just made: the token itself (shown this once) and how it is listed. */
+export interface NewToken {
+  token: string;
+  id: string;
+  scope: "admin" | "read";
+  name: string;
+  /** When it stops working (ms since the epoch); absent: never. */
+  expiresAt?: number;
+}
 
 /** A star as the API reports it, with its node's last CPU and memory reading while it runs. */
 export type StarInfo = StarView & { usage?: { cpuPercent: number; memoryBytes: number }; events?: Event[] };
@@ -133,12 +144,34 @@ export class Constellation {
   }
 
   /**
-   * Makes an API token: `read` may only look, `admin` may do everything. Shown once.
+   * Makes an API token (needs an admin token): `read` may only look (and sees env values
+   * hidden), `admin` may do everything. `ttlSeconds`: it expires that long from now. The token is
+   * shown this once; the constellation keeps only its hash.
    * @example
-   * const { token } = await c.createToken("read", "dashboard");
+   * const { token } = await c.createToken("read", "dashboard", { ttlSeconds: 3600 });
    */
-  async createToken(scope: "admin" | "read", name = "token"): Promise<{ token: string; scope: string; name: string }> {
-    return this.http.request("POST", "/v1/tokens", { scope, name });
+  async createToken(scope: "admin" | "read", name = "token", options: { ttlSeconds?: number } = {}): Promise<NewToken> {
+    return this.http.request("POST", "/v1/tokens", { scope, name, ...(options.ttlSeconds === undefined ? {} : { ttl_s: options.ttlSeconds }) });
+  }
+
+  /**
+   * Every API token, by id (a prefix of its hash; never the token), with scope, name, the star a
+   * star's token belongs to, and when it was made and expires. Needs an admin token.
+   * @example
+   * for (const t of await c.tokens()) console.log(t.id, t.scope, t.name);
+   */
+  async tokens(): Promise<TokenInfo[]> {
+    return (await this.http.request<{ tokens: TokenInfo[] }>("GET", "/v1/tokens")).tokens;
+  }
+
+  /**
+   * Revokes a token by its id (or a unique prefix of it, 4 hex digits at least): it stops working
+   * at once. Needs an admin token.
+   * @example
+   * await c.revokeToken("3f9a1c0b7d2e");
+   */
+  async revokeToken(id: string): Promise<void> {
+    await this.http.request("DELETE", `/v1/tokens/${encodeURIComponent(id)}`);
   }
 
   /** Closes idle connections (lets the process exit). */

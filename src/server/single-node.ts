@@ -12,13 +12,14 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, re
 import { availableParallelism, hostname, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
-import { RuntimeUnavailableError } from "../errors.js";
-import { newToken, saveToken } from "../controller/tokens.js";
+import { InvalidArgumentError, RuntimeUnavailableError } from "../errors.js";
+import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
 import { Controller } from "../controller/controller.js";
-import type { NodeRecord } from "../controller/model.js";
+import { type NodeRecord, PREFIX } from "../controller/model.js";
 import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
 import { ProcessRuntime } from "../runtime/process/process-runtime.js";
+import { DEFAULT_NODE_LIMITS, type NodeCapacity, type NodeLimits } from "../runtime/spec.js";
 import type { Runtime } from "../runtime/types.js";
 import { openStore } from "../store/open.js";
 import type { Store } from "../store/types.js";
@@ -32,6 +33,8 @@ export interface SingleNodeOptions {
   devMode?: boolean;
   /** This node's name (default: the host name, as a DNS label). */
   nodeName?: string;
+  /** Stars' defaults and ceilings on this node, and memory overcommit (DEFAULT_NODE_LIMITS for the rest). */
+  limits?: Partial<NodeLimits>;
 }
 
 export interface SingleNode {
@@ -45,6 +48,15 @@ export interface SingleNode {
 export function nodeNameOf(name: string): string {
   const label = name.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 63);
   return label || "node";
+}
+
+/** DEFAULT_NODE_LIMITS with `given` over them; a default over its ceiling is refused. */
+export function nodeLimitsOf(given: Partial<NodeLimits> = {}): NodeLimits {
+  const limits = { ...DEFAULT_NODE_LIMITS, ...given };
+  for (const [d, max] of [["defaultPids", "maxPids"], ["defaultNofile", "maxNofile"]] as const) {
+    if (limits[d] > limits[max]) throw new InvalidArgumentError(d, `${d} (${limits[d]}) is over ${max} (${limits[max]}): a star that asks for nothing would be refused; lower ${d} or raise ${max}`);
+  }
+  return limits;
 }
 
 export async function startSingleNode(options: SingleNodeOptions): Promise<SingleNode> {
@@ -64,11 +76,13 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
   try {
     const token = await adminToken(store, dataDir);
     const devMode = options.devMode === true;
-    const process_ = await ProcessRuntime.create({ dataDir: join(dataDir, "runtime"), devMode });
+    // The runtimes and the controller apply the same defaults and ceilings.
+    const capacity: Required<Omit<NodeCapacity, "diskBytes">> = { cpuCores: availableParallelism(), memoryBytes: totalmem(), limits: nodeLimitsOf(options.limits) };
+    const process_ = await ProcessRuntime.create({ dataDir: join(dataDir, "runtime"), devMode, capacity });
     const runtimes: Partial<Record<"process" | "isolate", Runtime>> = { process: process_ };
     closers.push(() => process_.close());
     if (!devMode) {
-      const isolate = await IsolateRuntime.create({ dataDir: join(dataDir, "isolate") }).catch(() => undefined);
+      const isolate = await IsolateRuntime.create({ dataDir: join(dataDir, "isolate"), capacity }).catch(() => undefined);
       if (isolate) {
         runtimes.isolate = isolate;
         closers.push(() => isolate.close());
@@ -76,8 +90,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     }
     const node: NodeRecord = {
       name: options.nodeName ?? nodeNameOf(hostname()),
-      cpuCores: availableParallelism(),
-      memoryBytes: totalmem(),
+      ...capacity,
       runtimes: Object.keys(runtimes),
       limitsEnforced: !devMode,
       startedAt: Date.now(),
@@ -112,13 +125,21 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
   }
 }
 
-/** The admin token: made on the first start (0600 in the data dir), the same ever after. */
+/**
+ * The admin token: made on the first start (0600 in the data dir), the same ever after — unless
+ * it was revoked (`constellation token rm`): then a new one replaces it in the file.
+ */
 async function adminToken(store: Store, dataDir: string): Promise<string> {
   const file = join(dataDir, "admin.token");
   if (existsSync(file)) {
     const token = readFileSync(file, "utf8").trim();
-    await saveToken(store, token, "admin", "admin");
-    return token;
+    if (await lookupToken(store, token)) return token;
+    // Not in the store: a new, empty store (keep the file's token), or revoked (make a new one).
+    const { count } = await store.range({ prefix: PREFIX }, { countOnly: true });
+    if (count === 0) {
+      await saveToken(store, token, "admin", "admin");
+      return token;
+    }
   }
   const token = newToken();
   await saveToken(store, token, "admin", "admin");

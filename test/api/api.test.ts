@@ -159,14 +159,17 @@ describe("HTTP API: bad input", () => {
   });
 
   it("a star's token may name only scripts everyone can read (root must not read a file for it)", async () => {
+    // A star's token, as its agent makes it (the star it belongs to must exist).
+    assert.equal((await post({ spec: { name: "token-holder", command: ["true"] }, start: false })).statusCode, 201);
+    const holder = (await controller.find("token-holder"))!;
     const star = newToken();
-    await saveToken(store, star, "star", "star:test");
+    await saveToken(store, star, "star", "star:token-holder", { star: { name: holder.name, uid: holder.uid } });
     const secret = join(dir, "secret");
     await mkdir(secret, { mode: 0o700 });
     await writeFile(join(secret, "s.ts"), "console.log('secret');\n", { mode: 0o600 });
     const refused = await post({ spec: { name: "leak", script: join(secret, "s.ts") } }, { authorization: `Bearer ${star}` });
     assert.equal(refused.statusCode, 400);
-    assert.match(error(refused).message, /a star's token may only name scripts anyone can read/);
+    assert.match(error(refused).message, /a star's token may only name scripts its stars could read/);
     await chmod(dir, 0o755);
     await chmod(script, 0o644);
     const allowed = await post({ spec: { name: "ok-from-star", script } }, { authorization: `Bearer ${star}` });
@@ -174,6 +177,7 @@ describe("HTTP API: bad input", () => {
     await controller.remove("ok-from-star", { force: true });
     const tokenMint = await request("POST", "/v1/tokens", JSON.stringify({ scope: "admin" }), { authorization: `Bearer ${star}`, "content-type": "application/json" });
     assert.equal(tokenMint.statusCode, 403);
+    await controller.remove("token-holder");
   });
 
   it("stop and wait return for a star that never ran (created stopped)", async () => {

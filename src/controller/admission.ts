@@ -1,0 +1,95 @@
+/**
+ * What a star may be created with, beyond the spec's own rules (pure functions; the controller
+ * applies them at create and start, docs/api.md "Auth"):
+ *
+ * - fields only an admin may set (they widen what a star can reach);
+ * - a child (made by a star's token) gets at most its parent's limits, and inherits the limits
+ *   its parent sets that it leaves out;
+ * - a node promises at most memoryOvercommit × its memory to the stars that should run there.
+ */
+import { type Limits, type NodeLimits, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../runtime/spec.js";
+import { ParentLimitError } from "../errors.js";
+
+const MB = 2 ** 20;
+
+/** The first field of `spec` that only an admin token may set, with why; undefined if none. */
+export function adminOnlyField(spec: StarSpec): { field: string; why: string } | undefined {
+  if (spec.seccomp === "unconfined") return { field: "seccomp", why: 'seccomp "unconfined" turns off the system call filter; leave seccomp out to get the default filter' };
+  if (spec.mounts.length > 0) return { field: "mounts", why: "mounts show more of the host to the star; leave mounts out" };
+  if (spec.root !== undefined) return { field: "root", why: "root runs the star in a root filesystem of the caller's choosing; leave root out" };
+  if (spec.runtime === "isolate") {
+    return { field: "runtime", why: 'runtime "isolate" runs the star in the node\'s shared isolate host, which is no boundary between stars (docs/runtime.md); leave runtime out (process)' };
+  }
+  return undefined;
+}
+
+/** A spec's limits with the node's defaults, whatever the node's ceilings (what it has, not may ask). */
+export function effectiveLimits(spec: StarSpec, node: NodeLimits): Limits {
+  return limitsOf(spec, { cpuCores: Infinity, memoryBytes: Infinity, limits: { ...node, maxPids: Infinity, maxNofile: Infinity, maxLogMb: Infinity } });
+}
+
+/** Fields inherited together: a child that sets none of a group gets the parent's fields of it. */
+const INHERITED: Array<Array<keyof StarSpecInput>> = [["cpu_percent", "cpu_cores"], ["ram_mb", "ram_gb"], ["disk_mb"], ["pids"], ["nofile"], ["log_max_mb"], ["log_max_files"]];
+
+/**
+ * The child's spec as it will be stored: each limit it leaves out that its parent's spec sets is
+ * the parent's (written into the child's spec, so it reads back as it runs); a limit the parent
+ * leaves out is the node's default for both. Throws ParentLimitError if the child's effective
+ * CPU, memory, disk, pids, nofile or log size is over its parent's.
+ */
+export function withinParent(input: StarSpecInput, parentInput: StarSpecInput, parentName: string, node: NodeLimits): StarSpecInput {
+  const out: Record<string, unknown> = { ...input };
+  for (const group of INHERITED) {
+    if (group.some((f) => input[f] !== undefined)) continue;
+    for (const f of group) if (parentInput[f] !== undefined) out[f] = parentInput[f];
+  }
+  const childSpec = parseStarSpec(out);
+  const parentSpec = parseStarSpec(parentInput);
+  const c = effectiveLimits(childSpec, node);
+  const p = effectiveLimits(parentSpec, node);
+  const over = (field: string, asked: string, has: string, parentSets: boolean): never => {
+    throw new ParentLimitError(field, asked, parentName, `${has}${parentSets ? "" : " (the node's default)"}`);
+  };
+  // (A limit the parent sets and the child leaves out was inherited above: the child has one.)
+  if (p.cpuMillis !== undefined && c.cpuMillis! > p.cpuMillis) {
+    if (childSpec.cpu_cores !== undefined) over("cpu_cores", `${childSpec.cpu_cores} cores`, `${p.cpuMillis / 1000} cores`, true);
+    over("cpu_percent", `${childSpec.cpu_percent} % of a core`, `${p.cpuMillis / 10} % of a core`, true);
+  }
+  if (c.memoryBytes! > p.memoryBytes!) {
+    const sets = parentSpec.ram_mb !== undefined || parentSpec.ram_gb !== undefined;
+    over(childSpec.ram_gb !== undefined ? "ram_gb" : "ram_mb", `${mb(c.memoryBytes!)} MB`, `${mb(p.memoryBytes!)} MB`, sets);
+  }
+  if (p.diskBytes !== undefined && c.diskBytes! > p.diskBytes) over("disk_mb", `${mb(c.diskBytes!)} MB`, `${mb(p.diskBytes)} MB`, true);
+  if (c.pids > p.pids) over("pids", `${c.pids} processes`, `${p.pids} processes`, parentSpec.pids !== undefined);
+  if (c.nofile! > p.nofile!) over("nofile", `${c.nofile} open files`, `${p.nofile} open files`, parentSpec.nofile !== undefined);
+  const logs = (s: StarSpec) => 2 * s.log_max_mb * s.log_max_files;
+  if (logs(childSpec) > logs(parentSpec)) {
+    const field = input.log_max_mb === undefined && input.log_max_files !== undefined ? "log_max_files" : "log_max_mb";
+    over(field, `${logs(childSpec)} MB of logs`, `${logs(parentSpec)} MB of logs (2 streams × log_max_mb × log_max_files)`, true);
+  }
+  return out as StarSpecInput;
+}
+
+/** How much of a node's memory is promised to stars that should run there. */
+export interface MemoryBudget {
+  /** memoryOvercommit × the node's memory. */
+  allowedBytes: number;
+  usedBytes: number;
+  leftBytes: number;
+}
+
+export function memoryBudget(memoryBytes: number, overcommit: number, committed: Iterable<number>): MemoryBudget {
+  const allowedBytes = Math.floor(memoryBytes * overcommit);
+  let usedBytes = 0;
+  for (const b of committed) usedBytes += b;
+  return { allowedBytes, usedBytes, leftBytes: Math.max(0, allowedBytes - usedBytes) };
+}
+
+/** Whether a star with this much memory fits in the budget. */
+export function fits(budget: MemoryBudget, bytes: number): boolean {
+  return budget.usedBytes + bytes <= budget.allowedBytes;
+}
+
+export function mb(bytes: number): number {
+  return Math.round(bytes / MB);
+}

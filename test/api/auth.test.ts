@@ -1,0 +1,408 @@
+/**
+ * Least privilege over real HTTP (issue 8): a star's token reads and manages only its own star
+ * and its descendants, children get at most their parent's limits, some fields are an admin's
+ * only, env values are hidden from every token but an admin's, tokens expire and are revoked,
+ * and a node promises at most memoryOvercommit × its memory.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { KEYS, type StarRecord, starKey } from "../../src/controller/model.js";
+import { newToken, saveToken } from "../../src/controller/tokens.js";
+import { connect } from "../../src/index.js";
+import { type ApiHarness, startApi } from "../helpers/api.js";
+import { waitFor } from "../helpers/wait.js";
+
+type View = { name: string; uid: string; owner?: { name: string }; spec: Record<string, unknown> & { env?: Record<string, string> }; status?: { state: string } };
+
+const sleeper = (name: string, extra: Record<string, unknown> = {}) => ({ spec: { name, command: ["sleep", "60"], ...extra } });
+
+/** A create through `token` that must be refused so: status, code, field, and the message's parts. */
+async function refused(api: ApiHarness, token: string, body: unknown, expect: { status: number; code: string; field: string; messages: RegExp[] }): Promise<void> {
+  const res = await api.request("POST", "/v1/stars", { token, body });
+  assert.equal(res.status, expect.status, `${JSON.stringify(body)}: ${res.text}`);
+  assert.equal(res.error().code, expect.code);
+  assert.equal(res.error().field, expect.field);
+  for (const m of expect.messages) assert.match(res.error().message, m);
+}
+
+describe("star tokens: a star's own star and its descendants only", () => {
+  let api: ApiHarness;
+  let parentToken: string;
+  let kidToken: string;
+
+  before(async () => {
+    api = await startApi();
+    for (const [name, env] of [["parent", { SECRET: "s3cret" }], ["other", { OTHER_SECRET: "x" }]] as const) {
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper(name, { env }) })).status, 201);
+    }
+    parentToken = await api.starToken("parent");
+    const kid = await api.request("POST", "/v1/stars", { token: parentToken, body: sleeper("kid", { env: { KID_SECRET: "k" } }) });
+    assert.equal(kid.status, 201, kid.text);
+    assert.deepEqual(kid.json<View>().owner?.name, "parent");
+    assert.deepEqual(kid.json<View>().spec.env, { KID_SECRET: "<hidden>" }, "the create's answer hides env values too");
+    kidToken = await api.starToken("kid");
+    const grandkid = await api.request("POST", "/v1/stars", { token: kidToken, body: sleeper("grandkid") });
+    assert.equal(grandkid.status, 201, grandkid.text);
+  });
+  after(() => api.close());
+
+  const names = async (token: string) => (await api.request("GET", "/v1/stars", { token })).json<{ stars: View[] }>().stars.map((s) => s.name).sort();
+
+  it("the record names its owner (name and uid); the agent gives each star a token naming it", async () => {
+    const kid = JSON.parse((await api.store.get(starKey("kid")))!.value) as StarRecord;
+    const parent = JSON.parse((await api.store.get(starKey("parent")))!.value) as StarRecord;
+    assert.deepEqual(kid.owner, { name: "parent", uid: parent.uid });
+    assert.equal(parent.owner, undefined, "an admin's star has no owner");
+    const tokens = (await api.request("GET", "/v1/tokens")).json<{ tokens: Array<{ scope: string; star?: string }> }>().tokens;
+    assert.deepEqual(tokens.filter((t) => t.scope === "star").map((t) => t.star).sort(), ["grandkid", "kid", "other", "parent"]);
+  });
+
+  it("lists only the subtree; the admin lists everything, with each star's parent", async () => {
+    assert.deepEqual(await names(parentToken), ["grandkid", "kid", "parent"]);
+    assert.deepEqual(await names(kidToken), ["grandkid", "kid"]);
+    assert.deepEqual(await names(api.admin), ["grandkid", "kid", "other", "parent"]);
+    const all = (await api.request("GET", "/v1/stars")).json<{ stars: View[] }>().stars;
+    assert.deepEqual(Object.fromEntries(all.map((s) => [s.name, s.owner?.name ?? null])), { grandkid: "kid", kid: "parent", other: null, parent: null });
+    // A star's token does not see who made its own star (that is outside what it may see).
+    const seenByKid = (await api.request("GET", "/v1/stars/kid", { token: kidToken })).json<View>();
+    assert.equal(seenByKid.owner, undefined);
+    assert.equal((await api.request("GET", "/v1/status", { token: kidToken })).json<{ stars: { total: number } }>().stars.total, 2);
+  });
+
+  it("any other star is 404, as if it did not exist: get, start, stop, rm, logs, wait", async () => {
+    const missing = (await api.request("GET", "/v1/stars/no-such-star", { token: kidToken })).error();
+    for (const [method, path] of [
+      ["GET", "/v1/stars/other"],
+      ["GET", "/v1/stars/parent"],
+      ["POST", "/v1/stars/other/start"],
+      ["POST", "/v1/stars/other/stop"],
+      ["DELETE", "/v1/stars/other?force=1"],
+      ["GET", "/v1/stars/other/logs"],
+      ["GET", "/v1/stars/other/wait?timeout_ms=100"],
+    ] as const) {
+      const res = await api.request(method, path, { token: kidToken });
+      assert.equal(res.status, 404, `${method} ${path}: ${res.text}`);
+      assert.equal(res.error().code, missing.code);
+      assert.equal(res.error().message, missing.message.replace("no-such-star", /^\/v1\/stars\/([a-z]+)/.exec(path)![1]!), "the same answer as for a star that does not exist");
+    }
+    assert.equal((await api.request("GET", "/v1/stars/other")).json<View>().status?.state, "running", "nothing happened to it");
+  });
+
+  it("events: only the subtree's, listed and followed; tokens: forbidden", async () => {
+    const events = (await api.request("GET", "/v1/events?limit=1000", { token: parentToken })).json<{ events: Array<{ star?: string; kind: string }> }>().events;
+    assert.ok(events.length > 0);
+    assert.deepEqual([...new Set(events.map((e) => e.star))].sort(), ["grandkid", "kid", "parent"]);
+    assert.deepEqual((await api.request("GET", "/v1/events?star=other", { token: parentToken })).json<{ events: unknown[] }>().events, []);
+    // Following: a new child's events come through, another star's do not.
+    const client = connect({ endpoint: api.url, token: parentToken });
+    const abort = new AbortController();
+    const seen: string[] = [];
+    const following = (async () => {
+      for await (const e of client.followEvents({ signal: abort.signal })) {
+        seen.push(`${e.star}:${e.kind}`);
+        if (e.star === "late-kid" && e.kind === "star.assigned") break;
+      }
+    })();
+    try {
+      await api.request("POST", "/v1/stars", { body: sleeper("late-other") });
+      await api.request("POST", "/v1/stars", { token: parentToken, body: sleeper("late-kid") });
+      await following;
+      assert.ok(seen.includes("late-kid:star.created"), seen.join());
+      assert.ok(!seen.some((s) => s.startsWith("late-other") || s.startsWith("other")), seen.join());
+    } finally {
+      abort.abort();
+      client.close();
+    }
+    for (const [method, path] of [["GET", "/v1/tokens"], ["POST", "/v1/tokens"], ["DELETE", "/v1/tokens/abcdef"]] as const) {
+      const res = await api.request(method, path, { token: parentToken, ...(method === "POST" ? { body: { scope: "read" } } : {}) });
+      assert.equal(res.status, 403, `${method} ${path}`);
+      assert.equal(res.error().code, "API_FORBIDDEN");
+    }
+  });
+
+  it("env values are hidden from every token but an admin's: list, get, start, stop, wait", async () => {
+    const read = (await api.request("POST", "/v1/tokens", { body: { scope: "read", name: "viewer" } })).json<{ token: string }>().token;
+    for (const token of [read, parentToken]) {
+      const listed = (await api.request("GET", "/v1/stars", { token })).json<{ stars: View[] }>().stars.find((s) => s.name === "parent")!;
+      assert.deepEqual(listed.spec.env, { SECRET: "<hidden>" });
+      assert.deepEqual((await api.request("GET", "/v1/stars/parent", { token })).json<View>().spec.env, { SECRET: "<hidden>" });
+      assert.doesNotMatch((await api.request("GET", "/v1/stars", { token })).text, /s3cret/);
+    }
+    assert.deepEqual((await api.request("GET", "/v1/stars/parent")).json<View>().spec.env, { SECRET: "s3cret" }, "the admin sees values");
+    for (const path of ["/v1/stars/kid/stop", "/v1/stars/kid/start"]) {
+      const res = await api.request("POST", path, { token: parentToken });
+      assert.equal(res.status, 200, res.text);
+      assert.deepEqual(res.json<View>().spec.env, { KID_SECRET: "<hidden>" });
+    }
+    const waited = await api.request("GET", "/v1/stars/kid/wait?for=running&timeout_ms=5000", { token: parentToken });
+    assert.equal(waited.status, 200, waited.text);
+    assert.deepEqual(waited.json<View>().spec.env, { KID_SECRET: "<hidden>" });
+  });
+
+  it("rm of a star whose descendant runs is refused, naming it; -f removes the whole subtree and its tokens", async () => {
+    assert.equal((await api.request("POST", "/v1/stars/parent/stop", { token: parentToken })).status, 200);
+    await api.request("GET", "/v1/stars/parent/wait?for=ended&timeout_ms=5000");
+    const refused = await api.request("DELETE", "/v1/stars/parent");
+    assert.equal(refused.status, 400);
+    assert.match(refused.error().message, /star parent has a running descendant, kid \(made by parent\): stop it first \(constellation stop kid\), or remove parent with everything below it with -f/);
+    assert.ok(await api.controller.find("kid"), "nothing was removed");
+    const removed = await api.request("DELETE", "/v1/stars/parent?force=1");
+    assert.equal(removed.status, 204, removed.text);
+    assert.deepEqual(await names(api.admin), ["late-other", "other"]);
+    await waitFor("the fake runtime to let them go", () => (["parent", "kid", "grandkid", "late-kid"].every((n) => !api.runtime.status(n)) ? true : undefined));
+    assert.equal((await api.request("GET", "/v1/stars", { token: kidToken })).status, 401);
+    await waitFor("their tokens to be dropped", async () => {
+      const tokens = (await api.request("GET", "/v1/tokens")).json<{ tokens: Array<{ star?: string }> }>().tokens;
+      return tokens.every((t) => t.star === undefined || t.star === "other" || t.star === "late-other") ? true : undefined;
+    });
+    // (Its agent drops a removed star's token; one not dropped yet is refused all the same.)
+    const left = newToken();
+    await saveToken(api.store, left, "star", "star:kid", { star: { name: "kid", uid: "the-removed-kid" } });
+    const gone = await api.request("GET", "/v1/stars", { token: left });
+    assert.equal(gone.status, 401);
+    assert.match(gone.error().message, /belongs to star kid, which has been removed/);
+  });
+
+  it("a star made again under the name is not the owner of what the first one made; its old token is refused", async () => {
+    await api.request("POST", "/v1/stars", { body: sleeper("phoenix") });
+    const first = await api.starToken("phoenix");
+    assert.equal((await api.request("POST", "/v1/stars", { token: first, body: sleeper("ash") })).status, 201);
+    // Only phoenix's record goes (as if its removal raced): ash's owner is then gone.
+    await api.store.delete({ key: starKey("phoenix") });
+    await waitFor("the orphan to be removed", async () => ((await api.controller.find("ash")) ? undefined : true));
+    const why = (await api.controller.events.list({ star: "ash" })).map((e) => e.message);
+    assert.ok(why.includes("removed: the star that made it (phoenix) is gone"), why.join("; "));
+    await api.request("POST", "/v1/stars", { body: sleeper("phoenix") });
+    const second = await waitFor("a new token", async () => {
+      const t = await api.starToken("phoenix");
+      return t !== first ? t : undefined;
+    });
+    assert.equal((await api.request("GET", "/v1/stars", { token: first })).status, 401);
+    assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("ash") })).status, 201, "an admin's ash");
+    assert.deepEqual(await names(second), ["phoenix"], "the admin's ash is not the new phoenix's");
+    assert.equal((await api.request("GET", "/v1/stars/ash", { token: second })).status, 404);
+  });
+
+  it("a child's create that races its owner's removal makes no orphan (the owner is checked in the same transaction)", async () => {
+    await api.request("POST", "/v1/stars", { body: sleeper("racer") });
+    const token = await api.starToken("racer");
+    const creates = Array.from({ length: 10 }, (_, i) => api.request("POST", "/v1/stars", { token, body: sleeper(`racer-kid-${i}`) }));
+    const removal = api.request("DELETE", "/v1/stars/racer?force=1");
+    const answers = await Promise.all(creates);
+    assert.equal((await removal).status, 204);
+    assert.ok(answers.every((a) => a.status === 201 || a.status === 401), answers.map((a) => a.text).join("\n"));
+    await waitFor("no star of racer's left", async () => ((await names(api.admin)).some((n) => n.startsWith("racer")) ? undefined : true));
+  });
+});
+
+describe("a child gets at most its parent's limits", () => {
+  let api: ApiHarness;
+  let capped: string;
+  let plain: string;
+  const limits = { cpu_percent: 50, ram_mb: 256, disk_mb: 100, pids: 64, nofile: 512, log_max_mb: 2, log_max_files: 2 };
+
+  before(async () => {
+    api = await startApi();
+    await api.request("POST", "/v1/stars", { body: sleeper("capped", limits) });
+    await api.request("POST", "/v1/stars", { body: sleeper("plain") });
+    [capped, plain] = [await api.starToken("capped"), await api.starToken("plain")];
+  });
+  after(() => api.close());
+
+  it("asking for more than the parent has, field by field: 422 naming the field and what the parent has; nothing created", async () => {
+    const cases: Array<[Record<string, unknown>, string, RegExp]> = [
+      [{ cpu_percent: 60 }, "cpu_percent", /cpu_percent asks for 60 % of a core, but its parent star capped has 50 % of a core/],
+      [{ cpu_cores: 0.6 }, "cpu_cores", /cpu_cores asks for 0.6 cores, but its parent star capped has 0.5 cores/],
+      [{ ram_mb: 300 }, "ram_mb", /ram_mb asks for 300 MB, but its parent star capped has 256 MB/],
+      [{ ram_gb: 1 }, "ram_gb", /ram_gb asks for 1024 MB, but its parent star capped has 256 MB/],
+      [{ disk_mb: 200 }, "disk_mb", /disk_mb asks for 200 MB, but its parent star capped has 100 MB/],
+      [{ pids: 65 }, "pids", /pids asks for 65 processes, but its parent star capped has 64 processes/],
+      [{ nofile: 1024 }, "nofile", /nofile asks for 1024 open files, but its parent star capped has 512 open files/],
+      [{ log_max_mb: 3 }, "log_max_mb", /log_max_mb asks for 12 MB of logs, but its parent star capped has 8 MB of logs/],
+      [{ log_max_files: 3 }, "log_max_files", /log_max_files asks for 12 MB of logs/],
+    ];
+    for (const [ask, field, message] of cases) {
+      await refused(api, capped, sleeper("greedy", ask), { status: 422, code: "STAR_OVER_PARENT_LIMIT", field, messages: [message, /leave \S+ out to get the parent's/] });
+    }
+    // The node's default is what a parent without ram_mb has.
+    const overDefault = await api.request("POST", "/v1/stars", { token: plain, body: sleeper("greedy", { ram_mb: 1024 }) });
+    assert.equal(overDefault.status, 422);
+    assert.match(overDefault.error().message, /parent star plain has 512 MB \(the node's default\)/);
+    assert.equal(await api.controller.find("greedy"), undefined);
+  });
+
+  it("what the child leaves out it inherits from its parent (written into its spec); less is kept", async () => {
+    const res = await api.request("POST", "/v1/stars", { token: capped, body: sleeper("heir") });
+    assert.equal(res.status, 201, res.text);
+    const spec = res.json<View>().spec;
+    assert.deepEqual({ cpu_percent: spec.cpu_percent, ram_mb: spec.ram_mb, disk_mb: spec.disk_mb, pids: spec.pids, nofile: spec.nofile, log_max_mb: spec.log_max_mb, log_max_files: spec.log_max_files }, limits);
+    const modest = await api.request("POST", "/v1/stars", { token: capped, body: sleeper("modest", { cpu_cores: 0.25, ram_gb: 0.125, log_max_files: 1 }) });
+    assert.equal(modest.status, 201, modest.text);
+    const m = modest.json<View>().spec;
+    assert.deepEqual([m.cpu_cores, m.cpu_percent, m.ram_gb, m.ram_mb, m.log_max_files, m.log_max_mb], [0.25, undefined, 0.125, undefined, 1, 2]);
+    // A parent without limits of its own: the child gets the node's defaults, not a copy.
+    const free = await api.request("POST", "/v1/stars", { token: plain, body: sleeper("free") });
+    assert.equal(free.status, 201);
+    assert.equal(free.json<View>().spec.ram_mb, undefined);
+    // And as the node runs it: the inherited limits.
+    await waitFor("heir to run", () => (api.runtime.status("heir")?.state === "running" ? true : undefined));
+    assert.equal(api.runtime.status("heir")!.limits.memoryBytes, 256 * 2 ** 20);
+    assert.equal(api.runtime.status("heir")!.limits.pids, 64);
+  });
+
+  it("fields only an admin may set: 403 naming the field and what to do; nothing created", async () => {
+    const cases: Array<[Record<string, unknown>, string, RegExp]> = [
+      [{ seccomp: "unconfined" }, "seccomp", /seccomp "unconfined" turns off the system call filter; leave seccomp out/],
+      [{ mounts: [{ host: "/etc" }] }, "mounts", /mounts show more of the host to the star; leave mounts out/],
+      [{ root: "/srv/rootfs" }, "root", /root runs the star in a root filesystem/],
+      [{ runtime: "isolate" }, "runtime", /runtime "isolate" .* no boundary between stars/],
+    ];
+    for (const [ask, field, message] of cases) {
+      await refused(api, plain, sleeper("sneaky", ask), { status: 403, code: "API_FORBIDDEN", field, messages: [message, /only an admin token may ask for that \(this token's scope is star\)/] });
+    }
+    assert.equal(await api.controller.find("sneaky"), undefined);
+    // The same for an admin: allowed (seccomp "default" and an empty mounts list are anyone's).
+    assert.equal((await api.request("POST", "/v1/stars", { token: plain, body: sleeper("fine", { seccomp: "default", mounts: [] }) })).status, 201);
+    assert.equal((await api.request("POST", "/v1/stars", { body: { ...sleeper("admins", { seccomp: "unconfined" }), start: false } })).status, 201);
+  });
+});
+
+describe("tokens: scopes, expiry, listing, revocation", () => {
+  let api: ApiHarness;
+  before(async () => {
+    api = await startApi();
+  });
+  after(() => api.close());
+
+  it("an admin makes narrower tokens; they are listed by id (never the token) and revoked", async () => {
+    const made = await api.request("POST", "/v1/tokens", { body: { scope: "read", name: "dashboard", ttl_s: 3600 } });
+    assert.equal(made.status, 201, made.text);
+    const t = made.json<{ token: string; id: string; scope: string; expiresAt: number }>();
+    assert.match(t.id, /^[0-9a-f]{12}$/);
+    assert.ok(Math.abs(t.expiresAt - (Date.now() + 3_600_000)) < 10_000);
+    const listed = await api.request("GET", "/v1/tokens");
+    assert.doesNotMatch(listed.text, new RegExp(t.token));
+    assert.doesNotMatch(listed.text, /[0-9a-f]{40}/, "not the whole hash either");
+    const row = listed.json<{ tokens: Array<Record<string, unknown>> }>().tokens.find((x) => x.id === t.id);
+    assert.deepEqual(Object.keys(row!).sort(), ["createdAt", "expiresAt", "id", "name", "scope"]);
+    assert.equal(row!.name, "dashboard");
+    assert.equal((await api.request("GET", "/v1/stars", { token: t.token })).status, 200);
+    assert.equal((await api.request("POST", "/v1/stars", { token: t.token, body: sleeper("nope") })).status, 403);
+    assert.equal((await api.request("GET", "/v1/tokens", { token: t.token })).status, 403, "a read token may not list tokens");
+
+    assert.equal((await api.request("DELETE", `/v1/tokens/${t.id.slice(0, 8)}`)).status, 204, "a unique prefix will do");
+    const revoked = await api.request("GET", "/v1/stars", { token: t.token });
+    assert.equal(revoked.status, 401);
+    const again = await api.request("DELETE", `/v1/tokens/${t.id}`);
+    assert.equal(again.status, 404);
+    assert.equal(again.error().code, "TOKEN_NOT_FOUND");
+    assert.match(again.error().message, /no token with id .*constellation token ls/);
+  });
+
+  it("an expired token is refused with a message that says so", async () => {
+    const { token } = (await api.request("POST", "/v1/tokens", { body: { scope: "admin", name: "brief", ttl_s: 1 } })).json<{ token: string }>();
+    assert.equal((await api.request("GET", "/v1/stars", { token })).status, 200);
+    const refused = await waitFor("the token to expire", async () => {
+      const res = await api.request("GET", "/v1/stars", { token });
+      return res.status === 401 ? res : undefined;
+    }, { timeoutMs: 5000, intervalMs: 100 });
+    assert.equal(refused.error().code, "API_UNAUTHORIZED");
+    assert.match(refused.error().message, /this token expired at \d{4}-\d\d-\d\dT.*: ask an admin for a new one/);
+  });
+
+  it("bad input: 4xx naming the field, never a 500", async () => {
+    const bodies: Array<[unknown, string]> = [
+      [{ scope: "star" }, "scope"],
+      [{ scope: "root" }, "scope"],
+      [{}, "scope"],
+      [{ scope: "read", ttl_s: 0 }, "ttl_s"],
+      [{ scope: "read", ttl_s: -5 }, "ttl_s"],
+      [{ scope: "read", ttl_s: 1.5 }, "ttl_s"],
+      [{ scope: "read", ttl_s: "1h" }, "ttl_s"],
+      [{ scope: "read", ttl_s: 10 * 365 * 86_400 + 1 }, "ttl_s"],
+      [{ scope: "read", name: "" }, "name"],
+      [{ scope: "read", extra: 1 }, ""],
+    ];
+    for (const [body, field] of bodies) {
+      const res = await api.request("POST", "/v1/tokens", { body });
+      assert.equal(res.status, 400, `${JSON.stringify(body)}: ${res.text}`);
+      assert.equal(res.error().field ?? "", field, res.text);
+      assert.ok(res.error().message.length > 10);
+    }
+    for (const id of ["xyz", "ab", "a".repeat(65), "%20"]) {
+      const res = await api.request("DELETE", `/v1/tokens/${id}`);
+      assert.equal(res.status, 400, `${id}: ${res.text}`);
+      assert.match(res.error().message, /a token id is 4 to 64 hex digits/);
+    }
+    // Two ids that start alike: the prefix is ambiguous.
+    for (const tail of ["1", "2"]) await api.store.put(`${KEYS.tokens}abcd${tail.repeat(60)}`, JSON.stringify({ scope: "read", name: "twin", createdAt: 0 }));
+    const ambiguous = await api.request("DELETE", "/v1/tokens/abcd");
+    assert.equal(ambiguous.status, 400);
+    assert.match(ambiguous.error().message, /2 tokens have ids starting with abcd: give more of the id/);
+    assert.equal((await api.request("DELETE", "/v1/tokens/abcd1")).status, 204);
+    assert.equal((await api.request("GET", "/v1/tokens?x=1")).status, 400);
+  });
+
+  it("the SDK: createToken with a ttl, tokens(), revokeToken()", async () => {
+    const c = connect({ endpoint: api.url, token: api.admin });
+    try {
+      const t = await c.createToken("read", "sdk", { ttlSeconds: 60 });
+      assert.ok(t.expiresAt! > Date.now());
+      assert.ok((await c.tokens()).some((x) => x.id === t.id && x.name === "sdk"));
+      await c.revokeToken(t.id);
+      assert.ok(!(await c.tokens()).some((x) => x.id === t.id));
+      await assert.rejects(c.revokeToken(t.id), (e: { code?: string; status?: number }) => e.code === "TOKEN_NOT_FOUND" && e.status === 404);
+    } finally {
+      c.close();
+    }
+  });
+});
+
+describe("memory overcommit: a node promises at most memoryOvercommit × its memory", () => {
+  it("creates stars until refused (422 naming ram_mb, used and left); stopped and ended stars do not count; start checks too", async () => {
+    const api = await startApi({ memoryBytes: 4096 * 2 ** 20 });
+    try {
+      for (let i = 0; i < 4; i++) assert.equal((await api.request("POST", "/v1/stars", { body: sleeper(`m${i}`, { ram_mb: 1000 }) })).status, 201);
+      const refused = await api.request("POST", "/v1/stars", { body: sleeper("m4", { ram_mb: 1000 }) });
+      assert.equal(refused.status, 422, refused.text);
+      assert.equal(refused.error().code, "NODE_MEMORY_FULL");
+      assert.equal(refused.error().field, "ram_mb");
+      assert.match(refused.error().message, /ram_mb asks for 1000 MB, but node n1 has 4000 of 4096 MB promised to the stars that should run there \(96 MB left\): stop or remove a star, or ask for less/);
+      // The node's default counts for a star that asks for nothing.
+      const byDefault = await api.request("POST", "/v1/stars", { body: sleeper("m-default") });
+      assert.equal(byDefault.status, 422);
+      assert.match(byDefault.error().message, /ram_mb asks for 512 MB/);
+      // Created stopped: nothing promised yet; starting it is checked.
+      assert.equal((await api.request("POST", "/v1/stars", { body: { ...sleeper("parked", { ram_mb: 1000 }), start: false } })).status, 201);
+      const start = await api.request("POST", "/v1/stars/parked/start");
+      assert.equal(start.status, 422);
+      assert.equal(start.error().code, "NODE_MEMORY_FULL");
+      assert.equal((await api.controller.find("parked"))!.desired, "stopped", "refused: still stopped");
+      // Stop one: its memory is free for another.
+      assert.equal((await api.request("POST", "/v1/stars/m0/stop")).status, 200);
+      assert.equal((await api.request("POST", "/v1/stars/parked/start")).status, 200);
+      // A star that ended by itself holds nothing either.
+      await waitFor("m1 to run", () => (api.runtime.status("m1")?.state === "running" ? true : undefined));
+      api.runtime.exit("m1");
+      await waitFor("m1's end reported", async () => ((await api.controller.get("m1")).status?.state === "exited" ? true : undefined));
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("m5", { ram_mb: 1000 }) })).status, 201);
+      // ...until started again.
+      assert.equal((await api.request("POST", "/v1/stars/m1/start")).status, 422);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("with memoryOvercommit 1.5, and concurrent creates: exactly as many as fit", async () => {
+    const api = await startApi({ memoryBytes: 2048 * 2 ** 20, limits: { memoryOvercommit: 1.5 } });
+    try {
+      const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => api.request("POST", "/v1/stars", { body: sleeper(`c${i}`, { ram_mb: 1024 }) })));
+      assert.deepEqual(answers.map((a) => a.status).sort(), [201, 201, 201, 422, 422, 422, 422, 422]);
+      assert.match(answers.find((a) => a.status === 422)!.error().message, /3072 of 3072 MB promised .* \(0 MB left\)/);
+      const node = (await api.request("GET", "/v1/status")).json<{ nodes: Array<{ limits: { memoryOvercommit: number } }> }>().nodes[0]!;
+      assert.equal(node.limits.memoryOvercommit, 1.5, "the node record carries its limits");
+    } finally {
+      await api.close();
+    }
+  });
+});

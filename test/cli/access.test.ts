@@ -1,0 +1,127 @@
+/**
+ * The CLI binary against the API (in-process, fake runtime): tokens (make with a ttl, ls, rm),
+ * stars with their parents, rm of a star whose child runs, and what a star's token sees.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { after, before, describe, it } from "node:test";
+import { DEFAULT_NODE_LIMITS } from "../../src/runtime/spec.js";
+import { CLI, type CliResult } from "../helpers/constellation.js";
+import { type ApiHarness, startApi } from "../helpers/api.js";
+
+describe("CLI: tokens, parents, a star's view", () => {
+  let api: ApiHarness;
+  /** Runs the CLI against the API with `token` (default: the admin's). */
+  const run = (args: string[], token?: string) =>
+    new Promise<CliResult>((resolve) => {
+      const child = spawn(process.execPath, [CLI, "--endpoint", api.url, "--token", token ?? api.admin, ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, NO_COLOR: "1", CONSTELLATION_DATA: "/nonexistent" },
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.once("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+
+  before(async () => {
+    api = await startApi();
+  });
+  after(() => api.close());
+
+  it("token --scope read --ttl 1h, token ls (table and --json), token rm", async () => {
+    const made = await run(["token", "--scope", "read", "--name", "dashboard", "--ttl", "1h"]);
+    assert.equal(made.code, 0, made.stderr);
+    const token = made.stdout.trim();
+    assert.match(token, /^cst_\S{40,}$/);
+    const ls = await run(["token", "ls"]);
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.match(ls.stdout, /^ID\s+SCOPE\s+NAME\s+STAR\s+AGE\s+EXPIRES\n/);
+    assert.match(ls.stdout, /\n[0-9a-f]{12}\s+read\s+dashboard\s+-\s+\d+s\s+in (59m|1h)\n/);
+    assert.ok(!ls.stdout.includes(token), "never the token");
+    const listed = JSON.parse((await run(["token", "ls", "--json"])).stdout) as Array<{ id: string; name: string; expiresAt?: number }>;
+    const mine = listed.find((t) => t.name === "dashboard")!;
+    assert.ok(mine.expiresAt! > Date.now());
+    assert.equal((await run(["list"], token)).code, 0, "the new token works");
+
+    const rm = await run(["token", "rm", mine.id]);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.equal(rm.stdout, `${mine.id}: revoked\n`);
+    const revoked = await run(["list"], token);
+    assert.equal(revoked.code, 1);
+    assert.match(revoked.stderr, /^error: a valid token is needed/);
+    const again = await run(["token", "rm", mine.id]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /^error: no token with id [0-9a-f]+: see `constellation token ls`\n$/);
+  });
+
+  it("bad token commands: a one-line error and a non-zero exit code", async () => {
+    for (const [args, code, message] of [
+      [["token", "--scope", "read", "--ttl", "1x"], 2, /--ttl takes a duration like 90s, 30m, 1h, 7d or 2w/],
+      [["token", "--scope", "read", "--ttl", "0s"], 2, /--ttl takes a duration/],
+      [["token", "--scope", "star"], 2, /Allowed choices are read, admin/],
+      [["token"], 2, /required option '--scope <scope>'/],
+      [["token", "rm"], 2, /missing required argument 'id'/],
+      [["token", "rm", "zz"], 1, /a token id is 4 to 64 hex digits/],
+    ] as const) {
+      const res = await run([...args]);
+      assert.equal(res.code, code, `${args.join(" ")}: ${res.stderr}`);
+      assert.match(res.stderr, message);
+      assert.doesNotMatch(res.stderr, /\n\s+at /, "no stack trace");
+    }
+  });
+
+  it("list shows each star's parent; rm of a star whose child runs names the child; a star's token sees its own subtree", async () => {
+    await api.request("POST", "/v1/stars", { body: { spec: { name: "boss", command: ["sleep", "60"], env: { KEY: "secret-value" } } } });
+    await api.request("POST", "/v1/stars", { body: { spec: { name: "bystander", command: ["sleep", "60"] } } });
+    const boss = await api.starToken("boss");
+    const created = await run(["create", "--name", "helper", "--no-wait", "--", "sleep", "60"], boss);
+    assert.equal(created.code, 0, created.stderr);
+    const list = await run(["list"]);
+    assert.match(list.stdout, /^NAME\s+STATE\s+NODE\s+CPU\s+MEMORY\s+RESTARTS\s+AGE\s+PARENT\n/);
+    assert.match(list.stdout, /\nhelper\s+\S+.*\s+boss\n/);
+    assert.match(list.stdout, /\nboss\s+.*\s-\n/);
+    const inspect = await run(["inspect", "helper"]);
+    assert.match(inspect.stdout, /parent\s+boss \(made by its token; removed with it\)/);
+
+    const seen = await run(["list"], boss);
+    assert.deepEqual(seen.stdout.split("\n").slice(1).filter(Boolean).map((l) => l.split(/\s+/)[0]).sort(), ["boss", "helper"]);
+    const other = await run(["inspect", "bystander"], boss);
+    assert.equal(other.code, 1);
+    assert.equal(other.stderr, "error: no star named bystander: see `constellation list`\n");
+    const spec = await run(["inspect", "boss"], boss);
+    assert.match(spec.stdout, /"env":\{"KEY":"<hidden>"\}/);
+    assert.doesNotMatch(spec.stdout, /secret-value/);
+    const tokens = await run(["token", "ls"], boss);
+    assert.equal(tokens.code, 1);
+    assert.match(tokens.stderr, /this token's scope is star; this request needs admin/);
+
+    const stopped = await run(["stop", "boss"]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    const refused = await run(["rm", "boss"]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^error: star boss has a running descendant, helper \(made by boss\): stop it first \(constellation stop helper\), or remove boss with everything below it with -f\n$/);
+    const removed = await run(["rm", "-f", "boss"]);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.deepEqual((await api.controller.list()).map((s) => s.name), ["bystander"]);
+  });
+
+  it("up --help lists the node limits with their defaults", async () => {
+    const help = await run(["up", "--help"]);
+    assert.equal(help.code, 0);
+    const flags: Array<[string, number]> = [
+      ["--default-ram-mb", DEFAULT_NODE_LIMITS.defaultRamMb],
+      ["--default-pids", DEFAULT_NODE_LIMITS.defaultPids],
+      ["--max-pids", DEFAULT_NODE_LIMITS.maxPids],
+      ["--default-nofile", DEFAULT_NODE_LIMITS.defaultNofile],
+      ["--max-nofile", DEFAULT_NODE_LIMITS.maxNofile],
+      ["--max-log-mb", DEFAULT_NODE_LIMITS.maxLogMb],
+      ["--memory-overcommit", DEFAULT_NODE_LIMITS.memoryOvercommit],
+    ];
+    for (const [flag, value] of flags) assert.match(help.stdout.replace(/\s+/g, " "), new RegExp(`${flag} <\\w+> [^-]*\\(default ${value}\\)`), flag);
+    const bad = await run(["up", "--memory-overcommit", "-1"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--memory-overcommit takes a number greater than 0, got "-1"/);
+  });
+});
