@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import fc from "fast-check";
 import { KEYS, type StarRecord, starKey } from "../../src/controller/model.js";
 import { newToken, saveToken } from "../../src/controller/tokens.js";
 import { connect } from "../../src/index.js";
@@ -248,6 +249,43 @@ describe("a child gets at most its parent's limits", () => {
     await waitFor("heir to run", () => (api.runtime.status("heir")?.state === "running" ? true : undefined));
     assert.equal(api.runtime.status("heir")!.limits.memoryBytes, 256 * 2 ** 20);
     assert.equal(api.runtime.status("heir")!.limits.pids, 64);
+  });
+
+  it("fuzz: a star's creates get 201 or a 4xx naming what is wrong, never a 500; a refused one leaves nothing", async () => {
+    const value = fc.oneof(fc.string({ maxLength: 5 }), fc.integer(), fc.double(), fc.boolean(), fc.constant(null));
+    const spec = fc.record(
+      {
+        name: fc.constantFrom("fz1", "fz2", "Bad"),
+        command: fc.constant(["sleep", "60"]),
+        cpu_percent: fc.oneof(fc.integer({ min: -1, max: 120 }), value),
+        cpu_cores: fc.oneof(fc.double({ min: 0, max: 1, noNaN: true }), value),
+        ram_mb: fc.oneof(fc.integer({ min: -1, max: 600 }), value),
+        ram_gb: fc.oneof(fc.double({ min: 0, max: 1, noNaN: true }), value),
+        disk_mb: fc.oneof(fc.integer({ min: 0, max: 200 }), value),
+        pids: fc.oneof(fc.integer({ min: 0, max: 100 }), value),
+        nofile: fc.oneof(fc.integer({ min: 0, max: 1000 }), value),
+        log_max_mb: fc.oneof(fc.integer({ min: 0, max: 4 }), value),
+        log_max_files: fc.oneof(fc.integer({ min: 0, max: 4 }), value),
+        seccomp: fc.oneof(fc.constantFrom("default", "unconfined"), value),
+        mounts: fc.oneof(fc.constant([]), fc.constant([{ host: "/etc" }]), value),
+        root: fc.oneof(fc.constant("/srv"), value),
+        runtime: fc.oneof(fc.constantFrom("process", "isolate"), value),
+      },
+      { requiredKeys: ["name", "command"] },
+    );
+    await fc.assert(
+      fc.asyncProperty(spec, fc.constantFrom(capped, plain), async (s, token) => {
+        const res = await api.request("POST", "/v1/stars", { token, body: { spec: s, start: false } });
+        assert.ok(res.status === 201 || (res.status >= 400 && res.status < 500), `${res.status} for ${JSON.stringify(s)}: ${res.text}`);
+        if (res.status === 201) {
+          assert.equal((await api.request("DELETE", `/v1/stars/${s.name}`)).status, 204);
+        } else {
+          assert.ok(res.error().code.length > 0 && res.error().message.length > 10);
+          if (s.name !== "Bad") assert.equal(await api.controller.find(s.name), undefined);
+        }
+      }),
+      { numRuns: 200 },
+    );
   });
 
   it("fields only an admin may set: 403 naming the field and what to do; nothing created", async () => {

@@ -1,0 +1,126 @@
+/**
+ * Least privilege end to end (issue 8), with the built `constellation up` as root: a star's own
+ * token, used by the SDK inside the star, sees only its subtree and gets at most its limits (the
+ * kernel's files say so); a revoked admin token is replaced at the next start; `up`'s node limit
+ * flags reach the node record and the stars.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { chmod, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, it } from "node:test";
+import { connect, type Constellation } from "../../src/index.js";
+import { type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
+import { waitFor } from "../helpers/wait.js";
+
+const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
+
+function memoryLimit(star: string): number {
+  for (const p of [`/sys/fs/cgroup/memory/constellation/${star}/memory.limit_in_bytes`, `/sys/fs/cgroup/constellation/${star}/memory.max`]) {
+    if (existsSync(p)) return Number(readFileSync(p, "utf8").trim());
+  }
+  throw new Error(`no memory limit file for ${star}`);
+}
+
+describe("least privilege, end to end (constellation up as root)", { skip }, () => {
+  let dir: string;
+  let node: Up;
+  let sdk: Constellation;
+
+  before(async () => {
+    dir = makeDataDir("constellation-access-");
+    node = await up(join(dir, "data"), ["--default-ram-mb", "96", "--max-pids", "2048"]);
+    sdk = connect({ dataDir: node.dataDir });
+  });
+  after(async () => {
+    for (const s of (await sdk?.list().catch(() => [])) ?? []) await sdk.star(s.name).remove({ force: true }).catch(() => undefined);
+    sdk?.close();
+    if (node) await kill9(node);
+    removeDataDir(dir);
+  });
+
+  it("up's limit flags: on the node record, and a star that asks for no memory gets the default", async () => {
+    const limits = (await sdk.status()).nodes[0]!.limits;
+    assert.equal(limits.defaultRamMb, 96);
+    assert.equal(limits.maxPids, 2048);
+    const star = await sdk.create({ name: "defaulted", command: ["sleep", "60"] });
+    await star.wait({ for: "running" });
+    assert.equal(memoryLimit("defaulted"), 96 * 2 ** 20);
+    await star.remove({ force: true });
+  });
+
+  it("inside a star: its token sees its subtree only, its child inherits its limits, and admin-only fields are refused", async () => {
+    const sdkEntry = fileURLToPath(new URL("../../src/index.js", import.meta.url));
+    const script = join(dir, "boss.mjs");
+    await writeFile(
+      script,
+      `import { constellation as c } from ${JSON.stringify(sdkEntry)};\n` +
+        "const code = async (p) => { try { await p; return 'ok'; } catch (e) { return `${e.code}:${e.field ?? ''}`; } };\n" +
+        'const kid = await c.create({ name: "boss-kid", command: ["sleep", "60"] });\n' +
+        'await kid.wait({ for: "running" });\n' +
+        "const out = {\n" +
+        "  seen: (await c.list()).map((s) => s.name).sort(),\n" +
+        "  kidRam: (await kid.info()).spec.ram_mb,\n" +
+        '  other: await code(c.star("bystander").info()),\n' +
+        '  stopOther: await code(c.star("bystander").stop()),\n' +
+        '  greedy: await code(c.create({ name: "greedy", command: ["true"], ram_mb: 512 })),\n' +
+        '  unconfined: await code(c.create({ name: "loose", command: ["true"], seccomp: "unconfined" })),\n' +
+        '  env: (await c.star("boss").info()).spec.env,\n' +
+        "};\n" +
+        "console.log(JSON.stringify(out));\n" +
+        "c.close();\n" +
+        "setInterval(() => {}, 1000);\n",
+    );
+    await chmod(script, 0o644);
+    await sdk.create({ name: "bystander", command: ["sleep", "60"] });
+    const boss = await sdk.create({ name: "boss", script, ram_mb: 64, env: { API_KEY: "k-123" } });
+    const line = await waitFor("boss's report", async () => {
+      for await (const l of boss.logs()) if (l.line.startsWith("{")) return l.line;
+      const s = (await boss.info()).status;
+      if (s && s.state !== "running" && s.state !== "starting") throw new Error(`boss ended: ${JSON.stringify(s)}`);
+      return undefined;
+    }, { timeoutMs: 30_000, intervalMs: 100 });
+    assert.deepEqual(JSON.parse(line), {
+      seen: ["boss", "boss-kid"],
+      kidRam: 64,
+      other: "STAR_NOT_FOUND:",
+      stopOther: "STAR_NOT_FOUND:",
+      greedy: "STAR_OVER_PARENT_LIMIT:ram_mb",
+      unconfined: "API_FORBIDDEN:seccomp",
+      env: { API_KEY: "<hidden>" },
+    });
+    assert.equal(memoryLimit("boss-kid"), 64 * 2 ** 20, "the kernel holds the child to its parent's memory");
+    assert.equal((await sdk.star("bystander").status())?.state, "running");
+    const list = await cli(node.dataDir, ["list"]);
+    assert.match(list.stdout, /\nboss-kid\s+running.*\s+boss\n/);
+    assert.equal((await cli(node.dataDir, ["rm", "-f", "boss"])).code, 0);
+    await waitFor("boss-kid to go with boss", async () => ((await sdk.list()).some((s) => s.name.startsWith("boss")) ? undefined : true));
+    await sdk.star("bystander").remove({ force: true });
+  });
+
+  it("a revoked admin token stops working, and the next up writes a new one", async () => {
+    const old = node.token;
+    const admin = (await sdk.tokens()).find((t) => t.scope === "admin" && t.name === "admin")!;
+    const rm = await cli(node.dataDir, ["token", "rm", admin.id]);
+    assert.equal(rm.code, 0, rm.stderr);
+    const refused = await cli(node.dataDir, ["list"]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /a valid token is needed/);
+    sdk.close();
+    await kill9(node);
+    node = await up(node.dataDir);
+    assert.notEqual(node.token, old, "a new admin.token");
+    sdk = connect({ dataDir: node.dataDir });
+    assert.equal((await cli(node.dataDir, ["list"])).code, 0);
+    const stale = await fetch(`${node.url}/v1/stars`, { headers: { authorization: `Bearer ${old}` } });
+    assert.equal(stale.status, 401);
+    // Restarting again keeps the new one.
+    await kill9(node);
+    node = await up(node.dataDir);
+    assert.equal(readFileSync(join(node.dataDir, "admin.token"), "utf8").trim(), node.token);
+    sdk.close();
+    sdk = connect({ dataDir: node.dataDir });
+    assert.equal((await sdk.tokens()).filter((t) => t.scope === "admin").length, 1);
+  });
+});
