@@ -8,6 +8,7 @@ import { chmodSync, readFileSync, rmSync } from "node:fs";
 import { testDirSync } from "./dirs.js";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { type Constellation, connect } from "../../src/index.js";
 import { waitFor } from "./wait.js";
 
 export const CLI = fileURLToPath(new URL("../../src/cli/constellation.mjs", import.meta.url));
@@ -80,4 +81,32 @@ export function cli(dataDir: string, args: string[], env: Record<string, string>
 
 export function removeDataDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * `up` in a data dir of its own (under `prefix`) with an admin SDK client. `close()` removes every
+ * star, stops `up` and deletes the dir; a test that restarts `up` replaces `node` and `sdk`.
+ */
+export interface UpFixture {
+  dir: string;
+  node: Up;
+  sdk: Constellation;
+  close(): Promise<void>;
+}
+
+export async function upWithClient(prefix: string, extra: string[] = []): Promise<UpFixture> {
+  const dir = makeDataDir(prefix);
+  const node = await up(join(dir, "data"), extra);
+  const f: UpFixture = {
+    dir,
+    node,
+    sdk: connect({ dataDir: node.dataDir }),
+    async close() {
+      for (const s of await f.sdk.list().catch(() => [])) await f.sdk.star(s.name).remove({ force: true }).catch(() => undefined);
+      f.sdk.close();
+      await kill9(f.node);
+      removeDataDir(dir);
+    },
+  };
+  return f;
 }

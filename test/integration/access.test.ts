@@ -10,8 +10,8 @@ import { chmod, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import { connect, type Constellation } from "../../src/index.js";
-import { type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
+import { connect } from "../../src/index.js";
+import { type UpFixture, cli, kill9, up, upWithClient } from "../helpers/constellation.js";
 import { waitFor } from "../helpers/wait.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
@@ -24,27 +24,18 @@ function memoryLimit(star: string): number {
 }
 
 describe("least privilege, end to end (constellation up as root)", { skip }, () => {
-  let dir: string;
-  let node: Up;
-  let sdk: Constellation;
+  let f: UpFixture;
 
   before(async () => {
-    dir = makeDataDir("constellation-access-");
-    node = await up(join(dir, "data"), ["--default-ram-mb", "96", "--max-pids", "2048"]);
-    sdk = connect({ dataDir: node.dataDir });
+    f = await upWithClient("constellation-access-", ["--default-ram-mb", "96", "--max-pids", "2048"]);
   });
-  after(async () => {
-    for (const s of (await sdk?.list().catch(() => [])) ?? []) await sdk.star(s.name).remove({ force: true }).catch(() => undefined);
-    sdk?.close();
-    if (node) await kill9(node);
-    removeDataDir(dir);
-  });
+  after(() => f?.close());
 
-  it("up's limit flags: on the node record, and a star that asks for no memory gets the default", async () => {
-    const limits = (await sdk.status()).nodes[0]!.limits;
+  it("up's limit flags: on the f.node record, and a star that asks for no memory gets the default", async () => {
+    const limits = (await f.sdk.status()).nodes[0]!.limits;
     assert.equal(limits.defaultRamMb, 96);
     assert.equal(limits.maxPids, 2048);
-    const star = await sdk.create({ name: "defaulted", command: ["sleep", "60"] });
+    const star = await f.sdk.create({ name: "defaulted", command: ["sleep", "60"] });
     await star.wait({ for: "running" });
     assert.equal(memoryLimit("defaulted"), 96 * 2 ** 20);
     await star.remove({ force: true });
@@ -52,7 +43,7 @@ describe("least privilege, end to end (constellation up as root)", { skip }, () 
 
   it("inside a star: its token sees its subtree only, its child inherits its limits, and admin-only fields are refused", async () => {
     const sdkEntry = fileURLToPath(new URL("../../src/index.js", import.meta.url));
-    const script = join(dir, "boss.mjs");
+    const script = join(f.dir, "boss.mjs");
     await writeFile(
       script,
       `import { constellation as c } from ${JSON.stringify(sdkEntry)};\n` +
@@ -73,8 +64,8 @@ describe("least privilege, end to end (constellation up as root)", { skip }, () 
         "setInterval(() => {}, 1000);\n",
     );
     await chmod(script, 0o644);
-    await sdk.create({ name: "bystander", command: ["sleep", "60"] });
-    const boss = await sdk.create({ name: "boss", script, ram_mb: 64, env: { API_KEY: "k-123" } });
+    await f.sdk.create({ name: "bystander", command: ["sleep", "60"] });
+    const boss = await f.sdk.create({ name: "boss", script, ram_mb: 64, env: { API_KEY: "k-123" } });
     const line = await waitFor("boss's report", async () => {
       for await (const l of boss.logs()) if (l.line.startsWith("{")) return l.line;
       const s = (await boss.info()).status;
@@ -91,36 +82,36 @@ describe("least privilege, end to end (constellation up as root)", { skip }, () 
       env: { API_KEY: "<hidden>" },
     });
     assert.equal(memoryLimit("boss-kid"), 64 * 2 ** 20, "the kernel holds the child to its parent's memory");
-    assert.equal((await sdk.star("bystander").status())?.state, "running");
-    const list = await cli(node.dataDir, ["list"]);
+    assert.equal((await f.sdk.star("bystander").status())?.state, "running");
+    const list = await cli(f.node.dataDir, ["list"]);
     assert.match(list.stdout, /\nboss-kid\s+running.*\s+boss\n/);
-    assert.equal((await cli(node.dataDir, ["rm", "-f", "boss"])).code, 0);
-    await waitFor("boss-kid to go with boss", async () => ((await sdk.list()).some((s) => s.name.startsWith("boss")) ? undefined : true));
-    await sdk.star("bystander").remove({ force: true });
+    assert.equal((await cli(f.node.dataDir, ["rm", "-f", "boss"])).code, 0);
+    await waitFor("boss-kid to go with boss", async () => ((await f.sdk.list()).some((s) => s.name.startsWith("boss")) ? undefined : true));
+    await f.sdk.star("bystander").remove({ force: true });
   });
 
   it("a revoked admin token stops working, and the next up writes a new one", async () => {
-    const old = node.token;
-    const admin = (await sdk.tokens()).find((t) => t.scope === "admin" && t.name === "admin")!;
-    const rm = await cli(node.dataDir, ["token", "rm", admin.id]);
+    const old = f.node.token;
+    const admin = (await f.sdk.tokens()).find((t) => t.scope === "admin" && t.name === "admin")!;
+    const rm = await cli(f.node.dataDir, ["token", "rm", admin.id]);
     assert.equal(rm.code, 0, rm.stderr);
-    const refused = await cli(node.dataDir, ["list"]);
+    const refused = await cli(f.node.dataDir, ["list"]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /a valid token is needed/);
-    sdk.close();
-    await kill9(node);
-    node = await up(node.dataDir);
-    assert.notEqual(node.token, old, "a new admin.token");
-    sdk = connect({ dataDir: node.dataDir });
-    assert.equal((await cli(node.dataDir, ["list"])).code, 0);
-    const stale = await fetch(`${node.url}/v1/stars`, { headers: { authorization: `Bearer ${old}` } });
+    f.sdk.close();
+    await kill9(f.node);
+    f.node = await up(f.node.dataDir);
+    assert.notEqual(f.node.token, old, "a new admin.token");
+    f.sdk = connect({ dataDir: f.node.dataDir });
+    assert.equal((await cli(f.node.dataDir, ["list"])).code, 0);
+    const stale = await fetch(`${f.node.url}/v1/stars`, { headers: { authorization: `Bearer ${old}` } });
     assert.equal(stale.status, 401);
     // Restarting again keeps the new one.
-    await kill9(node);
-    node = await up(node.dataDir);
-    assert.equal(readFileSync(join(node.dataDir, "admin.token"), "utf8").trim(), node.token);
-    sdk.close();
-    sdk = connect({ dataDir: node.dataDir });
-    assert.equal((await sdk.tokens()).filter((t) => t.scope === "admin").length, 1);
+    await kill9(f.node);
+    f.node = await up(f.node.dataDir);
+    assert.equal(readFileSync(join(f.node.dataDir, "admin.token"), "utf8").trim(), f.node.token);
+    f.sdk.close();
+    f.sdk = connect({ dataDir: f.node.dataDir });
+    assert.equal((await f.sdk.tokens()).filter((t) => t.scope === "admin").length, 1);
   });
 });
