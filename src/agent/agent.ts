@@ -231,7 +231,8 @@ export class Agent implements NodeLink {
     }
     this.local.set(name, { uid: rec.uid, generation: rec.generation, runtime });
     try {
-      await runtime.start(name, await this.withIdentity(rec));
+      // An admin's star is trusted with its script's directory; a star's child is not (docs/security.md).
+      await runtime.start(name, await this.withIdentity(rec), { trusted: rec.owner === undefined });
     } catch (err) {
       if (!runtime.status(name)) {
         // Refused before anything was created (spec, script, limits): nothing runs.

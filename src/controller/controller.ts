@@ -43,10 +43,14 @@ import {
 
 export interface ControllerOptions {
   store: Store;
-  /** Where transpiled scripts are cached when a script is checked at create. */
-  scriptCacheDir: string;
   /** Resolves relative script paths (default: the controller's working directory). */
   baseDir?: string;
+  /**
+   * The node's own checks of a spec (the host paths its mounts and root name, what its runtime
+   * can enforce), asked at create so that bad input is a 4xx before anything is recorded. One
+   * node for now; with many, the chosen node answers.
+   */
+  validate?: (spec: StarSpecInput, options: { trusted: boolean }) => Promise<void>;
 }
 
 export interface ClusterSummary {
@@ -125,6 +129,7 @@ export class Controller {
       // the very file that is read (the node checks again, as the star's user, at every start).
       await resolveProgram(spec, { ...(options.fromStar ? { reader: "all" as const } : {}), ...(this.options.baseDir ? { baseDir: this.options.baseDir } : {}) });
     }
+    await this.options.validate?.(stored, { trusted: owner === undefined });
     const record: StarRecord = {
       name: spec.name,
       uid: randomUUID(),

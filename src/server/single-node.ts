@@ -19,7 +19,7 @@ import { Controller } from "../controller/controller.js";
 import { type NodeRecord, PREFIX } from "../controller/model.js";
 import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
 import { ProcessRuntime } from "../runtime/process/process-runtime.js";
-import { DEFAULT_NODE_LIMITS, type NodeCapacity, type NodeLimits } from "../runtime/spec.js";
+import { DEFAULT_NODE_LIMITS, type NodeCapacity, type NodeLimits, type StarSpecInput } from "../runtime/spec.js";
 import type { Runtime } from "../runtime/types.js";
 import { openStore } from "../store/open.js";
 import type { Store } from "../store/types.js";
@@ -78,7 +78,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     const devMode = options.devMode === true;
     // The runtimes and the controller apply the same defaults and ceilings.
     const capacity: Required<Omit<NodeCapacity, "diskBytes">> = { cpuCores: availableParallelism(), memoryBytes: totalmem(), limits: nodeLimitsOf(options.limits) };
-    const process_ = await ProcessRuntime.create({ dataDir: join(dataDir, "runtime"), devMode, capacity });
+    // Stars see none of the data dir (the store, the admin token, other stars' files).
+    const process_ = await ProcessRuntime.create({ dataDir: join(dataDir, "runtime"), devMode, hide: [dataDir], capacity });
     const runtimes: Partial<Record<"process" | "isolate", Runtime>> = { process: process_ };
     closers.push(() => process_.close());
     if (!devMode) {
@@ -95,7 +96,12 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       limitsEnforced: !devMode,
       startedAt: Date.now(),
     };
-    const controller = new Controller({ store, scriptCacheDir: join(dataDir, "cache", "scripts") });
+    // The node checks what it would refuse at start (mounts, root, enforceable limits) at create.
+    const validate = async (spec: StarSpecInput, o: { trusted: boolean }) => {
+      const kind = (spec as { runtime?: "process" | "isolate" }).runtime ?? "process";
+      await runtimes[kind]?.validate(spec, o);
+    };
+    const controller = new Controller({ store, validate });
     const served: { url?: string } = {}; // known once the API listens
     const agent = new Agent({ store, node, runtimes, endpoint: () => served.url });
     const api = await buildApi({ store, controller, node: agent });

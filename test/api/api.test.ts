@@ -35,7 +35,7 @@ describe("HTTP API: bad input", () => {
     script = join(dir, "ok.mjs");
     await writeFile(script, "console.log('ok');\n");
     store = await openStore({ backend: "sqlite", path: ":memory:" });
-    controller = new Controller({ store, scriptCacheDir: join(dir, "cache") });
+    controller = new Controller({ store });
     const runtime = new FakeRuntime({ cpuCores: 4, memoryBytes: 8 * 2 ** 30 });
     agent = new Agent({ store, node: { name: "n1", cpuCores: 4, memoryBytes: 8 * 2 ** 30, runtimes: ["process"], limitsEnforced: true, startedAt: Date.now() }, runtimes: { process: runtime } });
     await agent.start();

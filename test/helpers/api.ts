@@ -44,10 +44,10 @@ export interface ApiHarness {
   close(): Promise<void>;
 }
 
-export async function startApi(node: { cpuCores?: number; memoryBytes?: number; limits?: Partial<NodeLimits>; scriptCacheDir?: string } = {}): Promise<ApiHarness> {
+export async function startApi(node: { cpuCores?: number; memoryBytes?: number; limits?: Partial<NodeLimits>} = {}): Promise<ApiHarness> {
   const store = await openStore({ backend: "sqlite", path: ":memory:" });
   const capacity = { cpuCores: node.cpuCores ?? 4, memoryBytes: node.memoryBytes ?? 8 * 2 ** 30, limits: { ...DEFAULT_NODE_LIMITS, ...node.limits } };
-  const controller = new Controller({ store, scriptCacheDir: node.scriptCacheDir ?? "/nonexistent" });
+  const controller = new Controller({ store });
   const runtime = new RecordingRuntime(capacity);
   const served: { url?: string } = {};
   const agent = new Agent({

@@ -43,9 +43,9 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
   const refused = async (spec: Partial<StarSpecInput>, field: RegExp, status: number) => {
     const name = `bad-${++n}`;
     await assert.rejects(sdk.create({ name, command: ["true"], ...spec } as StarSpecInput), (e: unknown) => {
-      const err = e as { status?: number; field?: string; message: string };
+      const err = e as { status?: number; field?: string; issues?: Array<{ field: string }>; message: string };
       assert.equal(err.status, status, err.message);
-      assert.match(err.field ?? "", field, err.message);
+      assert.match(err.field ?? err.issues?.[0]?.field ?? "", field, err.message);
       return true;
     });
     assert.ok(!(await sdk.list()).some((s) => s.name === name), "nothing was created");
