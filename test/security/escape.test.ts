@@ -153,6 +153,48 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     assert.ok(!out.includes(readFileSync(join(node.dataDir, "admin.token"), "utf8").trim()));
   });
 
+  it("4. a star's token reaches only its own star and its children, and gives them no more than it has", async () => {
+    const victim = await sdk.create({ name: "tenant-b", command: ["sleep", "600"], env: { DB_PASSWORD: "hunter2" } });
+    await victim.wait({ for: "running" });
+    // From inside a star, with its own token: everything the break report did.
+    const api = [
+      'const h = { authorization: "Bearer " + process.env.CONSTELLATION_TOKEN, "content-type": "application/json" };',
+      "const call = async (m, p, b) => { const r = await fetch(process.env.CONSTELLATION_ENDPOINT + p, { method: m, headers: h, body: b && JSON.stringify(b) }); return r.status + ' ' + (await r.text()).slice(0, 400).replace(/\\n/g, ' '); };",
+      'console.log("list", await call("GET", "/v1/stars"));',
+      'console.log("get", await call("GET", "/v1/stars/tenant-b"));',
+      'console.log("logs", await call("GET", "/v1/stars/tenant-b/logs"));',
+      'console.log("stop", await call("POST", "/v1/stars/tenant-b/stop"));',
+      'console.log("rm", await call("DELETE", "/v1/stars/tenant-b?force=1"));',
+      'console.log("events", await call("GET", "/v1/events?star=tenant-b"));',
+      'console.log("token", await call("POST", "/v1/tokens", { scope: "admin", name: "mine" }));',
+      'console.log("pids", await call("POST", "/v1/stars", { spec: { name: "kid-pids", command: ["true"], pids: 4194304 }, start: false }));',
+      'console.log("logsz", await call("POST", "/v1/stars", { spec: { name: "kid-logs", command: ["true"], log_max_mb: 102400, log_max_files: 100 }, start: false }));',
+      'console.log("ram", await call("POST", "/v1/stars", { spec: { name: "kid-ram", command: ["true"], ram_mb: 4096 }, start: false }));',
+      'console.log("isolate", await call("POST", "/v1/stars", { spec: { name: "kid-iso", script: "/usr/lib/x.mjs", runtime: "isolate" }, start: false }));',
+      'console.log("seccomp", await call("POST", "/v1/stars", { spec: { name: "kid-sc", command: ["true"], seccomp: "unconfined" }, start: false }));',
+      'console.log("mounts", await call("POST", "/v1/stars", { spec: { name: "kid-mnt", command: ["true"], mounts: [{ host: "/" }] }, start: false }));',
+      'console.log("kid", await call("POST", "/v1/stars", { spec: { name: "kid-ok", command: ["true"] }, start: false }));',
+    ].join("\n");
+    const { out, name } = await run(`cat > /tmp/a.mjs <<'EOF'\n${api}\nEOF\nnode /tmp/a.mjs`, { ram_mb: 128, cpu_percent: 50 });
+    const said = (what: string) => new RegExp(`^${what} (\\d{3}) (.*)$`, "m").exec(out)?.slice(1) ?? ["", out];
+    assert.doesNotMatch(out, /hunter2/, "another star's env leaked");
+    assert.doesNotMatch(said("list")[1]!, /tenant-b/, "another star is listed");
+    for (const w of ["get", "logs", "stop", "rm"]) assert.equal(said(w)[0], "404", `${w}: ${said(w)[1]}`);
+    assert.doesNotMatch(said("events")[1]!, /tenant-b/);
+    assert.equal(said("token")[0], "403");
+    for (const w of ["pids", "logsz", "ram"]) assert.equal(said(w)[0], "422", `${w}: ${said(w)[1]}`);
+    for (const w of ["isolate", "seccomp", "mounts"]) assert.equal(said(w)[0], "403", `${w}: ${said(w)[1]}`);
+    assert.equal(said("kid")[0], "201", said("kid")[1]);
+    // Its child: listed with it, no more than it has, and removed with it.
+    const kid = (await sdk.list()).find((s) => s.name === "kid-ok");
+    assert.equal(kid?.owner?.name, name);
+    assert.equal((kid?.spec as { ram_mb?: number }).ram_mb, 128);
+    assert.equal((await victim.info()).status?.state, "running", "the other tenant's star runs on");
+    await sdk.star(name).remove({ force: true });
+    await waitFor("the child to go with its parent", async () => ((await sdk.list()).some((s) => s.name === "kid-ok") ? undefined : true));
+    await victim.remove({ force: true });
+  });
+
   it("6. around the disk limit: every writable place is private, counted, and gone with the star", async () => {
     const fill = (place: string) => `head -c 300000000 /dev/zero > ${place}/fill 2>/dev/null; echo "${place} $(du -sm ${place} | cut -f1)"`;
     const { out, name } = await run(["/tmp", "/var/tmp", "/run/lock", "$HOME"].map(fill).join("; ") + "; id -u", { disk_mb: 50, ram_mb: 256 });
