@@ -1,0 +1,82 @@
+/**
+ * Check at create, use at start (issue 8, break 2): a script is opened once at every start and
+ * the open file is what is checked and read, as the star's own user for a star's child. A
+ * symlink re-pointed between the check and the start, or a readable file in a closed directory,
+ * never makes root read a file for a star.
+ */
+import assert from "node:assert/strict";
+import { chmod, mkdir, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { ScriptError } from "../../src/errors.js";
+import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
+import type { LogLine } from "../../src/runtime/types.js";
+import { testDir } from "../helpers/dirs.js";
+
+const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root" : false;
+
+describe("scripts are checked on the file that is read, at every start", { skip }, () => {
+  let dir: string;
+  let rt: ProcessRuntime;
+  const logs = async (id: string) => {
+    const out: LogLine[] = [];
+    for await (const l of rt.logs(id)) out.push(l);
+    return out.map((l) => l.line).join("\n");
+  };
+
+  before(async () => {
+    dir = await testDir("constellation-scripts-");
+    await mkdir(join(dir, "pub"), { mode: 0o755 });
+    await writeFile(join(dir, "pub", "harmless.ts"), 'console.log("harmless");\n', { mode: 0o644 });
+    await writeFile(join(dir, "secret.ts"), "cst_SECRET_TOKEN_VALUE\n", { mode: 0o600 });
+    await chmod(join(dir, "secret.ts"), 0o600);
+    await mkdir(join(dir, "closed"), { mode: 0o700 });
+    await writeFile(join(dir, "closed", "inside.ts"), 'console.log("closed-dir-secret");\n', { mode: 0o644 });
+    rt = await ProcessRuntime.create({ dataDir: join(dir, "data") });
+  });
+  after(async () => {
+    for (const s of rt?.list() ?? []) await rt.remove(s.id).catch(() => undefined);
+    await rt?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a symlink re-pointed at a root-only file between the check and the start is refused", async () => {
+    const link = join(dir, "pub", "x.ts");
+    await symlink(join(dir, "pub", "harmless.ts"), link);
+    const spec = { name: "swap", script: link };
+    await rt.validate(spec, { trusted: false }); // what the controller checks at create
+    await unlink(link);
+    await symlink(join(dir, "secret.ts"), link);
+    await assert.rejects(rt.start("swap", spec, { trusted: false }), (e: unknown) => {
+      assert.ok(e instanceof ScriptError, String(e));
+      assert.match(e.message, /not readable by every user/);
+      assert.doesNotMatch(e.message, /SECRET/);
+      return true;
+    });
+    assert.equal(rt.status("swap"), undefined, "nothing was started");
+  });
+
+  it("a readable file in a directory the star may not enter is refused for a star's child, run for an admin's star", async () => {
+    const spec = { name: "closed", script: join(dir, "closed", "inside.ts") };
+    await assert.rejects(rt.start("closed", spec, { trusted: false }), /closed to every user/);
+    // An admin's star: root reads it, and its directory is shown to the star.
+    await rt.start("closed", spec, { trusted: true });
+    const end = await rt.wait("closed");
+    assert.equal(end.state, "exited", JSON.stringify(end));
+    assert.equal(await logs("closed"), "closed-dir-secret");
+  });
+
+  it("the same check holds at a restart: a script made unreadable later is not read", async () => {
+    const file = join(dir, "pub", "later.ts");
+    await writeFile(file, 'console.log("first run");\n', { mode: 0o644 });
+    await rt.start("later", { name: "later", script: file }, { trusted: false });
+    await rt.wait("later");
+    await writeFile(file, "cst_SECOND_SECRET\n");
+    await chmod(file, 0o600);
+    await assert.rejects(rt.resume("later").then(async () => rt.wait("later")).then((s) => {
+      if (s.state !== "exited") throw new Error(s.reason ?? s.state);
+      return s;
+    }), /not readable by/);
+    assert.doesNotMatch(await logs("later"), /SECOND_SECRET/);
+  });
+});
