@@ -27,6 +27,15 @@ const envPair = (v: string, acc: Record<string, string>) => {
   return { ...acc, [v.slice(0, eq)]: v.slice(eq + 1) };
 };
 
+/** --mount HOST[:PATH][:ro|rw]: read-only unless :rw. */
+const mountSpec = (v: string, acc: Array<{ host: string; path?: string; readonly: boolean }>) => {
+  const parts = v.split(":");
+  const mode = parts.length > 1 && (parts.at(-1) === "ro" || parts.at(-1) === "rw") ? parts.pop() : "ro";
+  const [host, path, ...rest] = parts;
+  if (!host || rest.length > 0) throw new CommanderArgError(`--mount takes HOST[:PATH][:ro|rw], got "${v}"`);
+  return [...acc, { host, ...(path ? { path } : {}), readonly: mode === "ro" }];
+};
+
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
 function memoryText(s: StarInfo): string {
@@ -48,6 +57,11 @@ export function registerStarCommands(program: Command): void {
     .option("--ram-gb <n>", "memory limit in GB", number("--ram-gb"))
     .option("--disk-mb <n>", "disk quota in MB for the star's writable directory", number("--disk-mb"))
     .option("--env <KEY=VALUE>", "environment variable (repeatable)", envPair, {})
+    .option("--pids <n>", "most processes and threads (default: the node's, 256)", number("--pids"))
+    .option("--nofile <n>", "most open files per process (default: the node's, 1024)", number("--nofile"))
+    .option("--mount <HOST[:PATH][:rw]>", "show a host path to the star, read-only unless :rw (repeatable; admin)", mountSpec, [])
+    .option("--root <dir>", "run the command in this directory as its root filesystem (admin)")
+    .addOption(new Option("--seccomp <profile>", "the system call filter; unconfined turns it off (admin)").choices(["default", "unconfined"]))
     .addOption(new Option("--restart <policy>", "restart policy").choices(["never", "on-failure", "always"]))
     .addOption(new Option("--runtime <kind>", "process (any program) or isolate (JS/TS in a V8 isolate)").choices(["process", "isolate"]))
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
@@ -60,6 +74,7 @@ export function registerStarCommands(program: Command): void {
         "constellation create --name hello -- echo hello world",
         "constellation create --name worker --script worker.ts --cpu-percent 25 --ram-mb 512 --env MODE=batch",
         "constellation create --name web --script server.mjs --restart always --runtime isolate",
+        "constellation create --name etl --mount /srv/data:/data --mount /srv/out:/out:rw -- ./etl.sh",
       ]),
     )
     .action(async (command: string[], o: Record<string, unknown>, cmd: Command) => {
@@ -75,6 +90,11 @@ export function registerStarCommands(program: Command): void {
       if (Object.keys(o.env as object).length > 0) spec.env = o.env as Record<string, string>;
       if (o.restart !== undefined) spec.restart = o.restart as "never";
       if (o.runtime !== undefined) spec.runtime = o.runtime as "process";
+      if (o.pids !== undefined) spec.pids = o.pids as number;
+      if (o.nofile !== undefined) spec.nofile = o.nofile as number;
+      if ((o.mount as unknown[]).length > 0) spec.mounts = o.mount as Array<{ host: string; readonly: boolean }>;
+      if (o.root !== undefined) spec.root = o.root as string;
+      if (o.seccomp !== undefined) spec.seccomp = o.seccomp as "default";
       const c = clientOf(cmd);
       try {
         const star = await c.create(spec, { start: o.start !== false });

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type Constellation, connect } from "../../src/index.js";
 import type { StarSpecInput } from "../../src/runtime/spec.js";
-import { type Up, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
+import { type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
 import { waitFor } from "../helpers/wait.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
@@ -273,6 +273,13 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     const rw = await run("echo hi > /mnt/x && cat /mnt/x", { mounts: [{ host: shared, path: "/mnt", readonly: false }] });
     assert.equal(rw.out.trim(), "hi");
     assert.equal(readFileSync(join(shared, "x"), "utf8"), "hi\n");
+    // The same from the CLI, and its bad input.
+    const made = await cli(node.dataDir, ["create", "--name", "cli-mount", "--no-wait", "--mount", `${shared}:/mnt:rw`, "--", "sh", "-c", "echo cli > /mnt/y"]);
+    assert.equal(made.code, 0, made.stderr);
+    await waitFor("the CLI star's write", () => existsSync(join(shared, "y")));
+    const bad = await cli(node.dataDir, ["create", "--name", "cli-bad", "--mount", "a:b:c:d", "--", "true"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--mount takes HOST\[:PATH\]\[:ro\|rw\]/);
 
     // A root of its own: a static program that looks around.
     const root = join(dir, "rootfs");
