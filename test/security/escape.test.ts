@@ -308,6 +308,7 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     await refused({ mounts: [{ host: "/usr", path: "/no/such/place" }] }, /^mounts\.0\.path$/, 400);
     await refused({ mounts: [{ host: node.dataDir }] }, /^mounts\.0\.host$/, 400);
     await refused({ mounts: [{ host: "/var/lib" }] }, /^mounts\.0\.host$/, 400); // holds the test's data dir
+    await refused({ cwd: "/root" }, /^cwd$/, 400);
     await refused({ root: "/no/such/root" }, /^root$/, 400);
     await refused({ root: join(dir, "empty-root") }, /^root$/, 400);
     await mkdir(join(dir, "empty-root"));

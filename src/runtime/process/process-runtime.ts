@@ -178,8 +178,10 @@ export class ProcessRuntime extends SupervisedRuntime {
   }
 
   protected async check(spec: StarSpec, trusted: boolean): Promise<void> {
-    await this.program(spec, trusted ? {} : { reader: "all" });
-    if (this.isolated) await checkHostPaths(spec, this.dataDirs());
+    const program = await this.program(spec, trusted ? {} : { reader: "all" });
+    // An admin's script's directory is shown to its star.
+    const shown = trusted && program.source ? [dirname(program.source)] : [];
+    if (this.isolated) await checkHostPaths(spec, this.dataDirs(), shown);
   }
 
   /** The argv to run (scripts checked and transpiled). */

@@ -50,7 +50,7 @@ export function sandboxArgs(p: SandboxPlan): string[] {
  * and do not show what is hidden for the node's sake (its data dir), and a `root` that is a
  * directory holding the program.
  */
-export async function checkHostPaths(spec: StarSpec, dataDirs: string[]): Promise<void> {
+export async function checkHostPaths(spec: StarSpec, dataDirs: string[], shown: string[] = []): Promise<void> {
   for (const [i, m] of spec.mounts.entries()) {
     const field = `mounts.${i}`;
     const host = resolve(m.host);
@@ -67,6 +67,13 @@ export async function checkHostPaths(spec: StarSpec, dataDirs: string[]): Promis
     if (!spec.root && !made && !(await stat(path).then(() => true, () => false))) {
       throw new InvalidArgumentError(`${field}.path`, `${path} does not exist on this node, and the host is read-only to stars: mount at an existing path (or under /tmp, /home, /root)`);
     }
+  }
+  // A working directory in a hidden place would fail at start with a bare "No such file".
+  if (spec.cwd !== undefined && !spec.root) {
+    const cwd = resolve(spec.cwd);
+    const hiddenBy = [...HIDDEN, ...dataDirs].find((h) => isUnder(cwd, h));
+    const given = [...shown, ...spec.mounts.map((m) => resolve(m.path ?? m.host))].some((p) => isUnder(cwd, p));
+    if (hiddenBy && !given) throw new InvalidArgumentError("cwd", `${spec.cwd} is in ${hiddenBy}, which stars cannot see: give it with mounts, or choose another cwd`);
   }
   if (spec.root !== undefined) {
     const root = resolve(spec.root);
