@@ -123,12 +123,14 @@ export class Controller {
       }
     };
     if (!nodes.some(fitsOn)) limitsOf(spec, nodes[0]);
-    if (spec.script !== undefined) {
+    if (spec.script !== undefined && !this.options.validate) {
       // Checked now (exists, parses) so a bad script is a 400, not a failed start. A star's own
       // token may not have root read a file for it: only scripts every user can read, checked on
       // the very file that is read (the node checks again, as the star's user, at every start).
       await resolveProgram(spec, { ...(options.fromStar ? { reader: "all" as const } : {}), ...(this.options.baseDir ? { baseDir: this.options.baseDir } : {}) });
     }
+    // The node checks the script as it will at start (for a star's child: as every user may
+    // read it, and not in a place hidden from stars), and the host paths the spec names.
     await this.options.validate?.(stored, { trusted: owner === undefined });
     const record: StarRecord = {
       name: spec.name,

@@ -32,6 +32,8 @@ export interface ScriptAccess {
    * nobody in particular (root reads it: a script an admin named).
    */
   reader?: "all" | FileUser;
+  /** With a reader: places whose files are refused whatever their modes (hidden from stars). */
+  refuseUnder?: string[];
   /** Where a transpiled .ts is written (absent: checked only, nothing written). */
   cacheDir?: string;
   /** Who may read the written file besides root (its group), e.g. the star's user. */
@@ -61,7 +63,7 @@ export async function resolveProgram(spec: StarSpec, access: ScriptAccess = {}):
   const ext = extname(script) as keyof typeof LOADERS;
   const loader = LOADERS[ext];
   if (!loader) throw new ScriptError(script, `unsupported extension "${ext}": use .js, .mjs or .ts (or give a command)`);
-  const { source, real } = await readScript(script, access.reader);
+  const { source, real } = await readScript(script, access);
   const hash = createHash("sha256").update(source).update(ext).update(real).digest("hex").slice(0, 32);
   // Concurrent starts of one script share one transpile.
   let pending = transpiled.get(hash);
@@ -80,31 +82,41 @@ export async function resolveProgram(spec: StarSpec, access: ScriptAccess = {}):
 
 /**
  * Opens a script once and checks the open file: a regular file of at most MAX_SCRIPT_BYTES,
- * readable by `reader`. Opened non-blocking, so a path naming a FIFO or a device cannot stall
- * the process (an open of a FIFO waits for a writer).
+ * readable by `reader`, and found where its real path says in this process's own view of the
+ * files (not through /proc/<pid>/root into another star's private /tmp, not a deleted file).
+ * Opened non-blocking, so a path naming a FIFO or a device cannot stall the process (an open of
+ * a FIFO waits for a writer). For a reader, nothing is read before every check has passed, and
+ * every refusal says the same, so a star learns nothing of files it may not read (not even
+ * whether they exist).
  */
-async function readScript(script: string, reader: ScriptAccess["reader"]): Promise<{ source: Buffer; real: string }> {
+async function readScript(script: string, access: ScriptAccess): Promise<{ source: Buffer; real: string }> {
+  const reader = access.reader;
+  const who = reader === undefined ? "" : reader === "all" ? "every user" : `the star's user (uid ${reader.uid})`;
+  const refused = () => new ScriptError(script, `is not a file that ${who} can read here: a star's token may only name scripts its stars can read`);
   let fh: FileHandle | undefined;
   try {
     fh = await open(script, constants.O_RDONLY | constants.O_NONBLOCK);
     const st = await fh.stat();
-    if (!st.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
-    if (st.size > MAX_SCRIPT_BYTES) throw new ScriptError(script, `is ${st.size} bytes, over ${MAX_SCRIPT_BYTES}: give a smaller script (or a command)`);
     // What was opened, wherever the path led: the real path checked below is this file's.
-    const real = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => script);
+    const real = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => "");
+    const here = real.startsWith("/") ? await stat(real).catch(() => undefined) : undefined;
+    if (!here || here.dev !== st.dev || here.ino !== st.ino) {
+      if (reader !== undefined) throw refused();
+      throw new ScriptError(script, "is not where its path leads in this node's files (a path through /proc, or a deleted file): give a plain path");
+    }
     if (reader !== undefined) {
-      const who = reader === "all" ? "every user" : `the star's user (uid ${reader.uid})`;
-      if (!mayAccess(st, reader, 0o4)) throw new ScriptError(script, `is not readable by ${who}: a star's token may only name scripts its stars could read`);
+      if (!mayAccess(st, reader, 0o4) || (access.refuseUnder ?? []).some((d) => real === d || real.startsWith(`${d}/`))) throw refused();
       for (let dir = dirname(real); ; dir = dirname(dir)) {
-        if (!mayAccess(await stat(dir), reader, 0o1)) {
-          throw new ScriptError(script, `is in ${dir}, closed to ${who}: a star's token may only name scripts its stars could read`);
-        }
+        if (!mayAccess(await stat(dir), reader, 0o1)) throw refused();
         if (dir === dirname(dir)) break;
       }
     }
+    if (!st.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
+    if (st.size > MAX_SCRIPT_BYTES) throw new ScriptError(script, `is ${st.size} bytes, over ${MAX_SCRIPT_BYTES}: give a smaller script (or a command)`);
     return { source: await fh.readFile(), real };
   } catch (err) {
     if (err instanceof ScriptError) throw err;
+    if (reader !== undefined) throw refused();
     const code = (err as NodeJS.ErrnoException).code;
     throw new ScriptError(script, code === "ENOENT" ? "no such file" : `cannot read it (${code})`, err);
   } finally {

@@ -169,7 +169,7 @@ describe("HTTP API: bad input", () => {
     await writeFile(join(secret, "s.ts"), "console.log('secret');\n", { mode: 0o600 });
     const refused = await post({ spec: { name: "leak", script: join(secret, "s.ts") } }, { authorization: `Bearer ${star}` });
     assert.equal(refused.statusCode, 400);
-    assert.match(error(refused).message, /a star's token may only name scripts its stars could read/);
+    assert.match(error(refused).message, /a star's token may only name scripts its stars can read/);
     await chmod(dir, 0o755);
     await chmod(script, 0o644);
     const allowed = await post({ spec: { name: "ok-from-star", script } }, { authorization: `Bearer ${star}` });

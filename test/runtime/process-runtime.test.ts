@@ -386,11 +386,13 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
 
   it("bad input is a clear typed error before anything starts", async () => {
     const before = rt.list().length;
-    await assert.rejects(rt.start(id("x"), { name: "x", script: join(dir, "scripts", "missing.js") }), (e: unknown) => {
+    // An admin's star is told what is wrong; a star's child only that it cannot read it.
+    await assert.rejects(rt.start(id("x"), { name: "x", script: join(dir, "scripts", "missing.js") }, { trusted: true }), (e: unknown) => {
       assert.ok(e instanceof ScriptError);
       assert.match(e.message, /missing\.js: no such file/);
       return true;
     });
+    await assert.rejects(rt.start(id("x"), { name: "x", script: join(dir, "scripts", "missing.js") }), /missing\.js: is not a file that every user can read here/);
     const broken = await script("broken.ts", "const x: number = ;\n");
     await assert.rejects(rt.start(id("x"), { name: "x", script: broken }), /broken\.ts: syntax error at line 1/);
     const brokenJs = await script("broken.js", "function (\n");

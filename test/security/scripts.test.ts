@@ -49,7 +49,7 @@ describe("scripts are checked on the file that is read, at every start", { skip 
     await symlink(join(dir, "secret.ts"), link);
     await assert.rejects(rt.start("swap", spec, { trusted: false }), (e: unknown) => {
       assert.ok(e instanceof ScriptError, String(e));
-      assert.match(e.message, /not readable by every user/);
+      assert.match(e.message, /is not a file that (every user|the star's user \(uid \d+\)) can read here/);
       assert.doesNotMatch(e.message, /SECRET/);
       return true;
     });
@@ -58,12 +58,33 @@ describe("scripts are checked on the file that is read, at every start", { skip 
 
   it("a readable file in a directory the star may not enter is refused for a star's child, run for an admin's star", async () => {
     const spec = { name: "closed", script: join(dir, "closed", "inside.ts") };
-    await assert.rejects(rt.start("closed", spec, { trusted: false }), /closed to every user/);
+    await assert.rejects(rt.start("closed", spec, { trusted: false }), /is not a file that every user can read here/);
     // An admin's star: root reads it, and its directory is shown to the star.
     await rt.start("closed", spec, { trusted: true });
     const end = await rt.wait("closed");
     assert.equal(end.state, "exited", JSON.stringify(end));
     assert.equal(await logs("closed"), "closed-dir-secret");
+  });
+
+  it("a path into another star's private files through /proc/<pid>/root is refused, and says nothing of what is there", async () => {
+    await rt.start("holder", { name: "holder", command: ["sh", "-c", "echo 'console.log(\"cst_PRIVATE\")' > /var/tmp/secret.ts; chmod 644 /var/tmp/secret.ts; exec sleep 60"] }, { trusted: false });
+    const pid = rt.status("holder")!.pid!;
+    const through = `/proc/${pid}/root/var/tmp/secret.ts`;
+    const link = join(dir, "pub", "peek.ts");
+    await symlink(through, link);
+    const db = join(dir, "pub", "db.ts"); // the runtime's own state, hidden from stars
+    await symlink(join(dir, "data", "runtime.db"), db);
+    const messages: string[] = [];
+    for (const script of [through, link, join(dir, "pub", "no-such.ts"), db]) {
+      await assert.rejects(rt.validate({ name: "peek", script }, { trusted: false }), (e: unknown) => {
+        assert.ok(e instanceof ScriptError, String(e));
+        assert.doesNotMatch(e.message, /PRIVATE|bytes/);
+        messages.push(e.message.replace(script, "<path>"));
+        return true;
+      });
+    }
+    assert.equal(new Set(messages).size, 1, `one answer for all: ${messages.join(" | ")}`);
+    await rt.remove("holder");
   });
 
   it("the same check holds at a restart: a script made unreadable later is not read", async () => {
@@ -76,7 +97,7 @@ describe("scripts are checked on the file that is read, at every start", { skip 
     await assert.rejects(rt.resume("later").then(async () => rt.wait("later")).then((s) => {
       if (s.state !== "exited") throw new Error(s.reason ?? s.state);
       return s;
-    }), /not readable by/);
+    }), /is not a file that .* can read here/);
     assert.doesNotMatch(await logs("later"), /SECOND_SECRET/);
   });
 });

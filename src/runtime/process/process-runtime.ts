@@ -36,7 +36,7 @@ import { type RunHandle, type StarRecord, SupervisedRuntime } from "../superviso
 import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
 import type { ProbeResult } from "../health.js";
 import { diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
-import { HIDDEN, checkHostPaths, isUnder, sandboxArgs } from "./sandbox.js";
+import { HIDDEN, SCRATCH_PLACES, checkHostPaths, isUnder, sandboxArgs } from "./sandbox.js";
 import { Launcher, signalName } from "./launcher.js";
 import { type RunInfo, type SavedStar, StarStateDb, processStart, readEnd } from "./star-state.js";
 
@@ -178,7 +178,7 @@ export class ProcessRuntime extends SupervisedRuntime {
   }
 
   protected async check(spec: StarSpec, trusted: boolean): Promise<void> {
-    const program = await this.program(spec, trusted ? {} : { reader: "all" });
+    const program = await this.program(spec, trusted ? {} : { reader: "all", refuseUnder: this.unseenPlaces() });
     // An admin's script's directory is shown to its star.
     const shown = trusted && program.source ? [dirname(program.source)] : [];
     if (this.isolated) await checkHostPaths(spec, this.dataDirs(), shown);
@@ -190,14 +190,15 @@ export class ProcessRuntime extends SupervisedRuntime {
     if (this.isolated && program.source && underTmp(program.source)) {
       throw new ScriptError(program.source, "is under /tmp, which the star cannot see (its /tmp is private): keep scripts elsewhere");
     }
-    if (this.isolated && access.reader !== undefined && program.source) {
-      const hidden = this.hiddenPlaces().find((h) => isUnder(program.source!, h));
-      if (hidden) throw new ScriptError(program.source, `is in ${hidden}, which stars cannot see: a star's token may only name scripts its stars can see`);
-    }
     if (this.isolated && spec.cwd && underTmp(resolve(spec.cwd))) {
       throw new InvalidArgumentError("cwd", `cwd ${spec.cwd} is under /tmp, which the star replaces with its private /tmp`);
     }
     return program;
+  }
+
+  /** Where a star's child may not name a script: what stars do not see of the host. */
+  private unseenPlaces(): string[] {
+    return [...this.hiddenPlaces(), ...SCRATCH_PLACES, "/dev/shm", "/proc"];
   }
 
   /** What no star sees of the host (docs/security.md). */
@@ -224,7 +225,7 @@ export class ProcessRuntime extends SupervisedRuntime {
     // The script as the star may read it (an admin's: as root), checked on the file that is read,
     // at every start; a transpiled one is written where only root and the star can read it.
     const program = await this.program(rec.spec, {
-      ...(rec.trusted ? {} : { reader: { uid, gid } }),
+      ...(rec.trusted ? {} : { reader: { uid, gid }, refuseUnder: this.unseenPlaces() }),
       cacheDir: join(dir, "script"),
       cacheReader: { uid, gid },
     });

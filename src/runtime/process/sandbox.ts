@@ -14,6 +14,7 @@ export const HIDDEN = ["/home", "/root", "/run/user"];
 
 /** Private and writable in every star: on its disk when it has one, else tmpfs (its memory). */
 const SCRATCH: Array<[place: string, dirName: string]> = [["/tmp", "tmp"], ["/var/tmp", "var-tmp"], ["/run/lock", "run-lock"]];
+export const SCRATCH_PLACES = SCRATCH.map(([place]) => place);
 
 export interface SandboxPlan {
   spec: StarSpec;
