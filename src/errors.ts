@@ -33,6 +33,7 @@ export type ErrorCode =
   | "API_FORBIDDEN"
   | "API_BAD_REQUEST"
   | "API_TOO_LARGE"
+  | "API_TOO_MANY"
   | "API_UNAVAILABLE"
   | "STAR_NOT_FOUND"
   | "STAR_EXISTS"
@@ -295,6 +296,14 @@ export class BadRequestError extends ConstellationError {
   constructor(message: string, field?: string) {
     super("API_BAD_REQUEST", message);
     if (field !== undefined) this.field = field;
+  }
+}
+
+/** More of something at once than one caller may have (HTTP 429). */
+export class TooManyError extends ConstellationError {
+  readonly status = 429;
+  constructor(message: string) {
+    super("API_TOO_MANY", message);
   }
 }
 

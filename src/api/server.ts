@@ -10,6 +10,7 @@ import {
   ForbiddenError,
   type ErrorCode,
   InvalidSpecError,
+  TooManyError,
   UnauthorizedError,
   isConstellationError,
 } from "../errors.js";
@@ -30,6 +31,36 @@ export interface ApiOptions {
 }
 
 export const BODY_LIMIT = 1024 * 1024;
+/** Log streams open at once: per token, and in all, for tokens other than admin ones. */
+export const LOG_STREAMS = { perToken: 8, total: 64 };
+
+/**
+ * Counts what each caller holds open; take() throws TooManyError past the limits. Admin tokens
+ * are not counted: stars (their tokens) cannot lock the operator out.
+ */
+function openLimiter(limits: { perToken: number; total: number }, what: string) {
+  const held = new Map<string, number>();
+  let total = 0;
+  return {
+    take(who: string, admin: boolean): () => void {
+      if (admin) return () => undefined;
+      const mine = held.get(who) ?? 0;
+      if (mine >= limits.perToken) throw new TooManyError(`this token has ${mine} ${what} open (at most ${limits.perToken}): close some first`);
+      if (total >= limits.total) throw new TooManyError(`the node has ${total} ${what} open (at most ${limits.total}): try again shortly`);
+      held.set(who, mine + 1);
+      total++;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        total--;
+        const left = (held.get(who) ?? 1) - 1;
+        if (left > 0) held.set(who, left);
+        else held.delete(who);
+      };
+    },
+  };
+}
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
   INVALID_ARGUMENT: 400,
@@ -119,7 +150,9 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
   });
   const name = (req: Request) => parse(nameParams, req.params, "path").name;
   const who = (req: Request) => req.auth!;
-  const ndjson = (res: ServerResponse) => res.writeHead(200, { "content-type": "application/x-ndjson" });
+  const logStreams = openLimiter(LOG_STREAMS, "log streams");
+  // Headers at once: a stream may have nothing to say for a while.
+  const ndjson = (res: ServerResponse) => res.writeHead(200, { "content-type": "application/x-ndjson" }).flushHeaders();
 
   router
     .route("GET", "/v1/health", async () => ({ body: { ok: true } }))
@@ -176,16 +209,21 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const star = name(req);
       const q = parse(logsQuery, req.query, "query");
       await controller.get(star, who(req)); // 404 for an unknown star (or one this token may not see)
+      // Each stream reads files a star wrote: a caller (a star's token, say) may not open many.
+      const release = logStreams.take(req.auth?.name ?? "", req.auth?.scope === "admin");
       const abort = new AbortController();
       res.on("close", () => abort.abort());
-      const lines = node.logs(star, { ...(q.tail === undefined ? {} : { tail: q.tail }), follow: q.follow === true, signal: abort.signal });
-      ndjson(res);
       try {
+        const lines = node.logs(star, { ...(q.tail === undefined ? {} : { tail: q.tail }), follow: q.follow === true, signal: abort.signal });
+        ndjson(res);
         for await (const l of lines) {
-          if (!res.write(`${JSON.stringify(l)}\n`)) await new Promise((r) => res.once("drain", r));
+          if (abort.signal.aborted) break;
+          if (!res.write(`${JSON.stringify(l)}\n`)) await new Promise((r) => (res.once("drain", r), res.once("close", r)));
         }
       } catch {
         // the client went away, or the star's files did
+      } finally {
+        release();
       }
       res.end();
       return undefined;

@@ -3,6 +3,10 @@
  * <name>.1, <name>.2, ... (oldest last). Without follow: every kept line (or the last N of
  * each stream), oldest first. With follow: then every new line as it is written, across
  * rotations, until the star ends or the caller aborts.
+ *
+ * Memory stays bounded whatever the files hold (a star writes its logs; a reader must not be
+ * made to hold them): lines are read and yielded a chunk at a time, `tail` is found by reading
+ * backwards from the end, and one line is cut at MAX_LINE bytes.
  */
 import { watch } from "node:fs";
 import { type FileHandle, open, readdir, stat } from "node:fs/promises";
@@ -10,16 +14,32 @@ import { basename, dirname, join } from "node:path";
 import type { LogLine, LogOptions } from "./types.js";
 
 const STREAMS = ["stdout", "stderr"] as const;
+const CHUNK = 64 * 1024;
+/** A longer line is cut into pieces of this size (a star may write no newline at all). */
+const MAX_LINE = 1024 * 1024;
 
 export async function* readLogs(dir: string, options: LogOptions, isDone: () => boolean): AsyncGenerator<LogLine> {
   const cursor = new Map<string, Cursor>();
   for (const stream of STREAMS) {
-    // Everything kept so far is "new" to a cursor that has seen nothing.
     const c: Cursor = { id: "", offset: 0, partial: "" };
-    const parts = (await readNew(join(dir, `${stream}.log`), c)).split("\n");
-    c.partial = parts.pop() ?? "";
-    const lines = options.tail === undefined ? parts : parts.slice(-options.tail);
-    for (const line of lines) yield { stream, line };
+    const files = await openAll(join(dir, `${stream}.log`));
+    try {
+      // Everything kept so far (or its last `tail` lines), a chunk at a time.
+      let [k, offset] = options.tail === undefined ? [0, 0] : await tailStart(files, options.tail);
+      for (; k < files.length; k++, offset = 0) {
+        const f = files[k]!;
+        for (let at = offset; at < f.size; at += CHUNK) {
+          for (const line of cut(c, await readHandle(f.handle, at, Math.min(f.size, at + CHUNK)))) yield { stream, line };
+        }
+      }
+      const last = files.at(-1);
+      if (last) {
+        c.id = last.id;
+        c.offset = last.size;
+      }
+    } finally {
+      await Promise.all(files.map((f) => f.handle.close()));
+    }
     cursor.set(stream, c);
   }
   if (!options.follow) return;
@@ -34,10 +54,7 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
       for (const stream of STREAMS) {
         const text = await readNew(join(dir, `${stream}.log`), cursor.get(stream)!);
         if (!text) continue;
-        const c = cursor.get(stream)!;
-        const parts = (c.partial + text).split("\n");
-        c.partial = parts.pop() ?? "";
-        for (const line of parts) yield { stream, line };
+        for (const line of cut(cursor.get(stream)!, text)) yield { stream, line };
       }
       if (done || options.signal?.aborted) return;
       await new Promise<void>((resolve) => {
@@ -82,6 +99,39 @@ async function readNew(path: string, c: Cursor): Promise<string> {
   } finally {
     await Promise.all(files.map((f) => f.handle.close()));
   }
+}
+
+/** The whole lines of the cursor's partial line plus `text`, each cut into MAX_LINE pieces. */
+function cut(c: Cursor, text: string): string[] {
+  const parts = (c.partial + text).split("\n");
+  c.partial = parts.pop() ?? "";
+  const lines: string[] = [];
+  for (const p of parts) for (let i = 0; i === 0 || i < p.length; i += MAX_LINE) lines.push(p.slice(i, i + MAX_LINE));
+  while (c.partial.length > MAX_LINE) {
+    lines.push(c.partial.slice(0, MAX_LINE));
+    c.partial = c.partial.slice(MAX_LINE);
+  }
+  return lines;
+}
+
+/**
+ * Where the last `n` lines begin (file index, offset), reading backwards a chunk at a time: just
+ * after the (n+1)-th line end from the end (a last line without its end is not a line yet).
+ */
+async function tailStart(files: OpenFile[], n: number): Promise<[number, number]> {
+  if (n <= 0) return [files.length, 0];
+  let seen = 0;
+  for (let k = files.length - 1; k >= 0; k--) {
+    const f = files[k]!;
+    for (let to = f.size; to > 0; to -= CHUNK) {
+      const from = Math.max(0, to - CHUNK);
+      const buf = await readBytes(f.handle, from, to);
+      for (let i = buf.length - 1; i >= 0; i--) {
+        if (buf[i] === 0x0a && ++seen === n + 1) return [k, from + i + 1];
+      }
+    }
+  }
+  return [0, 0];
 }
 
 interface Cursor {
@@ -130,8 +180,12 @@ async function openAll(base: string): Promise<OpenFile[]> {
 }
 
 async function readHandle(h: FileHandle, from: number, to: number): Promise<string> {
-  if (to <= from) return "";
+  return (await readBytes(h, from, to)).toString("utf8");
+}
+
+async function readBytes(h: FileHandle, from: number, to: number): Promise<Buffer> {
+  if (to <= from) return Buffer.alloc(0);
   const buf = Buffer.alloc(to - from);
   const { bytesRead } = await h.read(buf, 0, buf.length, from);
-  return buf.subarray(0, bytesRead).toString("utf8");
+  return buf.subarray(0, bytesRead);
 }

@@ -99,5 +99,8 @@ export class FakeRuntime extends SupervisedRuntime {
     this.get(id);
     const lines = this.output.get(id) ?? [];
     yield* options.tail === undefined ? lines : lines.slice(-options.tail);
+    // Following: nothing more is ever written here; the stream stays open until the caller goes.
+    const signal = options.signal;
+    if (options.follow && signal && !signal.aborted) await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
   }
 }

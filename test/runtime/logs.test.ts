@@ -1,0 +1,64 @@
+/**
+ * Reading a star's logs: every kept line or the last N, across rotated files, with memory that
+ * does not grow with what a star wrote (issue 8: a star flooding its logs and asking for them
+ * many times at once took the control plane down).
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { readLogs } from "../../src/runtime/logs.js";
+
+describe("log reading", () => {
+  let dir: string;
+  const read = async (d: string, tail?: number) => {
+    const out: string[] = [];
+    for await (const l of readLogs(d, tail === undefined ? {} : { tail }, () => true)) if (l.stream === "stdout") out.push(l.line);
+    return out;
+  };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "constellation-logs-"));
+    // Oldest first: .2, .1, then the current file; a line may span a rotation.
+    await writeFile(join(dir, "stdout.log.2"), "a1\na2\n");
+    await writeFile(join(dir, "stdout.log.1"), "b1\nb2");
+    await writeFile(join(dir, "stdout.log"), "x\nc1\nc2\npartial");
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it("reads every kept line, or the last N, across rotations (a last line without its end is not yet a line)", async () => {
+    assert.deepEqual(await read(dir), ["a1", "a2", "b1", "b2x", "c1", "c2"]);
+    assert.deepEqual(await read(dir, 2), ["c1", "c2"]);
+    assert.deepEqual(await read(dir, 3), ["b2x", "c1", "c2"]);
+    assert.deepEqual(await read(dir, 5), ["a2", "b1", "b2x", "c1", "c2"]);
+    assert.deepEqual(await read(dir, 100), ["a1", "a2", "b1", "b2x", "c1", "c2"]);
+    assert.deepEqual(await read(dir, 0), []);
+  });
+
+  it("cuts a line without end into pieces of 1 MiB", async () => {
+    const d = await mkdtemp(join(tmpdir(), "constellation-logs-"));
+    await writeFile(join(d, "stdout.log"), `${"y".repeat(3 * 2 ** 20 + 5)}\nend\n`);
+    const lines = await read(d);
+    assert.deepEqual(lines.map((l) => l.length), [2 ** 20, 2 ** 20, 2 ** 20, 5, 3]);
+    await rm(d, { recursive: true, force: true });
+  });
+
+  it("the last line of 64 MB of logs, many times at once, without holding the files in memory", async () => {
+    const d = await mkdtemp(join(tmpdir(), "constellation-logs-"));
+    const fh = await open(join(d, "stdout.log"), "w");
+    const block = Buffer.from(`${"z".repeat(1023)}\n`.repeat(1024)); // 1 MiB of lines
+    for (let i = 0; i < 64; i++) await fh.write(block);
+    await fh.write("the last line\n");
+    await fh.close();
+    global.gc?.();
+    const before = process.memoryUsage();
+    const got = await Promise.all(Array.from({ length: 50 }, () => read(d, 1)));
+    const after = process.memoryUsage();
+    for (const g of got) assert.deepEqual(g, ["the last line"]);
+    const grew = after.rss - before.rss;
+    assert.ok(grew < 64 * 2 ** 20, `reading 50 tails grew the process by ${Math.round(grew / 2 ** 20)} MB`);
+    await rm(d, { recursive: true, force: true });
+  });
+});
