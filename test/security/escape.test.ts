@@ -253,6 +253,41 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     await idle.remove({ force: true });
   });
 
+  it("other stars' cgroups are hidden, its own readable; ptys are its own and few; a star at its pids limit keeps its init", async () => {
+    const other = await sdk.create({ name: "other-tenant", command: ["sleep", "600"] });
+    await other.wait({ for: "running" });
+    const { out, name } = await run(
+      [
+        "echo groups: $(ls /sys/fs/cgroup/memory/constellation /sys/fs/cgroup/pids/constellation /sys/fs/cgroup/constellation 2>/dev/null)",
+        'echo own: $(cat /sys/fs/cgroup/memory/constellation/$CONSTELLATION_STAR/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/constellation/$CONSTELLATION_STAR/memory.max)',
+        "printf 'import os\\nn = 0\\ntry:\\n  while True:\\n    os.openpty()\\n    n += 1\\nexcept OSError:\\n  print(\"ptys:\", n)\\n' > /tmp/p.py; python3 /tmp/p.py",
+      ].join("; "),
+      { ram_mb: 96 },
+    );
+    assert.match(out, /^groups: /m, out);
+    assert.doesNotMatch(out, /other-tenant/, "another star's cgroup is visible");
+    assert.match(out, /^own: 100663296$/m);
+    assert.match(out, /^ptys: 64$/m);
+    void name;
+    await other.remove({ force: true });
+
+    // A fork bomb up to its pids limit, with an exec check every 50 ms: the check fails, the init
+    // lives, and the program's own end is what is reported.
+    const bomb = await sdk.create({
+      name: "pid-bomb",
+      command: [
+        "python3",
+        "-c",
+        "import os, time\ntry:\n  while True:\n    if os.fork() == 0:\n      time.sleep(3)\n      os._exit(0)\nexcept OSError:\n  pass\ntime.sleep(1)\nos._exit(3)\n",
+      ],
+      pids: 16,
+      health: { type: "exec", command: ["true"], interval_ms: 50 },
+    });
+    const end = await bomb.wait({ timeoutMs: 30_000 });
+    assert.equal(end.status?.exitCode, 3, JSON.stringify(end.status));
+    await bomb.remove({ force: true });
+  });
+
   it("walks the star's view for writable places: only its own, each limited", async () => {
     const { out } = await run(
       "find / \\( -path /proc -o -path /sys \\) -prune -o -type d -writable -print 2>/dev/null | sort",

@@ -247,7 +247,8 @@ export class ProcessRuntime extends SupervisedRuntime {
       const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), rec.spec.cwd || rec.spec.root ? "-d" : "-W", cwd];
       args.push("-s", join(dir, "end"), "-k", join(dir, "ctl"), "-n", String(rec.limits.nofile ?? 1024));
       if (this.options.sandbox !== false) {
-        args.push(...sandboxArgs({ spec: rec.spec, limits: rec.limits, trusted: rec.trusted, starDir: dir, base, cwd, program, hidden: this.hiddenPlaces() }));
+        const cgroupDirs = (cgroup ?? this.options.cgroups.handle(rec.id)).procsFiles.map((f) => dirname(f));
+        args.push(...sandboxArgs({ spec: rec.spec, limits: rec.limits, trusted: rec.trusted, starDir: dir, base, cwd, program, hidden: this.hiddenPlaces(), cgroupDirs }));
       } else {
         args.push("-T", `/tmp=${join(base, "tmp")}`); // as before: a private /tmp on disk
       }

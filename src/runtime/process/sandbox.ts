@@ -27,12 +27,20 @@ export interface SandboxPlan {
   cwd: string;
   program: { file?: string; source?: string };
   hidden: string[];
+  /** The star's own cgroup directories: their parents (every star's groups) are hidden. */
+  cgroupDirs: string[];
 }
 
 export function sandboxArgs(p: SandboxPlan): string[] {
   const args = ["-r"];
   if (p.spec.seccomp !== "unconfined") args.push("-P");
   for (const h of p.hidden) args.push("-X", h);
+  // Other stars' cgroups (their names, usage, limits) are not for it to read; its own are.
+  // (A star with a root of its own has no /sys of the host at all.)
+  if (!p.spec.root) {
+    for (const parent of new Set(p.cgroupDirs.map((d) => dirname(d)))) args.push("-X", parent);
+    for (const own of p.cgroupDirs) args.push("-R", `${own}=${own}`);
+  }
   for (const [place, name] of SCRATCH) args.push("-T", p.limits.diskBytes !== undefined ? `${place}=${join(p.base, name)}` : place);
   args.push("-M", String(p.limits.memoryBytes ?? 64 * 2 ** 20));
   if (!p.spec.cwd && !p.spec.root) args.push("-B", `${p.cwd}=${p.cwd}`);

@@ -178,6 +178,16 @@ void sandbox_setup(struct opts *o) {
   if (mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc");
   /* Half the star's memory for all its tmpfs scratch places together (the rest for itself). */
   long long scratch = (o->scratch_max > 0 ? o->scratch_max : 64LL << 20) / 2;
+  /* Its own ptys: a devpts instance of its own (at most 64), so it cannot use up the host's. */
+  char pts[4096], ptmx[4096], ptmx_src[4200];
+  snprintf(pts, sizeof pts, "%s/dev/pts", prefix);
+  snprintf(ptmx, sizeof ptmx, "%s/dev/ptmx", prefix);
+  struct stat pst;
+  if (stat(pts, &pst) == 0 && S_ISDIR(pst.st_mode)) {
+    if (mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,max=64") < 0) fail("mount /dev/pts");
+    snprintf(ptmx_src, sizeof ptmx_src, "%s/ptmx", pts);
+    if (stat(ptmx, &pst) == 0 && mount(ptmx_src, ptmx, NULL, MS_BIND, NULL) < 0) fail("bind /dev/ptmx");
+  }
   /* A private /dev/shm, so stars share no scratch space. */
   snprintf(shm, sizeof shm, "%s/dev/shm", prefix);
   struct stat st;

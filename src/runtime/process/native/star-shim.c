@@ -422,6 +422,11 @@ static int program_main(void *arg) {
 bad:
   prog_errno = errno;
   prog_step = step;
+  if (p->out >= 0) { /* a check, in a forked child: its reason goes to the agent with its output */
+    char why[300];
+    int n = snprintf(why, sizeof why, "%s %s: %s", step, strcmp(step, "exec") == 0 ? p->argv[0] : "", strerror(prog_errno));
+    if (n > 0) (void)!write(p->out, why, (size_t)n < sizeof why ? (size_t)n : sizeof why - 1);
+  }
   _exit(127);
 }
 
@@ -449,6 +454,29 @@ static pid_t start_program(const struct opts *o, char **argv, int out) {
 }
 
 /* ---- exec health checks: run by the init, inside the star, as the star's user ------------- */
+
+/*
+ * A check starts with a plain fork, not the program's vfork-style clone: the star's processes
+ * run meanwhile, and a vfork child that has already become the star's user could be stopped by
+ * them (SIGSTOP), which would stop the init with it. Checks are rare; a fork of the tiny init
+ * costs well under a millisecond. Returns -1 (errno set) if no process could be made.
+ */
+static pid_t start_check(const struct opts *o, char **argv, int out) {
+  static char found[4096];
+  const char *path = find_program(o, argv[0], found, sizeof found);
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  int argc = 0;
+  while (argv[argc]) argc++;
+  char **sh_argv = calloc((size_t)argc + 2, sizeof(char *));
+  if (!sh_argv) _exit(127);
+  sh_argv[0] = "/bin/sh";
+  sh_argv[1] = (char *)path;
+  for (int i = 1; i < argc; i++) sh_argv[i + 1] = argv[i];
+  struct program p = {o, path, argv, sh_argv, o->n_env > 0 ? (char **)o->env : environ, out};
+  program_main(&p);
+  _exit(127);
+}
 
 /*
  * The agent asks the star's init to run a check, over a unix socket in the star's directory
@@ -549,12 +577,13 @@ static void probe_accept(int ctl, struct probe *pr, const struct opts *o) {
   }
   pr->client = c;
   pr->tail_len = 0;
-  pid_t pid = start_program(o, argv, p[1]);
+  pid_t pid = start_check(o, argv, p[1]);
+  int fork_errno = errno;
   close(p[1]);
   free(argv);
-  if (prog_step) {
-    char head[400];
-    snprintf(head, sizeof head, "exit 127\n%s: %s", prog_step, strerror(prog_errno));
+  if (pid < 0) { /* the star at its pids limit, say: the check fails, the init goes on */
+    char head[200];
+    snprintf(head, sizeof head, "exit 127\ncannot start the check: %s", strerror(fork_errno));
     close(p[0]);
     probe_reply(pr, head);
     return;
@@ -638,7 +667,16 @@ static int init_main(int argc, char **argv) {
 
   /* 1. The star's cgroups: made, limited, and joined before anything else runs. */
   for (int d = 0; d < o.n_mkdirs; d++) {
-    if (mkdir(o.mkdirs[d], 0755) < 0 && errno != EEXIST) fail(o.mkdirs[d]);
+    if (mkdir(o.mkdirs[d], 0755) == 0) continue;
+    if (errno != EEXIST) fail(o.mkdirs[d]);
+    /* There already: it must be empty (a group with processes is someone else's star, or a
+       run not yet cleaned up; joining it would share its limits and its fate). Counted by the
+       pids controller, which sees every task (cgroup.procs would show this pid namespace's). */
+    char current[4200], n[32] = {0};
+    snprintf(current, sizeof current, "%s/pids.current", o.mkdirs[d]);
+    int pf = open(current, O_RDONLY | O_CLOEXEC);
+    if (pf >= 0 && read(pf, n, sizeof n - 1) > 0 && atoi(n) > 0) fail_msg(o.mkdirs[d], "this cgroup already has processes (a star of the same name on another node of this host, or an earlier run still ending): remove them, or use another name");
+    if (pf >= 0) close(pf);
   }
   for (int w = 0; w < o.n_writes; w++) {
     char path[4096];
