@@ -15,6 +15,8 @@ import type { StarSpecInput } from "../../src/runtime/spec.js";
 import { type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
 import { waitFor } from "../helpers/wait.js";
 
+/** Star names unique to this run: stars of another node on this host never share a cgroup. */
+const tag = process.pid.toString(36);
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
 
 function memoryLimit(star: string): string {
@@ -33,7 +35,7 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
 
   /** Runs a shell command as a star to its end; its output (stdout and stderr) and the star. */
   const run = async (script: string, extra: Partial<StarSpecInput> = {}): Promise<{ out: string; name: string; code: number | undefined }> => {
-    const name = `atk-${++n}`;
+    const name = `atk-${tag}-${++n}`;
     const star = await sdk.create({ name, command: ["sh", "-c", script], ...extra } as StarSpecInput);
     const end = await star.wait({ timeoutMs: 60_000 });
     const lines: string[] = [];
@@ -41,7 +43,7 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     return { out: lines.join("\n"), name, code: end.status?.exitCode ?? undefined };
   };
   const refused = async (spec: Partial<StarSpecInput>, field: RegExp, status: number) => {
-    const name = `bad-${++n}`;
+    const name = `bad-${tag}-${++n}`;
     await assert.rejects(sdk.create({ name, command: ["true"], ...spec } as StarSpecInput), (e: unknown) => {
       const err = e as { status?: number; field?: string; issues?: Array<{ field: string }>; message: string };
       assert.equal(err.status, status, err.message);
@@ -69,7 +71,7 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     const attack =
       'printf "#!/bin/sh\\nid -u > $HOME/pwned\\n" > $HOME/evil; chmod +x $HOME/evil; ' +
       'exec unshare -Urm sh -c "mount --bind $HOME/evil /usr/bin/id && echo swapped && exec sleep 600"';
-    const name = "exec-attack";
+    const name = `exec-attack-${tag}`;
     await sdk.create({
       name,
       command: ["sh", "-c", attack],
@@ -96,9 +98,10 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     const secretTs = join(dir, "secret.ts");
     await writeFile(secretTs, 'const secret: string = "s3cr3t-in-a-ts-file";\nconsole.log(secret.length); setInterval(() => {}, 1000);\n');
     await chmod(secretTs, 0o600); // root's only: the admin's own star may run it, nobody else read it
-    const victim = await sdk.create({ name: "victim", script: secretTs });
-    await victim.wait({ for: "running" });
-    const victimDir = starDir("victim");
+    const victimName = `victim-${tag}`;
+    const victim = await sdk.create({ name: victimName, script: secretTs });
+    assert.equal((await victim.wait({ for: "running" })).status?.state, "running");
+    const victimDir = starDir(victimName);
     await waitFor("the victim's work dir", () => existsSync(join(victimDir, "work")));
     await writeFile(join(victimDir, "work", "victim-work-file"), "victim-data\n");
     const transpiled = readdirSync(join(victimDir, "script")).map((f) => join(victimDir, "script", f));
@@ -154,18 +157,19 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
   });
 
   it("4. a star's token reaches only its own star and its children, and gives them no more than it has", async () => {
-    const victim = await sdk.create({ name: "tenant-b", command: ["sleep", "600"], env: { DB_PASSWORD: "hunter2" } });
+    const b = `tenant-b-${tag}`;
+    const victim = await sdk.create({ name: b, command: ["sleep", "600"], env: { DB_PASSWORD: "hunter2" } });
     await victim.wait({ for: "running" });
     // From inside a star, with its own token: everything the break report did.
     const api = [
       'const h = { authorization: "Bearer " + process.env.CONSTELLATION_TOKEN, "content-type": "application/json" };',
       "const call = async (m, p, b) => { const r = await fetch(process.env.CONSTELLATION_ENDPOINT + p, { method: m, headers: h, body: b && JSON.stringify(b) }); return r.status + ' ' + (await r.text()).slice(0, 400).replace(/\\n/g, ' '); };",
       'console.log("list", await call("GET", "/v1/stars"));',
-      'console.log("get", await call("GET", "/v1/stars/tenant-b"));',
-      'console.log("logs", await call("GET", "/v1/stars/tenant-b/logs"));',
-      'console.log("stop", await call("POST", "/v1/stars/tenant-b/stop"));',
-      'console.log("rm", await call("DELETE", "/v1/stars/tenant-b?force=1"));',
-      'console.log("events", await call("GET", "/v1/events?star=tenant-b"));',
+      'console.log("get", await call("GET", "/v1/stars/' + b + '"));',
+      'console.log("logs", await call("GET", "/v1/stars/' + b + '/logs"));',
+      'console.log("stop", await call("POST", "/v1/stars/' + b + '/stop"));',
+      'console.log("rm", await call("DELETE", "/v1/stars/' + b + '?force=1"));',
+      'console.log("events", await call("GET", "/v1/events?star=' + b + '"));',
       'console.log("token", await call("POST", "/v1/tokens", { scope: "admin", name: "mine" }));',
       'console.log("pids", await call("POST", "/v1/stars", { spec: { name: "kid-pids", command: ["true"], pids: 4194304 }, start: false }));',
       'console.log("logsz", await call("POST", "/v1/stars", { spec: { name: "kid-logs", command: ["true"], log_max_mb: 102400, log_max_files: 100 }, start: false }));',
@@ -178,9 +182,9 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     const { out, name } = await run(`cat > /tmp/a.mjs <<'EOF'\n${api}\nEOF\nnode /tmp/a.mjs`, { ram_mb: 128, cpu_percent: 50 });
     const said = (what: string) => new RegExp(`^${what} (\\d{3}) (.*)$`, "m").exec(out)?.slice(1) ?? ["", out];
     assert.doesNotMatch(out, /hunter2/, "another star's env leaked");
-    assert.doesNotMatch(said("list")[1]!, /tenant-b/, "another star is listed");
+    assert.doesNotMatch(said("list")[1]!, new RegExp(b), "another star is listed");
     for (const w of ["get", "logs", "stop", "rm"]) assert.equal(said(w)[0], "404", `${w}: ${said(w)[1]}`);
-    assert.doesNotMatch(said("events")[1]!, /tenant-b/);
+    assert.doesNotMatch(said("events")[1]!, new RegExp(b));
     assert.equal(said("token")[0], "403");
     for (const w of ["pids", "logsz", "ram"]) assert.equal(said(w)[0], "422", `${w}: ${said(w)[1]}`);
     for (const w of ["isolate", "seccomp", "mounts"]) assert.equal(said(w)[0], "403", `${w}: ${said(w)[1]}`);
@@ -247,14 +251,14 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     assert.match(out, /touch: cannot touch '\/etc\/x': Read-only file system/);
     void name;
     // A star without ram_mb gets the node's default memory, not the whole machine.
-    const idle = await sdk.create({ name: "no-ram-given", command: ["sleep", "60"] });
+    const idle = await sdk.create({ name: `no-ram-${tag}`, command: ["sleep", "60"] });
     await idle.wait({ for: "running" });
-    assert.equal(memoryLimit("no-ram-given"), String(512 * 2 ** 20));
+    assert.equal(memoryLimit(`no-ram-${tag}`), String(512 * 2 ** 20));
     await idle.remove({ force: true });
   });
 
   it("other stars' cgroups are hidden, its own readable; ptys are its own and few; a star at its pids limit keeps its init", async () => {
-    const other = await sdk.create({ name: "other-tenant", command: ["sleep", "600"] });
+    const other = await sdk.create({ name: `other-tenant-${tag}`, command: ["sleep", "600"] });
     await other.wait({ for: "running" });
     const { out, name } = await run(
       [
@@ -274,7 +278,7 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     // A fork bomb up to its pids limit, with an exec check every 50 ms: the check fails, the init
     // lives, and the program's own end is what is reported.
     const bomb = await sdk.create({
-      name: "pid-bomb",
+      name: `pid-bomb-${tag}`,
       command: [
         "python3",
         "-c",
@@ -329,7 +333,7 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     );
     const cc = spawnSync("cc", ["-static", "-o", join(root, "bin", "look"), src], { encoding: "utf8" });
     assert.equal(cc.status, 0, cc.stderr);
-    const star = await sdk.create({ name: "rooted", command: ["/bin/look"], root });
+    const star = await sdk.create({ name: `rooted-${tag}`, command: ["/bin/look"], root });
     await star.wait();
     const lines: string[] = [];
     for await (const l of star.logs()) lines.push(l.line);
