@@ -197,7 +197,7 @@ export class Agent implements NodeLink {
       } catch (err) {
         // It may still run: keep it as ours, say so, and try again (never leave it unwatched).
         const retryMs = this.options.retryMs ?? 5000;
-        await this.events.record("star.remove-failed", `could not remove: ${(err as Error).message}; trying again in ${retryMs} ms`, { star: name, node: this.name }).catch(() => undefined);
+        await this.events.record("star.remove-failed", `could not remove: ${(err as Error).message}; trying again in ${retryMs} ms`, { star: name, uid: local!.uid, node: this.name }).catch(() => undefined);
         setTimeout(() => this.reconcile(name), retryMs).unref();
         return;
       }
@@ -260,7 +260,7 @@ export class Agent implements NodeLink {
 
   private async startFailed(name: string, err: unknown): Promise<void> {
     const code = isConstellationError(err) ? ` [${err.code}]` : "";
-    await this.events.record("star.start-failed", `failed to start${code}: ${(err as Error).message}`, { star: name, node: this.name });
+    await this.events.record("star.start-failed", `failed to start${code}: ${(err as Error).message}`, { star: name, uid: this.local.get(name)?.uid, node: this.name });
   }
 
   /** A star that could not even be created here: reported failed, with the reason. */
@@ -277,7 +277,7 @@ export class Agent implements NodeLink {
     };
     const observed: StarObserved = { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() };
     await this.store.put(statusKey(record.name), JSON.stringify(observed));
-    await this.events.record("star.start-failed", `failed to start: ${reason}`, { star: record.name, node: this.name });
+    await this.events.record("star.start-failed", `failed to start: ${reason}`, { star: record.name, uid: record.uid, node: this.name });
   }
 
   private onStatus(runtime: Runtime, status: StarStatus): void {
@@ -287,7 +287,7 @@ export class Agent implements NodeLink {
     local.status = status;
     void this.report(status.id).catch(() => undefined);
     if (before !== status.state) {
-      void this.events.record("star.state", describe(status), { star: status.id, node: this.name }).catch(() => undefined);
+      void this.events.record("star.state", describe(status), { star: status.id, uid: local.uid, node: this.name }).catch(() => undefined);
     }
   }
 

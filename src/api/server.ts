@@ -17,7 +17,7 @@ import {
 import type { NodeLink } from "../agent/agent.js";
 import type { Controller } from "../controller/controller.js";
 import { eventOf } from "../controller/events.js";
-import { type Event, KEYS, type Principal, type StarRecord, type StarView } from "../controller/model.js";
+import { type Event, KEYS, type Principal, type StarRecord, type StarView, starKey } from "../controller/model.js";
 import type { Store } from "../store/types.js";
 import { TOKEN_ID_LENGTH, listTokens, lookupToken, newToken, revokeToken, saveToken, tokenKey } from "../controller/tokens.js";
 import { type Request, Router } from "./router.js";
@@ -106,11 +106,16 @@ export function shown<T extends StarView>(view: T, who: Principal): T {
   return out;
 }
 
-/** Whether event `e` is about a star `visible` holds (undefined: all are), as that very star. */
+/**
+ * Whether event `e` is about a star `visible` holds (undefined: all are), as that very star: by
+ * its uid (a star made again under a name it once had is another's), by time for events that
+ * carry none.
+ */
 function eventVisible(e: Event, visible: Map<string, StarRecord> | undefined): boolean {
   if (!visible) return true;
   const r = e.star === undefined ? undefined : visible.get(e.star);
-  return r !== undefined && e.at >= r.createdAt;
+  if (r === undefined) return false;
+  return e.uid !== undefined ? e.uid === r.uid : e.at >= r.createdAt;
 }
 
 export interface Api {
@@ -231,7 +236,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("GET", "/v1/events", async (req, res) => {
       const q = parse(eventsQuery, req.query, "query");
       const filter = { ...(q.since === undefined ? {} : { since: q.since }), ...(q.star === undefined ? {} : { star: q.star }) };
-      let visible = await controller.visible(who(req));
+      const visible = await controller.visible(who(req));
       const limit = q.limit ?? (q.follow ? 20 : 100);
       // A star's token: the newest `limit` of the events about what it may see.
       const all = await controller.events.list(visible ? filter : { ...filter, limit });
@@ -251,8 +256,16 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
             const e = eventOf(ev.kv);
             if (q.star !== undefined && e.star !== q.star) continue;
             // A star made after the stream opened may be one this token sees (a new child).
-            if (visible && e.kind === "star.created" && e.star !== undefined && !visible.has(e.star)) visible = await controller.visible(who(req));
-            if (eventVisible(e, visible)) res.write(`${JSON.stringify(e)}\n`);
+            // A star made after the stream opened is one this token sees if its owner is (a new
+            // child); one removed is no longer (its name may come back as another's star).
+            if (visible && e.star !== undefined && e.kind === "star.created" && !visible.has(e.star)) {
+              const kv = await store.get(starKey(e.star));
+              const r = kv ? (JSON.parse(kv.value) as StarRecord) : undefined;
+              if (r && r.uid === e.uid && r.owner && visible.get(r.owner.name)?.uid === r.owner.uid) visible.set(r.name, r);
+            }
+            if (!eventVisible(e, visible)) continue;
+            if (visible && e.kind === "star.removed") visible.delete(e.star!);
+            res.write(`${JSON.stringify(e)}\n`);
           }
         }
       } catch {

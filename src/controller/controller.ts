@@ -154,7 +154,7 @@ export class Controller {
         throw new DuplicateStarError(spec.name);
       }
       const made = owner ? ` by star ${owner.record.name}` : "";
-      await this.events.record("star.created", `created${made} (${record.desired === "running" ? "to run" : "stopped"})`, { star: spec.name });
+      await this.events.record("star.created", `created${made} (${record.desired === "running" ? "to run" : "stopped"})`, { star: spec.name, uid: record.uid });
       return viewOf(record);
     });
   }
@@ -208,7 +208,7 @@ export class Controller {
         if (desired === "running") await this.checkMemory(this.specOf(record), await this.nodes(), record);
         const next: StarRecord = { ...record, desired, generation: record.generation + 1 };
         if (await this.casRecord(kv, next)) {
-          await this.events.record(desired === "running" ? "star.start-requested" : "star.stop-requested", `${desired === "running" ? "start" : "stop"} requested`, { star: name });
+          await this.events.record(desired === "running" ? "star.start-requested" : "star.stop-requested", `${desired === "running" ? "start" : "stop"} requested`, { star: name, uid: record.uid });
           return this.get(name);
         }
       }
@@ -251,7 +251,7 @@ export class Controller {
       if (!res.succeeded) return this.remove(name, i === 0 ? options : { ...options, force: true });
       for (const kv of part) {
         const r = records.find((x) => starKey(x.name) === kv.key)!;
-        await this.events.record("star.removed", r === record ? "removed" : `removed with ${name}`, { star: r.name });
+        await this.events.record("star.removed", r === record ? "removed" : `removed with ${name}`, { star: r.name, uid: r.uid });
       }
     }
   }
@@ -352,7 +352,7 @@ export class Controller {
       if (record.node !== undefined && nodes.some((n) => n.name === record.node)) continue;
       const node = placement(nodes)!;
       if (await this.casRecord(kv, { ...record, node: node.name })) {
-        await this.events.record("star.assigned", `assigned to node ${node.name}`, { star: record.name, node: node.name });
+        await this.events.record("star.assigned", `assigned to node ${node.name}`, { star: record.name, uid: record.uid, node: node.name });
       }
     }
   }
@@ -369,7 +369,7 @@ export class Controller {
         compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
         success: [{ type: "delete", range: { key: kv.key } }],
       });
-      if (res.succeeded) await this.events.record("star.removed", `removed: the star that made it (${r.owner?.name}) is gone`, { star: r.name });
+      if (res.succeeded) await this.events.record("star.removed", `removed: the star that made it (${r.owner?.name}) is gone`, { star: r.name, uid: r.uid });
     }
   }
 

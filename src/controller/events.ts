@@ -18,7 +18,7 @@ export class EventLog {
     private readonly writer: string,
   ) {}
 
-  async record(kind: EventKind, message: string, about: { star?: string; node?: string } = {}): Promise<void> {
+  async record(kind: EventKind, message: string, about: { star?: string; uid?: string; node?: string } = {}): Promise<void> {
     const key = `${KEYS.events}${String(Date.now()).padStart(15, "0")}-${this.writer}-${String(++this.counter).padStart(8, "0")}`;
     const body: Omit<Event, "seq"> = { at: Date.now(), kind, message, ...about };
     await this.store.put(key, JSON.stringify(body));

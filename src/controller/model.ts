@@ -118,6 +118,8 @@ export interface Event {
   at: number;
   kind: EventKind;
   star?: string;
+  /** The uid of the star it is about: a star made again under the name is another star. */
+  uid?: string;
   node?: string;
   message: string;
 }

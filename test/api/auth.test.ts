@@ -114,6 +114,29 @@ describe("star tokens: a star's own star and its descendants only", () => {
       abort.abort();
       client.close();
     }
+    // A name the subtree once had, made again by someone else, is not followed.
+    const client2 = connect({ endpoint: api.url, token: parentToken });
+    const reuse = (async () => {
+      const out: string[] = [];
+      for await (const e of client2.followEvents()) {
+        out.push(`${e.star}:${e.kind}`);
+        if (e.star === "marker-kid" && e.kind === "star.created") break;
+      }
+      return out;
+    })();
+    assert.equal((await api.request("POST", "/v1/stars", { token: parentToken, body: sleeper("reused") })).status, 201);
+    assert.equal((await api.request("DELETE", "/v1/stars/reused?force=1", { token: parentToken })).status, 204);
+    assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("reused") })).status, 201);
+    assert.equal((await api.request("POST", "/v1/stars/reused/stop")).status, 200);
+    assert.equal((await api.request("DELETE", "/v1/stars/reused?force=1")).status, 204);
+    assert.equal((await api.request("POST", "/v1/stars", { token: parentToken, body: sleeper("marker-kid") })).status, 201);
+    const afterReuse = await reuse;
+    client2.close();
+    const removedAt = afterReuse.indexOf("reused:star.removed");
+    assert.ok(removedAt >= 0 && afterReuse.includes("reused:star.created"), afterReuse.join());
+    assert.deepEqual(afterReuse.slice(removedAt + 1).filter((s) => s.startsWith("reused:")), [], "the other star of the name is not this token's");
+    const listed = (await api.request("GET", "/v1/events?limit=1000", { token: parentToken })).json<{ events: Array<{ star?: string; kind: string }> }>().events;
+    assert.ok(!listed.some((e) => e.star === "reused"), "a removed star's events are not listed either (it is not in the subtree any more)");
     for (const [method, path] of [["GET", "/v1/tokens"], ["POST", "/v1/tokens"], ["DELETE", "/v1/tokens/abcdef"]] as const) {
       const res = await api.request(method, path, { token: parentToken, ...(method === "POST" ? { body: { scope: "read" } } : {}) });
       assert.equal(res.status, 403, `${method} ${path}`);
