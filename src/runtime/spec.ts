@@ -10,9 +10,55 @@ import { CapacityExceededError, InvalidSpecError } from "../errors.js";
 export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** Any text that reaches a program's argv or environment: no NUL bytes (they would split it). */
-const text = (what: string) => z.string().refine((v) => !v.includes("\0"), `${what} must not contain NUL bytes`);
+/**
+ * Sizes a spec may have (docs/security.md): a string of argv or environment at most the kernel's
+ * MAX_ARG_STRLEN, paths at most PATH_MAX, lists short enough that checking one is cheap, and all
+ * of argv and environment together well under what execve takes. A spec is in the store as long
+ * as its star is; these keep one star from filling it.
+ */
+export const SPEC_SIZES = {
+  /** Bytes of one argument or environment value. */
+  string: 128 * 1024,
+  /** Bytes of a path (script, cwd, root, mounts). */
+  path: 4096,
+  /** Items of command + args, and entries of env. */
+  items: 4096,
+  /** Bytes of command, args and env together. */
+  total: 512 * 1024,
+} as const;
 
+/** Issues reported for one bad spec at most (the rest are counted). */
+export const MAX_ISSUES = 20;
+
+/** Any text that reaches a program's argv or environment: no NUL bytes (they would split it). */
+const text = (what: string, max: number = SPEC_SIZES.string) =>
+  z
+    .string()
+    .max(max, `${what} must be at most ${max} bytes`)
+    .refine((v) => !v.includes("\0"), `${what} must not contain NUL bytes`);
+
+const list = (what: string) => z.array(text(what)).max(SPEC_SIZES.items, `${what} must have at most ${SPEC_SIZES.items} items`);
+
+/**
+ * Lists too long to check item by item, found before the schema runs: a 1 MB body of 500,000
+ * bad arguments is one issue, not 500,000.
+ */
+function tooLong(input: unknown): InvalidSpecError | undefined {
+  if (typeof input !== "object" || input === null) return undefined;
+  const o = input as Record<string, unknown>;
+  const health = o.health as Record<string, unknown> | undefined;
+  const lists: Array<[string, unknown]> = [
+    ["command", o.command],
+    ["args", o.args],
+    ["health.command", typeof health === "object" && health !== null ? health.command : undefined],
+    ["env", typeof o.env === "object" && o.env !== null && !Array.isArray(o.env) ? Object.keys(o.env) : undefined],
+    ["mounts", o.mounts],
+  ];
+  const issues = lists
+    .filter(([, v]) => Array.isArray(v) && v.length > SPEC_SIZES.items)
+    .map(([field]) => ({ field, message: `${field} must have at most ${SPEC_SIZES.items} items` }));
+  return issues.length > 0 ? new InvalidSpecError(issues) : undefined;
+}
 const positive = (what: string) => z.number({ error: `${what} must be a number` }).positive(`${what} must be greater than 0`);
 
 /**
@@ -31,7 +77,7 @@ const healthCheck = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("http"),
     port: z.number().int().min(1).max(65535),
-    path: z.string().startsWith("/", "path must start with /").default("/"),
+    path: z.string().max(SPEC_SIZES.path, `path must be at most ${SPEC_SIZES.path} bytes`).startsWith("/", "path must start with /").default("/"),
     ...probeTiming,
   }),
   z.strictObject({
@@ -41,7 +87,7 @@ const healthCheck = z.discriminatedUnion("type", [
   }),
   z.strictObject({
     type: z.literal("exec"),
-    command: z.array(text("command")).min(1, "command must name a program"),
+    command: list("command").min(1, "command must name a program"),
     ...probeTiming,
   }),
 ]);
@@ -50,13 +96,16 @@ export type HealthCheck = z.output<typeof healthCheck>;
 export const starSpecSchema = z
   .strictObject({
     name: z.string().regex(DNS_LABEL, "name must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'"),
-    script: text("script").pipe(z.string().min(1, "script must be a path")).optional(),
-    command: z.array(text("command")).min(1, "command must name a program").optional(),
-    args: z.array(text("args")).default([]),
+    script: text("script", SPEC_SIZES.path).pipe(z.string().min(1, "script must be a path")).optional(),
+    command: list("command").min(1, "command must name a program").optional(),
+    args: list("args").default([]),
     env: z
-      .record(z.string().regex(ENV_NAME, "environment variable names are letters, digits and _, not starting with a digit"), text("env values"))
+      .record(
+        z.string().max(SPEC_SIZES.path).regex(ENV_NAME, "environment variable names are letters, digits and _, not starting with a digit"),
+        text("env values"),
+      )
       .default({}),
-    cwd: text("cwd").optional(),
+    cwd: text("cwd", SPEC_SIZES.path).optional(),
     runtime: z.enum(["process", "isolate"]).default("process"),
     cpu_percent: positive("cpu_percent").max(100_000).optional(),
     cpu_cores: positive("cpu_cores").max(1024).optional(),
@@ -87,15 +136,15 @@ export const starSpecSchema = z
     mounts: z
       .array(
         z.strictObject({
-          host: text("mounts.host").refine((v) => v.startsWith("/"), "host must be an absolute path"),
-          path: text("mounts.path").refine((v) => v.startsWith("/"), "path must be an absolute path").optional(),
+          host: text("mounts.host", SPEC_SIZES.path).refine((v) => v.startsWith("/"), "host must be an absolute path"),
+          path: text("mounts.path", SPEC_SIZES.path).refine((v) => v.startsWith("/"), "path must be an absolute path").optional(),
           readonly: z.boolean().default(true),
         }),
       )
       .max(32, "at most 32 mounts")
       .default([]),
     /** Run in this root filesystem (a directory holding the program) instead of the host's tree. */
-    root: text("root").refine((v) => v.startsWith("/"), "root must be an absolute path").optional(),
+    root: text("root", SPEC_SIZES.path).refine((v) => v.startsWith("/"), "root must be an absolute path").optional(),
     /**
      * The system call filter: "default" blocks what containers must not do (new user
      * namespaces, mount, keyctl, bpf, ptrace, ...); "unconfined" turns it off (admin tokens only).
@@ -117,6 +166,11 @@ export const starSpecSchema = z
     }
     if (s.root !== undefined && s.runtime !== "process") {
       ctx.addIssue({ code: "custom", path: ["root"], message: "root is for process stars (isolates run in the node's isolate host)" });
+    }
+    const bytes = (xs: readonly string[]) => xs.reduce((n, x) => n + Buffer.byteLength(x) + 1, 0);
+    const total = bytes(s.command ?? []) + bytes(s.args) + bytes(Object.entries(s.env).map(([k, v]) => `${k}=${v}`));
+    if (total > SPEC_SIZES.total) {
+      ctx.addIssue({ code: "custom", path: ["args"], message: `command, args and env take ${total} bytes together; at most ${SPEC_SIZES.total}: pass large data in a file` });
     }
     if (s.max_backoff_ms < s.backoff_ms) {
       ctx.addIssue({ code: "custom", path: ["max_backoff_ms"], message: "max_backoff_ms must be at least backoff_ms" });
@@ -177,10 +231,14 @@ export interface NodeCapacity {
 
 /** Parses and checks a spec; throws InvalidSpecError naming every bad field. */
 export function parseStarSpec(input: unknown): StarSpec {
+  const long = tooLong(input);
+  if (long) throw long;
   const res = starSpecSchema.safeParse(input);
   if (res.success) return res.data;
-  throw new InvalidSpecError(
-    res.error.issues.map((issue) => {
+  const all = res.error.issues;
+  const more = all.length > MAX_ISSUES ? [{ field: "", message: `and ${all.length - MAX_ISSUES} more problems` }] : [];
+  throw new InvalidSpecError([
+    ...all.slice(0, MAX_ISSUES).map((issue) => {
       const field = issue.path.map(String).join(".");
       if (issue.code === "unrecognized_keys") {
         const keys = (issue as { keys: string[] }).keys;
@@ -188,7 +246,8 @@ export function parseStarSpec(input: unknown): StarSpec {
       }
       return { field, message: issue.message };
     }),
-  );
+    ...more,
+  ]);
 }
 
 /**

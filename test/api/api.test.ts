@@ -85,6 +85,13 @@ describe("HTTP API: bad input", () => {
     const tooBig = await post({ spec: { name: "a", command: ["true"], env: { X: "y".repeat(BODY_LIMIT) } } });
     assert.equal(tooBig.statusCode, 413);
     assert.equal(error(tooBig).code, "API_TOO_LARGE");
+    // A body full of bad arguments: a short answer, at once.
+    const t0 = performance.now();
+    const flood = await post(`{"spec":{"name":"a","command":["true"],"args":[${Array.from({ length: 500_000 }, () => "0").join(",")}]}}`);
+    assert.equal(flood.statusCode, 400);
+    assert.ok(flood.body.length < 1000, `a short error, got ${flood.body.length} bytes`);
+    assert.match(error(flood).message, /args must have at most 4096 items/);
+    assert.ok(performance.now() - t0 < 1000, `answered in ${Math.round(performance.now() - t0)} ms`);
     const wrongType = await post("name=a", { "content-type": "application/x-www-form-urlencoded" });
     assert.equal(wrongType.statusCode, 415);
     assert.equal((await controller.list()).length, 0, "nothing was created");

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { CapacityExceededError, InvalidSpecError } from "../../src/errors.js";
-import { DEFAULT_NODE_LIMITS, limitsOf, parseStarSpec } from "../../src/runtime/spec.js";
+import { DEFAULT_NODE_LIMITS, MAX_ISSUES, SPEC_SIZES, limitsOf, parseStarSpec } from "../../src/runtime/spec.js";
 
 const base = { name: "web-1", command: ["true"] };
 const issues = (input: unknown) => {
@@ -81,5 +81,28 @@ describe("star spec", () => {
     assert.throws(() => limitsOf(parseStarSpec({ ...base, cpu_percent: 250 }), capacity), /cpu_percent asks for 250/);
     assert.throws(() => limitsOf(parseStarSpec({ ...base, ram_gb: 5 }), capacity), /ram_gb asks for 5120 MB, but this node has 4096 MB/);
     assert.deepEqual(limitsOf(parseStarSpec({ ...base, cpu_cores: 2, ram_gb: 4 }), capacity).cpuMillis, 2000);
+  });
+
+  it("bounds sizes: strings, paths, list lengths, argv+env together; a huge bad list is one issue, found fast", () => {
+    const big = "x".repeat(SPEC_SIZES.string + 1);
+    assert.match(issues({ ...base, args: [big] }).join(), /args\.0: args must be at most 131072 bytes/);
+    assert.match(issues({ ...base, env: { A: big } }).join(), /env\.A: env values must be at most/);
+    assert.match(issues({ ...base, cwd: `/${"d".repeat(SPEC_SIZES.path)}` }).join(), /cwd: cwd must be at most 4096 bytes/);
+    const many = Array.from({ length: SPEC_SIZES.items + 1 }, () => "a");
+    assert.deepEqual(issues({ ...base, args: many }), ["args: args must have at most 4096 items"]);
+    assert.deepEqual(issues({ ...base, env: Object.fromEntries(many.map((_, i) => [`V${i}`, "1"])) }), ["env: env must have at most 4096 items"]);
+    assert.deepEqual(issues({ ...base, health: { type: "exec", command: many } }), ["health.command: health.command must have at most 4096 items"]);
+    // Under every per-string and per-list bound, over the total.
+    const chunk = "y".repeat(100 * 1024);
+    assert.match(issues({ ...base, args: [chunk, chunk, chunk, chunk, chunk, chunk] }).join(), /args: command, args and env take \d+ bytes together; at most 524288/);
+    assert.equal(parseStarSpec({ ...base, args: [chunk, chunk, chunk, chunk], env: { BIG: chunk } }).args.length, 4, "just under is fine");
+    // 500,000 bad arguments (what fits in a 1 MB body): one issue, at once.
+    const t0 = performance.now();
+    assert.deepEqual(issues({ ...base, args: Array.from({ length: 500_000 }, () => 1) }), ["args: args must have at most 4096 items"]);
+    assert.ok(performance.now() - t0 < 500, `took ${performance.now() - t0} ms`);
+    // Many bad items within the bounds: at most MAX_ISSUES, and a count of the rest.
+    const bad = issues({ ...base, args: Array.from({ length: 4000 }, () => 1) });
+    assert.equal(bad.length, MAX_ISSUES + 1);
+    assert.equal(bad.at(-1), ": and 3980 more problems");
   });
 });
