@@ -6,8 +6,9 @@
  * quarter of the control plane's 80 MB budget (measured: fastify 20.4 MB, zod 14.4 MB,
  * better-sqlite3 5.4 MB on Node 20 here); the API needs a dozen routes and nothing else of it.
  */
+import { readFileSync } from "node:fs";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { Principal } from "../controller/model.js";
 import { BadRequestError, TooLargeError } from "../errors.js";
 
@@ -43,6 +44,27 @@ function decode(segment: string): string {
   }
 }
 
+/** Headers must arrive within this (a slow or silent client is cut off, not kept). */
+export const HEADERS_TIMEOUT_MS = 10_000;
+/** The whole request (headers and body) within this; responses (streams) may go on longer. */
+export const REQUEST_TIMEOUT_MS = 30_000;
+
+/**
+ * Connections the API takes at once by default: half of this process's open-file limit (at
+ * most 8192), so clients, however many, never take the files the agent and the store need
+ * (docs/security.md). Beyond it, new connections are closed at once.
+ */
+export function defaultMaxConnections(limitsFile = "/proc/self/limits"): number {
+  let soft = 1024;
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(limitsFile, "utf8"));
+    if (m) soft = m[1] === "unlimited" ? 1 << 20 : Number(m[1]);
+  } catch {
+    // not Linux: the usual default
+  }
+  return Math.max(64, Math.min(8192, Math.floor(soft / 2)));
+}
+
 export class Router {
   private readonly routes: Route[] = [];
   private server: http.Server | undefined;
@@ -53,6 +75,10 @@ export class Router {
       /** Runs before the route (auth); throws to refuse. */
       before?: (req: Request) => Promise<void>;
       onError: (res: http.ServerResponse, err: unknown) => void;
+      /** Connections at once (defaultMaxConnections() when absent). */
+      maxConnections?: number;
+      /** HEADERS_TIMEOUT_MS when absent. */
+      headersTimeoutMs?: number;
     },
   ) {}
 
@@ -127,8 +153,34 @@ export class Router {
 
   /** Listens; resolves with the URL (http://host:port). */
   listen(port: number, host: string): Promise<string> {
-    const server = http.createServer((req, res) => void this.handle(req, res));
+    const server = http.createServer(
+      // Timeouts are checked every second (Node's default is every 30 s).
+      {
+        headersTimeout: this.options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS,
+        requestTimeout: Math.max(REQUEST_TIMEOUT_MS, this.options.headersTimeoutMs ?? 0),
+        connectionsCheckingInterval: Math.min(1000, this.options.headersTimeoutMs ?? 1000),
+      },
+      (req, res) => void this.handle(req, res),
+    );
     server.keepAliveTimeout = 5000;
+    // Node's headersTimeout starts at a request's first byte: a connection that sends nothing
+    // gets the same time for its first request, then is closed.
+    const firstRequest = this.options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
+    server.on("connection", (socket: Socket) => {
+      const timer = setTimeout(() => socket.destroy(), firstRequest);
+      timer.unref();
+      const clear = () => clearTimeout(timer);
+      socket.once("close", clear);
+      socket.once("constellation:request", clear);
+    });
+    server.on("request", (req: http.IncomingMessage) => req.socket.emit("constellation:request"));
+    server.maxConnections = this.options.maxConnections ?? defaultMaxConnections();
+    let warned = 0;
+    server.on("drop", () => {
+      if (Date.now() - warned < 60_000) return;
+      warned = Date.now();
+      process.emitWarning(`constellation API: ${server.maxConnections} connections open, the most it takes; new ones are closed until some end`);
+    });
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once("error", reject);

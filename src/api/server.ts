@@ -28,6 +28,8 @@ export interface ApiOptions {
   controller: Controller;
   /** This node's agent, for logs and usage (one node for now). */
   node: NodeLink;
+  /** Connections at once, and how long headers may take (tests shorten them). */
+  connections?: { max?: number; headersTimeoutMs?: number };
 }
 
 export const BODY_LIMIT = 1024 * 1024;
@@ -128,6 +130,8 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
   const { controller, node, store } = options;
   const router = new Router({
     bodyLimit: BODY_LIMIT,
+    ...(options.connections?.max === undefined ? {} : { maxConnections: options.connections.max }),
+    ...(options.connections?.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.connections.headersTimeoutMs }),
     onError: sendError,
     before: async (req: Request) => {
       if (req.path === "/v1/health") return;

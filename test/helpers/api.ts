@@ -44,7 +44,9 @@ export interface ApiHarness {
   close(): Promise<void>;
 }
 
-export async function startApi(node: { cpuCores?: number; memoryBytes?: number; limits?: Partial<NodeLimits>} = {}): Promise<ApiHarness> {
+export async function startApi(
+  node: { cpuCores?: number; memoryBytes?: number; limits?: Partial<NodeLimits>; connections?: { max?: number; headersTimeoutMs?: number } } = {},
+): Promise<ApiHarness> {
   const store = await openStore({ backend: "sqlite", path: ":memory:" });
   const capacity = { cpuCores: node.cpuCores ?? 4, memoryBytes: node.memoryBytes ?? 8 * 2 ** 30, limits: { ...DEFAULT_NODE_LIMITS, ...node.limits } };
   const controller = new Controller({ store });
@@ -56,7 +58,7 @@ export async function startApi(node: { cpuCores?: number; memoryBytes?: number; 
     runtimes: { process: runtime },
     endpoint: () => served.url,
   });
-  const app: Api = await buildApi({ store, controller, node: agent });
+  const app: Api = await buildApi({ store, controller, node: agent, ...(node.connections ? { connections: node.connections } : {}) });
   const url = await app.listen({ port: 0, host: "127.0.0.1" });
   served.url = url;
   await agent.start();
