@@ -135,8 +135,13 @@ export class Agent implements NodeLink {
           from = batch.revision + 1;
           for (const e of batch.events) {
             const name = e.kv.key.slice(KEYS.stars.length);
-            if (e.type === "delete") this.records.delete(name);
-            else this.take(JSON.parse(e.kv.value) as StarRecord);
+            if (e.type === "delete") {
+              this.records.delete(name);
+              // A removal does not wait behind a stop's grace period (queued before it): the
+              // star ends now, and its memory is free when the controller says so.
+              const local = this.local.get(name);
+              if (local) void local.runtime.stop(name, { graceMs: 0 }).catch(() => undefined);
+            } else this.take(JSON.parse(e.kv.value) as StarRecord);
             this.reconcile(name);
           }
         }
@@ -211,7 +216,10 @@ export class Agent implements NodeLink {
     }
     if (action === "stop") {
       local!.generation = record!.generation;
-      await local!.runtime.stop(name).catch(() => undefined);
+      const stopped = local!.runtime.stop(name).catch(() => undefined);
+      // Acted on (reported with the new generation) now, stopped after the grace period.
+      await this.report(name);
+      await stopped;
       await this.report(name);
       return;
     }

@@ -29,13 +29,14 @@ export function effectiveLimits(spec: StarSpec, node: NodeLimits): Limits {
 }
 
 /** Fields inherited together: a child that sets none of a group gets the parent's fields of it. */
-const INHERITED: Array<Array<keyof StarSpecInput>> = [["cpu_percent", "cpu_cores"], ["ram_mb", "ram_gb"], ["disk_mb"], ["pids"], ["nofile"], ["log_max_mb"], ["log_max_files"]];
+const INHERITED: Array<Array<keyof StarSpecInput>> = [["cpu_percent", "cpu_cores"], ["ram_mb", "ram_gb"], ["disk_mb"], ["pids"], ["nofile"], ["log_max_mb"], ["log_max_files"], ["stop_grace_ms"]];
 
 /**
  * The child's spec as it will be stored: each limit it leaves out that its parent's spec sets is
  * the parent's (written into the child's spec, so it reads back as it runs); a limit the parent
  * leaves out is the node's default for both. Throws ParentLimitError if the child's effective
- * CPU, memory, disk, pids, nofile or log size is over its parent's.
+ * CPU, memory, disk, pids, nofile, log size or stop grace is over its parent's (a child still
+ * running in a long grace would hold memory its parent gave back).
  */
 export function withinParent(input: StarSpecInput, parentInput: StarSpecInput, parentName: string, node: NodeLimits): StarSpecInput {
   const out: Record<string, unknown> = { ...input };
@@ -66,6 +67,9 @@ export function withinParent(input: StarSpecInput, parentInput: StarSpecInput, p
   if (logs(childSpec) > logs(parentSpec)) {
     const field = input.log_max_mb === undefined && input.log_max_files !== undefined ? "log_max_files" : "log_max_mb";
     over(field, `${logs(childSpec)} MB of logs`, `${logs(parentSpec)} MB of logs (2 streams × log_max_mb × log_max_files)`, true);
+  }
+  if (childSpec.stop_grace_ms > parentSpec.stop_grace_ms) {
+    over("stop_grace_ms", `${childSpec.stop_grace_ms} ms`, `${parentSpec.stop_grace_ms} ms`, parentInput.stop_grace_ms !== undefined);
   }
   return out as StarSpecInput;
 }

@@ -60,12 +60,28 @@ export interface ClusterSummary {
   revision: number;
 }
 
-/** Whether a star's memory counts against its node: it should run and has not ended for good. */
+/**
+ * Whether a star's memory counts against its node: it should run and has not ended for good on
+ * the latest request, or it still runs whatever was asked (a stop's grace period).
+ */
 export function holdsMemory(record: StarRecord, observed: StarObserved | undefined): boolean {
-  if (record.desired !== "running") return false;
+  const current = observed !== undefined && observed.uid === record.uid;
+  if (current && isActiveState(observed)) return true;
   // No report on the latest request yet: it is about to run.
-  if (!observed || observed.uid !== record.uid || observed.generation < record.generation) return true;
-  return isActiveState(observed);
+  return record.desired === "running" && (!current || observed.generation < record.generation);
+}
+
+/**
+ * Runs a node reports whose star is gone (removed, or made again under its name) that still
+ * run: their memory is taken until they end. In bytes, as their report gives them.
+ */
+export function leftoverMemory(records: StarRecord[], observed: Map<string, StarObserved>, node: string, fallbackBytes: number): number[] {
+  const uidOf = new Map(records.map((r) => [r.name, r.uid]));
+  const out: number[] = [];
+  for (const [name, o] of observed) {
+    if (o.node === node && uidOf.get(name) !== o.uid && isActiveState(o)) out.push(o.status.limits.memoryBytes ?? fallbackBytes);
+  }
+  return out;
 }
 
 function isActiveState(o: StarObserved): boolean {
@@ -392,7 +408,8 @@ export class Controller {
     const onNode = (r: StarRecord) => r.node === node.name || (node === placement(nodes) && !nodes.some((n) => n.name === r.node));
     const used = records
       .filter((r) => r.name !== record?.name && onNode(r) && holdsMemory(r, observed.get(r.name)))
-      .map((r) => effectiveLimits(this.specOf(r), limits).memoryBytes!);
+      .map((r) => effectiveLimits(this.specOf(r), limits).memoryBytes!)
+      .concat(leftoverMemory(records, observed, node.name, limits.defaultRamMb * 2 ** 20));
     const budget = memoryBudget(node.memoryBytes, limits.memoryOvercommit, used);
     const bytes = effectiveLimits(spec, limits).memoryBytes!;
     if (!fits(budget, bytes)) throw new NodeMemoryFullError(spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", node.name, mb(bytes), mb(budget.usedBytes), mb(budget.allowedBytes));

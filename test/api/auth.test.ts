@@ -454,6 +454,38 @@ describe("memory overcommit: a node promises at most memoryOvercommit × its mem
     }
   });
 
+  it("a star in its stop grace still holds its memory; rm ends it at once; a child's grace is at most its parent's", async () => {
+    const api = await startApi({ memoryBytes: 1024 * 2 ** 20 });
+    try {
+      api.runtime.ignoreTerm.add("slow");
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("slow", { ram_mb: 600, stop_grace_ms: 600_000 }) })).status, 201);
+      await waitFor("slow to run", async () => ((await api.controller.get("slow")).status?.state === "running" ? true : undefined));
+      assert.equal((await api.request("POST", "/v1/stars/slow/stop")).status, 200);
+      await waitFor("the stop acted on", async () => ((await api.controller.get("slow")).observedGeneration === (await api.controller.get("slow")).generation ? true : undefined));
+      assert.equal(api.runtime.status("slow")?.state, "running", "it ignores SIGTERM: still in its grace");
+      const refused = await api.request("POST", "/v1/stars", { body: sleeper("next", { ram_mb: 600 }) });
+      assert.equal(refused.status, 422, "its memory is still taken");
+      // Removed: no wait for the grace (the remove does not queue behind the stop).
+      const t0 = Date.now();
+      assert.equal((await api.request("DELETE", "/v1/stars/slow?force=1")).status, 204);
+      await waitFor("slow gone from its node", () => (api.runtime.status("slow") === undefined ? true : undefined), { timeoutMs: 5000 });
+      assert.ok(Date.now() - t0 < 5000);
+      await waitFor("its memory free", async () => ((await api.request("POST", "/v1/stars", { body: sleeper("next", { ram_mb: 600 }) })).status === 201 ? true : undefined));
+      // A child cannot outlast its parent's stop by a longer grace.
+      assert.equal((await api.request("DELETE", "/v1/stars/next?force=1")).status, 204);
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("p", { ram_mb: 100 }) })).status, 201);
+      const token = await api.starToken("p");
+      const long = await api.request("POST", "/v1/stars", { token, body: sleeper("p-kid", { stop_grace_ms: 3_600_000 }) });
+      assert.equal(long.status, 422, long.text);
+      assert.equal(long.error().field, "stop_grace_ms");
+      const kid = await api.request("POST", "/v1/stars", { token, body: sleeper("p-kid") });
+      assert.equal(kid.status, 201, kid.text);
+      assert.equal(kid.json<View>().spec.stop_grace_ms, undefined, "the default grace: the parent's too");
+    } finally {
+      await api.close();
+    }
+  });
+
   it("with memoryOvercommit 1.5, and concurrent creates: exactly as many as fit", async () => {
     const api = await startApi({ memoryBytes: 2048 * 2 ** 20, limits: { memoryOvercommit: 1.5 } });
     try {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { effectiveLimits, fits, memoryBudget, withinParent } from "../../src/controller/admission.js";
-import { holdsMemory } from "../../src/controller/controller.js";
+import { holdsMemory, leftoverMemory } from "../../src/controller/controller.js";
 import { orphans, subtree } from "../../src/controller/family.js";
 import type { StarObserved, StarRecord } from "../../src/controller/model.js";
 import { ParentLimitError } from "../../src/errors.js";
@@ -59,7 +59,23 @@ describe("memory budget", () => {
     assert.equal(holdsMemory(record, report("failed", 2, { restartAt: 1 })), true, "a restart is pending");
     assert.equal(holdsMemory(record, report("exited", 1)), true, "started again: the report is about the run before");
     assert.equal(holdsMemory(record, { ...report("exited"), uid: "old" }), true, "a report about an earlier star of the name");
-    assert.equal(holdsMemory({ ...record, desired: "stopped" }, report("running")), false);
+    assert.equal(holdsMemory({ ...record, desired: "stopped" }, report("running")), true, "asked to stop, still in its grace");
+    assert.equal(holdsMemory({ ...record, desired: "stopped" }, report("stopped")), false);
+    assert.equal(holdsMemory({ ...record, desired: "stopped" }, { ...report("running"), uid: "old" }), false, "another star's run is counted as a leftover");
+  });
+
+  it("a run whose star is gone or made again holds its memory until it ends", () => {
+    const records: StarRecord[] = [{ name: "a", uid: "a2", spec: { name: "a", command: ["x"] }, desired: "running", createdAt: 0, generation: 1 }];
+    const run = (uid: string, state: string, node = "n", memoryBytes?: number): StarObserved =>
+      ({ uid, node, generation: 1, updatedAt: 0, status: { id: "x", name: "x", state, restarts: 0, limits: { pids: 1, memoryBytes }, ready: false, limitsEnforced: true } }) as StarObserved;
+    const observed = new Map<string, StarObserved>([
+      ["a", run("a1", "running", "n", 100)], // made again: the old run still goes
+      ["gone", run("g", "running", "n")], // removed, still stopping (no limit reported: the fallback)
+      ["done", run("d", "stopped", "n", 300)],
+      ["elsewhere", run("e", "running", "m", 400)],
+    ]);
+    assert.deepEqual(leftoverMemory(records, observed, "n", 7), [100, 7]);
+    assert.deepEqual(leftoverMemory(records, new Map([["a", run("a2", "running", "n", 100)]]), "n", 7), [], "the star's own run is its record's");
   });
 });
 
@@ -73,6 +89,7 @@ describe("a child within its parent's limits", () => {
       nofile: fc.integer({ min: 16, max: 65_536 }),
       log_max_mb: fc.integer({ min: 1, max: 20 }),
       log_max_files: fc.integer({ min: 1, max: 5 }),
+      stop_grace_ms: fc.integer({ min: 0, max: 60_000 }),
     },
     { requiredKeys: [] },
   );
@@ -97,6 +114,7 @@ describe("a child within its parent's limits", () => {
         if (pl.diskBytes !== undefined) assert.ok(cl.diskBytes! <= pl.diskBytes);
         assert.ok(cl.pids <= pl.pids);
         assert.ok(cl.nofile! <= pl.nofile!);
+        assert.ok(parseStarSpec(out).stop_grace_ms <= parseStarSpec(parent).stop_grace_ms);
         for (const f of Object.keys(p) as Array<keyof typeof p>) if (c[f] === undefined) assert.equal(out[f], p[f], f);
         for (const f of Object.keys(c) as Array<keyof typeof c>) assert.equal(out[f], c[f], `${f} as the child asked`);
       }),

@@ -31,6 +31,8 @@ export class FakeRuntime extends SupervisedRuntime {
     capacity: NodeCapacity = { cpuCores: 4, memoryBytes: 8 * 2 ** 30 },
     /** Make the next launch of these stars fail with this message (then forget it). */
     readonly failNextLaunch = new Map<string, string>(),
+    /** Stars whose program ignores SIGTERM (a stop waits its whole grace, then kills). */
+    readonly ignoreTerm = new Set<string>(),
   ) {
     super(capacity);
   }
@@ -54,7 +56,9 @@ export class FakeRuntime extends SupervisedRuntime {
     return {
       pid: this.nextPid++,
       ended: ended.finally(() => this.runs.delete(rec.id)),
-      terminate: () => end({ exitCode: null, signal: "SIGTERM", oomKilled: false }),
+      terminate: () => {
+        if (!this.ignoreTerm.has(rec.id)) end({ exitCode: null, signal: "SIGTERM", oomKilled: false });
+      },
       kill: () => end({ exitCode: null, signal: "SIGKILL", oomKilled: false }),
     };
   }
