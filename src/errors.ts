@@ -39,6 +39,7 @@ export type ErrorCode =
   | "STAR_EXISTS"
   | "STAR_OVER_PARENT_LIMIT"
   | "NODE_MEMORY_FULL"
+  | "STAR_QUOTA_EXCEEDED"
   | "TOKEN_NOT_FOUND"
   | "TIMEOUT";
 
@@ -361,17 +362,37 @@ export class NodeMemoryFullError extends ConstellationError {
   readonly requestedMb: number;
   readonly usedMb: number;
   readonly leftMb: number;
-  constructor(field: string, node: string, requestedMb: number, usedMb: number, allowedMb: number) {
+  /** `detail`: say how much is promised and left (an admin may know the node's totals; a star's token may not). */
+  constructor(field: string, node: string, requestedMb: number, usedMb: number, allowedMb: number, detail = true) {
     const leftMb = Math.max(0, allowedMb - usedMb);
     super(
       "NODE_MEMORY_FULL",
-      `${field} asks for ${requestedMb} MB, but node ${node} has ${usedMb} of ${allowedMb} MB promised to the stars that should run there (${leftMb} MB left): ` +
-        "stop or remove a star, or ask for less",
+      detail
+        ? `${field} asks for ${requestedMb} MB, but node ${node} has ${usedMb} of ${allowedMb} MB promised to the stars that should run there (${leftMb} MB left): ` +
+            "stop or remove a star, or ask for less"
+        : `${field} asks for ${requestedMb} MB, more than node ${node} has left to promise to the stars that should run there: stop or remove a star, or ask for less`,
     );
     this.field = field;
     this.requestedMb = requestedMb;
     this.usedMb = usedMb;
     this.leftMb = leftMb;
+  }
+}
+
+/**
+ * A tree of stars (an admin's star and every star below it, made by their tokens) may hold at
+ * most so many stars and so many bytes of specs (docs/security.md "Quotas").
+ */
+export class QuotaExceededError extends ConstellationError {
+  readonly field: string;
+  constructor(what: "stars" | "spec bytes", root: string, has: number, limit: number) {
+    super(
+      "STAR_QUOTA_EXCEEDED",
+      what === "stars"
+        ? `the stars made from ${root} number ${has}, the most a tree of stars may hold (${limit}): remove some first`
+        : `the specs of the stars made from ${root} would take ${has} bytes, more than a tree of stars may hold (${limit}): remove some first, or make specs smaller`,
+    );
+    this.field = what === "stars" ? "name" : "spec";
   }
 }
 

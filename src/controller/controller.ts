@@ -17,6 +17,7 @@ import {
   FieldForbiddenError,
   InvalidArgumentError,
   NodeMemoryFullError,
+  QuotaExceededError,
   NoSuchStarError,
   TimeoutError,
   UnauthorizedError,
@@ -51,7 +52,21 @@ export interface ControllerOptions {
    * node for now; with many, the chosen node answers.
    */
   validate?: (spec: StarSpecInput, options: { trusted: boolean }) => Promise<void>;
+  /** What a tree of stars may hold (TREE_QUOTAS when absent). */
+  quotas?: Partial<TreeQuotas>;
 }
+
+/**
+ * A tree of stars: an admin's star and every star below it (made by their tokens). Its stars
+ * stay in the store as long as they exist, so a tree may hold at most so many, with at most so
+ * many bytes of specs (Kubernetes' object-count quotas; docs/security.md "Quotas").
+ */
+export interface TreeQuotas {
+  stars: number;
+  specBytes: number;
+}
+
+export const TREE_QUOTAS: TreeQuotas = { stars: 1000, specBytes: 16 * 2 ** 20 };
 
 export interface ClusterSummary {
   nodes: NodeRecord[];
@@ -158,7 +173,8 @@ export class Controller {
     };
     if (owner) record.owner = { name: owner.record.name, uid: owner.record.uid };
     return this.admitted(async () => {
-      if (record.desired === "running") await this.checkMemory(spec, nodes);
+      if (owner) await this.checkQuota(owner.record, record);
+      if (record.desired === "running") await this.checkMemory(spec, nodes, undefined, by);
       const key = starKey(spec.name);
       const compare: Compare[] = [{ key, target: "createRevision", op: "=", value: 0 }];
       // Its owner must still be there (that very creation): no orphan is made by a create that
@@ -221,7 +237,7 @@ export class Controller {
         const settled = await this.isSettled(name, record);
         // Asking a star that has ended to run again is a new start too (`start` after it exited).
         if (record.desired === desired && !(desired === "running" && settled)) return this.get(name);
-        if (desired === "running") await this.checkMemory(this.specOf(record), await this.nodes(), record);
+        if (desired === "running") await this.checkMemory(this.specOf(record), await this.nodes(), record, by);
         const next: StarRecord = { ...record, desired, generation: record.generation + 1 };
         if (await this.casRecord(kv, next)) {
           await this.events.record(desired === "running" ? "star.start-requested" : "star.stop-requested", `${desired === "running" ? "start" : "stop"} requested`, { star: name, uid: record.uid });
@@ -400,7 +416,7 @@ export class Controller {
    * Refuses a star (`spec`; `record` when it exists) whose memory would take its node past
    * memoryOvercommit × the node's memory, counting every other star there that should run.
    */
-  private async checkMemory(spec: StarSpec, nodes: NodeRecord[], record?: StarRecord): Promise<void> {
+  private async checkMemory(spec: StarSpec, nodes: NodeRecord[], record?: StarRecord, by?: Principal): Promise<void> {
     const node = nodes.find((n) => n.name === record?.node) ?? placement(nodes);
     if (!node) return; // no node yet: checked when one joins
     const limits = limitsOfNode(node);
@@ -412,10 +428,28 @@ export class Controller {
       .concat(leftoverMemory(records, observed, node.name, limits.defaultRamMb * 2 ** 20));
     const budget = memoryBudget(node.memoryBytes, limits.memoryOvercommit, used);
     const bytes = effectiveLimits(spec, limits).memoryBytes!;
-    if (!fits(budget, bytes)) throw new NodeMemoryFullError(spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", node.name, mb(bytes), mb(budget.usedBytes), mb(budget.allowedBytes));
+    if (!fits(budget, bytes)) {
+      // The node's totals are the operator's to know, not a star's.
+      const detail = by === undefined || by.scope === "admin";
+      throw new NodeMemoryFullError(spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", node.name, mb(bytes), mb(budget.usedBytes), mb(budget.allowedBytes), detail);
+    }
     // Forget the specs of stars that are gone.
     const uids = new Set(records.map((r) => r.uid));
     for (const uid of this.specs.keys()) if (!uids.has(uid)) this.specs.delete(uid);
+  }
+
+  /** Refuses `record`, a new star below `parent`, if its tree would hold too many stars or spec bytes. */
+  private async checkQuota(parent: StarRecord, record: StarRecord): Promise<void> {
+    const quotas = { ...TREE_QUOTAS, ...this.options.quotas };
+    const { kvs } = await this.store.range({ prefix: KEYS.stars });
+    const records = kvs.map((kv) => JSON.parse(kv.value) as StarRecord);
+    const byUid = new Map(records.map((r) => [r.uid, r]));
+    let root = byUid.get(parent.uid) ?? parent;
+    for (let up = root.owner && byUid.get(root.owner.uid); up; up = up.owner && byUid.get(up.owner.uid)) root = up;
+    const tree = subtree(records, root);
+    if (tree.length + 1 > quotas.stars) throw new QuotaExceededError("stars", root.name, tree.length, quotas.stars);
+    const bytes = tree.reduce((n, r) => n + JSON.stringify(r.spec).length, JSON.stringify(record.spec).length);
+    if (bytes > quotas.specBytes) throw new QuotaExceededError("spec bytes", root.name, bytes, quotas.specBytes);
   }
 
   private specOf(record: StarRecord): StarSpec {

@@ -15,7 +15,7 @@ import { Agent } from "../agent/agent.js";
 import { InvalidArgumentError, RuntimeUnavailableError } from "../errors.js";
 import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
-import { Controller } from "../controller/controller.js";
+import { Controller, type TreeQuotas } from "../controller/controller.js";
 import { type NodeRecord, PREFIX } from "../controller/model.js";
 import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
 import { ProcessRuntime } from "../runtime/process/process-runtime.js";
@@ -35,6 +35,8 @@ export interface SingleNodeOptions {
   nodeName?: string;
   /** Stars' defaults and ceilings on this node, and memory overcommit (DEFAULT_NODE_LIMITS for the rest). */
   limits?: Partial<NodeLimits>;
+  /** What a tree of stars may hold (TREE_QUOTAS for the rest). */
+  quotas?: Partial<TreeQuotas>;
 }
 
 export interface SingleNode {
@@ -101,7 +103,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       const kind = (spec as { runtime?: "process" | "isolate" }).runtime ?? "process";
       await runtimes[kind]?.validate(spec, o);
     };
-    const controller = new Controller({ store, validate });
+    const controller = new Controller({ store, validate, ...(options.quotas ? { quotas: options.quotas } : {}) });
     const served: { url?: string } = {}; // known once the API listens
     const agent = new Agent({ store, node, runtimes, endpoint: () => served.url });
     const api = await buildApi({ store, controller, node: agent });

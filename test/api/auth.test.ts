@@ -486,6 +486,21 @@ describe("memory overcommit: a node promises at most memoryOvercommit × its mem
     }
   });
 
+  it("a star's token is not told the node's totals", async () => {
+    const api = await startApi({ memoryBytes: 1024 * 2 ** 20 });
+    try {
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("big", { ram_mb: 900 }) })).status, 201);
+      const token = await api.starToken("big");
+      const refused = await api.request("POST", "/v1/stars", { token, body: sleeper("big-kid", { ram_mb: 200 }) });
+      assert.equal(refused.status, 422);
+      assert.equal(refused.error().code, "NODE_MEMORY_FULL");
+      assert.match(refused.error().message, /ram_mb asks for 200 MB, more than node n1 has left to promise/);
+      assert.doesNotMatch(refused.error().message, /900|1024|124/);
+    } finally {
+      await api.close();
+    }
+  });
+
   it("with memoryOvercommit 1.5, and concurrent creates: exactly as many as fit", async () => {
     const api = await startApi({ memoryBytes: 2048 * 2 ** 20, limits: { memoryOvercommit: 1.5 } });
     try {
@@ -494,6 +509,36 @@ describe("memory overcommit: a node promises at most memoryOvercommit × its mem
       assert.match(answers.find((a) => a.status === 422)!.error().message, /3072 of 3072 MB promised .* \(0 MB left\)/);
       const node = (await api.request("GET", "/v1/status")).json<{ nodes: Array<{ limits: { memoryOvercommit: number } }> }>().nodes[0]!;
       assert.equal(node.limits.memoryOvercommit, 1.5, "the node record carries its limits");
+    } finally {
+      await api.close();
+    }
+  });
+});
+
+describe("quotas: what a tree of stars may hold", () => {
+  it("at most so many stars below an admin's star, and so many bytes of specs; the admin is not held to it", async () => {
+    const api = await startApi({ quotas: { stars: 3, specBytes: 4000 } });
+    try {
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("root") })).status, 201);
+      const rootToken = await api.starToken("root");
+      assert.equal((await api.request("POST", "/v1/stars", { token: rootToken, body: sleeper("t-kid") })).status, 201);
+      const kidToken = await api.starToken("t-kid");
+      // Counted over the whole tree, whichever star of it asks.
+      assert.equal((await api.request("POST", "/v1/stars", { token: kidToken, body: sleeper("t-grandkid") })).status, 201);
+      for (const token of [rootToken, kidToken]) {
+        const full = await api.request("POST", "/v1/stars", { token, body: sleeper("t-more") });
+        assert.equal(full.status, 422, full.text);
+        assert.equal(full.error().code, "STAR_QUOTA_EXCEEDED");
+        assert.match(full.error().message, /the stars made from root number 3, the most a tree of stars may hold \(3\): remove some first/);
+      }
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("admin-star") })).status, 201, "an admin's own stars are not in the tree");
+      // One gone: room for one more, but not for a spec that is too big.
+      assert.equal((await api.request("DELETE", "/v1/stars/t-grandkid?force=1", { token: kidToken })).status, 204);
+      const big = await api.request("POST", "/v1/stars", { token: rootToken, body: sleeper("t-big", { env: { X: "x".repeat(4000) } }) });
+      assert.equal(big.status, 422);
+      assert.match(big.error().message, /would take \d+ bytes, more than a tree of stars may hold \(4000\)/);
+      assert.equal((await api.request("POST", "/v1/stars", { token: rootToken, body: sleeper("t-more") })).status, 201);
+      assert.equal((await api.request("GET", "/v1/stars")).json<{ stars: View[] }>().stars.length, 4);
     } finally {
       await api.close();
     }

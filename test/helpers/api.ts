@@ -5,7 +5,7 @@
  */
 import { Agent } from "../../src/agent/agent.js";
 import { type Api, buildApi } from "../../src/api/server.js";
-import { Controller } from "../../src/controller/controller.js";
+import { Controller, type TreeQuotas } from "../../src/controller/controller.js";
 import { newToken, saveToken } from "../../src/controller/tokens.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
 import { DEFAULT_NODE_LIMITS, type NodeLimits, type StarSpecInput } from "../../src/runtime/spec.js";
@@ -45,11 +45,17 @@ export interface ApiHarness {
 }
 
 export async function startApi(
-  node: { cpuCores?: number; memoryBytes?: number; limits?: Partial<NodeLimits>; connections?: { max?: number; headersTimeoutMs?: number } } = {},
+  node: {
+    cpuCores?: number;
+    memoryBytes?: number;
+    limits?: Partial<NodeLimits>;
+    connections?: { max?: number; headersTimeoutMs?: number };
+    quotas?: Partial<TreeQuotas>;
+  } = {},
 ): Promise<ApiHarness> {
   const store = await openStore({ backend: "sqlite", path: ":memory:" });
   const capacity = { cpuCores: node.cpuCores ?? 4, memoryBytes: node.memoryBytes ?? 8 * 2 ** 30, limits: { ...DEFAULT_NODE_LIMITS, ...node.limits } };
-  const controller = new Controller({ store });
+  const controller = new Controller({ store, ...(node.quotas ? { quotas: node.quotas } : {}) });
   const runtime = new RecordingRuntime(capacity);
   const served: { url?: string } = {};
   const agent = new Agent({
