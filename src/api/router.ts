@@ -23,6 +23,8 @@ export interface Request {
   raw: http.IncomingMessage;
   /** Set by `before` (who is asking). */
   auth?: Principal;
+  /** Set by `before`: the token's key in the store (the same for every request with that token). */
+  tokenId?: string;
 }
 
 /** A JSON reply, or `undefined` when the handler wrote the response itself (a stream). */

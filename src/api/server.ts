@@ -7,6 +7,7 @@
  */
 import type { ServerResponse } from "node:http";
 import {
+  BadRequestError,
   ForbiddenError,
   type ErrorCode,
   InvalidSpecError,
@@ -33,22 +34,29 @@ export interface ApiOptions {
 }
 
 export const BODY_LIMIT = 1024 * 1024;
-/** Log streams open at once: per token, and in all, for tokens other than admin ones. */
-export const LOG_STREAMS = { perToken: 8, total: 64 };
+/**
+ * What callers other than admins may hold open at once (log and event streams, waits): per
+ * holder — a read token, or a tree of stars (an admin's star and all below it share one share,
+ * whatever tokens they use) — and in all.
+ */
+export const OPEN_REQUESTS = { perToken: 8, total: 64 };
+/** The longest wait a caller other than an admin may ask for. */
+export const MAX_WAIT_MS = 120_000;
 
 /**
  * Counts what each caller holds open; take() throws TooManyError past the limits. Admin tokens
  * are not counted: stars (their tokens) cannot lock the operator out.
  */
-function openLimiter(limits: { perToken: number; total: number }, what: string) {
+function openLimiter(limits: { perToken: number; total: number }) {
   const held = new Map<string, number>();
   let total = 0;
   return {
-    take(who: string, admin: boolean): () => void {
+    take(who: string, admin: boolean, mineAre: string): () => void {
       if (admin) return () => undefined;
       const mine = held.get(who) ?? 0;
-      if (mine >= limits.perToken) throw new TooManyError(`this token has ${mine} ${what} open (at most ${limits.perToken}): close some first`);
-      if (total >= limits.total) throw new TooManyError(`the node has ${total} ${what} open (at most ${limits.total}): try again shortly`);
+      const what = "streams and waits";
+      if (mine >= limits.perToken) throw new TooManyError(`${mineAre} ${mine} ${what} open (at most ${limits.perToken}): close some first`);
+      if (total >= limits.total) throw new TooManyError(`the node has ${total} ${what} open for tokens other than admins' (at most ${limits.total}): try again shortly`);
       held.set(who, mine + 1);
       total++;
       let released = false;
@@ -143,6 +151,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
         throw new UnauthorizedError(`this token expired at ${new Date(token.expiresAt).toISOString()}: ask an admin for a new one (constellation token --scope read --ttl 1h)`);
       }
       const who: Principal = { scope: token.scope, name: token.name };
+      req.tokenId = tokenKey(m![1]!);
       if (token.scope === "star") {
         // A star's token works while that very star exists (tokens of older agents name it only).
         const named = token.star?.name ?? token.name.replace(/^star:/, "");
@@ -160,7 +169,15 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
   });
   const name = (req: Request) => parse(nameParams, req.params, "path").name;
   const who = (req: Request) => req.auth!;
-  const logStreams = openLimiter(LOG_STREAMS, "log streams");
+  const open = openLimiter(OPEN_REQUESTS);
+  /** Takes one of the caller's open requests (released by the returned function). */
+  const take = async (req: Request): Promise<() => void> => {
+    const by = who(req);
+    if (by.scope === "admin") return () => undefined;
+    if (!by.star) return open.take(`token:${req.tokenId}`, false, "this token has");
+    const root = await controller.treeRoot(by.star);
+    return open.take(`tree:${root.uid}`, false, `the stars made from ${root.name} have`);
+  };
   // Headers at once: a stream may have nothing to say for a while.
   const ndjson = (res: ServerResponse) => res.writeHead(200, { "content-type": "application/x-ndjson" }).flushHeaders();
 
@@ -205,7 +222,15 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const ended = (v: StarView) => current(v) && !["running", "starting", "pending"].includes(v.status!.state) && v.status!.restartAt === undefined;
       // Waiting for "running" also returns when the star ended instead (failed to start, say).
       const until = q.for === "running" ? (v: StarView) => (current(v) && v.status!.state === "running") || ended(v) : ended;
-      return { body: shown(await controller.waitFor(star, until, q.timeout_ms, who(req)), who(req)) };
+      if (who(req).scope !== "admin" && q.timeout_ms > MAX_WAIT_MS) {
+        throw new BadRequestError(`timeout_ms may be at most ${MAX_WAIT_MS} for this token: wait again after a timeout`, "timeout_ms");
+      }
+      const release = await take(req);
+      try {
+        return { body: shown(await controller.waitFor(star, until, q.timeout_ms, who(req)), who(req)) };
+      } finally {
+        release();
+      }
     })
     .route("POST", "/v1/stars/:name/start", async (req) => ({ body: shown(await controller.setDesired(name(req), "running", who(req)), who(req)) }))
     .route("POST", "/v1/stars/:name/stop", async (req) => ({ body: shown(await controller.setDesired(name(req), "stopped", who(req)), who(req)) }))
@@ -220,7 +245,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const q = parse(logsQuery, req.query, "query");
       await controller.get(star, who(req)); // 404 for an unknown star (or one this token may not see)
       // Each stream reads files a star wrote: a caller (a star's token, say) may not open many.
-      const release = logStreams.take(req.auth?.name ?? "", req.auth?.scope === "admin");
+      const release = await take(req);
       const abort = new AbortController();
       res.on("close", () => abort.abort());
       try {
@@ -247,6 +272,8 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const all = await controller.events.list(visible ? filter : { ...filter, limit });
       const first = visible ? all.filter((e) => eventVisible(e, visible)).slice(-limit) : all;
       if (!q.follow) return { body: { events: first } };
+      const release = await take(req);
+      res.on("close", release);
       ndjson(res);
       const since = first.at(-1)?.seq ?? (await store.revision());
       for (const e of first) res.write(`${JSON.stringify(e)}\n`);

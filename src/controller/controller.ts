@@ -36,6 +36,7 @@ import {
   type Principal,
   type StarObserved,
   type StarRecord,
+  type StarRef,
   type StarView,
   starKey,
   statusKey,
@@ -436,6 +437,18 @@ export class Controller {
     // Forget the specs of stars that are gone.
     const uids = new Set(records.map((r) => r.uid));
     for (const uid of this.specs.keys()) if (!uids.has(uid)) this.specs.delete(uid);
+  }
+
+  /** The top of `star`'s tree (an admin's star, with no owner): `star` itself if it has none. */
+  async treeRoot(star: StarRef): Promise<StarRef> {
+    let at = star;
+    for (let depth = 0; depth < 10_000; depth++) {
+      const kv = await this.store.get(starKey(at.name));
+      const r = kv ? (JSON.parse(kv.value) as StarRecord) : undefined;
+      if (!r || r.uid !== at.uid || !r.owner) return at;
+      at = r.owner;
+    }
+    return at;
   }
 
   /** Refuses `record`, a new star below `parent`, if its tree would hold too many stars or spec bytes. */

@@ -19,6 +19,9 @@ import type { StarSpecInput } from "../runtime/spec.js";
 import type { LogLine, StarStatus } from "../runtime/types.js";
 import { type Transport, httpTransport } from "./http.js";
 
+/** The longest one wait request asks for (the API allows a star's token at most 120 s at once). */
+const WAIT_PART_MS = 120_000;
+
 export type { ClusterSummary, Event, LogLine, StarSpecInput, StarStatus, TokenInfo };
 
 /** A token just made: the token itself (shown this once) and how it is listed. */
@@ -235,7 +238,16 @@ export class Star {
    * const done = await star.wait(); console.log(done.status?.exitCode);
    */
   async wait(options: { for?: "running" | "ended"; timeoutMs?: number } = {}): Promise<StarInfo> {
-    return this.http.request("GET", `${this.path}/wait${q({ for: options.for ?? "ended", timeout_ms: options.timeoutMs ?? 600_000 })}`);
+    // Asked for in parts of at most WAIT_PART_MS (the most a star's token may wait at once).
+    const deadline = Date.now() + (options.timeoutMs ?? 600_000);
+    for (;;) {
+      const part = Math.max(0, Math.min(WAIT_PART_MS, deadline - Date.now()));
+      try {
+        return await this.http.request("GET", `${this.path}/wait${q({ for: options.for ?? "ended", timeout_ms: part })}`);
+      } catch (err) {
+        if ((err as { code?: string }).code !== "TIMEOUT" || Date.now() >= deadline - 1) throw err;
+      }
+    }
   }
 
   /**

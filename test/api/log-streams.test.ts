@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { LOG_STREAMS } from "../../src/api/server.js";
+import { MAX_WAIT_MS, OPEN_REQUESTS } from "../../src/api/server.js";
 import { type ApiHarness, startApi } from "../helpers/api.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -24,7 +24,7 @@ describe("log streams per token", () => {
       const res = fetch(`${api.url}/v1/stars/chatty/logs?follow=1`, { headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
       return { res, abort };
     };
-    const open = Array.from({ length: LOG_STREAMS.perToken }, () => follow(read));
+    const open = Array.from({ length: OPEN_REQUESTS.perToken }, () => follow(read));
     for (const o of open) assert.equal((await o.res).status, 200);
     const refused = await api.request("GET", "/v1/stars/chatty/logs?follow=1", { token: read });
     assert.equal(refused.status, 429);
@@ -44,5 +44,39 @@ describe("log streams per token", () => {
       return true;
     });
     for (const o of open.slice(1)) o.abort.abort();
+  });
+
+  it("a tree of stars shares one share over logs, events and waits, whichever of its tokens asks; read tokens count by token, not by name", async () => {
+    assert.equal((await api.request("POST", "/v1/stars", { body: { spec: { name: "tree", command: ["sleep", "60"] } } })).status, 201);
+    const parent = await api.starToken("tree");
+    assert.equal((await api.request("POST", "/v1/stars", { token: parent, body: { spec: { name: "tree-kid", command: ["sleep", "60"] } } })).status, 201);
+    const kid = await api.starToken("tree-kid");
+    const aborts: AbortController[] = [];
+    const open = async (token: string, path: string) => {
+      const abort = new AbortController();
+      aborts.push(abort);
+      return (await fetch(`${api.url}${path}`, { headers: { authorization: `Bearer ${token}` }, signal: abort.signal })).status;
+    };
+    try {
+      const half = OPEN_REQUESTS.perToken / 2;
+      for (let i = 0; i < half; i++) assert.equal(await open(parent, "/v1/stars/tree/logs?follow=1"), 200);
+      for (let i = 0; i < half; i++) assert.equal(await open(kid, "/v1/events?follow=1"), 200);
+      // A wait is held open too: the tree's share is used up.
+      const wait = await api.request("GET", "/v1/stars/tree-kid/wait?for=ended&timeout_ms=5000", { token: kid });
+      assert.equal(wait.status, 429, wait.text);
+      assert.match(wait.error().message, /the stars made from tree have 8 streams and waits open \(at most 8\)/);
+      // Two read tokens of one name each have their own share.
+      const reads = [];
+      for (let i = 0; i < 2; i++) reads.push((await api.request("POST", "/v1/tokens", { body: { scope: "read", name: "same-name" } })).json<{ token: string }>().token);
+      for (let i = 0; i < OPEN_REQUESTS.perToken; i++) assert.equal(await open(reads[0]!, "/v1/events?follow=1"), 200);
+      assert.equal(await open(reads[1]!, "/v1/events?follow=1"), 200, "another token of the same name is not the first one");
+    } finally {
+      for (const a of aborts) a.abort();
+    }
+    // A caller other than an admin may not wait for ever.
+    const long = await api.request("GET", `/v1/stars/tree/wait?timeout_ms=${MAX_WAIT_MS + 1}`, { token: parent });
+    assert.equal(long.status, 400);
+    assert.match(long.error().message, /timeout_ms may be at most 120000/);
+    assert.equal((await api.request("GET", `/v1/stars/tree/wait?timeout_ms=${MAX_WAIT_MS + 1}`)).status, 200, "an admin may");
   });
 });
