@@ -12,6 +12,7 @@ import { color } from "./output.js";
  */
 export const LIMIT_FLAGS: Array<{ key: keyof NodeLimits; flag: string; what: string; whole: boolean }> = [
   { key: "defaultRamMb", flag: "--default-ram-mb <mb>", what: "memory of a star that asks for none, in MB (default 512)", whole: false },
+  { key: "defaultDiskMb", flag: "--default-disk-mb <mb>", what: "disk of a star that asks for none, in MB: a filesystem of its own (default: none, the node's disk unbounded)", whole: false },
   { key: "defaultPids", flag: "--default-pids <n>", what: "processes of a star that asks for no pids (default 256)", whole: true },
   { key: "maxPids", flag: "--max-pids <n>", what: "most processes a star may ask for (default 4096)", whole: true },
   { key: "defaultNofile", flag: "--default-nofile <n>", what: "open files of a star that asks for no nofile (default 1024)", whole: true },

@@ -60,7 +60,7 @@ export function withinParent(input: StarSpecInput, parentInput: StarSpecInput, p
     const sets = parentSpec.ram_mb !== undefined || parentSpec.ram_gb !== undefined;
     over(childSpec.ram_gb !== undefined ? "ram_gb" : "ram_mb", `${mb(c.memoryBytes!)} MB`, `${mb(p.memoryBytes!)} MB`, sets);
   }
-  if (p.diskBytes !== undefined && c.diskBytes! > p.diskBytes) over("disk_mb", `${mb(c.diskBytes!)} MB`, `${mb(p.diskBytes)} MB`, true);
+  if (p.diskBytes !== undefined && c.diskBytes! > p.diskBytes) over("disk_mb", `${mb(c.diskBytes!)} MB`, `${mb(p.diskBytes)} MB`, parentSpec.disk_mb !== undefined);
   if (c.pids > p.pids) over("pids", `${c.pids} processes`, `${p.pids} processes`, parentSpec.pids !== undefined);
   if (c.nofile! > p.nofile!) over("nofile", `${c.nofile} open files`, `${p.nofile} open files`, parentSpec.nofile !== undefined);
   const logs = (s: StarSpec) => 2 * s.log_max_mb * s.log_max_files;

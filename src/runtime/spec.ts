@@ -22,7 +22,7 @@ export const SPEC_SIZES = {
   /** Bytes of a path (script, cwd, root, mounts). */
   path: 4096,
   /** Items of command + args, and entries of env. */
-  items: 4096,
+  items: 16_384,
   /** Bytes of command, args and env together. */
   total: 512 * 1024,
 } as const;
@@ -57,6 +57,25 @@ function tooLong(input: unknown): InvalidSpecError | undefined {
   const issues = lists
     .filter(([, v]) => Array.isArray(v) && v.length > SPEC_SIZES.items)
     .map(([field]) => ({ field, message: `${field} must have at most ${SPEC_SIZES.items} items` }));
+  // Lists of text with bad items: the first one, and how many (not an issue each).
+  const wrong = (x: unknown) =>
+    typeof x !== "string" ? "must be strings" : x.length > SPEC_SIZES.string ? `must be at most ${SPEC_SIZES.string} bytes each` : x.includes("\0") ? "must not contain NUL bytes" : undefined;
+  const env = typeof o.env === "object" && o.env !== null && !Array.isArray(o.env) ? (o.env as Record<string, unknown>) : undefined;
+  const texts: Array<[string, unknown[] | undefined, (i: number) => string]> = [
+    ...lists.slice(0, 3).map(([field, v]): [string, unknown[] | undefined, (i: number) => string] => [field, Array.isArray(v) ? v : undefined, (i) => `${field}.${i}`]),
+    ["env values", env && Object.values(env), (i) => `env.${Object.keys(env!)[i]}`],
+  ];
+  for (const [what, v, at] of texts) {
+    if (!v || v.length > SPEC_SIZES.items) continue;
+    let first = -1;
+    let bad = 0;
+    for (let i = 0; i < v.length; i++) {
+      if (wrong(v[i]) === undefined) continue;
+      bad++;
+      if (first < 0) first = i;
+    }
+    if (bad > 1) issues.push({ field: at(first), message: `${what} ${wrong(v[first])} (${bad} items are not right)` });
+  }
   return issues.length > 0 ? new InvalidSpecError(issues) : undefined;
 }
 const positive = (what: string) => z.number({ error: `${what} must be a number` }).positive(`${what} must be greater than 0`);
@@ -200,6 +219,12 @@ export interface Limits {
  */
 export interface NodeLimits {
   defaultRamMb: number;
+  /**
+   * disk_mb of a star that asks for none (a filesystem of its own, ~50 ms more at its first
+   * start); absent: such a star writes to the node's disk unbounded, as in Kubernetes without an
+   * ephemeral-storage limit (docs/security.md "Disk").
+   */
+  defaultDiskMb?: number;
   defaultPids: number;
   maxPids: number;
   defaultNofile: number;
@@ -263,7 +288,8 @@ export function limitsOf(spec: StarSpec, capacity?: NodeCapacity): Limits {
   limits.memoryBytes = Math.round(node.defaultRamMb * 2 ** 20);
   if (spec.ram_mb !== undefined) limits.memoryBytes = Math.round(spec.ram_mb * 2 ** 20);
   if (spec.ram_gb !== undefined) limits.memoryBytes = Math.round(spec.ram_gb * 2 ** 30);
-  if (spec.disk_mb !== undefined) limits.diskBytes = Math.round(spec.disk_mb * 2 ** 20);
+  const diskMb = spec.disk_mb ?? node.defaultDiskMb;
+  if (diskMb !== undefined) limits.diskBytes = Math.round(diskMb * 2 ** 20);
   if (limits.pids > node.maxPids) throw new CapacityExceededError("pids", limits.pids, node.maxPids, "processes (the node's ceiling)");
   if (nofile > node.maxNofile) throw new CapacityExceededError("nofile", nofile, node.maxNofile, "open files (the node's ceiling)");
   const logMb = 2 * spec.log_max_mb * spec.log_max_files;
@@ -282,7 +308,7 @@ export function limitsOf(spec: StarSpec, capacity?: NodeCapacity): Limits {
       throw new CapacityExceededError(spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", Math.round(limits.memoryBytes / 2 ** 20), mb, "MB");
     }
     if (limits.diskBytes !== undefined && capacity.diskBytes !== undefined && limits.diskBytes > capacity.diskBytes) {
-      throw new CapacityExceededError("disk_mb", spec.disk_mb!, Math.floor(capacity.diskBytes / 2 ** 20), "MB free");
+      throw new CapacityExceededError("disk_mb", diskMb!, Math.floor(capacity.diskBytes / 2 ** 20), "MB free");
     }
   }
   return limits;

@@ -119,6 +119,7 @@ describe("CLI: tokens, parents, a star's view", () => {
       ["--max-log-mb", DEFAULT_NODE_LIMITS.maxLogMb],
       ["--memory-overcommit", DEFAULT_NODE_LIMITS.memoryOvercommit],
     ];
+    assert.match(help.stdout.replace(/\s+/g, " "), /--default-disk-mb <mb> [^-]*\(default: none, the node's disk unbounded\)/);
     for (const [flag, value] of flags) assert.match(help.stdout.replace(/\s+/g, " "), new RegExp(`${flag} <\\w+> [^-]*\\(default ${value}\\)`), flag);
     const bad = await run(["up", "--memory-overcommit", "-1"]);
     assert.equal(bad.code, 2);

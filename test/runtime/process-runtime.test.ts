@@ -16,6 +16,7 @@ import {
   StartFailedError,
 } from "../../src/errors.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
+import { DEFAULT_NODE_LIMITS } from "../../src/runtime/spec.js";
 import type { LogLine, StarStatus } from "../../src/runtime/types.js";
 import { waitFor } from "../helpers/wait.js";
 import { testDir } from "../helpers/dirs.js";
@@ -367,6 +368,28 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     const mnt = join(dir, "data", "stars", star, "disk");
     await rt.remove(star);
     assert.equal(existsSync(mnt), false, "the star's filesystem is gone with it");
+  });
+
+  it("a node default disk_mb: a star that asks for none gets a filesystem of that size", async () => {
+    const limited = await ProcessRuntime.create({
+      dataDir: join(dir, "data-disk"),
+      capacity: { cpuCores: 2, memoryBytes: 2 ** 30, limits: { ...DEFAULT_NODE_LIMITS, defaultDiskMb: 20 } },
+    });
+    const star = id("nodisk");
+    try {
+      await limited.start(star, {
+        name: "nodisk",
+        command: ["sh", "-c", "dd if=/dev/zero of=big bs=1M count=40 2>&1 | grep -o 'No space left on device' | head -1"],
+      });
+      assert.equal((await limited.wait(star)).state, "exited");
+      assert.equal(limited.status(star)?.limits.diskBytes, 20 * 2 ** 20);
+      const out: string[] = [];
+      for await (const l of limited.logs(star)) out.push(l.line);
+      assert.deepEqual(out, ["No space left on device"]);
+    } finally {
+      await limited.remove(star).catch(() => undefined);
+      await limited.close();
+    }
   });
 
   it("if the node's launcher process dies, running stars go on, their end is still seen, and the next start gets a new launcher", async () => {

@@ -89,20 +89,35 @@ describe("star spec", () => {
     assert.match(issues({ ...base, env: { A: big } }).join(), /env\.A: env values must be at most/);
     assert.match(issues({ ...base, cwd: `/${"d".repeat(SPEC_SIZES.path)}` }).join(), /cwd: cwd must be at most 4096 bytes/);
     const many = Array.from({ length: SPEC_SIZES.items + 1 }, () => "a");
-    assert.deepEqual(issues({ ...base, args: many }), ["args: args must have at most 4096 items"]);
-    assert.deepEqual(issues({ ...base, env: Object.fromEntries(many.map((_, i) => [`V${i}`, "1"])) }), ["env: env must have at most 4096 items"]);
-    assert.deepEqual(issues({ ...base, health: { type: "exec", command: many } }), ["health.command: health.command must have at most 4096 items"]);
+    assert.deepEqual(issues({ ...base, args: many }), ["args: args must have at most 16384 items"]);
+    assert.deepEqual(issues({ ...base, env: Object.fromEntries(many.map((_, i) => [`V${i}`, "1"])) }), ["env: env must have at most 16384 items"]);
+    assert.deepEqual(issues({ ...base, health: { type: "exec", command: many } }), ["health.command: health.command must have at most 16384 items"]);
     // Under every per-string and per-list bound, over the total.
     const chunk = "y".repeat(100 * 1024);
     assert.match(issues({ ...base, args: [chunk, chunk, chunk, chunk, chunk, chunk] }).join(), /args: command, args and env take \d+ bytes together; at most 524288/);
     assert.equal(parseStarSpec({ ...base, args: [chunk, chunk, chunk, chunk], env: { BIG: chunk } }).args.length, 4, "just under is fine");
     // 500,000 bad arguments (what fits in a 1 MB body): one issue, at once.
     const t0 = performance.now();
-    assert.deepEqual(issues({ ...base, args: Array.from({ length: 500_000 }, () => 1) }), ["args: args must have at most 4096 items"]);
+    assert.deepEqual(issues({ ...base, args: Array.from({ length: 500_000 }, () => 1) }), ["args: args must have at most 16384 items"]);
     assert.ok(performance.now() - t0 < 500, `took ${performance.now() - t0} ms`);
-    // Many bad items within the bounds: at most MAX_ISSUES, and a count of the rest.
-    const bad = issues({ ...base, args: Array.from({ length: 4000 }, () => 1) });
+    const t1 = performance.now();
+    assert.deepEqual(issues({ ...base, args: ["ok", ...Array.from({ length: 16_000 }, () => 1)] }), ["args.1: args must be strings (16000 items are not right)"]);
+    assert.ok(performance.now() - t1 < 100, `took ${performance.now() - t1} ms`);
+    // Many bad fields within the bounds: at most MAX_ISSUES, and a count of the rest.
+    const bad = issues({ ...base, env: Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`${i}x`, "1"])) });
     assert.equal(bad.length, MAX_ISSUES + 1);
-    assert.equal(bad.at(-1), ": and 3980 more problems");
+    assert.equal(bad.at(-1), ": and 10 more problems");
+    const t2 = performance.now();
+    assert.deepEqual(issues({ ...base, args: Array.from({ length: 16_000 }, () => "\0") }), ["args.0: args must not contain NUL bytes (16000 items are not right)"]);
+    assert.deepEqual(issues({ ...base, env: { A: "\0", B: "ok", C: "\0" } }), ["env.A: env values must not contain NUL bytes (2 items are not right)"]);
+    assert.ok(performance.now() - t2 < 100, `took ${performance.now() - t2} ms`);
+  });
+
+  it("a node's default disk_mb applies to a star that asks for none; its own disk_mb wins", () => {
+    const node = { ...DEFAULT_NODE_LIMITS, defaultDiskMb: 100 };
+    const capacity = { cpuCores: 2, memoryBytes: 2 ** 30, limits: node };
+    assert.equal(limitsOf(parseStarSpec(base), capacity).diskBytes, 100 * 2 ** 20);
+    assert.equal(limitsOf(parseStarSpec({ ...base, disk_mb: 5 }), capacity).diskBytes, 5 * 2 ** 20);
+    assert.equal(limitsOf(parseStarSpec(base)).diskBytes, undefined, "no default: none");
   });
 });
