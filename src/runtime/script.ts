@@ -12,7 +12,7 @@
  */
 import { createHash, randomUUID } from "node:crypto";
 import { constants } from "node:fs";
-import { type FileHandle, chmod, chown, mkdir, open, readlink, rename, stat, writeFile } from "node:fs/promises";
+import { type FileHandle, chmod, chown, mkdir, open, readlink, realpath, rename, stat, writeFile } from "node:fs/promises";
 import { dirname, extname, join, resolve } from "node:path";
 import { ScriptError } from "../errors.js";
 import type { StarSpec } from "./spec.js";
@@ -89,13 +89,22 @@ export async function resolveProgram(spec: StarSpec, access: ScriptAccess = {}):
  * every refusal says the same, so a star learns nothing of files it may not read (not even
  * whether they exist).
  */
+/** Where a star's script is never opened from. */
+const OPEN_NEVER = ["/proc", "/sys", "/dev", "/run"];
+
 async function readScript(script: string, access: ScriptAccess): Promise<{ source: Buffer; real: string }> {
   const reader = access.reader;
   const who = reader === undefined ? "" : reader === "all" ? "every user" : `the star's user (uid ${reader.uid})`;
   const refused = () => new ScriptError(script, `is not a file that ${who} can read here: a star's token may only name scripts its stars can read`);
   let fh: FileHandle | undefined;
   try {
-    fh = await open(script, constants.O_RDONLY | constants.O_NONBLOCK);
+    if (reader !== undefined) {
+      // Not even opened where a file's opening may do something (a device, a star's FIFO seen
+      // through /proc/<pid>/root): the path as it resolves now, then the open file is checked.
+      const resolved = await realpath(script);
+      if (OPEN_NEVER.some((d) => resolved === d || resolved.startsWith(`${d}/`))) throw refused();
+    }
+    fh = await open(script, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
     const st = await fh.stat();
     // What was opened, wherever the path led: the real path checked below is this file's.
     const real = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => "");

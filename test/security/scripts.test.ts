@@ -5,13 +5,17 @@
  * never makes root read a file for a star.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { chmod, mkdir, open, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ScriptError } from "../../src/errors.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import type { LogLine } from "../../src/runtime/types.js";
 import { testDir } from "../helpers/dirs.js";
+import { waitFor } from "../helpers/wait.js";
+
+const waitForFile = (path: string) => waitFor(`${path} to exist`, async () => ((await stat(path).catch(() => undefined)) ? true : undefined));
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root" : false;
 
@@ -85,6 +89,25 @@ describe("scripts are checked on the file that is read, at every start", { skip 
     }
     assert.equal(new Set(messages).size, 1, `one answer for all: ${messages.join(" | ")}`);
     await rt.remove("holder");
+  });
+
+  it("a star's FIFO named through /proc is not even opened (its writer would see the open), nor a device", async () => {
+    const loop = "mkfifo /var/tmp/f.ts; chmod 644 /var/tmp/f.ts; n=0; while :; do : > /var/tmp/f.ts; n=$((n+1)); echo opened-$n; done";
+    await rt.start("fifo-holder", { name: "fifo-holder", command: ["sh", "-c", loop] }, { trusted: false });
+    const pid = rt.status("fifo-holder")!.pid!;
+    const through = `/proc/${pid}/root/var/tmp/f.ts`;
+    await waitForFile(through);
+    await symlink("/dev/tty", join(dir, "pub", "tty.ts"));
+    await symlink(through, join(dir, "pub", "fifo.mjs"));
+    for (const script of [through, join(dir, "pub", "tty.ts"), join(dir, "pub", "fifo.mjs")]) {
+      await assert.rejects(rt.validate({ name: "peek", script }, { trusted: false }), /is not a file that every user can read here/);
+    }
+    // Opened once here: the writer counts exactly one open.
+    const fh = await open(through, constants.O_RDONLY | constants.O_NONBLOCK);
+    await fh.close();
+    await waitFor("the writer to see an open", async () => ((await logs("fifo-holder")).includes("opened-1") ? true : undefined));
+    assert.doesNotMatch(await logs("fifo-holder"), /opened-2/, "the refused paths were never opened");
+    await rt.remove("fifo-holder");
   });
 
   it("the same check holds at a restart: a script made unreadable later is not read", async () => {
