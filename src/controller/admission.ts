@@ -20,8 +20,18 @@ export function adminOnlyField(spec: StarSpec): { field: string; why: string } |
   if (spec.runtime === "isolate") {
     return { field: "runtime", why: 'runtime "isolate" runs the star in the node\'s shared isolate host, which is no boundary between stars (docs/runtime.md); leave runtime out (process)' };
   }
+  // Restarts: a crash loop of someone else's star backs off like Kubernetes' (to 10 s at least),
+  // not as fast as the store can take its events.
+  if (spec.backoff_ms < MIN_BACKOFF_MS) return { field: "backoff_ms", why: `backoff_ms under ${MIN_BACKOFF_MS} restarts a crashing star too fast; ask for at least ${MIN_BACKOFF_MS}` };
+  if (spec.max_backoff_ms < MIN_MAX_BACKOFF_MS) {
+    return { field: "max_backoff_ms", why: `max_backoff_ms under ${MIN_MAX_BACKOFF_MS} keeps a crashing star restarting fast for ever; ask for at least ${MIN_MAX_BACKOFF_MS}` };
+  }
   return undefined;
 }
+
+/** The fastest restarts a star's token may ask for its children (admins may ask for any). */
+export const MIN_BACKOFF_MS = 100;
+export const MIN_MAX_BACKOFF_MS = 10_000;
 
 /** A spec's limits with the node's defaults, whatever the node's ceilings (what it has, not may ask). */
 export function effectiveLimits(spec: StarSpec, node: NodeLimits): Limits {
