@@ -11,6 +11,7 @@
 import { watch } from "node:fs";
 import { type FileHandle, open, readdir, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { StringDecoder } from "node:string_decoder";
 import type { LogLine, LogOptions } from "./types.js";
 
 const STREAMS = ["stdout", "stderr"] as const;
@@ -21,7 +22,7 @@ const MAX_LINE = 1024 * 1024;
 export async function* readLogs(dir: string, options: LogOptions, isDone: () => boolean): AsyncGenerator<LogLine> {
   const cursor = new Map<string, Cursor>();
   for (const stream of STREAMS) {
-    const c: Cursor = { id: "", offset: 0, partial: "" };
+    const c: Cursor = { id: "", offset: 0, partial: "", decoder: new StringDecoder("utf8") };
     const files = await openAll(join(dir, `${stream}.log`));
     try {
       // Everything kept so far (or its last `tail` lines), a chunk at a time.
@@ -29,7 +30,7 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
       for (; k < files.length; k++, offset = 0) {
         const f = files[k]!;
         for (let at = offset; at < f.size; at += CHUNK) {
-          for (const line of cut(c, await readHandle(f.handle, at, Math.min(f.size, at + CHUNK)))) yield { stream, line };
+          for (const line of cut(c, await readText(c, f.handle, at, Math.min(f.size, at + CHUNK)))) yield { stream, line };
         }
       }
       const last = files.at(-1);
@@ -52,9 +53,9 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
     for (;;) {
       const done = isDone(); // read once more after the end, then stop
       for (const stream of STREAMS) {
-        const text = await readNew(join(dir, `${stream}.log`), cursor.get(stream)!);
-        if (!text) continue;
-        for (const line of cut(cursor.get(stream)!, text)) yield { stream, line };
+        const c = cursor.get(stream)!;
+        // A chunk at a time: what a star wrote since is never held whole.
+        for await (const text of readNew(join(dir, `${stream}.log`), c)) for (const line of cut(c, text)) yield { stream, line };
       }
       if (done || options.signal?.aborted) return;
       await new Promise<void>((resolve) => {
@@ -75,27 +76,33 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
  * reuses inode numbers at once), the rest of it, then every newer file. If the cursor's file was
  * rotated away entirely, its unread lines are gone (as with tail -F): the partial line is dropped.
  */
-async function readNew(path: string, c: Cursor): Promise<string> {
+async function* readNew(path: string, c: Cursor): AsyncGenerator<string> {
   const files = await openAll(path);
   try {
     const current = files.at(-1);
-    if (!current) return "";
+    if (!current) return;
     let from = files.findIndex((f) => f.id === c.id);
     if (from < 0) {
       c.partial = "";
       c.offset = 0;
+      c.decoder = new StringDecoder("utf8");
       from = 0;
     } else if (files[from]!.size < c.offset) {
       c.offset = 0; // truncated in place
     }
-    let text = "";
+    const start = c.offset;
     for (let k = from; k < files.length; k++) {
       const f = files[k]!;
-      text += await readHandle(f.handle, k === from ? c.offset : 0, f.size);
+      for (let at = k === from ? start : 0; at < f.size; at += CHUNK) {
+        const to = Math.min(f.size, at + CHUNK);
+        const text = await readText(c, f.handle, at, to);
+        c.id = f.id;
+        c.offset = to;
+        yield text;
+      }
     }
     c.id = current.id;
     c.offset = current.size;
-    return text;
   } finally {
     await Promise.all(files.map((f) => f.handle.close()));
   }
@@ -138,6 +145,8 @@ interface Cursor {
   id: string;
   offset: number;
   partial: string;
+  /** Keeps a character cut between two chunks whole. */
+  decoder: StringDecoder;
 }
 
 interface OpenFile {
@@ -179,8 +188,8 @@ async function openAll(base: string): Promise<OpenFile[]> {
   }
 }
 
-async function readHandle(h: FileHandle, from: number, to: number): Promise<string> {
-  return (await readBytes(h, from, to)).toString("utf8");
+async function readText(c: Cursor, h: FileHandle, from: number, to: number): Promise<string> {
+  return c.decoder.write(await readBytes(h, from, to));
 }
 
 async function readBytes(h: FileHandle, from: number, to: number): Promise<Buffer> {

@@ -61,4 +61,32 @@ describe("log reading", () => {
     assert.ok(grew < 64 * 2 ** 20, `reading 50 tails grew the process by ${Math.round(grew / 2 ** 20)} MB`);
     await rm(d, { recursive: true, force: true });
   });
+
+  it("following: what was written since is read a chunk at a time, characters cut between chunks kept whole", async () => {
+    const d = await mkdtemp(join(tmpdir(), "constellation-logs-"));
+    // A two-byte character across the first 64 KiB boundary, in what is there and what comes.
+    const line = `${"a".repeat(65_535)}é${"b".repeat(10)}`;
+    await writeFile(join(d, "stdout.log"), `${line}\n`);
+    assert.deepEqual(await read(d), [line]);
+    let done = false;
+    const abort = new AbortController();
+    const got: string[] = [];
+    const following = (async () => {
+      for await (const l of readLogs(d, { follow: true, signal: abort.signal }, () => done)) {
+        got.push(l.line);
+        if (got.length === 1 + 300) break;
+      }
+    })();
+    const fh = await open(join(d, "stdout.log"), "a");
+    const more = Array.from({ length: 300 }, (_, i) => `${i}-${"é".repeat(40_000)}`); // 24 MB at once
+    await fh.write(more.map((l) => `${l}\n`).join(""));
+    await fh.close();
+    await following;
+    done = true;
+    abort.abort();
+    assert.equal(got[0], line);
+    assert.equal(got.length, 301);
+    assert.ok(got.slice(1).every((l, i) => l === more[i]), "every line whole");
+    await rm(d, { recursive: true, force: true });
+  });
 });
