@@ -100,7 +100,9 @@ async function readScript(script: string, access: ScriptAccess): Promise<{ sourc
   try {
     if (reader !== undefined) {
       // Not even opened where a file's opening may do something (a device, a star's FIFO seen
-      // through /proc/<pid>/root): the path as it resolves now, then the open file is checked.
+      // through /proc/<pid>/root): the path is resolved first without opening anything (a path
+      // through /proc/<pid>/root resolves into the node's own view, where a star's private
+      // places are not), then the open file is checked.
       const resolved = await realpath(script);
       if (OPEN_NEVER.some((d) => resolved === d || resolved.startsWith(`${d}/`))) throw refused();
     }

@@ -10,9 +10,9 @@ import { copyFileSync, existsSync, readFileSync, readdirSync, statSync } from "n
 import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type Constellation, connect } from "../../src/index.js";
+import type { Constellation } from "../../src/index.js";
 import type { StarSpecInput } from "../../src/runtime/spec.js";
-import { type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
+import { type Up, type UpFixture, cli, upWithClient } from "../helpers/constellation.js";
 import { waitFor } from "../helpers/wait.js";
 
 /** Star names unique to this run: stars of another node on this host never share a cgroup. */
@@ -53,17 +53,12 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     assert.ok(!(await sdk.list()).some((s) => s.name === name), "nothing was created");
   };
 
+  let fixture: UpFixture | undefined;
   before(async () => {
-    dir = makeDataDir("constellation-sec-");
-    node = await up(join(dir, "data"));
-    sdk = connect({ dataDir: node.dataDir });
+    fixture = await upWithClient("constellation-sec-");
+    ({ dir, node, sdk } = fixture);
   });
-  after(async () => {
-    for (const s of (await sdk?.list().catch(() => [])) ?? []) await sdk.star(s.name).remove({ force: true }).catch(() => undefined);
-    sdk?.close();
-    if (node) await kill9(node);
-    removeDataDir(dir);
-  });
+  after(async () => fixture?.close());
 
   it("1. no host root through an exec health check: the check runs as the star's user, from its init", async () => {
     // As it was done, with the filter turned off (an admin may): the star makes its own user and
