@@ -8,7 +8,7 @@
 import { dropStarTokens, newToken, saveToken } from "../controller/tokens.js";
 import { isConstellationError } from "../errors.js";
 import { EventLog } from "../controller/events.js";
-import { KEYS, type NodeRecord, type StarObserved, type StarRecord, nodeKey, statusKey } from "../controller/model.js";
+import { KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, statusKey } from "../controller/model.js";
 import { DEFAULT_NODE_LIMITS, type NodeLimits } from "../runtime/spec.js";
 import type { LogLine, LogOptions, Runtime, StarStatus } from "../runtime/types.js";
 import type { Store } from "../store/types.js";
@@ -33,9 +33,10 @@ export interface AgentOptions {
 }
 
 /** What a controller may ask of a node besides its desired state (logs and usage). */
+/** What the API asks a node about one star: that very star (its uid), never an earlier one of its name. */
 export interface NodeLink {
-  logs(star: string, options?: LogOptions): AsyncIterable<LogLine>;
-  usage(star: string): Usage | undefined;
+  logs(star: StarRef, options?: LogOptions): AsyncIterable<LogLine>;
+  usage(star: StarRef): Usage | undefined;
 }
 
 export interface Usage {
@@ -108,14 +109,16 @@ export class Agent implements NodeLink {
     await Promise.all([...this.queues.values()].map((q) => q.catch(() => undefined)));
   }
 
-  logs(star: string, options?: LogOptions): AsyncIterable<LogLine> {
-    const local = this.local.get(star);
-    if (!local) return (async function* () {})();
-    return local.runtime.logs(star, options);
+  logs(star: StarRef, options?: LogOptions): AsyncIterable<LogLine> {
+    const local = this.local.get(star.name);
+    // A star removed and made again under its name is another star: not its files.
+    if (!local || local.uid !== star.uid) return (async function* () {})();
+    return local.runtime.logs(star.name, options);
   }
 
-  usage(star: string): Usage | undefined {
-    const u = this.usages.get(star);
+  usage(star: StarRef): Usage | undefined {
+    if (this.local.get(star.name)?.uid !== star.uid) return undefined;
+    const u = this.usages.get(star.name);
     return u ? { cpuPercent: u.cpuPercent, memoryBytes: u.memoryBytes, at: u.at } : undefined;
   }
 
@@ -211,6 +214,11 @@ export class Agent implements NodeLink {
       await dropStarTokens(this.store, name);
       if (action === "remove") {
         await this.dropReport(name, local!.uid);
+        return;
+      }
+      // The new star of the name runs only if asked to (created with start: false: not).
+      if (record!.desired !== "running") {
+        await this.reportIdle(record!);
         return;
       }
     }

@@ -95,7 +95,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
 
 /** A star with what its node last measured (CPU %, memory). */
 function withUsage(view: StarView, node: NodeLink): StarView & { usage?: { cpuPercent: number; memoryBytes: number } } {
-  const u = view.status?.state === "running" ? node.usage(view.name) : undefined;
+  const u = view.status?.state === "running" ? node.usage({ name: view.name, uid: view.uid }) : undefined;
   return u ? { ...view, usage: { cpuPercent: Math.round(u.cpuPercent * 10) / 10, memoryBytes: u.memoryBytes } } : view;
 }
 
@@ -243,13 +243,13 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("GET", "/v1/stars/:name/logs", async (req, res) => {
       const star = name(req);
       const q = parse(logsQuery, req.query, "query");
-      await controller.get(star, who(req)); // 404 for an unknown star (or one this token may not see)
+      const seen = await controller.get(star, who(req)); // 404 for an unknown star (or one this token may not see)
       // Each stream reads files a star wrote: a caller (a star's token, say) may not open many.
       const release = await take(req);
       const abort = new AbortController();
       res.on("close", () => abort.abort());
       try {
-        const lines = node.logs(star, { ...(q.tail === undefined ? {} : { tail: q.tail }), follow: q.follow === true, signal: abort.signal });
+        const lines = node.logs({ name: star, uid: seen.uid }, { ...(q.tail === undefined ? {} : { tail: q.tail }), follow: q.follow === true, signal: abort.signal });
         ndjson(res);
         for await (const l of lines) {
           if (abort.signal.aborted) break;

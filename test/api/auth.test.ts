@@ -144,6 +144,56 @@ describe("star tokens: a star's own star and its descendants only", () => {
     }
   });
 
+  it("a name taken while its last star is still being removed shows none of that star's logs or usage", async () => {
+    assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("secretive") })).status, 201);
+    await waitFor("secretive to run", () => (api.runtime.status("secretive")?.state === "running" ? true : undefined));
+    api.runtime.log("secretive", "SECRET=hunter2");
+    let release!: () => void;
+    api.runtime.removeGate = new Promise((r) => (release = r));
+    try {
+      assert.equal((await api.request("DELETE", "/v1/stars/secretive?force=1")).status, 204);
+      const taken = await api.request("POST", "/v1/stars", { token: parentToken, body: { ...sleeper("secretive"), start: false } });
+      assert.equal(taken.status, 201, taken.text);
+      assert.ok(api.runtime.status("secretive"), "the old star's removal is still under way");
+      const logs = await api.request("GET", "/v1/stars/secretive/logs?tail=50", { token: parentToken });
+      assert.equal(logs.status, 200);
+      assert.doesNotMatch(logs.text, /hunter2/);
+      assert.equal(logs.text, "");
+    } finally {
+      release();
+      api.runtime.removeGate = undefined;
+    }
+    // Once the old one is gone, the new one (made with start: false) is not started.
+    const uid = (await api.controller.get("secretive")).uid;
+    await waitFor("the new star reported stopped", async () => {
+      const v = await api.controller.get("secretive");
+      return v.status?.state === "stopped" && v.uid === uid ? true : undefined;
+    });
+    assert.equal(api.runtime.status("secretive"), undefined, "never started");
+    assert.equal(api.runtime.launches.filter((l) => l === "secretive").length, 1, "only the first star ran");
+  });
+
+  it("a star removed and made again with start: false while its node was busy with it is not started", async () => {
+    let release!: () => void;
+    api.runtime.startGate = new Promise((r) => (release = r));
+    try {
+      assert.equal((await api.request("POST", "/v1/stars", { token: parentToken, body: sleeper("swapped") })).status, 201);
+      await waitFor("its start under way", () => (api.runtime.startGate && api.runtime.status("swapped") === undefined ? true : undefined));
+      assert.equal((await api.request("DELETE", "/v1/stars/swapped?force=1", { token: parentToken })).status, 204);
+      assert.equal((await api.request("POST", "/v1/stars", { token: parentToken, body: { ...sleeper("swapped", { ram_mb: 64 }), start: false } })).status, 201);
+    } finally {
+      release();
+      api.runtime.startGate = undefined;
+    }
+    const uid = (await api.controller.get("swapped")).uid;
+    await waitFor("the new star reported stopped", async () => {
+      const v = await api.controller.get("swapped");
+      return v.uid === uid && v.status?.state === "stopped" ? true : undefined;
+    });
+    assert.equal(api.runtime.launches.filter((l) => l === "swapped").length, 1, "only the first star ran");
+    assert.equal(api.runtime.status("swapped"), undefined);
+  });
+
   it("env values are hidden from every token but an admin's: list, get, start, stop, wait", async () => {
     const read = (await api.request("POST", "/v1/tokens", { body: { scope: "read", name: "viewer" } })).json<{ token: string }>().token;
     for (const token of [read, parentToken]) {

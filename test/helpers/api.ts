@@ -17,7 +17,16 @@ import { waitFor } from "./wait.js";
 /** The fake runtime, keeping the environment and options each star was started with. */
 export class RecordingRuntime extends FakeRuntime {
   readonly started = new Map<string, { env: Record<string, string>; options: StartOptions }>();
+  /** While set, removals wait for it (a slow removal: files still there). */
+  removeGate: Promise<void> | undefined;
+  override async remove(id: string): Promise<void> {
+    await this.removeGate;
+    return super.remove(id);
+  }
+  /** While set, starts wait for it (a slow start: the agent's queue for the star is busy). */
+  startGate: Promise<void> | undefined;
   override async start(id: string, input: StarSpecInput, options: StartOptions = {}): Promise<StarStatus> {
+    await this.startGate;
     this.started.set(id, { env: { ...(input.env ?? {}) }, options });
     return super.start(id, input, options);
   }
