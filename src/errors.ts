@@ -43,6 +43,16 @@ export type ErrorCode =
   | "TOKEN_NOT_FOUND"
   | "TIMEOUT";
 
+/** A caller's text quoted in an error: at most 64 characters of it (a key may be 900 KB). */
+export function callerText(text: string): string {
+  return text.length > 64 ? `${text.slice(0, 61)}...` : text;
+}
+
+/** Keys a caller sent that are not known: a few of them, each short. */
+export function unknownKeys(keys: string[]): string {
+  return keys.slice(0, 5).map(callerText).join(", ") + (keys.length > 5 ? ` and ${keys.length - 5} more` : "");
+}
+
 export class ConstellationError extends Error {
   readonly code: ErrorCode;
   /** Set on every instance: recognises our errors across copies of this module (the CLI bundle). */

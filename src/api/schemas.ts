@@ -3,7 +3,7 @@
  * typed error naming the field. The star spec itself is runtime/spec.ts's schema.
  */
 import { z } from "zod";
-import { BadRequestError } from "../errors.js";
+import { BadRequestError, callerText, unknownKeys } from "../errors.js";
 
 export const createBody = z.strictObject({
   spec: z.record(z.string(), z.unknown(), { error: "spec must be an object: the star's spec (name, script or command, limits)" }),
@@ -44,7 +44,7 @@ export function parse<T extends z.ZodType>(schema: T, value: unknown, where: str
   const res = schema.safeParse(value ?? {});
   if (res.success) return res.data;
   const issue = res.error.issues[0]!;
-  const field = issue.path.join(".");
-  const what = issue.code === "unrecognized_keys" ? `unknown ${where} field ${issue.keys.join(", ")}` : issue.message;
+  const field = callerText(issue.path.join("."));
+  const what = issue.code === "unrecognized_keys" ? `unknown ${where} field ${unknownKeys(issue.keys)}` : issue.message;
   throw new BadRequestError(`${where}${field ? ` ${field}` : ""}: ${what}`, field || undefined);
 }

@@ -461,7 +461,8 @@ export class Controller {
     for (let up = root.owner && byUid.get(root.owner.uid); up; up = up.owner && byUid.get(up.owner.uid)) root = up;
     const tree = subtree(records, root);
     if (tree.length + 1 > quotas.stars) throw new QuotaExceededError("stars", root.name, tree.length, quotas.stars);
-    const bytes = tree.reduce((n, r) => n + JSON.stringify(r.spec).length, JSON.stringify(record.spec).length);
+    const size = (spec: unknown) => Buffer.byteLength(JSON.stringify(spec));
+    const bytes = tree.reduce((n, r) => n + size(r.spec), size(record.spec));
     if (bytes > quotas.specBytes) throw new QuotaExceededError("spec bytes", root.name, bytes, quotas.specBytes);
   }
 

@@ -4,7 +4,7 @@
  * Field names keep the seed's spelling (cpu_percent, ram_mb, ...).
  */
 import { z } from "zod";
-import { CapacityExceededError, InvalidSpecError } from "../errors.js";
+import { CapacityExceededError, InvalidSpecError, callerText, unknownKeys } from "../errors.js";
 
 /** A DNS label (RFC 1123): the star's name is also its hostname. */
 export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -187,9 +187,10 @@ export const starSpecSchema = z
       ctx.addIssue({ code: "custom", path: ["root"], message: "root is for process stars (isolates run in the node's isolate host)" });
     }
     const bytes = (xs: readonly string[]) => xs.reduce((n, x) => n + Buffer.byteLength(x) + 1, 0);
-    const total = bytes(s.command ?? []) + bytes(s.args) + bytes(Object.entries(s.env).map(([k, v]) => `${k}=${v}`));
+    const checkArgv = s.health?.type === "exec" ? s.health.command : [];
+    const total = bytes(s.command ?? []) + bytes(s.args) + bytes(Object.entries(s.env).map(([k, v]) => `${k}=${v}`)) + bytes(checkArgv);
     if (total > SPEC_SIZES.total) {
-      ctx.addIssue({ code: "custom", path: ["args"], message: `command, args and env take ${total} bytes together; at most ${SPEC_SIZES.total}: pass large data in a file` });
+      ctx.addIssue({ code: "custom", path: ["args"], message: `command, args, env and the health check's command take ${total} bytes together; at most ${SPEC_SIZES.total}: pass large data in a file` });
     }
     if (s.max_backoff_ms < s.backoff_ms) {
       ctx.addIssue({ code: "custom", path: ["max_backoff_ms"], message: "max_backoff_ms must be at least backoff_ms" });
@@ -266,10 +267,11 @@ export function parseStarSpec(input: unknown): StarSpec {
     ...all.slice(0, MAX_ISSUES).map((issue) => {
       const field = issue.path.map(String).join(".");
       if (issue.code === "unrecognized_keys") {
+        // Keys as the caller sent them, but a few and short: they are the caller's text.
         const keys = (issue as { keys: string[] }).keys;
-        return { field: [field, keys[0]].filter(Boolean).join("."), message: `unknown field${keys.length > 1 ? "s" : ""} ${keys.join(", ")}` };
+        return { field: callerText([field, keys[0]].filter(Boolean).join(".")), message: `unknown field${keys.length > 1 ? "s" : ""} ${unknownKeys(keys)}` };
       }
-      return { field, message: issue.message };
+      return { field: callerText(field), message: issue.message };
     }),
     ...more,
   ]);

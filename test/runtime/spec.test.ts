@@ -94,7 +94,18 @@ describe("star spec", () => {
     assert.deepEqual(issues({ ...base, health: { type: "exec", command: many } }), ["health.command: health.command must have at most 16384 items"]);
     // Under every per-string and per-list bound, over the total.
     const chunk = "y".repeat(100 * 1024);
-    assert.match(issues({ ...base, args: [chunk, chunk, chunk, chunk, chunk, chunk] }).join(), /args: command, args and env take \d+ bytes together; at most 524288/);
+    assert.match(issues({ ...base, args: [chunk, chunk, chunk, chunk, chunk, chunk] }).join(), /args: command, args, env and the health check's command take \d+ bytes together; at most 524288/);
+    assert.match(
+      issues({ ...base, args: [chunk, chunk, chunk], health: { type: "exec", command: [chunk, chunk, chunk] } }).join(),
+      /args: command, args, env and the health check's command take/,
+      "the health check's argv counts too",
+    );
+    // Unknown keys are named, a few and short: the error does not grow with what was sent.
+    const keys = Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}${"x".repeat(i === 0 ? 900_000 : 0)}`, 1]));
+    const unknown = issues({ ...base, ...keys });
+    assert.equal(unknown.length, 1);
+    assert.ok(unknown[0]!.length < 600, `${unknown[0]!.length} characters`);
+    assert.match(unknown[0]!, /unknown fields k0x+\.\.\., k1, k2, k3, k4 and 19995 more/);
     assert.equal(parseStarSpec({ ...base, args: [chunk, chunk, chunk, chunk], env: { BIG: chunk } }).args.length, 4, "just under is fine");
     // 500,000 bad arguments (what fits in a 1 MB body): one issue, at once.
     const t0 = performance.now();
