@@ -25,6 +25,8 @@ export interface Request {
   auth?: Principal;
   /** Set by `before`: the token's key in the store (the same for every request with that token). */
   tokenId?: string;
+  /** Set by `before`: the token itself (a stream checks it again while it is open). */
+  token?: string;
 }
 
 /** A JSON reply, or `undefined` when the handler wrote the response itself (a stream). */

@@ -40,6 +40,8 @@ export const BODY_LIMIT = 1024 * 1024;
  * whatever tokens they use) — and in all.
  */
 export const OPEN_REQUESTS = { perToken: 8, total: 64 };
+/** How often an open stream's token is checked again (a revoked or expired token's streams end). */
+export const STREAM_RECHECK_MS = 2000;
 /** The longest wait a caller other than an admin may ask for. */
 export const MAX_WAIT_MS = 120_000;
 
@@ -137,6 +139,51 @@ export interface Api {
 
 export async function buildApi(options: ApiOptions): Promise<Api> {
   const { controller, node, store } = options;
+  /** Who a token is, if it is valid now: it exists, has not expired, and its star (if any) is that very star. */
+  const authenticate = async (raw: string): Promise<Principal> => {
+    const token = await lookupToken(store, raw);
+    if (!token) throw new UnauthorizedError();
+    if (token.expiresAt !== undefined && Date.now() >= token.expiresAt) {
+      throw new UnauthorizedError(`this token expired at ${new Date(token.expiresAt).toISOString()}: ask an admin for a new one (constellation token --scope read --ttl 1h)`);
+    }
+    const who: Principal = { scope: token.scope, name: token.name };
+    if (token.scope === "star") {
+      // A star's token works while that very star exists (tokens of older agents name it only).
+      const named = token.star?.name ?? token.name.replace(/^star:/, "");
+      const record = await controller.find(named);
+      if (!record || (token.star && token.star.uid !== record.uid)) {
+        throw new UnauthorizedError(`this token belongs to star ${named}, which has been removed: a removed star's token is no longer valid`);
+      }
+      who.star = { name: record.name, uid: record.uid };
+    }
+    return who;
+  };
+  /**
+   * Ends a stream once its token stops being valid (expired, revoked, its star removed): checked
+   * every STREAM_RECHECK_MS, and the returned function stops the checks.
+   */
+  const endWithToken = (req: Request, res: ServerResponse): (() => void) => {
+    const timer = setInterval(() => {
+      authenticate(req.token!).catch(() => res.destroy());
+    }, STREAM_RECHECK_MS);
+    timer.unref();
+    const stop = () => clearInterval(timer);
+    res.once("close", stop);
+    return stop;
+  };
+  /** Writes a line, waiting while the client reads slower than it comes (never buffering without end). */
+  const send = async (res: ServerResponse, value: unknown): Promise<void> => {
+    if (res.destroyed || res.write(`${JSON.stringify(value)}\n`) || res.destroyed) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        res.off("drain", done);
+        res.off("close", done);
+        resolve();
+      };
+      res.on("drain", done);
+      res.on("close", done);
+    });
+  };
   const router = new Router({
     bodyLimit: BODY_LIMIT,
     ...(options.connections?.max === undefined ? {} : { maxConnections: options.connections.max }),
@@ -145,26 +192,14 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     before: async (req: Request) => {
       if (req.path === "/v1/health") return;
       const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
-      const token = m ? await lookupToken(store, m[1]!) : undefined;
-      if (!token) throw new UnauthorizedError();
-      if (token.expiresAt !== undefined && Date.now() >= token.expiresAt) {
-        throw new UnauthorizedError(`this token expired at ${new Date(token.expiresAt).toISOString()}: ask an admin for a new one (constellation token --scope read --ttl 1h)`);
-      }
-      const who: Principal = { scope: token.scope, name: token.name };
-      req.tokenId = tokenKey(m![1]!);
-      if (token.scope === "star") {
-        // A star's token works while that very star exists (tokens of older agents name it only).
-        const named = token.star?.name ?? token.name.replace(/^star:/, "");
-        const record = await controller.find(named);
-        if (!record || (token.star && token.star.uid !== record.uid)) {
-          throw new UnauthorizedError(`this token belongs to star ${named}, which has been removed: a removed star's token is no longer valid`);
-        }
-        who.star = { name: record.name, uid: record.uid };
-      }
+      if (!m) throw new UnauthorizedError();
+      const who = await authenticate(m[1]!);
+      req.tokenId = tokenKey(m[1]!);
+      req.token = m[1]!;
       req.auth = who;
       const reading = req.method === "GET" || req.method === "HEAD";
-      if (token.scope === "read" && !reading) throw new ForbiddenError(token.scope, "admin");
-      if (token.scope !== "admin" && req.path.startsWith("/v1/tokens")) throw new ForbiddenError(token.scope, "admin");
+      if (who.scope === "read" && !reading) throw new ForbiddenError(who.scope, "admin");
+      if (who.scope !== "admin" && req.path.startsWith("/v1/tokens")) throw new ForbiddenError(who.scope, "admin");
     },
   });
   const name = (req: Request) => parse(nameParams, req.params, "path").name;
@@ -251,9 +286,10 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       try {
         const lines = node.logs({ name: star, uid: seen.uid }, { ...(q.tail === undefined ? {} : { tail: q.tail }), follow: q.follow === true, signal: abort.signal });
         ndjson(res);
+        endWithToken(req, res);
         for await (const l of lines) {
           if (abort.signal.aborted) break;
-          if (!res.write(`${JSON.stringify(l)}\n`)) await new Promise((r) => (res.once("drain", r), res.once("close", r)));
+          await send(res, l);
         }
       } catch {
         // the client went away, or the star's files did
@@ -275,8 +311,9 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const release = await take(req);
       res.on("close", release);
       ndjson(res);
+      endWithToken(req, res);
       const since = first.at(-1)?.seq ?? (await store.revision());
-      for (const e of first) res.write(`${JSON.stringify(e)}\n`);
+      for (const e of first) await send(res, e);
       // From the revision listed on: nothing is missed between the list and the watch.
       const watch = store.watch({ prefix: KEYS.events }, { fromRevision: since + 1 });
       res.on("close", () => watch.close());
@@ -287,7 +324,6 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
             if (ev.type !== "put") continue;
             const e = eventOf(ev.kv);
             if (q.star !== undefined && e.star !== q.star) continue;
-            // A star made after the stream opened may be one this token sees (a new child).
             // A star made after the stream opened is one this token sees if its owner is (a new
             // child); one removed is no longer (its name may come back as another's star).
             if (visible && e.star !== undefined && e.kind === "star.created" && !visible.has(e.star)) {
@@ -297,7 +333,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
             }
             if (!eventVisible(e, visible)) continue;
             if (visible && e.kind === "star.removed") visible.delete(e.star!);
-            res.write(`${JSON.stringify(e)}\n`);
+            await send(res, e);
           }
         }
       } catch {

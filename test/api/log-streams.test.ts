@@ -4,6 +4,7 @@
  * counted, so stars cannot lock the operator out.
  */
 import assert from "node:assert/strict";
+import http from "node:http";
 import { after, before, describe, it } from "node:test";
 import { MAX_WAIT_MS, OPEN_REQUESTS } from "../../src/api/server.js";
 import { type ApiHarness, startApi } from "../helpers/api.js";
@@ -78,5 +79,28 @@ describe("log streams per token", () => {
     assert.equal(long.status, 400);
     assert.match(long.error().message, /timeout_ms may be at most 120000/);
     assert.equal((await api.request("GET", `/v1/stars/tree/wait?timeout_ms=${MAX_WAIT_MS + 1}`)).status, 200, "an admin may");
+  });
+
+  it("a stream ends soon after its token stops being valid: revoked, or its star removed", async () => {
+    const made = (await api.request("POST", "/v1/tokens", { body: { scope: "read", name: "short-lived" } })).json<{ token: string; id: string }>();
+    assert.equal((await api.request("POST", "/v1/stars", { body: { spec: { name: "doomed", command: ["sleep", "60"] } } })).status, 201);
+    const star = await api.starToken("doomed");
+    /** Opens a stream; resolves once it is open, with a promise of how long it lasted. */
+    const stream = (token: string, path: string) =>
+      new Promise<{ closed: Promise<number> }>((opened, reject) => {
+        http
+          .get(`${api.url}${path}`, { headers: { authorization: `Bearer ${token}` } }, (res) => {
+            assert.equal(res.statusCode, 200);
+            const t0 = Date.now();
+            res.resume();
+            opened({ closed: new Promise((closed) => res.on("close", () => closed(Date.now() - t0))) });
+          })
+          .on("error", reject);
+      });
+    const readEnds = await stream(made.token, "/v1/events?follow=1");
+    const starEnds = await stream(star, "/v1/stars/doomed/logs?follow=1");
+    assert.equal((await api.request("DELETE", `/v1/tokens/${made.id}`)).status, 204);
+    assert.equal((await api.request("DELETE", "/v1/stars/doomed?force=1")).status, 204);
+    for (const took of await Promise.all([readEnds.closed, starEnds.closed])) assert.ok(took < 10_000, `ended after ${took} ms`);
   });
 });
