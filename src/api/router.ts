@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { Principal } from "../controller/model.js";
-import { BadRequestError, TooLargeError } from "../errors.js";
+import { BadRequestError, TooLargeError, TooManyError } from "../errors.js";
 
 export interface Request {
   method: string;
@@ -72,12 +72,17 @@ export function defaultMaxConnections(limitsFile = "/proc/self/limits"): number 
 export class Router {
   private readonly routes: Route[] = [];
   private server: http.Server | undefined;
+  private bodiesInFlight = 0;
 
   constructor(
     private readonly options: {
       bodyLimit: number;
       /** Runs before the route (auth); throws to refuse. */
       before?: (req: Request) => Promise<void>;
+      /** After `before`: takes the caller's share of requests in flight (throws to refuse); the result gives it back. */
+      admit?: (req: Request) => Promise<() => void>;
+      /** Bytes of request bodies being read at once for callers other than admins (their bodies wait for none). */
+      bodyBudget?: number;
       onError: (res: http.ServerResponse, err: unknown) => void;
       /** Connections at once (defaultMaxConnections() when absent). */
       maxConnections?: number;
@@ -94,6 +99,7 @@ export class Router {
   }
 
   private async handle(raw: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    let release: (() => void) | undefined;
     try {
       const target = raw.url ?? "/";
       const q = target.indexOf("?");
@@ -102,6 +108,7 @@ export class Router {
       const method = raw.method ?? "GET";
       const req: Request = { method, path, params: {}, query, headers: raw.headers, body: undefined, raw };
       await this.options.before?.(req); // who asks, before anything of the request is interpreted
+      release = await this.options.admit?.(req);
       const as = method === "HEAD" ? "GET" : method; // HEAD: the GET route, without the body
       const route = this.routes.find((r) => {
         if (r.method !== as) return false;
@@ -116,7 +123,7 @@ export class Router {
         if (reply !== undefined) res.writeHead(reply.status ?? 200).end();
         return;
       }
-      req.body = await this.readBody(raw);
+      req.body = await this.readBody(raw, req.auth?.scope !== "admin");
       const reply = await route.handler(req, res);
       if (reply === undefined) return;
       const payload = reply.body === undefined ? "" : JSON.stringify(reply.body);
@@ -125,10 +132,12 @@ export class Router {
     } catch (err) {
       if (res.headersSent) res.destroy();
       else this.options.onError(res, err);
+    } finally {
+      release?.();
     }
   }
 
-  private async readBody(raw: http.IncomingMessage): Promise<unknown> {
+  private async readBody(raw: http.IncomingMessage, budgeted: boolean): Promise<unknown> {
     const length = Number(raw.headers["content-length"] ?? "0");
     if (length > this.options.bodyLimit) {
       raw.resume();
@@ -138,12 +147,33 @@ export class Router {
       raw.resume(); // no body (a GET, say): nothing to wait for
       return undefined;
     }
+    // What it may take, held before a byte is read (a body of unknown length: the limit).
+    const held = budgeted && this.options.bodyBudget !== undefined ? length || this.options.bodyLimit : 0;
+    if (held > 0 && this.bodiesInFlight + held > this.options.bodyBudget!) {
+      raw.resume();
+      throw new TooManyError(`the API is reading ${this.bodiesInFlight} bytes of request bodies already (at most ${this.options.bodyBudget}): try again shortly`);
+    }
+    this.bodiesInFlight += held;
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const chunk of raw) {
-      size += (chunk as Buffer).length;
-      if (size > this.options.bodyLimit) throw new TooLargeError(this.options.bodyLimit);
-      chunks.push(chunk as Buffer);
+    try {
+      // Until the body ends, is too large, or the client goes (what it held is given back then too).
+      await new Promise<void>((resolve, reject) => {
+        raw.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > this.options.bodyLimit || (held > 0 && size > held)) {
+            raw.pause();
+            reject(new TooLargeError(this.options.bodyLimit));
+            return;
+          }
+          chunks.push(chunk);
+        });
+        raw.once("end", resolve);
+        raw.once("error", reject);
+        raw.once("close", () => reject(new BadRequestError("the request ended before its body did")));
+      });
+    } finally {
+      this.bodiesInFlight -= held;
     }
     if (size === 0) return undefined;
     const type = (raw.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();

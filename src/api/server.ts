@@ -40,6 +40,10 @@ export const BODY_LIMIT = 1024 * 1024;
  * whatever tokens they use) — and in all.
  */
 export const OPEN_REQUESTS = { perToken: 8, total: 64 };
+/** Requests being served at once for callers other than admins: per holder (as OPEN_REQUESTS), and in all. */
+export const REQUESTS_IN_FLIGHT = { perToken: 16, total: 128 };
+/** Bytes of request bodies read at once for callers other than admins. */
+export const BODY_BUDGET = 32 * BODY_LIMIT;
 /** How often an open stream's token is checked again (a revoked or expired token's streams end). */
 export const STREAM_RECHECK_MS = 2000;
 /** The longest wait a caller other than an admin may ask for. */
@@ -49,16 +53,14 @@ export const MAX_WAIT_MS = 120_000;
  * Counts what each caller holds open; take() throws TooManyError past the limits. Admin tokens
  * are not counted: stars (their tokens) cannot lock the operator out.
  */
-function openLimiter(limits: { perToken: number; total: number }) {
+function openLimiter(limits: { perToken: number; total: number }, what: string) {
   const held = new Map<string, number>();
   let total = 0;
   return {
-    take(who: string, admin: boolean, mineAre: string): () => void {
-      if (admin) return () => undefined;
+    take(who: string, mineAre: string): () => void {
       const mine = held.get(who) ?? 0;
-      const what = "streams and waits";
-      if (mine >= limits.perToken) throw new TooManyError(`${mineAre} ${mine} ${what} open (at most ${limits.perToken}): close some first`);
-      if (total >= limits.total) throw new TooManyError(`the node has ${total} ${what} open for tokens other than admins' (at most ${limits.total}): try again shortly`);
+      if (mine >= limits.perToken) throw new TooManyError(`${mineAre} ${mine} ${what} at once (at most ${limits.perToken}): wait for some to end first`);
+      if (total >= limits.total) throw new TooManyError(`the node has ${total} ${what} at once for tokens other than admins' (at most ${limits.total}): try again shortly`);
       held.set(who, mine + 1);
       total++;
       let released = false;
@@ -189,6 +191,10 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     ...(options.connections?.max === undefined ? {} : { maxConnections: options.connections.max }),
     ...(options.connections?.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.connections.headersTimeoutMs }),
     onError: sendError,
+    bodyBudget: BODY_BUDGET,
+    // Every request of a caller other than an admin takes a share: a star cannot keep the API
+    // (and the agent, which shares its event loop) busy with cheap requests in parallel.
+    admit: async (req: Request) => (req.auth && req.auth.scope !== "admin" ? inFlight.take(...(await holderOf(req))) : () => undefined),
     before: async (req: Request) => {
       if (req.path === "/v1/health") return;
       const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
@@ -204,14 +210,19 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
   });
   const name = (req: Request) => parse(nameParams, req.params, "path").name;
   const who = (req: Request) => req.auth!;
-  const open = openLimiter(OPEN_REQUESTS);
+  const open = openLimiter(OPEN_REQUESTS, "streams and waits");
+  const inFlight = openLimiter(REQUESTS_IN_FLIGHT, "requests in flight");
+  /** Who shares a caller's limits: a read token alone; every star of a tree together. */
+  const holderOf = async (req: Request): Promise<[key: string, mineAre: string]> => {
+    const by = who(req);
+    if (!by.star) return [`token:${req.tokenId}`, "this token has"];
+    const root = await controller.treeRoot(by.star);
+    return [`tree:${root.uid}`, `the stars made from ${root.name} have`];
+  };
   /** Takes one of the caller's open requests (released by the returned function). */
   const take = async (req: Request): Promise<() => void> => {
-    const by = who(req);
-    if (by.scope === "admin") return () => undefined;
-    if (!by.star) return open.take(`token:${req.tokenId}`, false, "this token has");
-    const root = await controller.treeRoot(by.star);
-    return open.take(`tree:${root.uid}`, false, `the stars made from ${root.name} have`);
+    if (who(req).scope === "admin") return () => undefined;
+    return open.take(...(await holderOf(req)));
   };
   // Headers at once: a stream may have nothing to say for a while.
   const ndjson = (res: ServerResponse) => res.writeHead(200, { "content-type": "application/x-ndjson" }).flushHeaders();

@@ -11,6 +11,7 @@ import { connect as tcp, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { defaultMaxConnections } from "../../src/api/router.js";
+import { BODY_LIMIT, REQUESTS_IN_FLIGHT } from "../../src/api/server.js";
 import { type ApiHarness, startApi } from "../helpers/api.js";
 import { testDirSync } from "../helpers/dirs.js";
 import { waitFor } from "../helpers/wait.js";
@@ -83,5 +84,51 @@ describe("API connections", () => {
     assert.equal(at("100"), 64);
     assert.equal(at("unlimited"), 8192);
     assert.equal(defaultMaxConnections(join(dir, "missing")), 512);
+  });
+
+  it("requests in flight: 16 per tree of stars, and 32 MiB of bodies being read for callers other than admins", async () => {
+    const api = await startApi();
+    after(() => api.close());
+    const { port } = new URL(api.url);
+    const trees: string[] = [];
+    for (const name of ["tree-a", "tree-b", "tree-c"]) {
+      assert.equal((await api.request("POST", "/v1/stars", { body: { spec: { name, command: ["sleep", "60"] } } })).status, 201);
+      trees.push(await api.starToken(name));
+    }
+    /** A POST that sends its headers (Content-Length 1 MiB) and a little of its body, then stalls. */
+    const stall = (token: string) =>
+      new Promise<Socket>((resolve) => {
+        const s = tcp({ host: "127.0.0.1", port: Number(port) }, () => {
+          s.write(`POST /v1/stars HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${BODY_LIMIT}\r\n\r\n{"spec":`);
+          resolve(s);
+        });
+        s.on("error", () => undefined);
+        sockets.push(s);
+      });
+    const stalled: Socket[] = [];
+    for (let i = 0; i < REQUESTS_IN_FLIGHT.perToken; i++) stalled.push(await stall(trees[0]!));
+    const busy = await waitFor("the tree's requests all in flight", async () => {
+      const r = await api.request("GET", "/v1/stars", { token: trees[0]! });
+      return r.status === 429 ? r : undefined;
+    });
+    assert.match(busy.error().message, /the stars made from tree-a have 16 requests in flight at once \(at most 16\)/);
+    assert.equal((await api.request("GET", "/v1/stars", { token: trees[1]! })).status, 200, "another tree is not held up");
+    // A second tree's 16 stalled bodies: 32 MiB being read, the budget; a third tree must wait.
+    for (let i = 0; i < REQUESTS_IN_FLIGHT.perToken; i++) stalled.push(await stall(trees[1]!));
+    let n = 0;
+    const kid = () => ({ spec: { name: `tree-c-kid-${n++}`, command: ["true"] } });
+    const full = await waitFor("the body budget used up", async () => {
+      const r = await api.request("POST", "/v1/stars", { token: trees[2]!, body: kid() });
+      return r.status === 429 ? r : undefined;
+    });
+    assert.match(full.error().message, /the API is reading \d+ bytes of request bodies already \(at most 33554432\)/);
+    assert.equal((await api.request("POST", "/v1/stars", { body: { spec: { name: "by-admin", command: ["true"] } } })).status, 201, "an admin's body waits for none");
+    for (const s of stalled) s.destroy();
+    let last = "";
+    await waitFor("the budget back", async () => {
+      const r = await api.request("POST", "/v1/stars", { token: trees[2]!, body: kid() });
+      last = r.text;
+      return r.status === 201 ? true : undefined;
+    }).catch((err: Error) => assert.fail(`${err.message}: ${last}`));
   });
 });

@@ -65,7 +65,7 @@ describe("log streams per token", () => {
       // A wait is held open too: the tree's share is used up.
       const wait = await api.request("GET", "/v1/stars/tree-kid/wait?for=ended&timeout_ms=5000", { token: kid });
       assert.equal(wait.status, 429, wait.text);
-      assert.match(wait.error().message, /the stars made from tree have 8 streams and waits open \(at most 8\)/);
+      assert.match(wait.error().message, /the stars made from tree have 8 streams and waits at once \(at most 8\)/);
       // Two read tokens of one name each have their own share.
       const reads = [];
       for (let i = 0; i < 2; i++) reads.push((await api.request("POST", "/v1/tokens", { body: { scope: "read", name: "same-name" } })).json<{ token: string }>().token);
