@@ -89,6 +89,20 @@ export async function resolveProgram(spec: StarSpec, access: ScriptAccess = {}):
  * every refusal says the same, so a star learns nothing of files it may not read (not even
  * whether they exist).
  */
+/**
+ * Every directory above `file` may be passed by `reader`, and only its owner may change it (no
+ * group or world write without the sticky bit): else `refused()`. A star's own places are under
+ * directories only root may pass, so no step of such a path is the star's to swap.
+ */
+async function checkDirs(file: string, reader: "all" | FileUser, refused: () => Error): Promise<void> {
+  for (let dir = dirname(file); ; dir = dirname(dir)) {
+    const st = await stat(dir);
+    if (!mayAccess(st, reader, 0o1)) throw refused();
+    if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) throw refused();
+    if (dir === dirname(dir)) break;
+  }
+}
+
 /** Where a star's script is never opened from. */
 const OPEN_NEVER = ["/proc", "/sys", "/dev", "/run"];
 
@@ -98,15 +112,20 @@ async function readScript(script: string, access: ScriptAccess): Promise<{ sourc
   const refused = () => new ScriptError(script, `is not a file that ${who} can read here: a star's token may only name scripts its stars can read`);
   let fh: FileHandle | undefined;
   try {
+    let path = script;
     if (reader !== undefined) {
       // Not even opened where a file's opening may do something (a device, a star's FIFO seen
       // through /proc/<pid>/root): the path is resolved first without opening anything (a path
       // through /proc/<pid>/root resolves into the node's own view, where a star's private
-      // places are not), then the open file is checked.
-      const resolved = await realpath(script);
-      if (OPEN_NEVER.some((d) => resolved === d || resolved.startsWith(`${d}/`))) throw refused();
+      // places are not), every directory on the way must be one the reader may pass and no one
+      // but its owner may change (so no step of it can be swapped for a link meanwhile), and the
+      // resolved path is opened without following a link at its end. The open file is checked
+      // after, as for anyone.
+      path = await realpath(script);
+      if (OPEN_NEVER.some((d) => path === d || path.startsWith(`${d}/`))) throw refused();
+      await checkDirs(path, reader, refused);
     }
-    fh = await open(script, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | (reader === undefined ? 0 : constants.O_NOFOLLOW));
     const st = await fh.stat();
     // What was opened, wherever the path led: the real path checked below is this file's.
     const real = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => "");
@@ -117,10 +136,7 @@ async function readScript(script: string, access: ScriptAccess): Promise<{ sourc
     }
     if (reader !== undefined) {
       if (!mayAccess(st, reader, 0o4) || (access.refuseUnder ?? []).some((d) => real === d || real.startsWith(`${d}/`))) throw refused();
-      for (let dir = dirname(real); ; dir = dirname(dir)) {
-        if (!mayAccess(await stat(dir), reader, 0o1)) throw refused();
-        if (dir === dirname(dir)) break;
-      }
+      await checkDirs(real, reader, refused);
     }
     if (!st.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
     if (st.size > MAX_SCRIPT_BYTES) throw new ScriptError(script, `is ${st.size} bytes, over ${MAX_SCRIPT_BYTES}: give a smaller script (or a command)`);

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { closeSync, constants, openSync, readFileSync } from "node:fs";
 import { chmod, mkdir, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ScriptError } from "../../src/errors.js";
@@ -111,6 +112,26 @@ describe("scripts are checked on the file that is read, at every start", { skip 
     await waitFor("the writer to see the open", async () => ((await logs("fifo-holder")) === "opened" ? true : undefined));
     assert.ok(!blocked());
     await rt.remove("fifo-holder");
+  });
+
+  it("a link swapped between resolving and opening a path does not make the node open what it leads to", async () => {
+    const writer = "mkfifo /var/tmp/f.ts; chmod 644 /var/tmp/f.ts; : > /var/tmp/f.ts; echo opened; exec sleep 60";
+    await rt.start("fifo-racer", { name: "fifo-racer", command: ["sh", "-c", writer] }, { trusted: false });
+    const pid = rt.status("fifo-racer")!.pid!;
+    const family = () => [pid, ...readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number)];
+    const blocked = () => family().some((p) => readFileSync(`/proc/${p}/wchan`, "utf8") === "wait_for_partner");
+    await waitFor("the writer to wait in its open", () => blocked() || undefined);
+    // A link the star could make in its own work dir, flipped as fast as can be between a file
+    // every user may read and the FIFO seen through /proc, while its children ask for it.
+    const work = join(dir, "data", "stars", "fifo-racer", "work");
+    const flip = spawn("sh", ["-c", `cd ${work} && while :; do ln -sfn /etc/hostname a.js; ln -sfn /proc/${pid}/root/var/tmp/f.ts a.js; done`], { stdio: "ignore" });
+    try {
+      for (let i = 0; i < 300; i++) await rt.validate({ name: "racer-kid", script: join(work, "a.js") }, { trusted: false }).catch(() => undefined);
+    } finally {
+      flip.kill("SIGKILL");
+    }
+    assert.ok(blocked(), "the FIFO was never opened");
+    await rt.remove("fifo-racer");
   });
 
   it("the same check holds at a restart: a script made unreadable later is not read", async () => {
