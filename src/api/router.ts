@@ -7,6 +7,7 @@
  * better-sqlite3 5.4 MB on Node 20 here); the API needs a dozen routes and nothing else of it.
  */
 import { readFileSync } from "node:fs";
+import { chmod, rm } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { Principal } from "../controller/model.js";
@@ -71,7 +72,7 @@ export function defaultMaxConnections(limitsFile = "/proc/self/limits"): number 
 
 export class Router {
   private readonly routes: Route[] = [];
-  private server: http.Server | undefined;
+  private servers: http.Server[] = [];
   private bodiesInFlight = 0;
 
   constructor(
@@ -187,6 +188,44 @@ export class Router {
 
   /** Listens; resolves with the URL (http://host:port). */
   listen(port: number, host: string): Promise<string> {
+    const server = this.makeServer();
+    server.maxConnections = this.options.maxConnections ?? defaultMaxConnections();
+    let warned = 0;
+    server.on("drop", () => {
+      if (Date.now() - warned < 60_000) return;
+      warned = Date.now();
+      process.emitWarning(`constellation API: ${server.maxConnections} connections open, the most it takes; new ones are closed until some end`);
+    });
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        const a = server.address() as AddressInfo;
+        resolve(`http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`);
+      });
+    });
+  }
+
+  /**
+   * Listens on a unix socket as well (0600: root's), with no connection limit: the operator's
+   * way in on this machine, which no flood of TCP connections can take (docs/security.md).
+   */
+  async listenUnix(path: string): Promise<void> {
+    const server = this.makeServer();
+    await rm(path, { force: true }); // a socket left by an earlier run
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      const mask = process.umask(0o177);
+      try {
+        server.listen(path, () => (server.off("error", reject), resolve()));
+      } finally {
+        process.umask(mask);
+      }
+    });
+    await chmod(path, 0o600);
+  }
+
+  private makeServer(): http.Server {
     const server = http.createServer(
       // Timeouts are checked every second (Node's default is every 30 s).
       {
@@ -208,29 +247,18 @@ export class Router {
       socket.once("constellation:request", clear);
     });
     server.on("request", (req: http.IncomingMessage) => req.socket.emit("constellation:request"));
-    server.maxConnections = this.options.maxConnections ?? defaultMaxConnections();
-    let warned = 0;
-    server.on("drop", () => {
-      if (Date.now() - warned < 60_000) return;
-      warned = Date.now();
-      process.emitWarning(`constellation API: ${server.maxConnections} connections open, the most it takes; new ones are closed until some end`);
-    });
-    this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(port, host, () => {
-        server.off("error", reject);
-        const a = server.address() as AddressInfo;
-        resolve(`http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`);
-      });
-    });
+    this.servers.push(server);
+    return server;
   }
 
   async close(): Promise<void> {
-    const server = this.server;
-    if (!server) return;
-    const closed = new Promise((r) => server.close(r));
-    server.closeAllConnections(); // open streams (logs -f, events -f) too
-    await closed;
+    await Promise.all(
+      this.servers.map((server) => {
+        const closed = new Promise((r) => server.close(r));
+        server.closeAllConnections(); // open streams (logs -f, events -f) too
+        return closed;
+      }),
+    );
+    this.servers = [];
   }
 }

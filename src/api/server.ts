@@ -136,6 +136,8 @@ function eventVisible(e: Event, visible: Map<string, StarRecord> | undefined): b
 export interface Api {
   /** Listens on host:port (0: any free port); resolves with the URL. */
   listen(options: { port: number; host: string }): Promise<string>;
+  /** Listens on a unix socket too (root's only; no connection limit): the operator's way in. */
+  listenUnix(path: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -356,6 +358,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
 
   return {
     listen: ({ port, host }) => router.listen(port, host),
+    listenUnix: (path) => router.listenUnix(path),
     close: () => router.close(),
   };
 }

@@ -26,12 +26,19 @@ export function adminOnlyField(spec: StarSpec): { field: string; why: string } |
   if (spec.max_backoff_ms < MIN_MAX_BACKOFF_MS) {
     return { field: "max_backoff_ms", why: `max_backoff_ms under ${MIN_MAX_BACKOFF_MS} keeps a crashing star restarting fast for ever; ask for at least ${MIN_MAX_BACKOFF_MS}` };
   }
+  // Each change of a check's verdict is written to the store: a flapping check every 50 ms of
+  // someone else's star would write as fast as the store takes it.
+  if (spec.health && spec.health.interval_ms < MIN_CHECK_INTERVAL_MS) {
+    return { field: "health.interval_ms", why: `health checks more often than every ${MIN_CHECK_INTERVAL_MS} ms write too often; ask for at least ${MIN_CHECK_INTERVAL_MS}` };
+  }
   return undefined;
 }
 
 /** The fastest restarts a star's token may ask for its children (admins may ask for any). */
 export const MIN_BACKOFF_MS = 100;
 export const MIN_MAX_BACKOFF_MS = 10_000;
+/** The most often a star's child may be health-checked (Kubernetes' periodSeconds is at least 1). */
+export const MIN_CHECK_INTERVAL_MS = 1000;
 
 /** A spec's limits with the node's defaults, whatever the node's ceilings (what it has, not may ask). */
 export function effectiveLimits(spec: StarSpec, node: NodeLimits): Limits {

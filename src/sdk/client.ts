@@ -8,7 +8,7 @@
  * await star.wait();                         // until it has ended
  * ```
  */
-import { existsSync, readFileSync } from "node:fs";
+import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { ApiUnavailableError } from "../errors.js";
@@ -38,7 +38,10 @@ export interface NewToken {
 export type StarInfo = StarView & { usage?: { cpuPercent: number; memoryBytes: number }; events?: Event[] };
 
 export interface ConnectOptions {
-  /** The API's URL, e.g. http://127.0.0.1:7070 (default: CONSTELLATION_ENDPOINT, or the data dir's). */
+  /**
+   * The API's URL, e.g. http://127.0.0.1:7070, or unix:/path/to/api.sock (default:
+   * CONSTELLATION_ENDPOINT, or the data dir's: its unix socket when this user may use it).
+   */
   endpoint?: string;
   /** An API token (default: CONSTELLATION_TOKEN, or the data dir's admin token). */
   token?: string;
@@ -53,7 +56,18 @@ export function resolveConnection(options: ConnectOptions = {}): { endpoint: str
   if (endpoint && token) return { endpoint, token };
   const dir = resolve(options.dataDir ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
   const read = (f: string) => (existsSync(join(dir, f)) ? readFileSync(join(dir, f), "utf8").trim() : undefined);
-  endpoint ??= read("endpoint");
+  if (endpoint === undefined) {
+    endpoint = read("endpoint");
+    // On the node itself, the operator's unix socket (root's), which no flood of connections to
+    // the TCP port can take (docs/security.md).
+    const socket = join(dir, "api.sock");
+    try {
+      accessSync(socket, constants.R_OK | constants.W_OK);
+      if (endpoint && statSync(socket).isSocket()) endpoint = `unix:${socket}`;
+    } catch {
+      // not there, or not this user's: the TCP endpoint
+    }
+  }
   try {
     token ??= read("admin.token");
   } catch {

@@ -27,12 +27,14 @@ export interface Transport {
 
 export function httpTransport(endpoint: string, token: string): Transport {
   let base: URL;
+  // unix:/path/api.sock: HTTP over the node's unix socket.
+  const socketPath = endpoint.startsWith("unix:") ? endpoint.slice("unix:".length) : undefined;
   try {
-    base = new URL(endpoint);
+    base = new URL(socketPath === undefined ? endpoint : "http://localhost");
   } catch {
-    throw new ApiUnavailableError(`the endpoint ${JSON.stringify(endpoint)} is not a URL: give one like http://127.0.0.1:7070`);
+    throw new ApiUnavailableError(`the endpoint ${JSON.stringify(endpoint)} is not a URL: give one like http://127.0.0.1:7070 or unix:/path/api.sock`);
   }
-  if (base.protocol !== "http:") throw new ApiUnavailableError(`endpoint ${endpoint}: only http:// is supported on a single node`);
+  if (base.protocol !== "http:") throw new ApiUnavailableError(`endpoint ${endpoint}: only http:// and unix: are supported on a single node`);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
   const headers = { authorization: `Bearer ${token}`, accept: "application/json" };
 
@@ -42,8 +44,7 @@ export function httpTransport(endpoint: string, token: string): Transport {
       const req = http.request(
         {
           agent,
-          host: base.hostname,
-          port: base.port,
+          ...(socketPath === undefined ? { host: base.hostname, port: base.port } : { socketPath }),
           method,
           path,
           headers: payload === undefined ? headers : { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(payload) },

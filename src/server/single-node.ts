@@ -5,6 +5,7 @@
  * The data dir holds everything, so a restart keeps all state:
  *   store.db        the store (SQLite)            admin.token  the admin token (0600)
  *   runtime/        process runtime (stars)       endpoint     the API's URL, for the CLI
+ *                                                 api.sock     the API for root (0600), no connection limit
  *   isolate/        isolate runtime
  *   cache/          transpiled scripts
  */
@@ -23,6 +24,9 @@ import { DEFAULT_NODE_LIMITS, type NodeCapacity, type NodeLimits, type StarSpecI
 import type { Runtime } from "../runtime/types.js";
 import { openStore } from "../store/open.js";
 import type { Store } from "../store/types.js";
+
+/** The API's unix socket in the data dir (root's). */
+export const API_SOCKET = "api.sock";
 
 export interface SingleNodeOptions {
   dataDir: string;
@@ -121,6 +125,10 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     }
     const url = address.replace("[::1]", "127.0.0.1");
     served.url = url;
+    // The operator's own way in (the CLI and SDK use it from the data dir when they may).
+    const socket = join(dataDir, API_SOCKET);
+    if (Buffer.byteLength(socket) < 100) await api.listenUnix(socket);
+    else process.emitWarning(`constellation: ${socket} is too long for a unix socket; the CLI will use ${url}`);
     await agent.start();
     closers.push(() => agent.stop());
     controller.start();

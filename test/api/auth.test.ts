@@ -369,6 +369,7 @@ describe("a child gets at most its parent's limits", () => {
       [{ runtime: "isolate" }, "runtime", /runtime "isolate" .* no boundary between stars/],
       [{ restart: "always", backoff_ms: 0, max_backoff_ms: 0 }, "backoff_ms", /backoff_ms under 100 restarts a crashing star too fast; ask for at least 100/],
       [{ restart: "always", max_backoff_ms: 1000 }, "max_backoff_ms", /max_backoff_ms under 10000 keeps a crashing star restarting fast for ever/],
+      [{ health: { type: "exec", command: ["true"], interval_ms: 50 } }, "health.interval_ms", /health checks more often than every 1000 ms write too often/],
     ];
     for (const [ask, field, message] of cases) {
       await refused(api, plain, sleeper("sneaky", ask), { status: 403, code: "API_FORBIDDEN", field, messages: [message, /only an admin token may ask for that \(this token's scope is star\)/] });

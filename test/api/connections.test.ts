@@ -5,13 +5,14 @@
  * answers again once they are gone.
  */
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { connect as tcp, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { defaultMaxConnections } from "../../src/api/router.js";
 import { BODY_LIMIT, REQUESTS_IN_FLIGHT } from "../../src/api/server.js";
+import { connect, resolveConnection } from "../../src/sdk/client.js";
 import { type ApiHarness, startApi } from "../helpers/api.js";
 import { testDirSync } from "../helpers/dirs.js";
 import { waitFor } from "../helpers/wait.js";
@@ -130,5 +131,35 @@ describe("API connections", () => {
       last = r.text;
       return r.status === 201 ? true : undefined;
     }).catch((err: Error) => assert.fail(`${err.message}: ${last}`));
+  });
+
+  it("the unix socket (root's, 0600) takes the operator in while the TCP port is full; the SDK finds it in the data dir", async () => {
+    const dataDir = testDirSync("sock");
+    writeFileSync(join(dataDir, "endpoint"), `${api.url}\n`);
+    writeFileSync(join(dataDir, "admin.token"), `${api.admin}\n`, { mode: 0o600 });
+    // (The harness's API object is not exposed: a second one on the same store and controller.)
+    const sock = join(dataDir, "api.sock");
+    await api.listenUnix(sock);
+    assert.equal(statSync(sock).mode & 0o777, 0o600);
+    assert.ok(statSync(sock).isSocket());
+    const resolved = resolveConnection({ dataDir });
+    assert.equal(resolved.endpoint, `unix:${sock}`);
+    // Fill the TCP port.
+    const { port } = new URL(api.url);
+    const held: Socket[] = [];
+    for (let i = 0; i < MAX + 5; i++) {
+      const s = tcp({ host: "127.0.0.1", port: Number(port) });
+      s.on("error", () => undefined);
+      held.push(s);
+      sockets.push(s);
+      await new Promise((r) => s.once("connect", r).once("close", r));
+    }
+    const viaSocket = connect({ dataDir });
+    try {
+      assert.ok(Array.isArray(await viaSocket.list()), "the operator gets in");
+    } finally {
+      viaSocket.close();
+      for (const s of held) s.destroy();
+    }
   });
 });

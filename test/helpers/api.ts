@@ -48,6 +48,8 @@ export interface ApiHarness {
   runtime: RecordingRuntime;
   /** A request over HTTP with `token` (default: the admin token); objects are sent as JSON. */
   request(method: string, path: string, options?: { token?: string; body?: unknown }): Promise<Reply>;
+  /** The API listens on this unix socket too. */
+  listenUnix(path: string): Promise<void>;
   /** The token the agent gave star `name` when it last started it. */
   starToken(name: string): Promise<string>;
   close(): Promise<void>;
@@ -97,6 +99,7 @@ export async function startApi(
       const json = <T>() => JSON.parse(text) as T;
       return { status: res.status, text, json, error: () => json<{ error: { code: string; message: string; field?: string } }>().error };
     },
+    listenUnix: (path) => app.listenUnix(path),
     starToken: (name) => waitFor(`star ${name}'s token`, () => runtime.started.get(name)?.env.CONSTELLATION_TOKEN),
     async close() {
       await app.close();

@@ -48,6 +48,9 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     // The store holds the stars' env: 0600, in a dir others may pass through but not list.
     assert.equal(statSync(join(node.dataDir, "store.db")).mode & 0o777, 0o600);
     assert.equal(statSync(node.dataDir).mode & 0o777, 0o711);
+    // The operator's unix socket: root's alone; the CLI and SDK use it from the data dir.
+    assert.ok(statSync(join(node.dataDir, "api.sock")).isSocket());
+    assert.equal(statSync(join(node.dataDir, "api.sock")).mode & 0o777, 0o600);
   });
 
   it("CLI: create with limits (really applied), list, inspect, logs, stop, start, rm", async () => {
