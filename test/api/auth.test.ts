@@ -47,6 +47,17 @@ describe("star tokens: a star's own star and its descendants only", () => {
   });
   after(() => api.close());
 
+  /** The star `name` now is reported stopped and was never started (only an earlier star of the name ran, once). */
+  const neverStarted = async (name: string) => {
+    const uid = (await api.controller.get(name)).uid;
+    await waitFor(`the new ${name} reported stopped`, async () => {
+      const v = await api.controller.get(name);
+      return v.uid === uid && v.status?.state === "stopped" ? true : undefined;
+    });
+    assert.equal(api.runtime.status(name), undefined, "never started");
+    assert.equal(api.runtime.launches.filter((l) => l === name).length, 1, "only the first star ran");
+  };
+
   const names = async (token: string) => (await api.request("GET", "/v1/stars", { token })).json<{ stars: View[] }>().stars.map((s) => s.name).sort();
 
   it("the record names its owner (name and uid); the agent gives each star a token naming it", async () => {
@@ -164,13 +175,7 @@ describe("star tokens: a star's own star and its descendants only", () => {
       api.runtime.removeGate = undefined;
     }
     // Once the old one is gone, the new one (made with start: false) is not started.
-    const uid = (await api.controller.get("secretive")).uid;
-    await waitFor("the new star reported stopped", async () => {
-      const v = await api.controller.get("secretive");
-      return v.status?.state === "stopped" && v.uid === uid ? true : undefined;
-    });
-    assert.equal(api.runtime.status("secretive"), undefined, "never started");
-    assert.equal(api.runtime.launches.filter((l) => l === "secretive").length, 1, "only the first star ran");
+    await neverStarted("secretive");
   });
 
   it("a star removed and made again with start: false while its node was busy with it is not started", async () => {
@@ -185,13 +190,7 @@ describe("star tokens: a star's own star and its descendants only", () => {
       release();
       api.runtime.startGate = undefined;
     }
-    const uid = (await api.controller.get("swapped")).uid;
-    await waitFor("the new star reported stopped", async () => {
-      const v = await api.controller.get("swapped");
-      return v.uid === uid && v.status?.state === "stopped" ? true : undefined;
-    });
-    assert.equal(api.runtime.launches.filter((l) => l === "swapped").length, 1, "only the first star ran");
-    assert.equal(api.runtime.status("swapped"), undefined);
+    await neverStarted("swapped");
   });
 
   it("env values are hidden from every token but an admin's: list, get, start, stop, wait", async () => {

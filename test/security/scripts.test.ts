@@ -28,6 +28,21 @@ describe("scripts are checked on the file that is read, at every start", { skip 
     return out.map((l) => l.line).join("\n");
   };
 
+  /**
+   * A star whose shell blocks opening its FIFO (/var/tmp/f.ts) for writing until a reader opens
+   * it: the kernel wakes it in that very open, so its wait channel says at once whether anything
+   * opened the FIFO. `through`: the FIFO seen from the node through /proc.
+   */
+  const fifoWriter = async (name: string) => {
+    const writer = "mkfifo /var/tmp/f.ts; chmod 644 /var/tmp/f.ts; : > /var/tmp/f.ts; echo opened; exec sleep 60";
+    await rt.start(name, { name, command: ["sh", "-c", writer] }, { trusted: false });
+    const pid = rt.status(name)!.pid!;
+    const family = () => [pid, ...readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number)];
+    const blocked = () => family().some((p) => readFileSync(`/proc/${p}/wchan`, "utf8") === "wait_for_partner");
+    await waitFor("the writer to wait in its open", () => blocked() || undefined);
+    return { through: `/proc/${pid}/root/var/tmp/f.ts`, blocked };
+  };
+
   before(async () => {
     dir = await testDir("constellation-scripts-");
     await mkdir(join(dir, "pub"), { mode: 0o755 });
@@ -92,15 +107,7 @@ describe("scripts are checked on the file that is read, at every start", { skip 
   });
 
   it("a star's FIFO named through /proc is not even opened (its writer would wake), nor a device", async () => {
-    // The writer blocks in its open until a reader opens the FIFO: the kernel wakes it in that
-    // very open, so its wait channel says at once whether anything opened it.
-    const writer = "mkfifo /var/tmp/f.ts; chmod 644 /var/tmp/f.ts; : > /var/tmp/f.ts; echo opened; exec sleep 60";
-    await rt.start("fifo-holder", { name: "fifo-holder", command: ["sh", "-c", writer] }, { trusted: false });
-    const pid = rt.status("fifo-holder")!.pid!;
-    const family = () => [pid, ...readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number)];
-    const blocked = () => family().some((p) => readFileSync(`/proc/${p}/wchan`, "utf8") === "wait_for_partner");
-    await waitFor("the writer to wait in its open", () => blocked() || undefined);
-    const through = `/proc/${pid}/root/var/tmp/f.ts`;
+    const { through, blocked } = await fifoWriter("fifo-holder");
     await symlink("/dev/tty", join(dir, "pub", "tty.ts"));
     await symlink(through, join(dir, "pub", "fifo.mjs"));
     for (const script of [through, join(dir, "pub", "tty.ts"), join(dir, "pub", "fifo.mjs")]) {
@@ -115,16 +122,11 @@ describe("scripts are checked on the file that is read, at every start", { skip 
   });
 
   it("a link swapped between resolving and opening a path does not make the node open what it leads to", async () => {
-    const writer = "mkfifo /var/tmp/f.ts; chmod 644 /var/tmp/f.ts; : > /var/tmp/f.ts; echo opened; exec sleep 60";
-    await rt.start("fifo-racer", { name: "fifo-racer", command: ["sh", "-c", writer] }, { trusted: false });
-    const pid = rt.status("fifo-racer")!.pid!;
-    const family = () => [pid, ...readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number)];
-    const blocked = () => family().some((p) => readFileSync(`/proc/${p}/wchan`, "utf8") === "wait_for_partner");
-    await waitFor("the writer to wait in its open", () => blocked() || undefined);
+    const { through, blocked } = await fifoWriter("fifo-racer");
     // A link the star could make in its own work dir, flipped as fast as can be between a file
     // every user may read and the FIFO seen through /proc, while its children ask for it.
     const work = join(dir, "data", "stars", "fifo-racer", "work");
-    const flip = spawn("sh", ["-c", `cd ${work} && while :; do ln -sfn /etc/hostname a.js; ln -sfn /proc/${pid}/root/var/tmp/f.ts a.js; done`], { stdio: "ignore" });
+    const flip = spawn("sh", ["-c", `cd ${work} && while :; do ln -sfn /etc/hostname a.js; ln -sfn ${through} a.js; done`], { stdio: "ignore" });
     try {
       for (let i = 0; i < 300; i++) await rt.validate({ name: "racer-kid", script: join(work, "a.js") }, { trusted: false }).catch(() => undefined);
     } finally {
