@@ -34,15 +34,29 @@ export function nextHealth(
 
 export type ProbeResult = { ok: true } | { ok: false; error: string };
 
+/**
+ * GET `path`: healthy on a 2xx/3xx status. The answer's body is never read: the connection is
+ * closed as soon as the status is known, and the whole probe (connect, headers) has one deadline,
+ * so a server that trickles bytes holds nothing of the node's (issue 9: one socket per probe was
+ * kept open, and the node ran out of files).
+ */
 export function probeHttp(host: string, port: number, path: string, timeoutMs: number): Promise<ProbeResult> {
   return new Promise((resolve) => {
-    const req = request({ host, port, path, method: "GET", timeout: timeoutMs, agent: false }, (res) => {
-      res.resume();
+    let done = false;
+    const finish = (result: ProbeResult) => {
+      if (done) return;
+      done = true;
+      clearTimeout(deadline);
+      req.destroy();
+      resolve(result);
+    };
+    const req = request({ host, port, path, method: "GET", agent: false, headers: { connection: "close" } }, (res) => {
       const code = res.statusCode ?? 0;
-      resolve(code >= 200 && code < 400 ? { ok: true } : { ok: false, error: `GET ${path} answered ${code}` });
+      res.destroy();
+      finish(code >= 200 && code < 400 ? { ok: true } : { ok: false, error: `GET ${path} answered ${code}` });
     });
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on("error", (err) => resolve({ ok: false, error: `GET ${path}: ${err.message}` }));
+    const deadline = setTimeout(() => finish({ ok: false, error: `GET ${path}: no answer within ${timeoutMs} ms` }), timeoutMs);
+    req.on("error", (err) => finish({ ok: false, error: `GET ${path}: ${err.message}` }));
     req.end();
   });
 }
