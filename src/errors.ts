@@ -40,6 +40,7 @@ export type ErrorCode =
   | "STAR_OVER_PARENT_LIMIT"
   | "NODE_MEMORY_FULL"
   | "STAR_QUOTA_EXCEEDED"
+  | "STORE_LOST"
   | "TOKEN_NOT_FOUND"
   | "TIMEOUT";
 
@@ -403,6 +404,18 @@ export class QuotaExceededError extends ConstellationError {
         : `the specs of the stars made from ${root} would take ${has} bytes, more than a tree of stars may hold (${limit}): remove some first, or make specs smaller`,
     );
     this.field = what === "stars" ? "name" : "spec";
+  }
+}
+
+/** The store is empty, but the node has stars' files: it was lost or replaced (docs/reliability.md). */
+export class StoreLostError extends ConstellationError {
+  constructor(path: string, stars: number) {
+    super(
+      "STORE_LOST",
+      `the store ${path} is missing or empty, but this node has the files of ${stars} star${stars === 1 ? "" : "s"}: ` +
+        "the store was lost or replaced, and starting on it would end them. Restore store.db (with its -wal file) from a backup, " +
+        "or start with --reset to end and remove those stars",
+    );
   }
 }
 

@@ -9,11 +9,11 @@
  *   isolate/        isolate runtime
  *   cache/          transpiled scripts
  */
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
 import { availableParallelism, hostname, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
-import { InvalidArgumentError, RuntimeUnavailableError } from "../errors.js";
+import { InvalidArgumentError, RuntimeUnavailableError, StoreLostError } from "../errors.js";
 import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
 import { Controller, type TreeQuotas } from "../controller/controller.js";
@@ -41,6 +41,21 @@ export interface SingleNodeOptions {
   limits?: Partial<NodeLimits>;
   /** What a tree of stars may hold (TREE_QUOTAS for the rest). */
   quotas?: Partial<TreeQuotas>;
+  /** Start even if the store is empty while stars' files are on this node: those stars are ended and removed. */
+  reset?: boolean;
+}
+
+/** The stars this node has files of (process and isolate runtimes), by directory. */
+function starsOnDisk(dataDir: string): string[] {
+  const out: string[] = [];
+  for (const dir of [join(dataDir, "runtime", "stars"), join(dataDir, "isolate", "stars")]) {
+    try {
+      out.push(...readdirSync(dir));
+    } catch {
+      // none
+    }
+  }
+  return out;
 }
 
 export interface SingleNode {
@@ -75,6 +90,13 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
   closeSync(openSync(dbPath, "a", 0o600)); // SQLite gives its -wal and -shm files the db's mode
   for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
   const store = await openStore({ backend: "sqlite", path: dbPath });
+  // Recovery from facts, never from absence: a store with nothing in it on a node that has stars'
+  // files was lost or replaced, and starting on it would end every star (issue 9).
+  const known = starsOnDisk(dataDir);
+  if (known.length > 0 && options.reset !== true && (await store.range({ prefix: PREFIX }, { countOnly: true })).count === 0) {
+    await store.close();
+    throw new StoreLostError(dbPath, known.length);
+  }
   const closers: Array<() => Promise<void>> = [() => store.close()];
   const close = async () => {
     for (const c of closers.reverse()) await c().catch(() => undefined);
