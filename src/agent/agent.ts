@@ -47,6 +47,8 @@ export interface Usage {
 
 interface Local extends LocalStar {
   runtime: Runtime;
+  /** Its first start is under way: an end now is the start's outcome, said once it is known. */
+  starting?: boolean;
 }
 
 export class Agent implements NodeLink {
@@ -54,6 +56,8 @@ export class Agent implements NodeLink {
   private readonly local = new Map<string, Local>();
   private readonly queues = new Map<string, Promise<void>>();
   private readonly usages = new Map<string, Usage & { cpuUsec: number }>();
+  /** Starts put off by this node's own shortage, by star: attempts so far (for the backoff). */
+  private readonly shortRetries = new Map<string, number>();
   private readonly events: EventLog;
   private readonly abort = new AbortController();
   private readonly unsubscribe: Array<() => void> = [];
@@ -245,11 +249,30 @@ export class Agent implements NodeLink {
       await this.failWithoutRun(rec, `this node has no ${kind} runtime`);
       return;
     }
-    this.local.set(name, { uid: rec.uid, generation: rec.generation, runtime });
+    const fresh: Local = { uid: rec.uid, generation: rec.generation, runtime, starting: true };
+    this.local.set(name, fresh);
     try {
       // An admin's star is trusted with its script's directory; a star's child is not (docs/security.md).
       await runtime.start(name, await this.withIdentity(rec), { trusted: rec.owner === undefined });
+      fresh.starting = false;
+      this.shortRetries.delete(name);
     } catch (err) {
+      fresh.starting = false;
+      const short = nodeShortage(err);
+      if (short) {
+        // The node's own shortage (files, memory, processes) is not the star's failure: undo
+        // the attempt, say so, and try again later (issue 9).
+        await runtime.remove(name).catch(() => undefined);
+        this.local.delete(name);
+        const attempt = (this.shortRetries.get(name) ?? 0) + 1;
+        this.shortRetries.set(name, attempt);
+        const delay = Math.min(30_000, (this.options.retryMs ?? 1000) * 2 ** Math.min(attempt - 1, 5));
+        await this.events
+          .record("star.start-delayed", `this node is short of resources (${short}); trying again in ${delay} ms`, { star: name, uid: rec.uid, node: this.name })
+          .catch(() => undefined);
+        setTimeout(() => this.reconcile(name), delay).unref();
+        return;
+      }
       if (!runtime.status(name)) {
         // Refused before anything was created (spec, script, limits): nothing runs.
         this.local.delete(name);
@@ -301,6 +324,9 @@ export class Agent implements NodeLink {
     if (!local || local.runtime !== runtime) return;
     const before = local.status?.state;
     local.status = status;
+    // A start that failed before anything ran is reported by the start (as the node's shortage,
+    // or as the star's failure).
+    if (local.starting && status.state === "failed" && status.pid === undefined) return;
     void this.report(status.id).catch(() => undefined);
     if (before !== status.state) {
       void this.events.record("star.state", describe(status), { star: status.id, uid: local.uid, node: this.name }).catch(() => undefined);
@@ -361,6 +387,15 @@ export class Agent implements NodeLink {
     }
   }
 }
+
+/** The node's own shortage behind an error (an errno of files, memory or processes), if it is one. */
+export function nodeShortage(err: unknown): string | undefined {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === "string" && SHORTAGES.has(e.code)) return e.code;
+  }
+  return undefined;
+}
+const SHORTAGES = new Set(["EMFILE", "ENFILE", "ENOMEM", "EAGAIN", "ENOSPC"]);
 
 function describe(s: StarStatus): string {
   switch (s.state) {

@@ -110,6 +110,7 @@ export type EventKind =
   | "star.removed"
   | "star.state"
   | "star.start-failed"
+  | "star.start-delayed"
   | "star.remove-failed"
   | "node.up";
 

@@ -596,3 +596,20 @@ describe("quotas: what a tree of stars may hold", () => {
     }
   });
 });
+
+describe("the node's own shortage is not the star's failure", () => {
+  it("a start that fails for lack of files on the node is put off and tried again, never reported failed", async () => {
+    const api = await startApi();
+    try {
+      api.runtime.shortNextLaunch.set("unlucky", "EMFILE");
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("unlucky") })).status, 201);
+      await waitFor("it runs in the end", async () => ((await api.controller.get("unlucky")).status?.state === "running" ? true : undefined), { timeoutMs: 15_000 });
+      const events = (await api.request("GET", "/v1/events?star=unlucky&limit=100")).json<{ events: Array<{ kind: string; message: string }> }>().events;
+      assert.ok(events.some((e) => e.kind === "star.start-delayed" && /short of resources \(EMFILE\); trying again in \d+ ms/.test(e.message)), JSON.stringify(events));
+      assert.ok(!events.some((e) => e.kind === "star.start-failed"), "never failed");
+      assert.ok(!events.some((e) => e.kind === "star.state" && /failed/.test(e.message)), "never shown failed");
+    } finally {
+      await api.close();
+    }
+  });
+});

@@ -33,6 +33,8 @@ export class FakeRuntime extends SupervisedRuntime {
     readonly failNextLaunch = new Map<string, string>(),
     /** Stars whose program ignores SIGTERM (a stop waits its whole grace, then kills). */
     readonly ignoreTerm = new Set<string>(),
+    /** Make the next launch of these stars fail as the node would when short of something (an errno code). */
+    readonly shortNextLaunch = new Map<string, string>(),
   ) {
     super(capacity);
   }
@@ -44,6 +46,11 @@ export class FakeRuntime extends SupervisedRuntime {
   protected async check(_spec: StarSpec): Promise<void> {}
 
   protected async launch(rec: StarRecord): Promise<RunHandle> {
+    const short = this.shortNextLaunch.get(rec.id);
+    if (short !== undefined) {
+      this.shortNextLaunch.delete(rec.id);
+      throw Object.assign(new Error(`spawn: ${short}`), { code: short });
+    }
     const failure = this.failNextLaunch.get(rec.id);
     if (failure !== undefined) {
       this.failNextLaunch.delete(rec.id);
