@@ -21,11 +21,17 @@ export const SPEC_SIZES = {
   string: 128 * 1024,
   /** Bytes of a path (script, cwd, root, mounts). */
   path: 4096,
-  /** Items of command + args, and entries of env. */
+  /** Items of command and of args. */
   items: 16_384,
+  /** Entries of env (the launcher passes at most 1,024 variables, a few of them its own). */
+  envEntries: 1000,
   /** Bytes of command, args and env together. */
   total: 512 * 1024,
 } as const;
+
+/** The least memory and disk a star may ask for (docs/api.md). */
+export const MIN_RAM_MB = 4;
+export const MIN_DISK_MB = 8;
 
 /** Issues reported for one bad spec at most (the rest are counted). */
 export const MAX_ISSUES = 20;
@@ -47,16 +53,16 @@ function tooLong(input: unknown): InvalidSpecError | undefined {
   if (typeof input !== "object" || input === null) return undefined;
   const o = input as Record<string, unknown>;
   const health = o.health as Record<string, unknown> | undefined;
-  const lists: Array<[string, unknown]> = [
+  const lists: Array<[string, unknown, number?]> = [
     ["command", o.command],
     ["args", o.args],
     ["health.command", typeof health === "object" && health !== null ? health.command : undefined],
-    ["env", typeof o.env === "object" && o.env !== null && !Array.isArray(o.env) ? Object.keys(o.env) : undefined],
+    ["env", typeof o.env === "object" && o.env !== null && !Array.isArray(o.env) ? Object.keys(o.env) : undefined, SPEC_SIZES.envEntries],
     ["mounts", o.mounts],
   ];
   const issues = lists
-    .filter(([, v]) => Array.isArray(v) && v.length > SPEC_SIZES.items)
-    .map(([field]) => ({ field, message: `${field} must have at most ${SPEC_SIZES.items} items` }));
+    .filter(([, v, max]) => Array.isArray(v) && v.length > (max ?? SPEC_SIZES.items))
+    .map(([field, , max]) => ({ field, message: `${field} must have at most ${max ?? SPEC_SIZES.items} ${field === "env" ? "entries" : "items"}` }));
   // Lists of text with bad items: the first one, and how many (not an issue each).
   const wrong = (x: unknown) =>
     typeof x !== "string" ? "must be strings" : x.length > SPEC_SIZES.string ? `must be at most ${SPEC_SIZES.string} bytes each` : x.includes("\0") ? "must not contain NUL bytes" : undefined;
@@ -66,7 +72,7 @@ function tooLong(input: unknown): InvalidSpecError | undefined {
     ["env values", env && Object.values(env), (i) => `env.${Object.keys(env!)[i]}`],
   ];
   for (const [what, v, at] of texts) {
-    if (!v || v.length > SPEC_SIZES.items) continue;
+    if (!v || v.length > SPEC_SIZES.items || (what === "env values" && v.length > SPEC_SIZES.envEntries)) continue;
     let first = -1;
     let bad = 0;
     for (let i = 0; i < v.length; i++) {
@@ -126,11 +132,13 @@ export const starSpecSchema = z
       .default({}),
     cwd: text("cwd", SPEC_SIZES.path).optional(),
     runtime: z.enum(["process", "isolate"]).default("process"),
-    cpu_percent: positive("cpu_percent").max(100_000).optional(),
-    cpu_cores: positive("cpu_cores").max(1024).optional(),
-    ram_mb: positive("ram_mb").optional(),
-    ram_gb: positive("ram_gb").optional(),
-    disk_mb: positive("disk_mb").optional(),
+    // Below these a limit means nothing the kernel can enforce (a 1 ms CPU quota per 100 ms
+    // period, a few pages of memory, a filesystem with room for its own metadata).
+    cpu_percent: positive("cpu_percent").min(1, "cpu_percent must be at least 1 (1 % of a core)").max(100_000).optional(),
+    cpu_cores: positive("cpu_cores").min(0.01, "cpu_cores must be at least 0.01").max(1024).optional(),
+    ram_mb: positive("ram_mb").min(MIN_RAM_MB, `ram_mb must be at least ${MIN_RAM_MB}`).optional(),
+    ram_gb: positive("ram_gb").min(MIN_RAM_MB / 1024, `ram_gb must be at least ${MIN_RAM_MB / 1024} (${MIN_RAM_MB} MB)`).optional(),
+    disk_mb: positive("disk_mb").min(MIN_DISK_MB, `disk_mb must be at least ${MIN_DISK_MB}`).optional(),
     /** Processes and threads at most (default: the node's, 256 unless configured). */
     pids: z.number().int().min(1).max(4_194_304).optional(),
     /** Open files per process (RLIMIT_NOFILE; default: the node's, 1024 unless configured). */

@@ -83,8 +83,8 @@ describe("a child within its parent's limits", () => {
   const limitFields = fc.record(
     {
       cpu_percent: fc.integer({ min: 1, max: 400 }),
-      ram_mb: fc.integer({ min: 1, max: 4096 }),
-      disk_mb: fc.integer({ min: 1, max: 4096 }),
+      ram_mb: fc.integer({ min: 4, max: 4096 }),
+      disk_mb: fc.integer({ min: 8, max: 4096 }),
       pids: fc.integer({ min: 1, max: 4096 }),
       nofile: fc.integer({ min: 16, max: 65_536 }),
       log_max_mb: fc.integer({ min: 1, max: 20 }),

@@ -42,7 +42,7 @@ describe("fake runtime (shared lifecycle)", () => {
   it("holds 10,000 stars in one process quickly (the 1,000-node simulations need this)", async () => {
     const rt = new FakeRuntime({ cpuCores: 64, memoryBytes: 2 ** 40 });
     const t0 = performance.now();
-    await Promise.all(Array.from({ length: 10_000 }, (_, i) => rt.start(`s-${i}`, { name: `s-${i}`, command: ["x"], ram_mb: 1 })));
+    await Promise.all(Array.from({ length: 10_000 }, (_, i) => rt.start(`s-${i}`, { name: `s-${i}`, command: ["x"], ram_mb: 4 })));
     const running = rt.list().filter((s: StarStatus) => s.state === "running").length;
     assert.equal(running, 10_000);
     assert.ok(performance.now() - t0 < 10_000, `took ${(performance.now() - t0).toFixed(0)} ms`);

@@ -16,7 +16,7 @@ import {
   StartFailedError,
 } from "../../src/errors.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
-import { DEFAULT_NODE_LIMITS } from "../../src/runtime/spec.js";
+import { DEFAULT_NODE_LIMITS, SPEC_SIZES } from "../../src/runtime/spec.js";
 import type { LogLine, StarStatus } from "../../src/runtime/types.js";
 import { waitFor } from "../helpers/wait.js";
 import { testDir } from "../helpers/dirs.js";
@@ -368,6 +368,15 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     const mnt = join(dir, "data", "stars", star, "disk");
     await rt.remove(star);
     assert.equal(existsSync(mnt), false, "the star's filesystem is gone with it");
+  });
+
+  it("every one of the most env entries a spec may have reaches the program", async () => {
+    const star = id("envs");
+    const env = Object.fromEntries(Array.from({ length: SPEC_SIZES.envEntries }, (_, i) => [`V${i}`, String(i)]));
+    await rt.start(star, { name: "envs", command: ["sh", "-c", "env | grep -c '^V[0-9]*='; echo \"$V999\""], env });
+    assert.equal((await rt.wait(star)).state, "exited");
+    assert.deepEqual(await lines(star), [String(SPEC_SIZES.envEntries), "999"]);
+    await rt.remove(star);
   });
 
   it("a node default disk_mb: a star that asks for none gets a filesystem of that size", async () => {

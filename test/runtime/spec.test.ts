@@ -90,7 +90,9 @@ describe("star spec", () => {
     assert.match(issues({ ...base, cwd: `/${"d".repeat(SPEC_SIZES.path)}` }).join(), /cwd: cwd must be at most 4096 bytes/);
     const many = Array.from({ length: SPEC_SIZES.items + 1 }, () => "a");
     assert.deepEqual(issues({ ...base, args: many }), ["args: args must have at most 16384 items"]);
-    assert.deepEqual(issues({ ...base, env: Object.fromEntries(many.map((_, i) => [`V${i}`, "1"])) }), ["env: env must have at most 16384 items"]);
+    const env = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`V${i}`, "1"]));
+    assert.deepEqual(issues({ ...base, env: env(SPEC_SIZES.envEntries + 1) }), ["env: env must have at most 1000 entries"]);
+    assert.equal(Object.keys(parseStarSpec({ ...base, env: env(SPEC_SIZES.envEntries) }).env).length, 1000);
     assert.deepEqual(issues({ ...base, health: { type: "exec", command: many } }), ["health.command: health.command must have at most 16384 items"]);
     // Under every per-string and per-list bound, over the total.
     const chunk = "y".repeat(100 * 1024);
@@ -128,7 +130,16 @@ describe("star spec", () => {
     const node = { ...DEFAULT_NODE_LIMITS, defaultDiskMb: 100 };
     const capacity = { cpuCores: 2, memoryBytes: 2 ** 30, limits: node };
     assert.equal(limitsOf(parseStarSpec(base), capacity).diskBytes, 100 * 2 ** 20);
-    assert.equal(limitsOf(parseStarSpec({ ...base, disk_mb: 5 }), capacity).diskBytes, 5 * 2 ** 20);
+    assert.equal(limitsOf(parseStarSpec({ ...base, disk_mb: 50 }), capacity).diskBytes, 50 * 2 ** 20);
     assert.equal(limitsOf(parseStarSpec(base)).diskBytes, undefined, "no default: none");
+  });
+
+  it("limits below what a kernel can enforce are refused, naming the least", () => {
+    assert.match(issues({ ...base, ram_mb: 1e-300 }).join(), /ram_mb: ram_mb must be at least 4/);
+    assert.match(issues({ ...base, ram_gb: 0.001 }).join(), /ram_gb: ram_gb must be at least 0\.00390625 \(4 MB\)/);
+    assert.match(issues({ ...base, cpu_percent: 0.5 }).join(), /cpu_percent must be at least 1/);
+    assert.match(issues({ ...base, cpu_cores: 1e-9 }).join(), /cpu_cores must be at least 0\.01/);
+    assert.match(issues({ ...base, disk_mb: 1 }).join(), /disk_mb must be at least 8/);
+    assert.equal(parseStarSpec({ ...base, ram_mb: 4, cpu_percent: 1, disk_mb: 8 }).ram_mb, 4);
   });
 });
