@@ -16,6 +16,21 @@ const count = (max: number) => z.coerce.number().int().min(0).max(max);
 
 export const logsQuery = z.strictObject({ tail: count(1_000_000).optional(), follow: flag.optional() });
 export const noQuery = z.strictObject({});
+/** What a star in a list may show; `fields` picks some (`name` always comes). */
+export const STAR_FIELDS = ["name", "uid", "spec", "desired", "node", "createdAt", "owner", "generation", "status", "observedGeneration", "usage"] as const;
+/** Stars per page at most (and by default). */
+export const MAX_PAGE = 500;
+export const listQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(MAX_PAGE).default(MAX_PAGE),
+  /** The name the previous page ended with (its `next`). */
+  after: z.string().max(63).optional(),
+  fields: z
+    .string()
+    .max(200)
+    .transform((v) => v.split(",").filter(Boolean))
+    .pipe(z.array(z.enum(STAR_FIELDS, { error: `fields are a comma-separated list of ${STAR_FIELDS.join(", ")}` })))
+    .optional(),
+});
 export const removeQuery = z.strictObject({ force: flag.optional() });
 export const waitQuery = z.strictObject({
   for: z.enum(["running", "ended"]).default("running"),

@@ -22,7 +22,21 @@ import { type Event, KEYS, type Principal, type StarRecord, type StarView, starK
 import type { Store } from "../store/types.js";
 import { TOKEN_ID_LENGTH, listTokens, lookupToken, newToken, revokeToken, saveToken, tokenKey } from "../controller/tokens.js";
 import { type Request, Router } from "./router.js";
-import { createBody, eventsQuery, logsQuery, nameParams, noQuery, parse, removeQuery, tokenBody, tokenParams, waitQuery } from "./schemas.js";
+import type {
+  STAR_FIELDS} from "./schemas.js";
+import {
+  createBody,
+  eventsQuery,
+  listQuery,
+  logsQuery,
+  nameParams,
+  noQuery,
+  parse,
+  removeQuery,
+  tokenBody,
+  tokenParams,
+  waitQuery,
+} from "./schemas.js";
 
 export interface ApiOptions {
   store: Store;
@@ -248,7 +262,19 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       await revokeToken(store, parse(tokenParams, req.params, "path").id);
       return { status: 204 };
     })
-    .route("GET", "/v1/stars", async (req) => ({ body: { stars: (await controller.list(who(req))).map((v) => shown(withUsage(v, node), who(req))) } }))
+    .route("GET", "/v1/stars", async (req) => {
+      // A page at a time, by name, with only the fields asked for: a list costs what it shows.
+      const q = parse(listQuery, req.query, "query");
+      const all = (await controller.list(who(req))).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      const from = q.after === undefined ? 0 : all.findIndex((v) => v.name > q.after!);
+      const page = from < 0 ? [] : all.slice(from, from + q.limit);
+      const stars = page.map((v) => {
+        const full = shown(withUsage(v, node), who(req)) as unknown as Record<string, unknown>;
+        return q.fields ? Object.fromEntries(Object.entries(full).filter(([k]) => k === "name" || q.fields!.includes(k as (typeof STAR_FIELDS)[number]))) : full;
+      });
+      const more = from >= 0 && from + q.limit < all.length;
+      return { body: { stars, ...(more ? { next: page.at(-1)!.name } : {}) } };
+    })
     .route("POST", "/v1/stars", async (req) => {
       const body = parse(createBody, req.body, "body");
       const opts = { ...(body.start === undefined ? {} : { start: body.start }), ...(req.auth?.scope === "star" ? { fromStar: true } : {}), by: who(req) };

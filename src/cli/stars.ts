@@ -130,7 +130,8 @@ export function registerStarCommands(program: Command): void {
     .action(async (o: { json?: boolean }, cmd: Command) => {
       const c = clientOf(cmd);
       try {
-        const stars = await c.list();
+        // The table needs no specs (they may be large): asked for without them.
+        const stars = await c.list(o.json ? {} : { fields: ["status", "desired", "node", "usage", "createdAt", "owner"] });
         if (o.json) return printJson(stars);
         if (stars.length === 0) return void process.stdout.write("no stars yet: create one with `constellation create --name hello -- echo hello`\n");
         const rows = stars.map((s) => [

@@ -124,12 +124,23 @@ export class Constellation {
   }
 
   /**
-   * Every star with its state.
+   * Every star with its state (`fields`: only these of each, to make a big list cheaper).
    * @example
    * for (const s of await c.list()) console.log(s.name, s.status?.state);
+   * const light = await c.list({ fields: ["status", "node"] });
    */
-  async list(): Promise<StarInfo[]> {
-    return (await this.http.request<{ stars: StarInfo[] }>("GET", "/v1/stars")).stars;
+  async list(options: { fields?: Array<keyof StarInfo> } = {}): Promise<StarInfo[]> {
+    // The API answers a page at a time; this reads them all.
+    const out: StarInfo[] = [];
+    for (let after: string | undefined; ; ) {
+      const page = await this.http.request<{ stars: StarInfo[]; next?: string }>(
+        "GET",
+        `/v1/stars${q({ after, fields: options.fields?.join(",") })}`,
+      );
+      out.push(...page.stars);
+      if (page.next === undefined) return out;
+      after = page.next;
+    }
   }
 
   /**

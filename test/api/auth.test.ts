@@ -613,3 +613,40 @@ describe("the node's own shortage is not the star's failure", () => {
     }
   });
 });
+
+describe("lists a page at a time, with the fields asked for", () => {
+  it("limit/after/next page by name; fields leave the rest out; the SDK reads every page; bad fields are a 400", async () => {
+    const api = await startApi();
+    try {
+      for (let i = 0; i < 510; i++) await api.controller.create({ name: `p${String(i).padStart(3, "0")}`, command: ["sleep", "60"], env: { BIG: "x".repeat(100) } }, { start: false });
+      const first = (await api.request("GET", "/v1/stars?limit=3")).json<{ stars: View[]; next?: string }>();
+      assert.deepEqual(first.stars.map((s) => s.name), ["p000", "p001", "p002"]);
+      assert.equal(first.next, "p002");
+      const second = (await api.request("GET", `/v1/stars?limit=3&after=${first.next}`)).json<{ stars: View[]; next?: string }>();
+      assert.deepEqual(second.stars.map((s) => s.name), ["p003", "p004", "p005"]);
+      const last = (await api.request("GET", "/v1/stars?after=p507")).json<{ stars: View[]; next?: string }>();
+      assert.deepEqual(last.stars.map((s) => s.name), ["p508", "p509"]);
+      assert.equal(last.next, undefined, "the last page says no more");
+      const light = await api.request("GET", "/v1/stars?limit=2&fields=status,desired");
+      for (const s of light.json<{ stars: Array<Record<string, unknown>> }>().stars) {
+        assert.ok(Object.keys(s).every((k) => ["name", "status", "desired"].includes(k)), Object.keys(s).join());
+        assert.equal(s.desired, "stopped");
+      }
+      assert.doesNotMatch(light.text, /xxxx/, "no specs");
+      const bad = await api.request("GET", "/v1/stars?fields=spec,secret");
+      assert.equal(bad.status, 400);
+      assert.match(bad.error().message, /fields are a comma-separated list of name, uid, spec/);
+      assert.equal((await api.request("GET", "/v1/stars?limit=501")).status, 400);
+      const client = connect({ endpoint: api.url, token: api.admin });
+      try {
+        assert.equal((await client.list()).length, 510, "every page");
+        const names = (await client.list({ fields: ["desired"] })).map((s) => s.name);
+        assert.equal(new Set(names).size, 510);
+      } finally {
+        client.close();
+      }
+    } finally {
+      await api.close();
+    }
+  });
+});
