@@ -55,11 +55,35 @@ export interface StarRecord {
   waiters: Array<(s: StarStatus) => void>;
 }
 
+/** HTTP and TCP probes in flight at once on a node; more wait their turn (issue 9). */
+export const PROBES_IN_FLIGHT = 64;
+
+/** At most `max` tasks at once; the rest wait, in order. */
+export class Slots {
+  private busy = 0;
+  private readonly queue: Array<() => void> = [];
+  constructor(private readonly max: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.busy >= this.max) await new Promise<void>((r) => this.queue.push(r));
+    else this.busy++;
+    try {
+      return await task();
+    } finally {
+      const next = this.queue.shift();
+      if (next) next(); // the slot passes on
+      else this.busy--;
+    }
+  }
+}
+
 export abstract class SupervisedRuntime implements Runtime {
   abstract readonly kind: Runtime["kind"];
   protected readonly stars = new Map<string, StarRecord>();
   private readonly listeners = new Set<(s: StarStatus) => void>();
   protected closed = false;
+  /** Each star has one probe in flight at most (the next waits for it); the node, PROBES_IN_FLIGHT. */
+  private readonly probeSlots = new Slots(PROBES_IN_FLIGHT);
 
   constructor(protected readonly capacity: NodeCapacity | undefined) {}
 
@@ -193,9 +217,9 @@ export abstract class SupervisedRuntime implements Runtime {
   protected probe(rec: StarRecord, check: HealthCheck): Promise<ProbeResult> {
     switch (check.type) {
       case "http":
-        return probeHttp("127.0.0.1", check.port, check.path, check.timeout_ms);
+        return this.probeSlots.run(() => probeHttp("127.0.0.1", check.port, check.path, check.timeout_ms));
       case "tcp":
-        return probeTcp("127.0.0.1", check.port, check.timeout_ms);
+        return this.probeSlots.run(() => probeTcp("127.0.0.1", check.port, check.timeout_ms));
       case "exec":
         return this.execProbe(rec, check.command, check.timeout_ms);
     }

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type AddressInfo, type Socket, createServer } from "node:net";
 import { type HealthState, initialHealth, nextHealth, probeHttp } from "../../src/runtime/health.js";
+import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
+import { PROBES_IN_FLIGHT, Slots } from "../../src/runtime/supervisor.js";
 import { waitFor } from "../helpers/wait.js";
 
 const cfg = { failure_threshold: 2, success_threshold: 2, kill_after: 4 };
@@ -68,6 +70,67 @@ describe("probes hold nothing of the node's", () => {
       await waitFor("its connection closed", () => (t.open.size === 0 ? true : undefined), { timeoutMs: 3000 });
     } finally {
       t.close();
+    }
+  });
+});
+
+describe("probes in flight on a node", () => {
+  it("Slots: at most max at once, the rest in order, a failure gives its slot back", async () => {
+    const slots = new Slots(3);
+    let now = 0;
+    let most = 0;
+    const order: number[] = [];
+    const gates: Array<() => void> = [];
+    const tasks = Array.from({ length: 10 }, (_, i) =>
+      slots
+        .run(async () => {
+          order.push(i);
+          most = Math.max(most, ++now);
+          await new Promise<void>((r) => gates.push(r));
+          now--;
+          if (i === 4) throw new Error("boom");
+          return i;
+        })
+        .catch(() => -1),
+    );
+    for (let released = 0; released < 10; released++) {
+      await waitFor("a task to be running", () => (gates.length > 0 ? true : undefined));
+      gates.shift()!();
+    }
+    assert.deepEqual(await Promise.all(tasks), [0, 1, 2, 3, -1, 5, 6, 7, 8, 9]);
+    assert.equal(most, 3);
+    assert.deepEqual(order, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it(`${PROBES_IN_FLIGHT + 16} stars probing a server that never answers: at most ${PROBES_IN_FLIGHT} connections at once`, async () => {
+    let open = 0;
+    let most = 0;
+    let seen = 0;
+    const held = new Set<Socket>();
+    const server = createServer((s) => {
+      seen++;
+      most = Math.max(most, ++open);
+      held.add(s);
+      s.on("error", () => undefined);
+      s.on("close", () => (open--, held.delete(s)));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as AddressInfo).port;
+    const rt = new FakeRuntime();
+    try {
+      const n = PROBES_IN_FLIGHT + 16;
+      for (let i = 0; i < n; i++) await rt.start(`probed-${i}`, { name: `probed-${i}`, command: ["x"], health: { type: "http", port, interval_ms: 50, timeout_ms: 3000 } });
+      // The first PROBES_IN_FLIGHT connect at once and hold their slots (3 s each): no more come.
+      await waitFor("the slots taken", () => (seen >= PROBES_IN_FLIGHT ? true : undefined));
+      assert.equal(seen, PROBES_IN_FLIGHT, "no probe beyond the slots");
+      assert.equal(most, PROBES_IN_FLIGHT);
+      // Every star's probe gets its turn (the first ones time out and pass their slots on).
+      await waitFor("every star probed", () => (seen >= n ? true : undefined), { timeoutMs: 15_000 });
+    } finally {
+      for (const s of rt.list()) await rt.remove(s.id).catch(() => undefined);
+      await rt.close();
+      server.close();
+      for (const s of held) s.destroy();
     }
   });
 });
