@@ -407,6 +407,13 @@ export class QuotaExceededError extends ConstellationError {
   }
 }
 
+/** The host has no room for a star's disk (`disk_mb`): its image could not be allocated. */
+export class DiskFullError extends ConstellationError {
+  constructor(mb: number) {
+    super("RUNTIME_START_FAILED", `the host has no room for this star's disk (${mb} MB for disk_mb and its filesystem): free space on the node, or ask for a smaller disk_mb`);
+  }
+}
+
 /** The store is empty, but the node has stars' files: it was lost or replaced (docs/reliability.md). */
 export class StoreLostError extends ConstellationError {
   constructor(path: string, stars: number) {

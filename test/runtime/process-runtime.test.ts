@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { chmod, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -368,6 +368,15 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     const mnt = join(dir, "data", "stars", star, "disk");
     await rt.remove(star);
     assert.equal(existsSync(mnt), false, "the star's filesystem is gone with it");
+  });
+
+  it("disk_mb: the image's blocks are allocated before the star writes a byte (a full host cannot take them away)", async () => {
+    const star = id("alloc");
+    await rt.start(star, { name: "alloc", command: ["true"], disk_mb: 30 });
+    assert.equal((await rt.wait(star)).state, "exited");
+    const image = statSync(join(dir, "data", "stars", star, "disk.img"));
+    assert.ok(image.blocks * 512 >= 30 * 2 ** 20, `${image.blocks * 512} bytes allocated of ${image.size}`);
+    await rt.remove(star);
   });
 
   it("every one of the most env entries a spec may have reaches the program", async () => {

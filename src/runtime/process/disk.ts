@@ -1,6 +1,6 @@
 /**
- * Per-star disk limits (`disk_mb`): each such star gets its own small ext4 filesystem in a
- * sparse image file, loop-mounted at <star dir>/disk; its work/ and tmp/ live there, so a write
+ * Per-star disk limits (`disk_mb`): each such star gets its own small ext4 filesystem in an
+ * image file whose blocks are allocated up front, loop-mounted at <star dir>/disk; its work/ and tmp/ live there, so a write
  * past the limit fails inside the star with ENOSPC.
  *
  * Why not project quotas on a shared filesystem (what Docker's overlay2 does on XFS)? They cost
@@ -15,6 +15,7 @@ import { mkdir, rm, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { promisify } from "node:util";
+import { DiskFullError } from "../../errors.js";
 
 const run = promisify(execFile);
 
@@ -34,6 +35,25 @@ export async function diskLimitSupport(): Promise<string | undefined> {
   return undefined;
 }
 
+/**
+ * Makes `file` of `size` bytes with its blocks allocated (fallocate): a sparse image on a host
+ * whose disk later fills gives the star I/O errors and the kernel "potential data loss" instead
+ * of ENOSPC (issue 9). No room: a clear error, and nothing left behind. A filesystem that cannot
+ * allocate (fallocate unsupported) gets a sparse file, as before.
+ */
+async function allocate(file: string, size: number): Promise<void> {
+  try {
+    await run("fallocate", ["-l", String(size), file]);
+  } catch (err) {
+    const text = String((err as { stderr?: string }).stderr ?? (err as Error).message);
+    if (/No space left/i.test(text)) {
+      await rm(file, { force: true });
+      throw new DiskFullError(Math.ceil(size / 2 ** 20));
+    }
+    await run("truncate", ["-s", String(size), file]).catch(() => truncate(file, size));
+  }
+}
+
 function diskMount(starDir: string): string {
   return join(starDir, "disk");
 }
@@ -45,7 +65,7 @@ export async function mountStarDisk(starDir: string, bytes: number): Promise<str
   const image = join(starDir, "disk.img");
   if (!existsSync(image)) {
     await rm(`${image}.new`, { force: true });
-    await run("truncate", ["-s", String(imageSize(bytes)), `${image}.new`]).catch(() => truncate(`${image}.new`, imageSize(bytes)));
+    await allocate(`${image}.new`, imageSize(bytes));
     // No journal (a star's scratch space), no reserved blocks, no discard pass over the file.
     await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "nodiscard,lazy_itable_init=1", `${image}.new`]);
     await run("mv", [`${image}.new`, image]);
