@@ -389,7 +389,7 @@ export class Agent implements NodeLink {
 }
 
 /** The node's own shortage behind an error (an errno of files, memory or processes), if it is one. */
-export function nodeShortage(err: unknown): string | undefined {
+function nodeShortage(err: unknown): string | undefined {
   for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
     if (typeof e.code === "string" && SHORTAGES.has(e.code)) return e.code;
   }

@@ -28,6 +28,8 @@ export interface Request {
   tokenId?: string;
   /** Set by `before`: the token itself (a stream checks it again while it is open). */
   token?: string;
+  /** Set by `admit` for callers other than admins: who shares their limits, and how to name it. */
+  holder?: [key: string, mineAre: string];
 }
 
 /** A JSON reply, or `undefined` when the handler wrote the response itself (a stream). */

@@ -210,7 +210,11 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     bodyBudget: BODY_BUDGET,
     // Every request of a caller other than an admin takes a share: a star cannot keep the API
     // (and the agent, which shares its event loop) busy with cheap requests in parallel.
-    admit: async (req: Request) => (req.auth && req.auth.scope !== "admin" ? inFlight.take(...(await holderOf(req))) : () => undefined),
+    admit: async (req: Request) => {
+      if (!req.auth || req.auth.scope === "admin") return () => undefined;
+      req.holder = await holderOf(req);
+      return inFlight.take(...req.holder);
+    },
     before: async (req: Request) => {
       if (req.path === "/v1/health") return;
       const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
@@ -235,11 +239,8 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     const root = await controller.treeRoot(by.star);
     return [`tree:${root.uid}`, `the stars made from ${root.name} have`];
   };
-  /** Takes one of the caller's open requests (released by the returned function). */
-  const take = async (req: Request): Promise<() => void> => {
-    if (who(req).scope === "admin") return () => undefined;
-    return open.take(...(await holderOf(req)));
-  };
+  /** Takes one of the caller's open requests (released by the returned function); its holder was found by `admit`. */
+  const take = (req: Request): (() => void) => (req.holder ? open.take(...req.holder) : () => undefined);
   // Headers at once: a stream may have nothing to say for a while.
   const ndjson = (res: ServerResponse) => res.writeHead(200, { "content-type": "application/x-ndjson" }).flushHeaders();
 
@@ -299,7 +300,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       if (who(req).scope !== "admin" && q.timeout_ms > MAX_WAIT_MS) {
         throw new BadRequestError(`timeout_ms may be at most ${MAX_WAIT_MS} for this token: wait again after a timeout`, "timeout_ms");
       }
-      const release = await take(req);
+      const release = take(req);
       try {
         return { body: shown(await controller.waitFor(star, until, q.timeout_ms, who(req)), who(req)) };
       } finally {
@@ -319,7 +320,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const q = parse(logsQuery, req.query, "query");
       const seen = await controller.get(star, who(req)); // 404 for an unknown star (or one this token may not see)
       // Each stream reads files a star wrote: a caller (a star's token, say) may not open many.
-      const release = await take(req);
+      const release = take(req);
       const abort = new AbortController();
       res.on("close", () => abort.abort());
       try {
@@ -347,7 +348,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const all = await controller.events.list(visible ? filter : { ...filter, limit });
       const first = visible ? all.filter((e) => eventVisible(e, visible)).slice(-limit) : all;
       if (!q.follow) return { body: { events: first } };
-      const release = await take(req);
+      const release = take(req);
       res.on("close", release);
       ndjson(res);
       endWithToken(req, res);

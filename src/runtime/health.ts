@@ -35,47 +35,51 @@ export function nextHealth(
 export type ProbeResult = { ok: true } | { ok: false; error: string };
 
 /**
+ * One probe with one deadline: `start` begins it and returns how to drop what it holds; its
+ * `finish` settles the probe once (later calls do nothing), and the deadline finishes it with
+ * `late`. What it held is dropped either way.
+ */
+export function probeWithin(timeoutMs: number, late: string, start: (finish: (r: ProbeResult) => void) => () => void): Promise<ProbeResult> {
+  return new Promise((resolve) => {
+    const held: { drop?: () => void } = {}; // (set once `start` returns; it may finish before)
+    let settled = false;
+    const finish = (r: ProbeResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      held.drop?.();
+      resolve(r);
+    };
+    const deadline = setTimeout(() => finish({ ok: false, error: `${late}: no answer within ${timeoutMs} ms` }), timeoutMs);
+    held.drop = start(finish);
+    if (settled) held.drop();
+  });
+}
+
+/**
  * GET `path`: healthy on a 2xx/3xx status. The answer's body is never read: the connection is
  * closed as soon as the status is known, and the whole probe (connect, headers) has one deadline,
  * so a server that trickles bytes holds nothing of the node's (issue 9: one socket per probe was
  * kept open, and the node ran out of files).
  */
 export function probeHttp(host: string, port: number, path: string, timeoutMs: number): Promise<ProbeResult> {
-  return new Promise((resolve) => {
-    let done = false;
-    const finish = (result: ProbeResult) => {
-      if (done) return;
-      done = true;
-      clearTimeout(deadline);
-      req.destroy();
-      resolve(result);
-    };
+  return probeWithin(timeoutMs, `GET ${path}`, (finish) => {
     const req = request({ host, port, path, method: "GET", agent: false, headers: { connection: "close" } }, (res) => {
       const code = res.statusCode ?? 0;
       res.destroy();
       finish(code >= 200 && code < 400 ? { ok: true } : { ok: false, error: `GET ${path} answered ${code}` });
     });
-    const deadline = setTimeout(() => finish({ ok: false, error: `GET ${path}: no answer within ${timeoutMs} ms` }), timeoutMs);
     req.on("error", (err) => finish({ ok: false, error: `GET ${path}: ${err.message}` }));
     req.end();
+    return () => req.destroy();
   });
 }
 
 export function probeTcp(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
-  return new Promise((resolve) => {
+  return probeWithin(timeoutMs, `connect to port ${port}`, (finish) => {
     const socket = connect({ host, port });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve({ ok: false, error: `connect to port ${port}: no answer within ${timeoutMs} ms` });
-    }, timeoutMs);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ ok: true });
-    });
-    socket.once("error", (err) => {
-      clearTimeout(timer);
-      resolve({ ok: false, error: `connect to port ${port}: ${err.message}` });
-    });
+    socket.once("connect", () => finish({ ok: true }));
+    socket.once("error", (err) => finish({ ok: false, error: `connect to port ${port}: ${err.message}` }));
+    return () => socket.destroy();
   });
 }

@@ -34,7 +34,7 @@ import { type ScriptAccess, resolveProgram } from "../script.js";
 import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, limitsOf, parseStarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
 import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
-import type { ProbeResult } from "../health.js";
+import { type ProbeResult, probeWithin } from "../health.js";
 import { diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
 import { HIDDEN, SCRATCH_PLACES, checkHostPaths, isUnder, sandboxArgs } from "./sandbox.js";
 import { Launcher, signalName } from "./launcher.js";
@@ -463,18 +463,9 @@ export class ProcessRuntime extends SupervisedRuntime {
     if (!rec.status.pid) return { ok: false, error: "the star is not running" };
     if (!this.isolated) return spawnProbe(command, timeoutMs);
     const payload = Buffer.from(command.map((a) => `${a}\0`).join(""));
-    return new Promise((resolve) => {
+    return probeWithin(timeoutMs, command.join(" "), (done) => {
       const socket = connect(socketPath(join(this.dir(rec.id), "ctl")));
       const chunks: Buffer[] = [];
-      let settled = false;
-      const done = (r: ProbeResult) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        socket.destroy();
-        resolve(r);
-      };
-      const timer = setTimeout(() => done({ ok: false, error: `${command.join(" ")}: no answer within ${timeoutMs} ms` }), timeoutMs);
       // Written, not ended: the init takes our hanging up as "give up" and kills the check.
       socket.on("connect", () => socket.write(Buffer.concat([Buffer.from(`${payload.length}\n`), payload])));
       socket.on("data", (d: Buffer) => chunks.push(d));
@@ -490,6 +481,7 @@ export class ProcessRuntime extends SupervisedRuntime {
         const how = kind === "exit" ? `exited with ${n}` : kind === "signal" ? `was killed by signal ${n}` : head || "got no answer";
         done({ ok: false, error: `${command.join(" ")} ${how}${out ? `: ${out.slice(-300)}` : ""}` });
       });
+      return () => socket.destroy();
     });
   }
 
