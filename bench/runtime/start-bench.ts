@@ -137,7 +137,7 @@ function rssKb(): number {
 }
 
 const rt = await ProcessRuntime.create({ dataDir: join(work, "data") });
-const bare = await ProcessRuntime.create({ dataDir: join(work, "bare"), sandbox: false, uidBase: 2_500_000 });
+const bare = await ProcessRuntime.create({ dataDir: join(work, "bare"), sandbox: false });
 try {
   const rows: Array<Array<string | number>> = [];
   // Alternate plain and runtime runs so drift affects all alike.

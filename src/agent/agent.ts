@@ -30,6 +30,8 @@ export interface AgentOptions {
   endpoint?: () => string | undefined;
   /** Delay before trying again an action that failed (default 5 s). */
   retryMs?: number;
+  /** How often the node looks for processes no star accounts for (default 10 s). */
+  orphanCheckMs?: number;
 }
 
 /** What a controller may ask of a node besides its desired state (logs and usage). */
@@ -63,6 +65,7 @@ export class Agent implements NodeLink {
   private readonly unsubscribe: Array<() => void> = [];
   private loop: Promise<void> | undefined;
   private sampler: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
 
   constructor(private readonly options: AgentOptions) {
     this.events = new EventLog(options.store, `node-${options.node.name}`);
@@ -92,16 +95,59 @@ export class Agent implements NodeLink {
       }
       this.unsubscribe.push(runtime.onChange((s) => this.onStatus(runtime, s)));
     }
+    const { kvs, revision } = await this.store.range({ prefix: KEYS.stars });
+    for (const kv of kvs) this.take(JSON.parse(kv.value) as StarRecord);
+    // Stars running without a runtime record (it was lost) are taken back, never started a
+    // second time; what no star of ours accounts for is ended (issue 9).
+    await this.sweepOrphans(reported);
     for (const [name] of this.local) void this.report(name);
     const node: NodeRecord = { ...this.options.node, limits: this.options.node.limits ?? DEFAULT_NODE_LIMITS };
     await this.store.put(nodeKey(this.name), JSON.stringify(node));
     await this.events.record("node.up", `node ${this.name} up (${Object.keys(this.options.runtimes).join(", ")} runtime)`, { node: this.name });
-    const { kvs, revision } = await this.store.range({ prefix: KEYS.stars });
-    for (const kv of kvs) this.take(JSON.parse(kv.value) as StarRecord);
     for (const name of new Set([...this.records.keys(), ...this.local.keys()])) this.reconcile(name);
     this.loop = this.follow(revision + 1, this.abort.signal);
     this.sampler = setInterval(() => this.sample(), this.options.sampleMs ?? 2000);
     this.sampler.unref();
+    const orphanCheck = setInterval(() => {
+      this.sweeping ??= this.sweepOrphans().finally(() => (this.sweeping = undefined));
+    }, this.options.orphanCheckMs ?? 10_000);
+    orphanCheck.unref();
+    this.unsubscribe.push(() => clearInterval(orphanCheck));
+  }
+
+  /**
+   * Processes of this node that no star's run accounts for: at start-up (`reported`: this
+   * node's earlier reports), a star of ours found running unrecorded is taken back; the rest
+   * (a group no star has, or strays beside a star's run) are ended, each with an event.
+   */
+  private async sweepOrphans(reported?: Map<string, StarObserved>): Promise<void> {
+    for (const [kind, runtime] of Object.entries(this.options.runtimes)) {
+      if (!runtime.orphans || !runtime.endOrphan) continue;
+      for (const o of await runtime.orphans().catch(() => [])) {
+        if (this.abort.signal.aborted) return;
+        const record = this.records.get(o.group);
+        const takeBack = reported && o.init && !o.known && record?.desired === "running" && !this.local.has(o.group) && runtime.reattach;
+        if (takeBack && ((record.spec as { runtime?: string }).runtime ?? "process") === kind) {
+          try {
+            const spec = await this.withIdentity(record, { keepTokens: true });
+            const status = await runtime.reattach!(o.group, spec, { trusted: record.owner === undefined });
+            const report = reported.get(o.group);
+            this.local.set(o.group, { uid: record.uid, generation: report?.uid === record.uid ? report.generation : record.generation, status, runtime });
+            await this.events
+              .record("star.reattached", `found running without its runtime record (pid ${status.pid ?? "?"}): taken back, not started again`, { star: o.group, uid: record.uid, node: this.name })
+              .catch(() => undefined);
+            continue;
+          } catch {
+            // not a star we can follow: ended below, and started again by its record
+          }
+        }
+        await runtime.endOrphan(o).catch(() => undefined);
+        const what = o.known ? `beside the run of star ${o.group}` : `in group ${o.group}, which no star of this node has`;
+        await this.events
+          .record("node.orphans-ended", `ended ${o.pids.length} process(es) ${what} (pid ${o.pids.slice(0, 10).join(", ")})`, { node: this.name, ...(o.known ? { star: o.group } : {}) })
+          .catch(() => undefined);
+      }
+    }
   }
 
   /** Stops following the store; stars keep running (the runtimes are closed by their owner). */
@@ -285,11 +331,12 @@ export class Agent implements NodeLink {
   }
 
   /** The spec with the API's endpoint and a token of the star's own in its environment. */
-  private async withIdentity(rec: StarRecord): Promise<StarRecord["spec"]> {
+  private async withIdentity(rec: StarRecord, options: { keepTokens?: boolean } = {}): Promise<StarRecord["spec"]> {
     const endpoint = this.options.endpoint?.();
     const env = (rec.spec as { env?: unknown }).env;
     if (!endpoint || (env !== undefined && (typeof env !== "object" || env === null))) return rec.spec;
-    await dropStarTokens(this.store, rec.name);
+    // A star taken back keeps the token it runs with (its next run gets the new one).
+    if (!options.keepTokens) await dropStarTokens(this.store, rec.name);
     const token = newToken();
     // The token knows its star by name and uid: it stops working when this star is removed, and
     // a star made again under the name is not this one.

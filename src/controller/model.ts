@@ -112,6 +112,8 @@ export type EventKind =
   | "star.start-failed"
   | "star.start-delayed"
   | "star.remove-failed"
+  | "star.reattached"
+  | "node.orphans-ended"
   | "node.up";
 
 export interface Event {

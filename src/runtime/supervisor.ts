@@ -244,11 +244,14 @@ export abstract class SupervisedRuntime implements Runtime {
   /**
    * Takes over a star found on the node after the host process restarted (recovery): its run
    * still going (`run`), or ended while nobody watched (`ended`: the restart policy applies now),
-   * or settled (neither).
+   * or never begun (`start`: it starts now), or settled (none).
    */
-  protected adopt(rec: StarRecord, how: { run?: RunHandle; ended?: Omit<RunEnd, "stopRequested"> }): void {
+  protected adopt(rec: StarRecord, how: { run?: RunHandle; ended?: Omit<RunEnd, "stopRequested">; start?: boolean }): void {
     this.stars.set(rec.id, rec);
-    if (how.run) {
+    if (how.start) {
+      // Its start was cut short before anything ran: it is started now (not a restart).
+      this.runOnce(rec).catch((err: unknown) => this.finish(rec, { state: "failed", reason: errorText(err) }));
+    } else if (how.run) {
       this.attach(rec, how.run);
       this.update(rec, { state: "running", pid: how.run.pid, ready: !rec.spec.health });
       // A stop that was under way when the previous host process died is carried through.

@@ -62,6 +62,21 @@ export interface StartOptions {
   trusted?: boolean;
 }
 
+/**
+ * Processes of the node that no star's run accounts for (issue 9): in the group of a star this
+ * runtime has no record of (its records were lost, or it was removed while nobody watched), or
+ * in a star's group but not of its run (a second copy).
+ */
+export interface Orphan {
+  /** The group they are in (a star's name). */
+  group: string;
+  pids: number[];
+  /** The group belongs to a star this runtime knows (the pids are strays beside its run). */
+  known: boolean;
+  /** A star's init among them (a whole star running unrecorded), and its program's user. */
+  init?: { pid: number; uid?: number };
+}
+
 export interface Runtime {
   readonly kind: "process" | "isolate" | "fake";
   /** Checks the spec, creates the star and starts it; resolves once it runs (or throws why not). */
@@ -86,4 +101,13 @@ export interface Runtime {
   onChange(fn: (status: StarStatus) => void): () => void;
   /** Releases the runtime (stars keep running; a new runtime can recover them). */
   close(): Promise<void>;
+  /** Processes of the node that no star's run accounts for (runtimes that can tell). */
+  orphans?(): Promise<Orphan[]>;
+  /** Ends an orphan's processes (and its group, if no star of this runtime has it). */
+  endOrphan?(orphan: Orphan): Promise<void>;
+  /**
+   * Takes over the star already running unrecorded in group `id` (an orphan with an init) as a
+   * star of this spec, instead of starting a copy: its runtime records were lost (issue 9).
+   */
+  reattach?(id: string, spec: StarSpecInput, options?: StartOptions): Promise<StarStatus>;
 }

@@ -4,6 +4,7 @@
  *
  * The data dir holds everything, so a restart keeps all state:
  *   store.db        the store (SQLite)            admin.token  the admin token (0600)
+ *   node.json       what the node owns on the host: its id (cgroups constellation/<id>/<runtime>) and uid range
  *   runtime/        process runtime (stars)       endpoint     the API's URL, for the CLI
  *                                                 api.sock     the API for root (0600), no connection limit
  *   isolate/        isolate runtime
@@ -20,6 +21,8 @@ import { Controller, type TreeQuotas } from "../controller/controller.js";
 import { type NodeRecord, PREFIX } from "../controller/model.js";
 import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
 import { ProcessRuntime } from "../runtime/process/process-runtime.js";
+import { nodeCgroupsBusy } from "../runtime/cgroup/detect.js";
+import { claimNode } from "../runtime/node-claim.js";
 import { DEFAULT_NODE_LIMITS, type NodeCapacity, type NodeLimits, type StarSpecInput } from "../runtime/spec.js";
 import type { Runtime } from "../runtime/types.js";
 import { openStore } from "../store/open.js";
@@ -106,12 +109,15 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     const devMode = options.devMode === true;
     // The runtimes and the controller apply the same defaults and ceilings.
     const capacity: Required<Omit<NodeCapacity, "diskBytes">> = { cpuCores: availableParallelism(), memoryBytes: totalmem(), limits: nodeLimitsOf(options.limits) };
+    // What this node owns on the host (cgroups, uids) is named by it: node.json (issue 9).
+    const root = process.getuid?.() === 0;
+    const claim = claimNode(dataDir, root ? { busy: (id) => nodeCgroupsBusy(id) } : { registry: null });
     // Stars see none of the data dir (the store, the admin token, other stars' files).
-    const process_ = await ProcessRuntime.create({ dataDir: join(dataDir, "runtime"), devMode, hide: [dataDir], capacity });
+    const process_ = await ProcessRuntime.create({ dataDir: join(dataDir, "runtime"), devMode, hide: [dataDir], capacity, claim });
     const runtimes: Partial<Record<"process" | "isolate", Runtime>> = { process: process_ };
     closers.push(() => process_.close());
     if (!devMode) {
-      const isolate = await IsolateRuntime.create({ dataDir: join(dataDir, "isolate"), capacity }).catch(() => undefined);
+      const isolate = await IsolateRuntime.create({ dataDir: join(dataDir, "isolate"), capacity, claim }).catch(() => undefined);
       if (isolate) {
         runtimes.isolate = isolate;
         closers.push(() => isolate.close());

@@ -5,7 +5,7 @@
  * flags reach the node record and the stars.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { chmod, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,15 +13,10 @@ import { after, before, describe, it } from "node:test";
 import { connect } from "../../src/index.js";
 import { type UpFixture, cli, kill9, up, upWithClient } from "../helpers/constellation.js";
 import { waitFor } from "../helpers/wait.js";
+import { starCgroupFile } from "../helpers/cgroups.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
 
-function memoryLimit(star: string): number {
-  for (const p of [`/sys/fs/cgroup/memory/constellation/${star}/memory.limit_in_bytes`, `/sys/fs/cgroup/constellation/${star}/memory.max`]) {
-    if (existsSync(p)) return Number(readFileSync(p, "utf8").trim());
-  }
-  throw new Error(`no memory limit file for ${star}`);
-}
 
 describe("least privilege, end to end (constellation up as root)", { skip }, () => {
   let f: UpFixture;
@@ -37,7 +32,7 @@ describe("least privilege, end to end (constellation up as root)", { skip }, () 
     assert.equal(limits.maxPids, 2048);
     const star = await f.sdk.create({ name: "defaulted", command: ["sleep", "60"] });
     await star.wait({ for: "running" });
-    assert.equal(memoryLimit("defaulted"), 96 * 2 ** 20);
+    assert.equal(Number(starCgroupFile(f.node.dataDir, "defaulted", "memory", "memory.limit_in_bytes")), 96 * 2 ** 20);
     await star.remove({ force: true });
   });
 
@@ -81,7 +76,7 @@ describe("least privilege, end to end (constellation up as root)", { skip }, () 
       unconfined: "API_FORBIDDEN:seccomp",
       env: { API_KEY: "<hidden>" },
     });
-    assert.equal(memoryLimit("boss-kid"), 64 * 2 ** 20, "the kernel holds the child to its parent's memory");
+    assert.equal(Number(starCgroupFile(f.node.dataDir, "boss-kid", "memory", "memory.limit_in_bytes")), 64 * 2 ** 20, "the kernel holds the child to its parent's memory");
     assert.equal((await f.sdk.star("bystander").status())?.state, "running");
     const list = await cli(f.node.dataDir, ["list"]);
     assert.match(list.stdout, /\nboss-kid\s+running.*\s+boss\n/);

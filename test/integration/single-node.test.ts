@@ -13,16 +13,10 @@ import { after, before, describe, it } from "node:test";
 import { connect, type Constellation } from "../../src/index.js";
 import { CLI, type Up, cli, kill9, makeDataDir, removeDataDir, up } from "../helpers/constellation.js";
 import { waitFor } from "../helpers/wait.js";
+import { starCgroupDir, starCgroupFile } from "../helpers/cgroups.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
 
-function cgroupFile(star: string, controller: string, file: string): string {
-  for (const root of [`/sys/fs/cgroup/${controller}`, "/sys/fs/cgroup/cpu,cpuacct", `/sys/fs/cgroup`]) {
-    const p = join(root, "constellation", star, file);
-    if (existsSync(p)) return readFileSync(p, "utf8").trim();
-  }
-  throw new Error(`no ${file} for ${star}`);
-}
 
 describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () => {
   let dir: string;
@@ -57,8 +51,8 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     const created = await cli(node.dataDir, ["create", "--name", "capped", "--ram-mb", "64", "--cpu-percent", "20", "--env", "WHO=world", "--", "sh", "-c", 'echo "hello $WHO"; exec sleep 60']);
     assert.equal(created.code, 0, created.stderr);
     assert.match(created.stdout, /^capped: running \(pid \d+\)/);
-    assert.equal(cgroupFile("capped", "memory", "memory.limit_in_bytes"), String(64 * 2 ** 20));
-    assert.equal(cgroupFile("capped", "cpu", "cpu.cfs_quota_us"), "20000");
+    assert.equal(starCgroupFile(node.dataDir, "capped", "memory", "memory.limit_in_bytes"), String(64 * 2 ** 20));
+    assert.equal(starCgroupFile(node.dataDir, "capped", "cpu", "cpu.cfs_quota_us"), "20000");
 
     const list = await cli(node.dataDir, ["list"]);
     assert.equal(list.code, 0);
@@ -89,7 +83,7 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.match(refused.stderr, /is running: stop it first/);
     const removed = await cli(node.dataDir, ["rm", "-f", "capped"]);
     assert.equal(removed.code, 0, removed.stderr);
-    await waitFor("its cgroup to go", () => (existsSync("/sys/fs/cgroup/memory/constellation/capped") ? undefined : true));
+    await waitFor("its cgroup to go", () => (starCgroupDir(node.dataDir, "capped", "memory") ? undefined : true));
     assert.equal((await cli(node.dataDir, ["inspect", "capped"])).code, 1);
   });
 

@@ -92,6 +92,26 @@ describe("cgroup v2 driver against a fake tree", () => {
     }
   });
 
+  it("a node's parent (constellation/<node>): controllers enabled at each level; groups() lists the node's groups only", async () => {
+    const root = await mkdtemp(join(tmpdir(), "fake-cgroup-"));
+    try {
+      await writeFile(join(root, "cgroup.controllers"), "cpu memory pids\n");
+      await writeFile(join(root, "cgroup.subtree_control"), "");
+      const a = await new CgroupV2Driver(root, "constellation/aaaaaaaaaaaa").init();
+      const b = await new CgroupV2Driver(root, "constellation/bbbbbbbbbbbb").init();
+      await a.create("web", { pids: 10 });
+      await b.create("web", { pids: 20 });
+      for (const level of ["", "constellation", "constellation/aaaaaaaaaaaa"]) {
+        assert.equal(await readFile(join(root, level, "cgroup.subtree_control"), "utf8"), "+cpu +memory +pids", level);
+      }
+      assert.equal(await readFile(join(root, "constellation", "aaaaaaaaaaaa", "web", "pids.max"), "utf8"), "10");
+      assert.equal(await readFile(join(root, "constellation", "bbbbbbbbbbbb", "web", "pids.max"), "utf8"), "20", "two nodes' stars of one name are two groups");
+      assert.deepEqual(await a.groups(), ["web"]);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   it("limits one thread's CPU with a threaded child of its process's group (cgroup.type, +cpu, cpu.max, cgroup.threads)", async () => {
     const root = await mkdtemp(join(tmpdir(), "fake-cgroup-"));
     try {

@@ -19,6 +19,7 @@ import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import { DEFAULT_NODE_LIMITS, SPEC_SIZES } from "../../src/runtime/spec.js";
 import type { LogLine, StarStatus } from "../../src/runtime/types.js";
 import { waitFor } from "../helpers/wait.js";
+import { starCgroupFile } from "../helpers/cgroups.js";
 import { testDir } from "../helpers/dirs.js";
 
 /** Our launcher processes: `star-shim -Z` children of this process. */
@@ -176,7 +177,7 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     assert.ok(peak <= 64, `at most 64 processes, saw ${peak}`);
     // The kernel refused forks past the limit (pids.events counts them).
     await waitFor("the kernel to refuse forks at the limit", () => {
-      const events = readFileSync(`/sys/fs/cgroup/pids/constellation/${star}/pids.events`, "utf8");
+      const events = starCgroupFile(join(dir, "data"), star, "pids", "pids.events");
       return Number(/max (\d+)/.exec(events)?.[1] ?? 0) > 0 || undefined;
     });
     // The host still forks and runs programs.
@@ -329,7 +330,7 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
       command: ["sh", "-c", "sleep 30"],
       health: {
         type: "exec",
-        command: ["sh", "-c", `grep -q "constellation/${probe}" /proc/self/cgroup && grep -q "NoNewPrivs:\t1" /proc/self/status && [ "$(id -u)" != 0 ]`],
+        command: ["sh", "-c", `grep -q "constellation/[0-9a-f]*/process/${probe}$" /proc/self/cgroup && grep -q "NoNewPrivs:\t1" /proc/self/status && [ "$(id -u)" != 0 ]`],
         interval_ms: 100,
         failure_threshold: 1,
       },

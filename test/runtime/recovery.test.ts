@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { chmod, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +14,7 @@ import { after, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import { waitFor } from "../helpers/wait.js";
+import { starCgroupDir } from "../helpers/cgroups.js";
 import { testDir } from "../helpers/dirs.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
@@ -114,33 +115,46 @@ describe("process runtime recovery of stars an older agent recorded in state.jso
   });
 });
 
-describe("process runtime recovery of a star caught mid-start", { skip }, () => {
-  it("a star recorded as starting, with no pids, has whatever runs in its cgroup ended; nothing runs unwatched", async () => {
+describe("process runtime recovery of a star caught mid-start (issue 9, break 4)", { skip }, () => {
+  it("a star recorded as starting, with no pids, whose init runs is taken back, not killed; one that never started is started", async () => {
     const dir = await testDir("constellation-midstart-");
     await chmod(dir, 0o755);
     const data = join(dir, "data");
     try {
       // An agent that made the star's cgroup and started its program, then died before it
-      // recorded the program's pids.
+      // recorded the program's pids ("midway"); and one that died before the launch ("unborn").
       const first = await ProcessRuntime.create({ dataDir: data });
       await first.start("midway", { name: "midway", command: ["sleep", "60"] });
+      await first.start("unborn", { name: "unborn", command: ["sleep", "60"] });
       const pid = first.status("midway")!.pid!;
+      const unbornPid = first.status("unborn")!.pid!;
       await first.close();
+      process.kill(unbornPid, "SIGKILL"); // its program never ran, as far as anyone can tell
+      await waitFor("the unborn star's group to empty", () => (readFileSync(join(starCgroupDir(data, "unborn")!, "cgroup.procs"), "utf8").trim() === "" ? true : undefined));
       const db = new Database(join(data, "runtime.db"));
-      const row = db.prepare("SELECT state FROM stars WHERE id = 'midway'").get() as { state: string };
-      const saved = JSON.parse(row.state) as { status: { state: string }; run?: unknown };
-      saved.status.state = "starting";
-      delete saved.run;
-      db.prepare("UPDATE stars SET state = ? WHERE id = 'midway'").run(JSON.stringify(saved));
+      for (const id of ["midway", "unborn"]) {
+        const row = db.prepare("SELECT state FROM stars WHERE id = ?").get(id) as { state: string };
+        const saved = JSON.parse(row.state) as { status: { state: string }; run?: unknown };
+        saved.status.state = "starting";
+        delete saved.run;
+        db.prepare("UPDATE stars SET state = ? WHERE id = ?").run(JSON.stringify(saved), id);
+      }
       db.close();
 
       const rt = await ProcessRuntime.create({ dataDir: data });
       try {
-        const s = await rt.wait("midway");
-        assert.equal(s.state, "failed");
-        await waitFor("the unwatched program to be gone", () => (existsSync(`/proc/${pid}`) ? undefined : true));
-        assert.equal(existsSync("/sys/fs/cgroup/pids/constellation/midway"), false);
+        const s = rt.status("midway")!;
+        assert.equal(s.state, "running", "re-attached, not killed");
+        assert.equal(s.pid, pid, "the same program");
+        assert.deepEqual(await rt.orphans(), [], "nothing runs unwatched");
+        const started = await waitFor("the unborn star to run", () => (rt.status("unborn")?.state === "running" ? rt.status("unborn") : undefined));
+        assert.notEqual(started!.pid, unbornPid);
+        assert.equal(started!.restarts, 0, "its start, finished: not a restart");
+        // Followed as any star: it ends when stopped, and its group goes with it.
         await rt.remove("midway");
+        await rt.remove("unborn");
+        assert.equal(existsSync(`/proc/${pid}`), false);
+        assert.equal(starCgroupDir(data, "midway"), undefined);
       } finally {
         await rt.close();
       }

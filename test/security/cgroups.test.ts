@@ -1,8 +1,9 @@
 /**
  * A star never joins a cgroup that already has processes (issue 8 review: two nodes on one host
  * named their stars' groups alike, and a star of one node could limit or kill a star of the
- * other by taking its name). The start fails with a clear reason; the group's processes are
- * left alone.
+ * other by taking its name; now each node's groups are its own, constellation/<node>/process,
+ * and this guards against strays in the node's own). The start fails with a clear reason; the
+ * group's processes are left alone.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -12,6 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { StartFailedError } from "../../src/errors.js";
 import { detectCgroups } from "../../src/runtime/cgroup/detect.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
+import { nodeIdOf } from "../helpers/cgroups.js";
 import { testDir } from "../helpers/dirs.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root" : false;
@@ -30,7 +32,7 @@ describe("a star's cgroup is its own", { skip }, () => {
   });
 
   it("refuses to start in a group that has processes, and leaves them be", async () => {
-    const driver = await detectCgroups();
+    const driver = await detectCgroups({ parent: `constellation/${nodeIdOf(join(dir, "data"))}/process` });
     const plan = await driver.plan("twin-cg", { pids: 16 });
     for (const d of plan.mkdirs) await mkdir(d, { recursive: true });
     const squatter = spawn("sleep", ["60"], { stdio: "ignore" });

@@ -14,17 +14,12 @@ import type { Constellation } from "../../src/index.js";
 import type { StarSpecInput } from "../../src/runtime/spec.js";
 import { type Up, type UpFixture, cli, upWithClient } from "../helpers/constellation.js";
 import { waitFor } from "../helpers/wait.js";
+import { starCgroupFile } from "../helpers/cgroups.js";
 
 /** Star names unique to this run: stars of another node on this host never share a cgroup. */
 const tag = process.pid.toString(36);
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root (real cgroups and namespaces)" : false;
 
-function memoryLimit(star: string): string {
-  for (const p of [`/sys/fs/cgroup/memory/constellation/${star}/memory.limit_in_bytes`, `/sys/fs/cgroup/constellation/${star}/memory.max`]) {
-    if (existsSync(p)) return readFileSync(p, "utf8").trim();
-  }
-  throw new Error(`no memory limit file for ${star}`);
-}
 
 describe("a star cannot escape (attacks as the stars' users, over the real API)", { skip, concurrency: false }, () => {
   let dir: string;
@@ -248,7 +243,7 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     // A star without ram_mb gets the node's default memory, not the whole machine.
     const idle = await sdk.create({ name: `no-ram-${tag}`, command: ["sleep", "60"] });
     await idle.wait({ for: "running" });
-    assert.equal(memoryLimit(`no-ram-${tag}`), String(512 * 2 ** 20));
+    assert.equal(starCgroupFile(node.dataDir, `no-ram-${tag}`, "memory", "memory.limit_in_bytes"), String(512 * 2 ** 20));
     await idle.remove({ force: true });
   });
 
@@ -257,8 +252,10 @@ describe("a star cannot escape (attacks as the stars' users, over the real API)"
     await other.wait({ for: "running" });
     const { out, name } = await run(
       [
-        "echo groups: $(ls /sys/fs/cgroup/memory/constellation /sys/fs/cgroup/pids/constellation /sys/fs/cgroup/constellation 2>/dev/null)",
-        'echo own: $(cat /sys/fs/cgroup/memory/constellation/$CONSTELLATION_STAR/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/constellation/$CONSTELLATION_STAR/memory.max)',
+        // Its group is constellation/<node>/<star>; its siblings are the node's other stars.
+        'own=$(grep -m1 -E ":memory:|^0::" /proc/self/cgroup | cut -d: -f3); mem=/sys/fs/cgroup/memory; [ -d $mem ] || mem=/sys/fs/cgroup',
+        'echo groups: $(ls $mem$(dirname $own) 2>/dev/null)',
+        'echo own: $(cat $mem$own/memory.limit_in_bytes 2>/dev/null || cat $mem$own/memory.max)',
         "printf 'import os\\nn = 0\\ntry:\\n  while True:\\n    os.openpty()\\n    n += 1\\nexcept OSError:\\n  print(\"ptys:\", n)\\n' > /tmp/p.py; python3 /tmp/p.py",
       ].join("; "),
       { ram_mb: 96 },

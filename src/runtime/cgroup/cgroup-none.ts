@@ -22,6 +22,10 @@ export class CgroupNoneDriver implements CgroupDriver {
     return undefined;
   }
 
+  async groups(): Promise<string[]> {
+    return [];
+  }
+
   async plan(_id: string, _limits: Limits): Promise<CgroupPlan> {
     return { mkdirs: [], writes: [], procsFiles: [] };
   }

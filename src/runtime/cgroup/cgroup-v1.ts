@@ -20,7 +20,7 @@ import {
   type ThreadGroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
-import { ThreadGroupDir, readKeyed, readNumber, readNumberSync, readPids, removeCgroupDir, signalGroup, writeValue } from "./files.js";
+import { ThreadGroupDir, subdirs, readKeyed, readNumber, readNumberSync, readPids, removeCgroupDir, signalGroup, writeValue } from "./files.js";
 
 /** Mount points of the v1 hierarchies we use. cpu and cpuacct may be the same directory. */
 export interface V1Mounts {
@@ -83,6 +83,11 @@ export class CgroupV1Driver implements CgroupDriver {
       }
     }
     return new V1Group(dirs, this);
+  }
+
+  async groups(): Promise<string[]> {
+    const mount = this.mounts.pids ?? this.mounts.memory ?? this.mounts.cpu;
+    return mount ? subdirs(join(mount, this.parent)) : [];
   }
 
   async threadGroup(ownerId: string, id: string, cpuMillis: number): Promise<ThreadGroup | undefined> {
@@ -159,7 +164,8 @@ class V1Group implements StarCgroup {
   }
 
   async pids(): Promise<number[]> {
-    return readPids(this.procsFiles[0]!);
+    // The pids hierarchy's view: a process put into only some hierarchies is still seen there.
+    return readPids(join(this.dirs.pids ?? this.dirs.all[0]!, "cgroup.procs"));
   }
 
   async killAll(signal: NodeJS.Signals): Promise<void> {

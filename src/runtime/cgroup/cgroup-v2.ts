@@ -27,7 +27,7 @@ import {
   type ThreadGroup,
   cpuQuotaUsec,
 } from "./cgroup.js";
-import { ThreadGroupDir, readKeyed, readNumber, readNumberSync, readPids, readText, removeCgroupDir, signalGroup, writeValue } from "./files.js";
+import { ThreadGroupDir, subdirs, readKeyed, readNumber, readNumberSync, readPids, readText, removeCgroupDir, signalGroup, writeValue } from "./files.js";
 
 const WANTED = ["cpu", "memory", "pids"] as const;
 
@@ -62,10 +62,15 @@ export class CgroupV2Driver implements CgroupDriver {
       const dir = join(this.root, this.parent);
       await mkdir(dir, { recursive: true });
       const enable = WANTED.filter((c) => this.available?.has(c)).map((c) => `+${c}`);
-      // The root must delegate the controllers to our parent, and our parent to the stars.
+      // The root must delegate the controllers to our parent (each level of it: a node's is
+      // constellation/<node>/<runtime>), and our parent to the stars.
       if (enable.length) {
-        await writeValue(join(this.root, "cgroup.subtree_control"), enable.join(" "));
-        await writeValue(join(dir, "cgroup.subtree_control"), enable.join(" "));
+        let level = this.root;
+        await writeValue(join(level, "cgroup.subtree_control"), enable.join(" "));
+        for (const part of this.parent.split("/").filter(Boolean)) {
+          level = join(level, part);
+          await writeValue(join(level, "cgroup.subtree_control"), enable.join(" "));
+        }
       }
     })();
     return this.parentReady;
@@ -96,6 +101,10 @@ export class CgroupV2Driver implements CgroupDriver {
     } catch {
       return undefined;
     }
+  }
+
+  async groups(): Promise<string[]> {
+    return subdirs(join(this.root, this.parent));
   }
 
   /**

@@ -79,6 +79,8 @@ export interface CgroupDriver {
   handle(id: string): StarCgroup;
   /** The group of star `id` if it exists (recovery after the host process restarted). */
   open(id: string): Promise<StarCgroup | undefined>;
+  /** The ids of the groups under this driver's parent (every star group the node has on the host). */
+  groups(): Promise<string[]>;
   /**
    * A CPU-limited group `id` for threads of the process in group `ownerId` (made by plan() or
    * create()); undefined where threads cannot be limited (no cpu controller).

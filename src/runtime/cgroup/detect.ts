@@ -6,6 +6,7 @@
  *   - otherwise, or when the parent group cannot be created (not root, read-only): none,
  *     with the reason.
  */
+import { readFileSync, readdirSync, rmdirSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CgroupDriver } from "./cgroup.js";
@@ -86,4 +87,41 @@ async function canCreate(dirs: string[]): Promise<string | undefined> {
     }
   }
   return undefined;
+}
+
+/**
+ * Whether anything still runs in a node's groups (constellation/<id> in any hierarchy); empty
+ * groups of a node found idle are removed on the way (a gone node leaves nothing behind).
+ */
+export function nodeCgroupsBusy(id: string, mountinfo?: string): boolean {
+  let text = mountinfo;
+  try {
+    text ??= readFileSync("/proc/self/mountinfo", "utf8");
+  } catch {
+    return false;
+  }
+  const mounts = parseMountinfo(text);
+  const roots = [...new Set([...Object.values(mounts.v1), ...(mounts.v2 ? [mounts.v2] : [])])];
+  const busy = (dir: string): boolean => {
+    let children: string[];
+    try {
+      if (readFileSync(join(dir, "cgroup.procs"), "utf8").trim() !== "") return true;
+      children = readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+    } catch {
+      return false; // no such group
+    }
+    let any = false;
+    for (const c of children) any = busy(join(dir, c)) || any;
+    if (!any) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // still in use, or gone
+      }
+    }
+    return any;
+  };
+  let any = false;
+  for (const root of roots) any = busy(join(root, "constellation", id)) || any;
+  return any;
 }

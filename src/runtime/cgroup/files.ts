@@ -1,6 +1,6 @@
 /** Small file helpers shared by the cgroup drivers (cgroup files are tiny text files). */
 import { readFileSync } from "node:fs";
-import { readFile, rmdir, writeFile } from "node:fs/promises";
+import { readFile, readdir, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import type { ThreadGroup } from "./cgroup.js";
@@ -100,5 +100,14 @@ export class ThreadGroupDir implements ThreadGroup {
   }
   async destroy(): Promise<void> {
     await removeCgroupDir(this.dir);
+  }
+}
+
+/** The names of the directories (child groups) in `dir`; none if it does not exist. */
+export async function subdirs(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+  } catch {
+    return [];
   }
 }

@@ -21,7 +21,8 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LimitUnenforceableError, RuntimeUnavailableError, ScriptError, StartFailedError } from "../../errors.js";
 import type { CgroupDriver, ThreadGroup } from "../cgroup/cgroup.js";
-import { detectCgroups } from "../cgroup/detect.js";
+import { detectCgroups, nodeCgroupsBusy } from "../cgroup/detect.js";
+import { type NodeClaim, claimNode, nodeCgroupParent } from "../node-claim.js";
 import { resolveProgram } from "../script.js";
 import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
@@ -30,6 +31,9 @@ import type { LogLine, LogOptions, StarStats } from "../types.js";
 export interface IsolateRuntimeOptions {
   dataDir: string;
   cgroups?: CgroupDriver;
+  /** What this node owns on the host (node-claim.ts): its cgroups' parent and its uid range. Default: the data dir's claim. */
+  claim?: NodeClaim;
+  /** The isolate host's user (default: the last uid of the claim's range, which no process star gets). */
   user?: { uid: number; gid: number };
   capacity?: NodeCapacity;
   shimPath?: string;
@@ -71,7 +75,7 @@ export class IsolateRuntime extends SupervisedRuntime {
   private hostPid: number | undefined;
   private ref = 0;
 
-  private constructor(private readonly options: IsolateRuntimeOptions & { cgroups: CgroupDriver; shimPath: string }) {
+  private constructor(private readonly options: IsolateRuntimeOptions & { user: { uid: number; gid: number }; cgroups: CgroupDriver; shimPath: string }) {
     super(options.capacity ?? { cpuCores: availableParallelism(), memoryBytes: totalmem() });
   }
 
@@ -82,9 +86,11 @@ export class IsolateRuntime extends SupervisedRuntime {
     if (resolve(options.dataDir).startsWith("/tmp/")) {
       throw new RuntimeUnavailableError(`the data dir ${options.dataDir} is under /tmp, which the isolate host replaces with its private /tmp`);
     }
-    const cgroups = options.cgroups ?? (await detectCgroups());
+    const claim = options.claim ?? claimNode(options.dataDir, { busy: (id) => nodeCgroupsBusy(id) });
+    const cgroups = options.cgroups ?? (await detectCgroups({ parent: nodeCgroupParent(claim, "isolate") }));
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
-    return new IsolateRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM });
+    const last = claim.uidBase + claim.uidCount - 1;
+    return new IsolateRuntime({ ...options, user: options.user ?? { uid: last, gid: last }, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM });
   }
 
   private dir(id: string): string {
@@ -112,12 +118,12 @@ export class IsolateRuntime extends SupervisedRuntime {
 
   protected async launch(rec: StarRecord): Promise<RunHandle> {
     // The transpiled file: readable by root and the host's user only.
-    const reader = this.options.user ?? { uid: 65534, gid: 65534 };
+    const reader = this.options.user;
     const program = await resolveProgram(rec.spec, { cacheDir: join(this.options.dataDir, "cache", "scripts"), cacheReader: reader });
     const host = await this.ensureHost();
     const dir = this.dir(rec.id);
     await mkdir(dir, { recursive: true, mode: 0o755 });
-    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
+    const { uid, gid } = this.options.user;
     for (const f of ["stdout.log", "stderr.log"]) {
       closeSync(openSync(join(dir, f), "a", 0o640));
       chownSync(join(dir, f), uid, gid); // the host appends to them as the star's user
@@ -191,7 +197,7 @@ export class IsolateRuntime extends SupervisedRuntime {
   private async startHost(): Promise<Host> {
     const dir = join(this.options.dataDir, "isolate-host");
     await mkdir(dir, { recursive: true, mode: 0o755 });
-    const { uid, gid } = this.options.user ?? { uid: 65534, gid: 65534 };
+    const { uid, gid } = this.options.user;
     // The host as a whole is held to a memory limit: off-heap memory (Buffers) is not in any
     // isolate's heap limit.
     const plan = await this.options.cgroups.plan(HOST_GROUP, { pids: 4096, memoryBytes: this.options.hostMemoryBytes ?? 4 * 2 ** 30 });

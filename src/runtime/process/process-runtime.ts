@@ -26,19 +26,22 @@ import {
   LimitUnenforceableError,
   RuntimeUnavailableError,
   ScriptError,
+  StarExistsError,
+  StartFailedError,
 } from "../../errors.js";
 import type { CgroupDriver, StarCgroup } from "../cgroup/cgroup.js";
 import { CgroupNoneDriver } from "../cgroup/cgroup-none.js";
-import { detectCgroups } from "../cgroup/detect.js";
+import { detectCgroups, nodeCgroupsBusy } from "../cgroup/detect.js";
+import { type NodeClaim, claimNode, nodeCgroupParent } from "../node-claim.js";
 import { type ScriptAccess, resolveProgram } from "../script.js";
-import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, limitsOf, parseStarSpec } from "../spec.js";
+import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
-import type { LogLine, LogOptions, StarStats, StarStatus } from "../types.js";
+import type { LogLine, LogOptions, Orphan, StarStats, StarStatus, StartOptions } from "../types.js";
 import { type ProbeResult, probeWithin } from "../health.js";
 import { diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
 import { HIDDEN, SCRATCH_PLACES, checkHostPaths, isUnder, sandboxArgs } from "./sandbox.js";
 import { Launcher, signalName } from "./launcher.js";
-import { type RunInfo, type SavedStar, StarStateDb, processStart, readEnd } from "./star-state.js";
+import { type RunInfo, type SavedStar, StarStateDb, findInit, pidNamespace, processStart, readEnd } from "./star-state.js";
 
 export interface ProcessRuntimeOptions {
   /** Where stars' files live (<dataDir>/stars/<id>). */
@@ -54,9 +57,14 @@ export interface ProcessRuntimeOptions {
   user?: { uid: number; gid: number };
   /** The node's capacity (default: this machine's cores and memory). */
   capacity?: NodeCapacity;
-  /** First uid of the per-star users (default 2,000,000). */
+  /**
+   * What this node owns on the host: its id (its cgroups are constellation/<id>/process) and its uid
+   * range (node-claim.ts). Default: the data dir's claim, made on first use.
+   */
+  claim?: NodeClaim;
+  /** First uid of the per-star users (default: the claim's range). */
   uidBase?: number;
-  /** How many uids this node's stars take from uidBase (default 1,000,000), handed out in turn. */
+  /** How many uids this node's stars take from uidBase (default: the claim's range but its last uid), handed out in turn. */
   uidCount?: number;
   /**
    * Paths hidden from every star besides /home, /root, /run/user and this runtime's data dir
@@ -90,7 +98,7 @@ export class ProcessRuntime extends SupervisedRuntime {
   private readonly exitWatches = new Set<() => void>();
 
   private constructor(
-    private readonly options: ProcessRuntimeOptions & { cgroups: CgroupDriver; shimPath: string },
+    private readonly options: ProcessRuntimeOptions & { claim: NodeClaim; cgroups: CgroupDriver; shimPath: string },
     private readonly isolated: boolean,
     private readonly db: StarStateDb,
   ) {
@@ -111,8 +119,10 @@ export class ProcessRuntime extends SupervisedRuntime {
         `the data dir ${options.dataDir} is under /tmp, which every star replaces with its private /tmp: use another directory`,
       );
     }
+    // Everything of this node on the host is named by it: cgroups, uids (issue 9, break 5).
+    const claim = options.claim ?? claimNode(options.dataDir, root ? { busy: (id) => nodeCgroupsBusy(id) } : { registry: null });
     // Without root the cgroup tree is not ours to write (dev mode): nothing is limited or measured.
-    const cgroups = options.cgroups ?? (root ? await detectCgroups() : new CgroupNoneDriver("not root: cgroups are not writable"));
+    const cgroups = options.cgroups ?? (root ? await detectCgroups({ parent: nodeCgroupParent(claim, "process") }) : new CgroupNoneDriver("not root: cgroups are not writable"));
     // Root's alone: stars see their own files only through their sandbox's binds.
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o700 });
     if (root) await chmod(join(options.dataDir, "stars"), 0o700);
@@ -127,10 +137,11 @@ export class ProcessRuntime extends SupervisedRuntime {
           : `cannot open ${join(options.dataDir, "runtime.db")}: ${(err as Error).message}`,
       );
     }
-    const rt = new ProcessRuntime({ ...options, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM }, root, db);
+    const rt = new ProcessRuntime({ ...options, claim, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM }, root, db);
+    // (Started on first use; recovery may start a star whose start a crash cut short.)
+    if (root) rt.launcher = new Launcher(rt.options.shimPath);
     // Stars a previous agent left here are ours again before anything else touches cgroups.
     await rt.recover();
-    if (root) rt.launcher = new Launcher(rt.options.shimPath);
     return rt;
   }
 
@@ -140,8 +151,9 @@ export class ProcessRuntime extends SupervisedRuntime {
     let uid = this.uids.get(id);
     if (uid === undefined) {
       const used = new Set(this.uids.values());
-      const base = this.options.uidBase ?? 2_000_000;
-      const count = this.options.uidCount ?? 1_000_000;
+      const base = this.options.uidBase ?? this.options.claim.uidBase;
+      // The range's last uid is the isolate host's (isolate-runtime.ts).
+      const count = this.options.uidCount ?? this.options.claim.uidCount - 1;
       if (used.size >= count) throw new RuntimeUnavailableError(`all ${count} star users of this node are taken: remove stars, or give the node a larger uid range`);
       const last = Math.max(base - 1, ...used);
       let next = this.nextUid ?? last + 1;
@@ -416,19 +428,108 @@ export class ProcessRuntime extends SupervisedRuntime {
           this.adopt(rec, { run: this.handle(id, saved.status.pid ?? 0, run, group, watchExit(join(root, id), run, this.exitWatches)) });
         }
       } else if (saved.status.state === "running" || saved.status.state === "starting") {
-        // Its pids were never recorded (the agent died mid-start) or its cgroup is gone (the node
-        // rebooted). Whatever may still run in its group is ended, so nothing runs unwatched and a
-        // restart cannot make a second copy.
-        const orphan = this.options.cgroups.handle(run?.groupId ?? id);
-        await orphan.killAll("SIGKILL").catch(() => undefined);
-        await orphan.destroy().catch(() => undefined);
-        this.adopt(rec, { ended: { exitCode: null, signal: "SIGKILL", oomKilled: false } });
+        // Its pids were never recorded (the agent died mid-start: the init may have been made,
+        // or not yet) or its cgroup is gone (the node rebooted). A star that runs is taken back
+        // from its group (issue 9, break 4: such stars were killed); one that never started is
+        // started now: the crash was the node's, not the star's.
+        const found = await this.runningIn(run?.groupId ?? id);
+        if (found) {
+          this.adopt(rec, { run: found });
+        } else {
+          // Its group goes (an init that ended unreaped still counts in it); a start makes a new one.
+          const group = this.options.cgroups.handle(run?.groupId ?? id);
+          await group.killAll("SIGKILL").catch(() => undefined);
+          await group.destroy().catch(() => undefined);
+          if (saved.status.state === "starting" && !run) this.adopt(rec, { start: true });
+          else this.adopt(rec, { ended: { exitCode: null, signal: "SIGKILL", oomKilled: false } });
+        }
       } else {
         this.adopt(rec, {});
       }
       recovered.push({ ...rec.status });
     }
     return recovered;
+  }
+
+  /**
+   * The star running in group `id`, unrecorded (its init and program, found by their pid
+   * namespace): a handle to follow it, its pids and user taken into this runtime's records.
+   */
+  private async runningIn(id: string): Promise<RunHandle | undefined> {
+    const group = await this.options.cgroups.open(id);
+    if (!group) return undefined;
+    const found = findInit(await group.pids().catch(() => []));
+    if (!found) return undefined;
+    const start = processStart(found.pid);
+    if (start === undefined) return undefined;
+    const run: RunInfo = {
+      groupId: id,
+      shimPid: found.pid,
+      shimStart: start,
+      initPid: found.pid,
+      initStart: start,
+      oomBefore: await group.stats().then((s) => s.oomKills).catch(() => 0),
+    };
+    if (found.uid !== undefined && found.uid > 0) this.uids.set(id, found.uid);
+    this.cgroupOf.set(id, group);
+    this.groupIdOf.set(id, id);
+    this.runInfo.set(id, run);
+    return this.handle(id, found.program ?? found.pid, run, group, watchExit(this.dir(id), run, this.exitWatches));
+  }
+
+  async reattach(id: string, input: StarSpecInput, options: StartOptions = {}): Promise<StarStatus> {
+    if (this.stars.has(id)) throw new StarExistsError(id);
+    const spec = parseStarSpec(input);
+    const limits = recoveredLimits(spec, this.capacity);
+    const limitsEnforced = await this.admit(spec, limits);
+    const run = await this.runningIn(id);
+    if (!run) throw new StartFailedError(id, "no star runs in its group to take over");
+    if (this.stars.has(id)) {
+      run.kill(); // raced with a start of the name: never two
+      throw new StarExistsError(id);
+    }
+    const rec: StarRecord = {
+      id,
+      spec,
+      trusted: options.trusted === true,
+      limits,
+      status: { id, name: spec.name, state: "running", restarts: 0, limits, limitsEnforced, ready: false, startedAt: Date.now() },
+      history: { restarts: [], streak: 0 },
+      stopRequested: false,
+      waiters: [],
+    };
+    this.adopt(rec, { run });
+    return { ...rec.status };
+  }
+
+  async orphans(): Promise<Orphan[]> {
+    const out: Orphan[] = [];
+    for (const group of await this.options.cgroups.groups()) {
+      const pids = await this.options.cgroups.handle(group).pids().catch(() => [] as number[]);
+      if (pids.length === 0) continue;
+      // Read after the pids: a start or a cleanup under way has its group's processes to itself.
+      const rec = this.stars.get(group);
+      if (rec?.status.state === "starting" || this.cleaning.has(group)) continue;
+      const run = rec?.run ? this.runInfo.get(group) : undefined;
+      const ns = run?.initPid ? pidNamespace(run.initPid, "pid_for_children") : undefined;
+      const strays = ns ? pids.filter((p) => p !== run!.initPid && pidNamespace(p) !== ns) : pids;
+      // Gone meanwhile: not orphans.
+      const alive = strays.filter((p) => processStart(p) !== undefined);
+      if (alive.length === 0) continue;
+      const init = rec ? undefined : findInit(alive);
+      out.push({ group, pids: alive, known: rec !== undefined, ...(init ? { init: { pid: init.pid, ...(init.uid === undefined ? {} : { uid: init.uid }) } } : {}) });
+    }
+    return out;
+  }
+
+  async endOrphan(orphan: Orphan): Promise<void> {
+    const group = this.options.cgroups.handle(orphan.group);
+    if (this.stars.has(orphan.group)) {
+      for (const pid of orphan.pids) signalPid(pid, "SIGKILL");
+      return;
+    }
+    await group.killAll("SIGKILL");
+    if (!this.stars.has(orphan.group)) await group.destroy().catch(() => undefined);
   }
 
   /**

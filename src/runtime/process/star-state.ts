@@ -11,7 +11,7 @@
  * agent, not of the machine, is what this guards against (a reboot ends the stars anyway), and
  * a committed WAL frame survives the process.
  */
-import { chmodSync, closeSync, openSync, readFileSync } from "node:fs";
+import { chmodSync, closeSync, openSync, readFileSync, readlinkSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import Database from "better-sqlite3";
@@ -126,6 +126,39 @@ export function processStart(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** What /proc says of a process: its pids in each pid namespace (host first), its real uid, its parent. */
+export function processInfo(pid: number): { nspid: number[]; uid: number; ppid: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)?.[1]?.trim().split(/\s+/).map(Number) ?? [];
+    return { nspid: field("NSpid"), uid: field("Uid")[0] ?? -1, ppid: field("PPid")[0] ?? 0 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The pid namespace a process is in (`ns/pid`), or its children will be in (`ns/pid_for_children`). */
+export function pidNamespace(pid: number, which: "pid" | "pid_for_children" = "pid"): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/${which}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A star's init among a group's processes (pid 1 of a pid namespace of its own), and its
+ * program's user (pid 2 there, or any process of the star not root's).
+ */
+export function findInit(pids: number[]): { pid: number; program?: number; uid?: number } | undefined {
+  const infos = pids.map((pid) => ({ pid, info: processInfo(pid) }));
+  const init = infos.find((p) => p.info && p.info.nspid.length >= 2 && p.info.nspid.at(-1) === 1);
+  if (!init) return undefined;
+  const star = infos.filter((p) => p.info && p.info.nspid.length >= 2 && p.pid !== init.pid);
+  const program = star.find((p) => p.info!.nspid.at(-1) === 2 && p.info!.ppid === init.pid) ?? star.find((p) => p.info!.uid > 0);
+  return program ? { pid: init.pid, program: program.pid, uid: program.info!.uid } : { pid: init.pid };
 }
 
 /** How a run ended, from the shim's `end` file ("exit N" | "signal N"). */
