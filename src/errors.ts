@@ -39,6 +39,7 @@ export type ErrorCode =
   | "STAR_EXISTS"
   | "STAR_OVER_PARENT_LIMIT"
   | "NODE_MEMORY_FULL"
+  | "NODE_DISK_FULL"
   | "STAR_QUOTA_EXCEEDED"
   | "STORE_LOST"
   | "TOKEN_NOT_FOUND"
@@ -409,8 +410,9 @@ export class QuotaExceededError extends ConstellationError {
 
 /** The host has no room for a star's disk (`disk_mb`): its image could not be allocated. */
 export class DiskFullError extends ConstellationError {
-  constructor(mb: number) {
-    super("RUNTIME_START_FAILED", `the host has no room for this star's disk (${mb} MB for disk_mb and its filesystem): free space on the node, or ask for a smaller disk_mb`);
+  constructor(mb: number, freeMb?: number) {
+    const free = freeMb === undefined ? "" : `; ${freeMb} MB are free`;
+    super("NODE_DISK_FULL", `the host has no room for this star's disk (${mb} MB for disk_mb and its filesystem${free}): free space on the node, or ask for a smaller disk_mb`);
   }
 }
 
@@ -421,7 +423,8 @@ export class StoreLostError extends ConstellationError {
       "STORE_LOST",
       `the store ${path} is missing or empty, but this node has the files of ${stars} star${stars === 1 ? "" : "s"}: ` +
         "the store was lost or replaced, and starting on it would end them. Restore store.db (with its -wal file) from a backup, " +
-        "or start with --reset to end and remove those stars",
+        "or start with --adopt to rebuild their records from this node (owners, events and other tokens are not rebuilt), " +
+        "or with --reset to end and remove those stars",
     );
   }
 }

@@ -39,6 +39,8 @@ export interface AgentOptions {
 export interface NodeLink {
   logs(star: StarRef, options?: LogOptions): AsyncIterable<LogLine>;
   usage(star: StarRef): Usage | undefined;
+  /** The node's latest report of the star, while the store has not taken it (a full disk). */
+  unsentStatus(star: StarRef): StarObserved | undefined;
 }
 
 export interface Usage {
@@ -66,6 +68,10 @@ export class Agent implements NodeLink {
   private loop: Promise<void> | undefined;
   private sampler: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
+  /** Reports the store did not take (by star), and their retry. */
+  private readonly unsent = new Map<string, StarObserved>();
+  private unsentRetry: NodeJS.Timeout | undefined;
+  private sending = false;
 
   constructor(private readonly options: AgentOptions) {
     this.events = new EventLog(options.store, `node-${options.node.name}`);
@@ -100,7 +106,7 @@ export class Agent implements NodeLink {
     // Stars running without a runtime record (it was lost) are taken back, never started a
     // second time; what no star of ours accounts for is ended (issue 9).
     await this.sweepOrphans(reported);
-    for (const [name] of this.local) void this.report(name);
+    for (const [name] of this.local) void this.report(name).catch(() => undefined);
     const node: NodeRecord = { ...this.options.node, limits: this.options.node.limits ?? DEFAULT_NODE_LIMITS };
     await this.store.put(nodeKey(this.name), JSON.stringify(node));
     await this.events.record("node.up", `node ${this.name} up (${Object.keys(this.options.runtimes).join(", ")} runtime)`, { node: this.name });
@@ -130,7 +136,7 @@ export class Agent implements NodeLink {
         if (takeBack && ((record.spec as { runtime?: string }).runtime ?? "process") === kind) {
           try {
             const spec = await this.withIdentity(record, { keepTokens: true });
-            const status = await runtime.reattach!(o.group, spec, { trusted: record.owner === undefined });
+            const status = await runtime.reattach!(o.group, spec, { trusted: trustedStar(record) });
             const report = reported.get(o.group);
             this.local.set(o.group, { uid: record.uid, generation: report?.uid === record.uid ? report.generation : record.generation, status, runtime });
             await this.events
@@ -154,6 +160,7 @@ export class Agent implements NodeLink {
   async stop(): Promise<void> {
     this.abort.abort();
     if (this.sampler) clearInterval(this.sampler);
+    clearInterval(this.unsentRetry);
     for (const u of this.unsubscribe) u();
     await this.loop?.catch(() => undefined);
     await Promise.all([...this.queues.values()].map((q) => q.catch(() => undefined)));
@@ -299,7 +306,7 @@ export class Agent implements NodeLink {
     this.local.set(name, fresh);
     try {
       // An admin's star is trusted with its script's directory; a star's child is not (docs/security.md).
-      await runtime.start(name, await this.withIdentity(rec), { trusted: rec.owner === undefined });
+      await runtime.start(name, await this.withIdentity(rec), { trusted: trustedStar(rec) });
       fresh.starting = false;
       this.shortRetries.delete(name);
     } catch (err) {
@@ -386,7 +393,46 @@ export class Agent implements NodeLink {
     const status = local.runtime.status(name) ?? local.status;
     if (!status) return;
     const observed: StarObserved = { uid: local.uid, node: this.name, status, generation: local.generation, updatedAt: Date.now() };
-    await this.store.put(statusKey(name), JSON.stringify(observed));
+    try {
+      await this.store.put(statusKey(name), JSON.stringify(observed));
+    } catch (err) {
+      // The store cannot take it (its disk is full, say): kept here, shown by the API from here,
+      // and written when the store takes writes again (issue 9).
+      this.unsent.set(name, observed);
+      this.unsentRetry ??= setInterval(() => void this.sendAgain(), this.options.retryMs ?? 1000);
+      this.unsentRetry.unref();
+      throw err;
+    }
+    const kept = this.unsent.get(name);
+    if (kept && kept.updatedAt <= observed.updatedAt) this.unsent.delete(name);
+  }
+
+  /** Reports the store could not take, tried again (each star's latest) until none is left. */
+  private async sendAgain(): Promise<void> {
+    if (this.sending) return;
+    this.sending = true;
+    try {
+      for (const name of [...this.unsent.keys()]) {
+        if (!this.local.has(name)) {
+          this.unsent.delete(name);
+          continue;
+        }
+        const ok = await this.report(name).then(() => true, () => false);
+        if (!ok) break; // still refused: the rest waits for the next round
+      }
+    } finally {
+      this.sending = false;
+      if (this.unsent.size === 0 || this.abort.signal.aborted) {
+        clearInterval(this.unsentRetry);
+        this.unsentRetry = undefined;
+      }
+    }
+  }
+
+  /** This node's latest word on a star that the store has not taken yet (the API shows it over the store's). */
+  unsentStatus(star: StarRef): StarObserved | undefined {
+    const o = this.unsent.get(star.name);
+    return o && o.uid === star.uid ? o : undefined;
   }
 
   /**
@@ -433,6 +479,11 @@ export class Agent implements NodeLink {
       this.usages.set(name, { cpuPercent, memoryBytes: u.memoryBytes, at: now, cpuUsec: u.cpuUsageUsec });
     }
   }
+}
+
+/** An admin's star: its script is read with root's rights (docs/security.md). */
+function trustedStar(record: StarRecord): boolean {
+  return record.owner === undefined && record.untrusted !== true;
 }
 
 /** The node's own shortage behind an error (an errno of files, memory or processes), if it is one. */

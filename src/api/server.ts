@@ -104,6 +104,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   STAR_EXISTS: 409,
   STAR_OVER_PARENT_LIMIT: 422,
   NODE_MEMORY_FULL: 422,
+  NODE_DISK_FULL: 422,
   STAR_QUOTA_EXCEEDED: 422,
   TIMEOUT: 408,
   API_TOO_LARGE: 413,
@@ -111,9 +112,16 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   STORE_UNAVAILABLE: 503,
 };
 
-/** A star with what its node last measured (CPU %, memory). */
-function withUsage(view: StarView, node: NodeLink): StarView & { usage?: { cpuPercent: number; memoryBytes: number } } {
-  const u = view.status?.state === "running" ? node.usage({ name: view.name, uid: view.uid }) : undefined;
+/**
+ * A star with its node's latest word: a report the store has not taken yet (its disk is full:
+ * the star's end is shown, not the run the store still holds), and what the node last measured
+ * (CPU %, memory).
+ */
+function fromNode(stored: StarView, node: NodeLink): StarView & { usage?: { cpuPercent: number; memoryBytes: number } } {
+  const ref = { name: stored.name, uid: stored.uid };
+  const unsent = node.unsentStatus(ref);
+  const view = unsent ? { ...stored, status: unsent.status, observedGeneration: Math.max(stored.observedGeneration ?? 0, unsent.generation) } : stored;
+  const u = view.status?.state === "running" ? node.usage(ref) : undefined;
   return u ? { ...view, usage: { cpuPercent: Math.round(u.cpuPercent * 10) / 10, memoryBytes: u.memoryBytes } } : view;
 }
 
@@ -270,7 +278,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const from = q.after === undefined ? 0 : all.findIndex((v) => v.name > q.after!);
       const page = from < 0 ? [] : all.slice(from, from + q.limit);
       const stars = page.map((v) => {
-        const full = shown(withUsage(v, node), who(req)) as unknown as Record<string, unknown>;
+        const full = shown(fromNode(v, node), who(req)) as unknown as Record<string, unknown>;
         return q.fields ? Object.fromEntries(Object.entries(full).filter(([k]) => k === "name" || q.fields!.includes(k as (typeof STAR_FIELDS)[number]))) : full;
       });
       const more = from >= 0 && from + q.limit < all.length;
@@ -284,7 +292,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("GET", "/v1/stars/:name", async (req) => {
       const star = name(req);
       parse(noQuery, req.query, "query");
-      const view = shown(withUsage(await controller.get(star, who(req)), node), who(req));
+      const view = shown(fromNode(await controller.get(star, who(req)), node), who(req));
       const visible = await controller.visible(who(req));
       const events = (await controller.events.list({ star, limit: 20 })).filter((e) => eventVisible(e, visible));
       return { body: { ...view, events } };

@@ -39,7 +39,8 @@ export function registerUp(program: Command): void {
       return n;
     }, 7070)
     .option("--dev", "run without root: limits are not enforced, and every star says so")
-    .option("--reset", "start even if the store is missing or empty while this node has stars' files: those stars are ended and removed");
+    .option("--reset", "start even if the store is missing or empty while this node has stars' files: those stars are ended and removed")
+    .option("--adopt", "start even if the store is missing or empty while this node has stars' files: their records are rebuilt from them");
   for (const f of LIMIT_FLAGS) up.option(f.flag, f.what, limitArg(f.flag, f.whole));
   up.option("--tree-max-stars <n>", "most stars an admin's star and the stars below it may number (default 1000)", limitArg("--tree-max-stars", true));
   up.option("--tree-max-spec-mb <mb>", "most MB of specs an admin's star and the stars below it may hold (default 16)", limitArg("--tree-max-spec-mb", false));
@@ -48,7 +49,7 @@ export function registerUp(program: Command): void {
       "after",
       `\nThe data dir (--data, CONSTELLATION_DATA, default ~/.constellation) keeps the store, the stars'\nfiles and the admin token; starting again with it keeps all state.\n\nExamples:\n  $ sudo constellation up\n  $ constellation up --data ./.constellation --port 0 --dev\n  $ sudo constellation up --default-ram-mb 256 --memory-overcommit 1.5\n`,
     )
-    .action(async (o: { port: number; dev?: boolean; reset?: boolean; treeMaxStars?: number; treeMaxSpecMb?: number } & Partial<NodeLimits>, cmd: Command) => {
+    .action(async (o: { port: number; dev?: boolean; reset?: boolean; adopt?: boolean; treeMaxStars?: number; treeMaxSpecMb?: number } & Partial<NodeLimits>, cmd: Command) => {
       const g = cmd.optsWithGlobals<{ data?: string }>();
       const dataDir = resolve(g.data ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
       const limits: Partial<NodeLimits> = {};
@@ -58,7 +59,7 @@ export function registerUp(program: Command): void {
         ...(o.treeMaxStars === undefined ? {} : { stars: o.treeMaxStars }),
         ...(o.treeMaxSpecMb === undefined ? {} : { specBytes: Math.round(o.treeMaxSpecMb * 2 ** 20) }),
       };
-      const node = await startSingleNode({ dataDir, port: o.port, devMode: o.dev === true, limits, quotas, reset: o.reset === true }).catch((err: unknown) => {
+      const node = await startSingleNode({ dataDir, port: o.port, devMode: o.dev === true, limits, quotas, reset: o.reset === true, adopt: o.adopt === true }).catch((err: unknown) => {
         // Not root: say which flag runs it anyway.
         if (!o.dev && process.getuid?.() !== 0 && (err as { code?: string }).code === "RUNTIME_UNAVAILABLE") {
           (err as Error).message += " — as this user: constellation up --dev (limits not enforced), or run it as root";

@@ -12,6 +12,7 @@
  * descendants (anything else is "no such star"); admin and read tokens see everything.
  */
 import { randomUUID } from "node:crypto";
+import { setTimeout as delay } from "node:timers/promises";
 import {
   DuplicateStarError,
   FieldForbiddenError,
@@ -42,6 +43,9 @@ import {
   statusKey,
   viewOf,
 } from "./model.js";
+
+/** The pause of a control loop after the store failed it. */
+const LOOP_RETRY_MS = 1000;
 
 export interface ControllerOptions {
   store: Store;
@@ -353,24 +357,28 @@ export class Controller {
   private async assignLoop(signal: AbortSignal): Promise<void> {
     let prunedAt = 0;
     while (!signal.aborted) {
-      const { revision } = await this.store.range({ prefix: KEYS.stars }, { countOnly: true });
-      await this.assignAll();
-      if (Date.now() - prunedAt > 60_000) {
-        prunedAt = Date.now();
-        await this.events.prune();
-      }
-      const watch = this.store.watch({ prefix: PREFIX }, { fromRevision: revision + 1 });
-      const onAbort = () => watch.close();
-      signal.addEventListener("abort", onAbort);
       try {
-        for await (const batch of watch) {
-          if (batch.events.some((e) => e.kv.key.startsWith(KEYS.stars) || e.kv.key.startsWith(KEYS.nodes))) await this.assignAll();
+        const { revision } = await this.store.range({ prefix: KEYS.stars }, { countOnly: true });
+        await this.assignAll();
+        if (Date.now() - prunedAt > 60_000) {
+          prunedAt = Date.now();
+          await this.events.prune();
+        }
+        const watch = this.store.watch({ prefix: PREFIX }, { fromRevision: revision + 1 });
+        const onAbort = () => watch.close();
+        signal.addEventListener("abort", onAbort);
+        try {
+          for await (const batch of watch) {
+            if (batch.events.some((e) => e.kv.key.startsWith(KEYS.stars) || e.kv.key.startsWith(KEYS.nodes))) await this.assignAll();
+          }
+        } finally {
+          signal.removeEventListener("abort", onAbort);
+          watch.close();
         }
       } catch {
-        // compacted or closed: read everything again
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-        watch.close();
+        // Compacted or closed: read everything again. The store refused a write (its disk is
+        // full, say): the same, after a pause. A control loop never dies of it (issue 9).
+        await delay(LOOP_RETRY_MS, undefined, { signal }).catch(() => undefined);
       }
     }
   }

@@ -52,6 +52,11 @@ export interface StarRecord {
    * manages only its own star and its descendants; removing a star removes its descendants.
    */
   owner?: StarRef;
+  /**
+   * Not an admin's star although it has no owner: a star's child whose records were rebuilt from
+   * its node (`up --adopt`), its owner unknown. Its script is read as a child's is.
+   */
+  untrusted?: true;
   /** Raised on every change of spec or desired state. */
   generation: number;
 }
@@ -113,6 +118,7 @@ export type EventKind =
   | "star.start-delayed"
   | "star.remove-failed"
   | "star.reattached"
+  | "star.adopted"
   | "node.orphans-ended"
   | "node.up";
 

@@ -57,8 +57,13 @@ export async function dropStarTokens(store: Store, name: string): Promise<void> 
 }
 
 /** The token's record, or undefined if it is not one of ours. */
+/** Whether a string has the form of a token (newToken's). */
+export function isTokenForm(token: string): boolean {
+  return /^cst_[A-Za-z0-9_-]{20,100}$/.test(token);
+}
+
 export async function lookupToken(store: Store, token: string): Promise<TokenRecord | undefined> {
-  if (!/^cst_[A-Za-z0-9_-]{20,100}$/.test(token)) return undefined;
+  if (!isTokenForm(token)) return undefined;
   const kv = await store.get(tokenKey(token));
   return kv ? (JSON.parse(kv.value) as TokenRecord) : undefined;
 }

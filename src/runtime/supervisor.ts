@@ -358,6 +358,11 @@ export abstract class SupervisedRuntime implements Runtime {
     return rec ? { ...rec.status } : undefined;
   }
 
+  saved(id: string): { spec: StarSpec; trusted: boolean } | undefined {
+    const rec = this.stars.get(id);
+    return rec ? { spec: rec.spec, trusted: rec.trusted } : undefined;
+  }
+
   list(): StarStatus[] {
     return [...this.stars.values()].map((r) => ({ ...r.status }));
   }

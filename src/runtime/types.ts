@@ -101,6 +101,8 @@ export interface Runtime {
   onChange(fn: (status: StarStatus) => void): () => void;
   /** Releases the runtime (stars keep running; a new runtime can recover them). */
   close(): Promise<void>;
+  /** The spec a star runs with (as started: with the identity the agent gave it) and whether it is trusted. */
+  saved?(id: string): { spec: StarSpecInput; trusted: boolean } | undefined;
   /** Processes of the node that no star's run accounts for (runtimes that can tell). */
   orphans?(): Promise<Orphan[]>;
   /** Ends an orphan's processes (and its group, if no star of this runtime has it). */

@@ -23,6 +23,7 @@ import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
 import { ProcessRuntime } from "../runtime/process/process-runtime.js";
 import { nodeCgroupsBusy } from "../runtime/cgroup/detect.js";
 import { claimNode } from "../runtime/node-claim.js";
+import { adoptStars } from "./adopt.js";
 import { DEFAULT_NODE_LIMITS, type NodeCapacity, type NodeLimits, type StarSpecInput } from "../runtime/spec.js";
 import type { Runtime } from "../runtime/types.js";
 import { openStore } from "../store/open.js";
@@ -46,6 +47,8 @@ export interface SingleNodeOptions {
   quotas?: Partial<TreeQuotas>;
   /** Start even if the store is empty while stars' files are on this node: those stars are ended and removed. */
   reset?: boolean;
+  /** Start even if the store is empty while stars' files are on this node: their records are rebuilt from them (adopt.ts). */
+  adopt?: boolean;
 }
 
 /** The stars this node has files of (process and isolate runtimes), by directory. */
@@ -95,8 +98,13 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
   const store = await openStore({ backend: "sqlite", path: dbPath });
   // Recovery from facts, never from absence: a store with nothing in it on a node that has stars'
   // files was lost or replaced, and starting on it would end every star (issue 9).
+  if (options.reset === true && options.adopt === true) {
+    await store.close();
+    throw new InvalidArgumentError("adopt", "--adopt keeps the node's stars and --reset removes them: give one of them");
+  }
   const known = starsOnDisk(dataDir);
-  if (known.length > 0 && options.reset !== true && (await store.range({ prefix: PREFIX }, { countOnly: true })).count === 0) {
+  const lost = known.length > 0 && (await store.range({ prefix: PREFIX }, { countOnly: true })).count === 0;
+  if (lost && options.reset !== true && options.adopt !== true) {
     await store.close();
     throw new StoreLostError(dbPath, known.length);
   }
@@ -135,6 +143,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       const kind = (spec as { runtime?: "process" | "isolate" }).runtime ?? "process";
       await runtimes[kind]?.validate(spec, o);
     };
+    // The store was lost and the operator said --adopt: the node's stars become its records again.
+    if (lost && options.adopt === true) await adoptStars(store, node.name, Object.values(runtimes));
     const controller = new Controller({ store, validate, ...(options.quotas ? { quotas: options.quotas } : {}) });
     const served: { url?: string } = {}; // known once the API listens
     const agent = new Agent({ store, node, runtimes, endpoint: () => served.url });
@@ -144,7 +154,11 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     const port = options.port ?? 7070;
     let address: string;
     try {
-      address = await api.listen({ port, host: options.host ?? "127.0.0.1" });
+      // Port 0 (any free port): the one of the last start if it is free, so the stars that run
+      // on (their CONSTELLATION_ENDPOINT) still reach the API after a restart.
+      const last = port === 0 ? lastPort(dataDir) : undefined;
+      const host = options.host ?? "127.0.0.1";
+      address = last === undefined ? await api.listen({ port, host }) : await api.listen({ port: last, host }).catch(() => api.listen({ port, host }));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EADDRINUSE") throw new RuntimeUnavailableError(`port ${port} is in use (another constellation up?): stop it, or pass --port N (0: any free port)`);
@@ -166,6 +180,16 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
   } catch (err) {
     await close();
     throw err;
+  }
+}
+
+/** The API's port at the data dir's last start (its `endpoint` file), if any. */
+function lastPort(dataDir: string): number | undefined {
+  try {
+    const port = Number(new URL(readFileSync(join(dataDir, "endpoint"), "utf8").trim()).port);
+    return Number.isInteger(port) && port > 0 ? port : undefined;
+  } catch {
+    return undefined;
   }
 }
 

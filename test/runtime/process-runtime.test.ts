@@ -426,6 +426,25 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     assert.notDeepEqual(launcherPids(), launcher);
   });
 
+  it("a run whose end nobody reports (its launcher stopped) is seen over by the check of its init, and never shown running with a dead pid", async () => {
+    const star = id("unheard");
+    await rt.start(star, { name: "unheard", command: ["sleep", "600"] });
+    const program = rt.status(star)!.pid!;
+    const init = Number(readFileSync(`/proc/${program}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
+    const [launcher] = launcherPids();
+    process.kill(launcher!, "SIGSTOP");
+    try {
+      process.kill(init, "SIGKILL");
+      const end = await waitFor("the run seen over", () => (rt.status(star)?.state !== "running" ? rt.status(star) : undefined), { timeoutMs: 10_000 });
+      assert.equal(end!.state, "failed");
+      assert.equal(end!.signal, "SIGKILL");
+      assert.equal(end!.pid, undefined);
+    } finally {
+      process.kill(launcher!, "SIGCONT");
+    }
+    await rt.remove(star);
+  });
+
   it("bad input is a clear typed error before anything starts", async () => {
     const before = rt.list().length;
     // An admin's star is told what is wrong; a star's child only that it cannot read it.

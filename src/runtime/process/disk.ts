@@ -11,7 +11,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, rm, truncate } from "node:fs/promises";
+import { mkdir, rm, statfs, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { promisify } from "node:util";
@@ -52,6 +52,18 @@ async function allocate(file: string, size: number): Promise<void> {
     }
     await run("truncate", ["-s", String(size), file]).catch(() => truncate(file, size));
   }
+}
+
+/**
+ * Refuses a disk the host has no room for now, where the node keeps stars' files (`dir`): at
+ * create, so no 201 is given for a star whose start must fail. (Room is not reserved: two stars
+ * created at once may both pass, and the later start then fails with the same error.)
+ */
+export async function checkHostRoom(dir: string, bytes: number): Promise<void> {
+  const s = await statfs(dir);
+  const free = s.bavail * s.bsize; // what the filesystem gives out (ext4 keeps some blocks for itself)
+  const size = imageSize(bytes);
+  if (free < size) throw new DiskFullError(Math.ceil(size / 2 ** 20), Math.floor(free / 2 ** 20));
 }
 
 function diskMount(starDir: string): string {

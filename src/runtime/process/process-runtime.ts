@@ -38,7 +38,7 @@ import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Limits, type NodeCapacity, type St
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
 import type { LogLine, LogOptions, Orphan, StarStats, StarStatus, StartOptions } from "../types.js";
 import { type ProbeResult, probeWithin } from "../health.js";
-import { diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
+import { checkHostRoom, diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
 import { HIDDEN, SCRATCH_PLACES, checkHostPaths, isUnder, sandboxArgs } from "./sandbox.js";
 import { Launcher, signalName } from "./launcher.js";
 import { type RunInfo, type SavedStar, StarStateDb, findInit, pidNamespace, processStart, readEnd } from "./star-state.js";
@@ -82,6 +82,9 @@ export interface ProcessRuntimeOptions {
 }
 
 const DEFAULT_SHIM = fileURLToPath(new URL("../../../native/star-shim", import.meta.url));
+const SAVE_RETRY_MS = 1000;
+/** How often each running star's init is checked for life. */
+const LIVENESS_MS = 2000;
 
 export class ProcessRuntime extends SupervisedRuntime {
   readonly kind = "process";
@@ -94,6 +97,12 @@ export class ProcessRuntime extends SupervisedRuntime {
   /** The next uid to hand out: uids go round the node's range, so one is reused as late as can be. */
   private nextUid: number | undefined;
   private readonly cleaning = new Map<string, Promise<void>>();
+  /** Each running star's init, checked every LIVENESS_MS (two misses in a row: its run is over). */
+  private readonly liveness = new Map<string, { pid: number; start: number; misses: number; gone: () => void }>();
+  private livenessTimer: NodeJS.Timeout | undefined;
+  /** Stars whose last state could not be written to runtime.db (a full disk): tried again every second. */
+  private readonly unsaved = new Set<string>();
+  private saveRetry: NodeJS.Timeout | undefined;
   /** Watches of inits we follow by their files (closed with the runtime). */
   private readonly exitWatches = new Set<() => void>();
 
@@ -182,6 +191,7 @@ export class ProcessRuntime extends SupervisedRuntime {
     if (limits.diskBytes !== undefined) {
       const missing = this.isolated ? await diskLimitSupport() : "not running as root";
       if (missing) problems.push(["disk_mb", missing]);
+      else await checkHostRoom(this.options.dataDir, limits.diskBytes);
     }
     if (problems.length === 0) return true;
     if (this.options.devMode) return false;
@@ -336,7 +346,15 @@ export class ProcessRuntime extends SupervisedRuntime {
     exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>,
   ): RunHandle {
     const dir = this.dir(id);
-    const ended = exited.then(async ({ code, signal }) => {
+    // However its end is learned (the launcher, the end file), the init's process is checked
+    // too: a run whose init is gone is over, even if no word of it came (issue 9).
+    const gone = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      if (info.initPid) this.liveness.set(id, { pid: info.initPid, start: info.initStart ?? info.shimStart, misses: 0, gone: () => resolve({ code: null, signal: null }) });
+    });
+    this.livenessTimer ??= setInterval(() => this.checkLiveness(), LIVENESS_MS);
+    this.livenessTimer.unref();
+    const ended = Promise.race([exited, gone]).then(async ({ code, signal }) => {
+      if (this.liveness.get(id)?.pid === info.initPid) this.liveness.delete(id);
       const end = this.isolated ? await readEnd(join(dir, "end")) : undefined;
       const oomKills = await group.stats().then((s) => s.oomKills).catch(() => info.oomBefore);
       // An init that is gone without writing the end was killed outright (by our stop's SIGKILL,
@@ -377,8 +395,37 @@ export class ProcessRuntime extends SupervisedRuntime {
     if (!this.stars.has(rec.id)) return; // removed
     try {
       this.db.save(rec.id, saved);
+      this.unsaved.delete(rec.id);
     } catch {
-      // a full disk, say: the next change tries again
+      // A full disk, say: the state is kept in memory and written when there is room again.
+      this.unsaved.add(rec.id);
+      this.saveRetry ??= setInterval(() => this.saveAgain(), SAVE_RETRY_MS);
+      this.saveRetry.unref();
+    }
+  }
+
+  private checkLiveness(): void {
+    for (const [id, w] of this.liveness) {
+      if (processStart(w.pid) === w.start) {
+        w.misses = 0;
+      } else if (++w.misses >= 2) {
+        this.liveness.delete(id);
+        w.gone();
+      }
+    }
+  }
+
+  /** Writes the states a full disk (or any error) kept from runtime.db, until none is left. */
+  private saveAgain(): void {
+    for (const id of [...this.unsaved]) {
+      const rec = this.stars.get(id);
+      if (rec) this.changed(rec);
+      else this.unsaved.delete(id);
+      if (this.unsaved.has(id)) break; // still no room: the rest waits for the next round
+    }
+    if (this.unsaved.size === 0 || this.closed) {
+      clearInterval(this.saveRetry);
+      this.saveRetry = undefined;
     }
   }
 
@@ -647,6 +694,9 @@ export class ProcessRuntime extends SupervisedRuntime {
   }
 
   override async close(): Promise<void> {
+    this.saveAgain(); // a last try for states a full disk kept back
+    clearInterval(this.saveRetry);
+    clearInterval(this.livenessTimer);
     await super.close();
     for (const stop of [...this.exitWatches]) stop();
     this.db.close();

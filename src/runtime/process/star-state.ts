@@ -116,12 +116,17 @@ export class StarStateDb {
   }
 }
 
-/** Start time of a process (clock ticks since boot), or undefined if it does not exist. */
+/**
+ * Start time of a process (clock ticks since boot), or undefined if it does not exist or has
+ * ended (a zombie: its parent has not reaped it yet, which may take a while when the parent is
+ * the host's init).
+ */
 export function processStart(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // Fields after the command (which may hold spaces) start after the last ")".
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (fields[0] === "Z" || fields[0] === "X") return undefined;
     return Number(fields[19]); // field 22 overall
   } catch {
     return undefined;

@@ -570,6 +570,9 @@ export class SqliteStore implements Store {
       if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) {
         throw new StoreUnavailableError("the store is busy (another process holds its write lock); retry", err);
       }
+      if (code.startsWith("SQLITE_FULL")) {
+        throw new StoreUnavailableError(`the store's disk is full (${this.db.name}): nothing was written; free space on that disk and retry`, err);
+      }
       if (code.startsWith("SQLITE_CORRUPT") || code.startsWith("SQLITE_NOTADB")) {
         throw new StoreCorruptError(`the store's database is damaged: ${(err as Error).message}`, err);
       }

@@ -631,15 +631,37 @@ static void probe_ended(struct probe *pr, int status) {
   pr->pid = 0;
 }
 
-static void write_end(struct dpath p, const char *end) {
+/* The end file's room, taken when the star starts (END_ROOM bytes written to FILE.tmp): its end
+   is then written over blocks it already has, so a disk that filled up meanwhile cannot leave
+   an empty or partial end record (issue 9). Returns the open file, or -1. */
+#define END_ROOM 32
+static int reserve_end(struct dpath p) {
   char tmp[300];
   snprintf(tmp, sizeof tmp, "%s.tmp", p.base);
-  int fd = openat(p.dir, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  int fd = openat(p.dir, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return -1;
+  char room[END_ROOM];
+  memset(room, ' ', sizeof room);
+  if (write(fd, room, sizeof room) != (ssize_t)sizeof room || fsync(fd) != 0) {
+    close(fd);
+    unlinkat(p.dir, tmp, 0);
+    return -1;
+  }
+  return fd;
+}
+
+/* Writes the end record: into its reserved room if it has one, else anew; a record not wholly
+   written is never put in place (the agent keeps the end in memory, docs/reliability.md). */
+static void write_end(struct dpath p, int reserved, const char *end) {
+  char tmp[300];
+  snprintf(tmp, sizeof tmp, "%s.tmp", p.base);
+  int fd = reserved >= 0 ? reserved : openat(p.dir, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) return;
-  (void)!write(fd, end, strlen(end));
-  fsync(fd);
+  size_t n = strlen(end);
+  int ok = pwrite(fd, end, n, 0) == (ssize_t)n && ftruncate(fd, (off_t)n) == 0 && fsync(fd) == 0;
   close(fd);
-  renameat(p.dir, tmp, p.dir, p.base);
+  if (ok) renameat(p.dir, tmp, p.dir, p.base);
+  else unlinkat(p.dir, tmp, 0);
 }
 
 /*
@@ -700,9 +722,11 @@ static int init_main(int argc, char **argv) {
   }
   if (o.cwd && o.make_cwd) ensure_dir(o.cwd, 0700, &o);
   struct dpath end_file = {-1, NULL};
+  int end_room = -1;
   if (o.status) {
     end_file = dpath_of(o.status);
     unlinkat(end_file.dir, end_file.base, 0);
+    end_room = reserve_end(end_file);
   }
   if (o.log_max < 0) o.log_max = 10LL << 20;
   if (o.log_keep < 0) o.log_keep = 2;
@@ -827,7 +851,7 @@ static int init_main(int argc, char **argv) {
   }
   char end[32];
   describe(status, end, sizeof end);
-  if (o.status) write_end(end_file, end);
+  if (o.status) write_end(end_file, end_room, end);
   /* Leaving ends the namespace. */
   return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
