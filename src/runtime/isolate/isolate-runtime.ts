@@ -83,9 +83,6 @@ export class IsolateRuntime extends SupervisedRuntime {
     if (process.platform !== "linux" || process.getuid?.() !== 0) {
       throw new RuntimeUnavailableError("the isolate runtime needs Linux and root (its host runs isolated, as an unprivileged user)");
     }
-    if (resolve(options.dataDir).startsWith("/tmp/")) {
-      throw new RuntimeUnavailableError(`the data dir ${options.dataDir} is under /tmp, which the isolate host replaces with its private /tmp`);
-    }
     const claim = options.claim ?? claimNode(options.dataDir, { busy: (id) => nodeCgroupsBusy(id) });
     const cgroups = options.cgroups ?? (await detectCgroups({ parent: nodeCgroupParent(claim, "isolate") }));
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
@@ -211,6 +208,9 @@ export class IsolateRuntime extends SupervisedRuntime {
     // the host runs user code. Its view of files stays the host's (it reads admins' scripts
     // wherever they are, and appends to the stars' logs).
     args.push("-P");
+    // A data dir under /tmp is shown through the host's private /tmp, where it is.
+    const data = resolve(this.options.dataDir);
+    if (data === "/tmp" || data.startsWith("/tmp/")) args.push("-B", `${data}=${data}`);
     // The host program goes into the data dir: the host cannot see /tmp (where a checkout may be).
     const hostScript = join(dir, "host.mjs");
     await copyFile(HOST_SCRIPT, hostScript);

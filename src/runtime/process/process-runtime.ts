@@ -122,12 +122,6 @@ export class ProcessRuntime extends SupervisedRuntime {
         "the process runtime needs root to create namespaces and cgroups: run the agent as root, or in dev mode (limits not enforced)",
       );
     }
-    if (root && underTmp(resolve(options.dataDir))) {
-      throw new InvalidArgumentError(
-        "dataDir",
-        `the data dir ${options.dataDir} is under /tmp, which every star replaces with its private /tmp: use another directory`,
-      );
-    }
     // Everything of this node on the host is named by it: cgroups, uids (issue 9, break 5).
     const claim = options.claim ?? claimNode(options.dataDir, root ? { busy: (id) => nodeCgroupsBusy(id) } : { registry: null });
     // Without root the cgroup tree is not ours to write (dev mode): nothing is limited or measured.
