@@ -68,6 +68,8 @@ export class Agent implements NodeLink {
   private loop: Promise<void> | undefined;
   private sampler: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
+  private degraded: NodeRecord["degraded"];
+  private lastShortage = "";
   /** Reports the store did not take (by star), and their retry. */
   private readonly unsent = new Map<string, StarObserved>();
   private unsentRetry: NodeJS.Timeout | undefined;
@@ -107,8 +109,7 @@ export class Agent implements NodeLink {
     // second time; what no star of ours accounts for is ended (issue 9).
     await this.sweepOrphans(reported);
     for (const [name] of this.local) void this.report(name).catch(() => undefined);
-    const node: NodeRecord = { ...this.options.node, limits: this.options.node.limits ?? DEFAULT_NODE_LIMITS };
-    await this.store.put(nodeKey(this.name), JSON.stringify(node));
+    await this.putNode();
     await this.events.record("node.up", `node ${this.name} up (${Object.keys(this.options.runtimes).join(", ")} runtime)`, { node: this.name });
     for (const name of new Set([...this.records.keys(), ...this.local.keys()])) this.reconcile(name);
     this.loop = this.follow(revision + 1, this.abort.signal);
@@ -119,6 +120,28 @@ export class Agent implements NodeLink {
     }, this.options.orphanCheckMs ?? 10_000);
     orphanCheck.unref();
     this.unsubscribe.push(() => clearInterval(orphanCheck));
+  }
+
+  /** This node's record, with its degraded state if it is short of something. */
+  private async putNode(): Promise<void> {
+    const node: NodeRecord = { ...this.options.node, limits: this.options.node.limits ?? DEFAULT_NODE_LIMITS, ...(this.degraded ? { degraded: this.degraded } : {}) };
+    await this.store.put(nodeKey(this.name), JSON.stringify(node));
+  }
+
+  /**
+   * The node says it is degraded while starts are put off for its own shortage (`reason`), and
+   * that it is not once none is (issue 9: it used to report the stars failed instead).
+   */
+  private async shortage(name: string, code: string | undefined): Promise<void> {
+    if (code) {
+      this.shortRetries.set(name, (this.shortRetries.get(name) ?? 0) + 1);
+      this.lastShortage = code;
+    } else if (!this.shortRetries.delete(name)) return;
+    const n = this.shortRetries.size;
+    const reason = n > 0 ? `short of resources (${this.lastShortage}): ${n} star start${n === 1 ? "" : "s"} put off` : undefined;
+    if (reason === this.degraded?.reason) return;
+    this.degraded = reason ? { reason, since: this.degraded?.since ?? Date.now() } : undefined;
+    await this.putNode().catch(() => undefined);
   }
 
   /**
@@ -248,6 +271,7 @@ export class Agent implements NodeLink {
       } else if (record && !local) {
         await this.reportIdle(record);
       } else if (!record && !local) {
+        await this.shortage(name, undefined); // removed while its start was put off
         await this.dropReport(name, ""); // e.g. a star refused at start, now removed
       }
       return;
@@ -308,7 +332,7 @@ export class Agent implements NodeLink {
       // An admin's star is trusted with its script's directory; a star's child is not (docs/security.md).
       await runtime.start(name, await this.withIdentity(rec), { trusted: trustedStar(rec) });
       fresh.starting = false;
-      this.shortRetries.delete(name);
+      await this.shortage(name, undefined);
     } catch (err) {
       fresh.starting = false;
       const short = nodeShortage(err);
@@ -317,8 +341,8 @@ export class Agent implements NodeLink {
         // the attempt, say so, and try again later (issue 9).
         await runtime.remove(name).catch(() => undefined);
         this.local.delete(name);
-        const attempt = (this.shortRetries.get(name) ?? 0) + 1;
-        this.shortRetries.set(name, attempt);
+        await this.shortage(name, short);
+        const attempt = this.shortRetries.get(name)!;
         const delay = Math.min(30_000, (this.options.retryMs ?? 1000) * 2 ** Math.min(attempt - 1, 5));
         await this.events
           .record("star.start-delayed", `this node is short of resources (${short}); trying again in ${delay} ms`, { star: name, uid: rec.uid, node: this.name })

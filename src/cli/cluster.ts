@@ -41,8 +41,15 @@ export function registerClusterCommands(program: Command): void {
             `${color.bold("stars")}     ${s.stars.total}: ${states}`,
             "",
             table(
-              ["NODE", "CORES", "MEMORY", "RUNTIMES", "LIMITS"],
-              s.nodes.map((n) => [n.name, String(n.cpuCores), bytes(n.memoryBytes), n.runtimes.join(","), n.limitsEnforced ? "enforced" : color.yellow("not enforced (dev mode)")]),
+              ["NODE", "STATE", "CORES", "MEMORY", "RUNTIMES", "LIMITS"],
+              s.nodes.map((n) => [
+                n.name,
+                n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
+                String(n.cpuCores),
+                bytes(n.memoryBytes),
+                n.runtimes.join(","),
+                n.limitsEnforced ? "enforced" : color.yellow("not enforced (dev mode)"),
+              ]),
             ),
           ].join("\n") + "\n",
         );

@@ -81,6 +81,8 @@ export interface NodeRecord {
   startedAt: number;
   /** Defaults and ceilings for stars, and how far memory may be promised (DEFAULT_NODE_LIMITS). */
   limits: NodeLimits;
+  /** The node is short of something of its own (files, memory, processes): starts are put off. */
+  degraded?: { reason: string; since: number };
 }
 
 /**

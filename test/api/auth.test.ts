@@ -603,7 +603,12 @@ describe("the node's own shortage is not the star's failure", () => {
     try {
       api.runtime.shortNextLaunch.set("unlucky", "EMFILE");
       assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("unlucky") })).status, 201);
+      // Meanwhile the node says it is degraded, and why.
+      type Status = { nodes: Array<{ degraded?: { reason: string } }> };
+      const degraded = await waitFor("the node degraded", async () => (await api.request("GET", "/v1/status")).json<Status>().nodes[0]?.degraded);
+      assert.equal(degraded.reason, "short of resources (EMFILE): 1 star start put off");
       await waitFor("it runs in the end", async () => ((await api.controller.get("unlucky")).status?.state === "running" ? true : undefined), { timeoutMs: 15_000 });
+      await waitFor("the node ready again", async () => ((await api.request("GET", "/v1/status")).json<Status>().nodes[0]?.degraded === undefined ? true : undefined));
       const events = (await api.request("GET", "/v1/events?star=unlucky&limit=100")).json<{ events: Array<{ kind: string; message: string }> }>().events;
       assert.ok(events.some((e) => e.kind === "star.start-delayed" && /short of resources \(EMFILE\); trying again in \d+ ms/.test(e.message)), JSON.stringify(events));
       assert.ok(!events.some((e) => e.kind === "star.start-failed"), "never failed");
