@@ -28,6 +28,7 @@ import { DEFAULT_NODE_LIMITS, DNS_LABEL, type StarSpec, type StarSpecInput, limi
 import type { Compare, KeyValue, Store } from "../store/types.js";
 import { adminOnlyField, effectiveLimits, fits, mb, memoryBudget, withinParent } from "./admission.js";
 import { EventLog } from "./events.js";
+import { type Cached, RecordCache } from "./record-cache.js";
 import { orphans, subtree } from "./family.js";
 import {
   type DesiredState,
@@ -46,6 +47,8 @@ import {
 
 /** The pause of a control loop after the store failed it. */
 const LOOP_RETRY_MS = 1000;
+/** Stars read from the store at a time for a list's page. */
+const VIEW_CHUNK = 16;
 
 export interface ControllerOptions {
   store: Store;
@@ -117,9 +120,14 @@ export class Controller {
   private admitting: Promise<unknown> = Promise.resolve();
   /** Parsed specs by uid (a star's spec never changes), for the memory sums. */
   private specs = new Map<string, StarSpec>();
+  /** Every star's record and report, as fresh as the store's, re-read only where they changed. */
+  private readonly records: RecordCache<StarRecord>;
+  private readonly reports: RecordCache<StarObserved>;
 
   constructor(private readonly options: ControllerOptions) {
     this.events = new EventLog(options.store, "controller");
+    this.records = new RecordCache(options.store, KEYS.stars);
+    this.reports = new RecordCache(options.store, KEYS.status);
   }
 
   private get store(): Store {
@@ -208,8 +216,33 @@ export class Controller {
    */
   async visible(by?: Principal): Promise<Map<string, StarRecord> | undefined> {
     if (!by?.star) return undefined;
-    const { kvs } = await this.store.range({ prefix: KEYS.stars });
-    return new Map(subtree(kvs.map((kv) => JSON.parse(kv.value) as StarRecord), by.star).map((r) => [r.name, r]));
+    const records = (await this.records.all()).map((e) => e.value);
+    return new Map(subtree(records, by.star).map((r) => [r.name, r]));
+  }
+
+  /**
+   * The stars `by` may see whose names come after `after`, in name order, with what their nodes
+   * report: read from the store a few at a time, so a page of a list holds only what it shows
+   * (a star's token: its subtree, which is found from every record first).
+   */
+  async *views(by?: Principal, after?: string): AsyncGenerator<StarView> {
+    const seen = await this.visible(by);
+    let from = after === undefined ? KEYS.stars : `${starKey(after)}\0`;
+    const end = `${KEYS.stars.slice(0, -1)}${String.fromCharCode(KEYS.stars.charCodeAt(KEYS.stars.length - 1) + 1)}`;
+    for (;;) {
+      const chunk = await this.store.range({ start: from, end }, { limit: VIEW_CHUNK });
+      if (chunk.kvs.length === 0) return;
+      const first = chunk.kvs[0]!.key.slice(KEYS.stars.length);
+      const last = chunk.kvs.at(-1)!.key.slice(KEYS.stars.length);
+      const status = await this.store.range({ start: statusKey(first), end: `${statusKey(last)}\0` });
+      const observed = new Map(status.kvs.map((kv) => [kv.key.slice(KEYS.status.length), JSON.parse(kv.value) as StarObserved]));
+      for (const kv of chunk.kvs) {
+        const record = JSON.parse(kv.value) as StarRecord;
+        if (!seen || seen.has(record.name)) yield viewOf(record, observed.get(record.name));
+      }
+      if (!chunk.more) return;
+      from = `${chunk.kvs.at(-1)!.key}\0`;
+    }
   }
 
   /** Every star `by` may see, with what its node reports. */
@@ -259,9 +292,9 @@ export class Controller {
    */
   async remove(name: string, options: { force?: boolean; by?: Principal } = {}): Promise<void> {
     checkName(name);
-    const { kvs } = await this.store.range({ prefix: KEYS.stars });
+    const kvs = await this.records.all();
     const kvOf = new Map(kvs.map((kv) => [kv.key, kv]));
-    const records = kvs.map((kv) => JSON.parse(kv.value) as StarRecord);
+    const records = kvs.map((kv) => kv.value);
     const record = records.find((r) => r.name === name);
     if (!record || (options.by?.star && !subtree(records, options.by.star).includes(record))) throw new NoSuchStarError(name);
     const family = subtree(records, record);
@@ -384,12 +417,12 @@ export class Controller {
   }
 
   private async assignAll(): Promise<void> {
-    const { kvs } = await this.store.range({ prefix: KEYS.stars });
+    const kvs = await this.records.all();
     await this.removeOrphans(kvs);
     const nodes = await this.nodes();
     if (nodes.length === 0) return;
     for (const kv of kvs) {
-      const record = JSON.parse(kv.value) as StarRecord;
+      const record = kv.value;
       if (record.node !== undefined && nodes.some((n) => n.name === record.node)) continue;
       const node = placement(nodes)!;
       if (await this.casRecord(kv, { ...record, node: node.name })) {
@@ -402,8 +435,8 @@ export class Controller {
    * Removes stars whose owner is gone (a create that raced its owner's removal): a star's
    * descendants never outlive it.
    */
-  private async removeOrphans(kvs: KeyValue[]): Promise<void> {
-    const records = kvs.map((kv) => JSON.parse(kv.value) as StarRecord);
+  private async removeOrphans(kvs: Array<Cached<StarRecord>>): Promise<void> {
+    const records = kvs.map((kv) => kv.value);
     for (const r of orphans(records)) {
       const kv = kvs.find((k) => k.key === starKey(r.name))!;
       const res = await this.store.txn({
@@ -462,8 +495,7 @@ export class Controller {
   /** Refuses `record`, a new star below `parent`, if its tree would hold too many stars or spec bytes. */
   private async checkQuota(parent: StarRecord, record: StarRecord): Promise<void> {
     const quotas = { ...TREE_QUOTAS, ...this.options.quotas };
-    const { kvs } = await this.store.range({ prefix: KEYS.stars });
-    const records = kvs.map((kv) => JSON.parse(kv.value) as StarRecord);
+    const records = (await this.records.all()).map((e) => e.value);
     const byUid = new Map(records.map((r) => [r.uid, r]));
     let root = byUid.get(parent.uid) ?? parent;
     for (let up = root.owner && byUid.get(root.owner.uid); up; up = up.owner && byUid.get(up.owner.uid)) root = up;
@@ -485,12 +517,12 @@ export class Controller {
 
   /** Every star record, and what the nodes report by star name. */
   private async readAll(): Promise<[StarRecord[], Map<string, StarObserved>]> {
-    const [stars, status] = await Promise.all([this.store.range({ prefix: KEYS.stars }), this.store.range({ prefix: KEYS.status })]);
-    const observed = new Map(status.kvs.map((kv) => [kv.key.slice(KEYS.status.length), JSON.parse(kv.value) as StarObserved]));
-    return [stars.kvs.map((kv) => JSON.parse(kv.value) as StarRecord), observed];
+    const [stars, status] = await Promise.all([this.records.all(), this.reports.all()]);
+    const observed = new Map(status.map((kv) => [kv.key.slice(KEYS.status.length), kv.value]));
+    return [stars.map((kv) => kv.value), observed];
   }
 
-  private async casRecord(kv: KeyValue, next: StarRecord): Promise<boolean> {
+  private async casRecord(kv: Pick<KeyValue, "key" | "modRevision">, next: StarRecord): Promise<boolean> {
     const res = await this.store.txn({
       compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
       success: [{ type: "put", key: kv.key, value: JSON.stringify(next) }],

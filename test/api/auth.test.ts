@@ -10,6 +10,7 @@ import fc from "fast-check";
 import { KEYS, type StarRecord, starKey } from "../../src/controller/model.js";
 import { newToken, saveToken } from "../../src/controller/tokens.js";
 import { connect } from "../../src/index.js";
+import { PAGE_BYTES } from "../../src/api/server.js";
 import { type ApiHarness, startApi } from "../helpers/api.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -647,6 +648,27 @@ describe("lists a page at a time, with the fields asked for", () => {
         assert.equal((await client.list()).length, 510, "every page");
         const names = (await client.list({ fields: ["desired"] })).map((s) => s.name);
         assert.equal(new Set(names).size, 510);
+      } finally {
+        client.close();
+      }
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("a page also ends at PAGE_BYTES of stars, so a list of big specs costs a few MB a page; the SDK still reads them all", async () => {
+    const api = await startApi();
+    try {
+      const big = { A: "x".repeat(130_000), B: "x".repeat(130_000), C: "x".repeat(130_000) };
+      for (let i = 0; i < 14; i++) await api.controller.create({ name: `big${String(i).padStart(2, "0")}`, command: ["sleep", "60"], env: big }, { start: false });
+      const first = await api.request("GET", "/v1/stars");
+      const page = first.json<{ stars: View[]; next?: string }>();
+      assert.ok(page.stars.length < 14 && page.stars.length >= 10, `${page.stars.length} stars in the first page`);
+      assert.equal(page.next, page.stars.at(-1)!.name);
+      assert.ok(first.text.length <= PAGE_BYTES + 500_000, `${first.text.length} bytes`);
+      const client = connect({ endpoint: api.url, token: api.admin });
+      try {
+        assert.equal((await client.list()).length, 14);
       } finally {
         client.close();
       }

@@ -50,14 +50,18 @@ describe("kill -9 during a burst of creates", { skip }, () => {
       f.sdk = connect({ dataDir: f.node.dataDir });
 
       const sdk: Constellation = f.sdk;
+      let seen: StarInfo[] = [];
       const stars: StarInfo[] = await waitFor(
         `round ${round}: every star running`,
         async (): Promise<StarInfo[] | undefined> => {
-          const list = await sdk.list();
-          return list.every((s) => s.status?.state === "running" && s.status.pid) ? list : undefined;
+          seen = await sdk.list();
+          return seen.every((s) => s.status?.state === "running" && s.status.pid) ? seen : undefined;
         },
         { timeoutMs: 30_000 },
-      );
+      ).catch((err: Error) => {
+        const stuck = seen.filter((s) => s.status?.state !== "running").map((s) => ({ name: s.name, desired: s.desired, node: s.node, status: s.status }));
+        throw new Error(`${err.message}: ${JSON.stringify(stuck)}`);
+      });
       const names = stars.map((s) => s.name);
       assert.equal(new Set(names).size, names.length, "a star listed twice");
       for (const name of acked) assert.ok(names.includes(name), `round ${round}: acknowledged ${name} is missing`);

@@ -102,6 +102,11 @@ export function prepareStatements(db: Database.Database) {
     rangeKvBetween: db.prepare<[Buffer, Buffer, number], KvRow>(
       "SELECT * FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
     ),
+    // Keys only: the values (maybe large) are not even read.
+    rangeKeysFrom: db.prepare<[Buffer, number], KvRow>("SELECT key, NULL AS value, create_rev, mod_rev, version, lease FROM kv WHERE key >= ? ORDER BY key LIMIT ?"),
+    rangeKeysBetween: db.prepare<[Buffer, Buffer, number], KvRow>(
+      "SELECT key, NULL AS value, create_rev, mod_rev, version, lease FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+    ),
     countKvFrom: db.prepare<[Buffer], { n: number }>("SELECT count(*) AS n FROM kv WHERE key >= ?"),
     countKvBetween: db.prepare<[Buffer, Buffer], { n: number }>("SELECT count(*) AS n FROM kv WHERE key >= ? AND key < ?"),
     // "lease != 0" lets SQLite use the partial index kv_lease.

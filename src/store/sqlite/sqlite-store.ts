@@ -190,7 +190,13 @@ export class SqliteStore implements Store {
     const count = (r.end ? this.st.countKvBetween.get(r.start, r.end) : this.st.countKvFrom.get(r.start))!.n;
     if (options.countOnly) return { kvs: [], more: false, count, revision };
     const max = limit > 0 ? limit : -1;
-    const rows = r.end ? this.st.rangeKvBetween.all(r.start, r.end, max) : this.st.rangeKvFrom.all(r.start, max);
+    const rows = options.keysOnly
+      ? r.end
+        ? this.st.rangeKeysBetween.all(r.start, r.end, max)
+        : this.st.rangeKeysFrom.all(r.start, max)
+      : r.end
+        ? this.st.rangeKvBetween.all(r.start, r.end, max)
+        : this.st.rangeKvFrom.all(r.start, max);
     const kvs = rows.map((row) => kvFromRow(row, options.keysOnly ?? false));
     return { kvs, more: limit > 0 && count > kvs.length, count, revision };
   }
