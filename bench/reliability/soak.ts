@@ -46,6 +46,8 @@ const dataDir = join(root, `soak-${process.pid}`, "data");
 interface Known {
   desired: "running" | "stopped";
   kind: "steady" | "crasher";
+  /** False while a stop or start of it was cut off by a crash: either desired state is true. */
+  sure: boolean;
 }
 const known = new Map<string, Known>();
 /** Stars whose create or removal was cut off by a crash of `up`: either outcome is true. */
@@ -73,8 +75,9 @@ async function restartUp(): Promise<void> {
 }
 
 async function step(): Promise<void> {
-  const r = random();
-  const names = [...known.keys()];
+  const r = random() * 0.97; // (kill -9 of up is the crasher's)
+  const names = [...known.keys()].filter((x) => !busy.has(x));
+  let touched: string | undefined;
   try {
     if (r < 0.3 && known.size < MAX_STARS) {
       const name = `soak-${n++}`;
@@ -86,29 +89,37 @@ async function step(): Promise<void> {
       uncertain.add(name);
       await sdk.create(spec);
       uncertain.delete(name);
-      known.set(name, { desired: "running", kind });
+      known.set(name, { desired: "running", kind, sure: true });
       counts.creates++;
     } else if (r < 0.45) {
       const name = pick(names.filter((x) => known.get(x)!.desired === "running"));
       if (!name) return;
+      touched = name;
+      busy.add(name);
+      known.get(name)!.sure = false;
       await sdk.star(name).stop({ timeoutMs: 15_000 });
-      known.get(name)!.desired = "stopped";
+      Object.assign(known.get(name)!, { desired: "stopped", sure: true });
       counts.stops++;
     } else if (r < 0.6) {
       const name = pick(names.filter((x) => known.get(x)!.desired === "stopped"));
       if (!name) return;
+      touched = name;
+      busy.add(name);
+      known.get(name)!.sure = false;
       await sdk.star(name).start();
-      known.get(name)!.desired = "running";
+      Object.assign(known.get(name)!, { desired: "running", sure: true });
       counts.starts++;
     } else if (r < 0.7) {
       const name = pick(names);
       if (!name) return;
+      touched = name;
+      busy.add(name);
       uncertain.add(name);
       await sdk.star(name).remove({ force: true });
       known.delete(name);
       uncertain.delete(name);
       counts.removes++;
-    } else if (r < 0.97) {
+    } else {
       // A program killed from outside (a steady star restarts by its policy).
       const name = pick(names.filter((x) => known.get(x)!.desired === "running"));
       const pid = name ? (await sdk.star(name).status())?.pid : undefined;
@@ -119,13 +130,37 @@ async function step(): Promise<void> {
       } catch {
         // ended meanwhile
       }
-    } else {
-      await restartUp();
     }
   } catch (err) {
-    // Refused while `up` restarts, or a conflict with a star that changed meanwhile: not a violation.
+    // Cut off by a crash of `up`, or refused while it restarts: not a violation (what it asked
+    // may or may not have happened, and the checks allow both).
     counts.refused++;
     void err;
+  } finally {
+    if (touched) busy.delete(touched);
+  }
+}
+
+/** Names a worker is acting on (one action per star at a time, as a user would). */
+const busy = new Set<string>();
+/** While a check runs, the workers and the crasher wait. */
+let gate: Promise<void> | undefined;
+
+async function worker(deadline: number): Promise<void> {
+  while (Date.now() < deadline) {
+    await gate;
+    await step();
+    await new Promise((r) => setTimeout(r, 20 + random() * 80));
+  }
+}
+
+/** kill -9 of `up` at random moments (every 5 to 30 s), whatever the workers are doing. */
+async function crasher(deadline: number): Promise<void> {
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 5000 + random() * 25_000));
+    if (Date.now() >= deadline) return;
+    await gate;
+    await restartUp();
   }
 }
 
@@ -146,8 +181,9 @@ async function check(final: boolean): Promise<void> {
         const k = known.get(s.name);
         const st = s.status;
         if (st?.state === "running" && (!st.pid || !alive(st.pid))) problems.push(`${s.name} shown running with dead pid ${st.pid}`);
-        if (k?.desired === "stopped" && st && ["running", "starting"].includes(st.state)) problems.push(`${s.name} asked to stop but ${st.state}`);
-        if (k?.desired === "running" && k.kind === "steady" && st?.state !== "running") problems.push(`${s.name} asked to run but ${st?.state}`);
+        if (k?.sure && k.desired !== s.desired) problems.push(`${s.name} asked to be ${k.desired} but recorded ${s.desired}`);
+        if (s.desired === "stopped" && st && ["running", "starting"].includes(st.state)) problems.push(`${s.name} asked to stop but ${st.state}`);
+        if (s.desired === "running" && k?.kind !== "crasher" && st?.state !== "running") problems.push(`${s.name} asked to run but ${st?.state}`);
       }
       const groups = nodeGroups(dataDir);
       const running = new Set(list.filter((s) => s.status?.state === "running").map((s) => s.name));
@@ -159,7 +195,19 @@ async function check(final: boolean): Promise<void> {
         } else if (running.has(group) && initsAmong(live).length !== 1) problems.push(`${group} runs ${initsAmong(live).length} copies`);
       }
       last = problems;
-      return problems.length === 0 ? true : undefined;
+      if (problems.length > 0) return undefined;
+      // What a crash left uncertain is settled now: as the node shows it.
+      for (const name of uncertain) {
+        const s = list.find((x) => x.name === name);
+        if (s) known.set(name, { desired: s.desired === "stopped" ? "stopped" : "running", kind: known.get(name)?.kind ?? "steady", sure: true });
+        else known.delete(name);
+      }
+      uncertain.clear();
+      for (const [name, k] of known) {
+        const s = list.find((x) => x.name === name);
+        if (!k.sure && s) Object.assign(k, { desired: s.desired === "stopped" ? "stopped" : "running", sure: true });
+      }
+      return true;
     },
     { timeoutMs: 30_000, intervalMs: 250 },
   ).catch(() => false);
@@ -172,17 +220,28 @@ sdk = connect({ dataDir });
 const started = Date.now();
 const deadline = started + minutes * 60_000;
 const fdsAtStart = upStats().fds;
-let nextCheck = Date.now() + 30_000;
 try {
-  while (Date.now() < deadline) {
-    await step();
-    peakFds = Math.max(peakFds, upStats().fds);
-    if (Date.now() >= nextCheck) {
+  const work = Promise.all([worker(deadline), worker(deadline), worker(deadline), crasher(deadline)]);
+  const checks = (async () => {
+    while (Date.now() < deadline - 30_000) {
+      await new Promise((r) => setTimeout(r, 30_000));
+      let open!: () => void;
+      gate = new Promise((r) => (open = r));
+      await new Promise((r) => setTimeout(r, 500)); // what is under way lands
       await check(false);
-      nextCheck = Date.now() + 30_000;
+      gate = undefined;
+      open();
     }
-    await new Promise((r) => setTimeout(r, 20 + random() * 80));
-  }
+  })();
+  const sampler = setInterval(() => {
+    try {
+      peakFds = Math.max(peakFds, upStats().fds);
+    } catch {
+      // between lives of up
+    }
+  }, 500);
+  await Promise.all([work, checks]);
+  clearInterval(sampler);
   await check(true);
   const s = upStats();
   console.log(`soak: ${minutes} min, seed ${firstSeed}; ${machine()}\n`);
