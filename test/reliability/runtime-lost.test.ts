@@ -54,6 +54,10 @@ describe("a lost runtime.db, and orphans", { skip, concurrency: false }, () => {
       const pid = info.status!.pid!;
       before.set(name, { pid, uid: uidOf(pid)! });
     }
+    // And a stopped one, whose files (its work dir) are its user's.
+    const resting = await f.sdk.create({ name: "resting", command: ["sh", "-c", "echo run >> runs.txt; cat runs.txt; sleep 600"] });
+    const restingUid = uidOf((await resting.wait({ for: "running" })).status!.pid!);
+    await resting.stop();
     await kill9(f.node);
     for (const file of ["runtime.db", "runtime.db-wal", "runtime.db-shm"]) rmSync(join(f.node.dataDir, "runtime", file), { force: true });
     await restart(f);
@@ -69,6 +73,15 @@ describe("a lost runtime.db, and orphans", { skip, concurrency: false }, () => {
     const events = await f.sdk.events({ limit: 500 });
     assert.equal(events.filter((e) => e.kind === "star.reattached").length, 3);
 
+    // The stopped star starts again as the user its files have: its work dir is still its own.
+    await f.sdk.star("resting").start();
+    const again = (await f.sdk.star("resting").wait({ for: "running" })).status!.pid!;
+    assert.equal(uidOf(again), restingUid);
+    await waitFor("its second run wrote beside its first", async () => {
+      const out: string[] = [];
+      for await (const l of f.sdk.star("resting").logs()) out.push(l.line);
+      return out.filter((l) => l === "run").length === 3 ? true : undefined; // run; run, run
+    });
     // A new star gets a user no star of the node has.
     const fresh = await f.sdk.create({ name: "fresh", command: ["sleep", "600"] });
     const freshPid = (await fresh.wait({ for: "running" })).status!.pid!;
@@ -91,7 +104,7 @@ describe("a lost runtime.db, and orphans", { skip, concurrency: false }, () => {
     const lone = stray(f.node.dataDir, "nobody-s");
     const beside = stray(f.node.dataDir, "host");
     await waitFor("the orphans ended", () => (!alive(lone) && !alive(beside) ? true : undefined), { timeoutMs: 25_000 });
-    assert.equal(starCgroupDir(f.node.dataDir, "nobody-s"), undefined, "its group removed");
+    await waitFor("its group removed", () => (starCgroupDir(f.node.dataDir, "nobody-s") === undefined ? true : undefined));
     assert.ok(alive(pid), "the star itself goes on");
     const events = await f.sdk.events({ limit: 500 });
     assert.ok(events.some((e) => e.kind === "node.orphans-ended" && e.message.includes("which no star of this node has")), JSON.stringify(events.map((e) => e.message)));

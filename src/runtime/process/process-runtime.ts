@@ -15,7 +15,7 @@
  *   disk.img, disk/          with disk_mb: its filesystem (work/, tmp/, var-tmp/, run-lock/)
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, watch } from "node:fs";
+import { closeSync, existsSync, openSync, statSync, watch } from "node:fs";
 import { connect } from "node:net";
 import { chmod, mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
@@ -158,6 +158,12 @@ export class ProcessRuntime extends SupervisedRuntime {
       // The range's last uid is the isolate host's (isolate-runtime.ts).
       const count = this.options.uidCount ?? this.options.claim.uidCount - 1;
       if (used.size >= count) throw new RuntimeUnavailableError(`all ${count} star users of this node are taken: remove stars, or give the node a larger uid range`);
+      // A star whose records were lost (runtime.db) keeps the user its files have: the fact.
+      const owner = ownerOf(join(this.dir(id), "work"));
+      if (owner !== undefined && owner >= base && owner < base + count && !used.has(owner)) {
+        this.uids.set(id, owner);
+        return { uid: owner, gid: owner };
+      }
       const last = Math.max(base - 1, ...used);
       let next = this.nextUid ?? last + 1;
       for (let i = 0; i < count; i++, next++) {
@@ -710,6 +716,15 @@ function recoveredLimits(spec: StarSpec, capacity: NodeCapacity | undefined) {
   } catch {
     const node = capacity?.limits ?? DEFAULT_NODE_LIMITS;
     return limitsOf(spec, { cpuCores: Infinity, memoryBytes: Infinity, limits: { ...node, maxPids: Infinity, maxNofile: Infinity, maxLogMb: Infinity } });
+  }
+}
+
+/** The owner of a file, or undefined if there is none. */
+function ownerOf(path: string): number | undefined {
+  try {
+    return statSync(path).uid;
+  } catch {
+    return undefined;
   }
 }
 
