@@ -46,6 +46,10 @@ describe("a lost runtime.db, and orphans", { skip, concurrency: false }, () => {
   it("deleted runtime.db: each running star is taken back once, with its pid and user; nothing runs twice; new stars get new users", async () => {
     const f = await upWithClient("constellation-rtlost-");
     fixtures.push(f);
+    // A stopped one (made first: the users handed out after it are the running stars'), whose files (its work dir) are its user's.
+    const resting = await f.sdk.create({ name: "resting", command: ["sh", "-c", "echo run >> runs.txt; cat runs.txt; sleep 600"] });
+    const restingUid = uidOf((await resting.wait({ for: "running" })).status!.pid!);
+    await resting.stop();
     const names = ["alpha", "beta", "gamma"];
     const before = new Map<string, { pid: number; uid: number }>();
     for (const name of names) {
@@ -54,10 +58,6 @@ describe("a lost runtime.db, and orphans", { skip, concurrency: false }, () => {
       const pid = info.status!.pid!;
       before.set(name, { pid, uid: uidOf(pid)! });
     }
-    // And a stopped one, whose files (its work dir) are its user's.
-    const resting = await f.sdk.create({ name: "resting", command: ["sh", "-c", "echo run >> runs.txt; cat runs.txt; sleep 600"] });
-    const restingUid = uidOf((await resting.wait({ for: "running" })).status!.pid!);
-    await resting.stop();
     await kill9(f.node);
     for (const file of ["runtime.db", "runtime.db-wal", "runtime.db-shm"]) rmSync(join(f.node.dataDir, "runtime", file), { force: true });
     await restart(f);
