@@ -3,7 +3,8 @@ import tseslint from "typescript-eslint";
 import importX from "eslint-plugin-import-x";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "scripts/**", "eslint.config.mjs"] },
+  // (.constellation: `npm start`'s data dir, with stars' compiled scripts.)
+  { ignores: ["dist/**", "node_modules/**", "scripts/**", "eslint.config.mjs", ".constellation/**", "**/.constellation/**"] },
   ...tseslint.configs.recommended,
   {
     files: ["**/*.ts"],

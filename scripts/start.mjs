@@ -2,7 +2,6 @@
 // CONSTELLATION_DATA), with the example star `hello` (examples/hello.ts). Ctrl-C stops it.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -13,9 +12,7 @@ if (!existsSync(cli) || !existsSync(join(root, "dist/native/star-shim"))) {
   if (spawnSync("npm", ["run", "build"], { cwd: root, stdio: "inherit" }).status !== 0) process.exit(1);
 }
 const isRoot = process.getuid?.() === 0;
-// Every star gets a private /tmp, so a root agent keeps its data elsewhere.
-const underTmp = root === "/tmp" || root.startsWith("/tmp/");
-const data = process.env.CONSTELLATION_DATA ?? (isRoot && underTmp ? join(homedir(), ".constellation") : join(root, ".constellation"));
+const data = process.env.CONSTELLATION_DATA ?? join(root, ".constellation");
 // The flag is the one in the CLI's #! line (a small young generation for a long-running daemon).
 const args = ["--max-semi-space-size=1", cli, "up", "--data", data, ...process.argv.slice(2)];
 if (!isRoot && !args.includes("--dev")) {

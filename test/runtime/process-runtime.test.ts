@@ -170,16 +170,21 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
   it("a fork bomb is contained by the pids limit and the host keeps working", async () => {
     const star = id("bomb");
     await rt.start(star, { name: "bomb", command: ["sh", "-c", "b() { b | b & }; b; sleep 2"], pids: 64, ram_mb: 256 });
-    const peak = await waitFor("the bomb to hit its pids limit", async () => {
-      const s = await rt.stats(star);
-      return s.pids >= 60 ? s.pids : undefined;
-    });
-    assert.ok(peak <= 64, `at most 64 processes, saw ${peak}`);
-    // The kernel refused forks past the limit (pids.events counts them).
+    // The kernel's own counters say it (sampling the count raced the bomb's rise and fall): it
+    // refused forks past the limit (pids.events), and the most the group ever held (pids.peak,
+    // where the kernel keeps it) is the limit.
     await waitFor("the kernel to refuse forks at the limit", () => {
       const events = starCgroupFile(join(dir, "data"), star, "pids", "pids.events");
       return Number(/max (\d+)/.exec(events)?.[1] ?? 0) > 0 || undefined;
     });
+    const peak = (() => {
+      try {
+        return Number(starCgroupFile(join(dir, "data"), star, "pids", "pids.peak"));
+      } catch {
+        return undefined; // older kernels keep no peak
+      }
+    })();
+    if (peak !== undefined) assert.ok(peak <= 64, `at most 64 processes, the kernel saw ${peak}`);
     // The host still forks and runs programs.
     const probe = id("probe");
     await rt.start(probe, { name: "probe", command: ["echo", "host ok"] });
