@@ -10,6 +10,7 @@ import { isConstellationError } from "../errors.js";
 import { EventLog } from "../controller/events.js";
 import { KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, statusKey } from "../controller/model.js";
 import { DEFAULT_NODE_LIMITS, type NodeLimits } from "../runtime/spec.js";
+import { nodeShortage } from "../runtime/shortage.js";
 import type { LogLine, LogOptions, Runtime, StarStatus } from "../runtime/types.js";
 import type { Store } from "../store/types.js";
 import { type Action, type LocalStar, decide, isActive } from "./reconcile.js";
@@ -269,6 +270,7 @@ export class Agent implements NodeLink {
         local.generation = record.generation;
         await this.report(name);
       } else if (record && !local) {
+        if (record.desired !== "running") await this.shortage(name, undefined); // stopped while its start was put off
         await this.reportIdle(record);
       } else if (!record && !local) {
         await this.shortage(name, undefined); // removed while its start was put off
@@ -314,8 +316,21 @@ export class Agent implements NodeLink {
     }
     const rec = record!;
     if (action === "resume") {
+      const before = local!.generation;
       local!.generation = rec.generation;
-      await local!.runtime.resume(name).catch((err: unknown) => this.startFailed(name, err));
+      const err = await local!.runtime.resume(name).then(() => undefined, (e: unknown) => e);
+      const short = err === undefined ? undefined : nodeShortage(err);
+      if (short) {
+        // The node's own shortage: put off like a first start, and tried again (issue 9).
+        local!.generation = before;
+        await this.shortage(name, short);
+        const delay = Math.min(30_000, (this.options.retryMs ?? 1000) * 2 ** Math.min(this.shortRetries.get(name)! - 1, 5));
+        await this.events.record("star.start-delayed", `this node is short of resources (${short}); trying again in ${delay} ms`, { star: name, uid: rec.uid, node: this.name }).catch(() => undefined);
+        setTimeout(() => this.reconcile(name), delay).unref();
+      } else if (err !== undefined) {
+        await this.shortage(name, undefined);
+        await this.startFailed(name, err);
+      } else await this.shortage(name, undefined);
       await this.report(name);
       return;
     }
@@ -344,12 +359,16 @@ export class Agent implements NodeLink {
         await this.shortage(name, short);
         const attempt = this.shortRetries.get(name)!;
         const delay = Math.min(30_000, (this.options.retryMs ?? 1000) * 2 ** Math.min(attempt - 1, 5));
+        // Shown as waiting for its start, with why (not as the start the runtime had begun).
+        const waiting: StarStatus = { id: name, name, state: "pending", reason: `start put off: this node is short of resources (${short}); trying again in ${delay} ms`, restarts: 0, limits: { pids: 0 }, ready: false, limitsEnforced: true };
+        await this.store.put(statusKey(name), JSON.stringify({ uid: rec.uid, node: this.name, status: waiting, generation: rec.generation, updatedAt: Date.now() } satisfies StarObserved)).catch(() => undefined);
         await this.events
           .record("star.start-delayed", `this node is short of resources (${short}); trying again in ${delay} ms`, { star: name, uid: rec.uid, node: this.name })
           .catch(() => undefined);
         setTimeout(() => this.reconcile(name), delay).unref();
         return;
       }
+      await this.shortage(name, undefined); // the star's own failure: no longer put off
       if (!runtime.status(name)) {
         // Refused before anything was created (spec, script, limits): nothing runs.
         this.local.delete(name);
@@ -467,8 +486,12 @@ export class Agent implements NodeLink {
     const kv = await this.store.get(statusKey(record.name));
     const o = kv ? (JSON.parse(kv.value) as StarObserved) : undefined;
     if (o && o.uid === record.uid) {
-      if (o.generation >= record.generation) return;
-      await this.store.put(statusKey(record.name), JSON.stringify({ ...o, generation: record.generation, updatedAt: Date.now() }));
+      // Nothing of it runs here: a report that says it does (a start put off, then a stop) is stale.
+      const stale = record.desired === "stopped" && isActive(o.status);
+      if (o.generation >= record.generation && !stale) return;
+      const status: StarStatus = stale ? { ...o.status, state: "stopped", ready: false } : o.status;
+      if (stale) for (const k of ["pid", "restartAt", "reason"] as const) delete status[k];
+      await this.store.put(statusKey(record.name), JSON.stringify({ ...o, status, generation: Math.max(o.generation, record.generation), updatedAt: Date.now() }));
       return;
     }
     if (record.desired !== "stopped") return;
@@ -510,14 +533,6 @@ function trustedStar(record: StarRecord): boolean {
   return record.owner === undefined && record.untrusted !== true;
 }
 
-/** The node's own shortage behind an error (an errno of files, memory or processes), if it is one. */
-function nodeShortage(err: unknown): string | undefined {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === "string" && SHORTAGES.has(e.code)) return e.code;
-  }
-  return undefined;
-}
-const SHORTAGES = new Set(["EMFILE", "ENFILE", "ENOMEM", "EAGAIN", "ENOSPC"]);
 
 function describe(s: StarStatus): string {
   switch (s.state) {

@@ -12,7 +12,7 @@
  * claims it (deleted, or reset) and that has nothing running in its cgroups.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmdirSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { RuntimeUnavailableError } from "../errors.js";
 
@@ -86,7 +86,7 @@ function readEntry(file: string): Entry | undefined {
 export function claimNode(dataDir: string, options: ClaimOptions = {}): NodeClaim {
   const dir = resolve(dataDir);
   mkdirSync(dir, { recursive: true });
-  const known = readClaim(dir);
+  let known = readClaim(dir);
   const registry = options.registry === undefined ? HOST_REGISTRY : options.registry;
   if (registry === null) {
     const claim = known ?? { id: randomBytes(6).toString("hex"), uidBase: FIRST_UID, uidCount: UIDS_PER_NODE };
@@ -96,18 +96,25 @@ export function claimNode(dataDir: string, options: ClaimOptions = {}): NodeClai
   mkdirSync(registry, { recursive: true, mode: 0o755 });
   return withLock(registry, () => {
     const slotFile = (slot: number) => join(registry, `${slot}.json`);
+    // node.json lost or garbled: the registry still knows this data dir's node (a new id would
+    // orphan its stars, running on in the old node's groups and users).
+    if (!known) {
+      known = recoverClaim(registry, dir);
+      if (known) writeClaim(dir, known);
+    }
     if (known) {
       const slot = (known.uidBase - FIRST_UID) / UIDS_PER_NODE;
       const entry = Number.isInteger(slot) && slot >= 0 && slot < SLOTS ? readEntry(slotFile(slot)) : undefined;
       if (entry?.id === known.id && resolve(entry.dataDir) === dir) return known;
       if (!entry && Number.isInteger(slot) && slot >= 0 && slot < SLOTS) {
-        // The registry lost it (the host's /var/lib was wiped): ours again.
-        writeFileSync(slotFile(slot), JSON.stringify({ id: known.id, dataDir: dir }), { mode: 0o644 });
+        // The registry lost it (the host's /var/lib was wiped) or it cannot be read: ours again
+        // (no other node takes a range whose entry it cannot read).
+        writeEntry(slotFile(slot), { id: known.id, dataDir: dir });
         return known;
       }
       if (entry?.id === known.id) {
         // The data dir moved: the range follows it.
-        writeFileSync(slotFile(slot), JSON.stringify({ id: known.id, dataDir: dir }), { mode: 0o644 });
+        writeEntry(slotFile(slot), { id: known.id, dataDir: dir });
         return known;
       }
       // Another node holds the range now: this one takes a new range (its stars' users change
@@ -117,15 +124,49 @@ export function claimNode(dataDir: string, options: ClaimOptions = {}): NodeClai
     for (let slot = 0; slot < SLOTS; slot++) {
       const file = slotFile(slot);
       const entry = readEntry(file);
+      // An entry that cannot be read is not a free range: whose it is cannot be known.
+      if (!entry && existsSync(file)) continue;
       if (entry && !stale(entry, options.busy)) continue;
       const claim: NodeClaim = { id, uidBase: FIRST_UID + slot * UIDS_PER_NODE, uidCount: UIDS_PER_NODE };
       // The data dir first: from the moment the registry names it, it must say so itself.
       writeClaim(dir, claim);
-      writeFileSync(file, JSON.stringify({ id, dataDir: dir }), { mode: 0o644 });
+      writeEntry(file, { id, dataDir: dir });
       return claim;
     }
     throw new RuntimeUnavailableError(`every uid range of this host (${SLOTS}) is taken by a node (see ${registry}): remove unused data dirs`);
   });
+}
+
+/** A registry entry, written whole or not at all (a crash or a full disk leaves no empty entry). */
+function writeEntry(file: string, entry: Entry): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fd = openSync(tmp, "w", 0o644);
+  try {
+    writeSync(fd, JSON.stringify(entry));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+}
+
+/** The claim the registry holds for `dir` (its node.json was lost), if any. */
+function recoverClaim(registry: string, dir: string): NodeClaim | undefined {
+  let names: string[];
+  try {
+    names = readdirSync(registry);
+  } catch {
+    return undefined;
+  }
+  for (const name of names) {
+    const m = /^(\d+)\.json$/.exec(name);
+    if (!m) continue;
+    const entry = readEntry(join(registry, name));
+    if (entry && resolve(entry.dataDir) === dir && ID.test(entry.id)) {
+      return { id: entry.id, uidBase: FIRST_UID + Number(m[1]) * UIDS_PER_NODE, uidCount: UIDS_PER_NODE };
+    }
+  }
+  return undefined;
 }
 
 /** A registered node that is gone: its data dir no longer claims it, and nothing of it runs. */

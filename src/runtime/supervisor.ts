@@ -20,6 +20,7 @@ import {
 } from "./spec.js";
 import { type HealthState, type ProbeResult, initialHealth, nextHealth, probeHttp, probeTcp } from "./health.js";
 import { readLogs } from "./logs.js";
+import { nodeShortage } from "./shortage.js";
 import { type RestartHistory, type RunEnd, TERMINAL_STATES, decideRestart, endState } from "./restart.js";
 import type { LogLine, LogOptions, Runtime, StarStats, StarStatus, StartOptions } from "./types.js";
 
@@ -54,6 +55,9 @@ export interface StarRecord {
   /** Resolvers of wait() calls. */
   waiters: Array<(s: StarStatus) => void>;
 }
+
+/** How long a restart put off by the node's own shortage waits before it is tried again. */
+const SHORT_RETRY_MS = 5000;
 
 /** HTTP and TCP probes in flight at once on a node; more wait their turn (issue 9). */
 export const PROBES_IN_FLIGHT = 64;
@@ -292,7 +296,14 @@ export abstract class SupervisedRuntime implements Runtime {
       rec.restartTimer = undefined;
       if (rec.stopRequested || this.closed) return;
       rec.status.restarts++;
-      this.runOnce(rec).catch((err: unknown) => this.finish(rec, { state: "failed", reason: errorText(err) }));
+      this.runOnce(rec).catch((err: unknown) => {
+        const short = nodeShortage(err);
+        if (!short || rec.stopRequested || this.closed) return this.finish(rec, { state: "failed", reason: errorText(err) });
+        // The node's own shortage is not the star's failure: the restart is put off (issue 9).
+        rec.status.restarts--;
+        this.update(rec, { state: "failed", reason: `restart put off: this node is short of resources (${short}); trying again in ${SHORT_RETRY_MS} ms`, restartAt: Date.now() + SHORT_RETRY_MS });
+        this.scheduleRestart(rec, SHORT_RETRY_MS);
+      });
     }, delayMs);
   }
 

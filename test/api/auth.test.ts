@@ -618,6 +618,30 @@ describe("the node's own shortage is not the star's failure", () => {
       await api.close();
     }
   });
+
+  it("the node is ready again when a put-off star is stopped, or fails for its own reasons; a stopped one is shown stopped", async () => {
+    const api = await startApi();
+    type Status = { nodes: Array<{ degraded?: { reason: string } }> };
+    const degraded = async () => (await api.request("GET", "/v1/status")).json<Status>().nodes[0]?.degraded;
+    try {
+      api.runtime.shortNextLaunch.set("halted", "ENOSPC");
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("halted") })).status, 201);
+      await waitFor("the node degraded", degraded);
+      const waiting = await waitFor("shown waiting for its start", async () => ((await api.controller.get("halted")).status?.state === "pending" ? (await api.controller.get("halted")).status : undefined));
+      assert.match(waiting.reason ?? "", /start put off: this node is short of resources \(ENOSPC\)/);
+      assert.equal((await api.request("POST", "/v1/stars/halted/stop")).status, 200);
+      await waitFor("the node ready", async () => ((await degraded()) === undefined ? true : undefined));
+      await waitFor("the star shown stopped", async () => ((await api.controller.get("halted")).status?.state === "stopped" ? true : undefined));
+
+      api.runtime.shortNextLaunch.set("doomed", "EMFILE");
+      api.runtime.failNextLaunch.set("doomed", "exec: no such program");
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("doomed") })).status, 201);
+      await waitFor("the star failed for its own reason", async () => ((await api.controller.get("doomed")).status?.state === "failed" ? true : undefined), { timeoutMs: 15_000 });
+      assert.equal(await degraded(), undefined, "the node is ready");
+    } finally {
+      await api.close();
+    }
+  });
 });
 
 describe("lists a page at a time, with the fields asked for", () => {

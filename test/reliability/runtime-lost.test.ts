@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { connect } from "../../src/index.js";
@@ -73,7 +73,10 @@ describe("a lost runtime.db, and orphans", { skip, concurrency: false }, () => {
     const events = await f.sdk.events({ limit: 500 });
     assert.equal(events.filter((e) => e.kind === "star.reattached").length, 3);
 
-    // The stopped star starts again as the user its files have: its work dir is still its own.
+    // A new star made first gets none of their users, not even the stopped star's; and the
+    // stopped star starts again as the user its files have: its work dir is still its own.
+    const early = await f.sdk.create({ name: "early", command: ["sleep", "600"] });
+    assert.notEqual(uidOf((await early.wait({ for: "running" })).status!.pid!), restingUid, "a new star got a stopped star's user");
     await f.sdk.star("resting").start();
     const again = (await f.sdk.star("resting").wait({ for: "running" })).status!.pid!;
     assert.equal(uidOf(again), restingUid);
@@ -100,12 +103,27 @@ describe("a lost runtime.db, and orphans", { skip, concurrency: false }, () => {
     const star = await f.sdk.create({ name: "host", command: ["sleep", "600"] });
     const pid = (await star.wait({ for: "running" })).status!.pid!;
 
+    // A star with a pid namespace of its own below its own (an unconfined star's sandbox): its
+    // processes there are its own, not strays.
+    const nested = await f.sdk.create({ name: "nested", seccomp: "unconfined", command: ["sh", "-c", "unshare -Urpf sleep 1000 & sleep 1000"] });
+    await nested.wait({ for: "running" });
+    const deep = await waitFor("the nested namespace's process", () =>
+      (nodeGroups(f.node.dataDir).get("nested") ?? []).find((p) => {
+        try {
+          return (/^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${p}/status`, "utf8"))?.[1] ?? "").trim().split(/\s+/).length === 3;
+        } catch {
+          return false;
+        }
+      }),
+    );
+
     // While the node runs (found within its check interval, 10 s).
     const lone = stray(f.node.dataDir, "nobody-s");
     const beside = stray(f.node.dataDir, "host");
     await waitFor("the orphans ended", () => (!alive(lone) && !alive(beside) ? true : undefined), { timeoutMs: 25_000 });
     await waitFor("its group removed", () => (starCgroupDir(f.node.dataDir, "nobody-s") === undefined ? true : undefined));
     assert.ok(alive(pid), "the star itself goes on");
+    assert.ok(alive(deep), "a process in a star's nested pid namespace is the star's own");
     const events = await f.sdk.events({ limit: 500 });
     assert.ok(events.some((e) => e.kind === "node.orphans-ended" && e.message.includes("which no star of this node has")), JSON.stringify(events.map((e) => e.message)));
     assert.ok(events.some((e) => e.kind === "node.orphans-ended" && e.star === "host"));

@@ -4,7 +4,7 @@
  * taken back only when nothing of it runs.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { FIRST_UID, UIDS_PER_NODE, claimNode, nodeCgroupParent } from "../../src/runtime/node-claim.js";
@@ -46,6 +46,27 @@ describe("a node's claim on its host", () => {
     const dev = claimNode(join(root, "dev"), { registry: null });
     assert.match(dev.id, /^[0-9a-f]{12}$/);
     assert.deepEqual(claimNode(join(root, "dev"), { registry: null }), dev);
+  });
+
+  it("a lost or garbled node.json gets its node back from the registry (not a new id, whose stars would run twice)", () => {
+    const dir = join(root, "forgetful");
+    const c = claimNode(dir, { registry });
+    rmSync(join(dir, "node.json"));
+    assert.deepEqual(claimNode(dir, { registry }), c);
+    writeFileSync(join(dir, "node.json"), "{garbled");
+    assert.deepEqual(claimNode(dir, { registry }), c);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, "node.json"), "utf8")), c, "written back");
+  });
+
+  it("an entry that cannot be read is not a free range, and entries are written whole", () => {
+    const victim = claimNode(join(root, "victim"), { registry });
+    const slot = (victim.uidBase - FIRST_UID) / UIDS_PER_NODE;
+    writeFileSync(join(registry, `${slot}.json`), ""); // as a crash or a full disk could leave it
+    const next = claimNode(join(root, "newcomer"), { registry, busy: () => false });
+    assert.notEqual(next.uidBase, victim.uidBase, "a live node's range handed out again");
+    assert.ok(readdirSync(registry).every((f) => !f.endsWith(".tmp")), "no temporary files left");
+    assert.deepEqual(claimNode(join(root, "victim"), { registry }), victim, "its node keeps its range, and its entry is whole again");
+    assert.deepEqual(JSON.parse(readFileSync(join(registry, `${slot}.json`), "utf8")).id, victim.id);
   });
 
   it("hands out distinct ranges to nodes claiming at once (separate processes)", async () => {

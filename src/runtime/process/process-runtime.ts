@@ -15,7 +15,7 @@
  *   disk.img, disk/          with disk_mb: its filesystem (work/, tmp/, var-tmp/, run-lock/)
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, statSync, watch } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, statSync, watch } from "node:fs";
 import { connect } from "node:net";
 import { chmod, mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
@@ -41,7 +41,7 @@ import { type ProbeResult, probeWithin } from "../health.js";
 import { checkHostRoom, diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
 import { HIDDEN, SCRATCH_PLACES, checkHostPaths, isUnder, sandboxArgs } from "./sandbox.js";
 import { Launcher, signalName } from "./launcher.js";
-import { type RunInfo, type SavedStar, StarStateDb, findInit, pidNamespace, processStart, readEnd } from "./star-state.js";
+import { type RunInfo, type SavedStar, StarStateDb, findInit, pidNamespace, processInfo, processStart, readEnd } from "./star-state.js";
 
 export interface ProcessRuntimeOptions {
   /** Where stars' files live (<dataDir>/stars/<id>). */
@@ -158,12 +158,6 @@ export class ProcessRuntime extends SupervisedRuntime {
       // The range's last uid is the isolate host's (isolate-runtime.ts).
       const count = this.options.uidCount ?? this.options.claim.uidCount - 1;
       if (used.size >= count) throw new RuntimeUnavailableError(`all ${count} star users of this node are taken: remove stars, or give the node a larger uid range`);
-      // A star whose records were lost (runtime.db) keeps the user its files have: the fact.
-      const owner = ownerOf(join(this.dir(id), "work"));
-      if (owner !== undefined && owner >= base && owner < base + count && !used.has(owner)) {
-        this.uids.set(id, owner);
-        return { uid: owner, gid: owner };
-      }
       const last = Math.max(base - 1, ...used);
       let next = this.nextUid ?? last + 1;
       for (let i = 0; i < count; i++, next++) {
@@ -239,7 +233,10 @@ export class ProcessRuntime extends SupervisedRuntime {
     const dir = this.dir(rec.id);
     const { uid, gid } = this.userOf(rec.id);
     // The star's directory (root's); the init makes work/ and the scratch places, the star's own.
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // (Not recursive: Node's recursive mkdir reports a full disk as ENOENT; stars/ is made at create.)
+    await mkdir(dir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "EEXIST") throw err;
+    });
     if (this.options.sandbox === false) {
       // Measurement only: no binds, so the star reaches its work dir through the host's paths.
       for (const d of [this.options.dataDir, dirname(dir), dir]) await chmod(d, 0o711);
@@ -495,7 +492,27 @@ export class ProcessRuntime extends SupervisedRuntime {
       }
       recovered.push({ ...rec.status });
     }
+    this.reserveOwners(root);
     return recovered;
+  }
+
+  /**
+   * A star directory with no record (runtime.db was lost) keeps the user its files have: the
+   * owner of its work dir is reserved for it, so no new star is handed that user (and reads its
+   * files), and the star, started again, is its files' owner still.
+   */
+  private reserveOwners(root: string): void {
+    if (this.options.user) return;
+    const base = this.options.uidBase ?? this.options.claim.uidBase;
+    const count = this.options.uidCount ?? this.options.claim.uidCount - 1;
+    const taken = new Set(this.uids.values());
+    for (const id of readdirSyncSafe(root)) {
+      if (this.uids.has(id) || !DNS_LABEL.test(id)) continue;
+      const owner = ownerOf(join(root, id, "work"));
+      if (owner === undefined || owner < base || owner >= base + count || taken.has(owner)) continue;
+      this.uids.set(id, owner);
+      taken.add(owner);
+    }
   }
 
   /**
@@ -559,7 +576,9 @@ export class ProcessRuntime extends SupervisedRuntime {
       if (rec?.status.state === "starting" || this.cleaning.has(group)) continue;
       const run = rec?.run ? this.runInfo.get(group) : undefined;
       const ns = run?.initPid ? pidNamespace(run.initPid, "pid_for_children") : undefined;
-      const strays = ns ? pids.filter((p) => p !== run!.initPid && pidNamespace(p) !== ns) : pids;
+      // The star's own: its init, what is in its pid namespace, and what descends from its init
+      // (a namespace of its own below the star's: an unconfined star's sandbox, say).
+      const strays = ns ? pids.filter((p) => p !== run!.initPid && pidNamespace(p) !== ns && !descendsFrom(p, run!.initPid)) : pids;
       // Gone meanwhile: not orphans.
       const alive = strays.filter((p) => processStart(p) !== undefined);
       if (alive.length === 0) continue;
@@ -716,6 +735,25 @@ function recoveredLimits(spec: StarSpec, capacity: NodeCapacity | undefined) {
   } catch {
     const node = capacity?.limits ?? DEFAULT_NODE_LIMITS;
     return limitsOf(spec, { cpuCores: Infinity, memoryBytes: Infinity, limits: { ...node, maxPids: Infinity, maxNofile: Infinity, maxLogMb: Infinity } });
+  }
+}
+
+/** Whether `ancestor` is on the chain of `pid`'s parents (as the host sees them). */
+function descendsFrom(pid: number, ancestor: number): boolean {
+  for (let p = pid, steps = 0; p > 1 && steps < 256; steps++) {
+    const parent = processInfo(p)?.ppid;
+    if (parent === undefined) return false;
+    if (parent === ancestor) return true;
+    p = parent;
+  }
+  return false;
+}
+
+function readdirSyncSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
   }
 }
 
