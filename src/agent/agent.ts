@@ -159,8 +159,8 @@ export class Agent implements NodeLink {
         const takeBack = reported && o.init && !o.known && record?.desired === "running" && !this.local.has(o.group) && runtime.reattach;
         if (takeBack && ((record.spec as { runtime?: string }).runtime ?? "process") === kind) {
           try {
-            const spec = await this.withIdentity(record, { keepTokens: true });
-            const status = await runtime.reattach!(o.group, spec, { trusted: trustedStar(record) });
+            const { spec, identity } = await this.withIdentity(record, { keepTokens: true });
+            const status = await runtime.reattach!(o.group, spec, { trusted: trustedStar(record), ...(identity ? { identity } : {}) });
             const report = reported.get(o.group);
             this.local.set(o.group, { uid: record.uid, generation: report?.uid === record.uid ? report.generation : record.generation, status, runtime });
             await this.events
@@ -345,7 +345,8 @@ export class Agent implements NodeLink {
     this.local.set(name, fresh);
     try {
       // An admin's star is trusted with its script's directory; a star's child is not (docs/security.md).
-      await runtime.start(name, await this.withIdentity(rec), { trusted: trustedStar(rec) });
+      const { spec, identity } = await this.withIdentity(rec);
+      await runtime.start(name, spec, { trusted: trustedStar(rec), ...(identity ? { identity } : {}) });
       fresh.starting = false;
       await this.shortage(name, undefined);
     } catch (err) {
@@ -381,17 +382,20 @@ export class Agent implements NodeLink {
   }
 
   /** The spec with the API's endpoint and a token of the star's own in its environment. */
-  private async withIdentity(rec: StarRecord, options: { keepTokens?: boolean } = {}): Promise<StarRecord["spec"]> {
+  private async withIdentity(rec: StarRecord, options: { keepTokens?: boolean } = {}): Promise<{ spec: StarRecord["spec"]; identity?: string[] }> {
     const endpoint = this.options.endpoint?.();
     const env = (rec.spec as { env?: unknown }).env;
-    if (!endpoint || (env !== undefined && (typeof env !== "object" || env === null))) return rec.spec;
+    if (!endpoint || (env !== undefined && (typeof env !== "object" || env === null))) return { spec: rec.spec };
     // A star taken back keeps the token it runs with (its next run gets the new one).
     if (!options.keepTokens) await dropStarTokens(this.store, rec.name);
     const token = newToken();
     // The token knows its star by name and uid: it stops working when this star is removed, and
     // a star made again under the name is not this one.
     await saveToken(this.store, token, "star", `star:${rec.name}`, { star: { name: rec.name, uid: rec.uid } });
-    return { ...rec.spec, env: { CONSTELLATION_ENDPOINT: endpoint, CONSTELLATION_TOKEN: token, ...(env as Record<string, string> | undefined) } };
+    const own = (env ?? {}) as Record<string, string>;
+    // What the node adds (the user's own values of these names win, and are the user's).
+    const identity = ["CONSTELLATION_ENDPOINT", "CONSTELLATION_TOKEN"].filter((k) => !(k in own));
+    return { spec: { ...rec.spec, env: { CONSTELLATION_ENDPOINT: endpoint, CONSTELLATION_TOKEN: token, ...own } }, identity };
   }
 
   private async startFailed(name: string, err: unknown): Promise<void> {

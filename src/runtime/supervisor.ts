@@ -40,6 +40,8 @@ export interface StarRecord {
   spec: StarSpec;
   /** Made by an admin (StartOptions.trusted). */
   trusted: boolean;
+  /** StartOptions.identity. */
+  identity?: string[];
   limits: Limits;
   status: StarStatus;
   history: RestartHistory;
@@ -137,6 +139,7 @@ export abstract class SupervisedRuntime implements Runtime {
       id,
       spec,
       trusted,
+      ...(options.identity ? { identity: options.identity } : {}),
       limits,
       status: { id, name: spec.name, state: "pending", restarts: 0, limits, limitsEnforced, ready: false },
       history: { restarts: [], streak: 0 },
@@ -369,9 +372,9 @@ export abstract class SupervisedRuntime implements Runtime {
     return rec ? { ...rec.status } : undefined;
   }
 
-  saved(id: string): { spec: StarSpec; trusted: boolean } | undefined {
+  saved(id: string): { spec: StarSpec; trusted: boolean; identity?: string[] } | undefined {
     const rec = this.stars.get(id);
-    return rec ? { spec: rec.spec, trusted: rec.trusted } : undefined;
+    return rec ? { spec: rec.spec, trusted: rec.trusted, ...(rec.identity ? { identity: rec.identity } : {}) } : undefined;
   }
 
   list(): StarStatus[] {

@@ -60,6 +60,8 @@ export interface StartOptions {
    * checked on the open file at every start, and nothing hidden is shown (docs/security.md).
    */
   trusted?: boolean;
+  /** The env keys the node put into the spec (the star's identity: endpoint, token), not the user. */
+  identity?: string[];
 }
 
 /**
@@ -102,7 +104,7 @@ export interface Runtime {
   /** Releases the runtime (stars keep running; a new runtime can recover them). */
   close(): Promise<void>;
   /** The spec a star runs with (as started: with the identity the agent gave it) and whether it is trusted. */
-  saved?(id: string): { spec: StarSpecInput; trusted: boolean } | undefined;
+  saved?(id: string): { spec: StarSpecInput; trusted: boolean; identity?: string[] } | undefined;
   /** Processes of the node that no star's run accounts for (runtimes that can tell). */
   orphans?(): Promise<Orphan[]>;
   /** Ends an orphan's processes (and its group, if no star of this runtime has it). */

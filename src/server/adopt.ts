@@ -19,41 +19,54 @@ const IDENTITY = ["CONSTELLATION_ENDPOINT", "CONSTELLATION_TOKEN"];
 export async function adoptStars(store: Store, node: string, runtimes: Runtime[]): Promise<number> {
   const events = new EventLog(store, `node-${node}`);
   let adopted = 0;
-  for (const runtime of runtimes) {
-    for (const status of runtime.list()) {
-      const saved = runtime.saved?.(status.id);
-      if (!saved) continue;
-      const { env, ...rest } = saved.spec as { env?: Record<string, string> };
-      const token = env?.CONSTELLATION_TOKEN;
-      const userEnv = env ? Object.fromEntries(Object.entries(env).filter(([k]) => !IDENTITY.includes(k))) : undefined;
-      const spec = { ...rest, ...(userEnv && Object.keys(userEnv).length > 0 ? { env: userEnv } : {}) };
-      const active = ["running", "starting", "pending"].includes(status.state) || status.restartAt !== undefined;
-      const record: StarRecord = {
-        name: status.id,
-        uid: randomUUID(),
-        spec: spec as StarRecord["spec"],
-        desired: active ? "running" : "stopped",
-        node,
-        createdAt: status.startedAt ?? Date.now(),
-        generation: 1,
-        ...(saved.trusted ? {} : { untrusted: true as const }),
-      };
-      const observed: StarObserved = { uid: record.uid, node, status, generation: 1, updatedAt: Date.now() };
-      const res = await store.txn({
-        compare: [{ key: starKey(record.name), target: "version", op: "=", value: 0 }],
-        success: [
-          { type: "put", key: starKey(record.name), value: JSON.stringify(record) },
-          { type: "put", key: statusKey(record.name), value: JSON.stringify(observed) },
-        ],
-      });
-      if (!res.succeeded) continue; // already there
-      // The running star's own token (only if no token of that value exists: never an admin's).
-      if (token && isTokenForm(token) && active && !(await lookupToken(store, token))) {
-        await saveToken(store, token, "star", `star:${record.name}`, { star: { name: record.name, uid: record.uid } });
-      }
-      await events.record("star.adopted", `rebuilt from node ${node} after the store was lost (${status.state})`, { star: record.name, uid: record.uid, node });
-      adopted++;
+  const stars = runtimes.flatMap((runtime) => runtime.list().map((status) => ({ status, saved: runtime.saved?.(status.id) })));
+  // The identity the node gave each star (older rows do not say: then both names were the node's).
+  const given = (saved: { identity?: string[] }) => saved.identity ?? IDENTITY;
+  // A token the node gave one star only is known again; one seen in two stars' env (a user
+  // passed a star's token to another) is registered for neither.
+  const holders = new Map<string, number>();
+  for (const { saved } of stars) {
+    const token = saved && given(saved).includes("CONSTELLATION_TOKEN") ? (saved.spec as { env?: Record<string, string> }).env?.CONSTELLATION_TOKEN : undefined;
+    if (token) holders.set(token, (holders.get(token) ?? 0) + 1);
+  }
+  for (const { saved } of stars) {
+    for (const [k, v] of Object.entries((saved?.spec as { env?: Record<string, string> } | undefined)?.env ?? {})) {
+      if (k === "CONSTELLATION_TOKEN" && saved && !given(saved).includes(k) && holders.has(v)) holders.set(v, 2); // a user's copy of it
     }
+  }
+  for (const { status, saved } of stars) {
+    if (!saved) continue;
+    const { env, ...rest } = saved.spec as { env?: Record<string, string> };
+    const mine = given(saved);
+    const token = mine.includes("CONSTELLATION_TOKEN") ? env?.CONSTELLATION_TOKEN : undefined;
+    const userEnv = env ? Object.fromEntries(Object.entries(env).filter(([k]) => !mine.includes(k))) : undefined;
+    const spec = { ...rest, ...(userEnv && Object.keys(userEnv).length > 0 ? { env: userEnv } : {}) };
+    const active = ["running", "starting", "pending"].includes(status.state) || status.restartAt !== undefined;
+    const record: StarRecord = {
+      name: status.id,
+      uid: randomUUID(),
+      spec: spec as StarRecord["spec"],
+      desired: active ? "running" : "stopped",
+      node,
+      createdAt: status.startedAt ?? Date.now(),
+      generation: 1,
+      ...(saved.trusted ? {} : { untrusted: true as const }),
+    };
+    const observed: StarObserved = { uid: record.uid, node, status, generation: 1, updatedAt: Date.now() };
+    const res = await store.txn({
+      compare: [{ key: starKey(record.name), target: "version", op: "=", value: 0 }],
+      success: [
+        { type: "put", key: starKey(record.name), value: JSON.stringify(record) },
+        { type: "put", key: statusKey(record.name), value: JSON.stringify(observed) },
+      ],
+    });
+    if (!res.succeeded) continue; // already there
+    // The running star's own token (only if no token of that value exists: never an admin's).
+    if (token && holders.get(token) === 1 && isTokenForm(token) && active && !(await lookupToken(store, token))) {
+      await saveToken(store, token, "star", `star:${record.name}`, { star: { name: record.name, uid: record.uid } });
+    }
+    await events.record("star.adopted", `rebuilt from node ${node} after the store was lost (${status.state})`, { star: record.name, uid: record.uid, node });
+    adopted++;
   }
   return adopted;
 }

@@ -386,6 +386,7 @@ export class ProcessRuntime extends SupervisedRuntime {
     const running = rec.status.state === "running" || rec.status.state === "starting";
     const run = running ? this.runInfo.get(rec.id) : undefined;
     const saved: SavedStar = { version: 1, spec: rec.spec, status: rec.status, history: rec.history, stopRequested: rec.stopRequested, trusted: rec.trusted };
+    if (rec.identity) saved.identity = rec.identity;
     const uid = this.uids.get(rec.id);
     if (uid !== undefined) saved.uid = uid;
     if (run) saved.run = run;
@@ -443,6 +444,7 @@ export class ProcessRuntime extends SupervisedRuntime {
         id,
         spec,
         trusted: saved.trusted ?? true,
+        ...(saved.identity ? { identity: saved.identity } : {}),
         limits: recoveredLimits(spec, this.capacity),
         status: saved.status,
         history: saved.history,
@@ -556,6 +558,7 @@ export class ProcessRuntime extends SupervisedRuntime {
       id,
       spec,
       trusted: options.trusted === true,
+      ...(options.identity ? { identity: options.identity } : {}),
       limits,
       status: { id, name: spec.name, state: "running", restarts: 0, limits, limitsEnforced, ready: false, startedAt: Date.now() },
       history: { restarts: [], streak: 0 },

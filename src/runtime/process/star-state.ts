@@ -43,6 +43,8 @@ export interface SavedStar {
   uid?: number;
   /** Made by an admin (StartOptions.trusted); absent in rows of older agents: true. */
   trusted?: boolean;
+  /** StartOptions.identity. */
+  identity?: string[];
 }
 
 /** The runtime's table of stars. One process at a time owns it (an exclusive lock). */
