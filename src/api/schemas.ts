@@ -40,6 +40,8 @@ export const eventsQuery = z.strictObject({
   since: count(Number.MAX_SAFE_INTEGER).optional(),
   limit: count(10_000).optional(),
   star: z.string().max(63).optional(),
+  /** With star: the events of every star that had the name, not only the current one's. */
+  all: flag.optional(),
   follow: flag.optional(),
 });
 /** Longest a token may live: 10 years. */

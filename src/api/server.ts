@@ -303,7 +303,8 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       parse(noQuery, req.query, "query");
       const view = shown(fromNode(await controller.get(star, who(req)), node), who(req));
       const visible = await controller.visible(who(req));
-      const events = (await controller.events.list({ star, limit: 20 })).filter((e) => eventVisible(e, visible));
+      // This star's events, not those of earlier stars of its name (an old failure is not its own).
+      const events = (await controller.events.list({ star, uid: view.uid, limit: 20 })).filter((e) => eventVisible(e, visible));
       return { body: { ...view, events } };
     })
     .route("GET", "/v1/stars/:name/wait", async (req) => {
@@ -358,7 +359,9 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     })
     .route("GET", "/v1/events", async (req, res) => {
       const q = parse(eventsQuery, req.query, "query");
-      const filter = { ...(q.since === undefined ? {} : { since: q.since }), ...(q.star === undefined ? {} : { star: q.star }) };
+      // `star=NAME`: the events of the star of that name now (of earlier ones too when there is none, or with all=1).
+      const current = q.star !== undefined && !q.all ? await controller.find(q.star) : undefined;
+      const filter = { ...(q.since === undefined ? {} : { since: q.since }), ...(q.star === undefined ? {} : { star: q.star }), ...(current ? { uid: current.uid } : {}) };
       const visible = await controller.visible(who(req));
       const limit = q.limit ?? (q.follow ? 20 : 100);
       // A star's token: the newest `limit` of the events about what it may see.

@@ -116,17 +116,18 @@ export function registerClusterCommands(program: Command): void {
     .command("events")
     .description("what happened: every decision and state change, oldest first")
     .option("-f, --follow", "keep printing new events (Ctrl-C to stop)")
-    .option("--star <name>", "only this star's events")
+    .option("--star <name>", "only the events of the star of this name (not of earlier stars of its name)")
+    .option("--all", "with --star: of every star that had the name")
     .option("--json", "one JSON object per line")
-    .addHelpText("after", examples(["constellation events", "constellation events -f --star web"]))
-    .action(async (o: { follow?: boolean; star?: string; json?: boolean }, cmd: Command) => {
+    .addHelpText("after", examples(["constellation events", "constellation events -f --star web", "constellation events --star web --all"]))
+    .action(async (o: { follow?: boolean; star?: string; all?: boolean; json?: boolean }, cmd: Command) => {
       const c = clientOf(cmd);
       const print = (e: { at: number; kind: string; star?: string; message: string }) =>
         process.stdout.write(o.json ? `${JSON.stringify(e)}\n` : `${color.dim(new Date(e.at).toISOString())}  ${e.kind.padEnd(20)} ${e.star ?? "-"}  ${e.message}\n`);
       const abort = new AbortController();
       process.once("SIGINT", () => abort.abort());
       try {
-        const filter = o.star ? { star: o.star } : {};
+        const filter = o.star ? { star: o.star, ...(o.all ? { all: true } : {}) } : {};
         if (!o.follow) {
           for (const e of await c.events(filter)) print(e);
           return;

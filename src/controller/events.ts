@@ -25,9 +25,12 @@ export class EventLog {
   }
 
   /** Events after `since` (a seq), oldest first, at most `limit` (the newest ones). */
-  async list(options: { since?: number; limit?: number; star?: string } = {}): Promise<Event[]> {
+  /** Events after `since`, about `star` (and of that very star, `uid`: not an earlier one of its name). */
+  async list(options: { since?: number; limit?: number; star?: string; uid?: string } = {}): Promise<Event[]> {
     const { kvs } = await this.store.range({ prefix: KEYS.events });
-    let events = kvs.map(eventOf).filter((e) => e.seq > (options.since ?? 0) && (!options.star || e.star === options.star));
+    let events = kvs
+      .map(eventOf)
+      .filter((e) => e.seq > (options.since ?? 0) && (!options.star || e.star === options.star) && (!options.uid || e.uid === options.uid));
     events.sort((a, b) => a.seq - b.seq);
     if (options.limit !== undefined && events.length > options.limit) events = events.slice(events.length - options.limit);
     return events;

@@ -153,11 +153,12 @@ export class Constellation {
   }
 
   /**
-   * Recent events (every decision and state change), oldest first.
+   * Recent events (every decision and state change), oldest first. With `star`: those of the star
+   * of that name now (`all`: of every star that had the name).
    * @example
    * for (const e of await c.events({ star: "hello" })) console.log(e.kind, e.message);
    */
-  async events(options: { since?: number; limit?: number; star?: string } = {}): Promise<Event[]> {
+  async events(options: { since?: number; limit?: number; star?: string; all?: boolean } = {}): Promise<Event[]> {
     return (await this.http.request<{ events: Event[] }>("GET", `/v1/events${q(options)}`)).events;
   }
 
@@ -166,7 +167,7 @@ export class Constellation {
    * @example
    * for await (const e of c.followEvents({ signal })) console.log(e.message);
    */
-  followEvents(options: { since?: number; star?: string; signal?: AbortSignal } = {}): AsyncIterable<Event> {
+  followEvents(options: { since?: number; star?: string; all?: boolean; signal?: AbortSignal } = {}): AsyncIterable<Event> {
     const { signal, ...rest } = options;
     return this.http.stream<Event>(`/v1/events${q({ ...rest, follow: 1 })}`, signal);
   }

@@ -701,3 +701,28 @@ describe("lists a page at a time, with the fields asked for", () => {
     }
   });
 });
+
+describe("a star's events are its own, not those of earlier stars of its name", () => {
+  it("inspect and events?star= show the current star's; all=1 every star's of the name", async () => {
+    const api = await startApi();
+    try {
+      api.runtime.failNextLaunch.set("again", "exec: no such program");
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("again") })).status, 201);
+      await waitFor("the first one failed", async () => ((await api.controller.get("again")).status?.state === "failed" ? true : undefined));
+      assert.equal((await api.request("DELETE", "/v1/stars/again?force=1")).status, 204);
+      assert.equal((await api.request("POST", "/v1/stars", { body: sleeper("again") })).status, 201);
+      await waitFor("the second one runs", async () => ((await api.controller.get("again")).status?.state === "running" ? true : undefined));
+      type E = { kind: string; uid?: string; message: string };
+      const now = (await api.controller.get("again")).uid;
+      const inspected = (await api.request("GET", "/v1/stars/again")).json<{ events: E[] }>().events;
+      assert.ok(inspected.length > 0 && inspected.every((e) => e.uid === now), JSON.stringify(inspected));
+      assert.ok(!inspected.some((e) => /failed/.test(e.message)), "an old failure shown as current");
+      const named = (await api.request("GET", "/v1/events?star=again")).json<{ events: E[] }>().events;
+      assert.ok(named.every((e) => e.uid === now));
+      const all = (await api.request("GET", "/v1/events?star=again&all=1")).json<{ events: E[] }>().events;
+      assert.ok(all.some((e) => e.uid !== now) && all.some((e) => /failed/.test(e.message)), "all=1 keeps the history");
+    } finally {
+      await api.close();
+    }
+  });
+});
