@@ -65,6 +65,7 @@ export function registerStarCommands(program: Command): void {
     .addOption(new Option("--restart <policy>", "restart policy").choices(["never", "on-failure", "always"]))
     .addOption(new Option("--runtime <kind>", "process (any program) or isolate (JS/TS in a V8 isolate)").choices(["process", "isolate"]))
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
+    .option("--watch-ms <ms>", "once it runs, watch it this long; if it dies meanwhile, say why and exit non-zero (0: do not watch)", number("--watch-ms"), 1000)
     .option("--no-start", "only record the star (start it later with `constellation start`)")
     .option("--json", "print the star as JSON")
     .argument("[command...]", "a program and its arguments, after --")
@@ -102,16 +103,32 @@ export function registerStarCommands(program: Command): void {
         if (o.wait !== false && o.start !== false) {
           if (process.stderr.isTTY && !o.json) process.stderr.write(color.dim(`starting ${spec.name}...\n`));
           info = await star.wait({ for: "running", timeoutMs: 120_000 });
+          // A star that crashes right after it started is not a success (issue 10): its first
+          // moments are watched, and a death or a restart in them is reported.
+          const started = info.status;
+          const until = Date.now() + (o.watchMs as number);
+          while (started?.state === "running" && Date.now() < until) {
+            await new Promise((r) => setTimeout(r, Math.min(100, Math.max(0, until - Date.now()))));
+            const now = await star.info();
+            if (now.status?.state !== "running" || now.status.restarts !== started.restarts || now.status.pid !== started.pid) {
+              info = now;
+              break;
+            }
+          }
         }
         const s = info.status;
-        const failed = s !== undefined && s.state !== "running" && o.wait !== false && o.start !== false;
+        const watched = o.wait !== false && o.start !== false;
+        // (A star that ended well on its own, exit code 0, did what it was made for.)
+        const failed = s !== undefined && watched && (["failed", "oom_killed", "pending", "starting"].includes(s.state) || s.restarts > 0);
         if (o.json) {
           printJson(info);
           if (failed) process.exitCode = 1;
           return;
         }
         if (failed) {
-          process.stderr.write(`error: star ${spec.name} did not start: ${s.state}${s.reason ? ` (${s.reason})` : s.exitCode !== undefined && s.exitCode !== null ? ` (exit code ${s.exitCode})` : ""}; see \`constellation logs ${spec.name}\`\n`);
+          const why = s.reason ? ` (${s.reason})` : s.exitCode !== undefined && s.exitCode !== null ? ` (exit code ${s.exitCode})` : "";
+          const what = s.restarts > 0 ? `died and was restarted (${s.restarts} restart${s.restarts === 1 ? "" : "s"} in its first moments)` : s.pid === undefined && s.startedAt === undefined ? `did not start: ${s.state}` : `died right after it started: ${s.state}`;
+          process.stderr.write(`error: star ${spec.name} ${what}${why}; see \`constellation logs ${spec.name}\`\n`);
           process.exitCode = 1;
           return;
         }

@@ -96,6 +96,16 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.equal(asJson.code, 1, "--json does not hide the failure");
     assert.equal((JSON.parse(asJson.stdout) as { status: { state: string } }).status.state, "failed");
     await sdk.star("ghost2").remove({ force: true });
+    // One that dies 40 ms after it started is not a success either (its first second is watched);
+    // one that ends well on its own is.
+    const crash = await cli(node.dataDir, ["create", "--name", "brief", "--", "sh", "-c", "sleep 0.04; exit 3"]);
+    assert.equal(crash.code, 1, crash.stdout);
+    assert.match(crash.stderr, /star brief died right after it started: failed \(exited with code 3\)/);
+    const loop = await cli(node.dataDir, ["create", "--name", "looper", "--restart", "always", "--", "sh", "-c", "sleep 0.05; exit 1"]);
+    assert.equal(loop.code, 1, loop.stdout);
+    const fine = await cli(node.dataDir, ["create", "--name", "done", "--", "true"]);
+    assert.equal(fine.code, 0, fine.stderr);
+    for (const s of ["brief", "looper", "done"]) await sdk.star(s).remove({ force: true });
     const usage = await cli(node.dataDir, ["create", "--name", "x"]);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /give --script FILE or a command/);
