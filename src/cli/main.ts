@@ -60,10 +60,20 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) {
+    // `create --name x ls -la`: the program's own options were taken for ours.
+    const args = process.argv.slice(2);
+    if (err.code === "commander.unknownOption" && args.includes("create") && !args.includes("--")) {
+      process.stderr.write("hint: a program's own options go after --, e.g. constellation create --name list -- ls -la\n");
+    }
     // Help and version "errors" are successful exits; usage errors exit 2 with commander's message.
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
   // Our errors carry a message that says what to do; anything else is a bug, shown briefly.
-  process.stderr.write(`error: ${(err as Error).message}${isConstellationError(err) ? "" : " (unexpected: please report it)"}\n`);
+  const message = `${(err as Error).message}${isConstellationError(err) ? "" : " (unexpected: please report it)"}`;
+  if (process.argv.slice(2).includes("--json")) {
+    // Under --json the error is JSON too (on stdout, where the answer would have been).
+    const e = err as { code?: string; status?: number; field?: string };
+    process.stdout.write(`${JSON.stringify({ error: { code: isConstellationError(err) ? e.code : "UNEXPECTED", message, ...(e.field ? { field: e.field } : {}) } })}\n`);
+  } else process.stderr.write(`error: ${message}\n`);
   process.exit(1);
 }

@@ -221,16 +221,54 @@ export function registerStarCommands(program: Command): void {
   }
 
   program
-    .command("rm")
-    .description("remove a star and the stars it made (their files and logs go with them)")
+    .command("restart")
+    .description("stop a star (SIGTERM, then SIGKILL after its grace period) and start it again; waits until it runs")
     .argument("<name>", "the star")
-    .option("-f, --force", "remove it even if it or a star it made runs (they are stopped first)")
-    .addHelpText("after", examples(["constellation rm hello", "constellation rm -f web"]))
-    .action(async (name: string, o: { force?: boolean }, cmd: Command) => {
+    .option("--json", "print the star as JSON")
+    .addHelpText("after", examples(["constellation restart web"]))
+    .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
       const c = clientOf(cmd);
       try {
-        await c.star(name).remove(o.force ? { force: true } : {});
-        process.stdout.write(`${name}: removed\n`);
+        const star = c.star(name);
+        await star.stop({ timeoutMs: 120_000 });
+        await star.start();
+        const info = await star.wait({ for: "running", timeoutMs: 120_000 });
+        if (o.json) return printJson(info);
+        process.stdout.write(`${name}: ${stateText(info.status?.state)}${info.status?.pid ? ` (pid ${info.status.pid})` : ""}\n`);
+        if (info.status?.state !== "running") process.exitCode = 1;
+      } finally {
+        c.close();
+      }
+    });
+
+  program
+    .command("rm")
+    .description("remove stars and the stars they made (their files and logs go with them)")
+    .argument("[names...]", "the stars")
+    .option("-f, --force", "remove them even if they or stars they made run (they are stopped first)")
+    .option("--all", "every star you may see (with --yes)")
+    .option("--yes", "with --all: yes, every one")
+    .addHelpText("after", examples(["constellation rm hello", "constellation rm -f web worker-1 worker-2", "constellation rm --all --yes -f"]))
+    .action(async (names: string[], o: { force?: boolean; all?: boolean; yes?: boolean }, cmd: Command) => {
+      if (o.all && names.length > 0) cmd.error("error: give names or --all, not both", { exitCode: 2 });
+      if (o.all && !o.yes) cmd.error("error: --all removes every star you may see: add --yes to say so", { exitCode: 2 });
+      if (!o.all && names.length === 0) cmd.error("error: give the names of the stars to remove (or --all --yes)", { exitCode: 2 });
+      const c = clientOf(cmd);
+      try {
+        const targets = o.all ? (await c.list({ fields: ["owner"] })).filter((s) => !s.owner).map((s) => s.name) : names;
+        let failed = 0;
+        for (const name of targets) {
+          try {
+            await c.star(name).remove(o.force ? { force: true } : {});
+            process.stdout.write(`${name}: removed\n`);
+          } catch (err) {
+            // Each name stands alone: the rest are still removed, and the exit code says one failed.
+            if (targets.length === 1) throw err;
+            process.stderr.write(`error: ${name}: ${(err as Error).message}\n`);
+            failed++;
+          }
+        }
+        if (failed > 0) process.exitCode = 1;
       } finally {
         c.close();
       }

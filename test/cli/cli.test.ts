@@ -23,3 +23,24 @@ it("an unknown command or flag is a one-line error with exit code 2, not a stack
     assert.doesNotMatch(res.stderr, /\n\s+at /, "no stack trace");
   }
 });
+
+it("a program's own flags taken for ours: the error hints at --", () => {
+  const res = run("create", "--name", "l", "ls", "-la");
+  assert.equal(res.status, 2);
+  assert.match(res.stderr, /unknown option '-la'/);
+  assert.match(res.stderr, /hint: a program's own options go after --, e\.g\. constellation create --name list -- ls -la/);
+});
+
+it("under --json an error is JSON too, with its code, and the exit code is non-zero", () => {
+  const res = run("--data", "/nonexistent/constellation-data", "inspect", "x", "--json");
+  assert.equal(res.status, 1);
+  const out = JSON.parse(res.stdout) as { error: { code: string; message: string } };
+  assert.equal(out.error.code, "API_UNAVAILABLE");
+  assert.match(out.error.message, /no constellation found in \/nonexistent\/constellation-data/);
+});
+
+it("rm needs names, or --all with --yes", () => {
+  assert.match(run("rm").stderr, /give the names of the stars to remove/);
+  assert.match(run("rm", "--all").stderr, /add --yes to say so/);
+  assert.equal(run("rm", "--all").status, 2);
+});

@@ -105,7 +105,18 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.equal(loop.code, 1, loop.stdout);
     const fine = await cli(node.dataDir, ["create", "--name", "done", "--", "true"]);
     assert.equal(fine.code, 0, fine.stderr);
-    for (const s of ["brief", "looper", "done"]) await sdk.star(s).remove({ force: true });
+    // rm takes several names (each stands alone); restart stops and starts again.
+    const gone = await cli(node.dataDir, ["rm", "-f", "brief", "looper", "no-such-star", "done"]);
+    assert.equal(gone.code, 1, "one of them was not there");
+    assert.match(gone.stdout, /brief: removed\nlooper: removed\ndone: removed/);
+    assert.match(gone.stderr, /no-such-star/);
+    assert.equal((await cli(node.dataDir, ["create", "--name", "again", "--", "sleep", "60"])).code, 0);
+    const pid = (await sdk.star("again").status())!.pid;
+    const restarted = await cli(node.dataDir, ["restart", "again"]);
+    assert.equal(restarted.code, 0, restarted.stderr);
+    assert.match(restarted.stdout, /again: running \(pid \d+\)/);
+    assert.notEqual((await sdk.star("again").status())!.pid, pid);
+    await sdk.star("again").remove({ force: true });
     const usage = await cli(node.dataDir, ["create", "--name", "x"]);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /give --script FILE or a command/);
