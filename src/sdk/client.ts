@@ -74,7 +74,7 @@ export function resolveConnection(options: ConnectOptions = {}): { endpoint: str
     // not readable by this user: the error below says what to do
   }
   if (!endpoint) {
-    throw new ApiUnavailableError(`no constellation found in ${dir}: start one with \`constellation up --data ${dir}\`, or set CONSTELLATION_ENDPOINT and CONSTELLATION_TOKEN`);
+    throw new ApiUnavailableError(`no constellation found in ${dir}: start one with \`constellation up --data ${dir}\`, point CONSTELLATION_DATA (or --data) at the data dir of one that runs, or set CONSTELLATION_ENDPOINT and CONSTELLATION_TOKEN`);
   }
   if (!token) throw new ApiUnavailableError(`no token: set CONSTELLATION_TOKEN, or run as a user who can read ${join(dir, "admin.token")}`);
   return { endpoint, token };

@@ -38,6 +38,14 @@ describe("isolate runtime", { skip }, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it("an isolate star's hostname is its name (as a process star's is), by require and by import", async () => {
+    const js = await script("host.mjs", 'import os, { hostname } from "node:os";\nimport { createRequire } from "node:module";\nconsole.log(hostname(), os.hostname(), createRequire(import.meta.url)("node:os").hostname());\n');
+    await rt.start("named-one", { name: "named-one", runtime: "isolate", script: js });
+    assert.equal((await rt.wait("named-one")).state, "exited");
+    assert.deepEqual(await lines("named-one"), ["named-one named-one named-one"]);
+    await rt.remove("named-one");
+  });
+
   it("runs a .ts script as an isolate, unprivileged and filtered (seccomp), with args, env and captured output", async () => {
     const ts = await script(
       "hi.ts",

@@ -21,6 +21,8 @@ interface StartMsg {
   file: string;
   argv: string[];
   env: Record<string, string>;
+  /** What os.hostname() says in the star: its name, as a process star's uts namespace does. */
+  hostname?: string;
   heapMb: number;
   stdout: string;
   stderr: string;
@@ -56,6 +58,12 @@ parentPort.on("message", (m) => {
     for (const k of Object.keys(process.env)) delete process.env[k];
     Object.assign(process.env, m.env);
     process.argv.splice(1, process.argv.length - 1, m.file, ...m.argv);
+    if (m.hostname) {
+      // Isolates share the host's uts namespace: each star is told its own name (CJS and ESM).
+      const name = m.hostname;
+      require("node:os").hostname = () => name;
+      require("node:module").syncBuiltinESMExports();
+    }
     let tid = 0;
     try { tid = Number(readlinkSync("/proc/thread-self").split("/").pop()); } catch {}
     // The agent may place this thread in the star's cpu cgroup first; then the star runs on "go".
@@ -160,7 +168,7 @@ function start(m: StartMsg): void {
   }
   const worker = takeWorker(m.heapMb);
   isolates.set(m.id, worker);
-  worker.postMessage({ t: "run", file: m.file, argv: m.argv, env: m.env, hold: m.hold === true });
+  worker.postMessage({ t: "run", file: m.file, argv: m.argv, env: m.env, hostname: m.hostname, hold: m.hold === true });
   worker.stdout.on("data", (d: Buffer) => out.write(d));
   worker.stderr.on("data", (d: Buffer) => err.write(d));
   let oom = false;

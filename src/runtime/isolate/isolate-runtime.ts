@@ -148,6 +148,7 @@ export class IsolateRuntime extends SupervisedRuntime {
       file: program.file,
       argv: rec.spec.args,
       env: { CONSTELLATION_STAR: rec.id, CONSTELLATION_STAR_NAME: rec.spec.name, ...rec.spec.env },
+      hostname: rec.spec.name,
       heapMb,
       stdout: join(dir, "stdout.log"),
       stderr: join(dir, "stderr.log"),
