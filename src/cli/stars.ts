@@ -1,8 +1,10 @@
 /** Star commands: create, list, inspect, start, stop, rm, logs. Business logic lives in the API. */
+import { readFileSync } from "node:fs";
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { type Constellation, type StarInfo, connect } from "../sdk/client.js";
 import type { StarSpecInput } from "../runtime/spec.js";
 import { age, bytes, color, printJson, stateText, table } from "./output.js";
+import { parseEnvFile } from "./env-file.js";
 
 export interface GlobalOptions {
   data?: string;
@@ -25,6 +27,30 @@ const envPair = (v: string, acc: Record<string, string>) => {
   const eq = v.indexOf("=");
   if (eq <= 0) throw new CommanderArgError(`--env takes KEY=VALUE, got "${v}"`);
   return { ...acc, [v.slice(0, eq)]: v.slice(eq + 1) };
+};
+
+/** --env-file FILE (repeatable; read in order, --env over them): KEY=VALUE lines. */
+const envFile = (v: string, acc: Record<string, string>) => {
+  let text: string;
+  try {
+    text = readFileSync(v, "utf8");
+  } catch (err) {
+    throw new CommanderArgError(`--env-file ${v}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
+  }
+  try {
+    return { ...acc, ...parseEnvFile(text, v) };
+  } catch (err) {
+    throw new CommanderArgError(`--env-file ${(err as Error).message}`);
+  }
+};
+
+/** --health http:PORT[/PATH] | tcp:PORT | exec:COMMAND (run by sh -c in the star). */
+const healthSpec = (v: string): Record<string, unknown> => {
+  const m = /^(http|tcp|exec):(.+)$/.exec(v);
+  if (m?.[1] === "exec") return { type: "exec", command: ["sh", "-c", m[2]!] };
+  const p = m ? /^(\d+)(\/.*)?$/.exec(m[2]!) : null;
+  if (!m || !p || (m[1] === "tcp" && p[2])) throw new CommanderArgError(`--health takes http:PORT[/PATH], tcp:PORT or exec:COMMAND, got "${v}"`);
+  return m[1] === "http" ? { type: "http", port: Number(p[1]), path: p[2] ?? "/" } : { type: "tcp", port: Number(p[1]) };
 };
 
 /** --mount HOST[:PATH][:ro|rw]: read-only unless :rw. */
@@ -57,6 +83,12 @@ export function registerStarCommands(program: Command): void {
     .option("--ram-gb <n>", "memory limit in GB", number("--ram-gb"))
     .option("--disk-mb <n>", "disk quota in MB for the star's writable directory", number("--disk-mb"))
     .option("--env <KEY=VALUE>", "environment variable (repeatable)", envPair, {})
+    .option("--env-file <file>", "environment variables from a file of KEY=VALUE lines (repeatable; --env wins)", envFile, {})
+    .option("--health <check>", "health check: http:PORT[/PATH], tcp:PORT or exec:COMMAND", healthSpec)
+    .option("--health-interval-ms <ms>", "how often the health check runs (default 1000)", number("--health-interval-ms"))
+    .option("--stop-grace-ms <ms>", "on stop, SIGKILL this long after SIGTERM (default 10000)", number("--stop-grace-ms"))
+    .option("--log-max-mb <mb>", "rotate each log stream at this size (default 10)", number("--log-max-mb"))
+    .option("--log-max-files <n>", "log files kept per stream, the current one included (default 3)", number("--log-max-files"))
     .option("--pids <n>", "most processes and threads (default: the node's, 256)", number("--pids"))
     .option("--nofile <n>", "most open files per process (default: the node's, 1024)", number("--nofile"))
     .option("--mount <HOST[:PATH][:rw]>", "show a host path to the star, read-only unless :rw (repeatable; admin)", mountSpec, [])
@@ -88,7 +120,13 @@ export function registerStarCommands(program: Command): void {
       if (o.ramMb !== undefined) spec.ram_mb = o.ramMb as number;
       if (o.ramGb !== undefined) spec.ram_gb = o.ramGb as number;
       if (o.diskMb !== undefined) spec.disk_mb = o.diskMb as number;
-      if (Object.keys(o.env as object).length > 0) spec.env = o.env as Record<string, string>;
+      const env = { ...(o.envFile as Record<string, string>), ...(o.env as Record<string, string>) };
+      if (Object.keys(env).length > 0) spec.env = env;
+      if (o.health !== undefined) spec.health = { ...(o.health as object), ...(o.healthIntervalMs === undefined ? {} : { interval_ms: o.healthIntervalMs }) } as StarSpecInput["health"];
+      else if (o.healthIntervalMs !== undefined) cmd.error("error: --health-interval-ms needs --health", { exitCode: 2 });
+      if (o.stopGraceMs !== undefined) spec.stop_grace_ms = o.stopGraceMs as number;
+      if (o.logMaxMb !== undefined) spec.log_max_mb = o.logMaxMb as number;
+      if (o.logMaxFiles !== undefined) spec.log_max_files = o.logMaxFiles as number;
       if (o.restart !== undefined) spec.restart = o.restart as "never";
       if (o.runtime !== undefined) spec.runtime = o.runtime as "process";
       if (o.pids !== undefined) spec.pids = o.pids as number;

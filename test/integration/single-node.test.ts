@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chownSync, existsSync, readFileSync, statSync } from "node:fs";
+import { chownSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -105,6 +105,23 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.equal(loop.code, 1, loop.stdout);
     const fine = await cli(node.dataDir, ["create", "--name", "done", "--", "true"]);
     assert.equal(fine.code, 0, fine.stderr);
+    // --env-file (--env over it), a health check, the grace period and log rotation from flags.
+    const envFile = join(dir, "app.env");
+    writeFileSync(envFile, '# settings\nMODE=batch\nexport WHO="you"\n');
+    const flagged = await cli(node.dataDir, [
+      "create", "--name", "flagged", "--env-file", envFile, "--env", "MODE=over", "--health", "exec:true", "--health-interval-ms", "200",
+      "--stop-grace-ms", "500", "--log-max-mb", "1", "--log-max-files", "2", "--", "sh", "-c", "echo $MODE $WHO; sleep 60",
+    ]);
+    assert.equal(flagged.code, 0, flagged.stderr);
+    const spec = (await sdk.star("flagged").info()).spec as Record<string, unknown>;
+    assert.deepEqual(spec.health, { type: "exec", command: ["sh", "-c", "true"], interval_ms: 200 });
+    assert.deepEqual([spec.stop_grace_ms, spec.log_max_mb, spec.log_max_files], [500, 1, 2]);
+    await waitFor("its output", async () => ((await cli(node.dataDir, ["logs", "flagged"])).stdout === "over you\n" ? true : undefined));
+    writeFileSync(envFile, "A=1\nnot a pair\n");
+    const badEnv = await cli(node.dataDir, ["create", "--name", "nope", "--env-file", envFile, "--", "true"]);
+    assert.equal(badEnv.code, 2);
+    assert.match(badEnv.stderr, /app\.env:2: not KEY=VALUE: "not a pair"/);
+    await sdk.star("flagged").remove({ force: true });
     // rm takes several names (each stands alone); restart stops and starts again.
     const gone = await cli(node.dataDir, ["rm", "-f", "brief", "looper", "no-such-star", "done"]);
     assert.equal(gone.code, 1, "one of them was not there");
