@@ -91,6 +91,9 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     const res = await cli(node.dataDir, ["create", "--name", "ghost", "--", "/no/such/program"]);
     assert.equal(res.code, 1);
     assert.match(res.stderr, /ghost did not start: failed \(.*\/no\/such\/program: No such file or directory/);
+    // The reason is where its output would have been.
+    const logs = await cli(node.dataDir, ["logs", "ghost"]);
+    assert.match(logs.stdout + logs.stderr, /\[constellation\] failed to start: .*\/no\/such\/program: No such file or directory/);
     await sdk.star("ghost").remove({ force: true });
     const asJson = await cli(node.dataDir, ["create", "--name", "ghost2", "--json", "--", "/no/such/program"]);
     assert.equal(asJson.code, 1, "--json does not hide the failure");

@@ -17,7 +17,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readdirSync, statSync, watch } from "node:fs";
 import { connect } from "node:net";
-import { chmod, mkdir, readFile, readdir, rm } from "node:fs/promises";
+import { appendFile, chmod, mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -291,7 +291,11 @@ export class ProcessRuntime extends SupervisedRuntime {
       cgroup ??= this.options.cgroups.handle(rec.id);
       this.cgroupOf.set(rec.id, cgroup);
       this.groupIdOf.set(rec.id, rec.id);
-      const launched = await this.launcher!.launch(rec.id, [...setup, ...args]);
+      // A start that fails says why where its output would have been (`logs` shows it).
+      const launched = await this.launcher!.launch(rec.id, [...setup, ...args]).catch(async (err: unknown) => {
+        await appendFile(join(dir, "stderr.log"), `[constellation] failed to start: ${(err as Error).message}\n`, { mode: 0o640 }).catch(() => undefined);
+        throw err;
+      });
       const info: RunInfo = {
         groupId: rec.id,
         shimPid: launched.shimPid,
