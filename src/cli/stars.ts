@@ -1,5 +1,6 @@
 /** Star commands: create, list, inspect, start, stop, rm, logs. Business logic lives in the API. */
 import { readFileSync } from "node:fs";
+import { resolve as resolvePath } from "node:path";
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { type Constellation, type StarInfo, connect } from "../sdk/client.js";
 import type { StarSpecInput } from "../runtime/spec.js";
@@ -83,6 +84,7 @@ export function registerStarCommands(program: Command): void {
     .option("--ram-gb <n>", "memory limit in GB", number("--ram-gb"))
     .option("--disk-mb <n>", "disk quota in MB for the star's writable directory", number("--disk-mb"))
     .option("--env <KEY=VALUE>", "environment variable (repeatable)", envPair, {})
+    .option("--cwd <dir>", "the program's working directory (default: a directory of the star's own; the host is read-only to the star)")
     .option("--env-file <file>", "environment variables from a file of KEY=VALUE lines (repeatable; --env wins)", envFile, {})
     .option("--health <check>", "health check: http:PORT[/PATH], tcp:PORT or exec:COMMAND", healthSpec)
     .option("--health-interval-ms <ms>", "how often the health check runs (default 1000)", number("--health-interval-ms"))
@@ -125,6 +127,7 @@ export function registerStarCommands(program: Command): void {
       if (o.health !== undefined) spec.health = { ...(o.health as object), ...(o.healthIntervalMs === undefined ? {} : { interval_ms: o.healthIntervalMs }) } as StarSpecInput["health"];
       else if (o.healthIntervalMs !== undefined) cmd.error("error: --health-interval-ms needs --health", { exitCode: 2 });
       if (o.stopGraceMs !== undefined) spec.stop_grace_ms = o.stopGraceMs as number;
+      if (o.cwd !== undefined) spec.cwd = resolvePath(o.cwd as string);
       if (o.logMaxMb !== undefined) spec.log_max_mb = o.logMaxMb as number;
       if (o.logMaxFiles !== undefined) spec.log_max_files = o.logMaxFiles as number;
       if (o.restart !== undefined) spec.restart = o.restart as "never";

@@ -125,6 +125,15 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.equal(badEnv.code, 2);
     assert.match(badEnv.stderr, /app\.env:2: not KEY=VALUE: "not a pair"/);
     await sdk.star("flagged").remove({ force: true });
+    // --cwd: an existing directory, or a clear error at create with nothing recorded.
+    const inUsr = await cli(node.dataDir, ["create", "--name", "where", "--cwd", "/usr", "--", "pwd"]);
+    assert.equal(inUsr.code, 0, inUsr.stderr);
+    await waitFor("it printed its cwd", async () => ((await cli(node.dataDir, ["logs", "where"])).stdout === "/usr\n" ? true : undefined));
+    const noDir = await cli(node.dataDir, ["create", "--name", "nowhere", "--cwd", "/no/such/dir", "--", "pwd"]);
+    assert.equal(noDir.code, 1);
+    assert.match(noDir.stderr, /cwd .*\/no\/such\/dir is not a directory on this node: give an existing directory/);
+    assert.equal((await cli(node.dataDir, ["inspect", "nowhere"])).code, 1, "nothing recorded");
+    await sdk.star("where").remove({ force: true });
     // rm takes several names (each stands alone); restart stops and starts again.
     const gone = await cli(node.dataDir, ["rm", "-f", "brief", "looper", "no-such-star", "done"]);
     assert.equal(gone.code, 1, "one of them was not there");

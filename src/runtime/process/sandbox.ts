@@ -83,6 +83,10 @@ export async function checkHostPaths(spec: StarSpec, dataDirs: string[], shown: 
     const hiddenBy = [...HIDDEN, ...dataDirs].find((h) => isUnder(cwd, h));
     const given = [...shown, ...spec.mounts.map((m) => resolve(m.path ?? m.host))].some((p) => isUnder(cwd, p));
     if (hiddenBy && !given) throw new InvalidArgumentError("cwd", `${spec.cwd} is in ${hiddenBy}, which stars cannot see: give it with mounts, or choose another cwd`);
+    // (A mount's path is made in the star's view; any other cwd must be a directory already.)
+    if (!given && !(await stat(cwd).then((s) => s.isDirectory(), () => false))) {
+      throw new InvalidArgumentError("cwd", `cwd ${spec.cwd} is not a directory on this node: give an existing directory`);
+    }
   }
   if (spec.root !== undefined) {
     const root = resolve(spec.root);
