@@ -1,8 +1,10 @@
 /** `constellation up`: a single-node constellation in the foreground. */
 import type { Command } from "commander";
 import { InvalidArgumentError as CommanderArgError } from "commander";
+import { accessSync, constants, existsSync } from "node:fs";
 import { homedir } from "node:os";
-import { join, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { NodeLimits } from "../runtime/spec.js";
 import { color } from "./output.js";
 
@@ -74,8 +76,8 @@ export function registerUp(program: Command): void {
           "",
           "Connect from another shell:",
           `  export CONSTELLATION_DATA=${dataDir}`,
-          "  constellation create --name hello -- echo hello world",
-          "  constellation list",
+          `  ${cliCommand()} create --name greeting -- echo hello world`,
+          `  ${cliCommand()} list`,
           "",
         ].join("\n"),
       );
@@ -92,4 +94,27 @@ export function registerUp(program: Command): void {
       });
       process.exit(0);
     });
+}
+
+/**
+ * How to call this CLI from another shell, as printed in the banner (it must work as printed):
+ * `constellation` when that is on PATH, else the checkout's `./constellation` (or its full path),
+ * else node and this very file.
+ */
+function cliCommand(): string {
+  for (const dir of (process.env.PATH ?? "").split(":")) {
+    if (!dir) continue;
+    try {
+      accessSync(join(dir, "constellation"), constants.X_OK);
+      return "constellation";
+    } catch {
+      // not here
+    }
+  }
+  const wrapper = fileURLToPath(new URL("../../../constellation", import.meta.url));
+  if (existsSync(wrapper)) {
+    const rel = relative(process.cwd(), wrapper);
+    return rel === "constellation" ? "./constellation" : wrapper;
+  }
+  return `node ${process.argv[1] ?? "constellation"}`;
 }

@@ -51,8 +51,9 @@ export interface ConnectOptions {
 
 /** Where the constellation is and the token to use, from options, the environment, or a data dir. */
 export function resolveConnection(options: ConnectOptions = {}): { endpoint: string; token: string } {
-  let endpoint = options.endpoint ?? (options.dataDir ? undefined : process.env.CONSTELLATION_ENDPOINT);
-  let token = options.token ?? (options.dataDir ? undefined : process.env.CONSTELLATION_TOKEN);
+  // (A variable set but empty is not set: `export CONSTELLATION_ENDPOINT=` leaves the data dir to say.)
+  let endpoint = options.endpoint ?? (options.dataDir ? undefined : process.env.CONSTELLATION_ENDPOINT || undefined);
+  let token = options.token ?? (options.dataDir ? undefined : process.env.CONSTELLATION_TOKEN || undefined);
   if (endpoint && token) return { endpoint, token };
   const dir = resolve(options.dataDir ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
   const read = (f: string) => (existsSync(join(dir, f)) ? readFileSync(join(dir, f), "utf8").trim() : undefined);

@@ -35,7 +35,7 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     removeDataDir(dir);
   });
 
-  it("prints how to connect and keeps the admin token 0600", () => {
+  it("prints how to connect and keeps the admin token 0600", async () => {
     assert.match(node.output(), /export CONSTELLATION_DATA=/);
     assert.match(readFileSync(join(node.dataDir, "admin.token"), "utf8"), /^cst_\S{40,}\n$/);
     assert.equal(statSync(join(node.dataDir, "admin.token")).mode & 0o777, 0o600);
@@ -45,6 +45,13 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     // The operator's unix socket: root's alone; the CLI and SDK use it from the data dir.
     assert.ok(statSync(join(node.dataDir, "api.sock")).isSocket());
     assert.equal(statSync(join(node.dataDir, "api.sock")).mode & 0o777, 0o600);
+    // The banner's suggestions work as printed (here: not on PATH, so the checkout's wrapper).
+    const suggested = /^\s+(.* create --name greeting -- echo hello world)$/m.exec(node.output())?.[1];
+    assert.ok(suggested, node.output());
+    // (Variables set but empty, as `export CONSTELLATION_ENDPOINT=` leaves them, are not set.)
+    const ran = spawnSync("sh", ["-c", suggested], { encoding: "utf8", env: { ...process.env, CONSTELLATION_DATA: node.dataDir, CONSTELLATION_ENDPOINT: "", CONSTELLATION_TOKEN: "" } });
+    assert.equal(ran.status, 0, ran.stderr);
+    await sdk.star("greeting").remove({ force: true });
   });
 
   it("CLI: create with limits (really applied), list, inspect, logs, stop, start, rm", async () => {
