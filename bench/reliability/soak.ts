@@ -91,24 +91,19 @@ async function step(): Promise<void> {
       uncertain.delete(name);
       known.set(name, { desired: "running", kind, sure: true });
       counts.creates++;
-    } else if (r < 0.45) {
-      const name = pick(names.filter((x) => known.get(x)!.desired === "running"));
-      if (!name) return;
-      touched = name;
-      busy.add(name);
-      known.get(name)!.sure = false;
-      await sdk.star(name).stop({ timeoutMs: 15_000 });
-      Object.assign(known.get(name)!, { desired: "stopped", sure: true });
-      counts.stops++;
     } else if (r < 0.6) {
-      const name = pick(names.filter((x) => known.get(x)!.desired === "stopped"));
+      // A stop of a running star, or a start of a stopped one.
+      const stop = r < 0.45;
+      const name = pick(names.filter((x) => known.get(x)!.desired === (stop ? "running" : "stopped")));
       if (!name) return;
       touched = name;
       busy.add(name);
       known.get(name)!.sure = false;
-      await sdk.star(name).start();
-      Object.assign(known.get(name)!, { desired: "running", sure: true });
-      counts.starts++;
+      if (stop) await sdk.star(name).stop({ timeoutMs: 15_000 });
+      else await sdk.star(name).start();
+      Object.assign(known.get(name)!, { desired: stop ? "stopped" : "running", sure: true });
+      if (stop) counts.stops++;
+      else counts.starts++;
     } else if (r < 0.7) {
       const name = pick(names);
       if (!name) return;

@@ -146,6 +146,20 @@ export class Agent implements NodeLink {
   }
 
   /**
+   * A start (or resume) put off for the node's own shortage `code`: counted (the node is
+   * degraded), said in an event, and tried again after a backoff (1 s doubling to 30 s).
+   */
+  private async putOff(rec: StarRecord, code: string): Promise<number> {
+    await this.shortage(rec.name, code);
+    const delay = Math.min(30_000, (this.options.retryMs ?? 1000) * 2 ** Math.min(this.shortRetries.get(rec.name)! - 1, 5));
+    await this.events
+      .record("star.start-delayed", `this node is short of resources (${code}); trying again in ${delay} ms`, { star: rec.name, uid: rec.uid, node: this.name })
+      .catch(() => undefined);
+    setTimeout(() => this.reconcile(rec.name), delay).unref();
+    return delay;
+  }
+
+  /**
    * Processes of this node that no star's run accounts for: at start-up (`reported`: this
    * node's earlier reports), a star of ours found running unrecorded is taken back; the rest
    * (a group no star has, or strays beside a star's run) are ended, each with an event.
@@ -323,14 +337,11 @@ export class Agent implements NodeLink {
       if (short) {
         // The node's own shortage: put off like a first start, and tried again (issue 9).
         local!.generation = before;
-        await this.shortage(name, short);
-        const delay = Math.min(30_000, (this.options.retryMs ?? 1000) * 2 ** Math.min(this.shortRetries.get(name)! - 1, 5));
-        await this.events.record("star.start-delayed", `this node is short of resources (${short}); trying again in ${delay} ms`, { star: name, uid: rec.uid, node: this.name }).catch(() => undefined);
-        setTimeout(() => this.reconcile(name), delay).unref();
-      } else if (err !== undefined) {
+        await this.putOff(rec, short);
+      } else {
         await this.shortage(name, undefined);
-        await this.startFailed(name, err);
-      } else await this.shortage(name, undefined);
+        if (err !== undefined) await this.startFailed(name, err);
+      }
       await this.report(name);
       return;
     }
@@ -357,16 +368,10 @@ export class Agent implements NodeLink {
         // the attempt, say so, and try again later (issue 9).
         await runtime.remove(name).catch(() => undefined);
         this.local.delete(name);
-        await this.shortage(name, short);
-        const attempt = this.shortRetries.get(name)!;
-        const delay = Math.min(30_000, (this.options.retryMs ?? 1000) * 2 ** Math.min(attempt - 1, 5));
+        const delay = await this.putOff(rec, short);
         // Shown as waiting for its start, with why (not as the start the runtime had begun).
         const waiting: StarStatus = { id: name, name, state: "pending", reason: `start put off: this node is short of resources (${short}); trying again in ${delay} ms`, restarts: 0, limits: { pids: 0 }, ready: false, limitsEnforced: true };
         await this.store.put(statusKey(name), JSON.stringify({ uid: rec.uid, node: this.name, status: waiting, generation: rec.generation, updatedAt: Date.now() } satisfies StarObserved)).catch(() => undefined);
-        await this.events
-          .record("star.start-delayed", `this node is short of resources (${short}); trying again in ${delay} ms`, { star: name, uid: rec.uid, node: this.name })
-          .catch(() => undefined);
-        setTimeout(() => this.reconcile(name), delay).unref();
         return;
       }
       await this.shortage(name, undefined); // the star's own failure: no longer put off

@@ -148,15 +148,18 @@ export class ProcessRuntime extends SupervisedRuntime {
     return rt;
   }
 
+  /** The node's uids for process stars: its range but the last uid, the isolate host's (isolate-runtime.ts). */
+  private uidRange(): { base: number; count: number } {
+    return { base: this.options.uidBase ?? this.options.claim.uidBase, count: this.options.uidCount ?? this.options.claim.uidCount - 1 };
+  }
+
   /** The star's own user: given once, kept for its life (saved with its state). */
   private userOf(id: string): { uid: number; gid: number } {
     if (this.options.user) return this.options.user;
     let uid = this.uids.get(id);
     if (uid === undefined) {
       const used = new Set(this.uids.values());
-      const base = this.options.uidBase ?? this.options.claim.uidBase;
-      // The range's last uid is the isolate host's (isolate-runtime.ts).
-      const count = this.options.uidCount ?? this.options.claim.uidCount - 1;
+      const { base, count } = this.uidRange();
       if (used.size >= count) throw new RuntimeUnavailableError(`all ${count} star users of this node are taken: remove stars, or give the node a larger uid range`);
       const last = Math.max(base - 1, ...used);
       let next = this.nextUid ?? last + 1;
@@ -509,8 +512,7 @@ export class ProcessRuntime extends SupervisedRuntime {
    */
   private reserveOwners(root: string): void {
     if (this.options.user) return;
-    const base = this.options.uidBase ?? this.options.claim.uidBase;
-    const count = this.options.uidCount ?? this.options.claim.uidCount - 1;
+    const { base, count } = this.uidRange();
     const taken = new Set(this.uids.values());
     for (const id of readdirSyncSafe(root)) {
       if (this.uids.has(id) || !DNS_LABEL.test(id)) continue;
