@@ -14,7 +14,7 @@ export const createBody = z.strictObject({
 const flag = z.enum(["1", "0", "true", "false"]).transform((v) => v === "1" || v === "true");
 const count = (max: number) => z.coerce.number().int().min(0).max(max);
 
-export const logsQuery = z.strictObject({ tail: count(1_000_000).optional(), follow: flag.optional() });
+export const logsQuery = z.strictObject({ tail: count(1_000_000).optional(), follow: flag.optional(), since: count(Number.MAX_SAFE_INTEGER).optional() });
 export const noQuery = z.strictObject({});
 /** What a star in a list may show; `fields` picks some (`name` always comes). */
 export const STAR_FIELDS = ["name", "uid", "spec", "desired", "node", "createdAt", "owner", "generation", "status", "observedGeneration", "usage"] as const;

@@ -342,7 +342,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const abort = new AbortController();
       res.on("close", () => abort.abort());
       try {
-        const lines = node.logs({ name: star, uid: seen.uid }, { ...(q.tail === undefined ? {} : { tail: q.tail }), follow: q.follow === true, signal: abort.signal });
+        const lines = node.logs({ name: star, uid: seen.uid }, { ...(q.tail === undefined ? {} : { tail: q.tail }), ...(q.since === undefined ? {} : { since: q.since }), follow: q.follow === true, signal: abort.signal });
         ndjson(res);
         endWithToken(req, res);
         for await (const l of lines) {

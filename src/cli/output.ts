@@ -48,3 +48,23 @@ export function stateText(state: string | undefined): string {
   if (s === "starting" || s === "pending") return color.yellow(s);
   return s;
 }
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * A point in time as a user writes it (`logs --since`): a duration back from now (`90s`, `10m`,
+ * `2h`, `1d`, `1h30m`), an ISO 8601 date or time (`2026-11-28T19:40:00Z`), or ms since the epoch.
+ * Returns ms since the epoch, or undefined if it is none of these.
+ */
+export function parseSince(text: string, now = Date.now()): number | undefined {
+  const t = text.trim();
+  if (/^\d{12,}$/.test(t)) return Number(t);
+  if (/^(\d+(\.\d+)?(ms|s|m|h|d))+$/.test(t)) {
+    let back = 0;
+    for (const [, n, unit] of t.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) back += Number(n) * UNITS[unit!]!;
+    return now - back;
+  }
+  if (!/^\d{4}-\d\d-\d\d/.test(t)) return undefined;
+  const at = Date.parse(t);
+  return Number.isNaN(at) ? undefined : at;
+}

@@ -4,6 +4,9 @@
  * each stream), oldest first. With follow: then every new line as it is written, across
  * rotations, until the star ends or the caller aborts.
  *
+ * Every line the node relays begins with the time it was read (`STAMP`, ISO 8601 in UTC to the
+ * ms, then a space): the reader takes it off into `time`, and `since` skips older lines.
+ *
  * Memory stays bounded whatever the files hold (a star writes its logs; a reader must not be
  * made to hold them): lines are read and yielded a chunk at a time, `tail` is found by reading
  * backwards from the end, and one line is cut at MAX_LINE bytes.
@@ -19,8 +22,23 @@ const CHUNK = 64 * 1024;
 /** A longer line is cut into pieces of this size (a star may write no newline at all). */
 const MAX_LINE = 1024 * 1024;
 
+/** The time a line was read, written before it: `2026-11-28T19:40:01.123Z `. */
+export function stamp(at = new Date()): string {
+  return `${at.toISOString()} `;
+}
+const STAMPED = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) /;
+
 export async function* readLogs(dir: string, options: LogOptions, isDone: () => boolean): AsyncGenerator<LogLine> {
   const cursor = new Map<string, Cursor>();
+  const since = options.since;
+  /** A line as read, its time taken off; undefined if it is older than `since`. */
+  const lineOf = (stream: LogLine["stream"], c: Cursor, raw: string): LogLine | undefined => {
+    const m = STAMPED.exec(raw);
+    if (m) c.time = m[1]!;
+    const line: LogLine = { stream, line: m ? raw.slice(m[0].length) : raw, ...(c.time === undefined ? {} : { time: c.time }) };
+    if (since !== undefined && (c.time === undefined || Date.parse(c.time) < since)) return undefined;
+    return line;
+  };
   for (const stream of STREAMS) {
     const c: Cursor = { id: "", offset: 0, partial: "", decoder: new StringDecoder("utf8") };
     const files = await openAll(join(dir, `${stream}.log`));
@@ -30,7 +48,10 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
       for (; k < files.length; k++, offset = 0) {
         const f = files[k]!;
         for (let at = offset; at < f.size; at += CHUNK) {
-          for (const line of cut(c, await readText(c, f.handle, at, Math.min(f.size, at + CHUNK)))) yield { stream, line };
+          for (const raw of cut(c, await readText(c, f.handle, at, Math.min(f.size, at + CHUNK)))) {
+            const line = lineOf(stream, c, raw);
+            if (line) yield line;
+          }
         }
       }
       const last = files.at(-1);
@@ -55,7 +76,12 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
       for (const stream of STREAMS) {
         const c = cursor.get(stream)!;
         // A chunk at a time: what a star wrote since is never held whole.
-        for await (const text of readNew(join(dir, `${stream}.log`), c)) for (const line of cut(c, text)) yield { stream, line };
+        for await (const text of readNew(join(dir, `${stream}.log`), c)) {
+          for (const raw of cut(c, text)) {
+            const line = lineOf(stream, c, raw);
+            if (line) yield line;
+          }
+        }
       }
       if (done || options.signal?.aborted) return;
       await new Promise<void>((resolve) => {
@@ -147,6 +173,8 @@ interface Cursor {
   partial: string;
   /** Keeps a character cut between two chunks whole. */
   decoder: StringDecoder;
+  /** The time of the last stamped line read (a piece of a long line goes with it). */
+  time?: string;
 }
 
 interface OpenFile {

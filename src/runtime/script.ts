@@ -1,23 +1,34 @@
 /**
- * Turns a star's `script` or `command` into the argv to run. Scripts are checked before anything
- * starts: a missing file or a syntax error is a ScriptError naming the file and line. `.ts` is
- * transpiled with esbuild (once per content: the output is kept in memory by the content's hash)
- * and written into the star's own directory; `.js` and `.mjs` run as they are, after esbuild has
- * parsed them.
+ * Turns a star's `script` or `command` into the argv to run. A script is bundled with esbuild
+ * from its own directory before anything starts (relative imports, packages, JSON; `require`;
+ * each module's own `import.meta.url`, `__dirname`, `__filename`; a source map naming the
+ * user's files), so a missing import or a syntax error is a ScriptError naming the file and
+ * line. The bundle is built once and kept in memory while none of the files it holds changes,
+ * and written into the star's own directory under the hash of everything it holds.
  *
  * Who may read what: root does the reading, so a script is opened once, and the open file is
  * what is checked (mode, owner, and the directories of its real path) and what is read — a
  * symlink re-pointed between a check and a start cannot make root read a file for a star
- * (docs/security.md).
+ * (docs/security.md). Every file a bundle takes in is read the same way, for the same reader;
+ * an import a star's user may not read gets the same answer as one that is not there.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { constants } from "node:fs";
+import { type BigIntStats, constants } from "node:fs";
 import { type FileHandle, chmod, chown, mkdir, open, readlink, realpath, rename, stat, writeFile } from "node:fs/promises";
 import { dirname, extname, join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { BuildResult, Loader, Message, Plugin } from "esbuild";
 import { ScriptError } from "../errors.js";
 import type { StarSpec } from "./spec.js";
 
-const LOADERS = { ".js": "js", ".mjs": "js", ".cjs": "js", ".ts": "ts", ".mts": "ts" } as const;
+/** What a star's script may be. */
+const ENTRY_EXTS = [".js", ".mjs", ".cjs", ".ts", ".mts", ".cts"];
+/** What a bundle may take in, by esbuild's loader. */
+const LOADERS: Record<string, Loader> = {
+  ".js": "js", ".mjs": "js", ".cjs": "js", ".jsx": "jsx",
+  ".ts": "ts", ".mts": "ts", ".cts": "ts", ".tsx": "tsx",
+  ".json": "json", ".txt": "text",
+};
 
 /** A user as the kernel checks file access: its uid and its one group (stars have no others). */
 export interface FileUser {
@@ -50,34 +61,205 @@ export interface ResolvedProgram {
   source?: string;
 }
 
-/** Largest script read (a bundle larger than this is not a script to check at every start). */
+/** Largest file read (a bundle larger than this is not a script to check at every start). */
 export const MAX_SCRIPT_BYTES = 16 * 2 ** 20;
 
-/** Transpiled code by content hash (and file name, for the source map), or the check under way. */
-const transpiled = new Map<string, Promise<string | undefined>>();
-const KEEP_TRANSPILED = 64;
+/** A file read into a bundle, and what says it has not changed since (git's index does the same). */
+interface Input {
+  path: string;
+  dev: bigint;
+  ino: bigint;
+  size: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+/** A built bundle: its code, the hash of everything in it (its file name), and what it read. */
+interface Bundle {
+  code: string;
+  hash: string;
+  inputs: Input[];
+}
+
+/** Bundles by entry (its path, content and reader), or the build under way. */
+const bundles = new Map<string, Promise<Bundle>>();
+const KEEP_BUNDLES = 64;
 
 export async function resolveProgram(spec: StarSpec, access: ScriptAccess = {}): Promise<ResolvedProgram> {
   if (spec.command) return { argv: [...spec.command, ...spec.args] };
   const script = resolve(access.baseDir ?? process.cwd(), spec.script!);
-  const ext = extname(script) as keyof typeof LOADERS;
-  const loader = LOADERS[ext];
-  if (!loader) throw new ScriptError(script, `unsupported extension "${ext}": use .js, .mjs or .ts (or give a command)`);
-  const { source, real } = await readScript(script, access);
-  const hash = createHash("sha256").update(source).update(ext).update(real).digest("hex").slice(0, 32);
-  // Concurrent starts of one script share one transpile.
-  let pending = transpiled.get(hash);
-  if (!pending) {
-    pending = check(real, source, loader);
-    transpiled.set(hash, pending);
-    pending.catch(() => transpiled.delete(hash)); // a failure is not remembered: the file may be fixed
-    if (transpiled.size > KEEP_TRANSPILED) transpiled.delete(transpiled.keys().next().value!);
+  const ext = extname(script);
+  if (!ENTRY_EXTS.includes(ext)) throw new ScriptError(script, `unsupported extension "${ext}": use ${ENTRY_EXTS.join(", ")} (or give a command)`);
+  const entry = await readScript(script, access);
+  const bundle = await bundleOf(entry, access);
+  // Source maps on: stack traces name the user's files and lines, not the bundle's.
+  if (!access.cacheDir) return { argv: [process.execPath, "--enable-source-maps", entry.real, ...spec.args], source: entry.real };
+  const file = await writeTranspiled(access.cacheDir, bundle.hash, bundle.code, access.cacheReader);
+  return { argv: [process.execPath, "--enable-source-maps", file, ...spec.args], file, source: entry.real };
+}
+
+/**
+ * The bundle of an entry: built once, and again only when one of the files it read has changed
+ * (by its identity, size and times) or may no longer be read by the reader. Concurrent starts of
+ * one script share one build; a failed build is not remembered (the file may be fixed).
+ */
+async function bundleOf(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
+  const reader = access.reader === undefined ? "root" : access.reader === "all" ? "all" : `${access.reader.uid}:${access.reader.gid}`;
+  const key = createHash("sha256")
+    .update(`${entry.real}\0${reader}\0${(access.refuseUnder ?? []).join("\0")}\0`)
+    .update(entry.source)
+    .digest("hex");
+  const known = bundles.get(key);
+  if (known) {
+    const bundle = await known;
+    if (await unchanged(bundle, entry.real, access)) return bundle;
+    if (bundles.get(key) === known) bundles.delete(key);
   }
-  const code = await pending;
-  if (code === undefined) return { argv: [process.execPath, real, ...spec.args], file: real, source: real };
-  if (!access.cacheDir) return { argv: [process.execPath, real, ...spec.args], source: real };
-  const file = await writeTranspiled(access.cacheDir, hash, code, access.cacheReader);
-  return { argv: [process.execPath, file, ...spec.args], file, source: real };
+  const pending = build(entry, access);
+  bundles.set(key, pending);
+  pending.catch(() => {
+    if (bundles.get(key) === pending) bundles.delete(key);
+  });
+  if (bundles.size > KEEP_BUNDLES) bundles.delete(bundles.keys().next().value!);
+  return pending;
+}
+
+/** Every file a bundle read (but its entry, read already) is as it was, and readable still. */
+async function unchanged(bundle: Bundle, entry: string, access: ScriptAccess): Promise<boolean> {
+  const reader = access.reader;
+  const passed = new Set<string>();
+  try {
+    for (const input of bundle.inputs) {
+      if (input.path === entry) continue;
+      const st = await stat(input.path, { bigint: true });
+      if (st.dev !== input.dev || st.ino !== input.ino || st.size !== input.size || st.mtimeNs !== input.mtimeNs || st.ctimeNs !== input.ctimeNs) return false;
+      if (reader === undefined) continue;
+      if (!mayAccess({ uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) }, reader, 0o4)) return false;
+      if (underAny(input.path, access.refuseUnder ?? [])) return false;
+      const dir = dirname(input.path);
+      if (!passed.has(dir)) {
+        await checkDirs(input.path, reader, () => new Error("refused"));
+        passed.add(dir);
+      }
+    }
+    return true;
+  } catch {
+    return false; // gone, or refused: the build says why
+  }
+}
+
+function underAny(path: string, places: string[]): boolean {
+  return places.some((d) => path === d || path.startsWith(`${d}/`));
+}
+
+/** Names every module's own file, directory and URL for it, wherever the bundle runs from. */
+const DEFINE = {
+  "import.meta.url": "__constellation_url",
+  "import.meta.filename": "__constellation_file",
+  "import.meta.dirname": "__constellation_dir",
+  __filename: "__constellation_file",
+  __dirname: "__constellation_dir",
+};
+
+/**
+ * Bundles an entry with esbuild from its own directory: relative imports and packages resolved
+ * there, every file read as the entry is (by the same checks, for the same reader), `require`
+ * working (resolved from the entry's place), each module's `import.meta.url`, `__dirname` and
+ * `__filename` its own, and a source map whose sources are the user's files. Native addons
+ * (`.node`) stay where they are and are loaded from there.
+ */
+async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
+  const esbuild = await import("esbuild"); // loaded on first use only
+  const reader = access.reader;
+  const inputs: Input[] = [];
+  const content = createHash("sha256").update(`${esbuild.version}\0${process.versions.node.split(".")[0]}\0`);
+  const RESOLVING = Symbol("resolving");
+  const plugin: Plugin = {
+    name: "constellation",
+    setup(b) {
+      b.onResolve({ filter: /.*/ }, async (args) => {
+        if (args.pluginData === RESOLVING || args.kind === "entry-point") return undefined;
+        const native = args.path.endsWith(".node");
+        if (reader === undefined && !native) return undefined;
+        const r = await b.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, namespace: args.namespace, pluginData: RESOLVING });
+        // For a star's script, one answer for a file that is not there and one it may not read.
+        const refused = { errors: [{ text: `Could not resolve "${args.path}" (no such file that the star's user can read)` }] };
+        if (r.errors.length > 0) return reader === undefined ? { errors: r.errors } : refused;
+        if (r.external || r.namespace !== "file") return { path: r.path, external: r.external, namespace: r.namespace };
+        if (reader !== undefined && !(await readable(r.path, reader, access.refuseUnder ?? []))) return refused;
+        return native ? { path: r.path, external: true } : { path: r.path, sideEffects: r.sideEffects };
+      });
+      b.onLoad({ filter: /.*/, namespace: "file" }, async (args) => {
+        const loader = LOADERS[extname(args.path)];
+        if (!loader) return { errors: [{ text: `no loader for "${extname(args.path)}" files: a star's bundle takes ${Object.keys(LOADERS).join(", ")} (load other files at run time)` }] };
+        let file: ReadFile;
+        try {
+          file = args.path === entry.real ? entry : await readScript(args.path, access);
+        } catch (err) {
+          return { errors: [{ text: (err as Error).message }] };
+        }
+        const st = file.stat;
+        inputs.push({ path: file.real, dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
+        content.update(`${file.real}\0${file.source.length}\0`).update(file.source);
+        const text = file.source.toString("utf8");
+        return { contents: loader === "js" || loader === "ts" || loader === "jsx" || loader === "tsx" ? withOwnNames(text, file.real) : text, loader, resolveDir: dirname(file.real) };
+      });
+    },
+  };
+  const outfile = join(dirname(entry.real), "constellation-bundle.mjs"); // never written: names the map's sources
+  let out: BuildResult<{ write: false }>;
+  try {
+    out = await esbuild.build({
+      entryPoints: [entry.real],
+      absWorkingDir: dirname(entry.real),
+      bundle: true,
+      write: false,
+      outfile,
+      format: "esm",
+      platform: "node",
+      target: `node${process.versions.node.split(".")[0]}`,
+      sourcemap: "external",
+      sourcesContent: false,
+      define: DEFINE,
+      banner: { js: `import { createRequire as __constellationRequire } from "node:module"; globalThis.require ??= __constellationRequire(${JSON.stringify(pathToFileURL(entry.real).href)});` },
+      plugins: [plugin],
+      logLevel: "silent",
+    });
+  } catch (err) {
+    const first = (err as { errors?: Message[] }).errors?.[0];
+    const loc = first?.location;
+    const where = loc ? `${resolve(dirname(entry.real), loc.file)}:${loc.line}:${loc.column + 1}: ` : "";
+    throw new ScriptError(entry.real, `cannot bundle it: ${where}${first?.text ?? (err as Error).message}`, err);
+  }
+  const code = out.outputFiles.find((f) => f.path === outfile)!.text;
+  const map = JSON.parse(out.outputFiles.find((f) => f.path === `${outfile}.map`)!.text) as { sources: string[] };
+  map.sources = map.sources.map((s) => pathToFileURL(resolve(dirname(outfile), s)).href);
+  const inline = Buffer.from(JSON.stringify(map)).toString("base64");
+  return { code: `${code}//# sourceMappingURL=data:application/json;base64,${inline}\n`, hash: content.digest("hex").slice(0, 32), inputs };
+}
+
+/**
+ * Gives a module its own `import.meta.url`, `__dirname` and `__filename` (see DEFINE), on its
+ * first line so that its line numbers stay as they are (after a `#!` line, which must be first).
+ */
+function withOwnNames(text: string, file: string): string {
+  if (!/import\.meta|__dirname|__filename/.test(text)) return text;
+  const names = `var __constellation_url = ${JSON.stringify(pathToFileURL(file).href)}, __constellation_file = ${JSON.stringify(file)}, __constellation_dir = ${JSON.stringify(dirname(file))};`;
+  if (!text.startsWith("#!")) return names + text;
+  const nl = text.indexOf("\n");
+  return nl < 0 ? text : `${text.slice(0, nl + 1)}${names}${text.slice(nl + 1)}`;
+}
+
+/** May `reader` read `path` (its real path), as readScript would let it? Without opening it. */
+async function readable(path: string, reader: "all" | FileUser, refuseUnder: string[]): Promise<boolean> {
+  try {
+    const real = await realpath(path);
+    if (underAny(real, [...OPEN_NEVER, ...refuseUnder])) return false;
+    await checkDirs(real, reader, () => new Error("refused"));
+    return mayAccess(await stat(real), reader, 0o4);
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -106,7 +288,14 @@ async function checkDirs(file: string, reader: "all" | FileUser, refused: () => 
 /** Where a star's script is never opened from. */
 const OPEN_NEVER = ["/proc", "/sys", "/dev", "/run"];
 
-async function readScript(script: string, access: ScriptAccess): Promise<{ source: Buffer; real: string }> {
+/** A file as read: its bytes, its real path, and its identity and times as opened. */
+interface ReadFile {
+  source: Buffer;
+  real: string;
+  stat: BigIntStats;
+}
+
+async function readScript(script: string, access: ScriptAccess): Promise<ReadFile> {
   const reader = access.reader;
   const who = reader === undefined ? "" : reader === "all" ? "every user" : `the star's user (uid ${reader.uid})`;
   const refused = () => new ScriptError(script, `is not a file that ${who} can read here: a star's token may only name scripts its stars can read`);
@@ -126,7 +315,8 @@ async function readScript(script: string, access: ScriptAccess): Promise<{ sourc
       await checkDirs(path, reader, refused);
     }
     fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | (reader === undefined ? 0 : constants.O_NOFOLLOW));
-    const st = await fh.stat();
+    const big = await fh.stat({ bigint: true });
+    const st = { uid: Number(big.uid), gid: Number(big.gid), mode: Number(big.mode), dev: Number(big.dev), ino: Number(big.ino), size: Number(big.size) };
     // What was opened, wherever the path led: the real path checked below is this file's.
     const real = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => "");
     const here = real.startsWith("/") ? await stat(real).catch(() => undefined) : undefined;
@@ -138,9 +328,9 @@ async function readScript(script: string, access: ScriptAccess): Promise<{ sourc
       if (!mayAccess(st, reader, 0o4) || (access.refuseUnder ?? []).some((d) => real === d || real.startsWith(`${d}/`))) throw refused();
       await checkDirs(real, reader, refused);
     }
-    if (!st.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
+    if (!big.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
     if (st.size > MAX_SCRIPT_BYTES) throw new ScriptError(script, `is ${st.size} bytes, over ${MAX_SCRIPT_BYTES}: give a smaller script (or a command)`);
-    return { source: await fh.readFile(), real };
+    return { source: await fh.readFile(), real, stat: big };
   } catch (err) {
     if (err instanceof ScriptError) throw err;
     if (reader !== undefined) throw refused();
@@ -151,31 +341,24 @@ async function readScript(script: string, access: ScriptAccess): Promise<{ sourc
   }
 }
 
+/** May `user` enter `dir` (search every directory from / down to it)? */
+export async function mayEnter(dir: string, user: FileUser): Promise<boolean> {
+  try {
+    for (let d = dir; ; d = dirname(d)) {
+      if (!mayAccess(await stat(d), user, 0o1)) return false;
+      if (d === dirname(d)) return true;
+    }
+  } catch {
+    return false;
+  }
+}
+
 /** The kernel's rule for one access bit (4 read, 1 search/execute): owner, else group, else other. */
 function mayAccess(st: { uid: number; gid: number; mode: number }, who: "all" | FileUser, bit: number): boolean {
   if (who === "all") return (st.mode & bit) !== 0;
   if (st.uid === who.uid) return (st.mode & (bit << 6)) !== 0;
   if (st.gid === who.gid) return (st.mode & (bit << 3)) !== 0;
   return (st.mode & bit) !== 0;
-}
-
-/** Parses (and for TypeScript transpiles) a script: the code to write, or undefined for JavaScript. */
-async function check(script: string, source: Buffer, loader: "js" | "ts"): Promise<string | undefined> {
-  const { transform } = await import("esbuild"); // loaded on first use only
-  try {
-    const out = await transform(source.toString("utf8"), {
-      loader,
-      format: loader === "ts" ? "esm" : undefined,
-      target: `node${process.versions.node.split(".")[0]}`,
-      sourcefile: script,
-      sourcemap: loader === "ts" ? "inline" : false,
-    });
-    return loader === "ts" ? out.code : undefined;
-  } catch (err) {
-    const first = (err as { errors?: Array<{ text: string; location?: { line: number; column: number } }> }).errors?.[0];
-    const where = first?.location ? ` at line ${first.location.line}, column ${first.location.column + 1}` : "";
-    throw new ScriptError(script, `syntax error${where}: ${first?.text ?? (err as Error).message}`, err);
-  }
 }
 
 /** Writes the transpiled code once into `dir`: root's, readable by `reader`'s group only. */

@@ -43,11 +43,15 @@ export interface StarStats {
 export interface LogLine {
   stream: "stdout" | "stderr";
   line: string;
+  /** When the node read it from the star (ISO 8601, ms), when known. */
+  time?: string;
 }
 
 export interface LogOptions {
   /** Last N lines of each stream (default: all that is kept). */
   tail?: number;
+  /** Only lines read at or after this time (ms since the epoch); lines of unknown time go with the line before. */
+  since?: number;
   /** Keep yielding new lines until the star ends or the signal aborts. */
   follow?: boolean;
   signal?: AbortSignal;

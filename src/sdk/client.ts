@@ -278,12 +278,15 @@ export class Star {
   }
 
   /**
-   * Its output, line by line (the last `tail` lines of each stream; `follow` until it ends).
+   * Its output, line by line, each with the time the node read it (the last `tail` lines of each
+   * stream; only lines since `since`; `follow` until it ends).
    * @example
-   * for await (const l of star.logs({ tail: 10 })) console.log(l.line);
+   * for await (const l of star.logs({ tail: 10 })) console.log(l.time, l.line);
+   * for await (const l of star.logs({ since: Date.now() - 60_000 })) console.log(l.line); // the last minute
    */
-  logs(options: { tail?: number; follow?: boolean; signal?: AbortSignal } = {}): AsyncIterable<LogLine> {
-    return this.http.stream<LogLine>(`${this.path}/logs${q({ tail: options.tail, follow: options.follow ? 1 : undefined })}`, options.signal);
+  logs(options: { tail?: number; since?: number | Date; follow?: boolean; signal?: AbortSignal } = {}): AsyncIterable<LogLine> {
+    const since = options.since instanceof Date ? options.since.getTime() : options.since;
+    return this.http.stream<LogLine>(`${this.path}/logs${q({ tail: options.tail, since, follow: options.follow ? 1 : undefined })}`, options.signal);
   }
 
   /**

@@ -54,7 +54,7 @@ describe("two nodes on one host", { skip }, () => {
       const scripts = testDirSync("constellation-tmpdata-scripts-");
       chmodSync(scripts, 0o755);
       const script = join(scripts, "hello.ts");
-      writeFileSync(script, 'import { readFileSync, writeFileSync } from "node:fs";\nwriteFileSync("f.txt", "kept");\nconsole.log(`read ${readFileSync("f.txt", "utf8")}`);\n', { mode: 0o644 });
+      writeFileSync(script, 'import { readFileSync, writeFileSync } from "node:fs";\nconst f = `${process.env.HOME ?? "."}/f.txt`;\nwriteFileSync(f, "kept");\nconsole.log(`read ${readFileSync(f, "utf8")}`);\n', { mode: 0o644 });
       const run = async (name: string, args: string[]) => {
         const made = await cli(data, ["create", "--name", name, ...args]);
         assert.equal(made.code, 0, `${name}: ${made.stderr}`);

@@ -60,6 +60,18 @@ describe("isolate runtime", { skip }, () => {
     assert.deepEqual(await lines("hi"), [`hi there you uid=${claim.uidBase + claim.uidCount - 1} n=2 seccomp=2`, "err line"]);
   });
 
+  it("an isolate's script is bundled from its directory; its stack traces name the user's file and line", async () => {
+    await script("helper.ts", "export const twice = (n: number): number => 2 * n;\n");
+    const main = await script("uses-helper.ts", 'import { twice } from "./helper.js";\nconsole.log(`twice ${twice(21)}`);\nthrow new Error("isolate boom");\n');
+    await rt.start("bundled", { name: "bundled", runtime: "isolate", script: main });
+    const end = await rt.wait("bundled");
+    assert.equal(end.exitCode, 1);
+    const out = (await lines("bundled")).join("\n");
+    assert.match(out, /^twice 42$/m);
+    assert.match(out, new RegExp(`at .*uses-helper\\.ts:3:\\d+`), out);
+    for await (const l of rt.logs("bundled")) assert.ok(Date.now() - Date.parse(l.time ?? "") < 60_000, `a time on every line: ${JSON.stringify(l)}`);
+  });
+
   it("an isolate over its heap limit ends oom_killed; the host and other isolates go on", async () => {
     const steady = await script("steady.mjs", "console.log('steady'); setInterval(() => {}, 1000);\n");
     await rt.start("steady", { name: "steady", script: steady, ram_mb: 32 });
@@ -106,10 +118,11 @@ describe("isolate runtime", { skip }, () => {
     assert.ok(share >= 0.2 && share <= 0.3, `used ${(share * 100).toFixed(1)} % of a core`);
   });
 
-  it("refuses what it cannot do: commands, disks", async () => {
+  it("refuses what it cannot do: commands, disks, a working directory of its own", async () => {
     await assert.rejects(rt.start("c1", { name: "c1", command: ["true"] }), LimitUnenforceableError);
     const ok = await script("ok.mjs", "console.log(1);\n");
     await assert.rejects(rt.start("c3", { name: "c3", script: ok, disk_mb: 10 }), /cannot enforce disk_mb/);
+    await assert.rejects(rt.start("c4", { name: "c4", script: ok, cwd: "/" }), /cwd.*isolates share their host's working directory/);
     assert.equal(rt.list().filter((s) => s.id.startsWith("c")).length, 1, "only the crash star from before");
   });
 });

@@ -37,6 +37,33 @@ describe("log reading", () => {
     assert.deepEqual(await read(dir, 0), []);
   });
 
+  it("takes each line's time off its stamp; since skips older lines; a line without a stamp goes with the one before", async () => {
+    const d = await mkdtemp(join(tmpdir(), "constellation-logs-t-"));
+    try {
+      await writeFile(join(d, "stdout.log.1"), "2026-11-28T10:00:00.000Z old\n2026-11-28T10:05:00.000Z middle\n");
+      await writeFile(join(d, "stdout.log"), "2026-11-28T10:10:00.500Z new\nunstamped\n2026-11-28T10:10:00.500Zno space is text\n");
+      await writeFile(join(d, "stderr.log"), "2026-11-28T10:07:00.000Z err\n");
+      const all = async (since?: number) => {
+        const out: Array<[string, string, string | undefined]> = [];
+        for await (const l of readLogs(d, since === undefined ? {} : { since }, () => true)) out.push([l.stream, l.line, l.time]);
+        return out;
+      };
+      assert.deepEqual(await all(), [
+        ["stdout", "old", "2026-11-28T10:00:00.000Z"],
+        ["stdout", "middle", "2026-11-28T10:05:00.000Z"],
+        ["stdout", "new", "2026-11-28T10:10:00.500Z"],
+        ["stdout", "unstamped", "2026-11-28T10:10:00.500Z"],
+        ["stdout", "2026-11-28T10:10:00.500Zno space is text", "2026-11-28T10:10:00.500Z"],
+        ["stderr", "err", "2026-11-28T10:07:00.000Z"],
+      ]);
+      const since = Date.parse("2026-11-28T10:05:00.000Z");
+      assert.deepEqual((await all(since)).map(([s, l]) => `${s}:${l}`), ["stdout:middle", "stdout:new", "stdout:unstamped", "stdout:2026-11-28T10:10:00.500Zno space is text", "stderr:err"]);
+      assert.deepEqual(await all(Date.parse("2027-01-01T00:00:00Z")), []);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
   it("cuts a line without end into pieces of 1 MiB", async () => {
     const d = await mkdtemp(join(tmpdir(), "constellation-logs-"));
     await writeFile(join(d, "stdout.log"), `${"y".repeat(3 * 2 ** 20 + 5)}\nend\n`);

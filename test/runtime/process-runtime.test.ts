@@ -235,7 +235,7 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     await rt.start(star, { name: "ts", script: ts, env: { WHO: "world" }, args: ["!"] });
     assert.equal((await rt.wait(star)).state, "exited");
     const all: LogLine[] = [];
-    for await (const l of rt.logs(star)) all.push(l);
+    for await (const l of rt.logs(star)) all.push({ stream: l.stream, line: l.line });
     assert.deepEqual(all, [
       { stream: "stdout", line: "hello world !" },
       { stream: "stderr", line: "to stderr" },
@@ -250,6 +250,28 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     const tail: string[] = [];
     for await (const l of rt.logs(follow, { tail: 2 })) tail.push(l.line);
     assert.deepEqual(tail, ["tick 4", "tick 5"]);
+  });
+
+  it("every line has the time it was read; since skips older ones; a run's last line without its end is ended before the next run's", async () => {
+    const star = id("stamped");
+    const t0 = Date.now();
+    await rt.start(star, { name: "stamped", command: ["sh", "-c", "echo one; printf partial; exit 1"], restart: "on-failure", backoff_ms: 20, max_restarts: 1 });
+    assert.equal((await rt.wait(star)).restarts, 1);
+    const t1 = Date.now();
+    const read = async (since?: number) => {
+      const out: LogLine[] = [];
+      for await (const l of rt.logs(star, since === undefined ? {} : { since })) out.push(l);
+      return out;
+    };
+    const all = await read();
+    assert.deepEqual(all.map((l) => l.line), ["one", "partial", "one"]);
+    for (const l of all) {
+      const at = Date.parse(l.time ?? "");
+      assert.ok(at >= t0 - 5 && at <= t1 + 5, `${l.time} within the run`);
+    }
+    assert.deepEqual(await read(t1 + 1000), []);
+    assert.deepEqual((await read(Date.parse(all[2]!.time!))).map((l) => l.line), ["one"], "the second run's line only (its first came 20 ms later)");
+    await rt.remove(star);
   });
 
   it("rotates logs by size and caps what is kept; reading and following work across rotations", async () => {
@@ -460,7 +482,7 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     });
     await assert.rejects(rt.start(id("x"), { name: "x", script: join(dir, "scripts", "missing.js") }), /missing\.js: is not a file that every user can read here/);
     const broken = await script("broken.ts", "const x: number = ;\n");
-    await assert.rejects(rt.start(id("x"), { name: "x", script: broken }), /broken\.ts: syntax error at line 1/);
+    await assert.rejects(rt.start(id("x"), { name: "x", script: broken }), /broken\.ts: cannot bundle it: \S*broken\.ts:1:19: /);
     const brokenJs = await script("broken.js", "function (\n");
     await assert.rejects(rt.start(id("x"), { name: "x", script: brokenJs }), ScriptError);
     await assert.rejects(rt.start(id("x"), { name: "x", command: ["true"], ram_mb: -1 }), InvalidSpecError);

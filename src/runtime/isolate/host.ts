@@ -11,7 +11,7 @@
  *                 {ev:"stats", ref, heapBytes}
  * When the agent goes away (EOF on fd 4), the host stops its isolates and exits.
  */
-import { closeSync, fstatSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
 import { Worker } from "node:worker_threads";
 
@@ -44,6 +44,8 @@ const BOOTSTRAP = `
 const { parentPort } = require("node:worker_threads");
 const { readlinkSync } = require("node:fs");
 const v8 = require("node:v8");
+// Stack traces name the user's files and lines (the bundle carries its source map).
+process.setSourceMapsEnabled(true);
 // Warm the ES module loader too (its first use in a worker costs milliseconds).
 import("data:text/javascript,").catch(() => {});
 function go() {
@@ -112,10 +114,15 @@ function takeWorker(heapMb: number): Worker {
 
 let closing = false;
 
-/** Appends to a log file, rotating it at `max` bytes into .1 ... .keep (as the launcher does). */
+/**
+ * Appends to a log file, rotating it at `max` bytes into .1 ... .keep, each line begun with the
+ * time it was written (as the launcher does; runtime/logs.ts reads them).
+ */
 class RotatingLog {
   private fd: number;
   private size: number;
+  /** The last byte written was not a line's end. */
+  private midLine = false;
   constructor(
     private readonly path: string,
     private readonly max: number,
@@ -123,15 +130,38 @@ class RotatingLog {
   ) {
     this.fd = openSync(path, "a", 0o640);
     this.size = fstatSync(this.fd).size;
+    // An earlier run's last line without its end is ended here: this run's lines begin anew.
+    if (this.size > 0) {
+      const last = Buffer.alloc(1);
+      const r = openSync(path, "r");
+      try {
+        if (readSync(r, last, 0, 1, this.size - 1) === 1 && last[0] !== 0x0a) this.put(Buffer.from("\n"));
+      } finally {
+        closeSync(r);
+      }
+    }
   }
   write(chunk: Buffer): void {
     if (this.max > 0 && this.size > 0 && this.size + chunk.length > this.max) this.rotate();
-    try {
-      writeSync(this.fd, chunk);
-    } catch {
-      return; // disk full: drop rather than stop the star
+    const stamp = Buffer.from(`${new Date().toISOString()} `);
+    for (let at = 0; at < chunk.length; ) {
+      if (!this.midLine && !this.put(stamp)) return;
+      const nl = chunk.indexOf(0x0a, at);
+      const end = nl < 0 ? chunk.length : nl + 1;
+      if (!this.put(chunk.subarray(at, end))) return;
+      this.midLine = nl < 0;
+      at = end;
     }
-    this.size += chunk.length;
+  }
+  /** Writes it all; false on a full disk (the rest is dropped rather than stop the star). */
+  private put(b: Buffer): boolean {
+    try {
+      for (let off = 0; off < b.length; ) off += writeSync(this.fd, b, off);
+    } catch {
+      return false;
+    }
+    this.size += b.length;
+    return true;
   }
   private rotate(): void {
     closeSync(this.fd);
@@ -146,6 +176,7 @@ class RotatingLog {
     else unlinkSync(this.path);
     this.fd = openSync(this.path, "a", 0o640);
     this.size = 0;
+    this.midLine = false;
   }
   close(): void {
     closeSync(this.fd);

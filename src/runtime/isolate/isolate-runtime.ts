@@ -97,12 +97,13 @@ export class IsolateRuntime extends SupervisedRuntime {
   protected async admit(spec: StarSpec, limits: Limits): Promise<boolean> {
     const problems: Array<[string, string]> = [];
     if (spec.command) problems.push(["command", "the isolate runtime runs scripts (.js, .mjs, .ts), not commands"]);
+    if (spec.cwd !== undefined) problems.push(["cwd", "isolates share their host's working directory: give cwd to a star of the process runtime"]);
     if (limits.cpuMillis !== undefined && !this.threadCpuLimits()) {
       problems.push([spec.cpu_cores !== undefined ? "cpu_cores" : "cpu_percent", "per-isolate CPU limits need the cpu cgroup controller, which this node does not have"]);
     }
     if (limits.diskBytes !== undefined) problems.push(["disk_mb", "isolates have no disk of their own"]);
     const first = problems[0];
-    if (first && (first[0] === "command" || !this.options.devMode)) throw new LimitUnenforceableError(first[0], first[1]);
+    if (first && (first[0] === "command" || first[0] === "cwd" || !this.options.devMode)) throw new LimitUnenforceableError(first[0], first[1]);
     return problems.length === 0;
   }
 

@@ -33,7 +33,8 @@ import type { CgroupDriver, StarCgroup } from "../cgroup/cgroup.js";
 import { CgroupNoneDriver } from "../cgroup/cgroup-none.js";
 import { detectCgroups, nodeCgroupsBusy } from "../cgroup/detect.js";
 import { type NodeClaim, claimNode, nodeCgroupParent } from "../node-claim.js";
-import { type ScriptAccess, resolveProgram } from "../script.js";
+import { stamp } from "../logs.js";
+import { type ScriptAccess, mayEnter, resolveProgram } from "../script.js";
 import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
 import type { LogLine, LogOptions, Orphan, StarStats, StarStatus, StartOptions } from "../types.js";
@@ -255,10 +256,15 @@ export class ProcessRuntime extends SupervisedRuntime {
     // With disk_mb, the star's writable places live on its own size-limited filesystem.
     const base = rec.limits.diskBytes !== undefined && this.isolated ? await mountStarDisk(dir, rec.limits.diskBytes) : dir;
     // A star with a root of its own starts in its "/" (its work directory is not inside the root).
-    const cwd = rec.spec.cwd ?? (rec.spec.root ? "/" : join(base, "work"));
+    // Its work directory is its own and writable (its HOME). A script's star starts in its
+    // script's directory (read-only to it, as PM2 starts a script where it is) if its user may
+    // enter it, unless told.
+    const work = rec.spec.cwd === undefined && !rec.spec.root ? join(base, "work") : undefined;
+    const scriptDir = work && program.source && (await mayEnter(dirname(program.source), { uid, gid })) ? dirname(program.source) : undefined;
+    const cwd = rec.spec.cwd ?? (rec.spec.root ? "/" : (scriptDir ?? work!));
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
-      HOME: cwd,
+      HOME: work ?? cwd,
       CONSTELLATION_STAR: rec.id,
       CONSTELLATION_STAR_NAME: rec.spec.name,
       ...rec.spec.env,
@@ -266,11 +272,12 @@ export class ProcessRuntime extends SupervisedRuntime {
     let cgroup = this.cgroupOf.get(rec.id);
     let oomBefore = 0;
     if (this.isolated) {
-      const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), rec.spec.cwd || rec.spec.root ? "-d" : "-W", cwd];
+      const args = ["-H", rec.spec.name, "-u", String(uid), "-g", String(gid), cwd === work ? "-W" : "-d", cwd];
+      if (work && cwd !== work) args.push("-w", work);
       args.push("-s", join(dir, "end"), "-k", join(dir, "ctl"), "-n", String(rec.limits.nofile ?? 1024));
       if (this.options.sandbox !== false) {
         const cgroupDirs = (cgroup ?? this.options.cgroups.handle(rec.id)).procsFiles.map((f) => dirname(f));
-        args.push(...sandboxArgs({ spec: rec.spec, limits: rec.limits, trusted: rec.trusted, starDir: dir, base, cwd, program, hidden: this.hiddenPlaces(), cgroupDirs }));
+        args.push(...sandboxArgs({ spec: rec.spec, limits: rec.limits, trusted: rec.trusted, starDir: dir, base, work, program, hidden: this.hiddenPlaces(), cgroupDirs }));
       } else {
         args.push("-T", `/tmp=${join(base, "tmp")}`); // as before: a private /tmp on disk
       }
@@ -296,7 +303,7 @@ export class ProcessRuntime extends SupervisedRuntime {
       this.groupIdOf.set(rec.id, rec.id);
       // A start that fails says why where its output would have been (`logs` shows it).
       const launched = await this.launcher!.launch(rec.id, [...setup, ...args]).catch(async (err: unknown) => {
-        await appendFile(join(dir, "stderr.log"), `[constellation] failed to start: ${(err as Error).message}\n`, { mode: 0o640 }).catch(() => undefined);
+        await appendFile(join(dir, "stderr.log"), `${stamp()}[constellation] failed to start: ${(err as Error).message}\n`, { mode: 0o640 }).catch(() => undefined);
         throw err;
       });
       const info: RunInfo = {
@@ -318,7 +325,7 @@ export class ProcessRuntime extends SupervisedRuntime {
       cgroup = await this.options.cgroups.create(rec.id, rec.limits);
       this.groupIdOf.set(rec.id, rec.id);
     }
-    await mkdir(cwd, { recursive: true });
+    if (work) await mkdir(work, { recursive: true });
     await rm(join(dir, "end"), { force: true });
     const out = openSync(join(dir, "stdout.log"), "a", 0o640);
     const err = openSync(join(dir, "stderr.log"), "a", 0o640);

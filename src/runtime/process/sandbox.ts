@@ -24,7 +24,8 @@ export interface SandboxPlan {
   /** The star's directory (root's) and where its writable files live (it, or its disk). */
   starDir: string;
   base: string;
-  cwd: string;
+  /** Its own writable work directory (its HOME), shown where it is; none with cwd or root. */
+  work?: string;
   program: { file?: string; source?: string };
   hidden: string[];
   /** The star's own cgroup directories: their parents (every star's groups) are hidden. */
@@ -43,7 +44,7 @@ export function sandboxArgs(p: SandboxPlan): string[] {
   }
   for (const [place, name] of SCRATCH) args.push("-T", p.limits.diskBytes !== undefined ? `${place}=${join(p.base, name)}` : place);
   args.push("-M", String(p.limits.memoryBytes ?? 64 * 2 ** 20));
-  if (!p.spec.cwd && !p.spec.root) args.push("-B", `${p.cwd}=${p.cwd}`);
+  if (p.work) args.push("-B", `${p.work}=${p.work}`);
   const { file, source } = p.program;
   if (file && isUnder(file, p.starDir)) args.push("-R", `${dirname(file)}=${dirname(file)}`);
   // An admin's script is shown where it is (read-only), with its directory (its imports).

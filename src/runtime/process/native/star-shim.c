@@ -25,6 +25,7 @@
  *   -g GID
  *   -d DIR    working directory of the program
  *   -W DIR    working directory, created (0755, owned by the star's user) if missing
+ *   -w DIR    the star's home, created as -W is, when the working directory is another
  *   -t DIR    bind-mount DIR on /tmp (created 0700, owned by the star's user, if missing)
  *   -s FILE   when the program ends, write "exit N" or "signal N" to FILE (atomically)
  *   -N        new network namespace with only loopback
@@ -175,6 +176,7 @@ static int parse_args(int argc, char **argv, int start, struct opts *o) {
       case 'H': o->hostname = v; break;
       case 'd': o->cwd = v; break;
       case 'W': o->cwd = v; o->make_cwd = 1; break;
+      case 'w': o->home = v; break;
       case 't': /* the old form of -T /tmp=DIR */
       case 'T':
       case 'X':
@@ -253,12 +255,24 @@ static struct dpath dpath_of(const char *path) {
   return (struct dpath){dir, slash ? slash + 1 : path};
 }
 
+/* Writes all of buf, going on after interruptions; -1 on an error (a full disk). */
+static int write_all(int fd, const char *buf, size_t len) {
+  for (size_t off = 0; off < len;) {
+    ssize_t w = write(fd, buf + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return -1;
+    off += (size_t)w;
+  }
+  return 0;
+}
+
 /* One relayed stream: the program writes into a pipe; the init appends to a rotating file. */
 struct relay {
   struct dpath path;
   int in;  /* read end of the program's pipe; -1 when closed */
   int out; /* the log file; -1 if it could not be (re)opened */
   long long size;
+  int mid_line; /* the last byte written was not a line's end */
 };
 
 static int open_log(struct dpath p, long long *size) {
@@ -278,6 +292,14 @@ static void relay_setup(struct relay *r, const char *path, int fd) {
   r->in = p[0];
   r->out = open_log(r->path, &r->size);
   if (r->out < 0) fail(path);
+  r->mid_line = 0;
+  /* An earlier run's last line without its end is ended here: this run's lines begin anew. */
+  char last = '\n';
+  int f = r->size > 0 ? openat(r->path.dir, r->path.base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+  if (f >= 0) {
+    if (pread(f, &last, 1, r->size - 1) == 1 && last != '\n' && write_all(r->out, "\n", 1) == 0) r->size += 1;
+    close(f);
+  }
 }
 
 static void rotate(struct relay *r, int keep) {
@@ -292,6 +314,7 @@ static void rotate(struct relay *r, int keep) {
   if (keep > 0) renameat(r->path.dir, r->path.base, r->path.dir, to);
   else unlinkat(r->path.dir, r->path.base, 0);
   r->out = open_log(r->path, &r->size); /* may fail (no inodes left): output is dropped, the star goes on */
+  r->mid_line = 0;                       /* the rest of a line cut here is stamped as a line */
 }
 
 /* Moves what is in the pipe to the file; returns 0 at EOF. */
@@ -306,13 +329,36 @@ static int relay_once(struct relay *r, const struct opts *o) {
   }
   if (r->out < 0 || (o->log_max > 0 && r->size > 0 && r->size + n > o->log_max)) rotate(r, o->log_keep);
   if (r->out < 0) return 1;
-  for (ssize_t off = 0; off < n;) {
-    ssize_t w = write(r->out, buf + off, (size_t)(n - off));
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) break; /* disk full: drop this chunk rather than block the star */
-    off += w;
+  /* Each line begins with the time it was read here (`logs --timestamps --since`). */
+  char stamp[32];
+  struct timespec now;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &now);
+  gmtime_r(&now.tv_sec, &tm);
+  int stamp_len = snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                           tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+  /* Gathered, then written in as few writes as fit (a write per line would cost a chatty star). */
+  static char out[2 * 65536];
+  size_t used = 0;
+  for (ssize_t at = 0; at < n;) {
+    char *nl = memchr(buf + at, '\n', (size_t)(n - at));
+    ssize_t end = nl ? nl - buf + 1 : n;
+    size_t need = (size_t)(end - at) + (r->mid_line ? 0 : (size_t)stamp_len);
+    if (used + need > sizeof out) {
+      if (write_all(r->out, out, used) < 0) return 1; /* disk full: drop this chunk rather than block the star */
+      r->size += (long long)used;
+      used = 0;
+    }
+    if (!r->mid_line) {
+      memcpy(out + used, stamp, (size_t)stamp_len);
+      used += (size_t)stamp_len;
+    }
+    memcpy(out + used, buf + at, (size_t)(end - at)); /* a piece is at most 64 KiB: it fits */
+    used += (size_t)(end - at);
+    r->mid_line = nl == NULL;
+    at = end;
   }
-  r->size += n;
+  if (used > 0 && write_all(r->out, out, used) == 0) r->size += (long long)used;
   return 1;
 }
 
@@ -721,6 +767,7 @@ static int init_main(int argc, char **argv) {
     if (o.mounts[i].kind == MNT_SCRATCH && o.mounts[i].src) ensure_dir(o.mounts[i].src, 0700, &o);
   }
   if (o.cwd && o.make_cwd) ensure_dir(o.cwd, 0700, &o);
+  if (o.home) ensure_dir(o.home, 0700, &o);
   struct dpath end_file = {-1, NULL};
   int end_room = -1;
   if (o.status) {

@@ -20,7 +20,7 @@ struct mount_op {
 struct opts {
   const char *cgroups[MAX_CGROUPS];
   int n_cgroups;
-  const char *hostname, *cwd, *status, *out, *err, *control, *root;
+  const char *hostname, *cwd, *home, *status, *out, *err, *control, *root;
   char *env[MAX_ENV + 1];
   int n_env;
   uid_t uid;
