@@ -11,6 +11,8 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { isConstellationError } from "../errors.js";
 import { registerClusterCommands } from "./cluster.js";
+import { registerCompletion } from "./completion.js";
+import { registerServiceCommands } from "./service.js";
 import { registerStarCommands } from "./stars.js";
 import { registerUp } from "./up.js";
 
@@ -41,6 +43,8 @@ Connection: --data DIR (or CONSTELLATION_DATA; default ~/.constellation), or
 registerUp(program);
 registerStarCommands(program);
 registerClusterCommands(program);
+registerServiceCommands(program);
+registerCompletion(program); // last: it lists the commands above
 const quiet = (cmds: readonly Command[]): void => {
   for (const c of cmds) {
     c.exitOverride().configureOutput({ outputError: (str, write) => write(str) });

@@ -4,7 +4,7 @@ import { resolve as resolvePath } from "node:path";
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { type Constellation, type StarInfo, connect } from "../sdk/client.js";
 import type { StarSpecInput } from "../runtime/spec.js";
-import { age, bytes, color, printJson, stateText, table } from "./output.js";
+import { age, bytes, color, parseSince, printJson, stateText, table } from "./output.js";
 import { parseEnvFile } from "./env-file.js";
 
 export interface GlobalOptions {
@@ -22,6 +22,12 @@ const number = (flag: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isFinite(n) || v.trim() === "") throw new CommanderArgError(`${flag} takes a number, got "${v}"`);
   return n;
+};
+
+const since = (v: string) => {
+  const at = parseSince(v);
+  if (at === undefined) throw new CommanderArgError(`--since takes a duration back from now (10m, 2h, 1d) or a date (2026-11-28T19:40:00Z), got "${v}"`);
+  return Math.max(0, Math.floor(at));
 };
 
 const envPair = (v: string, acc: Record<string, string>) => {
@@ -84,7 +90,7 @@ export function registerStarCommands(program: Command): void {
     .option("--ram-gb <n>", "memory limit in GB", number("--ram-gb"))
     .option("--disk-mb <n>", "disk quota in MB for the star's writable directory", number("--disk-mb"))
     .option("--env <KEY=VALUE>", "environment variable (repeatable)", envPair, {})
-    .option("--cwd <dir>", "the program's working directory (default: a directory of the star's own; the host is read-only to the star)")
+    .option("--cwd <dir>", "the program's working directory (default: a script's own directory, read-only to the star, or for a command a writable directory of its own)")
     .option("--env-file <file>", "environment variables from a file of KEY=VALUE lines (repeatable; --env wins)", envFile, {})
     .option("--health <check>", "health check: http:PORT[/PATH], tcp:PORT or exec:COMMAND", healthSpec)
     .option("--health-interval-ms <ms>", "how often the health check runs (default 1000)", number("--health-interval-ms"))
@@ -184,13 +190,15 @@ export function registerStarCommands(program: Command): void {
     .alias("ls")
     .description("list the stars: name, state, node, CPU %, memory / limit, restarts, age, and the star that made it (parent)")
     .option("--json", "print as JSON")
-    .addHelpText("after", examples(["constellation list", "constellation list --json"]))
-    .action(async (o: { json?: boolean }, cmd: Command) => {
+    .option("-q, --quiet", "print the names only, one per line")
+    .addHelpText("after", examples(["constellation list", "constellation list --json", "constellation list -q | xargs constellation restart"]))
+    .action(async (o: { json?: boolean; quiet?: boolean }, cmd: Command) => {
       const c = clientOf(cmd);
       try {
         // The table needs no specs (they may be large): asked for without them.
-        const stars = await c.list(o.json ? {} : { fields: ["status", "desired", "node", "usage", "createdAt", "owner"] });
+        const stars = await c.list(o.json ? {} : o.quiet ? { fields: ["name"] } : { fields: ["status", "desired", "node", "usage", "createdAt", "owner"] });
         if (o.json) return printJson(stars);
+        if (o.quiet) return void process.stdout.write(stars.map((s) => `${s.name}\n`).join(""));
         if (stars.length === 0) return void process.stdout.write("no stars yet: create one with `constellation create --name hello -- echo hello`\n");
         const rows = stars.map((s) => [
           s.name,
@@ -321,16 +329,19 @@ export function registerStarCommands(program: Command): void {
     .argument("<name>", "the star")
     .option("-f, --follow", "keep printing new lines until the star ends (Ctrl-C to stop)")
     .option("--tail <n>", "only the last N lines of each stream", number("--tail"))
-    .option("--json", "one JSON object per line ({stream, line})")
-    .addHelpText("after", examples(["constellation logs hello", "constellation logs web -f --tail 20"]))
-    .action(async (name: string, o: { follow?: boolean; tail?: number; json?: boolean }, cmd: Command) => {
+    .option("--since <when>", "only lines since then: 10m, 2h, 1d, 1h30m ago, or a date (2026-11-28T19:40:00Z)", since)
+    .option("-t, --timestamps", "begin each line with the time the node read it")
+    .option("--json", "one JSON object per line ({stream, line, time})")
+    .addHelpText("after", examples(["constellation logs hello", "constellation logs web -f --tail 20", "constellation logs web --since 10m --timestamps"]))
+    .action(async (name: string, o: { follow?: boolean; tail?: number; since?: number; timestamps?: boolean; json?: boolean }, cmd: Command) => {
       const c = clientOf(cmd);
       const abort = new AbortController();
       process.once("SIGINT", () => abort.abort());
       try {
-        for await (const l of c.star(name).logs({ follow: o.follow === true, signal: abort.signal, ...(o.tail === undefined ? {} : { tail: o.tail }) })) {
+        const options = { follow: o.follow === true, signal: abort.signal, ...(o.tail === undefined ? {} : { tail: o.tail }), ...(o.since === undefined ? {} : { since: o.since }) };
+        for await (const l of c.star(name).logs(options)) {
           if (o.json) process.stdout.write(`${JSON.stringify(l)}\n`);
-          else (l.stream === "stderr" ? process.stderr : process.stdout).write(`${l.line}\n`);
+          else (l.stream === "stderr" ? process.stderr : process.stdout).write(o.timestamps ? `${l.time ?? "-".padEnd(24)} ${l.line}\n` : `${l.line}\n`);
         }
       } finally {
         c.close();

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chownSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -84,6 +84,17 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.match(started.stdout, /capped: running/);
     // Its logs go on across the restart.
     await waitFor("two hellos", async () => ((await cli(node.dataDir, ["logs", "capped"])).stdout === "hello world\nhello world\n" ? true : undefined));
+    // With the time of each line; --since leaves out what came before.
+    const stamped = await cli(node.dataDir, ["logs", "capped", "--timestamps"]);
+    const times = stamped.stdout.trim().split("\n").map((l) => /^(\S+Z) hello world$/.exec(l)?.[1]);
+    assert.equal(times.length, 2, stamped.stdout);
+    assert.ok(times.every((t) => t !== undefined && Date.now() - Date.parse(t) < 120_000), stamped.stdout);
+    const since = await cli(node.dataDir, ["logs", "capped", "--since", new Date(Date.parse(times[1]!)).toISOString()]);
+    assert.equal(since.stdout, "hello world\n");
+    assert.equal((await cli(node.dataDir, ["logs", "capped", "--since", "1m"])).stdout, "hello world\nhello world\n");
+    const bad = await cli(node.dataDir, ["logs", "capped", "--since", "yesterday"]);
+    assert.equal(bad.code, 2, "a usage error");
+    assert.match(bad.stderr, /--since takes a duration back from now \(10m, 2h, 1d\) or a date/);
 
     const refused = await cli(node.dataDir, ["rm", "capped"]);
     assert.equal(refused.code, 1);
@@ -156,6 +167,30 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     const usage = await cli(node.dataDir, ["create", "--name", "x"]);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /give --script FILE or a command/);
+  });
+
+  it("CLI: list -q prints names; bash completion offers commands, flags and the stars' names", async () => {
+    const made = await cli(node.dataDir, ["create", "--name", "complete-me", "--", "sleep", "60"]);
+    assert.equal(made.code, 0, made.stderr);
+    assert.ok((await cli(node.dataDir, ["list", "-q"])).stdout.split("\n").includes("complete-me"));
+    const script = (await cli(node.dataDir, ["completion", "bash"])).stdout;
+    // `constellation` on PATH, as a user who installed it has it, talking to this node.
+    const bin = join(dir, "bin");
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, "constellation"), `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@"\n`, { mode: 0o755 });
+    const complete = (...words: string[]) => {
+      const harness = `${script}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(" ")}); COMP_CWORD=${words.length - 1}; _constellation; printf '%s\\n' "\${COMPREPLY[@]}"`;
+      const r = spawnSync("bash", ["-c", harness], { encoding: "utf8", env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, CONSTELLATION_DATA: node.dataDir } });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout.split("\n").filter(Boolean);
+    };
+    assert.deepEqual(complete("constellation", "res"), ["restart"]);
+    assert.ok(complete("constellation", "logs", "--").includes("--timestamps"));
+    assert.deepEqual(complete("constellation", "logs", "complete-"), ["complete-me"]);
+    assert.deepEqual(complete("constellation", "--data", "x", "stop", "complete-"), ["complete-me"]);
+    assert.deepEqual(complete("constellation", "service", "un"), ["uninstall"]);
+    assert.deepEqual(complete("constellation", "create", "complete-"), [], "create's name is given with --name, not a star's");
+    assert.equal((await cli(node.dataDir, ["rm", "-f", "complete-me"])).code, 0);
   });
 
   it("SDK: create a script star, wait for it to end, read its logs, remove it", async () => {
