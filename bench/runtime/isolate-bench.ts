@@ -4,7 +4,9 @@
  * beside a bare worker_threads Worker started in this process (no isolation, output to a pipe);
  * memory per isolate with 100 held; and 100 isolates started at once.
  *
- *   node --expose-gc dist/bench/runtime/isolate-bench.js [--n 50] [--hold 100]
+ *   node --expose-gc dist/bench/runtime/isolate-bench.js [--n 50] [--hold 100] [--json]
+ *
+ * --json: one line of figures instead of the tables (node-versions.ts compares Node versions).
  */
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -14,7 +16,7 @@ import { Worker } from "node:worker_threads";
 import { IsolateRuntime } from "../../src/runtime/isolate/isolate-runtime.js";
 import { firstLine, machine, markdownTable, percentile } from "../lib/report.js";
 
-const { values } = parseArgs({ options: { n: { type: "string", default: "50" }, hold: { type: "string", default: "100" } } });
+const { values } = parseArgs({ options: { n: { type: "string", default: "50" }, hold: { type: "string", default: "100" }, json: { type: "boolean", default: false } } });
 const N = Number(values.n);
 const HOLD = Number(values.hold);
 
@@ -88,11 +90,17 @@ try {
   );
   const bareUp = performance.now() - t1;
   await Promise.all(bareHeld.map((w) => w.terminate()));
-  console.log(`Machine: ${machine()}\n`);
-  console.log(markdownTable(["what", "n", "p50", "p99"], [["bare Worker (same process, no isolation)", N, ...fmt(bare)], ["isolate star (host running)", N, ...fmt(iso)]]));
-  console.log(`\n${HOLD} isolate stars started at once: all printed their first line after ${allUp.toFixed(0)} ms.`);
-  console.log(`${HOLD} bare Workers created at once in the benchmark's process (the floor): ${bareUp.toFixed(0)} ms.`);
-  console.log(`Host PSS growth per isolate with ${HOLD} held: ${((after - before) / HOLD / 1024).toFixed(1)} MB.`);
+  if (values.json) {
+    const p50 = (lat: number[]) => percentile([...lat].sort((a, b) => a - b), 50);
+    const p99 = (lat: number[]) => percentile([...lat].sort((a, b) => a - b), 99);
+    console.log(JSON.stringify({ node: process.version, bareP50: p50(bare), isoP50: p50(iso), isoP99: p99(iso), allUp, bareUp, pssPerIsolateMb: (after - before) / HOLD / 1024 }));
+  } else {
+    console.log(`Machine: ${machine()}\n`);
+    console.log(markdownTable(["what", "n", "p50", "p99"], [["bare Worker (same process, no isolation)", N, ...fmt(bare)], ["isolate star (host running)", N, ...fmt(iso)]]));
+    console.log(`\n${HOLD} isolate stars started at once: all printed their first line after ${allUp.toFixed(0)} ms.`);
+    console.log(`${HOLD} bare Workers created at once in the benchmark's process (the floor): ${bareUp.toFixed(0)} ms.`);
+    console.log(`Host PSS growth per isolate with ${HOLD} held: ${((after - before) / HOLD / 1024).toFixed(1)} MB.`);
+  }
 } finally {
   for (const s of rt.list()) await rt.remove(s.id).catch(() => undefined);
   await rt.close();
