@@ -83,7 +83,7 @@ export function registerStarCommands(program: Command): void {
     .command("create")
     .description("create a star and start it; waits until it runs (or says why it did not)")
     .requiredOption("--name <name>", "the star's name (a DNS label)")
-    .option("--script <file>", "a .js, .mjs or .ts file to run")
+    .option("--script <file>", "a .ts, .js, .mjs or .cjs file to run (bundled from its directory; its arguments after --)")
     .addOption(new Option("--cpu-percent <n>", "CPU limit, % of one core").argParser(number("--cpu-percent")).conflicts("cpuCores"))
     .option("--cpu-cores <n>", "CPU limit in cores", number("--cpu-cores"))
     .addOption(new Option("--ram-mb <n>", "memory limit in MB").argParser(number("--ram-mb")).conflicts("ramGb"))
@@ -114,6 +114,7 @@ export function registerStarCommands(program: Command): void {
       examples([
         "constellation create --name hello -- echo hello world",
         "constellation create --name worker --script worker.ts --cpu-percent 25 --ram-mb 512 --env MODE=batch",
+        "constellation create --name count --script count-words.ts -- input.txt   # the script's arguments after --",
         "constellation create --name web --script server.mjs --restart always --runtime isolate",
         "constellation create --name etl --mount /srv/data:/data --mount /srv/out:/out:rw -- ./etl.sh",
       ]),
@@ -121,7 +122,11 @@ export function registerStarCommands(program: Command): void {
     .action(async (command: string[], o: Record<string, unknown>, cmd: Command) => {
       const spec: StarSpecInput = { name: o.name as string };
       if (o.script !== undefined) spec.script = o.script as string;
-      if (command.length > 0) spec.command = command;
+      // With --script, what follows -- is the script's arguments (as `node app.ts a b` takes them).
+      if (command.length > 0) {
+        if (o.script !== undefined) spec.args = command;
+        else spec.command = command;
+      }
       if (o.script === undefined && command.length === 0) cmd.error("error: give --script FILE or a command after --, e.g. constellation create --name hello -- echo hi", { exitCode: 2 });
       if (o.cpuPercent !== undefined) spec.cpu_percent = o.cpuPercent as number;
       if (o.cpuCores !== undefined) spec.cpu_cores = o.cpuCores as number;
