@@ -8,7 +8,7 @@
  *   runtime/        process runtime (stars)       endpoint     the API's URL, for the CLI
  *                                                 api.sock     the API for root (0600), no connection limit
  *   isolate/        isolate runtime
- *   cache/          transpiled scripts
+ *   cache/          bundled scripts (isolates)
  */
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
 import { availableParallelism, hostname, totalmem } from "node:os";
