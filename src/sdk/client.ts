@@ -49,7 +49,12 @@ export interface ConnectOptions {
   dataDir?: string;
 }
 
-/** Where the constellation is and the token to use, from options, the environment, or a data dir. */
+/**
+ * Where the constellation is and the token to use, from options, the environment, or a data dir.
+ * @example
+ * const { endpoint } = resolveConnection({ dataDir: "./.constellation" });
+ * console.log(`the API is at ${endpoint}`);
+ */
 export function resolveConnection(options: ConnectOptions = {}): { endpoint: string; token: string } {
   // (A variable set but empty is not set: `export CONSTELLATION_ENDPOINT=` leaves the data dir to say.)
   let endpoint = options.endpoint ?? (options.dataDir ? undefined : process.env.CONSTELLATION_ENDPOINT || undefined);
@@ -204,7 +209,12 @@ export class Constellation {
     await this.http.request("DELETE", `/v1/tokens/${encodeURIComponent(id)}`);
   }
 
-  /** Closes idle connections (lets the process exit). */
+  /**
+   * Closes idle connections (lets the process exit).
+   * @example
+   * const c = connect();
+   * try { console.log(await c.list()); } finally { c.close(); }
+   */
   close(): void {
     this.http.close();
   }
