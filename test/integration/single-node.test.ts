@@ -152,6 +152,15 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.match(noDir.stderr, /cwd .*\/no\/such\/dir is not a directory on this node: give an existing directory/);
     assert.equal((await cli(node.dataDir, ["inspect", "nowhere"])).code, 1, "nothing recorded");
     await sdk.star("where").remove({ force: true });
+    // A script whose bundle fails: esbuild's message with the file and line, nothing recorded.
+    const scripts = join(dir, "scripts");
+    mkdirSync(scripts, { recursive: true, mode: 0o755 });
+    writeFileSync(join(scripts, "lib.ts"), "export const n: number = ;\n", { mode: 0o644 });
+    writeFileSync(join(scripts, "main.ts"), 'import { n } from "./lib.js";\nconsole.log(n);\n', { mode: 0o644 });
+    const broken = await cli(node.dataDir, ["create", "--name", "broken", "--script", join(scripts, "main.ts")]);
+    assert.equal(broken.code, 1);
+    assert.match(broken.stderr, new RegExp(`cannot bundle it: ${scripts}/lib\\.ts:1:26: Unexpected ";"`));
+    assert.equal((await cli(node.dataDir, ["inspect", "broken"])).code, 1, "nothing recorded");
     // rm takes several names (each stands alone); restart stops and starts again.
     const gone = await cli(node.dataDir, ["rm", "-f", "brief", "looper", "no-such-star", "done"]);
     assert.equal(gone.code, 1, "one of them was not there");
