@@ -11,7 +11,8 @@ import { chmod, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { Sqlite } from "../../src/store/sqlite/driver.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import { waitFor } from "../helpers/wait.js";
 import { starCgroupDir } from "../helpers/cgroups.js";
@@ -91,7 +92,7 @@ describe("process runtime recovery of stars an older agent recorded in state.jso
       const pid = first.status("oldie")!.pid!;
       await first.close();
       // What the agent before runtime.db left: the row as a file of its own, no row.
-      const db = new Database(join(data, "runtime.db"));
+      const db = new Sqlite(join(data, "runtime.db"));
       const row = db.prepare("SELECT state FROM stars WHERE id = 'oldie'").get() as { state: string };
       db.prepare("DELETE FROM stars").run();
       db.close();
@@ -131,7 +132,7 @@ describe("process runtime recovery of a star caught mid-start (issue 9, break 4)
       await first.close();
       process.kill(unbornPid, "SIGKILL"); // its program never ran, as far as anyone can tell
       await waitFor("the unborn star's group to empty", () => (readFileSync(join(starCgroupDir(data, "unborn")!, "cgroup.procs"), "utf8").trim() === "" ? true : undefined));
-      const db = new Database(join(data, "runtime.db"));
+      const db = new Sqlite(join(data, "runtime.db"));
       for (const id of ["midway", "unborn"]) {
         const row = db.prepare("SELECT state FROM stars WHERE id = ?").get(id) as { state: string };
         const saved = JSON.parse(row.state) as { status: { state: string }; run?: unknown };

@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { Sqlite } from "../../src/store/sqlite/driver.js";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
 import { CompactedError, StoreClosedError, StoreCorruptError, StoreUnavailableError } from "../../src/errors.js";
 import { collect, waitFor } from "../helpers/wait.js";
@@ -62,7 +63,7 @@ describe("sqlite store: durability and compaction", () => {
     } finally {
       await store.close();
     }
-    const db = new Database(path, { readonly: true });
+    const db = new Sqlite(path, { readonly: true });
     assert.equal((db.pragma("integrity_check") as Array<{ integrity_check: string }>)[0]?.integrity_check, "ok");
     db.close();
   });
@@ -75,7 +76,7 @@ describe("sqlite store: durability and compaction", () => {
       for (let i = 0; i < 20_000; i++) await store.put(`k/${i % 100}`, value);
       const rev = await store.revision();
       await store.close();
-      const db = new Database(path, { readonly: true });
+      const db = new Sqlite(path, { readonly: true });
       const logRows = (db.prepare("SELECT count(*) AS n FROM log").get() as { n: number }).n;
       db.close();
       assert.ok(logRows <= 1000 + 100 + 100, `log holds ${logRows} rows after 20,000 writes with 1,000 retained`);

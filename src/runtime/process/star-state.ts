@@ -14,7 +14,8 @@
 import { chmodSync, closeSync, openSync, readFileSync, readlinkSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { Sqlite } from "../../store/sqlite/driver.js";
 import type { RestartHistory } from "../restart.js";
 import type { StarSpec } from "../spec.js";
 import type { StarStatus } from "../types.js";
@@ -76,7 +77,7 @@ export class StarStateDb {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
     chmodSync(path, 0o600);
-    const db = new Database(path, { timeout: 2000 });
+    const db = new Sqlite(path, { timeout: 2000 });
     try {
       db.pragma("locking_mode = EXCLUSIVE"); // one agent per data dir; no shared-memory file
       db.pragma("journal_mode = WAL");

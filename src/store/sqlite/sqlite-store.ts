@@ -14,7 +14,8 @@
 import { randomInt } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { Sqlite } from "./driver.js";
 import {
   CompactedError,
   FutureRevisionError,
@@ -119,7 +120,7 @@ export class SqliteStore implements Store {
     this.shared = options.shared ?? false;
     if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
     try {
-      this.db = new Database(options.path);
+      this.db = new Sqlite(options.path);
     } catch (err) {
       throw new StoreCorruptError(`cannot open the store at ${options.path}: ${(err as Error).message}`, err);
     }
