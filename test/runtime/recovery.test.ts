@@ -11,7 +11,6 @@ import { chmod, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
-import type Database from "better-sqlite3";
 import { Sqlite } from "../../src/store/sqlite/driver.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import { waitFor } from "../helpers/wait.js";

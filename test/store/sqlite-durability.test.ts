@@ -10,7 +10,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import type Database from "better-sqlite3";
 import { Sqlite } from "../../src/store/sqlite/driver.js";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
 import { CompactedError, StoreClosedError, StoreCorruptError, StoreUnavailableError } from "../../src/errors.js";
