@@ -16,6 +16,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { type BigIntStats, constants } from "node:fs";
 import { type FileHandle, chmod, chown, mkdir, open, readlink, realpath, rename, stat, writeFile } from "node:fs/promises";
 import { dirname, extname, join, resolve } from "node:path";
+import { isBuiltin } from "node:module";
 import { pathToFileURL } from "node:url";
 import type { BuildResult, Loader, Message, Plugin } from "esbuild";
 import { ScriptError } from "../errors.js";
@@ -152,6 +153,103 @@ function underAny(path: string, places: string[]): boolean {
   return places.some((d) => path === d || path.startsWith(`${d}/`));
 }
 
+/** esbuild's namespace for a star's files: esbuild reads nothing there itself. */
+const READER_NS = "star-file";
+/** Most bytes a bundle takes in, all files together. */
+export const MAX_BUNDLE_BYTES = 64 * 2 ** 20;
+/** What an import without an extension may name, in Node's order and then TypeScript's. */
+const PROBE = [".ts", ".tsx", ".mts", ".cts", ".js", ".mjs", ".cjs", ".jsx", ".json"];
+/** TypeScript's rule: `./util.js` in a .ts project names util.ts. */
+const TS_FOR: Record<string, string[]> = { ".js": [".ts", ".tsx"], ".mjs": [".mts"], ".cjs": [".cts"], ".jsx": [".tsx"] };
+
+/**
+ * Node's resolution, as far as a star's script needs it, made only of reads the reader may make
+ * (every probe is `readable()`, every package.json read by `readScript` with its checks): a
+ * relative or absolute path (with extensions probed, TypeScript's `.js` → `.ts`, a directory's
+ * package.json `main` or index), or a package in the nearest `node_modules` (its `exports` with
+ * the node/import/require/default conditions, else `main`, else index). The real path, or
+ * undefined for nothing the reader may read.
+ */
+async function resolveAsReader(spec: string, from: string, access: ScriptAccess): Promise<string | undefined> {
+  if (spec.startsWith("./") || spec.startsWith("../") || spec.startsWith("/") || spec === "." || spec === "..") {
+    const base = resolve(from, spec);
+    return (await asFile(base, access)) ?? (await asDir(base, access));
+  }
+  const parts = spec.split("/");
+  const nameLen = spec.startsWith("@") ? 2 : 1;
+  const name = parts.slice(0, nameLen).join("/");
+  const sub = parts.slice(nameLen).join("/");
+  if (!name || name.includes("..")) return undefined;
+  for (let dir = from; ; dir = dirname(dir)) {
+    const pkgDir = join(dir, "node_modules", name);
+    const pkg = await packageJson(pkgDir, access);
+    if (pkg) {
+      const target = exported(pkg.exports, sub ? `./${sub}` : ".");
+      if (target !== undefined) return asFile(resolve(pkgDir, target), access);
+      if (pkg.exports !== undefined) return undefined; // exports hide what they do not name
+      const base = sub ? join(pkgDir, sub) : pkgDir;
+      return (await asFile(base, access)) ?? (await asDir(base, access));
+    }
+    if (dir === dirname(dir)) return undefined;
+  }
+}
+
+async function asFile(path: string, access: ScriptAccess): Promise<string | undefined> {
+  const ext = extname(path);
+  const candidates = [path, ...PROBE.map((e) => path + e), ...(TS_FOR[ext] ?? []).map((e) => path.slice(0, -ext.length) + e)];
+  for (const c of candidates) {
+    const real = await readable(c, access.reader!, access.refuseUnder ?? []);
+    if (real) return real;
+  }
+  return undefined;
+}
+
+async function asDir(dir: string, access: ScriptAccess): Promise<string | undefined> {
+  const main = (await packageJson(dir, access))?.main;
+  if (typeof main === "string") {
+    const found = (await asFile(resolve(dir, main), access)) ?? (await asFile(join(resolve(dir, main), "index"), access));
+    if (found) return found;
+  }
+  return asFile(join(dir, "index"), access);
+}
+
+/** A directory's package.json, read as the reader may (nothing if absent, unreadable or not JSON). */
+async function packageJson(dir: string, access: ScriptAccess): Promise<{ main?: unknown; exports?: unknown } | undefined> {
+  const path = join(dir, "package.json");
+  if (!(await readable(path, access.reader!, access.refuseUnder ?? []))) return undefined;
+  try {
+    const parsed = JSON.parse((await readScript(path, access)).source.toString("utf8")) as unknown;
+    return parsed !== null && typeof parsed === "object" ? (parsed as { main?: unknown; exports?: unknown }) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a package's `exports` give for `sub` ("." or "./x"), with Node's conditions. */
+function exported(exports: unknown, sub: string): string | undefined {
+  const pick = (v: unknown): string | undefined => {
+    if (typeof v === "string") return v;
+    if (Array.isArray(v)) return v.map(pick).find((x) => x !== undefined);
+    if (v && typeof v === "object") {
+      for (const k of ["node", "import", "require", "default"]) if (k in v) return pick((v as Record<string, unknown>)[k]);
+    }
+    return undefined;
+  };
+  if (exports === undefined || exports === null) return undefined;
+  if (typeof exports === "string" || Array.isArray(exports)) return sub === "." ? pick(exports) : undefined;
+  if (typeof exports !== "object") return undefined;
+  const map = exports as Record<string, unknown>;
+  if (!Object.keys(map).some((k) => k.startsWith("."))) return sub === "." ? pick(map) : undefined;
+  if (sub in map) return pick(map[sub]);
+  for (const [k, v] of Object.entries(map)) {
+    const star = k.indexOf("*");
+    if (star < 0 || !sub.startsWith(k.slice(0, star)) || !sub.endsWith(k.slice(star + 1))) continue;
+    const matched = sub.slice(star, sub.length - (k.length - star - 1));
+    return pick(v)?.replaceAll("*", matched);
+  }
+  return undefined;
+}
+
 /** Names every module's own file, directory and URL for it, wherever the bundle runs from. */
 const DEFINE = {
   "import.meta.url": "__constellation_url",
@@ -174,36 +272,51 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
   const inputs: Input[] = [];
   const content = createHash("sha256").update(`${esbuild.version}\0${process.versions.node.split(".")[0]}\0`);
   const RESOLVING = Symbol("resolving");
+  let total = 0;
+  const load = async (path: string) => {
+    const loader = LOADERS[extname(path)];
+    if (!loader) return { errors: [{ text: `no loader for "${extname(path)}" files: a star's bundle takes ${Object.keys(LOADERS).join(", ")} (load other files at run time)` }] };
+    let file: ReadFile;
+    try {
+      file = path === entry.real ? entry : await readScript(path, access);
+    } catch (err) {
+      return { errors: [{ text: (err as Error).message }] };
+    }
+    total += file.source.length;
+    if (total > MAX_BUNDLE_BYTES) return { errors: [{ text: `the bundle takes in more than ${MAX_BUNDLE_BYTES} bytes: import less (or load large files at run time)` }] };
+    const st = file.stat;
+    inputs.push({ path: file.real, dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
+    content.update(`${file.real}\0${file.source.length}\0`).update(file.source);
+    const text = file.source.toString("utf8");
+    return { contents: loader === "js" || loader === "ts" || loader === "jsx" || loader === "tsx" ? withOwnNames(text, file.real) : text, loader, resolveDir: dirname(file.real) };
+  };
   const plugin: Plugin = {
     name: "constellation",
     setup(b) {
+      if (reader === undefined) {
+        // An admin's script: esbuild resolves as root (tsconfig paths and all); addons stay out.
+        b.onResolve({ filter: /\.node$/ }, async (args) => {
+          if (args.pluginData === RESOLVING) return undefined;
+          const r = await b.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: RESOLVING });
+          return r.errors.length > 0 ? { errors: r.errors } : { path: r.path, external: true };
+        });
+        b.onLoad({ filter: /.*/, namespace: "file" }, (args) => load(args.path));
+        return;
+      }
+      // A star's script: every import is resolved here, by reads the reader may make (so esbuild
+      // itself reads no file: no package.json, tsconfig.json or directory of the node's), in a
+      // namespace of its own. One answer for "not there" and "not yours".
       b.onResolve({ filter: /.*/ }, async (args) => {
-        if (args.pluginData === RESOLVING || args.kind === "entry-point") return undefined;
-        const native = args.path.endsWith(".node");
-        if (reader === undefined && !native) return undefined;
-        const r = await b.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, namespace: args.namespace, pluginData: RESOLVING });
-        // For a star's script, one answer for a file that is not there and one it may not read.
-        const refused = { errors: [{ text: `Could not resolve "${args.path}" (no such file that the star's user can read)` }] };
-        if (r.errors.length > 0) return reader === undefined ? { errors: r.errors } : refused;
-        if (r.external || r.namespace !== "file") return { path: r.path, external: r.external, namespace: r.namespace };
-        if (reader !== undefined && !(await readable(r.path, reader, access.refuseUnder ?? []))) return refused;
-        return native ? { path: r.path, external: true } : { path: r.path, sideEffects: r.sideEffects };
+        if (args.kind === "entry-point") return { path: entry.real, namespace: READER_NS };
+        if (isBuiltin(args.path)) return { path: args.path, external: true };
+        const found = await resolveAsReader(args.path, args.resolveDir, access);
+        if (found?.endsWith(".node")) return { path: found, external: true };
+        if (found) return { path: found, namespace: READER_NS };
+        // A require() that finds nothing is left to run time (often optional, inside a try).
+        if (args.kind === "require-call" || args.kind === "require-resolve") return { path: args.path, external: true };
+        return { errors: [{ text: `Could not resolve "${args.path}" (no such file that the star's user can read)` }] };
       });
-      b.onLoad({ filter: /.*/, namespace: "file" }, async (args) => {
-        const loader = LOADERS[extname(args.path)];
-        if (!loader) return { errors: [{ text: `no loader for "${extname(args.path)}" files: a star's bundle takes ${Object.keys(LOADERS).join(", ")} (load other files at run time)` }] };
-        let file: ReadFile;
-        try {
-          file = args.path === entry.real ? entry : await readScript(args.path, access);
-        } catch (err) {
-          return { errors: [{ text: (err as Error).message }] };
-        }
-        const st = file.stat;
-        inputs.push({ path: file.real, dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
-        content.update(`${file.real}\0${file.source.length}\0`).update(file.source);
-        const text = file.source.toString("utf8");
-        return { contents: loader === "js" || loader === "ts" || loader === "jsx" || loader === "tsx" ? withOwnNames(text, file.real) : text, loader, resolveDir: dirname(file.real) };
-      });
+      b.onLoad({ filter: /.*/, namespace: READER_NS }, (args) => load(args.path));
     },
   };
   const outfile = join(dirname(entry.real), "constellation-bundle.mjs"); // never written: names the map's sources
@@ -228,12 +341,13 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
   } catch (err) {
     const first = (err as { errors?: Message[] }).errors?.[0];
     const loc = first?.location;
-    const where = loc ? `${resolve(dirname(entry.real), loc.file)}:${loc.line}:${loc.column + 1}: ` : "";
+    const file = loc?.file.startsWith(`${READER_NS}:`) ? loc.file.slice(READER_NS.length + 1) : resolve(dirname(entry.real), loc?.file ?? "");
+    const where = loc ? `${file}:${loc.line}:${loc.column + 1}: ` : "";
     throw new ScriptError(entry.real, `cannot bundle it: ${where}${first?.text ?? (err as Error).message}`, err);
   }
   const code = out.outputFiles.find((f) => f.path === outfile)!.text;
   const map = JSON.parse(out.outputFiles.find((f) => f.path === `${outfile}.map`)!.text) as { sources: string[] };
-  map.sources = map.sources.map((s) => pathToFileURL(resolve(dirname(outfile), s)).href);
+  map.sources = map.sources.map((s) => pathToFileURL(s.startsWith(`${READER_NS}:`) ? s.slice(READER_NS.length + 1) : resolve(dirname(outfile), s)).href);
   const inline = Buffer.from(JSON.stringify(map)).toString("base64");
   return { code: `${code}//# sourceMappingURL=data:application/json;base64,${inline}\n`, hash: content.digest("hex").slice(0, 32), inputs };
 }
@@ -250,15 +364,16 @@ function withOwnNames(text: string, file: string): string {
   return nl < 0 ? text : `${text.slice(0, nl + 1)}${names}${text.slice(nl + 1)}`;
 }
 
-/** May `reader` read `path` (its real path), as readScript would let it? Without opening it. */
-async function readable(path: string, reader: "all" | FileUser, refuseUnder: string[]): Promise<boolean> {
+/** The real path of `path` if `reader` may read it, as readScript would let it (a regular file), without opening it. */
+async function readable(path: string, reader: "all" | FileUser, refuseUnder: string[]): Promise<string | undefined> {
   try {
     const real = await realpath(path);
-    if (underAny(real, [...OPEN_NEVER, ...refuseUnder])) return false;
+    if (underAny(real, [...OPEN_NEVER, ...refuseUnder])) return undefined;
     await checkDirs(real, reader, () => new Error("refused"));
-    return mayAccess(await stat(real), reader, 0o4);
+    const st = await stat(real);
+    return st.isFile() && mayAccess(st, reader, 0o4) ? real : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 

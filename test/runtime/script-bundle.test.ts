@@ -5,7 +5,8 @@
  * bundles changes, and a bundle that fails says where, before anything starts.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { chmod, mkdir, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ScriptError } from "../../src/errors.js";
@@ -142,6 +143,23 @@ describe("a star's script is bundled from its own directory", { skip }, () => {
       });
     }
     assert.equal(answers[0], answers[1], "one answer for a file it may not read and one that is not there");
+    // Files esbuild would read on its own (tsconfig.json, package.json) are not read for a star's
+    // script: a link to the secret there changes nothing and says nothing; a FIFO stalls nothing.
+    const trap = join(proj, "trap");
+    await mkdir(join(trap, "node_modules", "pkg"), { recursive: true, mode: 0o755 });
+    await symlink(join(proj, "secret.json"), join(trap, "tsconfig.json"));
+    await symlink(join(proj, "secret.json"), join(trap, "node_modules", "pkg", "package.json"));
+    await writeFile(join(trap, "node_modules", "pkg", "index.js"), "module.exports = 1;\n", { mode: 0o644 });
+    execFileSync("mkfifo", ["-m", "644", join(trap, "package.json")]);
+    const plain = join(trap, "plain.ts");
+    await writeFile(plain, 'const n: number = 1;\nconsole.log(n);\n', { mode: 0o644 });
+    await rt.validate({ name: "plain", script: plain }, { trusted: false });
+    const usesPkg = join(trap, "uses-pkg.ts");
+    await writeFile(usesPkg, 'import p from "pkg";\nconsole.log(p);\n', { mode: 0o644 });
+    await assert.rejects(rt.validate({ name: "uses-pkg", script: usesPkg }, { trusted: false }), (e: unknown) => {
+      assert.doesNotMatch(String(e), /SECRET|cst_/);
+      return true;
+    });
     // An admin's star may: root reads it.
     const { stdout } = await run(peek, { trusted: true });
     assert.match(stdout, /cst_SECRET/);
