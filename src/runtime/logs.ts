@@ -32,8 +32,9 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
   const cursor = new Map<string, Cursor>();
   const since = options.since;
   /** A line as read, its time taken off; undefined if it is older than `since`. */
-  const lineOf = (stream: LogLine["stream"], c: Cursor, raw: string): LogLine | undefined => {
-    const m = STAMPED.exec(raw);
+  const lineOf = (stream: LogLine["stream"], c: Cursor, { text: raw, start }: Piece): LogLine | undefined => {
+    // Only a line's own start carries the node's stamp: a piece cut from a long line is the star's text.
+    const m = start ? STAMPED.exec(raw) : null;
     if (m) c.time = m[1]!;
     const line: LogLine = { stream, line: m ? raw.slice(m[0].length) : raw, ...(c.time === undefined ? {} : { time: c.time }) };
     if (since !== undefined && (c.time === undefined || Date.parse(c.time) < since)) return undefined;
@@ -110,6 +111,7 @@ async function* readNew(path: string, c: Cursor): AsyncGenerator<string> {
     let from = files.findIndex((f) => f.id === c.id);
     if (from < 0) {
       c.partial = "";
+      c.partialCut = false;
       c.offset = 0;
       c.decoder = new StringDecoder("utf8");
       from = 0;
@@ -134,14 +136,24 @@ async function* readNew(path: string, c: Cursor): AsyncGenerator<string> {
   }
 }
 
+/** A piece of a line, and whether it is the line's start. */
+interface Piece {
+  text: string;
+  start: boolean;
+}
+
 /** The whole lines of the cursor's partial line plus `text`, each cut into MAX_LINE pieces. */
-function cut(c: Cursor, text: string): string[] {
+function cut(c: Cursor, text: string): Piece[] {
   const parts = (c.partial + text).split("\n");
   c.partial = parts.pop() ?? "";
-  const lines: string[] = [];
-  for (const p of parts) for (let i = 0; i === 0 || i < p.length; i += MAX_LINE) lines.push(p.slice(i, i + MAX_LINE));
+  const lines: Piece[] = [];
+  for (const p of parts) {
+    for (let i = 0; i === 0 || i < p.length; i += MAX_LINE) lines.push({ text: p.slice(i, i + MAX_LINE), start: i === 0 && !c.partialCut });
+    c.partialCut = false;
+  }
   while (c.partial.length > MAX_LINE) {
-    lines.push(c.partial.slice(0, MAX_LINE));
+    lines.push({ text: c.partial.slice(0, MAX_LINE), start: !c.partialCut });
+    c.partialCut = true;
     c.partial = c.partial.slice(MAX_LINE);
   }
   return lines;
@@ -175,6 +187,8 @@ interface Cursor {
   decoder: StringDecoder;
   /** The time of the last stamped line read (a piece of a long line goes with it). */
   time?: string;
+  /** The partial line's start was given out already (cut at MAX_LINE). */
+  partialCut?: boolean;
 }
 
 interface OpenFile {

@@ -72,6 +72,16 @@ describe("isolate runtime", { skip }, () => {
     for await (const l of rt.logs("bundled")) assert.ok(Date.now() - Date.parse(l.time ?? "") < 60_000, `a time on every line: ${JSON.stringify(l)}`);
   });
 
+  it("an isolate whose logs reach their size limit does not end the host or the other isolates", async () => {
+    const idle = await script("idle-neighbour.mjs", "console.log('idle'); setInterval(() => {}, 1000);\n");
+    await rt.start("neighbour", { name: "neighbour", script: idle });
+    const chatty = await script("chatty.mjs", "for (let i = 0; i < 3000; i++) console.log('y'.repeat(1000));\n");
+    await rt.start("talker", { name: "talker", script: chatty, log_max_mb: 1, log_max_files: 1 });
+    assert.equal((await rt.wait("talker")).state, "exited");
+    assert.equal(rt.status("neighbour")?.state, "running", "the host went on");
+    await rt.stop("neighbour");
+  });
+
   it("an isolate over its heap limit ends oom_killed; the host and other isolates go on", async () => {
     const steady = await script("steady.mjs", "console.log('steady'); setInterval(() => {}, 1000);\n");
     await rt.start("steady", { name: "steady", script: steady, ram_mb: 32 });

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { readLogs } from "../../src/runtime/logs.js";
+import type { LogLine } from "../../src/runtime/types.js";
 
 describe("log reading", () => {
   let dir: string;
@@ -59,6 +60,24 @@ describe("log reading", () => {
       const since = Date.parse("2026-11-28T10:05:00.000Z");
       assert.deepEqual((await all(since)).map(([s, l]) => `${s}:${l}`), ["stdout:middle", "stdout:new", "stdout:unstamped", "stdout:2026-11-28T10:10:00.500Zno space is text", "stderr:err"]);
       assert.deepEqual(await all(Date.parse("2027-01-01T00:00:00Z")), []);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
+  it("a stamp-like text in a long line's later piece is the star's text, not a time", async () => {
+    const d = await mkdtemp(join(tmpdir(), "constellation-logs-f-"));
+    try {
+      const long = "x".repeat(2 ** 20 - 25);
+      await writeFile(join(d, "stdout.log"), `2026-11-28T10:00:00.000Z ${long}2001-01-01T00:00:00.000Z forged\n`);
+      const out: LogLine[] = [];
+      for await (const l of readLogs(d, {}, () => true)) out.push(l);
+      assert.equal(out.length, 2);
+      assert.deepEqual(out.map((l) => l.time), ["2026-11-28T10:00:00.000Z", "2026-11-28T10:00:00.000Z"]);
+      assert.equal(out[1]!.line, "2001-01-01T00:00:00.000Z forged");
+      const since: LogLine[] = [];
+      for await (const l of readLogs(d, { since: Date.parse("2026-01-01T00:00:00Z") }, () => true)) since.push(l);
+      assert.equal(since.length, 2, "nothing hidden by a forged time");
     } finally {
       await rm(d, { recursive: true, force: true });
     }

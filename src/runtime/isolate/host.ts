@@ -142,7 +142,13 @@ class RotatingLog {
     }
   }
   write(chunk: Buffer): void {
-    if (this.max > 0 && this.size > 0 && this.size + chunk.length > this.max) this.rotate();
+    if (this.max > 0 && this.size > 0 && this.size + chunk.length > this.max) {
+      try {
+        this.rotate();
+      } catch {
+        // Cannot rotate (no room, no right): go on in the file as it is rather than end the host.
+      }
+    }
     const stamp = Buffer.from(`${new Date().toISOString()} `);
     for (let at = 0; at < chunk.length; ) {
       if (!this.midLine && !this.put(stamp)) return;
@@ -163,8 +169,8 @@ class RotatingLog {
     this.size += b.length;
     return true;
   }
+  /** Renames the files along, then opens a new one; the old file stays in use if that fails. */
   private rotate(): void {
-    closeSync(this.fd);
     for (let i = this.keep - 1; i >= 1; i--) {
       try {
         renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`);
@@ -174,9 +180,10 @@ class RotatingLog {
     }
     if (this.keep > 0) renameSync(this.path, `${this.path}.1`);
     else unlinkSync(this.path);
-    this.fd = openSync(this.path, "a", 0o640);
+    const fd = openSync(this.path, "a", 0o640);
+    closeSync(this.fd);
+    this.fd = fd;
     this.size = 0;
-    this.midLine = false;
   }
   close(): void {
     closeSync(this.fd);

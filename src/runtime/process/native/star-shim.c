@@ -314,7 +314,7 @@ static void rotate(struct relay *r, int keep) {
   if (keep > 0) renameat(r->path.dir, r->path.base, r->path.dir, to);
   else unlinkat(r->path.dir, r->path.base, 0);
   r->out = open_log(r->path, &r->size); /* may fail (no inodes left): output is dropped, the star goes on */
-  r->mid_line = 0;                       /* the rest of a line cut here is stamped as a line */
+  /* (A line cut here goes on unstamped in the new file: the reader joins it to its start.) */
 }
 
 /* Moves what is in the pipe to the file; returns 0 at EOF. */
