@@ -8,7 +8,8 @@ import { type Command, InvalidArgumentError as CommanderArgError } from "command
 interface Node {
   path: string;
   words: string[];
-  starNames: boolean;
+  /** Star names it takes: 0 none, 1 one (<name>), 2 several ([names...]). */
+  starNames: 0 | 1 | 2;
 }
 
 /** Every command path ("" for the top) with what may follow it, and the flags that take a value. */
@@ -22,7 +23,7 @@ function walk(cmd: Command, path: string, out: Node[], valued: Set<string>): voi
   const subs = cmd.commands.filter((c) => !(c as unknown as { _hidden?: boolean })._hidden);
   const names = subs.flatMap((c) => [c.name(), ...c.aliases()]);
   const args = cmd.registeredArguments.map((a) => a.name());
-  out.push({ path, words: [...names, ...flags, "--help"], starNames: args.some((a) => a === "name" || a === "names") });
+  out.push({ path, words: [...names, ...flags, "--help"], starNames: args.includes("names") ? 2 : args.includes("name") ? 1 : 0 });
   for (const c of subs) for (const n of [c.name(), ...c.aliases()]) walk(c, path ? `${path} ${n}` : n, out, valued);
 }
 
@@ -30,11 +31,12 @@ export function bashCompletion(program: Command): string {
   const nodes: Node[] = [];
   const valued = new Set<string>();
   walk(program, "", nodes, valued);
-  const cases = nodes.map((n) => `    "${n.path}") words="${n.words.join(" ")}"; names=${n.starNames ? 1 : 0} ;;`).join("\n");
+  const cases = nodes.map((n) => `    "${n.path}") words="${n.words.join(" ")}"; names=${n.starNames} ;;`).join("\n");
   const paths = nodes.map((n) => n.path).filter(Boolean);
   return `# constellation completion for bash; add to ~/.bashrc:  source <(constellation completion bash)
 _constellation() {
-  local cur="\${COMP_WORDS[COMP_CWORD]}" prev="\${COMP_WORDS[COMP_CWORD-1]}" path="" w i words="" names=0
+  local cur="\${COMP_WORDS[COMP_CWORD]}" prev="\${COMP_WORDS[COMP_CWORD-1]}" path="" w i words="" names=0 given=0
+  local -a conn=()
   local valued=" ${[...valued].sort().join(" ")} "
   local paths="|${paths.join("|")}|"
   # A flag's value: a file or directory name, as the shell would.
@@ -42,14 +44,19 @@ _constellation() {
   for ((i = 1; i < COMP_CWORD; i++)); do
     w="\${COMP_WORDS[i]}"
     [[ "$w" == "--" ]] && { COMPREPLY=($(compgen -c -- "$cur")); return; }
-    if [[ "$w" == -* ]]; then [[ "$valued" == *" $w "* ]] && ((i++)); continue; fi
-    if [[ "$paths" == *"|\${path:+$path }$w|"* ]]; then path="\${path:+$path }$w"; fi
+    if [[ "$w" == -* ]]; then
+      # The connection typed on the line is the one to ask for names.
+      case "$w" in --data|--endpoint|--token) conn+=("$w" "\${COMP_WORDS[i+1]}") ;; esac
+      [[ "$valued" == *" $w "* ]] && ((i++))
+      continue
+    fi
+    if [[ "$paths" == *"|\${path:+$path }$w|"* ]]; then path="\${path:+$path }$w"; else given=$((given + 1)); fi
   done
   case "$path" in
 ${cases}
   esac
-  if [[ "$cur" != -* && $names == 1 ]]; then
-    words="$words $(constellation list -q 2>/dev/null)"
+  if [[ "$cur" != -* ]] && { [[ $names == 2 ]] || [[ $names == 1 && $given == 0 ]]; }; then
+    words="$words $(constellation "\${conn[@]}" list -q 2>/dev/null)"
   fi
   COMPREPLY=($(compgen -W "$words" -- "$cur"))
 }

@@ -15,8 +15,10 @@ export interface UnitOptions {
 
 /** A word of ExecStart as systemd reads it: quoted when it holds a space, a quote or a backslash. */
 function unitWord(w: string): string {
-  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(w)) return w.replace(/%/g, "%%");
-  return `"${w.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/%/g, "%%")}"`;
+  // (% starts a specifier and $ a variable in ExecStart: both doubled.)
+  const escaped = w.replace(/%/g, "%%").replace(/\$/g, "$$$$");
+  if (/^[A-Za-z0-9_@%+=:,./$-]+$/.test(w)) return escaped;
+  return `"${escaped.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
 }
 
 /**

@@ -68,6 +68,8 @@ export const MAX_SCRIPT_BYTES = 16 * 2 ** 20;
 /** A file read into a bundle, and what says it has not changed since (git's index does the same). */
 interface Input {
   path: string;
+  /** A directory or package.json watched for what changes resolution (no access check, no content). */
+  watch?: boolean;
   dev: bigint;
   ino: bigint;
   size: bigint;
@@ -113,7 +115,11 @@ async function bundleOf(entry: ReadFile, access: ScriptAccess): Promise<Bundle> 
   const known = bundles.get(key);
   if (known) {
     const bundle = await known;
-    if (await unchanged(bundle, entry.real, access)) return bundle;
+    if (await unchanged(bundle, entry.real, access)) {
+      bundles.delete(key); // least recently used goes first
+      bundles.set(key, known);
+      return bundle;
+    }
     if (bundles.get(key) === known) bundles.delete(key);
   }
   const pending = build(entry, access);
@@ -134,7 +140,7 @@ async function unchanged(bundle: Bundle, entry: string, access: ScriptAccess): P
       if (input.path === entry) continue;
       const st = await stat(input.path, { bigint: true });
       if (st.dev !== input.dev || st.ino !== input.ino || st.size !== input.size || st.mtimeNs !== input.mtimeNs || st.ctimeNs !== input.ctimeNs) return false;
-      if (reader === undefined) continue;
+      if (reader === undefined || input.watch) continue;
       if (!mayAccess({ uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) }, reader, 0o4)) return false;
       if (underAny(input.path, access.refuseUnder ?? [])) return false;
       const dir = dirname(input.path);
@@ -334,7 +340,12 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
       sourcemap: "external",
       sourcesContent: false,
       define: DEFINE,
-      banner: { js: `import { createRequire as __constellationRequire } from "node:module"; globalThis.require ??= __constellationRequire(${JSON.stringify(pathToFileURL(entry.real).href)});` },
+      // require() from the script's place; argv[1] is the script (main-module checks work).
+      banner: {
+        js:
+          `import { createRequire as __constellationRequire } from "node:module"; globalThis.require ??= __constellationRequire(${JSON.stringify(pathToFileURL(entry.real).href)}); ` +
+          `process.argv[1] = ${JSON.stringify(entry.real)};`,
+      },
       plugins: [plugin],
       logLevel: "silent",
     });
@@ -349,7 +360,16 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
   const map = JSON.parse(out.outputFiles.find((f) => f.path === `${outfile}.map`)!.text) as { sources: string[] };
   map.sources = map.sources.map((s) => pathToFileURL(s.startsWith(`${READER_NS}:`) ? s.slice(READER_NS.length + 1) : resolve(dirname(outfile), s)).href);
   const inline = Buffer.from(JSON.stringify(map)).toString("base64");
-  return { code: `${code}//# sourceMappingURL=data:application/json;base64,${inline}\n`, hash: content.digest("hex").slice(0, 32), inputs };
+  // What resolution read besides the files: each of their directories (a file added beside an
+  // import may be what it names next time) and its package.json (`main`, `exports`).
+  const watched: Input[] = [];
+  for (const dir of new Set(inputs.map((i) => dirname(i.path)))) {
+    for (const path of [dir, join(dir, "package.json")]) {
+      const st = await stat(path, { bigint: true }).catch(() => undefined);
+      if (st) watched.push({ path, watch: true, dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
+    }
+  }
+  return { code: `${code}//# sourceMappingURL=data:application/json;base64,${inline}\n`, hash: content.digest("hex").slice(0, 32), inputs: [...inputs, ...watched] };
 }
 
 /**
@@ -359,6 +379,7 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
 function withOwnNames(text: string, file: string): string {
   if (!/import\.meta|__dirname|__filename/.test(text)) return text;
   const names = `var __constellation_url = ${JSON.stringify(pathToFileURL(file).href)}, __constellation_file = ${JSON.stringify(file)}, __constellation_dir = ${JSON.stringify(dirname(file))};`;
+  if (text.startsWith("\uFEFF")) text = text.slice(1); // a BOM before #! is not JavaScript to esbuild
   if (!text.startsWith("#!")) return names + text;
   const nl = text.indexOf("\n");
   return nl < 0 ? text : `${text.slice(0, nl + 1)}${names}${text.slice(nl + 1)}`;

@@ -23,6 +23,9 @@ describe("constellation service", () => {
     assert.ok(exec, r.stdout);
     assert.match(exec, new RegExp(`^${process.execPath} \\S+constellation\\.mjs up --data "${data}" --port 7421$`));
     assert.match(r.stdout, /^KillMode=process$/m);
+    // systemd would expand $VAR in ExecStart: a $ in a path is doubled.
+    const odd = await cli("/var/lib/d$HOME;x", ["service", "install", "--print"]);
+    assert.match(odd.stdout, /--data "\/var\/lib\/d\$\$HOME;x"$/m, odd.stdout);
     assert.match(r.stdout, /^WantedBy=multi-user\.target$/m);
     // systemd's own reading of it, where its tools are installed (they need no running systemd).
     const verify = spawnSync("systemd-analyze", ["--version"]);

@@ -196,7 +196,11 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     assert.deepEqual(complete("constellation", "res"), ["restart"]);
     assert.ok(complete("constellation", "logs", "--").includes("--timestamps"));
     assert.deepEqual(complete("constellation", "logs", "complete-"), ["complete-me"]);
-    assert.deepEqual(complete("constellation", "--data", "x", "stop", "complete-"), ["complete-me"]);
+    assert.deepEqual(complete("constellation", "stop", "complete-"), ["complete-me"]);
+    assert.deepEqual(complete("constellation", "logs", "complete-me", "complete-"), [], "logs takes one star");
+    assert.deepEqual(complete("constellation", "rm", "complete-me", "complete-"), ["complete-me"], "rm takes several");
+    // The connection typed on the line is the one asked for names.
+    assert.deepEqual(complete("constellation", "--data", "/nowhere", "stop", "complete-"), []);
     assert.deepEqual(complete("constellation", "service", "un"), ["uninstall"]);
     assert.deepEqual(complete("constellation", "create", "complete-"), [], "create's name is given with --name, not a star's");
     assert.equal((await cli(node.dataDir, ["rm", "-f", "complete-me"])).code, 0);

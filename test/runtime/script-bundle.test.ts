@@ -115,6 +115,17 @@ describe("a star's script is bundled from its own directory", { skip }, () => {
     assert.notDeepEqual(await bundleOf(changed.star), await bundleOf(first.star));
   });
 
+  it("argv[1] is the script (main-module checks hold); a file added beside an import is seen; a BOM and #! line are kept", async () => {
+    const main = await put("is-main.mjs", 'import { pathToFileURL } from "node:url";\nimport { v } from "./pick";\nconsole.log(import.meta.url === pathToFileURL(process.argv[1]).href ? "main" : "not main", v, __filename.endsWith("is-main.mjs"));\n');
+    await put("pick.js", 'export const v = "js";\n');
+    assert.equal((await run(main, { trusted: true })).stdout, "main js true");
+    await put("pick.ts", 'export const v: string = "ts";\n');
+    assert.equal((await run(main, { trusted: true })).stdout, "main ts true", "the new file, not the cached bundle");
+    const bom = await put("bom.cjs", '\uFEFF#!/usr/bin/env node\nconsole.log(require("node:path").basename(__dirname));\n');
+    const { stdout, stderr } = await run(bom, { trusted: false });
+    assert.equal(stdout, "proj", stderr);
+  });
+
   it("a bundle that fails is an error with the file and line, and nothing starts", async () => {
     const broken = await put("broken-import.ts", 'console.log("first");\nimport { nope } from "./lib/missing.js";\nconsole.log(nope);\n');
     const before = rt.list().length;
