@@ -1,6 +1,6 @@
 /** The isolate runtime: worker-thread stars inside an isolated, unprivileged host process. */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync, statSync } from "node:fs";
 import { chmod, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -76,9 +76,17 @@ describe("isolate runtime", { skip }, () => {
     const idle = await script("idle-neighbour.mjs", "console.log('idle'); setInterval(() => {}, 1000);\n");
     await rt.start("neighbour", { name: "neighbour", script: idle });
     const chatty = await script("chatty.mjs", "for (let i = 0; i < 3000; i++) console.log('y'.repeat(1000));\n");
-    await rt.start("talker", { name: "talker", script: chatty, log_max_mb: 1, log_max_files: 1 });
+    await rt.start("talker", { name: "talker", script: chatty, log_max_mb: 1, log_max_files: 2 });
     assert.equal((await rt.wait("talker")).state, "exited");
     assert.equal(rt.status("neighbour")?.state, "running", "the host went on");
+    // Rotated (by the agent, on the host's word) and capped: 2 files of about 1 MiB, the last lines kept.
+    const starDir = join(dir, "data", "stars", "talker");
+    const files = readdirSync(starDir).filter((f) => f.startsWith("stdout.log")).sort();
+    assert.deepEqual(files, ["stdout.log", "stdout.log.1"]);
+    for (const f of files) assert.ok(statSync(join(starDir, f)).size <= 1.2 * 2 ** 20, `${f}: ${statSync(join(starDir, f)).size} bytes`);
+    const tail: string[] = [];
+    for await (const l of rt.logs("talker", { tail: 1 })) tail.push(l.line);
+    assert.deepEqual(tail, ["y".repeat(1000)]);
     await rt.stop("neighbour");
   });
 

@@ -7,11 +7,12 @@
  *                 {op:"go", id} (with hold: after "started", when the agent has placed the
  *                 thread in its cpu cgroup, run the star's code; without hold it runs at once)
  *                 {op:"stop", id}  {op:"kill", id}  {op:"stats", id, ref}
+ *                 {op:"rotated", id, stream} (the files moved along: open the new one)
  *   host → agent  {ev:"started", id, tid}  {ev:"exited", id, code, oom}  {ev:"error", id, message}
- *                 {ev:"stats", ref, heapBytes}
+ *                 {ev:"stats", ref, heapBytes}  {ev:"rotate", id, stream} (a log reached logMax)
  * When the agent goes away (EOF on fd 4), the host stops its isolates and exits.
  */
-import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
 import { Worker } from "node:worker_threads";
 
@@ -32,7 +33,7 @@ interface StartMsg {
   hold?: boolean;
 }
 
-type Msg = StartMsg | { op: "go" | "stop" | "kill"; id: string } | { op: "stats"; id: string; ref: number };
+type Msg = StartMsg | { op: "go" | "stop" | "kill"; id: string } | { op: "stats"; id: string; ref: number } | { op: "rotated"; id: string; stream: string };
 
 /**
  * The code every isolate runs first. Workers are made ahead of time (warm, per heap size: a
@@ -115,18 +116,22 @@ function takeWorker(heapMb: number): Worker {
 let closing = false;
 
 /**
- * Appends to a log file, rotating it at `max` bytes into .1 ... .keep, each line begun with the
- * time it was written (as the launcher does; runtime/logs.ts reads them).
+ * Appends to a log file, each line begun with the time it was written (as the launcher does;
+ * runtime/logs.ts reads them). At `max` bytes it asks the agent to rotate the files (the star's
+ * directory is root's: the host may not rename in it), writes on meanwhile, and opens the new
+ * file when the agent says it is done.
  */
 class RotatingLog {
   private fd: number;
   private size: number;
   /** The last byte written was not a line's end. */
   private midLine = false;
+  /** A rotation was asked for and is not done yet (none is asked twice: the second would move the new file over the first). */
+  private asked = false;
   constructor(
     private readonly path: string,
     private readonly max: number,
-    private readonly keep: number,
+    private readonly ask: () => void,
   ) {
     this.fd = openSync(path, "a", 0o640);
     this.size = fstatSync(this.fd).size;
@@ -143,10 +148,9 @@ class RotatingLog {
   }
   write(chunk: Buffer): void {
     if (this.max > 0 && this.size > 0 && this.size + chunk.length > this.max) {
-      try {
-        this.rotate();
-      } catch {
-        // Cannot rotate (no room, no right): go on in the file as it is rather than end the host.
+      if (!this.asked) {
+        this.asked = true;
+        this.ask(); // which also pauses the stream until the agent is done: the star waits, nothing is lost
       }
     }
     const stamp = Buffer.from(`${new Date().toISOString()} `);
@@ -159,6 +163,18 @@ class RotatingLog {
       at = end;
     }
   }
+  /** The agent moved the file along: the new one is opened (a line cut here goes on unstamped). */
+  rotated(): void {
+    try {
+      const fd = openSync(this.path, "a", 0o640);
+      closeSync(this.fd);
+      this.fd = fd;
+      this.size = fstatSync(fd).size;
+    } catch {
+      // not there (no room): go on in the old one
+    }
+    this.asked = false;
+  }
   /** Writes it all; false on a full disk (the rest is dropped rather than stop the star). */
   private put(b: Buffer): boolean {
     try {
@@ -169,22 +185,6 @@ class RotatingLog {
     this.size += b.length;
     return true;
   }
-  /** Renames the files along, then opens a new one; the old file stays in use if that fails. */
-  private rotate(): void {
-    for (let i = this.keep - 1; i >= 1; i--) {
-      try {
-        renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`);
-      } catch {
-        // not there yet
-      }
-    }
-    if (this.keep > 0) renameSync(this.path, `${this.path}.1`);
-    else unlinkSync(this.path);
-    const fd = openSync(this.path, "a", 0o640);
-    closeSync(this.fd);
-    this.fd = fd;
-    this.size = 0;
-  }
   close(): void {
     closeSync(this.fd);
   }
@@ -193,13 +193,21 @@ class RotatingLog {
 const control = new Socket({ fd: 4, readable: true, writable: true });
 const send = (o: object) => control.write(`${JSON.stringify(o)}\n`);
 const isolates = new Map<string, Worker>();
+const logsOf = new Map<string, { stdout: RotatingLog; stderr: RotatingLog }>();
 
 function start(m: StartMsg): void {
   let out: RotatingLog;
   let err: RotatingLog;
   try {
-    out = new RotatingLog(m.stdout, m.logMax, m.logKeep);
-    err = new RotatingLog(m.stderr, m.logMax, m.logKeep);
+    // At its size limit a log asks the agent to move the files and its stream waits meanwhile
+    // (the worker's writes back up into the star's own memory, as a full pipe would block it).
+    const ask = (stream: "stdout" | "stderr") => () => {
+      send({ ev: "rotate", id: m.id, stream });
+      isolates.get(m.id)?.[stream].pause();
+    };
+    out = new RotatingLog(m.stdout, m.logMax, ask("stdout"));
+    err = new RotatingLog(m.stderr, m.logMax, ask("stderr"));
+    logsOf.set(m.id, { stdout: out, stderr: err });
   } catch (e) {
     send({ ev: "error", id: m.id, message: `cannot open the star's logs: ${(e as Error).message}` });
     return;
@@ -220,6 +228,9 @@ function start(m: StartMsg): void {
   });
   worker.on("exit", (code) => {
     isolates.delete(m.id);
+    logsOf.delete(m.id);
+    worker.stdout.resume(); // waiting for a rotation or not, what it wrote last is kept
+    worker.stderr.resume();
     // Let the last output drain into the files before reporting the end.
     setImmediate(() => {
       out.close();
@@ -248,6 +259,11 @@ control.on("data", (d: string) => {
     else if (m.op === "stop") w?.postMessage({ t: "stop" });
     else if (m.op === "kill") void w?.terminate();
     else if (m.op === "stats") w?.postMessage({ t: "stats", ref: m.ref });
+    else if (m.op === "rotated") {
+      const stream = m.stream === "stderr" ? "stderr" : "stdout";
+      logsOf.get(m.id)?.[stream].rotated();
+      w?.[stream].resume();
+    }
   }
 });
 control.on("close", () => {

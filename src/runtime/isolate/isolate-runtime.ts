@@ -14,8 +14,8 @@
  * (the host ends when its control socket closes; the next agent restarts the stars).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { chownSync, closeSync, openSync, readFileSync, readdirSync } from "node:fs";
-import { chmod, copyFile, mkdir } from "node:fs/promises";
+import { chownSync, closeSync, constants, fchownSync, openSync, readFileSync, readdirSync } from "node:fs";
+import { chmod, copyFile, mkdir, rename, unlink } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -54,7 +54,8 @@ type HostEvent =
   | { ev: "started"; id: string; tid: number }
   | { ev: "exited"; id: string; code: number; oom: boolean }
   | { ev: "error"; id: string; message: string }
-  | { ev: "stats"; ref: number; heapBytes: number };
+  | { ev: "stats"; ref: number; heapBytes: number }
+  | { ev: "rotate"; id: string; stream: string };
 
 interface Host {
   child: ChildProcess;
@@ -88,6 +89,29 @@ export class IsolateRuntime extends SupervisedRuntime {
     await mkdir(join(options.dataDir, "stars"), { recursive: true, mode: 0o755 });
     const last = claim.uidBase + claim.uidCount - 1;
     return new IsolateRuntime({ ...options, user: options.user ?? { uid: last, gid: last }, cgroups, shimPath: options.shimPath ?? DEFAULT_SHIM });
+  }
+
+  /**
+   * Moves a star's log along (FILE → FILE.1 → ... FILE.keep, the oldest dropped), as the process
+   * runtime's init does: the host asks (it may not rename in the star's root-owned directory) and
+   * opens the new file when told. Failures leave the files as they are.
+   */
+  private async rotateLog(dir: string, stream: "stdout" | "stderr", keep: number): Promise<void> {
+    const base = join(dir, `${stream}.log`);
+    try {
+      for (let i = keep - 1; i >= 1; i--) await rename(`${base}.${i}`, `${base}.${i + 1}`).catch(() => undefined);
+      if (keep > 0) await rename(base, `${base}.1`);
+      else await unlink(base);
+      // The new file, as the first: the host's to append to.
+      const fd = openSync(base, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o640);
+      try {
+        fchownSync(fd, this.options.user.uid, this.options.user.gid);
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      // no room, or gone with the star
+    }
   }
 
   private dir(id: string): string {
@@ -133,7 +157,8 @@ export class IsolateRuntime extends SupervisedRuntime {
     const ended = new Promise<{ exitCode: number | null; signal: string | null; oomKilled: boolean }>((r) => (resolveEnd = r));
     const started = new Promise<number>((ok, fail) => {
       host.listeners.set(rec.id, (e) => {
-        if (e.ev === "started") ok(e.tid);
+        if (e.ev === "rotate") void this.rotateLog(dir, e.stream === "stderr" ? "stderr" : "stdout", rec.spec.log_max_files - 1).then(() => host.send({ op: "rotated", id: rec.id, stream: e.stream }));
+        else if (e.ev === "started") ok(e.tid);
         else if (e.ev === "error") fail(new StartFailedError(rec.id, e.message));
         else if (e.ev === "exited") {
           host.listeners.delete(rec.id);
