@@ -5,7 +5,7 @@
  * answers again once they are gone.
  */
 import assert from "node:assert/strict";
-import { statSync, writeFileSync } from "node:fs";
+import { rmSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { connect as tcp, type Socket } from "node:net";
 import { join } from "node:path";
@@ -75,6 +75,7 @@ describe("API connections", () => {
 
   it("by default: half the process's open-file limit, between 64 and 8192", () => {
     const dir = testDirSync("limits");
+    after(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, "limits");
     const at = (soft: string) => {
       writeFileSync(file, `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                 1048576              files\n`);
@@ -135,6 +136,7 @@ describe("API connections", () => {
 
   it("the unix socket (root's, 0600) takes the operator in while the TCP port is full; the SDK finds it in the data dir", async () => {
     const dataDir = testDirSync("sock");
+    after(() => rmSync(dataDir, { recursive: true, force: true }));
     writeFileSync(join(dataDir, "endpoint"), `${api.url}\n`);
     writeFileSync(join(dataDir, "admin.token"), `${api.admin}\n`, { mode: 0o600 });
     // (The harness's API object is not exposed: a second one on the same store and controller.)
