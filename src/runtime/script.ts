@@ -293,7 +293,10 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
     const st = file.stat;
     inputs.push({ path: file.real, dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
     content.update(`${file.real}\0${file.source.length}\0`).update(file.source);
-    const text = file.source.toString("utf8");
+    let text = file.source.toString("utf8");
+    // esbuild would read a module's own source map itself (as root, from anywhere its comment
+    // names): for a star's script the comment is dropped, so esbuild reads nothing.
+    if (reader !== undefined) text = text.replace(/(\/\/|\/\*)\s*[#@]\s*sourceMappingURL\s*=/g, "$1 (source map dropped) ");
     return { contents: loader === "js" || loader === "ts" || loader === "jsx" || loader === "tsx" ? withOwnNames(text, file.real) : text, loader, resolveDir: dirname(file.real) };
   };
   const plugin: Plugin = {
