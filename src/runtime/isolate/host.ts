@@ -3,7 +3,7 @@
  * namespaces and cgroup, user nobody, no-new-privs) that runs isolate stars as worker threads.
  *
  * Control: JSON lines on fd 4 (a socket the agent holds).
- *   agent → host  {op:"start", id, file, argv, env, heapMb, stdout, stderr, logMax, logKeep, hold}
+ *   agent → host  {op:"start", id, file, argv, env, heapMb, stdout, stderr, logMax, hold}
  *                 {op:"go", id} (with hold: after "started", when the agent has placed the
  *                 thread in its cpu cgroup, run the star's code; without hold it runs at once)
  *                 {op:"stop", id}  {op:"kill", id}  {op:"stats", id, ref}
@@ -28,7 +28,6 @@ interface StartMsg {
   stdout: string;
   stderr: string;
   logMax: number;
-  logKeep: number;
   /** Wait for "go" before running the star's code (the agent first limits the thread's CPU). */
   hold?: boolean;
 }

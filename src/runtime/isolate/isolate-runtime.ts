@@ -179,7 +179,6 @@ export class IsolateRuntime extends SupervisedRuntime {
       stdout: join(dir, "stdout.log"),
       stderr: join(dir, "stderr.log"),
       logMax: Math.round(rec.spec.log_max_mb * 2 ** 20),
-      logKeep: rec.spec.log_max_files - 1,
       hold: limitCpu, // the star's code waits until its thread is in its cpu group
     });
     const nsTid = await started;
