@@ -14,13 +14,17 @@
  */
 import { createHash, randomUUID } from "node:crypto";
 import { type BigIntStats, constants } from "node:fs";
-import { type FileHandle, chmod, chown, mkdir, open, readlink, realpath, rename, stat, writeFile } from "node:fs/promises";
-import { dirname, extname, join, resolve } from "node:path";
+import { type FileHandle, chmod, chown, mkdir, open, readlink, rename, stat, writeFile } from "node:fs/promises";
+import { basename, dirname, extname, join, resolve } from "node:path";
 import { isBuiltin } from "node:module";
 import { pathToFileURL } from "node:url";
-import type { BuildResult, Loader, Message, Plugin } from "esbuild";
+import type { BuildResult, ImportKind, Loader, Message, Plugin } from "esbuild";
 import { ScriptError } from "../errors.js";
+import { packageTarget } from "./package-exports.js";
+import { type FileUser, LookupLimitError, type Reader, ReaderView, mayAccess } from "./reader-view.js";
 import type { StarSpec } from "./spec.js";
+
+export type { FileUser } from "./reader-view.js";
 
 /** What a star's script may be. */
 const ENTRY_EXTS = [".js", ".mjs", ".cjs", ".ts", ".mts", ".cts"];
@@ -31,19 +35,13 @@ const LOADERS: Record<string, Loader> = {
   ".json": "json", ".txt": "text",
 };
 
-/** A user as the kernel checks file access: its uid and its one group (stars have no others). */
-export interface FileUser {
-  uid: number;
-  gid: number;
-}
-
 export interface ScriptAccess {
   /**
    * Who must be able to read the script: "all" (every user: o+r on the file, o+x on each
    * directory of its real path), one user (by the same rules, as owner, group or other), or
    * nobody in particular (root reads it: a script an admin named).
    */
-  reader?: "all" | FileUser;
+  reader?: Reader;
   /** With a reader: places whose files are refused whatever their modes (hidden from stars). */
   refuseUnder?: string[];
   /** Where a transpiled .ts is written (absent: checked only, nothing written). */
@@ -131,32 +129,20 @@ async function bundleOf(entry: ReadFile, access: ScriptAccess): Promise<Bundle> 
   return pending;
 }
 
-/** Every file a bundle read (but its entry, read already) is as it was, and readable still. */
+/** Every file a bundle read (but its entry, read already) is as it was, and readable still by its reader. */
 async function unchanged(bundle: Bundle, entry: string, access: ScriptAccess): Promise<boolean> {
-  const reader = access.reader;
-  const passed = new Set<string>();
+  const view = access.reader === undefined ? undefined : new ReaderView(access.reader, access.refuseUnder);
   try {
     for (const input of bundle.inputs) {
       if (input.path === entry) continue;
       const st = await stat(input.path, { bigint: true });
       if (st.dev !== input.dev || st.ino !== input.ino || st.size !== input.size || st.mtimeNs !== input.mtimeNs || st.ctimeNs !== input.ctimeNs) return false;
-      if (reader === undefined || input.watch) continue;
-      if (!mayAccess({ uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) }, reader, 0o4)) return false;
-      if (underAny(input.path, access.refuseUnder ?? [])) return false;
-      const dir = dirname(input.path);
-      if (!passed.has(dir)) {
-        await checkDirs(input.path, reader, () => new Error("refused"));
-        passed.add(dir);
-      }
+      if (view && !input.watch && (await view.readable(input.path)) !== input.path) return false;
     }
     return true;
   } catch {
-    return false; // gone, or refused: the build says why
+    return false; // gone, or too much to look at: the build says why
   }
-}
-
-function underAny(path: string, places: string[]): boolean {
-  return places.some((d) => path === d || path.startsWith(`${d}/`));
 }
 
 /** esbuild's namespace for a star's files: esbuild reads nothing there itself. */
@@ -169,91 +155,97 @@ const PROBE = [".ts", ".tsx", ".mts", ".cts", ".js", ".mjs", ".cjs", ".jsx", ".j
 const TS_FOR: Record<string, string[]> = { ".js": [".ts", ".tsx"], ".mjs": [".mts"], ".cjs": [".cts"], ".jsx": [".tsx"] };
 
 /**
- * Node's resolution, as far as a star's script needs it, made only of reads the reader may make
- * (every probe is `readable()`, every package.json read by `readScript` with its checks): a
+ * Node's resolution, as far as a star's script needs it, made only of lookups the reader may
+ * make (every probe through `view`, every package.json read by `readScript` with its checks): a
  * relative or absolute path (with extensions probed, TypeScript's `.js` → `.ts`, a directory's
- * package.json `main` or index), or a package in the nearest `node_modules` (its `exports` with
- * the node/import/require/default conditions, else `main`, else index). The real path, or
- * undefined for nothing the reader may read.
+ * package.json `main` or index), a `#name` from the nearest package.json's `imports`, or a
+ * package in the nearest `node_modules` (its `exports` under Node's conditions for this kind of
+ * import, else `main`, else index). The real path, or undefined for nothing the reader may read.
  */
-async function resolveAsReader(spec: string, from: string, access: ScriptAccess): Promise<string | undefined> {
+async function resolveAsReader(spec: string, from: string, kind: ImportKind, view: ReaderView, access: ScriptAccess, depth = 0): Promise<string | undefined> {
+  const conditions = ["node", kind === "require-call" || kind === "require-resolve" ? "require" : "import"];
   if (spec.startsWith("./") || spec.startsWith("../") || spec.startsWith("/") || spec === "." || spec === "..") {
     const base = resolve(from, spec);
-    return (await asFile(base, access)) ?? (await asDir(base, access));
+    return (await asFile(base, view)) ?? (await asDir(base, view, access));
+  }
+  if (spec.startsWith("#")) {
+    // the package's own imports: its nearest package.json (not beyond a node_modules)
+    for (let dir = from; basename(dir) !== "node_modules"; dir = dirname(dir)) {
+      const pkg = await packageJson(dir, view, access);
+      if (pkg) {
+        const target = packageTarget(pkg.imports, spec, conditions, "imports");
+        if (target === undefined) return undefined;
+        if ("path" in target) return asFile(resolve(dir, target.path), view);
+        return target.bare.startsWith("#") || depth > 0 ? undefined : resolveAsReader(target.bare, dir, kind, view, access, depth + 1);
+      }
+      if (dir === dirname(dir)) return undefined;
+    }
+    return undefined;
   }
   const parts = spec.split("/");
   const nameLen = spec.startsWith("@") ? 2 : 1;
   const name = parts.slice(0, nameLen).join("/");
   const sub = parts.slice(nameLen).join("/");
-  if (!name || name.includes("..")) return undefined;
+  if (!name || name.includes("..") || parts.slice(0, nameLen).some((p) => p === "" || p === ".")) return undefined;
   for (let dir = from; ; dir = dirname(dir)) {
-    const pkgDir = join(dir, "node_modules", name);
-    const pkg = await packageJson(pkgDir, access);
-    if (pkg) {
-      const target = exported(pkg.exports, sub ? `./${sub}` : ".");
-      if (target !== undefined) return asFile(resolve(pkgDir, target), access);
-      if (pkg.exports !== undefined) return undefined; // exports hide what they do not name
-      const base = sub ? join(pkgDir, sub) : pkgDir;
-      return (await asFile(base, access)) ?? (await asDir(base, access));
+    if (basename(dir) !== "node_modules") {
+      const pkgDir = join(dir, "node_modules", name);
+      const pkg = await packageJson(pkgDir, view, access);
+      if (pkg) {
+        if (pkg.exports !== undefined) {
+          // exports hide what they do not name
+          const target = packageTarget(pkg.exports, sub ? `./${sub}` : ".", conditions, "exports");
+          return target !== undefined && "path" in target ? asFile(resolve(pkgDir, target.path), view) : undefined;
+        }
+        const base = sub ? join(pkgDir, sub) : pkgDir;
+        return (await asFile(base, view)) ?? (await asDir(base, view, access));
+      }
+      // no package.json: a file or directory by that name, as Node looks for one
+      const base = join(dir, "node_modules", spec);
+      if ((await view.real(dirname(base))) !== undefined) {
+        const found = (await asFile(base, view)) ?? (await asDir(base, view, access));
+        if (found) return found;
+      }
     }
     if (dir === dirname(dir)) return undefined;
   }
 }
 
-async function asFile(path: string, access: ScriptAccess): Promise<string | undefined> {
+async function asFile(path: string, view: ReaderView): Promise<string | undefined> {
   const ext = extname(path);
   const candidates = [path, ...PROBE.map((e) => path + e), ...(TS_FOR[ext] ?? []).map((e) => path.slice(0, -ext.length) + e)];
   for (const c of candidates) {
-    const real = await readable(c, access.reader!, access.refuseUnder ?? []);
+    const real = await view.readable(c);
     if (real) return real;
   }
   return undefined;
 }
 
-async function asDir(dir: string, access: ScriptAccess): Promise<string | undefined> {
-  const main = (await packageJson(dir, access))?.main;
+async function asDir(dir: string, view: ReaderView, access: ScriptAccess): Promise<string | undefined> {
+  const main = (await packageJson(dir, view, access))?.main;
   if (typeof main === "string") {
-    const found = (await asFile(resolve(dir, main), access)) ?? (await asFile(join(resolve(dir, main), "index"), access));
+    const found = (await asFile(resolve(dir, main), view)) ?? (await asFile(join(resolve(dir, main), "index"), view));
     if (found) return found;
   }
-  return asFile(join(dir, "index"), access);
+  return asFile(join(dir, "index"), view);
+}
+
+interface PackageJson {
+  main?: unknown;
+  exports?: unknown;
+  imports?: unknown;
 }
 
 /** A directory's package.json, read as the reader may (nothing if absent, unreadable or not JSON). */
-async function packageJson(dir: string, access: ScriptAccess): Promise<{ main?: unknown; exports?: unknown } | undefined> {
+async function packageJson(dir: string, view: ReaderView, access: ScriptAccess): Promise<PackageJson | undefined> {
   const path = join(dir, "package.json");
-  if (!(await readable(path, access.reader!, access.refuseUnder ?? []))) return undefined;
+  if (!(await view.readable(path))) return undefined;
   try {
-    const parsed = JSON.parse((await readScript(path, access)).source.toString("utf8")) as unknown;
-    return parsed !== null && typeof parsed === "object" ? (parsed as { main?: unknown; exports?: unknown }) : undefined;
+    const parsed = JSON.parse((await readScript(path, access, view)).source.toString("utf8")) as unknown;
+    return parsed !== null && typeof parsed === "object" ? (parsed as PackageJson) : undefined;
   } catch {
     return undefined;
   }
-}
-
-/** What a package's `exports` give for `sub` ("." or "./x"), with Node's conditions. */
-function exported(exports: unknown, sub: string): string | undefined {
-  const pick = (v: unknown): string | undefined => {
-    if (typeof v === "string") return v;
-    if (Array.isArray(v)) return v.map(pick).find((x) => x !== undefined);
-    if (v && typeof v === "object") {
-      for (const k of ["node", "import", "require", "default"]) if (k in v) return pick((v as Record<string, unknown>)[k]);
-    }
-    return undefined;
-  };
-  if (exports === undefined || exports === null) return undefined;
-  if (typeof exports === "string" || Array.isArray(exports)) return sub === "." ? pick(exports) : undefined;
-  if (typeof exports !== "object") return undefined;
-  const map = exports as Record<string, unknown>;
-  if (!Object.keys(map).some((k) => k.startsWith("."))) return sub === "." ? pick(map) : undefined;
-  if (sub in map) return pick(map[sub]);
-  for (const [k, v] of Object.entries(map)) {
-    const star = k.indexOf("*");
-    if (star < 0 || !sub.startsWith(k.slice(0, star)) || !sub.endsWith(k.slice(star + 1))) continue;
-    const matched = sub.slice(star, sub.length - (k.length - star - 1));
-    return pick(v)?.replaceAll("*", matched);
-  }
-  return undefined;
 }
 
 /** Names every module's own file, directory and URL for it, wherever the bundle runs from. */
@@ -278,13 +270,15 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
   const inputs: Input[] = [];
   const content = createHash("sha256").update(`${esbuild.version}\0${process.versions.node.split(".")[0]}\0`);
   const RESOLVING = Symbol("resolving");
+  // One view for the whole build: each directory is looked up once, however many imports pass it.
+  const view = reader === undefined ? undefined : new ReaderView(reader, access.refuseUnder);
   let total = 0;
   const load = async (path: string) => {
     const loader = LOADERS[extname(path)];
     if (!loader) return { errors: [{ text: `no loader for "${extname(path)}" files: a star's bundle takes ${Object.keys(LOADERS).join(", ")} (load other files at run time)` }] };
     let file: ReadFile;
     try {
-      file = path === entry.real ? entry : await readScript(path, access);
+      file = path === entry.real ? entry : await readScript(path, access, view);
     } catch (err) {
       return { errors: [{ text: (err as Error).message }] };
     }
@@ -297,7 +291,9 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
     // esbuild would read a module's own source map itself (as root, from anywhere its comment
     // names): for a star's script the comment is dropped, so esbuild reads nothing.
     if (reader !== undefined) text = text.replace(/(\/\/|\/\*)\s*[#@]\s*sourceMappingURL\s*=/g, "$1 (source map dropped) ");
-    return { contents: loader === "js" || loader === "ts" || loader === "jsx" || loader === "tsx" ? withOwnNames(text, file.real) : text, loader, resolveDir: dirname(file.real) };
+    const contents = loader === "js" || loader === "ts" || loader === "jsx" || loader === "tsx" ? withOwnNames(text, file.real) : text;
+    // A star's module gets no directory of esbuild's: esbuild then looks nothing up beside it.
+    return reader === undefined ? { contents, loader, resolveDir: dirname(file.real) } : { contents, loader };
   };
   const plugin: Plugin = {
     name: "constellation",
@@ -318,7 +314,13 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
       b.onResolve({ filter: /.*/ }, async (args) => {
         if (args.kind === "entry-point") return { path: entry.real, namespace: READER_NS };
         if (isBuiltin(args.path)) return { path: args.path, external: true };
-        const found = await resolveAsReader(args.path, args.resolveDir, access);
+        let found: string | undefined;
+        try {
+          found = await resolveAsReader(args.path, dirname(args.importer), args.kind, view!, access);
+        } catch (err) {
+          if (err instanceof LookupLimitError) return { errors: [{ text: err.message }] };
+          throw err;
+        }
         if (found?.endsWith(".node")) return { path: found, external: true };
         if (found) return { path: found, namespace: READER_NS };
         // A require() that finds nothing is left to run time (often optional, inside a try).
@@ -388,45 +390,6 @@ function withOwnNames(text: string, file: string): string {
   return nl < 0 ? text : `${text.slice(0, nl + 1)}${names}${text.slice(nl + 1)}`;
 }
 
-/** The real path of `path` if `reader` may read it, as readScript would let it (a regular file), without opening it. */
-async function readable(path: string, reader: "all" | FileUser, refuseUnder: string[]): Promise<string | undefined> {
-  try {
-    const real = await realpath(path);
-    if (underAny(real, [...OPEN_NEVER, ...refuseUnder])) return undefined;
-    await checkDirs(real, reader, () => new Error("refused"));
-    const st = await stat(real);
-    return st.isFile() && mayAccess(st, reader, 0o4) ? real : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Opens a script once and checks the open file: a regular file of at most MAX_SCRIPT_BYTES,
- * readable by `reader`, and found where its real path says in this process's own view of the
- * files (not through /proc/<pid>/root into another star's private /tmp, not a deleted file).
- * Opened non-blocking, so a path naming a FIFO or a device cannot stall the process (an open of
- * a FIFO waits for a writer). For a reader, nothing is read before every check has passed, and
- * every refusal says the same, so a star learns nothing of files it may not read (not even
- * whether they exist).
- */
-/**
- * Every directory above `file` may be passed by `reader`, and only its owner may change it (no
- * group or world write without the sticky bit): else `refused()`. A star's own places are under
- * directories only root may pass, so no step of such a path is the star's to swap.
- */
-async function checkDirs(file: string, reader: "all" | FileUser, refused: () => Error): Promise<void> {
-  for (let dir = dirname(file); ; dir = dirname(dir)) {
-    const st = await stat(dir);
-    if (!mayAccess(st, reader, 0o1)) throw refused();
-    if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) throw refused();
-    if (dir === dirname(dir)) break;
-  }
-}
-
-/** Where a star's script is never opened from. */
-const OPEN_NEVER = ["/proc", "/sys", "/dev", "/run"];
-
 /** A file as read: its bytes, its real path, and its identity and times as opened. */
 interface ReadFile {
   source: Buffer;
@@ -434,26 +397,34 @@ interface ReadFile {
   stat: BigIntStats;
 }
 
-async function readScript(script: string, access: ScriptAccess): Promise<ReadFile> {
+/**
+ * Opens a script once and checks the open file: a regular file of at most MAX_SCRIPT_BYTES,
+ * readable by `reader`, and found where its real path says in this process's own view of the
+ * files (not through /proc/<pid>/root into another star's private /tmp, not a deleted file).
+ * Opened non-blocking, so a path naming a FIFO or a device cannot stall the process (an open of
+ * a FIFO waits for a writer). For a reader, the path is first resolved by lookups the reader
+ * could make (ReaderView: a link through a directory it may not enter finds nothing), refused
+ * in places stars never read from (/proc, /sys, /dev, /run, hidden places), then opened by
+ * walking directory descriptors with no link followed, each directory checked as held, so
+ * nothing swapped meanwhile can lead the open elsewhere; nothing is read before every check has
+ * passed, and every refusal says the same, so a star learns nothing of files it may not read
+ * (not even whether they exist).
+ */
+async function readScript(script: string, access: ScriptAccess, view?: ReaderView): Promise<ReadFile> {
   const reader = access.reader;
   const who = reader === undefined ? "" : reader === "all" ? "every user" : `the star's user (uid ${reader.uid})`;
   const refused = () => new ScriptError(script, `is not a file that ${who} can read here: a star's token may only name scripts its stars can read`);
   let fh: FileHandle | undefined;
   try {
-    let path = script;
+    let path: string | undefined;
     if (reader !== undefined) {
-      // Not even opened where a file's opening may do something (a device, a star's FIFO seen
-      // through /proc/<pid>/root): the path is resolved first without opening anything (a path
-      // through /proc/<pid>/root resolves into the node's own view, where a star's private
-      // places are not), every directory on the way must be one the reader may pass and no one
-      // but its owner may change (so no step of it can be swapped for a link meanwhile), and the
-      // resolved path is opened without following a link at its end. The open file is checked
-      // after, as for anyone.
-      path = await realpath(script);
-      if (OPEN_NEVER.some((d) => path === d || path.startsWith(`${d}/`))) throw refused();
-      await checkDirs(path, reader, refused);
+      view ??= new ReaderView(reader, access.refuseUnder);
+      path = await view.real(resolve(script));
+      if (path === undefined || view.refused(path)) throw refused();
+      fh = await view.open(path);
+    } else {
+      fh = await open(script, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
     }
-    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | (reader === undefined ? 0 : constants.O_NOFOLLOW));
     const big = await fh.stat({ bigint: true });
     const st = { uid: Number(big.uid), gid: Number(big.gid), mode: Number(big.mode), dev: Number(big.dev), ino: Number(big.ino), size: Number(big.size) };
     // What was opened, wherever the path led: the real path checked below is this file's.
@@ -463,10 +434,8 @@ async function readScript(script: string, access: ScriptAccess): Promise<ReadFil
       if (reader !== undefined) throw refused();
       throw new ScriptError(script, "is not where its path leads in this node's files (a path through /proc, or a deleted file): give a plain path");
     }
-    if (reader !== undefined) {
-      if (!mayAccess(st, reader, 0o4) || (access.refuseUnder ?? []).some((d) => real === d || real.startsWith(`${d}/`))) throw refused();
-      await checkDirs(real, reader, refused);
-    }
+    // For a reader, the file is the one the checked walk led to (not moved meanwhile) and its own.
+    if (reader !== undefined && (real !== path || !mayAccess(st, reader, 0o4))) throw refused();
     if (!big.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
     if (st.size > MAX_SCRIPT_BYTES) throw new ScriptError(script, `is ${st.size} bytes, over ${MAX_SCRIPT_BYTES}: give a smaller script (or a command)`);
     return { source: await fh.readFile(), real, stat: big };
@@ -478,26 +447,6 @@ async function readScript(script: string, access: ScriptAccess): Promise<ReadFil
   } finally {
     await fh?.close();
   }
-}
-
-/** May `user` enter `dir` (search every directory from / down to it)? */
-export async function mayEnter(dir: string, user: FileUser): Promise<boolean> {
-  try {
-    for (let d = dir; ; d = dirname(d)) {
-      if (!mayAccess(await stat(d), user, 0o1)) return false;
-      if (d === dirname(d)) return true;
-    }
-  } catch {
-    return false;
-  }
-}
-
-/** The kernel's rule for one access bit (4 read, 1 search/execute): owner, else group, else other. */
-function mayAccess(st: { uid: number; gid: number; mode: number }, who: "all" | FileUser, bit: number): boolean {
-  if (who === "all") return (st.mode & bit) !== 0;
-  if (st.uid === who.uid) return (st.mode & (bit << 6)) !== 0;
-  if (st.gid === who.gid) return (st.mode & (bit << 3)) !== 0;
-  return (st.mode & bit) !== 0;
 }
 
 /** Writes the transpiled code once into `dir`: root's, readable by `reader`'s group only. */

@@ -1,0 +1,77 @@
+/**
+ * Files as one user would find them (src/runtime/reader-view.ts): root looks up and opens a
+ * star's files on its user's behalf, and must find exactly what the kernel would let that user
+ * find — checked here against the kernel itself (`setpriv` to that user).
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { chmod, mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { ReaderView } from "../../src/runtime/reader-view.js";
+import { testDir } from "../helpers/dirs.js";
+
+const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root" : false;
+const NOBODY = { uid: 65534, gid: 65534 };
+
+/** Can the user itself read the file at `path`? The kernel's answer. */
+function kernelReads(path: string): boolean {
+  return spawnSync("setpriv", ["--reuid", String(NOBODY.uid), "--regid", String(NOBODY.gid), "--clear-groups", "cat", path]).status === 0;
+}
+
+describe("a reader's view of the files", { skip }, () => {
+  let dir: string;
+  before(async () => {
+    dir = await testDir("constellation-reader-");
+    await mkdir(join(dir, "proj", "o"), { recursive: true, mode: 0o755 });
+    await writeFile(join(dir, "proj", "o", "real.js"), "ok\n", { mode: 0o644 });
+    await mkdir(join(dir, "rootonly", "sub"), { recursive: true, mode: 0o755 });
+    await chmod(join(dir, "rootonly"), 0o700);
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a link through a directory the user may not enter finds nothing, whether or not what it names is there", async () => {
+    const o = join(dir, "proj", "o");
+    await symlink("../../rootonly/sub/../../proj/o/real.js", join(o, "via-sub"));
+    await symlink("../../rootonly/missing/../../proj/o/real.js", join(o, "via-missing"));
+    await symlink("real.js", join(o, "plain-link"));
+    const view = new ReaderView(NOBODY);
+    for (const name of ["via-sub", "via-missing"]) {
+      assert.equal(kernelReads(join(o, name)), false, `the kernel refuses ${name}`);
+      assert.equal(await view.real(join(o, name)), undefined, name);
+      assert.equal(await view.readable(join(o, name)), undefined, name);
+    }
+    assert.equal(kernelReads(join(o, "plain-link")), true);
+    assert.equal(await view.readable(join(o, "plain-link")), join(o, "real.js"));
+    // root, or a user who may pass rootonly, finds it through either link where it is there
+    assert.equal(await new ReaderView({ uid: 0, gid: 0 }).real(join(o, "via-sub")), join(o, "real.js"));
+  });
+
+  it("opens by directory descriptors, following no link on the way", async () => {
+    await symlink(join(dir, "proj", "o"), join(dir, "proj", "link-dir"));
+    const view = new ReaderView(NOBODY);
+    const fh = await view.open(join(dir, "proj", "o", "real.js"));
+    assert.equal((await fh.readFile("utf8")), "ok\n");
+    await fh.close();
+    // a directory swapped for a link after the lookup: the open does not follow it
+    await assert.rejects(view.open(join(dir, "proj", "link-dir", "real.js")));
+    // a directory the user may not pass: refused as held
+    await writeFile(join(dir, "rootonly", "sub", "f.js"), "secret\n", { mode: 0o644 });
+    await assert.rejects(view.open(join(dir, "rootonly", "sub", "f.js")), /refused/);
+  });
+
+  it("each directory is looked up once per view: 20 packages searched for from 300 levels down cost no more than the tree", async () => {
+    let deep = join(dir, "deep");
+    for (let i = 0; i < 300; i++) deep = join(deep, "d");
+    await mkdir(deep, { recursive: true, mode: 0o755 });
+    const view = new ReaderView(NOBODY);
+    for (let p = 0; p < 20; p++) {
+      for (let d = deep; d !== "/"; d = join(d, "..")) assert.equal(await view.readable(join(d, "node_modules", `pkg-${p}`, "package.json")), undefined);
+    }
+    // the tree is ~305 directories deep, each with one node_modules looked for: ~610 lookups,
+    // where a lookup per level per package per probe would be 300 × 20 × 2 = 12,000 and more
+    assert.ok(view.lookupsMade < 1_000, `${view.lookupsMade} lookups`);
+  });
+});
