@@ -41,7 +41,7 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
     return line;
   };
   for (const stream of STREAMS) {
-    const c: Cursor = { id: "", offset: 0, partial: "", decoder: new StringDecoder("utf8") };
+    const c: Cursor = { ino: -1, offset: 0, partial: "", decoder: new StringDecoder("utf8") };
     const files = await openAll(join(dir, `${stream}.log`));
     try {
       // Everything kept so far (or its last `tail` lines), a chunk at a time.
@@ -56,12 +56,13 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
         }
       }
       const last = files.at(-1);
-      if (last) {
-        c.id = last.id;
+      if (last && options.follow) {
+        c.held = last.handle;
+        c.ino = last.ino;
         c.offset = last.size;
       }
     } finally {
-      await Promise.all(files.map((f) => f.handle.close()));
+      await Promise.all(files.filter((f) => f.handle !== c.held).map((f) => f.handle.close()));
     }
     cursor.set(stream, c);
   }
@@ -94,45 +95,58 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
   } finally {
     watcher.close();
     options.signal?.removeEventListener("abort", onAbort);
+    await Promise.all([...cursor.values()].map((c) => c.held?.close()));
   }
 }
 
 /**
  * What was written to `path` since the cursor, across rotations: a consistent picture of the
- * files (see `openAll`), the cursor's file found by identity (inode and birth time, since ext4
- * reuses inode numbers at once), the rest of it, then every newer file. If the cursor's file was
- * rotated away entirely, its unread lines are gone (as with tail -F): the partial line is dropped.
+ * files (see `openAll`), the cursor's file found by its inode number (the cursor holds that file
+ * open, so no other file can be given its number meanwhile, though ext4 reuses a freed one at
+ * once), the rest of it, then every newer file. If the cursor's file was rotated away entirely,
+ * the rest of it is read through the handle still held; files rotated away between are gone (as
+ * with tail -F), and a line left unended there is dropped.
  */
 async function* readNew(path: string, c: Cursor): AsyncGenerator<string> {
   const files = await openAll(path);
+  const before = c.held;
   try {
     const current = files.at(-1);
     if (!current) return;
-    let from = files.findIndex((f) => f.id === c.id);
+    let from = before ? files.findIndex((f) => f.ino === c.ino) : -1;
     if (from < 0) {
+      if (before) {
+        const size = (await before.stat()).size;
+        for (let at = c.offset; at < size; at += CHUNK) {
+          const to = Math.min(size, at + CHUNK);
+          const text = await readText(c, before, at, to);
+          c.offset = to;
+          yield text;
+        }
+      }
       c.partial = "";
       c.partialCut = false;
-      c.offset = 0;
       c.decoder = new StringDecoder("utf8");
+      c.offset = 0;
       from = 0;
     } else if (files[from]!.size < c.offset) {
       c.offset = 0; // truncated in place
     }
-    const start = c.offset;
     for (let k = from; k < files.length; k++) {
       const f = files[k]!;
-      for (let at = k === from ? start : 0; at < f.size; at += CHUNK) {
+      if (k > from) c.offset = 0;
+      c.held = f.handle; // the offset is into this file from here on
+      c.ino = f.ino;
+      for (let at = c.offset; at < f.size; at += CHUNK) {
         const to = Math.min(f.size, at + CHUNK);
         const text = await readText(c, f.handle, at, to);
-        c.id = f.id;
         c.offset = to;
         yield text;
       }
     }
-    c.id = current.id;
-    c.offset = current.size;
   } finally {
-    await Promise.all(files.map((f) => f.handle.close()));
+    if (c.held !== before) await before?.close();
+    await Promise.all(files.filter((f) => f.handle !== c.held).map((f) => f.handle.close()));
   }
 }
 
@@ -180,7 +194,10 @@ async function tailStart(files: OpenFile[], n: number): Promise<[number, number]
 }
 
 interface Cursor {
-  id: string;
+  /** The file being read, held open (following only), and its inode number. */
+  held?: FileHandle;
+  ino: number;
+  /** How far into it. */
   offset: number;
   partial: string;
   /** Keeps a character cut between two chunks whole. */
@@ -195,6 +212,7 @@ interface OpenFile {
   handle: FileHandle;
   /** Identity across renames: inode and birth time. */
   id: string;
+  ino: number;
   size: number;
 }
 
@@ -219,7 +237,7 @@ async function openAll(base: string): Promise<OpenFile[]> {
         const handle = await open(p, "r").catch(() => undefined);
         if (!handle) return undefined;
         const st = await handle.stat();
-        return { handle, id: `${st.ino}:${st.birthtimeMs}`, size: st.size };
+        return { handle, id: `${st.ino}:${st.birthtimeMs}`, ino: st.ino, size: st.size };
       }),
     );
     const again = await Promise.all(paths.map((p) => stat(p).then((st) => `${st.ino}:${st.birthtimeMs}`).catch(() => undefined)));

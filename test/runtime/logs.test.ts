@@ -4,7 +4,7 @@
  * many times at once took the control plane down).
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { appendFile, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -105,6 +105,29 @@ describe("log reading", () => {
     for (const g of got) assert.deepEqual(g, ["the last line"]);
     const grew = after.rss - before.rss;
     assert.ok(grew < 64 * 2 ** 20, `reading 50 tails grew the process by ${Math.round(grew / 2 ** 20)} MB`);
+    await rm(d, { recursive: true, force: true });
+  });
+
+  it("following: a file rotated away entirely while the reader was away is still read to its end (the reader holds it open)", { timeout: 20_000 }, async () => {
+    const d = await mkdtemp(join(tmpdir(), "constellation-logs-"));
+    const log = join(d, "stdout.log");
+    await writeFile(log, "1\n2\n");
+    let done = false;
+    const abort = new AbortController();
+    const lines = readLogs(d, { follow: true, signal: abort.signal }, () => done)[Symbol.asyncIterator]();
+    const next = async () => ((await lines.next()).value as LogLine).line;
+    assert.deepEqual([await next(), await next()], ["1", "2"]);
+    // While the reader is not looking: one more line, then two rotations keeping one file, so the
+    // file it was reading is deleted (and a new file may be given its inode number at once).
+    await appendFile(log, "3\n");
+    await rename(log, `${log}.1`);
+    await writeFile(log, "4\n");
+    await rename(log, `${log}.1`);
+    await writeFile(log, "5\n");
+    assert.deepEqual([await next(), await next(), await next()], ["3", "4", "5"]);
+    done = true;
+    abort.abort();
+    await lines.return?.(undefined);
     await rm(d, { recursive: true, force: true });
   });
 
