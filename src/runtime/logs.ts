@@ -40,62 +40,74 @@ export async function* readLogs(dir: string, options: LogOptions, isDone: () => 
     if (since !== undefined && (c.time === undefined || Date.parse(c.time) < since)) return undefined;
     return line;
   };
-  for (const stream of STREAMS) {
-    const c: Cursor = { ino: -1, offset: 0, partial: "", decoder: new StringDecoder("utf8") };
-    const files = await openAll(join(dir, `${stream}.log`));
-    try {
-      // Everything kept so far (or its last `tail` lines), a chunk at a time.
-      let [k, offset] = options.tail === undefined ? [0, 0] : await tailStart(files, options.tail);
-      for (; k < files.length; k++, offset = 0) {
-        const f = files[k]!;
-        for (let at = offset; at < f.size; at += CHUNK) {
-          for (const raw of cut(c, await readText(c, f.handle, at, Math.min(f.size, at + CHUNK)))) {
-            const line = lineOf(stream, c, raw);
-            if (line) yield line;
+  try {
+    yield* readKept();
+    if (options.follow) yield* follow();
+  } finally {
+    // Every file a cursor holds is closed however the reader goes (mid-way through the kept
+    // lines, or while following).
+    await Promise.all([...cursor.values()].map((c) => c.held?.close()));
+  }
+
+  async function* readKept(): AsyncGenerator<LogLine> {
+    for (const stream of STREAMS) {
+      const c: Cursor = { ino: -1, offset: 0, partial: "", decoder: new StringDecoder("utf8") };
+      const files = await openAll(join(dir, `${stream}.log`));
+      try {
+        // Everything kept so far (or its last `tail` lines), a chunk at a time.
+        let [k, offset] = options.tail === undefined ? [0, 0] : await tailStart(files, options.tail);
+        for (; k < files.length; k++, offset = 0) {
+          const f = files[k]!;
+          for (let at = offset; at < f.size; at += CHUNK) {
+            for (const raw of cut(c, await readText(c, f.handle, at, Math.min(f.size, at + CHUNK)))) {
+              const line = lineOf(stream, c, raw);
+              if (line) yield line;
+            }
           }
         }
+        const last = files.at(-1);
+        if (last && options.follow) {
+          c.held = last.handle;
+          c.ino = last.ino;
+          c.offset = last.size;
+        }
+      } finally {
+        await Promise.all(files.filter((f) => f.handle !== c.held).map((f) => f.handle.close()));
       }
-      const last = files.at(-1);
-      if (last && options.follow) {
-        c.held = last.handle;
-        c.ino = last.ino;
-        c.offset = last.size;
+      cursor.set(stream, c);
+    }
+  }
+
+  async function* follow(): AsyncGenerator<LogLine> {
+
+    let wake: (() => void) | undefined;
+    const watcher = watch(dir, () => wake?.());
+    const onAbort = () => wake?.();
+    options.signal?.addEventListener("abort", onAbort);
+    try {
+      for (;;) {
+        const done = isDone(); // read once more after the end, then stop
+        for (const stream of STREAMS) {
+          const c = cursor.get(stream)!;
+          // A chunk at a time: what a star wrote since is never held whole.
+          for await (const text of readNew(join(dir, `${stream}.log`), c)) {
+            for (const raw of cut(c, text)) {
+              const line = lineOf(stream, c, raw);
+              if (line) yield line;
+            }
+          }
+        }
+        if (done || options.signal?.aborted) return;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, 250).unref(); // also poll: inotify may miss appends to an open file
+        });
+        wake = undefined;
       }
     } finally {
-      await Promise.all(files.filter((f) => f.handle !== c.held).map((f) => f.handle.close()));
+      watcher.close();
+      options.signal?.removeEventListener("abort", onAbort);
     }
-    cursor.set(stream, c);
-  }
-  if (!options.follow) return;
-
-  let wake: (() => void) | undefined;
-  const watcher = watch(dir, () => wake?.());
-  const onAbort = () => wake?.();
-  options.signal?.addEventListener("abort", onAbort);
-  try {
-    for (;;) {
-      const done = isDone(); // read once more after the end, then stop
-      for (const stream of STREAMS) {
-        const c = cursor.get(stream)!;
-        // A chunk at a time: what a star wrote since is never held whole.
-        for await (const text of readNew(join(dir, `${stream}.log`), c)) {
-          for (const raw of cut(c, text)) {
-            const line = lineOf(stream, c, raw);
-            if (line) yield line;
-          }
-        }
-      }
-      if (done || options.signal?.aborted) return;
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        setTimeout(resolve, 250).unref(); // also poll: inotify may miss appends to an open file
-      });
-      wake = undefined;
-    }
-  } finally {
-    watcher.close();
-    options.signal?.removeEventListener("abort", onAbort);
-    await Promise.all([...cursor.values()].map((c) => c.held?.close()));
   }
 }
 

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { appendFile, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { open } from "node:fs/promises";
+import { readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -105,6 +106,20 @@ describe("log reading", () => {
     for (const g of got) assert.deepEqual(g, ["the last line"]);
     const grew = after.rss - before.rss;
     assert.ok(grew < 64 * 2 ** 20, `reading 50 tails grew the process by ${Math.round(grew / 2 ** 20)} MB`);
+    await rm(d, { recursive: true, force: true });
+  });
+
+  it("a reader that goes mid-way (during the kept lines of stderr, or while following) leaves no file open", async () => {
+    const d = await mkdtemp(join(tmpdir(), "constellation-logs-"));
+    await writeFile(join(d, "stdout.log"), "o1\no2\n");
+    await writeFile(join(d, "stderr.log"), "e1\ne2\n");
+    const fds = () => readdirSync("/proc/self/fd").length;
+    const before = fds();
+    for (let i = 0; i < 10; i++) {
+      for await (const l of readLogs(d, { follow: true }, () => false)) if (l.stream === "stderr") break;
+      for await (const l of readLogs(d, { follow: true }, () => false)) if (l.line === "o1") break;
+    }
+    assert.equal(fds(), before, "every handle closed");
     await rm(d, { recursive: true, force: true });
   });
 
