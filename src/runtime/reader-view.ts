@@ -8,7 +8,7 @@
  * directory swapped after a check can lead the open elsewhere. Lookups are cached for the
  * view's life (one bundle's build) and capped, so a deep tree cannot make a build quadratic.
  */
-import { constants } from "node:fs";
+import { constants, realpathSync } from "node:fs";
 import { type FileHandle, lstat, open, readlink, stat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 
@@ -48,11 +48,23 @@ export class ReaderView {
     return this.lookups;
   }
 
+  /** Every place refused, as given and as its real path (a hidden /home may be a link). */
+  private readonly refusedPlaces: string[];
+
   constructor(
     readonly reader: Reader,
     /** Places whose files are refused whatever their modes (hidden from stars). */
     readonly refuseUnder: readonly string[] = [],
-  ) {}
+  ) {
+    const real = (p: string) => {
+      try {
+        return realpathSync(p);
+      } catch {
+        return p;
+      }
+    };
+    this.refusedPlaces = [...new Set([...OPEN_NEVER, ...refuseUnder, ...refuseUnder.map(real)])];
+  }
 
   /**
    * The real path `path` (absolute, normalized) leads to, found by lookups the reader may make,
@@ -82,7 +94,7 @@ export class ReaderView {
 
   /** Whether `real` is in a place never opened for a star (/proc, /sys, /dev, /run, hidden places). */
   refused(real: string): boolean {
-    return underAny(real, OPEN_NEVER) || underAny(real, this.refuseUnder);
+    return underAny(real, this.refusedPlaces);
   }
 
   /**
@@ -99,6 +111,7 @@ export class ReaderView {
     let dir = await open("/", dirFlags);
     try {
       for (const name of names.slice(0, -1)) {
+        if (++this.lookups > MAX_LOOKUPS) throw new LookupLimitError();
         if (!dirSafe(await dir.stat(), this.reader)) throw new Error("refused");
         const next = await open(`/proc/self/fd/${dir.fd}/${name}`, dirFlags);
         await dir.close();
@@ -129,6 +142,9 @@ export class ReaderView {
   private async step(dir: string, name: string, links: { hops: number }): Promise<string | undefined> {
     if (++this.lookups > MAX_LOOKUPS) throw new LookupLimitError();
     const here = dir === "/" ? `/${name}` : `${dir}/${name}`;
+    // Nothing is looked at inside a refused place, not even a link's target on the way (a link
+    // in /proc/<pid>/ or a hidden home says what the star may not know).
+    if (this.refused(here)) return undefined;
     const st = await lstat(here).catch(() => undefined);
     if (!st) return undefined;
     if (!st.isSymbolicLink()) return here;

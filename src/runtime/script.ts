@@ -14,7 +14,8 @@
  */
 import { createHash, randomUUID } from "node:crypto";
 import { type BigIntStats, constants } from "node:fs";
-import { type FileHandle, chmod, chown, mkdir, open, readlink, rename, stat, writeFile } from "node:fs/promises";
+import { type FileHandle, chmod, chown, mkdir, mkdtemp, open, readlink, rename, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { isBuiltin } from "node:module";
 import { pathToFileURL } from "node:url";
@@ -145,6 +146,16 @@ async function unchanged(bundle: Bundle, entry: string, access: ScriptAccess): P
   }
 }
 
+/** Longest a bundle may take to build. */
+const BUILD_TIMEOUT_MS = 60_000;
+
+let empty: Promise<string> | undefined;
+/** A directory of root's with nothing in it (one per process), where esbuild works for a star's script. */
+function emptyDir(): Promise<string> {
+  empty ??= mkdtemp(join(tmpdir(), "constellation-esbuild-"));
+  return empty;
+}
+
 /** esbuild's namespace for a star's files: esbuild reads nothing there itself. */
 const READER_NS = "star-file";
 /** Most bytes a bundle takes in, all files together. */
@@ -236,16 +247,32 @@ interface PackageJson {
   imports?: unknown;
 }
 
-/** A directory's package.json, read as the reader may (nothing if absent, unreadable or not JSON). */
+/** Largest package.json read (a larger one counts as absent). */
+const MAX_PACKAGE_JSON = 2 ** 20;
+/** package.json files read in a build, by real path: each read and parsed once. */
+const packageJsons = new WeakMap<ReaderView, Map<string, Promise<PackageJson | undefined>>>();
+
+/** A directory's package.json, read as the reader may (nothing if absent, unreadable, too large or not JSON). */
 async function packageJson(dir: string, view: ReaderView, access: ScriptAccess): Promise<PackageJson | undefined> {
-  const path = join(dir, "package.json");
-  if (!(await view.readable(path))) return undefined;
-  try {
-    const parsed = JSON.parse((await readScript(path, access, view)).source.toString("utf8")) as unknown;
-    return parsed !== null && typeof parsed === "object" ? (parsed as PackageJson) : undefined;
-  } catch {
-    return undefined;
+  const real = await view.readable(join(dir, "package.json"));
+  if (!real) return undefined;
+  let known = packageJsons.get(view);
+  if (!known) packageJsons.set(view, (known = new Map()));
+  let parsed = known.get(real);
+  if (!parsed) {
+    parsed = (async () => {
+      try {
+        const file = await readScript(real, access, view);
+        if (file.source.length > MAX_PACKAGE_JSON) return undefined;
+        const v = JSON.parse(file.source.toString("utf8")) as unknown;
+        return v !== null && typeof v === "object" ? (v as PackageJson) : undefined;
+      } catch {
+        return undefined;
+      }
+    })();
+    known.set(real, parsed);
   }
+  return parsed;
 }
 
 /** Names every module's own file, directory and URL for it, wherever the bundle runs from. */
@@ -287,12 +314,10 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
     const st = file.stat;
     inputs.push({ path: file.real, dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
     content.update(`${file.real}\0${file.source.length}\0`).update(file.source);
-    let text = file.source.toString("utf8");
-    // esbuild would read a module's own source map itself (as root, from anywhere its comment
-    // names): for a star's script the comment is dropped, so esbuild reads nothing.
-    if (reader !== undefined) text = text.replace(/(\/\/|\/\*)\s*[#@]\s*sourceMappingURL\s*=/g, "$1 (source map dropped) ");
+    const text = file.source.toString("utf8");
     const contents = loader === "js" || loader === "ts" || loader === "jsx" || loader === "tsx" ? withOwnNames(text, file.real) : text;
-    // A star's module gets no directory of esbuild's: esbuild then looks nothing up beside it.
+    // A star's module gets no directory of esbuild's: esbuild then looks nothing up beside it
+    // (not even the source map its sourceMappingURL comment names, which it would read as root).
     return reader === undefined ? { contents, loader, resolveDir: dirname(file.real) } : { contents, loader };
   };
   const plugin: Plugin = {
@@ -332,10 +357,13 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
   };
   const outfile = join(dirname(entry.real), "constellation-bundle.mjs"); // never written: names the map's sources
   let out: BuildResult<{ write: false }>;
+  let timer: NodeJS.Timeout | undefined;
   try {
-    out = await esbuild.build({
+    const building = esbuild.build({
       entryPoints: [entry.real],
-      absWorkingDir: dirname(entry.real),
+      // For a star's script esbuild works from an empty directory of root's: it lists and opens
+      // nothing of the star's (a FIFO swapped in for the script's directory hung it).
+      absWorkingDir: reader === undefined ? dirname(entry.real) : await emptyDir(),
       bundle: true,
       write: false,
       outfile,
@@ -354,12 +382,19 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
       plugins: [plugin],
       logLevel: "silent",
     });
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`bundling took more than ${BUILD_TIMEOUT_MS / 1000} s: import less, or from fewer places`)), BUILD_TIMEOUT_MS);
+      timer.unref();
+    });
+    out = await Promise.race([building, late]);
   } catch (err) {
     const first = (err as { errors?: Message[] }).errors?.[0];
     const loc = first?.location;
     const file = loc?.file.startsWith(`${READER_NS}:`) ? loc.file.slice(READER_NS.length + 1) : resolve(dirname(entry.real), loc?.file ?? "");
     const where = loc ? `${file}:${loc.line}:${loc.column + 1}: ` : "";
     throw new ScriptError(entry.real, `cannot bundle it: ${where}${first?.text ?? (err as Error).message}`, err);
+  } finally {
+    clearTimeout(timer);
   }
   const code = out.outputFiles.find((f) => f.path === outfile)!.text;
   const map = JSON.parse(out.outputFiles.find((f) => f.path === `${outfile}.map`)!.text) as { sources: string[] };
@@ -441,6 +476,7 @@ async function readScript(script: string, access: ScriptAccess, view?: ReaderVie
     return { source: await fh.readFile(), real, stat: big };
   } catch (err) {
     if (err instanceof ScriptError) throw err;
+    if (err instanceof LookupLimitError) throw new ScriptError(script, err.message, err);
     if (reader !== undefined) throw refused();
     const code = (err as NodeJS.ErrnoException).code;
     throw new ScriptError(script, code === "ENOENT" ? "no such file" : `cannot read it (${code})`, err);

@@ -49,6 +49,23 @@ describe("a reader's view of the files", { skip }, () => {
     assert.equal(await new ReaderView({ uid: 0, gid: 0 }).real(join(o, "via-sub")), join(o, "real.js"));
   });
 
+  it("nothing inside a refused place is looked at: not as its link's target, not through a link in it, not through /proc", async () => {
+    const base = join(dir, "places");
+    await mkdir(join(base, "var-home", "alice"), { recursive: true, mode: 0o755 });
+    await mkdir(join(base, "opt", "tool"), { recursive: true, mode: 0o755 });
+    await writeFile(join(base, "var-home", "alice", "lib.js"), "x\n", { mode: 0o644 });
+    await writeFile(join(base, "opt", "tool", "x.js"), "x\n", { mode: 0o644 });
+    await symlink("var-home", join(base, "home")); // a hidden /home that is a link
+    await symlink("../../opt/tool", join(base, "var-home", "alice", "tool"));
+    const view = new ReaderView(NOBODY, [join(base, "home")]);
+    assert.equal(await view.readable(join(base, "var-home", "alice", "lib.js")), undefined, "the hidden place by its real path");
+    assert.equal(await view.readable(join(base, "home", "alice", "tool", "x.js")), undefined, "a link inside the hidden place");
+    assert.equal(await view.readable(join(base, "opt", "tool", "x.js")), join(base, "opt", "tool", "x.js"), "the file itself, by its own path");
+    assert.equal(await view.readable("/etc/passwd"), "/etc/passwd");
+    assert.equal(await view.readable(`/proc/${process.pid}/root/etc/passwd`), undefined, "no host pid probed through /proc");
+    assert.equal(await view.readable("/proc/self/root/etc/passwd"), undefined);
+  });
+
   it("opens by directory descriptors, following no link on the way", async () => {
     await symlink(join(dir, "proj", "o"), join(dir, "proj", "link-dir"));
     const view = new ReaderView(NOBODY);

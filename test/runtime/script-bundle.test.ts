@@ -156,7 +156,8 @@ describe("a star's script is bundled from its own directory", { skip }, () => {
     const hidden = join(dir, "hidden-maps");
     await mkdir(hidden, { mode: 0o700 });
     await writeFile(join(hidden, "m.js.map"), JSON.stringify({ version: 3, sources: ["cst_SECRET_SOURCE.ts"], sourcesContent: ["cst_SECRET_CONTENT"], names: [], mappings: "AAAA" }));
-    await put("mods/mapped.js", `export const m = "mapped";\n//# sourceMappingURL=${join(hidden, "m.js.map")}\n`);
+    // (the comment's text in a string is the star's own, kept as written)
+    await put("mods/mapped.js", `export const m = "mapped" + "//# sourceMappingURL=".length;\n//# sourceMappingURL=${join(hidden, "m.js.map")}\n`);
     const main = await put(
       "mods/main.mjs",
       'import { u } from "#util";\nimport { which } from "#dep";\nimport { f } from "dep-pkg/features/private/a";\nimport { f as g } from "dep-pkg/features/a";\nimport { m } from "./mapped.js";\nconsole.log(u, which, f, g, m);\n',
@@ -164,7 +165,7 @@ describe("a star's script is bundled from its own directory", { skip }, () => {
     for (const trusted of [true, false]) {
       const { end, star, stdout, stderr } = await run(main, { trusted });
       assert.equal(end.state, "exited", stderr);
-      assert.equal(stdout, "util default p-a f-a mapped", `${trusted ? "admin" : "star's child"}: ${stderr}`);
+      assert.equal(stdout, "util default p-a f-a mapped21", `${trusted ? "admin" : "star's child"}: ${stderr}`);
       if (trusted) continue;
       const scripts = join(dir, "data", "stars", star, "script");
       for (const f of await readdir(scripts)) {
