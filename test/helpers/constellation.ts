@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, readFileSync, rmSync } from "node:fs";
+import { nodeGroups } from "./cgroups.js";
 import { testDirSync } from "./dirs.js";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -103,8 +104,25 @@ export async function upWithClient(prefix: string, extra: string[] = []): Promis
     sdk: connect({ dataDir: node.dataDir }),
     async close() {
       for (const s of await f.sdk.list().catch(() => [])) await f.sdk.star(s.name).remove({ force: true }).catch(() => undefined);
+      // The node carries the removals out: let it end the stars, then end whatever is left in
+      // its groups (a test must not leave a star running after its node is gone).
+      const left = () => {
+        try {
+          return [...nodeGroups(f.node.dataDir).values()].flat();
+        } catch {
+          return [];
+        }
+      };
+      await waitFor("the node's stars to end", () => (left().length === 0 ? true : undefined), { timeoutMs: 10_000 }).catch(() => undefined);
       f.sdk.close();
       await kill9(f.node);
+      for (const pid of left()) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone already
+        }
+      }
       removeDataDir(dir);
     },
   };
