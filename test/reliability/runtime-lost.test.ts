@@ -49,6 +49,12 @@ describe("a lost runtime.db, and orphans", { skip, concurrency: false }, () => {
     // A stopped one (made first: the users handed out after it are the running stars'), whose files (its work dir) are its user's.
     const resting = await f.sdk.create({ name: "resting", command: ["sh", "-c", "echo run >> runs.txt; cat runs.txt; sleep 600"] });
     const restingUid = uidOf((await resting.wait({ for: "running" })).status!.pid!);
+    // Its first run's line in its log before it stops (a stop right after "running" could end
+    // the shell before its `cat`, on a loaded machine).
+    await waitFor("its first run's line", async () => {
+      for await (const l of resting.logs()) if (l.line === "run") return true;
+      return undefined;
+    });
     await resting.stop();
     const names = ["alpha", "beta", "gamma"];
     const before = new Map<string, { pid: number; uid: number }>();
