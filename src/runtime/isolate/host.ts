@@ -192,7 +192,16 @@ class RotatingLog {
 const control = new Socket({ fd: 4, readable: true, writable: true });
 const send = (o: object) => control.write(`${JSON.stringify(o)}\n`);
 const isolates = new Map<string, Worker>();
-const logsOf = new Map<string, { stdout: RotatingLog; stderr: RotatingLog }>();
+/** A star's logs and its worker, kept past the worker's end until what it wrote is in the files. */
+const logsOf = new Map<string, { stdout: RotatingLog; stderr: RotatingLog; worker: Worker }>();
+
+/** Resolves once the stream has given all it holds (or was destroyed). */
+const drained = (s: NodeJS.ReadableStream & { readableEnded: boolean; destroyed: boolean }) =>
+  new Promise<void>((done) => {
+    if (s.readableEnded || s.destroyed) return done();
+    s.once("end", done);
+    s.once("close", done);
+  });
 
 function start(m: StartMsg): void {
   let out: RotatingLog;
@@ -202,36 +211,35 @@ function start(m: StartMsg): void {
     // (the worker's writes back up into the star's own memory, as a full pipe would block it).
     const ask = (stream: "stdout" | "stderr") => () => {
       send({ ev: "rotate", id: m.id, stream });
-      isolates.get(m.id)?.[stream].pause();
+      logsOf.get(m.id)?.worker[stream].pause();
     };
     out = new RotatingLog(m.stdout, m.logMax, ask("stdout"));
     err = new RotatingLog(m.stderr, m.logMax, ask("stderr"));
-    logsOf.set(m.id, { stdout: out, stderr: err });
   } catch (e) {
     send({ ev: "error", id: m.id, message: `cannot open the star's logs: ${(e as Error).message}` });
     return;
   }
-  const worker = takeWorker(m.heapMb);
-  isolates.set(m.id, worker);
-  worker.postMessage({ t: "run", file: m.file, argv: m.argv, env: m.env, hostname: m.hostname, hold: m.hold === true });
-  worker.stdout.on("data", (d: Buffer) => out.write(d));
-  worker.stderr.on("data", (d: Buffer) => err.write(d));
+  const w = takeWorker(m.heapMb);
+  isolates.set(m.id, w);
+  logsOf.set(m.id, { stdout: out, stderr: err, worker: w });
+  w.postMessage({ t: "run", file: m.file, argv: m.argv, env: m.env, hostname: m.hostname, hold: m.hold === true });
+  w.stdout.on("data", (d: Buffer) => out.write(d));
+  w.stderr.on("data", (d: Buffer) => err.write(d));
   let oom = false;
-  worker.on("message", (msg: { t: string; tid?: number; ref?: number; heapBytes?: number }) => {
+  w.on("message", (msg: { t: string; tid?: number; ref?: number; heapBytes?: number }) => {
     if (msg.t === "tid") send({ ev: "started", id: m.id, tid: msg.tid });
     else if (msg.t === "stats") send({ ev: "stats", ref: msg.ref, heapBytes: msg.heapBytes });
   });
-  worker.on("error", (e: Error & { code?: string }) => {
+  w.on("error", (e: Error & { code?: string }) => {
     if (e.code === "ERR_WORKER_OUT_OF_MEMORY") oom = true;
     else err.write(Buffer.from(`${e.stack ?? String(e)}\n`));
   });
-  worker.on("exit", (code) => {
+  w.on("exit", (code) => {
     isolates.delete(m.id);
-    logsOf.delete(m.id);
-    worker.stdout.resume(); // waiting for a rotation or not, what it wrote last is kept
-    worker.stderr.resume();
-    // Let the last output drain into the files before reporting the end.
-    setImmediate(() => {
+    // What it wrote last goes into the files, through any rotation asked for and not yet done
+    // (its streams stay paused until the agent has moved the files), before the end is reported.
+    void Promise.all([drained(w.stdout), drained(w.stderr)]).then(() => {
+      logsOf.delete(m.id);
       out.close();
       err.close();
       send({ ev: "exited", id: m.id, code, oom });
@@ -260,8 +268,9 @@ control.on("data", (d: string) => {
     else if (m.op === "stats") w?.postMessage({ t: "stats", ref: m.ref });
     else if (m.op === "rotated") {
       const stream = m.stream === "stderr" ? "stderr" : "stdout";
-      logsOf.get(m.id)?.[stream].rotated();
-      w?.[stream].resume();
+      const logs = logsOf.get(m.id);
+      logs?.[stream].rotated();
+      logs?.worker[stream].resume();
     }
   }
 });
