@@ -9,8 +9,8 @@
  * view's life (one bundle's build) and capped, so a deep tree cannot make a build quadratic.
  */
 import { constants, realpathSync } from "node:fs";
-import { type FileHandle, lstat, open, readlink, stat } from "node:fs/promises";
-import { basename, dirname } from "node:path";
+import { type FileHandle, access, lstat, open, readlink, stat } from "node:fs/promises";
+import { basename, dirname, resolve } from "node:path";
 
 /** A user as the kernel checks file access: its uid and its one group (stars have no others). */
 export interface FileUser {
@@ -34,7 +34,55 @@ export class LookupLimitError extends Error {
   }
 }
 
-export class ReaderView {
+/** What says a file has not changed since it was read (git's index does the same). */
+export interface Identity {
+  dev: bigint;
+  ino: bigint;
+  size: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+/** A file read into a bundle, or a directory or package.json watched (`watch`: no access check). */
+export interface Input extends Identity {
+  path: string;
+  watch?: boolean;
+}
+
+/**
+ * A file read for a reader: its bytes, real path and identity; or why not — "refused" (not
+ * there or not the reader's: one answer), "not-file" or "too-big" (said only of a file the
+ * reader may read).
+ */
+export type ReadAnswer = { ok: true; source: Buffer; real: string; id: Identity } | { ok: false; why: "refused" | "not-file" } | { ok: false; why: "too-big"; size: number };
+
+/**
+ * The files as a reader finds them, as the bundler asks: a ReaderView in this process, or one
+ * in a helper process running as the reader's user (read-as/), where the kernel decides too.
+ */
+export interface StarFiles {
+  real(path: string): Promise<string | undefined>;
+  readable(path: string): Promise<string | undefined>;
+  readFile(path: string, max: number): Promise<ReadAnswer>;
+  /** Every input (but `skip`) is as it was, and each file readable still. */
+  unchanged(inputs: readonly Input[], skip: string): Promise<boolean>;
+  /** The identity of each path (undefined: not there for the reader). */
+  identities(paths: readonly string[]): Promise<Array<Identity | undefined>>;
+  close(): void;
+}
+
+export const identityOf = (st: { dev: bigint; ino: bigint; size: bigint; mtimeNs: bigint; ctimeNs: bigint }): Identity => ({
+  dev: st.dev,
+  ino: st.ino,
+  size: st.size,
+  mtimeNs: st.mtimeNs,
+  ctimeNs: st.ctimeNs,
+});
+
+export const sameIdentity = (a: Identity, b: Identity): boolean =>
+  a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+
+export class ReaderView implements StarFiles {
   /** Lexical directory path → its real path, if the reader may search it. */
   private readonly dirs = new Map<string, Promise<string | undefined>>();
   /** Real directory → may the reader search it. */
@@ -55,6 +103,11 @@ export class ReaderView {
     readonly reader: Reader,
     /** Places whose files are refused whatever their modes (hidden from stars). */
     readonly refuseUnder: readonly string[] = [],
+    /**
+     * This process runs as the reader (the reader helper): the kernel decides every access
+     * (ACLs too) and mode bits are not checked besides. Only for one user (not "all").
+     */
+    readonly asReader = false,
   ) {
     const real = (p: string) => {
       try {
@@ -85,7 +138,7 @@ export class ReaderView {
       const real = await this.real(path);
       if (real === undefined || this.refused(real) || !(await this.safeDir(dirname(real)))) return undefined;
       const st = await stat(real);
-      return st.isFile() && mayAccess(st, this.reader, 0o4) ? real : undefined;
+      return st.isFile() && (await this.may(st, real, 0o4)) ? real : undefined;
     } catch (err) {
       if (err instanceof LookupLimitError) throw err;
       return undefined;
@@ -112,16 +165,69 @@ export class ReaderView {
     try {
       for (const name of names.slice(0, -1)) {
         if (++this.lookups > MAX_LOOKUPS) throw new LookupLimitError();
-        if (!dirSafe(await dir.stat(), this.reader)) throw new Error("refused");
+        if (!this.dirSafe(await dir.stat())) throw new Error("refused");
         const next = await open(`/proc/self/fd/${dir.fd}/${name}`, dirFlags);
         await dir.close();
         dir = next;
       }
-      if (!dirSafe(await dir.stat(), this.reader)) throw new Error("refused");
+      if (!this.dirSafe(await dir.stat())) throw new Error("refused");
       return await open(`/proc/self/fd/${dir.fd}/${names.at(-1)}`, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | constants.O_NOFOLLOW);
     } finally {
       await dir.close();
     }
+  }
+
+  /**
+   * Reads the file at `path` as the reader may: resolved by the reader's lookups, in no refused
+   * place, opened by the checked walk (open), and the open file checked: the one the walk led
+   * to (not moved meanwhile, not reached through /proc), readable by the reader, regular, at
+   * most `max` bytes. Nothing is read before every check has passed.
+   */
+  async readFile(path: string, max: number): Promise<ReadAnswer> {
+    const refused = { ok: false, why: "refused" } as const;
+    let fh: FileHandle | undefined;
+    try {
+      const real = await this.real(resolve(path));
+      if (real === undefined || this.refused(real)) return refused;
+      fh = await this.open(real);
+      const st = await fh.stat({ bigint: true });
+      // What was opened, wherever the path led: it must be the file the checked walk named.
+      const opened = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => "");
+      const here = opened === real ? await stat(real, { bigint: true }).catch(() => undefined) : undefined;
+      if (!here || here.dev !== st.dev || here.ino !== st.ino) return refused;
+      // (As the reader, the open itself was the kernel's check.)
+      if (!this.asReader && !mayAccess({ uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) }, this.reader, 0o4)) return refused;
+      if (!st.isFile()) return { ok: false, why: "not-file" };
+      if (st.size > BigInt(max)) return { ok: false, why: "too-big", size: Number(st.size) };
+      return { ok: true, source: await fh.readFile(), real, id: identityOf(st) };
+    } catch (err) {
+      if (err instanceof LookupLimitError) throw err;
+      return refused;
+    } finally {
+      await fh?.close();
+    }
+  }
+
+  async unchanged(inputs: readonly Input[], skip: string): Promise<boolean> {
+    try {
+      for (const input of inputs) {
+        if (input.path === skip) continue;
+        const st = await stat(input.path, { bigint: true });
+        if (!sameIdentity(identityOf(st), input)) return false;
+        if (!input.watch && (await this.readable(input.path)) !== input.path) return false;
+      }
+      return true;
+    } catch {
+      return false; // gone, or too much to look at: the build says why
+    }
+  }
+
+  async identities(paths: readonly string[]): Promise<Array<Identity | undefined>> {
+    return Promise.all(paths.map((p) => stat(p, { bigint: true }).then(identityOf, () => undefined)));
+  }
+
+  close(): void {
+    // nothing held
   }
 
   private realDir(path: string): Promise<string | undefined> {
@@ -129,13 +235,27 @@ export class ReaderView {
   }
 
   private mayPass(real: string): Promise<boolean> {
-    return memo(this.passable, real, () => stat(real).then((st) => st.isDirectory() && mayAccess(st, this.reader, 0o1), () => false));
+    return memo(this.passable, real, () => stat(real).then((st) => st.isDirectory() && this.may(st, real, 0o1), () => false));
   }
 
   private safeDir(real: string): Promise<boolean> {
     return memo(this.safe, real, () =>
-      stat(real).then(async (st) => dirSafe(st, this.reader) && (real === "/" || (await this.safeDir(dirname(real)))), () => false),
+      stat(real).then(async (st) => this.dirSafe(st) && (real === "/" || (await this.safeDir(dirname(real)))), () => false),
     );
+  }
+
+  /** May the reader read (4) or search (1) the file `st` at `path`: the kernel's answer when this process is the reader. */
+  private async may(st: { uid: number; gid: number; mode: number }, path: string, bit: 4 | 1): Promise<boolean> {
+    if (!this.asReader) return mayAccess(st, this.reader, bit);
+    return access(path, bit === 4 ? constants.R_OK : constants.X_OK).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** A directory the reader may pass (as the reader: the kernel checks as it is passed), which no one but its owner may change (no group or world write without the sticky bit). */
+  private dirSafe(st: { uid: number; gid: number; mode: number; isDirectory(): boolean }): boolean {
+    return st.isDirectory() && (this.asReader || mayAccess(st, this.reader, 0o1)) && ((st.mode & 0o022) === 0 || (st.mode & 0o1000) !== 0);
   }
 
   /** `name` in the real directory `dir` (which the reader may search), with a link at it followed as the kernel would. */
@@ -185,11 +305,6 @@ export function mayAccess(st: { uid: number; gid: number; mode: number }, who: R
   if (st.uid === who.uid) return (st.mode & (bit << 6)) !== 0;
   if (st.gid === who.gid) return (st.mode & (bit << 3)) !== 0;
   return (st.mode & bit) !== 0;
-}
-
-/** A directory the reader may pass, which no one but its owner may change (no group or world write without the sticky bit). */
-function dirSafe(st: { uid: number; gid: number; mode: number; isDirectory(): boolean }, who: Reader): boolean {
-  return st.isDirectory() && mayAccess(st, who, 0o1) && ((st.mode & 0o022) === 0 || (st.mode & 0o1000) !== 0);
 }
 
 /** The promise kept for `key`, made on first use. */

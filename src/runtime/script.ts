@@ -13,16 +13,18 @@
  * an import a star's user may not read gets the same answer as one that is not there.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { type BigIntStats, constants } from "node:fs";
+import { constants } from "node:fs";
 import { type FileHandle, chmod, chown, mkdir, mkdtemp, open, readlink, rename, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { isBuiltin } from "node:module";
 import { pathToFileURL } from "node:url";
+import type * as Esbuild from "esbuild";
 import type { BuildResult, ImportKind, Loader, Message, Plugin } from "esbuild";
 import { ScriptError } from "../errors.js";
 import { packageTarget } from "./package-exports.js";
-import { type FileUser, LookupLimitError, type Reader, ReaderView, mayAccess } from "./reader-view.js";
+import { HelperGoneError, RemoteView } from "./read-as/read-as.js";
+import { type FileUser, type Identity, type Input, LookupLimitError, type Reader, ReaderView, type StarFiles, identityOf, sameIdentity } from "./reader-view.js";
 import type { StarSpec } from "./spec.js";
 
 export type { FileUser } from "./reader-view.js";
@@ -64,16 +66,13 @@ export interface ResolvedProgram {
 /** Largest file read (a bundle larger than this is not a script to check at every start). */
 export const MAX_SCRIPT_BYTES = 16 * 2 ** 20;
 
-/** A file read into a bundle, and what says it has not changed since (git's index does the same). */
-interface Input {
-  path: string;
-  /** A directory or package.json watched for what changes resolution (no access check, no content). */
-  watch?: boolean;
-  dev: bigint;
-  ino: bigint;
-  size: bigint;
-  mtimeNs: bigint;
-  ctimeNs: bigint;
+/**
+ * A star's files as its reader finds them: looked up and read by a helper process running as
+ * that user when the node is root (the kernel decides: ACLs too), else by this process on the
+ * same rules (mode bits).
+ */
+function filesFor(reader: Reader, refuseUnder: readonly string[] = []): StarFiles {
+  return process.getuid?.() === 0 ? new RemoteView(reader, refuseUnder) : new ReaderView(reader, refuseUnder);
 }
 
 /** A built bundle: its code, the hash of everything in it (its file name), and what it read. */
@@ -132,17 +131,23 @@ async function bundleOf(entry: ReadFile, access: ScriptAccess): Promise<Bundle> 
 
 /** Every file a bundle read (but its entry, read already) is as it was, and readable still by its reader. */
 async function unchanged(bundle: Bundle, entry: string, access: ScriptAccess): Promise<boolean> {
-  const view = access.reader === undefined ? undefined : new ReaderView(access.reader, access.refuseUnder);
+  if (access.reader !== undefined) {
+    const files = filesFor(access.reader, access.refuseUnder);
+    try {
+      return await files.unchanged(bundle.inputs, entry);
+    } catch {
+      return false; // the build says why
+    } finally {
+      files.close();
+    }
+  }
   try {
     for (const input of bundle.inputs) {
-      if (input.path === entry) continue;
-      const st = await stat(input.path, { bigint: true });
-      if (st.dev !== input.dev || st.ino !== input.ino || st.size !== input.size || st.mtimeNs !== input.mtimeNs || st.ctimeNs !== input.ctimeNs) return false;
-      if (view && !input.watch && (await view.readable(input.path)) !== input.path) return false;
+      if (input.path !== entry && !sameIdentity(await stat(input.path, { bigint: true }), input)) return false;
     }
     return true;
   } catch {
-    return false; // gone, or too much to look at: the build says why
+    return false; // gone: the build says why
   }
 }
 
@@ -173,21 +178,21 @@ const TS_FOR: Record<string, string[]> = { ".js": [".ts", ".tsx"], ".mjs": [".mt
  * package in the nearest `node_modules` (its `exports` under Node's conditions for this kind of
  * import, else `main`, else index). The real path, or undefined for nothing the reader may read.
  */
-async function resolveAsReader(spec: string, from: string, kind: ImportKind, view: ReaderView, access: ScriptAccess, depth = 0): Promise<string | undefined> {
+async function resolveAsReader(spec: string, from: string, kind: ImportKind, view: StarFiles, depth = 0): Promise<string | undefined> {
   const conditions = ["node", kind === "require-call" || kind === "require-resolve" ? "require" : "import"];
   if (spec.startsWith("./") || spec.startsWith("../") || spec.startsWith("/") || spec === "." || spec === "..") {
     const base = resolve(from, spec);
-    return (await asFile(base, view)) ?? (await asDir(base, view, access));
+    return (await asFile(base, view)) ?? (await asDir(base, view));
   }
   if (spec.startsWith("#")) {
     // the package's own imports: its nearest package.json (not beyond a node_modules)
     for (let dir = from; basename(dir) !== "node_modules"; dir = dirname(dir)) {
-      const pkg = await packageJson(dir, view, access);
+      const pkg = await packageJson(dir, view);
       if (pkg) {
         const target = packageTarget(pkg.imports, spec, conditions, "imports");
         if (target === undefined) return undefined;
         if ("path" in target) return asFile(resolve(dir, target.path), view);
-        return target.bare.startsWith("#") || depth > 0 ? undefined : resolveAsReader(target.bare, dir, kind, view, access, depth + 1);
+        return target.bare.startsWith("#") || depth > 0 ? undefined : resolveAsReader(target.bare, dir, kind, view, depth + 1);
       }
       if (dir === dirname(dir)) return undefined;
     }
@@ -201,7 +206,7 @@ async function resolveAsReader(spec: string, from: string, kind: ImportKind, vie
   for (let dir = from; ; dir = dirname(dir)) {
     if (basename(dir) !== "node_modules") {
       const pkgDir = join(dir, "node_modules", name);
-      const pkg = await packageJson(pkgDir, view, access);
+      const pkg = await packageJson(pkgDir, view);
       if (pkg) {
         if (pkg.exports !== undefined) {
           // exports hide what they do not name
@@ -209,12 +214,12 @@ async function resolveAsReader(spec: string, from: string, kind: ImportKind, vie
           return target !== undefined && "path" in target ? asFile(resolve(pkgDir, target.path), view) : undefined;
         }
         const base = sub ? join(pkgDir, sub) : pkgDir;
-        return (await asFile(base, view)) ?? (await asDir(base, view, access));
+        return (await asFile(base, view)) ?? (await asDir(base, view));
       }
       // no package.json: a file or directory by that name, as Node looks for one
       const base = join(dir, "node_modules", spec);
       if ((await view.real(dirname(base))) !== undefined) {
-        const found = (await asFile(base, view)) ?? (await asDir(base, view, access));
+        const found = (await asFile(base, view)) ?? (await asDir(base, view));
         if (found) return found;
       }
     }
@@ -222,7 +227,7 @@ async function resolveAsReader(spec: string, from: string, kind: ImportKind, vie
   }
 }
 
-async function asFile(path: string, view: ReaderView): Promise<string | undefined> {
+async function asFile(path: string, view: StarFiles): Promise<string | undefined> {
   const ext = extname(path);
   const candidates = [path, ...PROBE.map((e) => path + e), ...(TS_FOR[ext] ?? []).map((e) => path.slice(0, -ext.length) + e)];
   for (const c of candidates) {
@@ -232,8 +237,8 @@ async function asFile(path: string, view: ReaderView): Promise<string | undefine
   return undefined;
 }
 
-async function asDir(dir: string, view: ReaderView, access: ScriptAccess): Promise<string | undefined> {
-  const main = (await packageJson(dir, view, access))?.main;
+async function asDir(dir: string, view: StarFiles): Promise<string | undefined> {
+  const main = (await packageJson(dir, view))?.main;
   if (typeof main === "string") {
     const found = (await asFile(resolve(dir, main), view)) ?? (await asFile(join(resolve(dir, main), "index"), view));
     if (found) return found;
@@ -250,10 +255,10 @@ interface PackageJson {
 /** Largest package.json read (a larger one counts as absent). */
 const MAX_PACKAGE_JSON = 2 ** 20;
 /** package.json files read in a build, by real path: each read and parsed once. */
-const packageJsons = new WeakMap<ReaderView, Map<string, Promise<PackageJson | undefined>>>();
+const packageJsons = new WeakMap<StarFiles, Map<string, Promise<PackageJson | undefined>>>();
 
 /** A directory's package.json, read as the reader may (nothing if absent, unreadable, too large or not JSON). */
-async function packageJson(dir: string, view: ReaderView, access: ScriptAccess): Promise<PackageJson | undefined> {
+async function packageJson(dir: string, view: StarFiles): Promise<PackageJson | undefined> {
   const real = await view.readable(join(dir, "package.json"));
   if (!real) return undefined;
   let known = packageJsons.get(view);
@@ -262,8 +267,8 @@ async function packageJson(dir: string, view: ReaderView, access: ScriptAccess):
   if (!parsed) {
     parsed = (async () => {
       try {
-        const file = await readScript(real, access, view);
-        if (file.source.length > MAX_PACKAGE_JSON) return undefined;
+        const file = await view.readFile(real, MAX_PACKAGE_JSON);
+        if (!file.ok) return undefined;
         const v = JSON.parse(file.source.toString("utf8")) as unknown;
         return v !== null && typeof v === "object" ? (v as PackageJson) : undefined;
       } catch {
@@ -294,11 +299,20 @@ const DEFINE = {
 async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
   const esbuild = await import("esbuild"); // loaded on first use only
   const reader = access.reader;
+  // One view for the whole build: each directory is looked up once, however many imports pass it.
+  const view = reader === undefined ? undefined : filesFor(reader, access.refuseUnder);
+  try {
+    return await buildWith(entry, access, esbuild, view);
+  } finally {
+    view?.close();
+  }
+}
+
+async function buildWith(entry: ReadFile, access: ScriptAccess, esbuild: typeof Esbuild, view: StarFiles | undefined): Promise<Bundle> {
+  const reader = access.reader;
   const inputs: Input[] = [];
   const content = createHash("sha256").update(`${esbuild.version}\0${process.versions.node.split(".")[0]}\0`);
   const RESOLVING = Symbol("resolving");
-  // One view for the whole build: each directory is looked up once, however many imports pass it.
-  const view = reader === undefined ? undefined : new ReaderView(reader, access.refuseUnder);
   let total = 0;
   const load = async (path: string) => {
     const loader = LOADERS[extname(path)];
@@ -311,8 +325,7 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
     }
     total += file.source.length;
     if (total > MAX_BUNDLE_BYTES) return { errors: [{ text: `the bundle takes in more than ${MAX_BUNDLE_BYTES} bytes: import less (or load large files at run time)` }] };
-    const st = file.stat;
-    inputs.push({ path: file.real, dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
+    inputs.push({ path: file.real, ...file.id });
     content.update(`${file.real}\0${file.source.length}\0`).update(file.source);
     const text = file.source.toString("utf8");
     const contents = loader === "js" || loader === "ts" || loader === "jsx" || loader === "tsx" ? withOwnNames(text, file.real) : text;
@@ -341,7 +354,7 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
         if (isBuiltin(args.path)) return { path: args.path, external: true };
         let found: string | undefined;
         try {
-          found = await resolveAsReader(args.path, dirname(args.importer), args.kind, view!, access);
+          found = await resolveAsReader(args.path, dirname(args.importer), args.kind, view!);
         } catch (err) {
           if (err instanceof LookupLimitError) return { errors: [{ text: err.message }] };
           throw err;
@@ -402,13 +415,10 @@ async function build(entry: ReadFile, access: ScriptAccess): Promise<Bundle> {
   const inline = Buffer.from(JSON.stringify(map)).toString("base64");
   // What resolution read besides the files: each of their directories (a file added beside an
   // import may be what it names next time) and its package.json (`main`, `exports`).
-  const watched: Input[] = [];
-  for (const dir of new Set(inputs.map((i) => dirname(i.path)))) {
-    for (const path of [dir, join(dir, "package.json")]) {
-      const st = await stat(path, { bigint: true }).catch(() => undefined);
-      if (st) watched.push({ path, watch: true, dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
-    }
-  }
+  // (For a reader, as the reader sees them.)
+  const paths = [...new Set(inputs.map((i) => dirname(i.path)))].flatMap((dir) => [dir, join(dir, "package.json")]);
+  const ids = view ? await view.identities(paths) : await Promise.all(paths.map((p) => stat(p, { bigint: true }).then(identityOf, () => undefined)));
+  const watched: Input[] = paths.flatMap((path, i) => (ids[i] ? [{ path, watch: true, ...ids[i] }] : []));
   return { code: `${code}//# sourceMappingURL=data:application/json;base64,${inline}\n`, hash: content.digest("hex").slice(0, 32), inputs: [...inputs, ...watched] };
 }
 
@@ -429,55 +439,56 @@ function withOwnNames(text: string, file: string): string {
 interface ReadFile {
   source: Buffer;
   real: string;
-  stat: BigIntStats;
+  id: Identity;
 }
 
 /**
  * Opens a script once and checks the open file: a regular file of at most MAX_SCRIPT_BYTES,
- * readable by `reader`, and found where its real path says in this process's own view of the
- * files (not through /proc/<pid>/root into another star's private /tmp, not a deleted file).
- * Opened non-blocking, so a path naming a FIFO or a device cannot stall the process (an open of
- * a FIFO waits for a writer). For a reader, the path is first resolved by lookups the reader
- * could make (ReaderView: a link through a directory it may not enter finds nothing), refused
- * in places stars never read from (/proc, /sys, /dev, /run, hidden places), then opened by
- * walking directory descriptors with no link followed, each directory checked as held, so
- * nothing swapped meanwhile can lead the open elsewhere; nothing is read before every check has
- * passed, and every refusal says the same, so a star learns nothing of files it may not read
- * (not even whether they exist).
+ * found where its real path says in this process's own view of the files (not through
+ * /proc/<pid>/root into another star's private /tmp, not a deleted file). Opened non-blocking,
+ * so a path naming a FIFO or a device cannot stall the process (an open of a FIFO waits for a
+ * writer). For a reader, it is read as the reader finds it (StarFiles.readFile: by lookups the
+ * reader could make, in no place stars never read from, opened by a checked walk; as that user
+ * itself when the node is root), and every refusal says the same, so a star learns nothing of
+ * files it may not read (not even whether they exist).
  */
-async function readScript(script: string, access: ScriptAccess, view?: ReaderView): Promise<ReadFile> {
+async function readScript(script: string, access: ScriptAccess, view?: StarFiles): Promise<ReadFile> {
   const reader = access.reader;
-  const who = reader === undefined ? "" : reader === "all" ? "every user" : `the star's user (uid ${reader.uid})`;
-  const refused = () => new ScriptError(script, `is not a file that ${who} can read here: a star's token may only name scripts its stars can read`);
+  if (reader !== undefined) {
+    const who = reader === "all" ? "every user" : `the star's user (uid ${reader.uid})`;
+    const files = view ?? filesFor(reader, access.refuseUnder);
+    let a;
+    try {
+      a = await files.readFile(resolve(script), MAX_SCRIPT_BYTES);
+    } catch (err) {
+      if (err instanceof LookupLimitError) throw new ScriptError(script, err.message, err);
+      if (err instanceof HelperGoneError) {
+        throw new ScriptError(script, `cannot be read as ${who}: the reader helper (Node, run as that user) ended — every user must be able to run ${process.execPath}`, err);
+      }
+      a = { ok: false, why: "refused" } as const;
+    } finally {
+      if (!view) files.close();
+    }
+    if (a.ok) return { source: a.source, real: a.real, id: a.id };
+    if (a.why === "not-file") throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
+    if (a.why === "too-big") throw new ScriptError(script, `is ${a.size} bytes, over ${MAX_SCRIPT_BYTES}: give a smaller script (or a command)`);
+    throw new ScriptError(script, `is not a file that ${who} can read here: a star's token may only name scripts its stars can read`);
+  }
   let fh: FileHandle | undefined;
   try {
-    let path: string | undefined;
-    if (reader !== undefined) {
-      view ??= new ReaderView(reader, access.refuseUnder);
-      path = await view.real(resolve(script));
-      if (path === undefined || view.refused(path)) throw refused();
-      fh = await view.open(path);
-    } else {
-      fh = await open(script, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-    }
-    const big = await fh.stat({ bigint: true });
-    const st = { uid: Number(big.uid), gid: Number(big.gid), mode: Number(big.mode), dev: Number(big.dev), ino: Number(big.ino), size: Number(big.size) };
-    // What was opened, wherever the path led: the real path checked below is this file's.
+    fh = await open(script, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    const st = await fh.stat({ bigint: true });
+    // What was opened, wherever the path led: the real path is this file's.
     const real = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => "");
-    const here = real.startsWith("/") ? await stat(real).catch(() => undefined) : undefined;
+    const here = real.startsWith("/") ? await stat(real, { bigint: true }).catch(() => undefined) : undefined;
     if (!here || here.dev !== st.dev || here.ino !== st.ino) {
-      if (reader !== undefined) throw refused();
       throw new ScriptError(script, "is not where its path leads in this node's files (a path through /proc, or a deleted file): give a plain path");
     }
-    // For a reader, the file is the one the checked walk led to (not moved meanwhile) and its own.
-    if (reader !== undefined && (real !== path || !mayAccess(st, reader, 0o4))) throw refused();
-    if (!big.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
+    if (!st.isFile()) throw new ScriptError(script, "is not a regular file: give a .js, .mjs or .ts file");
     if (st.size > MAX_SCRIPT_BYTES) throw new ScriptError(script, `is ${st.size} bytes, over ${MAX_SCRIPT_BYTES}: give a smaller script (or a command)`);
-    return { source: await fh.readFile(), real, stat: big };
+    return { source: await fh.readFile(), real, id: identityOf(st) };
   } catch (err) {
     if (err instanceof ScriptError) throw err;
-    if (err instanceof LookupLimitError) throw new ScriptError(script, err.message, err);
-    if (reader !== undefined) throw refused();
     const code = (err as NodeJS.ErrnoException).code;
     throw new ScriptError(script, code === "ENOENT" ? "no such file" : `cannot read it (${code})`, err);
   } finally {

@@ -8,8 +8,10 @@ import { spawnSync } from "node:child_process";
 import { chmod, mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { RemoteView, endReaderHelpers } from "../../src/runtime/read-as/read-as.js";
 import { ReaderView } from "../../src/runtime/reader-view.js";
 import { testDir } from "../helpers/dirs.js";
+import { waitFor } from "../helpers/wait.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root" : false;
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -90,5 +92,99 @@ describe("a reader's view of the files", { skip }, () => {
     // the tree is ~305 directories deep, each with one node_modules looked for: ~610 lookups,
     // where a lookup per level per package per probe would be 300 × 20 × 2 = 12,000 and more
     assert.ok(view.lookupsMade < 1_000, `${view.lookupsMade} lookups`);
+  });
+});
+
+/** A user no account has: the helper runs as it, and ACL entries name it. */
+const STRANGER = { uid: 43210, gid: 43210 };
+const hasAcl = spawnSync("setfacl", ["--version"]).status === 0;
+
+describe("the view as the user itself (the reader helper, src/runtime/read-as/)", { skip }, () => {
+  let dir: string;
+  before(async () => {
+    dir = await testDir("constellation-readas-");
+    await mkdir(join(dir, "p"), { mode: 0o755 });
+    await mkdir(join(dir, "shut"), { mode: 0o700 });
+    await writeFile(join(dir, "shut", "in.js"), "in\n", { mode: 0o644 });
+    await symlink("../shut/in.js", join(dir, "p", "through-shut"));
+  });
+  after(async () => {
+    endReaderHelpers();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("the kernel decides: a file its modes allow but an ACL denies the user is not found, nor read; one an ACL grants is", { skip: hasAcl ? false : "needs setfacl (Debian's acl package)" }, async () => {
+    const denied = join(dir, "p", "denied.js");
+    const granted = join(dir, "p", "granted.js");
+    await writeFile(denied, "denied\n", { mode: 0o644 });
+    await writeFile(granted, "granted\n", { mode: 0o600 });
+    assert.equal(spawnSync("setfacl", ["-m", `u:${STRANGER.uid}:---`, denied]).status, 0);
+    assert.equal(spawnSync("setfacl", ["-m", `u:${STRANGER.uid}:r`, granted]).status, 0);
+    // Root reckoning from mode bits gets both wrong: what the helper is for.
+    const byModes = new ReaderView(STRANGER);
+    assert.equal(await byModes.readable(denied), denied);
+    assert.equal(await byModes.readable(granted), undefined);
+    const view = new RemoteView(STRANGER);
+    try {
+      assert.equal(await view.readable(denied), undefined);
+      assert.deepEqual(await view.readFile(denied, 1000), { ok: false, why: "refused" });
+      assert.equal(await view.readable(granted), granted);
+      const read = await view.readFile(granted, 1000);
+      assert.ok(read.ok);
+      assert.equal(read.source.toString(), "granted\n");
+      assert.equal(read.real, granted);
+    } finally {
+      view.close();
+    }
+    // Every user ("all", read as nobody): modes and the kernel both must allow.
+    const all = new RemoteView("all");
+    try {
+      assert.equal(spawnSync("setfacl", ["-m", "u:nobody:---", denied]).status, 0);
+      assert.deepEqual(await all.readFile(denied, 1000), { ok: false, why: "refused" });
+      assert.deepEqual(await all.readFile(granted, 1000), { ok: false, why: "refused" });
+      assert.equal((await all.readFile(join(dir, "shut", "..", "p", "granted.js"), 1000)).ok, false);
+    } finally {
+      all.close();
+    }
+  });
+
+  it("answers as the in-process view does: links through a shut directory find nothing; sizes, kinds and identities", async () => {
+    const view = new RemoteView(STRANGER);
+    try {
+      assert.equal(await view.real(join(dir, "p", "through-shut")), undefined);
+      assert.deepEqual(await view.readFile(join(dir, "p", "through-shut"), 1000), { ok: false, why: "refused" });
+      assert.deepEqual(await view.readFile(join(dir, "shut", "in.js"), 1000), { ok: false, why: "refused" });
+      const big = join(dir, "p", "big.js");
+      await writeFile(big, "x".repeat(2000), { mode: 0o644 });
+      assert.deepEqual(await view.readFile(big, 1000), { ok: false, why: "too-big", size: 2000 });
+      assert.deepEqual(await view.readFile(join(dir, "p"), 1000), { ok: false, why: "not-file" });
+      const small = join(dir, "p", "small.js");
+      await writeFile(small, "small\n", { mode: 0o644 });
+      const read = await view.readFile(small, 1000);
+      assert.ok(read.ok);
+      const [id, none] = await view.identities([small, join(dir, "shut", "in.js")]);
+      assert.deepEqual(id, read.id);
+      assert.equal(none, undefined, "not the user's to see");
+      assert.equal(await view.unchanged([{ path: small, ...read.id }], ""), true);
+      await writeFile(small, "changed\n");
+      assert.equal(await view.unchanged([{ path: small, ...read.id }], ""), false);
+    } finally {
+      view.close();
+    }
+  });
+
+  it("a helper that ended is started again, with the views that were open", async () => {
+    const view = new RemoteView(STRANGER);
+    try {
+      await writeFile(join(dir, "p", "again.js"), "again\n", { mode: 0o644 });
+      assert.equal(await view.readable(join(dir, "p", "again.js")), join(dir, "p", "again.js"));
+      const pids = () => spawnSync("pgrep", ["-u", String(STRANGER.uid)], { encoding: "utf8" }).stdout.trim().split("\n").filter(Boolean);
+      assert.equal(pids().length, 1, "one helper, running as the user");
+      endReaderHelpers();
+      await waitFor("the helper to end", () => pids().length === 0 || undefined);
+      assert.equal(await view.readable(join(dir, "p", "again.js")), join(dir, "p", "again.js"));
+    } finally {
+      view.close();
+    }
   });
 });

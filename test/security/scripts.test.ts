@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { closeSync, constants, openSync, readFileSync } from "node:fs";
 import { chmod, mkdir, rm, symlink, unlink, writeFile } from "node:fs/promises";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ScriptError } from "../../src/errors.js";
@@ -148,5 +148,21 @@ describe("scripts are checked on the file that is read, at every start", { skip 
       return s;
     }), /is not a file that .* can read here/);
     assert.doesNotMatch(await logs("later"), /SECOND_SECRET/);
+  });
+
+  it("an ACL that denies the star's user its script is obeyed at the next start: the node reads as that user", { skip: spawnSync("setfacl", ["--version"]).status === 0 ? false : "needs setfacl (Debian's acl package)" }, async () => {
+    const file = join(dir, "pub", "acl.ts");
+    await writeFile(file, 'console.log(`uid=${process.getuid!()}`);\n', { mode: 0o644 });
+    await rt.start("acl", { name: "acl", script: file }, { trusted: false });
+    await rt.wait("acl");
+    const uid = /uid=(\d+)/.exec(await logs("acl"))?.[1];
+    assert.ok(uid, "the star said its uid");
+    await writeFile(file, 'console.log("cst_ACL_SECRET");\n');
+    assert.equal(spawnSync("setfacl", ["-m", `u:${uid}:---`, file]).status, 0); // modes still say every user may read it
+    await assert.rejects(rt.resume("acl").then(async () => rt.wait("acl")).then((s) => {
+      if (s.state !== "exited") throw new Error(s.reason ?? s.state);
+      return s;
+    }), new RegExp(`is not a file that the star's user \\(uid ${uid}\\) can read here`));
+    assert.doesNotMatch(await logs("acl"), /ACL_SECRET/);
   });
 });
