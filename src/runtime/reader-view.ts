@@ -317,6 +317,6 @@ function memo<T>(map: Map<string, Promise<T>>, key: string, make: () => Promise<
   return known;
 }
 
-export function underAny(path: string, places: readonly string[]): boolean {
+function underAny(path: string, places: readonly string[]): boolean {
   return places.some((d) => path === d || path.startsWith(`${d}/`));
 }
