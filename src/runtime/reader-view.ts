@@ -199,7 +199,9 @@ export class ReaderView implements StarFiles {
       if (!this.asReader && !mayAccess({ uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) }, this.reader, 0o4)) return refused;
       if (!st.isFile()) return { ok: false, why: "not-file" };
       if (st.size > BigInt(max)) return { ok: false, why: "too-big", size: Number(st.size) };
-      return { ok: true, source: await fh.readFile(), real, id: identityOf(st) };
+      // At most max bytes, whatever the file grew to since its size was read.
+      const source = await readAtMost(fh, max);
+      return source ? { ok: true, source, real, id: identityOf(st) } : { ok: false, why: "too-big", size: max + 1 };
     } catch (err) {
       if (err instanceof LookupLimitError) throw err;
       return refused;
@@ -284,6 +286,20 @@ export class ReaderView implements StarFiles {
       cur = next;
     }
     return cur;
+  }
+}
+
+/** The file's bytes from where it is, or undefined if there are more than `max`. */
+async function readAtMost(fh: FileHandle, max: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const b = Buffer.allocUnsafe(Math.min(2 ** 20, max + 1 - total));
+    const { bytesRead } = await fh.read(b, 0, b.length, null);
+    if (bytesRead === 0) return Buffer.concat(chunks, total);
+    chunks.push(b.subarray(0, bytesRead));
+    total += bytesRead;
+    if (total > max) return undefined;
   }
 }
 

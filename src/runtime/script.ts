@@ -13,7 +13,7 @@
  * an import a star's user may not read gets the same answer as one that is not there.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { constants } from "node:fs";
+import { constants, rmSync } from "node:fs";
 import { type FileHandle, chmod, chown, mkdir, mkdtemp, open, readlink, rename, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, extname, join, resolve } from "node:path";
@@ -23,7 +23,7 @@ import type * as Esbuild from "esbuild";
 import type { BuildResult, ImportKind, Loader, Message, Plugin } from "esbuild";
 import { ScriptError } from "../errors.js";
 import { packageTarget } from "./package-exports.js";
-import { HelperGoneError, RemoteView } from "./read-as/read-as.js";
+import { HelperGoneError, ReadBudgetError, RemoteView } from "./read-as/read-as.js";
 import { type FileUser, type Identity, type Input, LookupLimitError, type Reader, ReaderView, type StarFiles, identityOf, sameIdentity } from "./reader-view.js";
 import type { StarSpec } from "./spec.js";
 
@@ -157,12 +157,17 @@ const BUILD_TIMEOUT_MS = 60_000;
 let empty: Promise<string> | undefined;
 /** A directory of root's with nothing in it (one per process), where esbuild works for a star's script. */
 function emptyDir(): Promise<string> {
-  empty ??= mkdtemp(join(tmpdir(), "constellation-esbuild-"));
+  empty ??= mkdtemp(join(tmpdir(), "constellation-esbuild-")).then((dir) => {
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    return dir;
+  });
   return empty;
 }
 
 /** esbuild's namespace for a star's files: esbuild reads nothing there itself. */
 const READER_NS = "star-file";
+/** esbuild's name for a star's entry. */
+const STAR_ENTRY = "<star entry>";
 /** Most bytes a bundle takes in, all files together. */
 export const MAX_BUNDLE_BYTES = 64 * 2 ** 20;
 /** What an import without an extension may name, in Node's order and then TypeScript's. */
@@ -373,7 +378,10 @@ async function buildWith(entry: ReadFile, access: ScriptAccess, esbuild: typeof 
   let timer: NodeJS.Timeout | undefined;
   try {
     const building = esbuild.build({
-      entryPoints: [entry.real],
+      // A star's entry by a name of no file (resolved by the plugin into its namespace): esbuild
+      // then looks nothing up at its real path (it opened the entry's directory, a FIFO swapped
+      // in there held its thread).
+      entryPoints: [reader === undefined ? entry.real : STAR_ENTRY],
       // For a star's script esbuild works from an empty directory of root's: it lists and opens
       // nothing of the star's (a FIFO swapped in for the script's directory hung it).
       absWorkingDir: reader === undefined ? dirname(entry.real) : await emptyDir(),
@@ -417,7 +425,11 @@ async function buildWith(entry: ReadFile, access: ScriptAccess, esbuild: typeof 
   // import may be what it names next time) and its package.json (`main`, `exports`).
   // (For a reader, as the reader sees them.)
   const paths = [...new Set(inputs.map((i) => dirname(i.path)))].flatMap((dir) => [dir, join(dir, "package.json")]);
-  const ids = view ? await view.identities(paths) : await Promise.all(paths.map((p) => stat(p, { bigint: true }).then(identityOf, () => undefined)));
+  const ids = view
+    ? await view.identities(paths).catch((err: Error) => {
+        throw new ScriptError(entry.real, `cannot bundle it: ${err.message}`, err);
+      })
+    : await Promise.all(paths.map((p) => stat(p, { bigint: true }).then(identityOf, () => undefined)));
   const watched: Input[] = paths.flatMap((path, i) => (ids[i] ? [{ path, watch: true, ...ids[i] }] : []));
   return { code: `${code}//# sourceMappingURL=data:application/json;base64,${inline}\n`, hash: content.digest("hex").slice(0, 32), inputs: [...inputs, ...watched] };
 }
@@ -461,9 +473,9 @@ async function readScript(script: string, access: ScriptAccess, view?: StarFiles
     try {
       a = await files.readFile(resolve(script), MAX_SCRIPT_BYTES);
     } catch (err) {
-      if (err instanceof LookupLimitError) throw new ScriptError(script, err.message, err);
+      if (err instanceof LookupLimitError || err instanceof ReadBudgetError) throw new ScriptError(script, err.message, err);
       if (err instanceof HelperGoneError) {
-        throw new ScriptError(script, `cannot be read as ${who}: the reader helper (Node, run as that user) ended — every user must be able to run ${process.execPath}`, err);
+        throw new ScriptError(script, `cannot be read as ${who}: ${err.message} (it is Node, ${process.execPath}, run as that user: every user must be able to run it)`, err);
       }
       a = { ok: false, why: "refused" } as const;
     } finally {

@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmod, mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, rm, symlink, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { RemoteView, endReaderHelpers } from "../../src/runtime/read-as/read-as.js";
+import { HelperGoneError, RemoteView, configureReaderHelpers, endReaderHelpers } from "../../src/runtime/read-as/read-as.js";
 import { ReaderView } from "../../src/runtime/reader-view.js";
 import { testDir } from "../helpers/dirs.js";
 import { waitFor } from "../helpers/wait.js";
@@ -178,11 +178,82 @@ describe("the view as the user itself (the reader helper, src/runtime/read-as/)"
     try {
       await writeFile(join(dir, "p", "again.js"), "again\n", { mode: 0o644 });
       assert.equal(await view.readable(join(dir, "p", "again.js")), join(dir, "p", "again.js"));
-      const pids = () => spawnSync("pgrep", ["-u", String(STRANGER.uid)], { encoding: "utf8" }).stdout.trim().split("\n").filter(Boolean);
+      const pids = () => spawnSync("pgrep", ["-n", "-u", String(STRANGER.uid)], { encoding: "utf8" }).stdout.trim().split("\n").filter(Boolean);
       assert.equal(pids().length, 1, "one helper, running as the user");
       endReaderHelpers();
       await waitFor("the helper to end", () => pids().length === 0 || undefined);
       assert.equal(await view.readable(join(dir, "p", "again.js")), join(dir, "p", "again.js"));
+    } finally {
+      view.close();
+    }
+  });
+
+  it("a request made as an idle helper is being ended goes to the next helper, and is answered", async () => {
+    const view = new RemoteView(STRANGER);
+    try {
+      const file = join(dir, "p", "again.js");
+      assert.equal(await view.readable(file), file);
+      endReaderHelpers(); // what the idle timer does
+      assert.equal(await view.readable(file), file);
+    } finally {
+      view.close();
+    }
+  });
+
+  it("a helper that stops answering is ended at its deadline; the next question starts a new one", async () => {
+    configureReaderHelpers({ answerMs: 1000 });
+    const view = new RemoteView(STRANGER);
+    try {
+      const file = join(dir, "p", "again.js");
+      assert.equal(await view.readable(file), file);
+      const pid = Number(spawnSync("pgrep", ["-n", "-u", String(STRANGER.uid)], { encoding: "utf8" }).stdout.trim());
+      process.kill(pid, "SIGSTOP"); // as any process of that user may
+      await assert.rejects(view.readable(file), (e: unknown) => e instanceof HelperGoneError && /did not answer within 1 s/.test(e.message));
+      assert.equal(await view.readable(file), file, "a new helper answers");
+    } finally {
+      view.close();
+      configureReaderHelpers({ answerMs: 20_000 });
+    }
+  });
+
+  it("a tampered helper cannot hurt the node: an endless answer, nonsense, or an early end each fail the question, clearly", async () => {
+    const hostile = {
+      // one line that never ends (the node would buffer it all)
+      flood: 'const b = Buffer.alloc(1 << 20, 97); const go = () => process.stdout.write(b, go); process.stdin.once("data", go);',
+      nonsense: 'process.stdin.on("data", () => process.stdout.write("{not json\\n"));',
+      quits: 'process.stdin.once("data", () => process.exit(0));',
+    };
+    try {
+      for (const [name, code] of Object.entries(hostile)) {
+        configureReaderHelpers({ code });
+        const view = new RemoteView(STRANGER);
+        try {
+          await assert.rejects(view.readable(join(dir, "p", "again.js")), (e: unknown) => {
+            assert.ok(e instanceof HelperGoneError, `${name}: ${String(e)}`);
+            assert.match(e.message, { flood: /answered more than \d+ bytes at once/, nonsense: /answered what is not JSON/, quits: /ended/ }[name]!);
+            return true;
+          });
+        } finally {
+          view.close();
+        }
+      }
+    } finally {
+      configureReaderHelpers({ code: undefined });
+    }
+    assert.ok(process.memoryUsage().rss < 1024 * 2 ** 20, "the node did not take in the flood");
+  });
+
+  it("one build is given at most 80 MiB of files, however many it asks for at once", async () => {
+    const big = join(dir, "p", "big.txt");
+    await writeFile(big, "");
+    await truncate(big, 16 * 2 ** 20 - 1); // sparse: no disk
+    await chmod(big, 0o644);
+    const view = new RemoteView(STRANGER);
+    try {
+      const reads = await Promise.allSettled(Array.from({ length: 8 }, () => view.readFile(big, 16 * 2 ** 20)));
+      const given = reads.filter((r) => r.status === "fulfilled" && r.value.ok).length;
+      assert.equal(given, 5, "five of 16 MiB fit in 80 MiB");
+      for (const r of reads.filter((x) => x.status === "rejected")) assert.match(String((r as PromiseRejectedResult).reason), /more than 80 MiB/);
     } finally {
       view.close();
     }

@@ -8,7 +8,6 @@
  * never used beyond that star's own bundle.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { type FileUser, type Identity, type Input, LookupLimitError, type ReadAnswer, type Reader, type StarFiles } from "../reader-view.js";
 import { type Answer, type WireRead, fromWire, inputToWire } from "./wire.js";
@@ -19,9 +18,23 @@ const IDLE_MS = 30_000;
 /** The user "all" reads as: nobody, whose rights are those of every user. */
 export const NOBODY: FileUser = { uid: 65534, gid: 65534 };
 
+/** What tests may change: the helper's code (a hostile helper, say) and how long an answer may take. */
+const settings: { code?: string; answerMs: number } = { answerMs: 20_000 };
+
+/** For tests: run `code` as the helper instead of helper.ts, and wait `answerMs` for answers. */
+export function configureReaderHelpers(o: { code?: string | undefined; answerMs?: number }): void {
+  endReaderHelpers();
+  if ("code" in o) {
+    if (o.code === undefined) delete settings.code;
+    else settings.code = o.code;
+  }
+  if (o.answerMs !== undefined) settings.answerMs = o.answerMs;
+}
+
 let code: Promise<string> | undefined;
 /** The helper as one module (it and what it imports), built once per process. */
 function helperCode(): Promise<string> {
+  if (settings.code !== undefined) return Promise.resolve(settings.code);
   code ??= import("esbuild").then(async (esbuild) => {
     const out = await esbuild.build({ entryPoints: [HELPER], bundle: true, write: false, format: "esm", platform: "node", target: `node${process.versions.node.split(".")[0]}`, logLevel: "silent" });
     return out.outputFiles[0]!.text;
@@ -30,121 +43,206 @@ function helperCode(): Promise<string> {
   return code;
 }
 
-export class HelperGoneError extends Error {
+/** The helper ended, or was ended (it took too long, or answered too much), with questions unanswered. */
+export class HelperGoneError extends Error {}
+
+/** A build asked for more bytes of files than any bundle takes in. */
+export class ReadBudgetError extends Error {
   constructor() {
-    super("the reader helper ended");
+    super("the bundle asks for more than 80 MiB of files: import less (or load large files at run time)");
   }
 }
 
-/** One helper process, for one user. */
+/** Longest answer line: a file of MAX_READ bytes in base64, and room for the rest. */
+export const MAX_READ = 16 * 2 ** 20;
+const MAX_LINE = Math.ceil((MAX_READ * 4) / 3) + 2 ** 16;
+
+/** One helper process and the questions put to it. */
+interface Conn {
+  child: ChildProcess;
+  waiting: Map<number, { ok: (v: unknown) => void; fail: (e: Error) => void; timer: NodeJS.Timeout }>;
+  /** Why it was ended, when the node ended it. */
+  ended?: string;
+}
+
+/** One helper process at a time, for one user. */
 class Helper {
-  private child: ChildProcess | undefined;
-  private readonly waiting = new Map<number, { ok: (v: unknown) => void; fail: (e: Error) => void }>();
+  private conn: Conn | undefined;
   private nextId = 1;
   private idle: NodeJS.Timeout | undefined;
   private nextView = 1;
   /** The views open (by id: what made them), made again in a helper started anew. */
   private readonly views = new Map<number, Record<string, unknown>>();
+  lastUsed = 0;
 
   constructor(readonly user: FileUser) {}
+
+  get running(): boolean {
+    return this.conn !== undefined;
+  }
+
+  get busy(): boolean {
+    return (this.conn?.waiting.size ?? 0) > 0;
+  }
 
   async ask(req: Record<string, unknown>): Promise<unknown> {
     return this.send(await this.started(), req);
   }
 
-  /** Written at once, in order (answers come back in any order). */
-  private send(child: ChildProcess, req: Record<string, unknown>): Promise<unknown> {
+  /** Written at once, in order (answers come back in any order), each with a deadline. */
+  private send(conn: Conn, req: Record<string, unknown>): Promise<unknown> {
     clearTimeout(this.idle);
-    this.hold(child, true);
+    this.lastUsed = Date.now();
+    hold(conn.child, true);
     const id = this.nextId++;
     return new Promise((ok, fail) => {
-      this.waiting.set(id, { ok, fail });
-      child.stdin!.write(`${JSON.stringify({ ...req, id })}\n`);
+      const timer = setTimeout(() => this.kill(conn, `did not answer within ${settings.answerMs / 1000} s`), settings.answerMs);
+      conn.waiting.set(id, { ok, fail, timer });
+      conn.child.stdin!.write(`${JSON.stringify({ ...req, id })}\n`);
     });
   }
 
   /** Sent without waiting for its answer. */
-  private tell(child: ChildProcess, req: Record<string, unknown>): void {
-    void this.send(child, req).catch(() => undefined);
+  private tell(conn: Conn, req: Record<string, unknown>): void {
+    void this.send(conn, req).catch(() => undefined);
   }
 
   openView(reader: Reader, refuseUnder: readonly string[]): number {
     const view = this.nextView++;
     const req = { op: "view", view, reader, refuseUnder };
     this.views.set(view, req);
-    if (this.child) this.tell(this.child, req); // else made as the helper starts
+    if (this.conn) this.tell(this.conn, req); // else made as the helper starts
     return view;
   }
 
   dropView(view: number): void {
-    if (this.views.delete(view) && this.child) this.tell(this.child, { op: "drop", view });
+    if (this.views.delete(view) && this.conn) this.tell(this.conn, { op: "drop", view });
   }
 
+  /** Ends the helper once its questions are answered (at once if there are none). */
   end(): void {
     clearTimeout(this.idle);
-    this.child?.stdin?.end();
-    this.child = undefined;
+    const conn = this.conn;
+    this.conn = undefined;
+    conn?.child.stdin?.end();
   }
 
-  private settle(line: string): void {
+  /** Ends the helper now: its questions fail with `why`. */
+  private kill(conn: Conn, why: string): void {
+    conn.ended ??= why;
+    if (this.conn === conn) this.conn = undefined;
+    conn.child.kill("SIGKILL");
+    this.fail(conn);
+  }
+
+  private fail(conn: Conn): void {
+    const why = conn.ended ?? "ended";
+    for (const w of conn.waiting.values()) {
+      clearTimeout(w.timer);
+      w.fail(new HelperGoneError(`the reader helper (uid ${this.user.uid}) ${why}`));
+    }
+    conn.waiting.clear();
+  }
+
+  private settle(conn: Conn, line: string): void {
     let a: Answer;
     try {
       a = JSON.parse(line) as Answer;
     } catch {
-      return;
+      return this.kill(conn, "answered what is not JSON");
     }
-    const w = this.waiting.get(a.id);
+    const w = conn.waiting.get(a?.id);
     if (!w) return;
-    this.waiting.delete(a.id);
+    conn.waiting.delete(a.id);
+    clearTimeout(w.timer);
     if (a.ok) w.ok(a.value);
-    else w.fail(a.error === "limit" ? new LookupLimitError() : new Error("the reader helper refused the request"));
-    if (this.waiting.size === 0 && this.child) {
-      this.hold(this.child, false);
+    else w.fail(a.error === "limit" ? new LookupLimitError() : a.error === "budget" ? new ReadBudgetError() : new Error("the reader helper refused the request"));
+    if (conn.waiting.size === 0 && this.conn === conn) {
+      hold(conn.child, false);
       this.idle = setTimeout(() => this.end(), IDLE_MS);
       this.idle.unref();
     }
   }
 
-  /** The helper keeps the node's event loop alive only while it has questions to answer. */
-  private hold(child: ChildProcess, on: boolean): void {
-    for (const h of [child, child.stdin, child.stdout] as Array<{ ref?: () => void; unref?: () => void } | null>) {
-      if (on) h?.ref?.();
-      else h?.unref?.();
-    }
-  }
-
-  private starting: Promise<ChildProcess> | undefined;
-  private started(): Promise<ChildProcess> {
-    if (this.child) return Promise.resolve(this.child);
+  private starting: Promise<Conn> | undefined;
+  private started(): Promise<Conn> {
+    if (this.conn) return Promise.resolve(this.conn);
     this.starting ??= helperCode()
-      .then((src) => {
-        // As the user, with its one group (libuv drops root's other groups), nothing of the
-        // node's environment, from /.
-        const child = spawn(process.execPath, ["--input-type=module", "-e", src], { uid: this.user.uid, gid: this.user.gid, env: {}, cwd: "/", stdio: ["pipe", "pipe", "ignore"] });
-        createInterface({ input: child.stdout! }).on("line", (line) => this.settle(line));
-        const gone = () => {
-          if (this.child === child) this.child = undefined;
-          for (const w of this.waiting.values()) w.fail(new HelperGoneError());
-          this.waiting.clear();
-        };
-        child.on("exit", gone);
-        child.on("error", gone);
-        child.stdin!.on("error", () => undefined); // a helper gone: its pending questions fail above
-        this.child = child;
-        for (const req of this.views.values()) this.tell(child, req);
-        return child;
-      })
+      .then((src) => this.spawn(src))
       .finally(() => (this.starting = undefined));
     return this.starting;
+  }
+
+  private spawn(src: string): Conn {
+    // As the user, with its one group (libuv drops root's other groups), nothing of the
+    // node's environment, from /.
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, ["--input-type=module", "-e", src], { uid: this.user.uid, gid: this.user.gid, env: {}, cwd: "/", stdio: ["pipe", "pipe", "ignore"] });
+    } catch (err) {
+      throw new HelperGoneError(`the reader helper (uid ${this.user.uid}) could not start: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    const conn: Conn = { child, waiting: new Map() };
+    child.on("error", (err: NodeJS.ErrnoException) => {
+      conn.ended ??= `could not start or was lost: ${err.code ?? err.message}`;
+      this.kill(conn, conn.ended);
+    });
+    if (!child.stdin || !child.stdout) {
+      this.kill(conn, "could not start (no pipes: out of file descriptors?)");
+      throw new HelperGoneError(`the reader helper (uid ${this.user.uid}) ${conn.ended}`);
+    }
+    child.stdin.on("error", () => undefined); // a helper gone: its questions fail on close
+    // Answers, one per line, each at most MAX_LINE bytes: a helper that says more is ended.
+    let parts: Buffer[] = [];
+    let size = 0;
+    child.stdout.on("data", (chunk: Buffer) => {
+      for (let at = 0; at < chunk.length; ) {
+        const nl = chunk.indexOf(0x0a, at);
+        const end = nl < 0 ? chunk.length : nl;
+        size += end - at;
+        if (size > MAX_LINE) return this.kill(conn, `answered more than ${MAX_LINE} bytes at once`);
+        parts.push(chunk.subarray(at, end));
+        if (nl < 0) break;
+        const line = Buffer.concat(parts).toString("utf8");
+        parts = [];
+        size = 0;
+        this.settle(conn, line);
+        at = nl + 1;
+      }
+    });
+    // Closed once its output is all read: every answer it gave is settled before the rest fail.
+    child.on("close", () => {
+      if (this.conn === conn) this.conn = undefined;
+      this.fail(conn);
+    });
+    this.conn = conn;
+    for (const req of this.views.values()) this.tell(conn, req);
+    return conn;
+  }
+}
+
+/** The helper keeps the node's event loop alive only while it has questions to answer. */
+function hold(child: ChildProcess, on: boolean): void {
+  for (const h of [child, child.stdin, child.stdout] as Array<{ ref?: () => void; unref?: () => void } | null>) {
+    if (on) h?.ref?.();
+    else h?.unref?.();
   }
 }
 
 const helpers = new Map<string, Helper>();
 
+/** Helpers kept at once (each is a Node process): past this, idle ones are ended, least recently used first. */
+const MAX_IDLE_HELPERS = 8;
+
 function helperFor(user: FileUser): Helper {
   const key = `${user.uid}:${user.gid}`;
   let h = helpers.get(key);
-  if (!h) helpers.set(key, (h = new Helper(user)));
+  if (!h) {
+    helpers.set(key, (h = new Helper(user)));
+    const running = [...helpers.values()].filter((x) => x.running);
+    const idle = running.filter((x) => !x.busy).sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const x of idle.slice(0, Math.max(0, running.length + 1 - MAX_IDLE_HELPERS))) x.end();
+  }
   return h;
 }
 

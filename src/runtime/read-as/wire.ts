@@ -13,7 +13,7 @@ export type Request =
   | { id: number; op: "unchanged"; view: number; inputs: WireInput[]; skip: string }
   | { id: number; op: "identities"; view: number; paths: string[] };
 
-export type Answer = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: "limit" | "bad" };
+export type Answer = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: "limit" | "budget" | "bad" };
 
 export type WireIdentity = Record<keyof Identity, string>;
 export type WireInput = WireIdentity & { path: string; watch?: boolean };
