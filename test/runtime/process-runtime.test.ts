@@ -511,3 +511,35 @@ describe("process runtime (real cgroups and namespaces)", { skip }, () => {
     await assert.rejects(rt.start(dup, { name: "dup", command: ["true"] }), StarExistsError);
   });
 });
+
+describe("a process runtime closed while its stars run", { skip }, () => {
+  it("lets its process end: nothing it began (a watch on a star's end) is left holding it", async () => {
+    const dir = await testDir("constellation-closed-");
+    try {
+      const runtime = new URL("../../src/runtime/process/process-runtime.js", import.meta.url).href;
+      const code = `
+        import { ProcessRuntime } from ${JSON.stringify(runtime)};
+        const rt = await ProcessRuntime.create({ dataDir: ${JSON.stringify(join(dir, "data"))} });
+        await rt.start("s", { name: "s", command: ["sleep", "600"] });
+        await rt.close();
+        // What the closed runtime's parts still say arrives meanwhile (its launcher's end).
+        await new Promise((r) => setTimeout(r, 1500));
+        console.log("closed");`;
+      const { spawn } = await import("node:child_process");
+      const child = spawn(process.execPath, ["--input-type=module", "-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      const ended = new Promise<number | null>((done) => child.once("exit", done));
+      await waitFor("the runtime to close", () => out.includes("closed") || undefined);
+      const code_ = await Promise.race([ended, new Promise<"held">((done) => setTimeout(() => done("held"), 10_000).unref())]);
+      if (code_ === "held") child.kill("SIGKILL");
+      assert.equal(code_, 0, "the process ended by itself once its runtime was closed");
+      // The star runs on (stars outlive the control plane); end it.
+      const again = await ProcessRuntime.create({ dataDir: join(dir, "data") });
+      await again.remove("s");
+      await again.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

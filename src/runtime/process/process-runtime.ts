@@ -317,7 +317,9 @@ export class ProcessRuntime extends SupervisedRuntime {
       };
       this.runInfo.set(rec.id, info);
       this.changed(rec); // on disk with its pids before anything else can go wrong
-      const exited = launched.exited.then((e) => (e.lost ? watchExit(dir, info, this.exitWatches) : e));
+      // The launcher lost (it ends with the runtime): watch for the end, unless the runtime is
+      // closed (a watch begun then would never be stopped, and hold the process open).
+      const exited = launched.exited.then((e) => (!e.lost ? e : this.closed ? new Promise<never>(() => undefined) : watchExit(dir, info, this.exitWatches)));
       return this.handle(rec.id, launched.pid, info, cgroup, exited);
     }
 
