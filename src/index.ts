@@ -14,8 +14,8 @@ import { type Transport, httpTransport } from "./sdk/http.js";
 export { Constellation, Star, connect, resolveConnection } from "./sdk/client.js";
 export type { ClusterSummary, ConnectOptions, Event, LogLine, NewToken, StarInfo, StarSpecInput, StarStatus, TokenInfo } from "./sdk/client.js";
 export { ApiError } from "./sdk/http.js";
-export { ConstellationError } from "./errors.js";
-export type { ErrorCode } from "./errors.js";
+export { ConstellationError } from "./model/errors.js";
+export type { ErrorCode } from "./model/errors.js";
 
 /** Connects on first use (CONSTELLATION_ENDPOINT + CONSTELLATION_TOKEN, CONSTELLATION_DATA, or ~/.constellation). */
 function lazyTransport(options: ConnectOptions = {}): Transport {

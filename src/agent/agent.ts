@@ -6,12 +6,13 @@
  * restart of the agent (recover), which then takes its stars back from its earlier reports.
  */
 import { dropStarTokens, newToken, saveToken } from "../controller/tokens.js";
-import { isConstellationError } from "../errors.js";
+import { isConstellationError } from "../model/errors.js";
 import { EventLog } from "../controller/events.js";
-import { KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, statusKey } from "../controller/model.js";
-import { DEFAULT_NODE_LIMITS, type NodeLimits } from "../runtime/spec.js";
+import { KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, statusKey } from "../model/records.js";
+import { DEFAULT_NODE_LIMITS, type NodeLimits } from "../model/spec.js";
 import { nodeShortage } from "../runtime/shortage.js";
-import type { LogLine, LogOptions, Runtime, StarStatus } from "../runtime/types.js";
+import type { Runtime } from "../runtime/types.js";
+import type { LogLine, LogOptions, StarStatus } from "../model/status.js";
 import type { Store } from "../store/types.js";
 import { type Action, type LocalStar, decide, isActive } from "./reconcile.js";
 

@@ -9,8 +9,8 @@
  *   record, stopped      + running here              → stop
  *   otherwise                                        → nothing (restarts are the runtime's policy)
  */
-import type { StarStatus } from "../runtime/types.js";
-import type { StarRecord } from "../controller/model.js";
+import type { StarStatus } from "../model/status.js";
+import type { StarRecord } from "../model/records.js";
 
 export interface LocalStar {
   uid: string;

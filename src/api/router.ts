@@ -10,8 +10,8 @@ import { readFileSync } from "node:fs";
 import { chmod, rm } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import type { Principal } from "../controller/model.js";
-import { BadRequestError, TooLargeError, TooManyError } from "../errors.js";
+import type { Principal } from "../model/records.js";
+import { BadRequestError, TooLargeError, TooManyError } from "../model/errors.js";
 
 export interface Request {
   method: string;

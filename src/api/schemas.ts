@@ -3,7 +3,7 @@
  * typed error naming the field. The star spec itself is runtime/spec.ts's schema.
  */
 import { z } from "zod";
-import { BadRequestError, callerText, unknownKeys } from "../errors.js";
+import { BadRequestError, callerText, unknownKeys } from "../model/errors.js";
 
 export const createBody = z.strictObject({
   spec: z.record(z.string(), z.unknown(), { error: "spec must be an object: the star's spec (name, script or command, limits)" }),

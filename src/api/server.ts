@@ -14,11 +14,11 @@ import {
   TooManyError,
   UnauthorizedError,
   isConstellationError,
-} from "../errors.js";
+} from "../model/errors.js";
 import type { NodeLink } from "../agent/agent.js";
 import type { Controller } from "../controller/controller.js";
 import { eventOf } from "../controller/events.js";
-import { type Event, KEYS, type Principal, type StarRecord, type StarView, starKey } from "../controller/model.js";
+import { type Event, KEYS, type Principal, type StarRecord, type StarView, starKey } from "../model/records.js";
 import type { Store } from "../store/types.js";
 import { TOKEN_ID_LENGTH, listTokens, lookupToken, newToken, revokeToken, saveToken, tokenKey } from "../controller/tokens.js";
 import { type Request, Router } from "./router.js";

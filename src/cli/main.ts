@@ -9,7 +9,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { isConstellationError } from "../errors.js";
+import { isConstellationError } from "../model/errors.js";
 import { registerClusterCommands } from "./cluster.js";
 import { registerCompletion } from "./completion.js";
 import { registerServiceCommands } from "./service.js";

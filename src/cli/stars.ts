@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { resolve as resolvePath } from "node:path";
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { type Constellation, type StarInfo, connect } from "../sdk/client.js";
-import type { StarSpecInput } from "../runtime/spec.js";
+import type { StarSpecInput } from "../model/spec.js";
 import { age, bytes, color, parseSince, printJson, stateText, table } from "./output.js";
 import { parseEnvFile } from "./env-file.js";
 

@@ -5,7 +5,7 @@ import { accessSync, constants, existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { NodeLimits } from "../runtime/spec.js";
+import type { NodeLimits } from "../model/spec.js";
 import { color } from "./output.js";
 
 /**

@@ -7,8 +7,8 @@
  *   its parent sets that it leaves out;
  * - a node promises at most memoryOvercommit × its memory to the stars that should run there.
  */
-import { type Limits, type NodeLimits, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../runtime/spec.js";
-import { ParentLimitError } from "../errors.js";
+import { type Limits, type NodeLimits, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../model/spec.js";
+import { ParentLimitError } from "../model/errors.js";
 
 const MB = 2 ** 20;
 

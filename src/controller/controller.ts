@@ -22,15 +22,16 @@ import {
   NoSuchStarError,
   TimeoutError,
   UnauthorizedError,
-} from "../errors.js";
+} from "../model/errors.js";
 import { resolveProgram } from "../runtime/script.js";
-import { DEFAULT_NODE_LIMITS, DNS_LABEL, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../runtime/spec.js";
+import { DEFAULT_NODE_LIMITS, DNS_LABEL, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../model/spec.js";
 import type { Compare, KeyValue, Store } from "../store/types.js";
 import { adminOnlyField, effectiveLimits, fits, mb, memoryBudget, withinParent } from "./admission.js";
 import { EventLog } from "./events.js";
 import { type Cached, RecordCache } from "./record-cache.js";
 import { orphans, subtree } from "./family.js";
 import {
+  type ClusterSummary,
   type DesiredState,
   KEYS,
   type NodeRecord,
@@ -43,7 +44,7 @@ import {
   starKey,
   statusKey,
   viewOf,
-} from "./model.js";
+} from "../model/records.js";
 
 /** The pause of a control loop after the store failed it. */
 const LOOP_RETRY_MS = 1000;
@@ -76,12 +77,6 @@ export interface TreeQuotas {
 
 export const TREE_QUOTAS: TreeQuotas = { stars: 1000, specBytes: 16 * 2 ** 20 };
 
-export interface ClusterSummary {
-  nodes: NodeRecord[];
-  stars: { total: number; byState: Record<string, number>; desiredRunning: number };
-  capacity: { cpuCores: number; memoryBytes: number };
-  revision: number;
-}
 
 /**
  * Whether a star's memory counts against its node: it should run and has not ended for good on

@@ -5,7 +5,7 @@
  * `since` a seq resumes exactly.
  */
 import type { KeyValue, Store } from "../store/types.js";
-import { type Event, type EventKind, KEYS } from "./model.js";
+import { type Event, type EventKind, KEYS } from "../model/records.js";
 
 /** Events kept; older ones are pruned. */
 export const EVENTS_KEPT = 10_000;

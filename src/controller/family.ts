@@ -4,7 +4,7 @@
  * whose owner is gone (its creation raced the owner's removal) is removed too. Pure functions
  * over a list of records.
  */
-import type { StarRecord, StarRef } from "./model.js";
+import type { StarRecord, StarRef } from "../model/records.js";
 
 /**
  * The star `root` (if that very creation still exists) and every star below it, each parent

@@ -4,23 +4,14 @@
  * the first 12 hex digits of that hash: enough to name it, useless to use it.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { InvalidArgumentError, TokenNotFoundError } from "../errors.js";
+import { InvalidArgumentError, TokenNotFoundError } from "../model/errors.js";
 import type { Store } from "../store/types.js";
-import { KEYS, type StarRef, type TokenRecord, type TokenScope } from "./model.js";
+import { KEYS, type StarRef, type TokenInfo, type TokenRecord, type TokenScope } from "../model/records.js";
 
 /** Hex digits of a token's hash shown as its id. */
 export const TOKEN_ID_LENGTH = 12;
 
 /** A token as `GET /v1/tokens` lists it: never the token, nor its whole hash. */
-export interface TokenInfo {
-  id: string;
-  scope: TokenScope;
-  name: string;
-  /** The star a star's token belongs to. */
-  star?: string;
-  createdAt: number;
-  expiresAt?: number;
-}
 
 export function newToken(): string {
   return `cst_${randomBytes(32).toString("base64url")}`;

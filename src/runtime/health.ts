@@ -5,7 +5,7 @@
  */
 import { request } from "node:http";
 import { connect } from "node:net";
-import type { HealthCheck } from "./spec.js";
+import type { HealthCheck } from "../model/spec.js";
 
 export interface HealthState {
   ready: boolean;

@@ -15,7 +15,7 @@ import { watch } from "node:fs";
 import { type FileHandle, open, readdir, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { StringDecoder } from "node:string_decoder";
-import type { LogLine, LogOptions } from "./types.js";
+import type { LogLine, LogOptions } from "../model/status.js";
 
 const STREAMS = ["stdout", "stderr"] as const;
 const CHUNK = 64 * 1024;

@@ -14,7 +14,7 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmdirSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { RuntimeUnavailableError } from "../errors.js";
+import { RuntimeUnavailableError } from "../model/errors.js";
 
 /** Users per node: room for 65,536 stars (Kubernetes gives each pod's user namespace as many). */
 export const UIDS_PER_NODE = 65_536;

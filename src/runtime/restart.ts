@@ -10,9 +10,9 @@
  * streak counts consecutive runs shorter than STABLE_RUN_MS; and no more than max_restarts
  * happen within restart_window_s (PM2's most-reported failure is a restart loop of thousands).
  */
-import type { StarSpec } from "./spec.js";
+import type { StarState } from "../model/status.js";
+import type { StarSpec } from "../model/spec.js";
 
-export type StarState = "pending" | "starting" | "running" | "exited" | "failed" | "oom_killed" | "stopped";
 export const TERMINAL_STATES: ReadonlySet<StarState> = new Set(["exited", "failed", "oom_killed", "stopped"]);
 
 /** A run that lasted this long resets the backoff streak. */

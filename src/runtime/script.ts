@@ -21,11 +21,11 @@ import { isBuiltin } from "node:module";
 import { pathToFileURL } from "node:url";
 import type * as Esbuild from "esbuild";
 import type { BuildResult, ImportKind, Loader, Message, Plugin } from "esbuild";
-import { ScriptError } from "../errors.js";
+import { ScriptError } from "../model/errors.js";
 import { packageTarget } from "./package-exports.js";
 import { HelperGoneError, ReadBudgetError, RemoteView } from "./read-as/read-as.js";
 import { type FileUser, type Identity, type Input, LookupLimitError, type Reader, ReaderView, type StarFiles, identityOf, sameIdentity } from "./reader-view.js";
-import type { StarSpec } from "./spec.js";
+import type { StarSpec } from "../model/spec.js";
 
 export type { FileUser } from "./reader-view.js";
 

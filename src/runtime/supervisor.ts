@@ -7,7 +7,7 @@
  *                                        ▲                                │ restart after backoff
  *                                        └────────────────────────────────┘
  */
-import { InvalidArgumentError, StarExistsError, StarNotFoundError, isConstellationError } from "../errors.js";
+import { InvalidArgumentError, StarExistsError, StarNotFoundError, isConstellationError } from "../model/errors.js";
 import {
   DNS_LABEL,
   type HealthCheck,
@@ -17,12 +17,13 @@ import {
   type StarSpecInput,
   limitsOf,
   parseStarSpec,
-} from "./spec.js";
+} from "../model/spec.js";
 import { type HealthState, type ProbeResult, initialHealth, nextHealth, probeHttp, probeTcp } from "./health.js";
 import { readLogs } from "./logs.js";
 import { nodeShortage } from "./shortage.js";
 import { type RestartHistory, type RunEnd, TERMINAL_STATES, decideRestart, endState } from "./restart.js";
-import type { LogLine, LogOptions, Runtime, StarStats, StarStatus, StartOptions } from "./types.js";
+import type { Runtime, StartOptions } from "./types.js";
+import type { LogLine, LogOptions, StarStats, StarStatus } from "../model/status.js";
 
 /** One run of a star, as the concrete runtime reports it. */
 export interface RunHandle {

@@ -11,12 +11,10 @@
 import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
-import { ApiUnavailableError } from "../errors.js";
-import type { ClusterSummary } from "../controller/controller.js";
-import type { Event, StarView } from "../controller/model.js";
-import type { TokenInfo } from "../controller/tokens.js";
-import type { StarSpecInput } from "../runtime/spec.js";
-import type { LogLine, StarStatus } from "../runtime/types.js";
+import { ApiUnavailableError } from "../model/errors.js";
+import type { ClusterSummary, Event, StarView, TokenInfo } from "../model/records.js";
+import type { StarSpecInput } from "../model/spec.js";
+import type { LogLine, StarStatus } from "../model/status.js";
 import { type Transport, httpTransport } from "./http.js";
 
 /** The longest one wait request asks for (the API allows a star's token at most 120 s at once). */

@@ -3,7 +3,7 @@
  * Node, so the CLI starts fast). An error answer becomes an ApiError carrying the server's code.
  */
 import http from "node:http";
-import { ApiUnavailableError, ConstellationError, type ErrorCode } from "../errors.js";
+import { ApiUnavailableError, ConstellationError, type ErrorCode } from "../model/errors.js";
 
 /** An error the API answered with: its stable code, message, and the field it is about. */
 export class ApiError extends ConstellationError {

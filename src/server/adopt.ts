@@ -9,7 +9,7 @@
 import { randomUUID } from "node:crypto";
 import { isTokenForm, lookupToken, saveToken } from "../controller/tokens.js";
 import { EventLog } from "../controller/events.js";
-import { type StarObserved, type StarRecord, starKey, statusKey } from "../controller/model.js";
+import { type StarObserved, type StarRecord, starKey, statusKey } from "../model/records.js";
 import type { Runtime } from "../runtime/types.js";
 import type { Store } from "../store/types.js";
 

@@ -11,7 +11,7 @@
  * that createRevision, so a write from a leader that has lost office (its lease expired while
  * it was paused, say) is rejected by the store itself with `NotLeaderError`.
  */
-import { CompactedError, InvalidArgumentError, NotLeaderError } from "../errors.js";
+import { CompactedError, InvalidArgumentError, NotLeaderError } from "../model/errors.js";
 import { LeaseKeeper } from "./lease-keeper.js";
 import type { Compare, KeyValue, Store, TxnRequest, TxnResult } from "./types.js";
 

@@ -4,7 +4,7 @@
  * may be in flight at once. Transient errors are retried until the lease's own deadline; after
  * that, or as soon as the store says the lease is gone, the keeper reports the loss once and stops.
  */
-import { isConstellationError } from "../errors.js";
+import { isConstellationError } from "../model/errors.js";
 import type { LeaseId, Store } from "./types.js";
 
 const MAX_IN_FLIGHT = 3;

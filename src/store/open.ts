@@ -2,7 +2,7 @@
  * Opens the configured Store backend. The etcd client (gRPC) is loaded only when asked for,
  * so a single-node constellation on SQLite never pays for it at start-up.
  */
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError } from "../model/errors.js";
 import { SqliteStore, type SqliteStoreOptions } from "./sqlite/sqlite-store.js";
 import type { Store } from "./types.js";
 

@@ -12,7 +12,7 @@ import {
   RequestTooLargeError,
   TooManyOpsError,
   ValueTooLargeError,
-} from "../errors.js";
+} from "../model/errors.js";
 import type { LeaseId, TxnOp, TxnRequest } from "./types.js";
 
 /** etcd's default --max-request-bytes: no single value may exceed it. */

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Agent } from "../../src/agent/agent.js";
 import { EventLog } from "../../src/controller/events.js";
-import { type StarRecord, starKey } from "../../src/controller/model.js";
+import { type StarRecord, starKey } from "../../src/model/records.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
 import { openStore } from "../../src/store/open.js";
 import { waitFor } from "../helpers/wait.js";

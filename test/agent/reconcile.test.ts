@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { decide } from "../../src/agent/reconcile.js";
-import type { StarRecord } from "../../src/controller/model.js";
-import type { StarStatus } from "../../src/runtime/types.js";
+import type { StarRecord } from "../../src/model/records.js";
+import type { StarStatus } from "../../src/model/status.js";
 
 const record = (over: Partial<StarRecord> = {}): StarRecord => ({ name: "a", uid: "u1", spec: { name: "a", command: ["true"] }, desired: "running", node: "n", createdAt: 0, generation: 1, ...over });
 const status = (state: StarStatus["state"], over: Partial<StarStatus> = {}): StarStatus => ({ id: "a", name: "a", state, restarts: 0, limits: { pids: 1 }, ready: false, limitsEnforced: true, ...over });

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
-import { KEYS, type StarRecord, starKey } from "../../src/controller/model.js";
+import { KEYS, type StarRecord, starKey } from "../../src/model/records.js";
 import { newToken, saveToken } from "../../src/controller/tokens.js";
 import { connect } from "../../src/index.js";
 import { PAGE_BYTES } from "../../src/api/server.js";

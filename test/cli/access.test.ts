@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { DEFAULT_NODE_LIMITS } from "../../src/runtime/spec.js";
+import { DEFAULT_NODE_LIMITS } from "../../src/model/spec.js";
 import { CLI, type CliResult } from "../helpers/constellation.js";
 import { type ApiHarness, startApi } from "../helpers/api.js";
 

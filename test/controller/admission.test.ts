@@ -5,9 +5,9 @@ import fc from "fast-check";
 import { effectiveLimits, fits, memoryBudget, withinParent } from "../../src/controller/admission.js";
 import { holdsMemory, leftoverMemory } from "../../src/controller/controller.js";
 import { orphans, subtree } from "../../src/controller/family.js";
-import type { StarObserved, StarRecord } from "../../src/controller/model.js";
-import { ParentLimitError } from "../../src/errors.js";
-import { DEFAULT_NODE_LIMITS, type StarSpecInput, parseStarSpec } from "../../src/runtime/spec.js";
+import type { StarObserved, StarRecord } from "../../src/model/records.js";
+import { ParentLimitError } from "../../src/model/errors.js";
+import { DEFAULT_NODE_LIMITS, type StarSpecInput, parseStarSpec } from "../../src/model/spec.js";
 
 const MB = 2 ** 20;
 

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { KEYS, type StarRecord } from "../../src/controller/model.js";
+import { KEYS, type StarRecord } from "../../src/model/records.js";
 import { lookupToken, newToken } from "../../src/controller/tokens.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
 import { adoptStars } from "../../src/server/adopt.js";

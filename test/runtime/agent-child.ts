@@ -3,7 +3,7 @@
  * stars given as JSON in argv[3], prints "ready", and waits to be killed. argv[2]: the data dir.
  */
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
-import type { StarSpecInput } from "../../src/runtime/spec.js";
+import type { StarSpecInput } from "../../src/model/spec.js";
 
 const rt = await ProcessRuntime.create({ dataDir: process.argv[2]! });
 const stars = JSON.parse(process.argv[3]!) as Record<string, StarSpecInput>;

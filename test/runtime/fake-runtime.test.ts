@@ -1,9 +1,9 @@
 /** The shared lifecycle (supervisor) through the fake runtime: no processes, same rules. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { CapacityExceededError, StarNotFoundError, StartFailedError } from "../../src/errors.js";
+import { CapacityExceededError, StarNotFoundError, StartFailedError } from "../../src/model/errors.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
-import type { StarStatus } from "../../src/runtime/types.js";
+import type { StarStatus } from "../../src/model/status.js";
 import { waitFor } from "../helpers/wait.js";
 
 describe("fake runtime (shared lifecycle)", () => {

@@ -4,9 +4,9 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { chmod, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { LimitUnenforceableError } from "../../src/errors.js";
+import { LimitUnenforceableError } from "../../src/model/errors.js";
 import { IsolateRuntime } from "../../src/runtime/isolate/isolate-runtime.js";
-import type { LogLine } from "../../src/runtime/types.js";
+import type { LogLine } from "../../src/model/status.js";
 import { waitFor } from "../helpers/wait.js";
 import { testDir } from "../helpers/dirs.js";
 

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { readLogs } from "../../src/runtime/logs.js";
-import type { LogLine } from "../../src/runtime/types.js";
+import type { LogLine } from "../../src/model/status.js";
 
 describe("log reading", () => {
   let dir: string;

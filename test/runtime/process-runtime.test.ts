@@ -14,10 +14,10 @@ import {
   ScriptError,
   StarExistsError,
   StartFailedError,
-} from "../../src/errors.js";
+} from "../../src/model/errors.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
-import { DEFAULT_NODE_LIMITS, SPEC_SIZES } from "../../src/runtime/spec.js";
-import type { LogLine, StarStatus } from "../../src/runtime/types.js";
+import { DEFAULT_NODE_LIMITS, SPEC_SIZES } from "../../src/model/spec.js";
+import type { LogLine, StarStatus } from "../../src/model/status.js";
 import { waitFor } from "../helpers/wait.js";
 import { starCgroupFile } from "../helpers/cgroups.js";
 import { testDir } from "../helpers/dirs.js";

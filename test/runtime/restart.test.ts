@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { type StarState, decideRestart, endState } from "../../src/runtime/restart.js";
+import { decideRestart, endState } from "../../src/runtime/restart.js";
+import { type StarState } from "../../src/model/status.js";
 
 const policy = { restart: "on-failure" as const, backoff_ms: 100, max_backoff_ms: 5000, max_restarts: 5, restart_window_s: 60 };
 

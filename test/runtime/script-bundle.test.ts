@@ -9,9 +9,9 @@ import { execFileSync } from "node:child_process";
 import { chmod, mkdir, readFile, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ScriptError } from "../../src/errors.js";
+import { ScriptError } from "../../src/model/errors.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
-import type { LogLine } from "../../src/runtime/types.js";
+import type { LogLine } from "../../src/model/status.js";
 import { testDir } from "../helpers/dirs.js";
 
 const skip = process.platform !== "linux" || process.getuid?.() !== 0 ? "needs Linux and root" : false;

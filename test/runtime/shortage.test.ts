@@ -1,7 +1,7 @@
 /** The node's own shortage told from the star's failure (issue 9), by errno or by the launcher's words. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { StartFailedError } from "../../src/errors.js";
+import { StartFailedError } from "../../src/model/errors.js";
 import { nodeShortage } from "../../src/runtime/shortage.js";
 
 describe("the node's own shortage", () => {

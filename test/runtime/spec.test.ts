@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { CapacityExceededError, InvalidSpecError } from "../../src/errors.js";
-import { DEFAULT_NODE_LIMITS, MAX_ISSUES, SPEC_SIZES, limitsOf, parseStarSpec } from "../../src/runtime/spec.js";
+import { CapacityExceededError, InvalidSpecError } from "../../src/model/errors.js";
+import { DEFAULT_NODE_LIMITS, MAX_ISSUES, SPEC_SIZES, limitsOf, parseStarSpec } from "../../src/model/spec.js";
 
 const base = { name: "web-1", command: ["true"] };
 const issues = (input: unknown) => {

@@ -8,7 +8,7 @@ import { chmod, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import { LimitUnenforceableError } from "../../src/errors.js";
+import { LimitUnenforceableError } from "../../src/model/errors.js";
 import { CgroupNoneDriver } from "../../src/runtime/cgroup/cgroup-none.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import { testDir } from "../helpers/dirs.js";

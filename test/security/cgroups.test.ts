@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import { mkdir, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { StartFailedError } from "../../src/errors.js";
+import { StartFailedError } from "../../src/model/errors.js";
 import { detectCgroups } from "../../src/runtime/cgroup/detect.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
 import { nodeIdOf } from "../helpers/cgroups.js";

@@ -11,7 +11,7 @@ import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { Constellation } from "../../src/index.js";
-import type { StarSpecInput } from "../../src/runtime/spec.js";
+import type { StarSpecInput } from "../../src/model/spec.js";
 import { type Up, type UpFixture, cli, upWithClient } from "../helpers/constellation.js";
 import { waitFor } from "../helpers/wait.js";
 import { starCgroupFile } from "../helpers/cgroups.js";

@@ -10,9 +10,9 @@ import { chmod, mkdir, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ScriptError } from "../../src/errors.js";
+import { ScriptError } from "../../src/model/errors.js";
 import { ProcessRuntime } from "../../src/runtime/process/process-runtime.js";
-import type { LogLine } from "../../src/runtime/types.js";
+import type { LogLine } from "../../src/model/status.js";
 import { testDir } from "../helpers/dirs.js";
 import { waitFor } from "../helpers/wait.js";
 

@@ -14,7 +14,7 @@ import {
   LeaseNotFoundError,
   TooManyOpsError,
   ValueTooLargeError,
-} from "../../src/errors.js";
+} from "../../src/model/errors.js";
 import type { Store, WatchBatch } from "../../src/store/types.js";
 import { MAX_TXN_OPS, MAX_VALUE_BYTES } from "../../src/store/validate.js";
 import { collect, eventCount, waitFor } from "../helpers/wait.js";

@@ -6,7 +6,7 @@
  * argv[2]: JSON { store: StoreConfig, election: string, ttl: number, workKey: string }
  */
 import { setTimeout as delay } from "node:timers/promises";
-import { NotLeaderError } from "../../src/errors.js";
+import { NotLeaderError } from "../../src/model/errors.js";
 import { Election } from "../../src/store/election.js";
 import { type StoreConfig, openStore } from "../../src/store/open.js";
 

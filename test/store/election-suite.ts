@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
 import { Election } from "../../src/store/election.js";
 import { type StoreConfig, openStore } from "../../src/store/open.js";
-import { InvalidArgumentError, NotLeaderError } from "../../src/errors.js";
+import { InvalidArgumentError, NotLeaderError } from "../../src/model/errors.js";
 import type { Store, WatchBatch } from "../../src/store/types.js";
 import { waitFor } from "../helpers/wait.js";
 

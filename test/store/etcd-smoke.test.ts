@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { CompactedError, FutureRevisionError, LeaseNotFoundError, StoreClosedError } from "../../src/errors.js";
+import { CompactedError, FutureRevisionError, LeaseNotFoundError, StoreClosedError } from "../../src/model/errors.js";
 import { openEtcdStore } from "../../src/store/etcd/etcd-store.js";
 import type { EtcdStore } from "../../src/store/etcd/etcd-store.js";
 import { startEtcd } from "../helpers/etcd-harness.js";

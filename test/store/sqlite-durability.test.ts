@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { Sqlite } from "../../src/store/sqlite/driver.js";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
-import { CompactedError, StoreClosedError, StoreCorruptError, StoreUnavailableError } from "../../src/errors.js";
+import { CompactedError, StoreClosedError, StoreCorruptError, StoreUnavailableError } from "../../src/model/errors.js";
 import { collect, waitFor } from "../helpers/wait.js";
 
 const WRITER = fileURLToPath(new URL("./sqlite-writer.js", import.meta.url));

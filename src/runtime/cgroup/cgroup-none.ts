@@ -3,7 +3,7 @@
  * The runtime refuses specs that ask for limits unless it runs in dev mode, where stars are
  * marked "limits not enforced".
  */
-import type { Limits } from "../spec.js";
+import type { Limits } from "../../model/spec.js";
 import type { CgroupCapabilities, CgroupDriver, CgroupPlan, CgroupStats, StarCgroup, ThreadGroup } from "./cgroup.js";
 
 export class CgroupNoneDriver implements CgroupDriver {

@@ -16,7 +16,7 @@
 import { readFileSync } from "node:fs";
 import { access, mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import type { Limits } from "../spec.js";
+import type { Limits } from "../../model/spec.js";
 import {
   CPU_PERIOD_USEC,
   type CgroupCapabilities,

@@ -4,7 +4,7 @@
  * launcher joins before its first instruction), reads usage, kills everything inside, removes it.
  * One file per driver: cgroup-v1.ts, cgroup-v2.ts, cgroup-none.ts; detect.ts picks one.
  */
-import type { Limits } from "../spec.js";
+import type { Limits } from "../../model/spec.js";
 
 export type CgroupVersion = "v1" | "v2" | "none";
 

@@ -9,10 +9,10 @@
  * await rt.start("web-1", { name: "web-1", command: ["server"], ram_mb: 512 });
  * rt.exit("web-1", { exitCode: 1 });           // as if it crashed
  */
-import { StartFailedError } from "../../errors.js";
-import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
+import { StartFailedError } from "../../model/errors.js";
+import type { Limits, NodeCapacity, StarSpec } from "../../model/spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
-import type { LogLine, LogOptions, StarStats } from "../types.js";
+import type { LogLine, LogOptions, StarStats } from "../../model/status.js";
 
 interface FakeRun {
   end: (e: { exitCode: number | null; signal: string | null; oomKilled: boolean }) => void;

@@ -19,14 +19,14 @@ import { chmod, copyFile, mkdir, rename, unlink } from "node:fs/promises";
 import { availableParallelism, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { LimitUnenforceableError, RuntimeUnavailableError, ScriptError, StartFailedError } from "../../errors.js";
+import { LimitUnenforceableError, RuntimeUnavailableError, ScriptError, StartFailedError } from "../../model/errors.js";
 import type { CgroupDriver, ThreadGroup } from "../cgroup/cgroup.js";
 import { detectCgroups, nodeCgroupsBusy } from "../cgroup/detect.js";
 import { type NodeClaim, claimNode, nodeCgroupParent } from "../node-claim.js";
 import { resolveProgram } from "../script.js";
-import type { Limits, NodeCapacity, StarSpec } from "../spec.js";
+import type { Limits, NodeCapacity, StarSpec } from "../../model/spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
-import type { LogLine, LogOptions, StarStats } from "../types.js";
+import type { LogLine, LogOptions, StarStats } from "../../model/status.js";
 
 export interface IsolateRuntimeOptions {
   dataDir: string;

@@ -15,7 +15,7 @@ import { mkdir, rm, statfs, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { promisify } from "node:util";
-import { DiskFullError } from "../../errors.js";
+import { DiskFullError } from "../../model/errors.js";
 
 const run = promisify(execFile);
 

@@ -12,7 +12,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
-import { StartFailedError } from "../../errors.js";
+import { StartFailedError } from "../../model/errors.js";
 
 export interface Launched {
   /** The process the launcher made: the star's init (so the same as initPid). */

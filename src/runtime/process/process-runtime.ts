@@ -28,7 +28,7 @@ import {
   ScriptError,
   StarExistsError,
   StartFailedError,
-} from "../../errors.js";
+} from "../../model/errors.js";
 import type { CgroupDriver, StarCgroup } from "../cgroup/cgroup.js";
 import { CgroupNoneDriver } from "../cgroup/cgroup-none.js";
 import { detectCgroups, nodeCgroupsBusy } from "../cgroup/detect.js";
@@ -36,9 +36,10 @@ import { type NodeClaim, claimNode, nodeCgroupParent } from "../node-claim.js";
 import { stamp } from "../logs.js";
 import { mayEnter } from "../reader-view.js";
 import { type ScriptAccess, resolveProgram } from "../script.js";
-import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../spec.js";
+import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Limits, type NodeCapacity, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../../model/spec.js";
 import { type RunHandle, type StarRecord, SupervisedRuntime } from "../supervisor.js";
-import type { LogLine, LogOptions, Orphan, StarStats, StarStatus, StartOptions } from "../types.js";
+import type { Orphan, StartOptions } from "../types.js";
+import type { LogLine, LogOptions, StarStats, StarStatus } from "../../model/status.js";
 import { type ProbeResult, probeWithin } from "../health.js";
 import { checkHostRoom, diskLimitSupport, mountStarDisk, unmountStarDisk } from "./disk.js";
 import { HIDDEN, SCRATCH_PLACES, checkHostPaths, isUnder, sandboxArgs } from "./sandbox.js";

@@ -6,8 +6,8 @@
  */
 import { stat } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
-import { InvalidArgumentError } from "../../errors.js";
-import type { Limits, StarSpec } from "../spec.js";
+import { InvalidArgumentError } from "../../model/errors.js";
+import type { Limits, StarSpec } from "../../model/spec.js";
 
 /** Hidden from every star, besides the runtime's data dir and what the node adds. */
 export const HIDDEN = ["/home", "/root", "/run/user"];

@@ -17,8 +17,8 @@ import { resolve } from "node:path";
 import type Database from "better-sqlite3";
 import { Sqlite } from "../../store/sqlite/driver.js";
 import type { RestartHistory } from "../restart.js";
-import type { StarSpec } from "../spec.js";
-import type { StarStatus } from "../types.js";
+import type { StarSpec } from "../../model/spec.js";
+import type { StarStatus } from "../../model/status.js";
 
 export interface RunInfo {
   /** The star's cgroup id. */

@@ -22,7 +22,7 @@ import {
   StoreCorruptError,
   StoreUnavailableError,
   TooManyOpsError,
-} from "../../errors.js";
+} from "../../model/errors.js";
 import { MAX_REQUEST_BYTES, MAX_TXN_OPS } from "../validate.js";
 
 /** What the caller knows about the failed request, to fill in the typed error's fields. */

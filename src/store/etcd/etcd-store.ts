@@ -32,7 +32,7 @@ import type {
   IResponseOp,
   WatchClient,
 } from "etcd3";
-import { InvalidArgumentError, StoreClosedError, StoreUnavailableError } from "../../errors.js";
+import { InvalidArgumentError, StoreClosedError, StoreUnavailableError } from "../../model/errors.js";
 import type {
   Compare,
   DeleteOptions,

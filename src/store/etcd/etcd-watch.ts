@@ -3,7 +3,7 @@
  * member (or the same one, later) when the stream breaks, from the last delivered revision + 1.
  */
 import type { IDuplexStream, IEvent, IKeyValue, IWatchCreateRequest, IWatchRequest, IWatchResponse } from "etcd3";
-import { CompactedError, StoreUnavailableError } from "../../errors.js";
+import { CompactedError, StoreUnavailableError } from "../../model/errors.js";
 import type { KeyValue, Watch, WatchBatch, WatchEvent } from "../types.js";
 import { castEtcdError, errorMessage, isTransient } from "./etcd-errors.js";
 

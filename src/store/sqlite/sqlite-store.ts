@@ -24,7 +24,7 @@ import {
   StoreCorruptError,
   StoreUnavailableError,
   isConstellationError,
-} from "../../errors.js";
+} from "../../model/errors.js";
 import type {
   Compare,
   DeleteOptions,

@@ -4,7 +4,7 @@
  * Field names keep the seed's spelling (cpu_percent, ram_mb, ...).
  */
 import { z } from "zod";
-import { CapacityExceededError, InvalidSpecError, callerText, unknownKeys } from "../errors.js";
+import { CapacityExceededError, InvalidSpecError, callerText, unknownKeys } from "./errors.js";
 
 /** A DNS label (RFC 1123): the star's name is also its hostname. */
 export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

@@ -10,8 +10,8 @@
  *   /constellation/nodes/<name>    NodeRecord: a node's agent, its capacity and runtime kinds
  *   /constellation/tokens/<hash>   TokenRecord: an API token's scope (by its SHA-256, never the token)
  */
-import type { NodeLimits, StarSpecInput } from "../runtime/spec.js";
-import type { StarStatus } from "../runtime/types.js";
+import type { NodeLimits, StarSpecInput } from "./spec.js";
+import type { StarStatus } from "./status.js";
 
 export const PREFIX = "/constellation/";
 export const KEYS = {
@@ -100,6 +100,25 @@ export interface TokenRecord {
   expiresAt?: number;
   /** The star a `star` token belongs to. */
   star?: StarRef;
+}
+
+/** A token as listed (never the token itself: its id is the first characters of its hash). */
+export interface TokenInfo {
+  id: string;
+  scope: TokenScope;
+  name: string;
+  /** The star a star's token belongs to. */
+  star?: string;
+  createdAt: number;
+  expiresAt?: number;
+}
+
+/** The cluster at a glance (`constellation status`). */
+export interface ClusterSummary {
+  nodes: NodeRecord[];
+  stars: { total: number; byState: Record<string, number>; desiredRunning: number };
+  capacity: { cpuCores: number; memoryBytes: number };
+  revision: number;
 }
 
 /** Who is asking: a token's scope, its name, and for a star's token the star. */
