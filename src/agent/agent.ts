@@ -1,25 +1,26 @@
 /**
- * The agent owns its node: it watches the store for the stars assigned to it, drives its
+ * The agent owns its node: it follows the stars its controller assigns to it, drives its
  * runtimes toward them (reconcile.ts decides, one star at a time), and reports every status
- * change back to the store, with an event when the state changes. It needs no controller while
- * it runs: stars keep running when the controller is down, and the runtimes keep them across a
- * restart of the agent (recover), which then takes its stars back from its earlier reports.
+ * change back, with an event when the state changes. It talks only to its controller, through
+ * an AgentLink (model/agent-link.ts: in the controller's process, or over RNP), never to the
+ * store. It needs no controller while it runs: stars keep running when the controller is
+ * down, and the runtimes keep them across a restart of the agent (recover), which then takes
+ * its stars back from its earlier reports.
  */
-import { dropStarTokens, newToken, saveToken } from "../controller/tokens.js";
 import { isConstellationError } from "../model/errors.js";
-import { EventLog } from "../controller/events.js";
-import { KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, statusKey } from "../model/records.js";
+import { type AgentLink, AssignmentsCompactedError } from "../model/agent-link.js";
+import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "../model/records.js";
 import { DEFAULT_NODE_LIMITS, type NodeLimits } from "../model/spec.js";
 import { nodeShortage } from "../runtime/shortage.js";
 import type { Runtime } from "../runtime/types.js";
 import type { LogLine, LogOptions, StarStatus } from "../model/status.js";
-import type { Store } from "../store/types.js";
 import { type Action, type LocalStar, decide, isActive } from "./reconcile.js";
 
 export type RuntimeKind = "process" | "isolate";
 
 export interface AgentOptions {
-  store: Store;
+  /** The agent's controller: all it reads and writes goes through it (never the store). */
+  link: AgentLink;
   /** This node (its limits: DEFAULT_NODE_LIMITS unless given). */
   node: Omit<NodeRecord, "limits"> & { limits?: NodeLimits };
   runtimes: Partial<Record<RuntimeKind, Runtime>>;
@@ -64,7 +65,6 @@ export class Agent implements NodeLink {
   private readonly usages = new Map<string, Usage & { cpuUsec: number }>();
   /** Starts put off by this node's own shortage, by star: attempts so far (for the backoff). */
   private readonly shortRetries = new Map<string, number>();
-  private readonly events: EventLog;
   private readonly abort = new AbortController();
   private readonly unsubscribe: Array<() => void> = [];
   private loop: Promise<void> | undefined;
@@ -77,26 +77,24 @@ export class Agent implements NodeLink {
   private unsentRetry: NodeJS.Timeout | undefined;
   private sending = false;
 
-  constructor(private readonly options: AgentOptions) {
-    this.events = new EventLog(options.store, `node-${options.node.name}`);
-  }
+  constructor(private readonly options: AgentOptions) {}
 
   get name(): string {
     return this.options.node.name;
   }
 
-  private get store(): Store {
-    return this.options.store;
+  private get link(): AgentLink {
+    return this.options.link;
   }
 
-  /** Takes back what the runtimes kept, registers the node, and starts following the store. */
+  /** An event of this node's (about one of its stars, or the node). */
+  private event(kind: EventKind, message: string, about: { star?: string; uid?: string | undefined } = {}): Promise<void> {
+    return this.link.event(kind, message, { ...(about.star ? { star: about.star } : {}), ...(about.uid ? { uid: about.uid } : {}) });
+  }
+
+  /** Takes back what the runtimes kept, registers the node, and starts following its assignments. */
   async start(): Promise<void> {
-    const reports = await this.store.range({ prefix: KEYS.status });
-    const reported = new Map<string, StarObserved>();
-    for (const kv of reports.kvs) {
-      const o = JSON.parse(kv.value) as StarObserved;
-      if (o.node === this.name) reported.set(kv.key.slice(KEYS.status.length), o);
-    }
+    const reported = await this.link.reports();
     for (const runtime of Object.values(this.options.runtimes)) {
       for (const status of runtime.list()) {
         const report = reported.get(status.id);
@@ -105,14 +103,14 @@ export class Agent implements NodeLink {
       }
       this.unsubscribe.push(runtime.onChange((s) => this.onStatus(runtime, s)));
     }
-    const { kvs, revision } = await this.store.range({ prefix: KEYS.stars });
-    for (const kv of kvs) this.take(JSON.parse(kv.value) as StarRecord);
+    const { records, revision } = await this.link.assignments();
+    for (const r of records) this.take(r);
     // Stars running without a runtime record (it was lost) are taken back, never started a
     // second time; what no star of ours accounts for is ended (issue 9).
     await this.sweepOrphans(reported);
     for (const [name] of this.local) void this.report(name).catch(() => undefined);
     await this.putNode();
-    await this.events.record("node.up", `node ${this.name} up (${Object.keys(this.options.runtimes).join(", ")} runtime)`, { node: this.name });
+    await this.event("node.up", `node ${this.name} up (${Object.keys(this.options.runtimes).join(", ")} runtime)`);
     for (const name of new Set([...this.records.keys(), ...this.local.keys()])) this.reconcile(name);
     this.loop = this.follow(revision + 1, this.abort.signal);
     this.sampler = setInterval(() => this.sample(), this.options.sampleMs ?? 2000);
@@ -127,7 +125,7 @@ export class Agent implements NodeLink {
   /** This node's record, with its degraded state if it is short of something. */
   private async putNode(): Promise<void> {
     const node: NodeRecord = { ...this.options.node, limits: this.options.node.limits ?? DEFAULT_NODE_LIMITS, ...(this.degraded ? { degraded: this.degraded } : {}) };
-    await this.store.put(nodeKey(this.name), JSON.stringify(node));
+    await this.link.putNode(node);
   }
 
   /**
@@ -153,8 +151,7 @@ export class Agent implements NodeLink {
   private async putOff(rec: StarRecord, code: string): Promise<number> {
     await this.shortage(rec.name, code);
     const delay = Math.min(30_000, (this.options.retryMs ?? 1000) * 2 ** Math.min(this.shortRetries.get(rec.name)! - 1, 5));
-    await this.events
-      .record("star.start-delayed", `this node is short of resources (${code}); trying again in ${delay} ms`, { star: rec.name, uid: rec.uid, node: this.name })
+    await this.event("star.start-delayed", `this node is short of resources (${code}); trying again in ${delay} ms`, { star: rec.name, uid: rec.uid })
       .catch(() => undefined);
     setTimeout(() => this.reconcile(rec.name), delay).unref();
     return delay;
@@ -178,8 +175,7 @@ export class Agent implements NodeLink {
             const status = await runtime.reattach!(o.group, spec, { trusted: trustedStar(record), ...(identity ? { identity } : {}) });
             const report = reported.get(o.group);
             this.local.set(o.group, { uid: record.uid, generation: report?.uid === record.uid ? report.generation : record.generation, status, runtime });
-            await this.events
-              .record("star.reattached", `found running without its runtime record (pid ${status.pid ?? "?"}): taken back, not started again`, { star: o.group, uid: record.uid, node: this.name })
+            await this.event("star.reattached", `found running without its runtime record (pid ${status.pid ?? "?"}): taken back, not started again`, { star: o.group, uid: record.uid })
               .catch(() => undefined);
             continue;
           } catch {
@@ -188,14 +184,13 @@ export class Agent implements NodeLink {
         }
         await runtime.endOrphan(o).catch(() => undefined);
         const what = o.known ? `beside the run of star ${o.group}` : `in group ${o.group}, which no star of this node has`;
-        await this.events
-          .record("node.orphans-ended", `ended ${o.pids.length} process(es) ${what} (pid ${o.pids.slice(0, 10).join(", ")})`, { node: this.name, ...(o.known ? { star: o.group } : {}) })
+        await this.event("node.orphans-ended", `ended ${o.pids.length} process(es) ${what} (pid ${o.pids.slice(0, 10).join(", ")})`, o.known ? { star: o.group } : {})
           .catch(() => undefined);
       }
     }
   }
 
-  /** Stops following the store; stars keep running (the runtimes are closed by their owner). */
+  /** Stops following its assignments; stars keep running (the runtimes are closed by their owner). */
   async stop(): Promise<void> {
     this.abort.abort();
     if (this.sampler) clearInterval(this.sampler);
@@ -226,40 +221,38 @@ export class Agent implements NodeLink {
   private async follow(fromRevision: number, signal: AbortSignal): Promise<void> {
     let from = fromRevision;
     while (!signal.aborted) {
-      const watch = this.store.watch({ prefix: KEYS.stars }, { fromRevision: from });
-      const onAbort = () => watch.close();
-      signal.addEventListener("abort", onAbort);
       try {
-        for await (const batch of watch) {
+        for await (const batch of this.link.watchAssignments(from, signal)) {
           from = batch.revision + 1;
-          for (const e of batch.events) {
-            const name = e.kv.key.slice(KEYS.stars.length);
-            if (e.type === "delete") {
-              this.records.delete(name);
+          for (const c of batch.changes) {
+            if (c.record) this.take(c.record);
+            else {
+              this.records.delete(c.name);
               // A removal does not wait behind a stop's grace period (queued before it): the
               // star ends now, and its memory is free when the controller says so.
-              const local = this.local.get(name);
-              if (local) void local.runtime.stop(name, { graceMs: 0 }).catch(() => undefined);
-            } else this.take(JSON.parse(e.kv.value) as StarRecord);
-            this.reconcile(name);
+              const local = c.deleted ? this.local.get(c.name) : undefined;
+              if (local) void local.runtime.stop(c.name, { graceMs: 0 }).catch(() => undefined);
+            }
+            this.reconcile(c.name);
           }
         }
-      } catch {
-        // history compacted: read everything again
-        const read = await this.store.range({ prefix: KEYS.stars }).catch(() => undefined);
-        if (!read) {
-          // The store is unreachable: keep what we know (and the stars running); try again.
+      } catch (err) {
+        if (signal.aborted) return;
+        if (!(err instanceof AssignmentsCompactedError)) {
+          // The controller is unreachable: keep what we know (and the stars running); ask again.
           await new Promise((r) => setTimeout(r, 1000));
           continue;
         }
-        const { kvs, revision } = read;
+        // history compacted: read everything again
+        const read = await this.link.assignments().catch(() => undefined);
+        if (!read) {
+          await new Promise((r) => setTimeout(r, 1000));
+          continue;
+        }
         this.records.clear();
-        for (const kv of kvs) this.take(JSON.parse(kv.value) as StarRecord);
+        for (const r of read.records) this.take(r);
         for (const name of new Set([...this.records.keys(), ...this.local.keys()])) this.reconcile(name);
-        from = revision + 1;
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-        watch.close();
+        from = read.revision + 1;
       }
     }
   }
@@ -303,13 +296,13 @@ export class Agent implements NodeLink {
       } catch (err) {
         // It may still run: keep it as ours, say so, and try again (never leave it unwatched).
         const retryMs = this.options.retryMs ?? 5000;
-        await this.events.record("star.remove-failed", `could not remove: ${(err as Error).message}; trying again in ${retryMs} ms`, { star: name, uid: local!.uid, node: this.name }).catch(() => undefined);
+        await this.event("star.remove-failed", `could not remove: ${(err as Error).message}; trying again in ${retryMs} ms`, { star: name, uid: local!.uid }).catch(() => undefined);
         setTimeout(() => this.reconcile(name), retryMs).unref();
         return;
       }
       this.local.delete(name);
       this.usages.delete(name);
-      await dropStarTokens(this.store, name);
+      await this.link.dropStarTokens(name);
       if (action === "remove") {
         await this.dropReport(name, local!.uid);
         return;
@@ -372,7 +365,7 @@ export class Agent implements NodeLink {
         const delay = await this.putOff(rec, short);
         // Shown as waiting for its start, with why (not as the start the runtime had begun).
         const waiting: StarStatus = { id: name, name, state: "pending", reason: `start put off: this node is short of resources (${short}); trying again in ${delay} ms`, restarts: 0, limits: { pids: 0 }, ready: false, limitsEnforced: true };
-        await this.store.put(statusKey(name), JSON.stringify({ uid: rec.uid, node: this.name, status: waiting, generation: rec.generation, updatedAt: Date.now() } satisfies StarObserved)).catch(() => undefined);
+        await this.link.report(name, { uid: rec.uid, node: this.name, status: waiting, generation: rec.generation, updatedAt: Date.now() }).catch(() => undefined);
         return;
       }
       await this.shortage(name, undefined); // the star's own failure: no longer put off
@@ -393,11 +386,7 @@ export class Agent implements NodeLink {
     const env = (rec.spec as { env?: unknown }).env;
     if (!endpoint || (env !== undefined && (typeof env !== "object" || env === null))) return { spec: rec.spec };
     // A star taken back keeps the token it runs with (its next run gets the new one).
-    if (!options.keepTokens) await dropStarTokens(this.store, rec.name);
-    const token = newToken();
-    // The token knows its star by name and uid: it stops working when this star is removed, and
-    // a star made again under the name is not this one.
-    await saveToken(this.store, token, "star", `star:${rec.name}`, { star: { name: rec.name, uid: rec.uid } });
+    const token = await this.link.starToken({ name: rec.name, uid: rec.uid }, { keepOld: options.keepTokens === true });
     const own = (env ?? {}) as Record<string, string>;
     // What the node adds (the user's own values of these names win, and are the user's).
     const identity = ["CONSTELLATION_ENDPOINT", "CONSTELLATION_TOKEN"].filter((k) => !(k in own));
@@ -406,7 +395,7 @@ export class Agent implements NodeLink {
 
   private async startFailed(name: string, err: unknown): Promise<void> {
     const code = isConstellationError(err) ? ` [${err.code}]` : "";
-    await this.events.record("star.start-failed", `failed to start${code}: ${(err as Error).message}`, { star: name, uid: this.local.get(name)?.uid, node: this.name });
+    await this.event("star.start-failed", `failed to start${code}: ${(err as Error).message}`, { star: name, uid: this.local.get(name)?.uid });
   }
 
   /** A star that could not even be created here: reported failed, with the reason. */
@@ -422,8 +411,8 @@ export class Agent implements NodeLink {
       limitsEnforced: true,
     };
     const observed: StarObserved = { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() };
-    await this.store.put(statusKey(record.name), JSON.stringify(observed));
-    await this.events.record("star.start-failed", `failed to start: ${reason}`, { star: record.name, uid: record.uid, node: this.name });
+    await this.link.report(record.name, observed);
+    await this.event("star.start-failed", `failed to start: ${reason}`, { star: record.name, uid: record.uid });
   }
 
   private onStatus(runtime: Runtime, status: StarStatus): void {
@@ -436,7 +425,7 @@ export class Agent implements NodeLink {
     if (local.starting && status.state === "failed" && status.pid === undefined) return;
     void this.report(status.id).catch(() => undefined);
     if (before !== status.state) {
-      void this.events.record("star.state", describe(status), { star: status.id, uid: local.uid, node: this.name }).catch(() => undefined);
+      void this.event("star.state", describe(status), { star: status.id, uid: local.uid }).catch(() => undefined);
     }
   }
 
@@ -447,7 +436,7 @@ export class Agent implements NodeLink {
     if (!status) return;
     const observed: StarObserved = { uid: local.uid, node: this.name, status, generation: local.generation, updatedAt: Date.now() };
     try {
-      await this.store.put(statusKey(name), JSON.stringify(observed));
+      await this.link.report(name, observed);
     } catch (err) {
       // The store cannot take it (its disk is full, say): kept here, shown by the API from here,
       // and written when the store takes writes again (issue 9).
@@ -493,33 +482,24 @@ export class Agent implements NodeLink {
    * the latest request was seen, so a `stop` or `wait` on it returns.
    */
   private async reportIdle(record: StarRecord): Promise<void> {
-    const kv = await this.store.get(statusKey(record.name));
-    const o = kv ? (JSON.parse(kv.value) as StarObserved) : undefined;
+    const o = await this.link.lastReport(record.name);
     if (o && o.uid === record.uid) {
       // Nothing of it runs here: a report that says it does (a start put off, then a stop) is stale.
       const stale = record.desired === "stopped" && isActive(o.status);
       if (o.generation >= record.generation && !stale) return;
       const status: StarStatus = stale ? { ...o.status, state: "stopped", ready: false } : o.status;
       if (stale) for (const k of ["pid", "restartAt", "reason"] as const) delete status[k];
-      await this.store.put(statusKey(record.name), JSON.stringify({ ...o, status, generation: Math.max(o.generation, record.generation), updatedAt: Date.now() }));
+      await this.link.report(record.name, { ...o, status, generation: Math.max(o.generation, record.generation), updatedAt: Date.now() });
       return;
     }
     if (record.desired !== "stopped") return;
     const status: StarStatus = { id: record.name, name: record.name, state: "stopped", restarts: 0, limits: { pids: 0 }, ready: false, limitsEnforced: true };
-    const observed: StarObserved = { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() };
-    await this.store.put(statusKey(record.name), JSON.stringify(observed));
+    await this.link.report(record.name, { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() });
   }
 
   /** Deletes this node's report of a star, unless it is another star's ("" : any of ours). */
   private async dropReport(name: string, uid: string): Promise<void> {
-    const kv = await this.store.get(statusKey(name));
-    if (!kv) return;
-    const o = JSON.parse(kv.value) as StarObserved;
-    if (o.node !== this.name || (o.uid !== uid && uid !== "")) return;
-    await this.store.txn({
-      compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
-      success: [{ type: "delete", range: { key: kv.key } }],
-    });
+    await this.link.dropReport(name, uid);
   }
 
   /** CPU % and memory of every running star, from two small cgroup files each (synchronous). */

@@ -14,6 +14,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, re
 import { availableParallelism, hostname, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
+import { AgentService } from "../controller/agent-service.js";
 import { InvalidArgumentError, RuntimeUnavailableError, StoreLostError } from "../model/errors.js";
 import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
@@ -147,7 +148,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     if (lost && options.adopt === true) await adoptStars(store, node.name, Object.values(runtimes));
     const controller = new Controller({ store, validate, ...(options.quotas ? { quotas: options.quotas } : {}) });
     const served: { url?: string } = {}; // known once the API listens
-    const agent = new Agent({ store, node, runtimes, endpoint: () => served.url });
+    const agent = new Agent({ link: new AgentService(store, node.name), node, runtimes, endpoint: () => served.url });
     const api = await buildApi({ store, controller, node: agent });
     closers.push(() => api.close());
     // Listen first: stars started from here on get the API's URL (and a token) in their env.

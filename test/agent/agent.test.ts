@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Agent } from "../../src/agent/agent.js";
+import { AgentService } from "../../src/controller/agent-service.js";
 import { EventLog } from "../../src/controller/events.js";
 import { type StarRecord, starKey } from "../../src/model/records.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
@@ -22,7 +23,7 @@ describe("agent", () => {
     const store = await openStore({ backend: "sqlite", path: ":memory:" });
     const runtime = new StubbornRuntime();
     const agent = new Agent({
-      store,
+      link: new AgentService(store, "n1"),
       node: { name: "n1", cpuCores: 4, memoryBytes: 2 ** 33, runtimes: ["process"], limitsEnforced: true, startedAt: 0 },
       runtimes: { process: runtime },
       retryMs: 50,

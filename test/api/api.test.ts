@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
 import { Agent } from "../../src/agent/agent.js";
+import { AgentService } from "../../src/controller/agent-service.js";
 import { newToken, saveToken } from "../../src/controller/tokens.js";
 import { type Api, BODY_LIMIT, buildApi } from "../../src/api/server.js";
 import { Controller } from "../../src/controller/controller.js";
@@ -37,7 +38,7 @@ describe("HTTP API: bad input", () => {
     store = await openStore({ backend: "sqlite", path: ":memory:" });
     controller = new Controller({ store });
     const runtime = new FakeRuntime({ cpuCores: 4, memoryBytes: 8 * 2 ** 30 });
-    agent = new Agent({ store, node: { name: "n1", cpuCores: 4, memoryBytes: 8 * 2 ** 30, runtimes: ["process"], limitsEnforced: true, startedAt: Date.now() }, runtimes: { process: runtime } });
+    agent = new Agent({ link: new AgentService(store, "n1"), node: { name: "n1", cpuCores: 4, memoryBytes: 8 * 2 ** 30, runtimes: ["process"], limitsEnforced: true, startedAt: Date.now() }, runtimes: { process: runtime } });
     await agent.start();
     controller.start();
     app = await buildApi({ store, controller, node: agent });

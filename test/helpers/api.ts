@@ -4,6 +4,7 @@
  * token of its own, as in production; `starToken(name)` reads it from what the runtime was given.
  */
 import { Agent } from "../../src/agent/agent.js";
+import { AgentService } from "../../src/controller/agent-service.js";
 import { type Api, buildApi } from "../../src/api/server.js";
 import { Controller, type TreeQuotas } from "../../src/controller/controller.js";
 import { newToken, saveToken } from "../../src/controller/tokens.js";
@@ -71,7 +72,7 @@ export async function startApi(
   const runtime = new RecordingRuntime(capacity);
   const served: { url?: string } = {};
   const agent = new Agent({
-    store,
+    link: new AgentService(store, "n1"),
     node: { name: "n1", ...capacity, runtimes: ["process"], limitsEnforced: true, startedAt: Date.now() },
     runtimes: { process: runtime },
     endpoint: () => served.url,

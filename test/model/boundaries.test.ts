@@ -1,7 +1,8 @@
 /**
  * Dependencies point inward (docs/architecture.md): the shared vocabulary in src/model imports
- * nothing else of ours, and the SDK imports only the model and itself, so a program using the
- * SDK loads no controller, runtime or store code. Read from the sources' import lines.
+ * nothing else of ours; the SDK imports only the model and itself, so a program using the SDK
+ * loads no controller, runtime or store code; the agent reaches its controller only through
+ * the AgentLink (issue 11), so it holds no store. Read from the sources' import lines.
  */
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync } from "node:fs";
@@ -36,6 +37,12 @@ describe("module boundaries", () => {
     const sdk = importsOf("sdk");
     assert.ok(sdk.length > 0);
     assert.deepEqual(sdk.filter((i) => !i.to.startsWith("sdk/") && !i.to.startsWith("model/")), []);
+  });
+
+  it("the agent talks only to its controller: it imports no controller, store, API or server code", () => {
+    const agent = importsOf("agent");
+    assert.ok(agent.length > 0);
+    assert.deepEqual(agent.filter((i) => /^(controller|store|api|server|cli)\//.test(i.to)), []);
   });
 
   it("the reader finds the imports it checks", () => {

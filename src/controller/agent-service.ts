@@ -1,0 +1,116 @@
+/**
+ * The controller's side of the agent link (model/agent-link.ts), for one node: everything a
+ * node's agent reads and writes, done over the store by the controller on the node's behalf,
+ * and only about that node (its assignments, its reports, its events, its stars' tokens).
+ */
+import type { AgentLink, AssignmentBatch, AssignmentChange } from "../model/agent-link.js";
+import { AssignmentsCompactedError } from "../model/agent-link.js";
+import { type EventKind, KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, starKey, statusKey } from "../model/records.js";
+import { CompactedError, NoSuchStarError } from "../model/errors.js";
+import type { Store } from "../store/types.js";
+import { EventLog } from "./events.js";
+import { dropStarTokens, newToken, saveToken } from "./tokens.js";
+
+export class AgentService implements AgentLink {
+  private readonly events: EventLog;
+
+  constructor(
+    private readonly store: Store,
+    /** The node this service speaks for (over RNP: the name in its certificate). */
+    readonly node: string,
+  ) {
+    this.events = new EventLog(store, `node-${node}`);
+  }
+
+  async reports(): Promise<Map<string, StarObserved>> {
+    const { kvs } = await this.store.range({ prefix: KEYS.status });
+    const out = new Map<string, StarObserved>();
+    for (const kv of kvs) {
+      const o = JSON.parse(kv.value) as StarObserved;
+      if (o.node === this.node) out.set(kv.key.slice(KEYS.status.length), o);
+    }
+    return out;
+  }
+
+  async assignments(): Promise<{ records: StarRecord[]; revision: number }> {
+    const { kvs, revision } = await this.store.range({ prefix: KEYS.stars });
+    const records = kvs.map((kv) => JSON.parse(kv.value) as StarRecord).filter((r) => r.node === this.node);
+    return { records, revision };
+  }
+
+  async *watchAssignments(fromRevision: number, signal: AbortSignal): AsyncIterable<AssignmentBatch> {
+    const watch = this.store.watch({ prefix: KEYS.stars }, { fromRevision });
+    const onAbort = () => watch.close();
+    signal.addEventListener("abort", onAbort);
+    try {
+      for await (const batch of watch) {
+        const changes: AssignmentChange[] = [];
+        for (const e of batch.events) {
+          const name = e.kv.key.slice(KEYS.stars.length);
+          if (e.type === "delete") {
+            changes.push({ name, deleted: true });
+            continue;
+          }
+          const record = JSON.parse(e.kv.value) as StarRecord;
+          changes.push(record.node === this.node ? { name, record } : { name, deleted: false });
+        }
+        yield { revision: batch.revision, changes };
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      if (err instanceof CompactedError) throw new AssignmentsCompactedError(fromRevision);
+      throw err;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      watch.close();
+    }
+  }
+
+  async putNode(node: NodeRecord): Promise<void> {
+    if (node.name !== this.node) throw new Error(`node ${this.node} may not write the record of node ${node.name}`);
+    await this.store.put(nodeKey(node.name), JSON.stringify(node));
+  }
+
+  async report(name: string, observed: StarObserved): Promise<void> {
+    if (observed.node !== this.node) throw new Error(`node ${this.node} may not report for node ${observed.node}`);
+    await this.store.put(statusKey(name), JSON.stringify(observed));
+  }
+
+  async lastReport(name: string): Promise<StarObserved | undefined> {
+    const kv = await this.store.get(statusKey(name));
+    const o = kv ? (JSON.parse(kv.value) as StarObserved) : undefined;
+    return o?.node === this.node ? o : undefined;
+  }
+
+  async dropReport(name: string, uid: string): Promise<void> {
+    const kv = await this.store.get(statusKey(name));
+    if (!kv) return;
+    const o = JSON.parse(kv.value) as StarObserved;
+    if (o.node !== this.node || (o.uid !== uid && uid !== "")) return;
+    await this.store.txn({
+      compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
+      success: [{ type: "delete", range: { key: kv.key } }],
+    });
+  }
+
+  async event(kind: EventKind, message: string, about: { star?: string; uid?: string } = {}): Promise<void> {
+    await this.events.record(kind, message, { ...about, node: this.node });
+  }
+
+  async starToken(star: StarRef, options: { keepOld?: boolean } = {}): Promise<string> {
+    // Only for a star of this node: a node cannot get a token of another node's star.
+    const kv = await this.store.get(starKey(star.name));
+    const record = kv ? (JSON.parse(kv.value) as StarRecord) : undefined;
+    if (!record || record.uid !== star.uid || record.node !== this.node) throw new NoSuchStarError(star.name);
+    if (!options.keepOld) await dropStarTokens(this.store, star.name);
+    const token = newToken();
+    // The token knows its star by name and uid: it stops working when this star is removed, and
+    // a star made again under the name is not this one.
+    await saveToken(this.store, token, "star", `star:${star.name}`, { star: { name: star.name, uid: star.uid } });
+    return token;
+  }
+
+  async dropStarTokens(name: string): Promise<void> {
+    await dropStarTokens(this.store, name);
+  }
+}

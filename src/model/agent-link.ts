@@ -1,0 +1,59 @@
+/**
+ * What an agent asks of its controller, and all it asks (issue 11: agents talk only to
+ * controllers, never to the store; a node holds no store credentials). The controller's side
+ * is `controller/agent-service.ts`, over the store; an agent in the controller's process (`up`)
+ * calls it directly, an agent on another machine over RNP (`cluster/agent-client.ts`). Every
+ * call is about the calling node: the controller knows which node asks (over RNP, from its
+ * certificate) and refuses a node's word on another node's stars.
+ */
+import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "./records.js";
+
+/** One change to a node's assignments. */
+export type AssignmentChange =
+  /** A star assigned to this node, new or changed. */
+  | { name: string; record: StarRecord }
+  /** A star no longer this node's: removed (`deleted`), or assigned elsewhere. */
+  | { name: string; record?: undefined; deleted: boolean };
+
+export interface AssignmentBatch {
+  /** The store revision of these changes: a watch resumes after it. */
+  revision: number;
+  changes: AssignmentChange[];
+}
+
+/** The watch could not resume from the revision asked (history compacted): list again. */
+export class AssignmentsCompactedError extends Error {
+  constructor(readonly revision: number) {
+    super(`assignments from revision ${revision} are no longer kept: list them again`);
+  }
+}
+
+export interface AgentLink {
+  /** This node's latest reports, by star name (how a restarted agent takes its stars back). */
+  reports(): Promise<Map<string, StarObserved>>;
+  /** The stars assigned to this node, and the revision they were read at. */
+  assignments(): Promise<{ records: StarRecord[]; revision: number }>;
+  /**
+   * Changes to this node's assignments after `fromRevision`, in order, until `signal` aborts.
+   * Throws AssignmentsCompactedError when that history is gone, any other error when the link
+   * fails (the agent keeps its stars running and asks again).
+   */
+  watchAssignments(fromRevision: number, signal: AbortSignal): AsyncIterable<AssignmentBatch>;
+  /** This node's record: capacity, runtimes, limits, degraded state. */
+  putNode(node: NodeRecord): Promise<void>;
+  /** This node's report of one of its stars. */
+  report(name: string, observed: StarObserved): Promise<void>;
+  /** This node's latest report of a star, if it is this node's. */
+  lastReport(name: string): Promise<StarObserved | undefined>;
+  /** Deletes this node's report of a star if it is of star `uid` ("": of any star of the name). */
+  dropReport(name: string, uid: string): Promise<void>;
+  /** An event, written by this node. */
+  event(kind: EventKind, message: string, about: { star?: string; uid?: string }): Promise<void>;
+  /**
+   * A new token for a star's own SDK calls, known by the star's name and uid (stops working
+   * when that star is removed). The star's earlier tokens are dropped unless `keepOld`.
+   */
+  starToken(star: StarRef, options?: { keepOld?: boolean }): Promise<string>;
+  /** Drops every token of star `name`. */
+  dropStarTokens(name: string): Promise<void>;
+}
