@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   "internal",
   "cancelled",
   "deadline",
+  "gone",
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -96,7 +97,7 @@ export function parseMessage(v: unknown): Message {
     case T.request: {
       arity(4, 5);
       const method = v[2];
-      if (typeof method !== "string" || method.length === 0 || method.length > MAX_METHOD || !/^[a-z][a-z0-9.-]*$/.test(method)) {
+      if (typeof method !== "string" || method.length === 0 || method.length > MAX_METHOD || !/^[a-z][A-Za-z0-9.-]*$/.test(method)) {
         throw new ProtocolError(`a request's method is a name like "status.report" (at most ${MAX_METHOD} characters), not ${kindOf(method)}`);
       }
       if (v.length === 5 && typeof v[4] !== "boolean") throw new ProtocolError(`a request's stream flag is true or false, not ${kindOf(v[4])}`);

@@ -1,0 +1,184 @@
+/**
+ * The agent link over RNP (docs/rnp.md, "Agent methods"): the controller serves each
+ * connected node an AgentService for the node its certificate names, and an agent on another
+ * machine uses RnpAgentLink, an AgentLink made of calls on its connection. Every request body
+ * is checked against its schema before the service sees it; a bad one is answered
+ * `bad-request` with what was wrong.
+ */
+import { z } from "zod";
+import { type AgentLink, type AssignmentBatch, AssignmentsCompactedError } from "../model/agent-link.js";
+import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "../model/records.js";
+import { type Handler, RnpError } from "./rnp/peer.js";
+
+const NAME = z.string().min(1).max(253);
+const status = z.looseObject({
+  id: NAME,
+  name: NAME,
+  state: z.enum(["pending", "starting", "running", "exited", "failed", "oom_killed", "stopped"]),
+  restarts: z.number().int().min(0),
+  ready: z.boolean(),
+  limitsEnforced: z.boolean(),
+  limits: z.looseObject({}),
+});
+const observed = z.strictObject({
+  uid: z.string().max(64),
+  node: NAME,
+  status,
+  generation: z.number().int().min(0),
+  updatedAt: z.number().int().min(0),
+});
+const nodeRecord = z.looseObject({
+  name: NAME,
+  cpuCores: z.number().positive(),
+  memoryBytes: z.number().int().positive(),
+  runtimes: z.array(z.string().max(32)).max(8),
+  limitsEnforced: z.boolean(),
+  startedAt: z.number().int().min(0),
+  limits: z.looseObject({}),
+});
+const EVENT_KINDS = [
+  "star.state",
+  "star.start-failed",
+  "star.start-delayed",
+  "star.remove-failed",
+  "star.reattached",
+  "node.orphans-ended",
+  "node.up",
+] as const satisfies readonly EventKind[];
+
+export const AGENT_METHODS = {
+  reports: z.null(),
+  assignments: z.null(),
+  watch: z.strictObject({ from: z.number().int().min(0) }),
+  putNode: nodeRecord,
+  report: z.strictObject({ name: NAME, observed }),
+  lastReport: z.strictObject({ name: NAME }),
+  dropReport: z.strictObject({ name: NAME, uid: z.string().max(64) }),
+  event: z.strictObject({ kind: z.enum(EVENT_KINDS), message: z.string().max(4096), star: NAME.optional(), uid: z.string().max(64).optional() }),
+  starToken: z.strictObject({ name: NAME, uid: z.string().max(64), keepOld: z.boolean() }),
+  dropStarTokens: z.strictObject({ name: NAME }),
+} as const;
+
+type Method = keyof typeof AGENT_METHODS;
+
+function body<M extends Method>(method: M, value: unknown): z.output<(typeof AGENT_METHODS)[M]> {
+  const r = AGENT_METHODS[method].safeParse(value);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw new RnpError("bad-request", `agent.${method}: ${issue.path.join(".") || "body"}: ${issue.message}`);
+  }
+  return r.data as z.output<(typeof AGENT_METHODS)[M]>;
+}
+
+/** Errors of the service as RNP errors: a refusal says why; nothing else of the controller leaks. */
+function answer<T>(p: Promise<T>): Promise<T> {
+  return p.catch((err: unknown) => {
+    if (err instanceof RnpError) throw err;
+    if (err instanceof AssignmentsCompactedError) throw new RnpError("gone", err.message);
+    const code = (err as { code?: string }).code;
+    if (code === "STAR_NOT_FOUND") throw new RnpError("not-found", (err as Error).message);
+    if (/may not/.test((err as Error).message)) throw new RnpError("forbidden", (err as Error).message);
+    throw new RnpError("unavailable", `the controller could not do it: ${(err as Error).message}`);
+  });
+}
+
+/** The RNP handlers of the agent methods, for the node `link` speaks for. */
+export function agentHandlers(link: AgentLink): Record<string, Handler> {
+  return {
+    "agent.reports": (b) => answer((async () => (body("reports", b), [...(await link.reports()).entries()]))()),
+    "agent.assignments": (b) => answer((async () => (body("assignments", b), link.assignments()))()),
+    "agent.watch": (b, ctx) => {
+      const { from } = body("watch", b);
+      const source = link.watchAssignments(from, ctx.signal);
+      return (async function* () {
+        try {
+          yield* source;
+        } catch (err) {
+          await answer(Promise.reject(err));
+        }
+      })();
+    },
+    "agent.putNode": (b) => answer(link.putNode(body("putNode", b) as unknown as NodeRecord)),
+    "agent.report": (b) => {
+      const { name, observed: o } = body("report", b);
+      return answer(link.report(name, o as unknown as StarObserved));
+    },
+    "agent.lastReport": (b) => answer(link.lastReport(body("lastReport", b).name).then((o) => o ?? null)),
+    "agent.dropReport": (b) => {
+      const { name, uid } = body("dropReport", b);
+      return answer(link.dropReport(name, uid));
+    },
+    "agent.event": (b) => {
+      const { kind, message, star, uid } = body("event", b);
+      return answer(link.event(kind, message, { ...(star ? { star } : {}), ...(uid ? { uid } : {}) }));
+    },
+    "agent.starToken": (b) => {
+      const { name, uid, keepOld } = body("starToken", b);
+      return answer(link.starToken({ name, uid }, { keepOld }));
+    },
+    "agent.dropStarTokens": (b) => answer(link.dropStarTokens(body("dropStarTokens", b).name)),
+  };
+}
+
+/** What RnpAgentLink needs of a connection: calls and streams (a reconnecting client gives them). */
+export interface RnpCaller {
+  call(method: string, body: unknown, opts?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
+  stream(method: string, body: unknown, opts?: { signal?: AbortSignal }): AsyncIterable<unknown>;
+}
+
+/** An AgentLink whose every call goes to the controller over RNP. */
+export class RnpAgentLink implements AgentLink {
+  constructor(
+    private readonly rnp: RnpCaller,
+    private readonly timeoutMs = 10_000,
+  ) {}
+
+  private call(method: Method, b: unknown): Promise<unknown> {
+    return this.rnp.call(`agent.${method}`, b, { timeoutMs: this.timeoutMs });
+  }
+
+  async reports(): Promise<Map<string, StarObserved>> {
+    return new Map((await this.call("reports", null)) as Array<[string, StarObserved]>);
+  }
+
+  async assignments(): Promise<{ records: StarRecord[]; revision: number }> {
+    return (await this.call("assignments", null)) as { records: StarRecord[]; revision: number };
+  }
+
+  async *watchAssignments(fromRevision: number, signal: AbortSignal): AsyncIterable<AssignmentBatch> {
+    try {
+      for await (const batch of this.rnp.stream("agent.watch", { from: fromRevision }, { signal })) yield batch as AssignmentBatch;
+    } catch (err) {
+      if (err instanceof RnpError && err.code === "gone") throw new AssignmentsCompactedError(fromRevision);
+      throw err;
+    }
+  }
+
+  async putNode(node: NodeRecord): Promise<void> {
+    await this.call("putNode", node);
+  }
+
+  async report(name: string, o: StarObserved): Promise<void> {
+    await this.call("report", { name, observed: o });
+  }
+
+  async lastReport(name: string): Promise<StarObserved | undefined> {
+    return ((await this.call("lastReport", { name })) as StarObserved | null) ?? undefined;
+  }
+
+  async dropReport(name: string, uid: string): Promise<void> {
+    await this.call("dropReport", { name, uid });
+  }
+
+  async event(kind: EventKind, message: string, about: { star?: string; uid?: string }): Promise<void> {
+    await this.call("event", { kind, message, ...about });
+  }
+
+  async starToken(star: StarRef, options: { keepOld?: boolean } = {}): Promise<string> {
+    return (await this.call("starToken", { name: star.name, uid: star.uid, keepOld: options.keepOld === true })) as string;
+  }
+
+  async dropStarTokens(name: string): Promise<void> {
+    await this.call("dropStarTokens", { name });
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The controller's cluster port: TLS 1.3 with mutual authentication, RNP inside. A connection
+ * whose certificate the cluster CA signed for a node of this cluster gets the agent methods for
+ * that node (its certificate's name: a node speaks only for itself); anything else — no
+ * certificate, another CA's, another cluster's, a revoked one, garbage instead of TLS — is
+ * closed with a log line saying why.
+ */
+import type { AddressInfo } from "node:net";
+import { type TLSSocket, createServer } from "node:tls";
+import { AgentService } from "../controller/agent-service.js";
+import type { Store } from "../store/types.js";
+import { agentHandlers } from "./agent-protocol.js";
+import { RnpPeer } from "./rnp/peer.js";
+import { identityOf } from "./tls/ca.js";
+
+export interface ClusterServerOptions {
+  store: Store;
+  cluster: string;
+  /** The CA's certificate (PEM): the only issuer trusted. */
+  caCert: string;
+  /** This controller's certificate and key (PEM), signed by the CA. */
+  cert: string;
+  key: string;
+  host?: string;
+  port?: number;
+  /** Serials (lowercase hex) no longer trusted. */
+  revoked?: (serial: string) => boolean;
+  log?: (line: string) => void;
+  heartbeatMs?: number;
+}
+
+export interface ClusterServer {
+  port: number;
+  /** Nodes connected now, by name. */
+  connected(): string[];
+  close(): Promise<void>;
+}
+
+export async function serveCluster(options: ClusterServerOptions): Promise<ClusterServer> {
+  const log = options.log ?? ((l: string) => console.error(l));
+  const peers = new Map<RnpPeer, string>();
+  const server = createServer(
+    {
+      cert: options.cert,
+      key: options.key,
+      ca: options.caCert,
+      requestCert: true,
+      rejectUnauthorized: false, // judged below, so that a refusal says why
+      minVersion: "TLSv1.3",
+    },
+    (socket: TLSSocket) => {
+      const from = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+      const refuse = (why: string) => {
+        log(`cluster port: refused ${from}: ${why}`);
+        socket.destroy();
+      };
+      if (!socket.authorized) return refuse(`no certificate of this cluster's CA (${String(socket.authorizationError ?? "none given")})`);
+      const id = identityOf(socket.getPeerCertificate().raw);
+      if (!id) return refuse("its certificate does not name a node");
+      if (id.cluster !== options.cluster) return refuse(`its certificate is for cluster "${id.cluster}", this is "${options.cluster}"`);
+      if (options.revoked?.(id.serial)) return refuse(`the certificate of node ${id.node} (serial ${id.serial}) is revoked`);
+      const peer = new RnpPeer(socket, {
+        role: "server",
+        hello: { node: "controller", cluster: options.cluster },
+        handlers: agentHandlers(new AgentService(options.store, id.node)),
+        log: (l) => log(`cluster port: node ${id.node} (${from}): ${l}`),
+        ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
+      });
+      peers.set(peer, id.node);
+      peer.on("close", () => peers.delete(peer));
+    },
+  );
+  server.on("tlsClientError", (err, socket) => {
+    log(`cluster port: refused ${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}: ${err.message}`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 7946, options.host ?? "0.0.0.0", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    connected: () => [...new Set(peers.values())],
+    close: async () => {
+      for (const p of peers.keys()) p.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

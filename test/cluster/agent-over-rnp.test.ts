@@ -1,0 +1,144 @@
+/**
+ * An agent that talks to its controller only over RNP, mutual TLS on a real socket (issue 11):
+ * it takes its assignments, runs them (fake runtime), reports; its link comes back by itself
+ * after the controller's port restarts, and the star ran on meanwhile. The cluster port refuses
+ * whoever is not a node of this cluster with a log line, and a node speaks only for itself.
+ */
+import assert from "node:assert/strict";
+import { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import { connect } from "node:tls";
+import { after, before, describe, it } from "node:test";
+import { Agent } from "../../src/agent/agent.js";
+import { RnpAgentLink } from "../../src/cluster/agent-protocol.js";
+import { RnpClient } from "../../src/cluster/rnp/client.js";
+import { RnpError } from "../../src/cluster/rnp/peer.js";
+import { type ClusterServer, serveCluster } from "../../src/cluster/server.js";
+import { type CertAndKey, createCa, createCsr, signCsr } from "../../src/cluster/tls/ca.js";
+import { type StarObserved, type StarRecord, starKey, statusKey } from "../../src/model/records.js";
+import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
+import { openStore } from "../../src/store/open.js";
+import type { Store } from "../../src/store/types.js";
+import { waitFor } from "../helpers/wait.js";
+
+async function issue(ca: CertAndKey, cluster: string, node: string, role: "controller" | "agent"): Promise<CertAndKey> {
+  const { csr, key } = await createCsr(node);
+  return { cert: (await signCsr(ca, csr, { cluster, node, role, addresses: ["127.0.0.1"] })).cert, key };
+}
+
+describe("an agent over RNP", () => {
+  let store: Store;
+  let ca: CertAndKey;
+  let ctl: CertAndKey;
+  let server: ClusterServer;
+  const log: string[] = [];
+  const start = (port = 0) => serveCluster({ store, cluster: "prod", caCert: ca.cert, ...ctl, host: "127.0.0.1", port, log: (l) => log.push(l), heartbeatMs: 500 });
+  const dialer = (port: () => number, mine: CertAndKey, caCert = ca.cert) => () =>
+    new Promise<Duplex>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port: port(), ...mine, ca: caCert, servername: "controller", checkServerIdentity: () => undefined, minVersion: "TLSv1.3" });
+      s.once("secureConnect", () => resolve(s));
+      s.once("error", reject);
+    });
+
+  before(async () => {
+    store = await openStore({ backend: "sqlite", path: ":memory:" });
+    ca = await createCa("prod");
+    ctl = await issue(ca, "prod", "controller", "controller");
+    server = await start();
+  });
+  after(async () => {
+    if (process.env.DEBUG_LOG) console.log(log.join("\n"));
+    await server.close();
+    await store.close();
+  });
+
+  it("runs what it is assigned and reports it; comes back by itself when the controller's port restarts", async () => {
+    const mine = await issue(ca, "prod", "node-2", "agent");
+    let port = server.port;
+    const client = new RnpClient({ dial: dialer(() => port, mine), hello: { node: "node-2" }, backoffMs: { min: 20, max: 200 }, heartbeatMs: 500 });
+    const runtime = new FakeRuntime();
+    const agent = new Agent({
+      link: new RnpAgentLink(client),
+      node: { name: "node-2", cpuCores: 2, memoryBytes: 2 ** 31, runtimes: ["process"], limitsEnforced: true, startedAt: Date.now() },
+      runtimes: { process: runtime },
+      retryMs: 50,
+    });
+    try {
+      await agent.start();
+      assert.ok(await store.get("/constellation/nodes/node-2"), "its node record, written by the controller for it");
+      const record: StarRecord = { name: "web", uid: "u1", spec: { name: "web", command: ["sleep", "9"] }, desired: "running", node: "node-2", createdAt: 0, generation: 1 };
+      await store.put(starKey("web"), JSON.stringify(record));
+      await waitFor("its report of the star running", async () => {
+        const kv = await store.get(statusKey("web"));
+        return kv && (JSON.parse(kv.value) as StarObserved).status.state === "running" ? true : undefined;
+      });
+      // The controller's port goes away and comes back (on another port): the agent's link
+      // comes back by itself, and the star ran on meanwhile.
+      const before = runtime.status("web")?.pid;
+      await server.close();
+      server = await start();
+      port = server.port;
+      await waitFor("the link back", () => (client.connected && server.connected().includes("node-2") ? true : undefined));
+      assert.equal(runtime.status("web")?.pid, before, "the same run, not a restart");
+      assert.equal(runtime.status("web")?.state, "running");
+      await store.put(starKey("web"), JSON.stringify({ ...record, desired: "stopped", generation: 2 }));
+      await waitFor("the stop, over the new connection", async () => {
+        const kv = await store.get(statusKey("web"));
+        const o = kv ? (JSON.parse(kv.value) as StarObserved) : undefined;
+        return o?.generation === 2 && o.status.state === "stopped" ? true : undefined;
+      });
+    } finally {
+      await agent.stop();
+      client.close();
+      await runtime.close();
+    }
+  });
+
+  it("a node speaks only for itself; bad bodies are refused with what was wrong", async () => {
+    const mine = await issue(ca, "prod", "node-3", "agent");
+    const client = new RnpClient({ dial: dialer(() => server.port, mine) });
+    try {
+      await assert.rejects(
+        client.call("agent.report", { name: "web", observed: { uid: "u1", node: "node-2", status: { id: "web", name: "web", state: "failed", restarts: 0, ready: false, limitsEnforced: true, limits: {} }, generation: 9, updatedAt: 1 } }),
+        (e: unknown) => e instanceof RnpError && e.code === "forbidden" && /node node-3 may not report for node node-2/.test(e.message),
+      );
+      await assert.rejects(client.call("agent.starToken", { name: "web", uid: "u1", keepOld: false }), (e: unknown) => e instanceof RnpError && e.code === "not-found");
+      await assert.rejects(client.call("agent.report", { name: "web" }), (e: unknown) => e instanceof RnpError && e.code === "bad-request" && /agent.report: observed/.test(e.message));
+      await assert.rejects(client.call("agent.putNode", { name: "node-2" }), (e: unknown) => e instanceof RnpError && e.code === "bad-request");
+      await assert.rejects(client.call("store.get", {}), (e: unknown) => e instanceof RnpError && e.code === "not-found");
+    } finally {
+      client.close();
+    }
+  });
+
+  it("refuses, with a log line, a client of another CA, of another cluster, without a certificate, or not speaking TLS", async () => {
+    log.length = 0;
+    const other = await createCa("prod");
+    const attempts: Array<[string, () => Promise<unknown>]> = [
+      ["another CA", dialer(() => server.port, await issue(other, "prod", "node-x", "agent"), ca.cert)],
+      ["another cluster", dialer(() => server.port, await issue(ca, "staging", "node-y", "agent"))],
+      [
+        "no certificate",
+        () =>
+          new Promise((resolve, reject) => {
+            const s = connect({ host: "127.0.0.1", port: server.port, ca: ca.cert, checkServerIdentity: () => undefined });
+            s.once("secureConnect", () => resolve(s));
+            s.once("error", reject);
+          }),
+      ],
+    ];
+    for (const [, dial] of attempts) {
+      const s = (await dial().catch(() => undefined)) as Socket | undefined;
+      if (s) await new Promise((resolve) => (s.destroyed ? resolve(undefined) : s.once("close", resolve)));
+    }
+    const plain = new Socket();
+    await new Promise<void>((resolve) => plain.connect(server.port, "127.0.0.1", resolve));
+    plain.end("GET / HTTP/1.1\r\n\r\n");
+    await new Promise((resolve) => plain.once("close", resolve));
+    await waitFor("four refusals logged", () => (log.filter((l) => /refused/.test(l)).length >= 4 ? true : undefined));
+    const text = log.join("\n");
+    assert.match(text, /no certificate of this cluster's CA/);
+    assert.match(text, /for cluster "staging", this is "prod"/);
+    assert.doesNotMatch(text, /at .*\.js:\d+/, "no stack traces");
+  });
+});
