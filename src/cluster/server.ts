@@ -1,13 +1,15 @@
 /**
  * The controller's cluster port: TLS 1.3 with mutual authentication, RNP inside. A connection
  * whose certificate the cluster CA signed for a node of this cluster gets the agent methods for
- * that node (its certificate's name: a node speaks only for itself); anything else — no
- * certificate, another CA's, another cluster's, a revoked one, garbage instead of TLS — is
- * closed with a log line saying why.
+ * that node (its certificate's name: a node speaks only for itself), if the controller issued
+ * that certificate and has not revoked it. A connection without a certificate may only join
+ * (with a token). Anything else — another CA's certificate, another cluster's, a revoked one,
+ * garbage instead of TLS — is closed with a log line saying why.
  */
 import type { AddressInfo } from "node:net";
 import { type TLSSocket, createServer } from "node:tls";
 import { AgentService } from "../controller/agent-service.js";
+import { type CertRecord, KEYS } from "../model/records.js";
 import type { Store } from "../store/types.js";
 import { agentHandlers } from "./agent-protocol.js";
 import { RnpPeer } from "./rnp/peer.js";
@@ -23,8 +25,8 @@ export interface ClusterServerOptions {
   key: string;
   host?: string;
   port?: number;
-  /** Serials (lowercase hex) no longer trusted. */
-  revoked?: (serial: string) => boolean;
+  /** Admits a node that has no certificate yet (join.ts `admit`); absent: no joins here. */
+  join?: (body: unknown, from: string) => Promise<unknown>;
   log?: (line: string) => void;
   heartbeatMs?: number;
 }
@@ -41,7 +43,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
   const peers = new Map<RnpPeer, string>();
   const server = createServer(
     {
-      cert: options.cert,
+      cert: `${options.cert.trimEnd()}\n${options.caCert.trimEnd()}\n`, // the chain: a joining node checks the CA its token names
       key: options.key,
       ca: options.caCert,
       requestCert: true,
@@ -54,20 +56,45 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
         log(`cluster port: refused ${from}: ${why}`);
         socket.destroy();
       };
+      const given = socket.getPeerCertificate();
+      if (!given || Object.keys(given).length === 0) {
+        // No certificate: a node that is joining. It may ask for nothing but to join.
+        if (!options.join) return refuse("no certificate, and this controller admits no joins");
+        const join = options.join;
+        const peer = new RnpPeer(socket, {
+          role: "server",
+          hello: { node: "controller", cluster: options.cluster },
+          handlers: { "cluster.join": (body) => join(body, from) },
+          maxInFlight: 1,
+          log: (l) => log(`cluster port: joining node (${from}): ${l}`),
+        });
+        peers.set(peer, "");
+        peer.on("close", () => peers.delete(peer));
+        return;
+      }
       if (!socket.authorized) return refuse(`no certificate of this cluster's CA (${String(socket.authorizationError ?? "none given")})`);
-      const id = identityOf(socket.getPeerCertificate().raw);
+      const id = identityOf(given.raw);
       if (!id) return refuse("its certificate does not name a node");
       if (id.cluster !== options.cluster) return refuse(`its certificate is for cluster "${id.cluster}", this is "${options.cluster}"`);
-      if (options.revoked?.(id.serial)) return refuse(`the certificate of node ${id.node} (serial ${id.serial}) is revoked`);
-      const peer = new RnpPeer(socket, {
-        role: "server",
-        hello: { node: "controller", cluster: options.cluster },
-        handlers: agentHandlers(new AgentService(options.store, id.node)),
-        log: (l) => log(`cluster port: node ${id.node} (${from}): ${l}`),
-        ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
-      });
-      peers.set(peer, id.node);
-      peer.on("close", () => peers.delete(peer));
+      socket.pause();
+      void options.store.get(`${KEYS.certs}${id.serial}`).then(
+        (kv) => {
+          const issued = kv ? (JSON.parse(kv.value) as CertRecord) : undefined;
+          if (!issued || issued.node !== id.node) return refuse(`the certificate of node ${id.node} (serial ${id.serial}) was not issued by this cluster's controller`);
+          if (issued.revokedAt !== undefined) return refuse(`the certificate of node ${id.node} (serial ${id.serial}) is revoked`);
+          const peer = new RnpPeer(socket, {
+            role: "server",
+            hello: { node: "controller", cluster: options.cluster },
+            handlers: agentHandlers(new AgentService(options.store, id.node)),
+            log: (l) => log(`cluster port: node ${id.node} (${from}): ${l}`),
+            ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
+          });
+          socket.resume();
+          peers.set(peer, id.node);
+          peer.on("close", () => peers.delete(peer));
+        },
+        (err: Error) => refuse(`its certificate could not be checked (the store: ${err.message})`),
+      );
     },
   );
   server.on("tlsClientError", (err, socket) => {
@@ -82,7 +109,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
   });
   return {
     port: (server.address() as AddressInfo).port,
-    connected: () => [...new Set(peers.values())],
+    connected: () => [...new Set(peers.values())].filter(Boolean),
     close: async () => {
       for (const p of peers.keys()) p.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -9,6 +9,8 @@
  *   /constellation/events/<seq>    Event: every decision and state change, in order
  *   /constellation/nodes/<name>    NodeRecord: a node's agent, its capacity and runtime kinds
  *   /constellation/tokens/<hash>   TokenRecord: an API token's scope (by its SHA-256, never the token)
+ *   /constellation/join-tokens/<id> JoinTokenRecord: a token to join the cluster (its secret's SHA-256)
+ *   /constellation/certs/<serial>  CertRecord: a node certificate the cluster CA issued
  */
 import type { NodeLimits, StarSpecInput } from "./spec.js";
 import type { StarStatus } from "./status.js";
@@ -20,6 +22,8 @@ export const KEYS = {
   events: `${PREFIX}events/`,
   nodes: `${PREFIX}nodes/`,
   tokens: `${PREFIX}tokens/`,
+  joinTokens: `${PREFIX}join-tokens/`,
+  certs: `${PREFIX}certs/`,
   eventSeq: `${PREFIX}meta/event-seq`,
 } as const;
 
@@ -119,6 +123,28 @@ export interface ClusterSummary {
   stars: { total: number; byState: Record<string, number>; desiredRunning: number };
   capacity: { cpuCores: number; memoryBytes: number };
   revision: number;
+}
+
+/** A token to join the cluster: who holds it may have one node certificate signed per use. */
+export interface JoinTokenRecord {
+  /** SHA-256 of the secret part, hex (never the secret). */
+  secretHash: string;
+  /** What a node joining with it becomes. */
+  role: "agent" | "controller";
+  createdAt: number;
+  expiresAt: number;
+  revokedAt?: number;
+}
+
+/** A node certificate the CA issued: what a connection's certificate is checked against. */
+export interface CertRecord {
+  node: string;
+  role: "agent" | "controller";
+  issuedAt: number;
+  notAfter: number;
+  /** The join token it was issued for (its id), if any. */
+  joinToken?: string;
+  revokedAt?: number;
 }
 
 /** Who is asking: a token's scope, its name, and for a star's token the star. */

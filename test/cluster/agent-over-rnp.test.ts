@@ -15,15 +15,18 @@ import { RnpClient } from "../../src/cluster/rnp/client.js";
 import { RnpError } from "../../src/cluster/rnp/peer.js";
 import { type ClusterServer, serveCluster } from "../../src/cluster/server.js";
 import { type CertAndKey, createCa, createCsr, signCsr } from "../../src/cluster/tls/ca.js";
-import { type StarObserved, type StarRecord, starKey, statusKey } from "../../src/model/records.js";
+import { type CertRecord, KEYS, type StarObserved, type StarRecord, starKey, statusKey } from "../../src/model/records.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
 import { openStore } from "../../src/store/open.js";
 import type { Store } from "../../src/store/types.js";
 import { waitFor } from "../helpers/wait.js";
 
-async function issue(ca: CertAndKey, cluster: string, node: string, role: "controller" | "agent"): Promise<CertAndKey> {
+/** A node certificate, recorded as issued (as a join records it) unless `record` is false. */
+async function issue(ca: CertAndKey, cluster: string, node: string, role: "controller" | "agent", store?: Store): Promise<CertAndKey & { serial: string }> {
   const { csr, key } = await createCsr(node);
-  return { cert: (await signCsr(ca, csr, { cluster, node, role, addresses: ["127.0.0.1"] })).cert, key };
+  const signed = await signCsr(ca, csr, { cluster, node, role, addresses: ["127.0.0.1"] });
+  if (store) await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify({ node, role, issuedAt: Date.now(), notAfter: signed.notAfter } satisfies CertRecord));
+  return { cert: signed.cert, key, serial: signed.serial };
 }
 
 describe("an agent over RNP", () => {
@@ -53,7 +56,7 @@ describe("an agent over RNP", () => {
   });
 
   it("runs what it is assigned and reports it; comes back by itself when the controller's port restarts", async () => {
-    const mine = await issue(ca, "prod", "node-2", "agent");
+    const mine = await issue(ca, "prod", "node-2", "agent", store);
     let port = server.port;
     const client = new RnpClient({ dial: dialer(() => port, mine), hello: { node: "node-2" }, backoffMs: { min: 20, max: 200 }, heartbeatMs: 500 });
     const runtime = new FakeRuntime();
@@ -95,7 +98,7 @@ describe("an agent over RNP", () => {
   });
 
   it("a node speaks only for itself; bad bodies are refused with what was wrong", async () => {
-    const mine = await issue(ca, "prod", "node-3", "agent");
+    const mine = await issue(ca, "prod", "node-3", "agent", store);
     const client = new RnpClient({ dial: dialer(() => server.port, mine) });
     try {
       await assert.rejects(
@@ -111,12 +114,13 @@ describe("an agent over RNP", () => {
     }
   });
 
-  it("refuses, with a log line, a client of another CA, of another cluster, without a certificate, or not speaking TLS", async () => {
+  it("refuses, with a log line, a client of another CA, of another cluster, with a certificate the controller did not issue, without a certificate (no joins here), or not speaking TLS", async () => {
     log.length = 0;
     const other = await createCa("prod");
     const attempts: Array<[string, () => Promise<unknown>]> = [
       ["another CA", dialer(() => server.port, await issue(other, "prod", "node-x", "agent"), ca.cert)],
-      ["another cluster", dialer(() => server.port, await issue(ca, "staging", "node-y", "agent"))],
+      ["another cluster", dialer(() => server.port, await issue(ca, "staging", "node-y", "agent", store))],
+      ["not issued by the controller", dialer(() => server.port, await issue(ca, "prod", "node-z", "agent"))],
       [
         "no certificate",
         () =>
@@ -135,9 +139,11 @@ describe("an agent over RNP", () => {
     await new Promise<void>((resolve) => plain.connect(server.port, "127.0.0.1", resolve));
     plain.end("GET / HTTP/1.1\r\n\r\n");
     await new Promise((resolve) => plain.once("close", resolve));
-    await waitFor("four refusals logged", () => (log.filter((l) => /refused/.test(l)).length >= 4 ? true : undefined));
+    await waitFor("five refusals logged", () => (log.filter((l) => /refused/.test(l)).length >= 5 ? true : undefined));
     const text = log.join("\n");
     assert.match(text, /no certificate of this cluster's CA/);
+    assert.match(text, /no certificate, and this controller admits no joins/);
+    assert.match(text, /the certificate of node node-z \(serial [0-9a-f]+\) was not issued by this cluster's controller/);
     assert.match(text, /for cluster "staging", this is "prod"/);
     assert.doesNotMatch(text, /at .*\.js:\d+/, "no stack traces");
   });

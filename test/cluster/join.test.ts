@@ -1,0 +1,106 @@
+/**
+ * Joining with a token (src/cluster/join.ts) over a real TLS socket: the node checks the
+ * controller against the CA its token names before sending anything; the controller checks the
+ * token (known, unexpired, not revoked, this CA's) and the name (not in use), signs a
+ * certificate with the names it chose, and the node then connects with it; a revoked
+ * certificate is refused on its next connection.
+ */
+import assert from "node:assert/strict";
+import type { Duplex } from "node:stream";
+import { connect } from "node:tls";
+import { after, before, describe, it } from "node:test";
+import { admit, createJoinToken, joinCluster, listJoinTokens, parseJoinToken, revokeJoinToken } from "../../src/cluster/join.js";
+import { RnpClient } from "../../src/cluster/rnp/client.js";
+import { RnpError } from "../../src/cluster/rnp/peer.js";
+import { type ClusterServer, serveCluster } from "../../src/cluster/server.js";
+import { type CertAndKey, createCa, createCsr, identityOf, signCsr } from "../../src/cluster/tls/ca.js";
+import { type CertRecord, KEYS, nodeKey } from "../../src/model/records.js";
+import { openStore } from "../../src/store/open.js";
+import type { Store } from "../../src/store/types.js";
+import { waitFor } from "../helpers/wait.js";
+
+describe("joining a cluster", () => {
+  let store: Store;
+  let ca: CertAndKey;
+  let server: ClusterServer;
+  const log: string[] = [];
+  const address = () => `127.0.0.1:${server.port}`;
+
+  before(async () => {
+    store = await openStore({ backend: "sqlite", path: ":memory:" });
+    ca = await createCa("prod");
+    const { csr, key } = await createCsr("ctl");
+    const ctl = { cert: (await signCsr(ca, csr, { cluster: "prod", node: "ctl", role: "controller", addresses: ["127.0.0.1"] })).cert, key };
+    server = await serveCluster({ store, cluster: "prod", caCert: ca.cert, ...ctl, host: "127.0.0.1", port: 0, log: (l) => log.push(l), join: (body) => admit(store, ca, "prod", body) });
+  });
+  after(async () => {
+    await server.close();
+    await store.close();
+  });
+
+  const refusedWith = (code: string, re: RegExp) => (e: unknown) => {
+    assert.ok(e instanceof RnpError, String(e));
+    assert.equal(e.code, code, e.message);
+    assert.match(e.message, re);
+    return true;
+  };
+
+  it("a node joins with a token, gets a certificate with the names the controller chose, and connects with it", async () => {
+    const { token, id } = await createJoinToken(store, ca.cert);
+    assert.ok(parseJoinToken(token));
+    const joined = await joinCluster({ address: address(), token, node: "node-2", addresses: ["10.0.0.11"] });
+    assert.equal(joined.cluster, "prod");
+    assert.equal(joined.caCert, ca.cert);
+    const who = identityOf(joined.cert)!;
+    assert.deepEqual([who.node, who.role, who.cluster], ["node-2", "agent", "prod"]);
+    const issued = JSON.parse((await store.get(`${KEYS.certs}${who.serial}`))!.value) as CertRecord;
+    assert.equal(issued.joinToken, id);
+    // with it, a connection to the agent methods
+    const dial = () =>
+      new Promise<Duplex>((resolve, reject) => {
+        const s = connect({ host: "127.0.0.1", port: server.port, cert: joined.cert, key: joined.key, ca: joined.caCert, checkServerIdentity: () => undefined });
+        s.once("secureConnect", () => resolve(s));
+        s.once("error", reject);
+      });
+    const client = new RnpClient({ dial });
+    try {
+      assert.deepEqual(await client.call("agent.reports", null, { timeoutMs: 5000 }), []);
+      // revoked: refused at its next connection
+      await store.put(`${KEYS.certs}${who.serial}`, JSON.stringify({ ...issued, revokedAt: Date.now() }));
+      log.length = 0;
+      const again = new RnpClient({ dial, backoffMs: { min: 1000, max: 1000 } });
+      await waitFor("the refusal", () => (log.some((l) => /certificate of node node-2 .* is revoked/.test(l)) ? true : undefined));
+      again.close();
+    } finally {
+      client.close();
+    }
+  });
+
+  it("refuses a token that is not one, unknown, expired, revoked, or another CA's; and a name in use", async () => {
+    const good = await createJoinToken(store, ca.cert);
+    await assert.rejects(joinCluster({ address: address(), token: "hello", node: "n-a" }), refusedWith("unauthorized", /not one: copy it whole/));
+    const t = parseJoinToken(good.token)!;
+    const unknown = `cjt1.${t.caFingerprint}.${"0".repeat(12)}.${t.secret}`;
+    await assert.rejects(joinCluster({ address: address(), token: unknown, node: "n-b" }), refusedWith("unauthorized", /not known to this cluster/));
+    const wrongSecret = `cjt1.${t.caFingerprint}.${t.id}.${"A".repeat(43)}`;
+    await assert.rejects(joinCluster({ address: address(), token: wrongSecret, node: "n-c" }), refusedWith("unauthorized", /not known to this cluster/));
+    const expired = await createJoinToken(store, ca.cert, { ttlSeconds: -1 });
+    await assert.rejects(joinCluster({ address: address(), token: expired.token, node: "n-d" }), refusedWith("unauthorized", /expired at/));
+    const revoked = await createJoinToken(store, ca.cert);
+    assert.equal(await revokeJoinToken(store, revoked.id), true);
+    await assert.rejects(joinCluster({ address: address(), token: revoked.token, node: "n-e" }), refusedWith("unauthorized", /was revoked/));
+    assert.ok((await listJoinTokens(store)).some((r) => r.id === revoked.id && r.revokedAt !== undefined));
+    await store.put(nodeKey("taken"), JSON.stringify({ name: "taken" }));
+    await assert.rejects(joinCluster({ address: address(), token: good.token, node: "taken" }), refusedWith("conflict", /a node named taken is already in the cluster/));
+    await assert.rejects(joinCluster({ address: address(), token: good.token, node: "Bad_Name" }), refusedWith("bad-request", /DNS label/));
+    // a token of another cluster's CA: the node refuses this controller before sending anything
+    const other = await createCa("prod");
+    const foreign = await createJoinToken(store, other.cert);
+    await assert.rejects(joinCluster({ address: address(), token: foreign.token, node: "n-f" }), refusedWith("unauthorized", /not a controller of the cluster this token is for/));
+    await assert.rejects(joinCluster({ address: "127.0.0.1", token: good.token, node: "n-g" }), refusedWith("bad-request", /is not HOST:PORT/));
+    // nothing was issued for any of them
+    const { kvs } = await store.range({ prefix: KEYS.certs });
+    const names = kvs.map((kv) => (JSON.parse(kv.value) as CertRecord).node);
+    assert.deepEqual(names.filter((n) => n !== "node-2"), []);
+  });
+});
