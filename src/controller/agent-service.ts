@@ -73,6 +73,12 @@ export class AgentService implements AgentLink {
 
   async report(name: string, observed: StarObserved): Promise<void> {
     if (observed.node !== this.node) throw new Error(`node ${this.node} may not report for node ${observed.node}`);
+    // Only of a star assigned here, or one whose latest report is this node's (a star it still
+    // holds after it was removed): never over another node's star.
+    const [recordKv, reportKv] = await Promise.all([this.store.get(starKey(name)), this.store.get(statusKey(name))]);
+    const record = recordKv ? (JSON.parse(recordKv.value) as StarRecord) : undefined;
+    const last = reportKv ? (JSON.parse(reportKv.value) as StarObserved) : undefined;
+    if (record?.node !== this.node && last?.node !== this.node) throw new Error(`node ${this.node} may not report on star ${name}: it is not this node's`);
     await this.store.put(statusKey(name), JSON.stringify(observed));
   }
 
@@ -111,6 +117,9 @@ export class AgentService implements AgentLink {
   }
 
   async dropStarTokens(name: string): Promise<void> {
+    const kv = await this.store.get(starKey(name));
+    const record = kv ? (JSON.parse(kv.value) as StarRecord) : undefined;
+    if (record && record.node !== this.node) throw new Error(`node ${this.node} may not drop the tokens of star ${name}: it is not this node's`);
     await dropStarTokens(this.store, name);
   }
 }

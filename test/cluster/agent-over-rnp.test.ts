@@ -105,7 +105,13 @@ describe("an agent over RNP", () => {
         client.call("agent.report", { name: "web", observed: { uid: "u1", node: "node-2", status: { id: "web", name: "web", state: "failed", restarts: 0, ready: false, limitsEnforced: true, limits: {} }, generation: 9, updatedAt: 1 } }),
         (e: unknown) => e instanceof RnpError && e.code === "forbidden" && /node node-3 may not report for node node-2/.test(e.message),
       );
+      // node-2's star "web": node-3 may not report on it, nor take or drop its tokens
+      await assert.rejects(
+        client.call("agent.report", { name: "web", observed: { uid: "u1", node: "node-3", status: { id: "web", name: "web", state: "failed", restarts: 0, ready: false, limitsEnforced: true, limits: {} }, generation: 9, updatedAt: 1 } }),
+        (e: unknown) => e instanceof RnpError && e.code === "forbidden" && /may not report on star web/.test(e.message),
+      );
       await assert.rejects(client.call("agent.starToken", { name: "web", uid: "u1", keepOld: false }), (e: unknown) => e instanceof RnpError && e.code === "not-found");
+      await assert.rejects(client.call("agent.dropStarTokens", { name: "web" }), (e: unknown) => e instanceof RnpError && e.code === "forbidden");
       await assert.rejects(client.call("agent.report", { name: "web" }), (e: unknown) => e instanceof RnpError && e.code === "bad-request" && /agent.report: observed/.test(e.message));
       await assert.rejects(client.call("agent.putNode", { name: "node-2" }), (e: unknown) => e instanceof RnpError && e.code === "bad-request");
       await assert.rejects(client.call("store.get", {}), (e: unknown) => e instanceof RnpError && e.code === "not-found");
