@@ -8,7 +8,7 @@
  * its stars back from its earlier reports.
  */
 import { isConstellationError } from "../model/errors.js";
-import { type AgentLink, AssignmentsCompactedError } from "../model/agent-link.js";
+import { type AgentLink, AssignmentsCompactedError, type NodeLink, type Usage } from "../model/agent-link.js";
 import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "../model/records.js";
 import { DEFAULT_NODE_LIMITS, type NodeLimits } from "../model/spec.js";
 import { nodeShortage } from "../runtime/shortage.js";
@@ -35,21 +35,6 @@ export interface AgentOptions {
   retryMs?: number;
   /** How often the node looks for processes no star accounts for (default 10 s). */
   orphanCheckMs?: number;
-}
-
-/** What a controller may ask of a node besides its desired state (logs and usage). */
-/** What the API asks a node about one star: that very star (its uid), never an earlier one of its name. */
-export interface NodeLink {
-  logs(star: StarRef, options?: LogOptions): AsyncIterable<LogLine>;
-  usage(star: StarRef): Usage | undefined;
-  /** The node's latest report of the star, while the store has not taken it (a full disk). */
-  unsentStatus(star: StarRef): StarObserved | undefined;
-}
-
-export interface Usage {
-  cpuPercent: number;
-  memoryBytes: number;
-  at: number;
 }
 
 interface Local extends LocalStar {

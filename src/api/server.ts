@@ -15,7 +15,7 @@ import {
   UnauthorizedError,
   isConstellationError,
 } from "../model/errors.js";
-import type { NodeLink } from "../agent/agent.js";
+import type { NodeLink } from "../model/agent-link.js";
 import type { Controller } from "../controller/controller.js";
 import { eventOf } from "../controller/events.js";
 import { type Event, KEYS, type Principal, type StarRecord, type StarView, starKey } from "../model/records.js";

@@ -7,6 +7,7 @@
  * certificate) and refuses a node's word on another node's stars.
  */
 import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "./records.js";
+import type { LogLine, LogOptions } from "./status.js";
 
 /** One change to a node's assignments. */
 export type AssignmentChange =
@@ -57,3 +58,21 @@ export interface AgentLink {
   /** Drops every token of star `name`. */
   dropStarTokens(name: string): Promise<void>;
 }
+
+/**
+ * What the controller (its API) asks a node about its stars besides their desired state, about
+ * one star exactly (its uid: never an earlier star of its name).
+ */
+export interface NodeLink {
+  logs(star: StarRef, options?: LogOptions): AsyncIterable<LogLine>;
+  usage(star: StarRef): Usage | undefined;
+  /** The node's latest report of the star, while the store has not taken it (a full disk). */
+  unsentStatus(star: StarRef): StarObserved | undefined;
+}
+
+export interface Usage {
+  cpuPercent: number;
+  memoryBytes: number;
+  at: number;
+}
+
