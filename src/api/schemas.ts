@@ -1,6 +1,6 @@
 /**
  * Request shapes of the HTTP API (zod), and the one function that turns a zod failure into a
- * typed error naming the field. The star spec itself is runtime/spec.ts's schema.
+ * typed error naming the field. The star spec itself is model/spec.ts's schema.
  */
 import { z } from "zod";
 import { BadRequestError, callerText, unknownKeys } from "../model/errors.js";

@@ -45,6 +45,12 @@ describe("module boundaries", () => {
     assert.deepEqual(agent.filter((i) => /^(controller|store|api|server|cli)\//.test(i.to)), []);
   });
 
+  it("the API reaches nodes only through the model's NodeLink: it imports no agent or runtime code", () => {
+    const api = importsOf("api");
+    assert.ok(api.length > 0);
+    assert.deepEqual(api.filter((i) => /^(agent|runtime)\//.test(i.to)), []);
+  });
+
   it("the reader finds the imports it checks", () => {
     assert.ok(importsOf("sdk").some((i) => i.to === "model/records.ts"));
   });
