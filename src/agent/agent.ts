@@ -500,6 +500,11 @@ export class Agent implements NodeLink {
       const cpuPercent = prev && now > prev.at ? Math.max(0, ((u.cpuUsageUsec - prev.cpuUsec) / ((now - prev.at) * 1000)) * 100) : 0;
       this.usages.set(name, { cpuPercent, memoryBytes: u.memoryBytes, at: now, cpuUsec: u.cpuUsageUsec });
     }
+    // A controller on another machine keeps the figures it is sent (the API shows them).
+    if (this.link.usage) {
+      const stars = [...this.usages].map(([name, u]) => ({ name, uid: this.local.get(name)?.uid ?? "", cpuPercent: u.cpuPercent, memoryBytes: u.memoryBytes, at: u.at }));
+      void this.link.usage(stars).catch(() => undefined);
+    }
   }
 }
 

@@ -6,7 +6,7 @@
  * `bad-request` with what was wrong.
  */
 import { z } from "zod";
-import { type AgentLink, type AssignmentBatch, AssignmentsCompactedError } from "../model/agent-link.js";
+import { type AgentLink, type AssignmentBatch, AssignmentsCompactedError, type NodeLink, type StarUsage } from "../model/agent-link.js";
 import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "../model/records.js";
 import { type Handler, RnpError } from "./rnp/peer.js";
 
@@ -57,7 +57,33 @@ export const AGENT_METHODS = {
   event: z.strictObject({ kind: z.enum(EVENT_KINDS), message: z.string().max(4096), star: NAME.optional(), uid: z.string().max(64).optional() }),
   starToken: z.strictObject({ name: NAME, uid: z.string().max(64), keepOld: z.boolean() }),
   dropStarTokens: z.strictObject({ name: NAME }),
+  usage: z.strictObject({
+    stars: z.array(z.strictObject({ name: NAME, uid: z.string().max(64), cpuPercent: z.number().min(0), memoryBytes: z.number().min(0), at: z.number().int().min(0) })).max(100_000),
+  }),
 } as const;
+
+/** What the controller asks a node (the agent serves these on the same connection). */
+export const NODE_METHODS = {
+  logs: z.strictObject({
+    name: NAME,
+    uid: z.string().max(64),
+    tail: z.number().int().min(0).optional(),
+    since: z.number().int().min(0).optional(),
+    follow: z.boolean().optional(),
+  }),
+} as const;
+
+/** The agent's handlers of the controller's questions about its stars (node.logs). */
+export function nodeHandlers(node: NodeLink): Record<string, Handler> {
+  return {
+    "node.logs": (b, ctx) => {
+      const r = NODE_METHODS.logs.safeParse(b);
+      if (!r.success) throw new RnpError("bad-request", `node.logs: ${r.error.issues[0]!.path.join(".") || "body"}: ${r.error.issues[0]!.message}`);
+      const { name, uid, tail, since, follow } = r.data;
+      return node.logs({ name, uid }, { ...(tail === undefined ? {} : { tail }), ...(since === undefined ? {} : { since }), follow: follow === true, signal: ctx.signal });
+    },
+  };
+}
 
 type Method = keyof typeof AGENT_METHODS;
 
@@ -117,6 +143,7 @@ export function agentHandlers(link: AgentLink): Record<string, Handler> {
       return answer(link.starToken({ name, uid }, { keepOld }));
     },
     "agent.dropStarTokens": (b) => answer(link.dropStarTokens(body("dropStarTokens", b).name)),
+    "agent.usage": (b) => answer((async () => link.usage?.(body("usage", b).stars))()),
   };
 }
 
@@ -180,5 +207,9 @@ export class RnpAgentLink implements AgentLink {
 
   async dropStarTokens(name: string): Promise<void> {
     await this.call("dropStarTokens", { name });
+  }
+
+  async usage(stars: StarUsage[]): Promise<void> {
+    await this.call("usage", { stars });
   }
 }

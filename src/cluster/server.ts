@@ -12,6 +12,7 @@ import { AgentService } from "../controller/agent-service.js";
 import { type CertRecord, KEYS } from "../model/records.js";
 import type { Store } from "../store/types.js";
 import { agentHandlers } from "./agent-protocol.js";
+import type { ClusterNodes } from "./nodes.js";
 import { RnpPeer } from "./rnp/peer.js";
 import { identityOf } from "./tls/ca.js";
 
@@ -29,6 +30,8 @@ export interface ClusterServerOptions {
   join?: (body: unknown, from: string) => Promise<unknown>;
   log?: (line: string) => void;
   heartbeatMs?: number;
+  /** The controller's view of its nodes: each node's connection and usage are given to it. */
+  nodes?: ClusterNodes;
 }
 
 export interface ClusterServer {
@@ -85,11 +88,12 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
           const peer = new RnpPeer(socket, {
             role: "server",
             hello: { node: "controller", cluster: options.cluster },
-            handlers: agentHandlers(new AgentService(options.store, id.node)),
+            handlers: agentHandlers(new AgentService(options.store, id.node, (stars) => options.nodes?.setUsage(id.node, stars))),
             log: (l) => log(`cluster port: node ${id.node} (${from}): ${l}`),
             ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
           });
           socket.resume();
+          options.nodes?.attach(id.node, peer);
           peers.set(peer, id.node);
           peer.on("close", () => peers.delete(peer));
         },

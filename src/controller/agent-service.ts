@@ -3,7 +3,7 @@
  * node's agent reads and writes, done over the store by the controller on the node's behalf,
  * and only about that node (its assignments, its reports, its events, its stars' tokens).
  */
-import type { AgentLink, AssignmentBatch, AssignmentChange } from "../model/agent-link.js";
+import type { AgentLink, AssignmentBatch, AssignmentChange, StarUsage } from "../model/agent-link.js";
 import { AssignmentsCompactedError } from "../model/agent-link.js";
 import { type EventKind, KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, starKey, statusKey } from "../model/records.js";
 import { CompactedError, NoSuchStarError } from "../model/errors.js";
@@ -18,6 +18,8 @@ export class AgentService implements AgentLink {
     private readonly store: Store,
     /** The node this service speaks for (over RNP: the name in its certificate). */
     readonly node: string,
+    /** Where the node's usage figures go (the controller's ClusterNodes); absent: not kept. */
+    private readonly onUsage?: (stars: StarUsage[]) => void,
   ) {
     this.events = new EventLog(store, `node-${node}`);
   }
@@ -114,6 +116,10 @@ export class AgentService implements AgentLink {
     // a star made again under the name is not this one.
     await saveToken(this.store, token, "star", `star:${star.name}`, { star: { name: star.name, uid: star.uid } });
     return token;
+  }
+
+  async usage(stars: StarUsage[]): Promise<void> {
+    this.onUsage?.(stars);
   }
 
   async dropStarTokens(name: string): Promise<void> {

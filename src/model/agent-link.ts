@@ -57,6 +57,17 @@ export interface AgentLink {
   starToken(star: StarRef, options?: { keepOld?: boolean }): Promise<string>;
   /** Drops every token of star `name`. */
   dropStarTokens(name: string): Promise<void>;
+  /**
+   * The node's latest CPU and memory figures of its running stars (each sample). Absent where
+   * the controller reads the agent directly (in one process).
+   */
+  usage?(stars: StarUsage[]): Promise<void>;
+}
+
+/** One star's usage as its node sampled it. */
+export interface StarUsage extends Usage {
+  name: string;
+  uid: string;
 }
 
 /**

@@ -10,12 +10,15 @@ import type { Duplex } from "node:stream";
 import { connect } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { Agent } from "../../src/agent/agent.js";
-import { RnpAgentLink } from "../../src/cluster/agent-protocol.js";
+import { RnpAgentLink, nodeHandlers } from "../../src/cluster/agent-protocol.js";
+import { ClusterNodes } from "../../src/cluster/nodes.js";
 import { RnpClient } from "../../src/cluster/rnp/client.js";
 import { RnpError } from "../../src/cluster/rnp/peer.js";
 import { type ClusterServer, serveCluster } from "../../src/cluster/server.js";
 import { type CertAndKey, createCa, createCsr, signCsr } from "../../src/cluster/tls/ca.js";
 import { type CertRecord, KEYS, type StarObserved, type StarRecord, starKey, statusKey } from "../../src/model/records.js";
+import type { NodeLink } from "../../src/model/agent-link.js";
+import type { LogLine } from "../../src/model/status.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
 import { openStore } from "../../src/store/open.js";
 import type { Store } from "../../src/store/types.js";
@@ -35,7 +38,10 @@ describe("an agent over RNP", () => {
   let ctl: CertAndKey;
   let server: ClusterServer;
   const log: string[] = [];
-  const start = (port = 0) => serveCluster({ store, cluster: "prod", caCert: ca.cert, ...ctl, host: "127.0.0.1", port, log: (l) => log.push(l), heartbeatMs: 500 });
+  // Where the controller's records put each star (the test's own, kept by hand).
+  const placed = new Map<string, string>();
+  const nodes = new ClusterNodes((star) => placed.get(star.name));
+  const start = (port = 0) => serveCluster({ store, cluster: "prod", caCert: ca.cert, ...ctl, host: "127.0.0.1", port, log: (l) => log.push(l), heartbeatMs: 500, nodes });
   const dialer = (port: () => number, mine: CertAndKey, caCert = ca.cert) => () =>
     new Promise<Duplex>((resolve, reject) => {
       const s = connect({ host: "127.0.0.1", port: port(), ...mine, ca: caCert, servername: "controller", checkServerIdentity: () => undefined, minVersion: "TLSv1.3" });
@@ -58,13 +64,16 @@ describe("an agent over RNP", () => {
   it("runs what it is assigned and reports it; comes back by itself when the controller's port restarts", async () => {
     const mine = await issue(ca, "prod", "node-2", "agent", store);
     let port = server.port;
-    const client = new RnpClient({ dial: dialer(() => port, mine), hello: { node: "node-2" }, backoffMs: { min: 20, max: 200 }, heartbeatMs: 500 });
+    // The agent answers the controller's questions about its stars on the same connection.
+    const asked: NodeLink = { logs: (s, o) => agent.logs(s, o), usage: (s) => agent.usage(s), unsentStatus: (s) => agent.unsentStatus(s) };
+    const client = new RnpClient({ dial: dialer(() => port, mine), hello: { node: "node-2" }, backoffMs: { min: 20, max: 200 }, heartbeatMs: 500, handlers: nodeHandlers(asked) });
     const runtime = new FakeRuntime();
-    const agent = new Agent({
+    const agent: Agent = new Agent({
       link: new RnpAgentLink(client),
       node: { name: "node-2", cpuCores: 2, memoryBytes: 2 ** 31, runtimes: ["process"], limitsEnforced: true, startedAt: Date.now() },
       runtimes: { process: runtime },
       retryMs: 50,
+      sampleMs: 50,
     });
     try {
       await agent.start();
@@ -75,6 +84,26 @@ describe("an agent over RNP", () => {
         const kv = await store.get(statusKey("web"));
         return kv && (JSON.parse(kv.value) as StarObserved).status.state === "running" ? true : undefined;
       });
+      // The controller's API asks for the star's logs and usage: from its node, over RNP.
+      placed.set("web", "node-2");
+      runtime.log("web", "hello from node-2");
+      runtime.log("web", "second line", "stderr");
+      const lines: LogLine[] = [];
+      for await (const l of nodes.logs({ name: "web", uid: "u1" })) lines.push(l);
+      assert.deepEqual(lines, [{ stream: "stdout", line: "hello from node-2" }, { stream: "stderr", line: "second line" }]);
+      const abort = new AbortController();
+      const following = (async () => {
+        const got: string[] = [];
+        for await (const l of nodes.logs({ name: "web", uid: "u1" }, { follow: true, signal: abort.signal })) got.push(l.line);
+        return got;
+      })();
+      await new Promise((r) => setTimeout(r, 100));
+      abort.abort();
+      assert.equal((await following).length, 2, "a follow ends when its caller goes");
+      for await (const l of nodes.logs({ name: "web", uid: "another" })) assert.fail(`an earlier star's line: ${l.line}`);
+      runtime.setUsage("web", { cpuUsageUsec: 0, memoryBytes: 12_345_678, pids: 1 });
+      await waitFor("its usage, sent by its node", () => (nodes.usage({ name: "web", uid: "u1" })?.memoryBytes === 12_345_678 ? true : undefined));
+      assert.equal(nodes.usage({ name: "web", uid: "another" }), undefined, "not an earlier star's");
       // The controller's port goes away and comes back (on another port): the agent's link
       // comes back by itself, and the star ran on meanwhile.
       const before = runtime.status("web")?.pid;
