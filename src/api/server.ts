@@ -120,7 +120,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
  * (CPU %, memory).
  */
 function fromNode(stored: StarView, node: NodeLink): StarView & { usage?: { cpuPercent: number; memoryBytes: number } } {
-  const ref = { name: stored.name, uid: stored.uid };
+  const ref = { name: stored.name, uid: stored.uid, node: stored.node };
   const unsent = node.unsentStatus(ref);
   const view = unsent ? { ...stored, status: unsent.status, observedGeneration: Math.max(stored.observedGeneration ?? 0, unsent.generation) } : stored;
   const u = view.status?.state === "running" ? node.usage(ref) : undefined;
@@ -342,7 +342,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const abort = new AbortController();
       res.on("close", () => abort.abort());
       try {
-        const lines = node.logs({ name: star, uid: seen.uid }, { ...(q.tail === undefined ? {} : { tail: q.tail }), ...(q.since === undefined ? {} : { since: q.since }), follow: q.follow === true, signal: abort.signal });
+        const lines = node.logs({ name: star, uid: seen.uid, node: seen.node }, { ...(q.tail === undefined ? {} : { tail: q.tail }), ...(q.since === undefined ? {} : { since: q.since }), follow: q.follow === true, signal: abort.signal });
         ndjson(res);
         endWithToken(req, res);
         for await (const l of lines) {

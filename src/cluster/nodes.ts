@@ -4,8 +4,8 @@
  * machine over its RNP connection (`node.logs`); its usage is what that node last sent
  * (`agent.usage`, each sample), shown while it is fresh.
  */
-import type { NodeLink, StarUsage, Usage } from "../model/agent-link.js";
-import type { StarObserved, StarRef } from "../model/records.js";
+import type { NodeLink, PlacedStar, StarUsage, Usage } from "../model/agent-link.js";
+import type { StarObserved } from "../model/records.js";
 import type { LogLine, LogOptions } from "../model/status.js";
 import type { RnpPeer } from "./rnp/peer.js";
 
@@ -17,10 +17,10 @@ export class ClusterNodes implements NodeLink {
   private readonly usages = new Map<string, Map<string, StarUsage>>();
 
   constructor(
-    /** Which node runs a star (from the controller's records), if any. */
-    private readonly nodeOf: (star: StarRef) => string | undefined,
     /** This process's own node, asked directly. */
     private readonly local?: { name: string; link: NodeLink },
+    /** Which node runs a star (default: the node its record is assigned to). */
+    private readonly nodeOf: (star: PlacedStar) => string | undefined = (star) => star.node,
   ) {}
 
   /** A node's connection (its agent serves node.logs on it); forgotten when it closes. */
@@ -39,7 +39,7 @@ export class ClusterNodes implements NodeLink {
     this.usages.set(node, new Map(stars.map((s) => [s.name, s])));
   }
 
-  logs(star: StarRef, options: LogOptions = {}): AsyncIterable<LogLine> {
+  logs(star: PlacedStar, options: LogOptions = {}): AsyncIterable<LogLine> {
     const node = this.nodeOf(star);
     if (node !== undefined && node === this.local?.name) return this.local.link.logs(star, options);
     const peer = node === undefined ? undefined : this.peers.get(node);
@@ -56,7 +56,7 @@ export class ClusterNodes implements NodeLink {
     })();
   }
 
-  usage(star: StarRef): Usage | undefined {
+  usage(star: PlacedStar): Usage | undefined {
     const node = this.nodeOf(star);
     if (node !== undefined && node === this.local?.name) return this.local.link.usage(star);
     const u = node === undefined ? undefined : this.usages.get(node)?.get(star.name);
@@ -64,7 +64,7 @@ export class ClusterNodes implements NodeLink {
     return { cpuPercent: u.cpuPercent, memoryBytes: u.memoryBytes, at: u.at };
   }
 
-  unsentStatus(star: StarRef): StarObserved | undefined {
+  unsentStatus(star: PlacedStar): StarObserved | undefined {
     // Only this process's own agent keeps reports here; a remote node keeps its own until its link is back.
     return this.local?.link.unsentStatus(star);
   }

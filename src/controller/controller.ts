@@ -416,11 +416,14 @@ export class Controller {
     await this.removeOrphans(kvs);
     const nodes = await this.nodes();
     if (nodes.length === 0) return;
+    // Stars each node holds now (those that should run): each new one goes where fewest are.
+    const held = heldBy(nodes, kvs.map((kv) => kv.value));
     for (const kv of kvs) {
       const record = kv.value;
       if (record.node !== undefined && nodes.some((n) => n.name === record.node)) continue;
-      const node = placement(nodes)!;
+      const node = placement(nodes, held)!;
       if (await this.casRecord(kv, { ...record, node: node.name })) {
+        if (record.desired === "running") held.set(node.name, held.get(node.name)! + 1);
         await this.events.record("star.assigned", `assigned to node ${node.name}`, { star: record.name, uid: record.uid, node: node.name });
       }
     }
@@ -454,11 +457,12 @@ export class Controller {
    * memoryOvercommit × the node's memory, counting every other star there that should run.
    */
   private async checkMemory(spec: StarSpec, nodes: NodeRecord[], record?: StarRecord, by?: Principal): Promise<void> {
-    const node = nodes.find((n) => n.name === record?.node) ?? placement(nodes);
+    const [records, observed] = await this.readAll();
+    const next = placement(nodes, heldBy(nodes, records));
+    const node = nodes.find((n) => n.name === record?.node) ?? next;
     if (!node) return; // no node yet: checked when one joins
     const limits = limitsOfNode(node);
-    const [records, observed] = await this.readAll();
-    const onNode = (r: StarRecord) => r.node === node.name || (node === placement(nodes) && !nodes.some((n) => n.name === r.node));
+    const onNode = (r: StarRecord) => r.node === node.name || (node === next && !nodes.some((n) => n.name === r.node));
     const used = records
       .filter((r) => r.name !== record?.name && onNode(r) && holdsMemory(r, observed.get(r.name)))
       .map((r) => effectiveLimits(this.specOf(r), limits).memoryBytes!)
@@ -536,8 +540,25 @@ export class Controller {
 }
 
 /** The node new stars go to (one node for now: the first; the scheduler of a later issue decides). */
-function placement(nodes: NodeRecord[]): NodeRecord | undefined {
-  return nodes[0];
+/** How many stars that should run each node holds. */
+function heldBy(nodes: NodeRecord[], records: StarRecord[]): Map<string, number> {
+  const held = new Map<string, number>(nodes.map((n) => [n.name, 0]));
+  for (const r of records) if (r.node !== undefined && r.desired === "running" && held.has(r.node)) held.set(r.node, held.get(r.node)! + 1);
+  return held;
+}
+
+/**
+ * Where a new star goes: the node holding fewest stars that should run (by name on a tie). The
+ * scheduler of issue 12 replaces this with resources, constraints and spread.
+ */
+export function placement(nodes: NodeRecord[], held: ReadonlyMap<string, number>): NodeRecord | undefined {
+  let best: NodeRecord | undefined;
+  for (const n of nodes) {
+    const h = held.get(n.name) ?? 0;
+    const b = best === undefined ? Infinity : (held.get(best.name) ?? 0);
+    if (h < b || (h === b && best !== undefined && n.name < best.name)) best = n;
+  }
+  return best;
 }
 
 /** A node's defaults and ceilings (a record written before nodes had them: the defaults). */

@@ -74,11 +74,14 @@ export interface StarUsage extends Usage {
  * What the controller (its API) asks a node about its stars besides their desired state, about
  * one star exactly (its uid: never an earlier star of its name).
  */
+/** A star and, when known, the node it is assigned to (the controller's record says). */
+export type PlacedStar = StarRef & { node?: string | undefined };
+
 export interface NodeLink {
-  logs(star: StarRef, options?: LogOptions): AsyncIterable<LogLine>;
-  usage(star: StarRef): Usage | undefined;
+  logs(star: PlacedStar, options?: LogOptions): AsyncIterable<LogLine>;
+  usage(star: PlacedStar): Usage | undefined;
   /** The node's latest report of the star, while the store has not taken it (a full disk). */
-  unsentStatus(star: StarRef): StarObserved | undefined;
+  unsentStatus(star: PlacedStar): StarObserved | undefined;
 }
 
 export interface Usage {

@@ -11,7 +11,7 @@
  *   cache/          bundled scripts (isolates)
  */
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
-import { availableParallelism, hostname, totalmem } from "node:os";
+import { availableParallelism, hostname, networkInterfaces, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
 import { AgentService } from "../controller/agent-service.js";
@@ -19,7 +19,12 @@ import { InvalidArgumentError, RuntimeUnavailableError, StoreLostError } from ".
 import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
 import { Controller, type TreeQuotas } from "../controller/controller.js";
-import { type NodeRecord, PREFIX } from "../model/records.js";
+import { type CertRecord, KEYS, type NodeRecord, PREFIX } from "../model/records.js";
+import { type ClusterFiles, checkClusterName, readClusterFiles, writeClusterFiles } from "../cluster/files.js";
+import { admit, createJoinToken, revokeJoinToken } from "../cluster/join.js";
+import { ClusterNodes } from "../cluster/nodes.js";
+import { type ClusterServer, serveCluster } from "../cluster/server.js";
+import { createCa, createCsr, signCsr } from "../cluster/tls/ca.js";
 import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
 import { ProcessRuntime } from "../runtime/process/process-runtime.js";
 import { nodeCgroupsBusy } from "../runtime/cgroup/detect.js";
@@ -50,6 +55,25 @@ export interface SingleNodeOptions {
   reset?: boolean;
   /** Start even if the store is empty while stars' files are on this node: their records are rebuilt from them (adopt.ts). */
   adopt?: boolean;
+  /**
+   * Be the controller of a cluster (issue 11): its CA and this node's certificate are made on
+   * the first start (cluster/ in the data dir), and other nodes join and connect on the
+   * cluster port. A data dir that is a cluster's controller serves it whether or not this is given.
+   */
+  cluster?: ClusterServeOptions;
+}
+
+export interface ClusterServeOptions {
+  /** The cluster's name (a DNS label); must be the data dir's, if it has one. */
+  name?: string;
+  /** The cluster port (default 7946; 0: any free port). */
+  port?: number;
+  /** Where it listens (default all addresses). */
+  host?: string;
+  /** Addresses nodes reach this controller at, put in its certificate (default: this host's). */
+  addresses?: string[];
+  /** Where the cluster port's log lines go (refusals, say; default stderr). */
+  log?: (line: string) => void;
 }
 
 /** The stars this node has files of (process and isolate runtimes), by directory. */
@@ -67,6 +91,18 @@ function starsOnDisk(dataDir: string): string[] {
 
 export interface SingleNode {
   url: string;
+  /** When this node is a cluster's controller. */
+  cluster?: {
+    name: string;
+    /** The cluster port. */
+    port: number;
+    /** A new join token (shown once), valid `ttlSeconds` (default a day). */
+    joinToken(ttlSeconds?: number): Promise<{ token: string; id: string; expiresAt: number }>;
+    /** Revokes a join token by its id (false: no such token). */
+    revokeJoinToken(id: string): Promise<boolean>;
+    /** Nodes connected now, by name. */
+    connected(): string[];
+  };
   /** The admin token (also in <dataDir>/admin.token). */
   token: string;
   dataDir: string;
@@ -85,6 +121,27 @@ export function nodeLimitsOf(given: Partial<NodeLimits> = {}): NodeLimits {
     if (limits[d] > limits[max]) throw new InvalidArgumentError(d, `${d} (${limits[d]}) is over ${max} (${limits[max]}): a star that asks for nothing would be refused; lower ${d} or raise ${max}`);
   }
   return limits;
+}
+
+/**
+ * The node's runtimes (process; isolate where it can run), named on the host by this node
+ * (node.json: its cgroups and uids, issue 9); each closed by `closers`.
+ */
+export async function makeRuntimes(dataDir: string, devMode: boolean, capacity: Required<Omit<NodeCapacity, "diskBytes">>, closers: Array<() => Promise<void>>): Promise<Partial<Record<"process" | "isolate", Runtime>>> {
+  const root = process.getuid?.() === 0;
+  const claim = claimNode(dataDir, root ? { busy: (id) => nodeCgroupsBusy(id) } : { registry: null });
+  // Stars see none of the data dir (the store, the admin token, other stars' files).
+  const process_ = await ProcessRuntime.create({ dataDir: join(dataDir, "runtime"), devMode, hide: [dataDir], capacity, claim });
+  const runtimes: Partial<Record<"process" | "isolate", Runtime>> = { process: process_ };
+  closers.push(() => process_.close());
+  if (!devMode) {
+    const isolate = await IsolateRuntime.create({ dataDir: join(dataDir, "isolate"), capacity, claim }).catch(() => undefined);
+    if (isolate) {
+      runtimes.isolate = isolate;
+      closers.push(() => isolate.close());
+    }
+  }
+  return runtimes;
 }
 
 export async function startSingleNode(options: SingleNodeOptions): Promise<SingleNode> {
@@ -114,26 +171,25 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     for (const c of closers.reverse()) await c().catch(() => undefined);
   };
   try {
+    // A cluster's controller: its identity, made once (before anything else runs on it).
+    const known = readClusterFiles(dataDir);
+    if (known?.role === "agent") {
+      throw new InvalidArgumentError("cluster", `${dataDir} is node ${known.node} of cluster ${known.name}, joined to ${known.controller}: start it with \`constellation join\` (or give another --data)`);
+    }
+    if (known && options.cluster?.name !== undefined && options.cluster.name !== known.name) {
+      throw new InvalidArgumentError("cluster", `${dataDir} is the controller of cluster ${known.name}, not ${options.cluster.name}: give that name, or another --data`);
+    }
+    if (known && options.nodeName !== undefined && options.nodeName !== known.node) {
+      throw new InvalidArgumentError("node", `${dataDir} is node ${known.node} of cluster ${known.name}, not ${options.nodeName}: give that name, or another --data`);
+    }
+    const clusterFiles = known ?? (options.cluster ? await newController(dataDir, store, checkClusterName(options.cluster.name ?? "default"), options.nodeName ?? nodeNameOf(hostname()), options.cluster.addresses ?? hostAddresses()) : undefined);
     const token = await adminToken(store, dataDir);
     const devMode = options.devMode === true;
     // The runtimes and the controller apply the same defaults and ceilings.
     const capacity: Required<Omit<NodeCapacity, "diskBytes">> = { cpuCores: availableParallelism(), memoryBytes: totalmem(), limits: nodeLimitsOf(options.limits) };
-    // What this node owns on the host (cgroups, uids) is named by it: node.json (issue 9).
-    const root = process.getuid?.() === 0;
-    const claim = claimNode(dataDir, root ? { busy: (id) => nodeCgroupsBusy(id) } : { registry: null });
-    // Stars see none of the data dir (the store, the admin token, other stars' files).
-    const process_ = await ProcessRuntime.create({ dataDir: join(dataDir, "runtime"), devMode, hide: [dataDir], capacity, claim });
-    const runtimes: Partial<Record<"process" | "isolate", Runtime>> = { process: process_ };
-    closers.push(() => process_.close());
-    if (!devMode) {
-      const isolate = await IsolateRuntime.create({ dataDir: join(dataDir, "isolate"), capacity, claim }).catch(() => undefined);
-      if (isolate) {
-        runtimes.isolate = isolate;
-        closers.push(() => isolate.close());
-      }
-    }
+    const runtimes = await makeRuntimes(dataDir, devMode, capacity, closers);
     const node: NodeRecord = {
-      name: options.nodeName ?? nodeNameOf(hostname()),
+      name: clusterFiles?.node ?? options.nodeName ?? nodeNameOf(hostname()),
       ...capacity,
       runtimes: Object.keys(runtimes),
       limitsEnforced: !devMode,
@@ -149,7 +205,9 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     const controller = new Controller({ store, validate, ...(options.quotas ? { quotas: options.quotas } : {}) });
     const served: { url?: string } = {}; // known once the API listens
     const agent = new Agent({ link: new AgentService(store, node.name), node, runtimes, endpoint: () => served.url });
-    const api = await buildApi({ store, controller, node: agent });
+    // A cluster's API asks each star's own node (its logs, its usage) over that node's link.
+    const nodes = clusterFiles ? new ClusterNodes({ name: node.name, link: agent }) : undefined;
+    const api = await buildApi({ store, controller, node: nodes ?? agent });
     closers.push(() => api.close());
     // Listen first: stars started from here on get the API's URL (and a token) in their env.
     const port = options.port ?? 7070;
@@ -176,12 +234,67 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     closers.push(() => agent.stop());
     controller.start();
     closers.push(() => controller.stop());
+    let cluster: SingleNode["cluster"];
+    if (clusterFiles) {
+      const files = clusterFiles;
+      const ca = { cert: files.caCert, key: files.caKey! };
+      const serveOptions = options.cluster ?? {};
+      let server: ClusterServer;
+      try {
+        server = await serveCluster({
+          store,
+          cluster: files.name,
+          caCert: files.caCert,
+          cert: files.cert,
+          key: files.key,
+          port: serveOptions.port ?? 7946,
+          ...(serveOptions.host ? { host: serveOptions.host } : {}),
+          join: (body) => admit(store, ca, files.name, body),
+          nodes: nodes!,
+          ...(serveOptions.log ? { log: serveOptions.log } : {}),
+        });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "EADDRINUSE") throw new RuntimeUnavailableError(`the cluster port ${serveOptions.port ?? 7946} is in use (another controller here?): stop it, or pass --cluster-port N`);
+        throw err;
+      }
+      closers.push(() => server.close());
+      cluster = {
+        name: files.name,
+        port: server.port,
+        joinToken: (ttlSeconds) => createJoinToken(store, files.caCert, ttlSeconds === undefined ? {} : { ttlSeconds }),
+        revokeJoinToken: (id) => revokeJoinToken(store, id),
+        connected: () => server.connected(),
+      };
+    }
     writeFileSync(join(dataDir, "endpoint"), `${url}\n`, { mode: 0o644 });
-    return { url, token, dataDir, close };
+    return { url, token, dataDir, close, ...(cluster ? { cluster } : {}) };
   } catch (err) {
     await close();
     throw err;
   }
+}
+
+/**
+ * A new cluster's controller: its CA, and its own certificate (recorded as issued, like any
+ * node's), written to the data dir whole.
+ */
+async function newController(dataDir: string, store: Store, name: string, node: string, addresses: string[]): Promise<ClusterFiles> {
+  const ca = await createCa(name);
+  const { csr, key } = await createCsr(node);
+  const signed = await signCsr(ca, csr, { cluster: name, node, role: "controller", addresses });
+  const issued: CertRecord = { node, role: "controller", issuedAt: Date.now(), notAfter: signed.notAfter };
+  await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify(issued));
+  const files: ClusterFiles = { name, node, role: "controller", caCert: ca.cert, caKey: ca.key, cert: signed.cert, key };
+  writeClusterFiles(dataDir, files);
+  return files;
+}
+
+/** This host's addresses (IPv4 and IPv6, loopback included), for its certificate. */
+export function hostAddresses(): string[] {
+  const out = new Set<string>(["127.0.0.1"]);
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) if (!a.address.startsWith("fe80:")) out.add(a.address);
+  return [...out];
 }
 
 /** The API's port at the data dir's last start (its `endpoint` file), if any. */

@@ -40,7 +40,7 @@ describe("an agent over RNP", () => {
   const log: string[] = [];
   // Where the controller's records put each star (the test's own, kept by hand).
   const placed = new Map<string, string>();
-  const nodes = new ClusterNodes((star) => placed.get(star.name));
+  const nodes = new ClusterNodes(undefined, (star) => placed.get(star.name));
   const start = (port = 0) => serveCluster({ store, cluster: "prod", caCert: ca.cert, ...ctl, host: "127.0.0.1", port, log: (l) => log.push(l), heartbeatMs: 500, nodes });
   const dialer = (port: () => number, mine: CertAndKey, caCert = ca.cert) => () =>
     new Promise<Duplex>((resolve, reject) => {

@@ -1,0 +1,149 @@
+/**
+ * A node that joined a cluster (issue 11): its agent and runtimes, and no store — everything it
+ * reads and writes goes to its controller over RNP, on one mutual-TLS connection that comes
+ * back by itself (the controller restarting, a link down: its stars run on meanwhile). The
+ * first start joins with a token (join.ts: the token pins the cluster's CA) and keeps the
+ * certificate it is given in the data dir (cluster/, files.ts); later starts just connect.
+ */
+import { chmodSync, mkdirSync } from "node:fs";
+import { availableParallelism, hostname, totalmem } from "node:os";
+import type { Duplex } from "node:stream";
+import { connect } from "node:tls";
+import { resolve } from "node:path";
+import { Agent } from "../agent/agent.js";
+import { RnpAgentLink, nodeHandlers } from "../cluster/agent-protocol.js";
+import { type ClusterFiles, readClusterFiles, writeClusterFiles } from "../cluster/files.js";
+import { joinCluster, parseJoinToken, splitAddress } from "../cluster/join.js";
+import { RnpClient } from "../cluster/rnp/client.js";
+import { fingerprint, identityOf } from "../cluster/tls/ca.js";
+import { InvalidArgumentError } from "../model/errors.js";
+import type { NodeLimits, NodeCapacity } from "../model/spec.js";
+import type { NodeLink } from "../model/agent-link.js";
+import { hostAddresses, makeRuntimes, nodeLimitsOf, nodeNameOf } from "./single-node.js";
+
+export interface AgentNodeOptions {
+  dataDir: string;
+  /** This node's name (default: the host name, as a DNS label); fixed at the join. */
+  nodeName?: string;
+  /** The first start: the controller's cluster address (HOST:PORT) and a join token. */
+  join?: { address: string; token: string };
+  /** Addresses put in this node's certificate (default: this host's). */
+  addresses?: string[];
+  devMode?: boolean;
+  limits?: Partial<NodeLimits>;
+  /** Where the node's log lines go (its link to the controller; default stderr). */
+  log?: (line: string) => void;
+  /** Heartbeat interval on the controller link (default RNP's). */
+  heartbeatMs?: number;
+}
+
+export interface AgentNode {
+  name: string;
+  cluster: string;
+  /** The controller's cluster address. */
+  controller: string;
+  /** Whether the link to the controller is up now. */
+  connected(): boolean;
+  close(): Promise<void>;
+}
+
+/** This node's identity: the one in the data dir, or a new one from joining with the token. */
+async function identity(dataDir: string, options: AgentNodeOptions): Promise<ClusterFiles> {
+  const known = readClusterFiles(dataDir);
+  const token = options.join ? parseJoinToken(options.join.token) : undefined;
+  if (options.join && !token) throw new InvalidArgumentError("token", "the join token is not one: copy it whole from `constellation token create --join` on the controller (it begins with cjt1.)");
+  if (known) {
+    if (known.role !== "agent") throw new InvalidArgumentError("cluster", `${dataDir} is the controller of cluster ${known.name}: start it with \`constellation init\` (or give another --data)`);
+    if (token && token.caFingerprint !== fingerprint(known.caCert)) {
+      throw new InvalidArgumentError("token", `${dataDir} is node ${known.node} of cluster ${known.name}, and this token is another cluster's: leave it, or give another --data`);
+    }
+    if (options.nodeName !== undefined && options.nodeName !== known.node) {
+      throw new InvalidArgumentError("node", `${dataDir} is node ${known.node} of cluster ${known.name}, not ${options.nodeName}: give that name, or another --data`);
+    }
+    return known;
+  }
+  if (!options.join) throw new InvalidArgumentError("join", `${dataDir} belongs to no cluster yet: give the controller's address and a join token (--join HOST:PORT --token T)`);
+  splitAddress(options.join.address); // a clear error for a bad address, before any key is made
+  const node = options.nodeName ?? nodeNameOf(hostname());
+  const admission = await joinCluster({ address: options.join.address, token: options.join.token, node, addresses: options.addresses ?? hostAddresses() });
+  const files: ClusterFiles = { name: admission.cluster, node, role: "agent", controller: options.join.address, caCert: admission.caCert, cert: admission.cert, key: admission.key };
+  writeClusterFiles(dataDir, files);
+  return files;
+}
+
+export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNode> {
+  const dataDir = resolve(options.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o711 });
+  chmodSync(dataDir, 0o711);
+  const files = await identity(dataDir, options);
+  const log = options.log ?? ((l: string) => console.error(l));
+  const closers: Array<() => Promise<void>> = [];
+  const close = async () => {
+    for (const c of closers.reverse()) await c().catch(() => undefined);
+  };
+  try {
+    const devMode = options.devMode === true;
+    const capacity: Required<Omit<NodeCapacity, "diskBytes">> = { cpuCores: availableParallelism(), memoryBytes: totalmem(), limits: nodeLimitsOf(options.limits) };
+    const runtimes = await makeRuntimes(dataDir, devMode, capacity, closers);
+    const [host, port] = splitAddress(files.controller!);
+    // Only the cluster's CA is trusted, and only a controller of this cluster is talked to.
+    const dial = () =>
+      new Promise<Duplex>((done, fail) => {
+        const s = connect({
+          host,
+          port: Number(port),
+          cert: files.cert,
+          key: files.key,
+          ca: files.caCert,
+          minVersion: "TLSv1.3",
+          checkServerIdentity: (_name, cert) => {
+            const id = identityOf(cert.raw);
+            if (!id || id.role !== "controller" || id.cluster !== files.name) return new Error(`${files.controller} is not a controller of cluster ${files.name}`);
+            return undefined;
+          },
+        });
+        s.once("secureConnect", () => done(s));
+        s.once("error", fail);
+      });
+    // The agent answers its controller's questions about its stars (their logs) on the same link.
+    const asked: NodeLink = { logs: (s, o) => agent.logs(s, o), usage: (s) => agent.usage(s), unsentStatus: (s) => agent.unsentStatus(s) };
+    let up = false;
+    const client = new RnpClient({
+      dial,
+      hello: { node: files.node, cluster: files.name },
+      handlers: nodeHandlers(asked),
+      ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
+      onConnect: (peer) => {
+        if (!up) log(`node ${files.node}: connected to the controller of cluster ${files.name} at ${files.controller}`);
+        up = true;
+        peer.once("close", () => {
+          if (up) log(`node ${files.node}: the link to ${files.controller} is down; trying again (stars run on)`);
+          up = false;
+        });
+      },
+      log: (l) => log(`node ${files.node}: ${l}`),
+    });
+    closers.push(async () => client.close());
+    const link = new RnpAgentLink(client);
+    const agent: Agent = new Agent({
+      link,
+      node: { name: files.node, ...capacity, runtimes: Object.keys(runtimes), limitsEnforced: !devMode, startedAt: Date.now() },
+      runtimes,
+    });
+    // The controller may be down as this node starts: wait for it (its stars run on meanwhile).
+    for (let waited = false; ; waited = true) {
+      try {
+        await link.reports();
+        break;
+      } catch (err) {
+        if (!waited) log(`node ${files.node}: cannot reach the controller at ${files.controller} yet (${(err as Error).message}); waiting`);
+      }
+    }
+    await agent.start();
+    closers.push(() => agent.stop());
+    return { name: files.node, cluster: files.name, controller: files.controller!, connected: () => client.connected, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

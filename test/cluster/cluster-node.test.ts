@@ -1,0 +1,123 @@
+/**
+ * A cluster of two nodes on this machine (issue 11): a controller made by startSingleNode with
+ * `cluster` (its CA and certificate made once, in its data dir), and a node that joins it with a
+ * token and from then on talks to it only over RNP (no store). Stars are placed on both; one on
+ * the joined node runs there, and its logs, state and stop work through the controller's API. A
+ * join with a bad, revoked or expired token, or a name in use, is refused and leaves nothing.
+ * The joined node restarted keeps its identity and its star, which runs on untouched.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { type AgentNode, startAgentNode } from "../../src/server/agent-node.js";
+import { type SingleNode, startSingleNode } from "../../src/server/single-node.js";
+import { type Constellation, connect } from "../../src/sdk/client.js";
+import { testDir } from "../helpers/dirs.js";
+import { waitFor } from "../helpers/wait.js";
+
+const devMode = process.getuid?.() !== 0;
+
+describe("a controller and a node that joined it", () => {
+  let dir: string;
+  let ctl: SingleNode;
+  let node2: AgentNode | undefined;
+  let c: Constellation;
+  const log: string[] = [];
+  const address = () => `127.0.0.1:${ctl.cluster!.port}`;
+
+  before(async () => {
+    dir = await testDir("constellation-cluster-");
+    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, nodeName: "node-1", cluster: { name: "prod", port: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l) } });
+    c = connect({ endpoint: ctl.url, token: ctl.token });
+  });
+  after(async () => {
+    if (process.env.DEBUG_LOG) console.log(log.join("\n"));
+    for (const s of await c.list().catch(() => [])) await c.star(s.name).remove({ force: true }).catch(() => undefined);
+    // Each node ends its stars before it is closed (a star outlives its node's control plane).
+    const starsOf = (n: string) => (existsSync(join(dir, n, "runtime", "stars")) ? readdirSync(join(dir, n, "runtime", "stars")) : []);
+    await waitFor("the nodes to end their stars", () => (starsOf("node-1").length + starsOf("node-2").length === 0 ? true : undefined)).catch(() => undefined);
+    await node2?.close();
+    await ctl?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("the controller's identity is made once, its keys root's only", () => {
+    const files = join(dir, "node-1", "cluster");
+    for (const f of ["cluster.json", "ca.crt", "ca.key", "node.crt", "node.key"]) assert.ok(existsSync(join(files, f)), f);
+    for (const f of ["ca.key", "node.key"]) assert.equal(statSync(join(files, f)).mode & 0o777, 0o600, f);
+    assert.deepEqual(JSON.parse(readFileSync(join(files, "cluster.json"), "utf8")), { name: "prod", node: "node-1", role: "controller" });
+  });
+
+  it("refuses a join with a bad, revoked or expired token, and a name in use; nothing is left of the attempt", async () => {
+    const tryJoin = async (name: string, token: string) => {
+      const data = join(dir, `try-${name}-${Math.random().toString(16).slice(2, 8)}`);
+      const err = await startAgentNode({ dataDir: data, nodeName: name, join: { address: address(), token }, addresses: ["127.0.0.1"] }).then(
+        async (n) => {
+          await n.close();
+          return undefined;
+        },
+        (e: Error) => e,
+      );
+      assert.ok(err, `the join of ${name} was refused`);
+      assert.equal(existsSync(join(data, "cluster")), false, "no identity was written");
+      return err.message;
+    };
+    assert.match(await tryJoin("bad", "cjt1.nonsense"), /not one: copy it whole/);
+    const good = await ctl.cluster!.joinToken();
+    const forged = good.token.replace(/\.[A-Za-z0-9_-]{43}$/, `.${"A".repeat(43)}`);
+    assert.match(await tryJoin("forged", forged), /not known to this cluster/);
+    const revoked = await ctl.cluster!.joinToken();
+    assert.ok(await ctl.cluster!.revokeJoinToken(revoked.id));
+    assert.match(await tryJoin("revoked", revoked.token), /was revoked/);
+    const short = await ctl.cluster!.joinToken(1);
+    await waitFor("the token to expire", () => Date.now() > short.expiresAt || undefined);
+    assert.match(await tryJoin("late", short.token), /expired/);
+    assert.match(await tryJoin("node-1", good.token), /a node named node-1 is already in the cluster/);
+  });
+
+  it("a joined node gets stars, runs them, and its logs and stop work through the controller", async () => {
+    const { token } = await ctl.cluster!.joinToken();
+    node2 = await startAgentNode({ dataDir: join(dir, "node-2"), nodeName: "node-2", join: { address: address(), token }, addresses: ["127.0.0.1"], log: (l) => log.push(l) });
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, "node-2", "cluster", "cluster.json"), "utf8")), { name: "prod", node: "node-2", role: "agent", controller: address() });
+    assert.equal(existsSync(join(dir, "node-2", "store.db")), false, "a joined node keeps no store");
+    await waitFor("both nodes in the cluster", async () => ((await c.status()).nodes.map((n) => n.name).sort().join() === "node-1,node-2" ? true : undefined));
+    // Two stars: each goes to the node that holds fewest.
+    for (const name of ["a", "b"]) await c.create({ name, command: ["sh", "-c", `echo "hello from ${name}"; exec sleep 600`], ram_mb: 64 });
+    const placed = await waitFor("both running", async () => {
+      const list = await c.list();
+      return list.length === 2 && list.every((s) => s.status?.state === "running") ? list : undefined;
+    });
+    const remote = placed.find((s) => s.node === "node-2");
+    assert.ok(remote, `a star on node-2: ${JSON.stringify(placed.map((s) => [s.name, s.node]))}`);
+    // It runs on node-2: its files are in node-2's data dir.
+    assert.ok(existsSync(join(dir, "node-2", "runtime", "stars", remote.name)), "the star's files are node-2's");
+    const lines = await waitFor("its log line, through the controller", async () => {
+      const out: string[] = [];
+      for await (const l of c.star(remote.name).logs()) out.push(l.line);
+      return out.length > 0 ? out : undefined;
+    });
+    assert.deepEqual(lines, [`hello from ${remote.name}`]);
+    const stopped = await c.star(remote.name).stop();
+    assert.equal(stopped.status?.state, "stopped");
+  });
+
+  it("a joined node restarted keeps its identity and its stars, which run on untouched", async () => {
+    await c.star("a").start().catch(() => undefined);
+    await c.star("b").start().catch(() => undefined);
+    const before = await waitFor("both running", async () => {
+      const list = await c.list();
+      return list.length === 2 && list.every((s) => s.status?.state === "running") ? list : undefined;
+    });
+    const remote = before.find((s) => s.node === "node-2")!;
+    const pid = remote.status!.pid;
+    await node2!.close();
+    node2 = await startAgentNode({ dataDir: join(dir, "node-2"), log: (l) => log.push(l) }); // no token: it is a member already
+    assert.equal(node2.name, "node-2");
+    await waitFor("connected again", () => node2!.connected() || undefined);
+    const after = await c.star(remote.name).info();
+    assert.equal(after.status?.state, "running");
+    assert.equal(after.status?.pid, pid, "the same run, not a restart");
+  });
+});
