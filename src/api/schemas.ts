@@ -53,6 +53,10 @@ export const tokenBody = z.strictObject({
   /** Seconds until it expires (absent: never). */
   ttl_s: z.number({ error: TTL_RULE }).int(TTL_RULE).min(1, TTL_RULE).max(MAX_TOKEN_TTL_S, TTL_RULE).optional(),
 });
+export const joinTokenBody = z.strictObject({
+  /** Seconds until it expires (default a day). */
+  ttl_s: z.number({ error: TTL_RULE }).int(TTL_RULE).min(1, TTL_RULE).max(MAX_TOKEN_TTL_S, TTL_RULE).optional(),
+});
 export const nameParams = z.strictObject({ name: z.string() });
 export const tokenParams = z.strictObject({ id: z.string() });
 

@@ -10,7 +10,9 @@ import {
   BadRequestError,
   ForbiddenError,
   type ErrorCode,
+  InvalidArgumentError,
   InvalidSpecError,
+  TokenNotFoundError,
   TooManyError,
   UnauthorizedError,
   isConstellationError,
@@ -22,6 +24,7 @@ import { type Event, KEYS, type Principal, type StarRecord, type StarView, starK
 import type { Store } from "../store/types.js";
 import { TOKEN_ID_LENGTH, listTokens, lookupToken, newToken, revokeToken, saveToken, tokenKey } from "../controller/tokens.js";
 import { type Request, Router } from "./router.js";
+import { createJoinToken, listJoinTokens, revokeJoinToken } from "../cluster/join.js";
 import type {
   STAR_FIELDS} from "./schemas.js";
 import {
@@ -33,6 +36,7 @@ import {
   noQuery,
   parse,
   removeQuery,
+  joinTokenBody,
   tokenBody,
   tokenParams,
   waitQuery,
@@ -43,6 +47,8 @@ export interface ApiOptions {
   controller: Controller;
   /** This node's agent, for logs and usage (one node for now). */
   node: NodeLink;
+  /** When this constellation is a cluster: its CA's certificate (join tokens name it) and where nodes join (HOST:PORT). */
+  cluster?: { caCert: string; address(): string };
   /** Connections at once, and how long headers may take (tests shorten them). */
   connections?: { max?: number; headersTimeoutMs?: number };
 }
@@ -235,7 +241,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       req.auth = who;
       const reading = req.method === "GET" || req.method === "HEAD";
       if (who.scope === "read" && !reading) throw new ForbiddenError(who.scope, "admin");
-      if (who.scope !== "admin" && req.path.startsWith("/v1/tokens")) throw new ForbiddenError(who.scope, "admin");
+      if (who.scope !== "admin" && (req.path.startsWith("/v1/tokens") || req.path.startsWith("/v1/join-tokens"))) throw new ForbiddenError(who.scope, "admin");
     },
   });
   const name = (req: Request) => parse(nameParams, req.params, "path").name;
@@ -252,6 +258,10 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
   /** Takes one of the caller's open requests (released by the returned function); its holder was found by `admit`. */
   const take = (req: Request): (() => void) => (req.holder ? open.take(...req.holder) : () => undefined);
   // Headers at once: a stream may have nothing to say for a while.
+  const clusterOf = () => {
+    if (!options.cluster) throw new InvalidArgumentError("cluster", "this constellation is one node, not a cluster: make one with `constellation init --cluster NAME`");
+    return options.cluster;
+  };
   const ndjson = (res: ServerResponse) => res.writeHead(200, { "content-type": "application/x-ndjson" }).flushHeaders();
 
   router
@@ -271,6 +281,26 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     })
     .route("DELETE", "/v1/tokens/:id", async (req) => {
       await revokeToken(store, parse(tokenParams, req.params, "path").id);
+      return { status: 204 };
+    })
+    // Join tokens (admin only): a node that holds one may join the cluster once per use, until
+    // it expires or is revoked. A new one is shown once and stored only as its secret's hash.
+    .route("POST", "/v1/join-tokens", async (req) => {
+      const body = parse(joinTokenBody, req.body, "body");
+      const cluster = clusterOf();
+      const t = await createJoinToken(store, cluster.caCert, body.ttl_s === undefined ? {} : { ttlSeconds: body.ttl_s });
+      return { status: 201, body: { ...t, address: cluster.address() } };
+    })
+    .route("GET", "/v1/join-tokens", async (req) => {
+      parse(noQuery, req.query, "query");
+      clusterOf();
+      const tokens = (await listJoinTokens(store)).map(({ secretHash: _, ...t }) => t);
+      return { body: { tokens } };
+    })
+    .route("DELETE", "/v1/join-tokens/:id", async (req) => {
+      clusterOf();
+      const id = parse(tokenParams, req.params, "path").id;
+      if (!/^[0-9a-f]{12}$/.test(id) || !(await revokeJoinToken(store, id))) throw new TokenNotFoundError(id, "join token", "constellation token ls --join");
       return { status: 204 };
     })
     .route("GET", "/v1/stars", async (req) => {

@@ -1,5 +1,6 @@
 /** Cluster commands: status, token (make, ls, rm), events. */
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
+import type { ClusterSummary } from "../model/records.js";
 import { clientOf } from "./stars.js";
 import { age, bytes, color, printJson, stateText, table } from "./output.js";
 
@@ -21,6 +22,21 @@ function expiry(at: number | undefined, now = Date.now()): string {
   return at > now ? `in ${age(now, at)}` : color.red(`expired ${age(at, now)} ago`);
 }
 
+/** Nodes as a table. */
+function nodeTable(nodes: ClusterSummary["nodes"]): string {
+  return table(
+    ["NODE", "STATE", "CORES", "MEMORY", "RUNTIMES", "LIMITS"],
+    nodes.map((n) => [
+      n.name,
+      n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
+      String(n.cpuCores),
+      bytes(n.memoryBytes),
+      n.runtimes.join(","),
+      n.limitsEnforced ? "enforced" : color.yellow("not enforced (dev mode)"),
+    ]),
+  );
+}
+
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
 export function registerClusterCommands(program: Command): void {
@@ -40,19 +56,25 @@ export function registerClusterCommands(program: Command): void {
             `${color.bold("nodes")}     ${s.nodes.length}  (${s.capacity.cpuCores} cores, ${bytes(s.capacity.memoryBytes)})`,
             `${color.bold("stars")}     ${s.stars.total}: ${states}`,
             "",
-            table(
-              ["NODE", "STATE", "CORES", "MEMORY", "RUNTIMES", "LIMITS"],
-              s.nodes.map((n) => [
-                n.name,
-                n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
-                String(n.cpuCores),
-                bytes(n.memoryBytes),
-                n.runtimes.join(","),
-                n.limitsEnforced ? "enforced" : color.yellow("not enforced (dev mode)"),
-              ]),
-            ),
+            nodeTable(s.nodes),
           ].join("\n") + "\n",
         );
+      } finally {
+        c.close();
+      }
+    });
+
+  program
+    .command("nodes")
+    .description("the cluster's nodes: name, state, cores, memory, runtimes, whether limits are enforced")
+    .option("--json", "print as JSON")
+    .addHelpText("after", examples(["constellation nodes", "constellation nodes --json"]))
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const c = clientOf(cmd);
+      try {
+        const { nodes } = await c.status();
+        if (o.json) return printJson(nodes);
+        process.stdout.write(`${nodeTable(nodes)}\n`);
       } finally {
         c.close();
       }
@@ -64,10 +86,23 @@ export function registerClusterCommands(program: Command): void {
     // (Not a mandatory option: commander would ask for it of `token ls` and `token rm` too.)
     .addOption(new Option("--scope <scope>", "what it may do: read (look only; env values hidden) or admin (everything); required").choices(["read", "admin"]))
     .option("--name <name>", "who it is for", "token")
-    .option("--ttl <duration>", "expires after this long: 90s, 30m, 1h, 7d, 2w (default: never)", parseDuration)
-    .addHelpText("after", examples(["constellation token --scope read --name dashboard", "constellation token --scope read --ttl 1h", "constellation token ls", "constellation token rm 3f9a1c0b7d2e"]))
-    .action(async (o: { scope?: "read" | "admin"; name: string; ttl?: number }, cmd: Command) => {
-      if (o.scope === undefined) cmd.error("error: required option '--scope <scope>' not specified: constellation token --scope read (or admin); or token ls, token rm ID", { exitCode: 2 });
+    .option("--ttl <duration>", "expires after this long: 90s, 30m, 1h, 7d, 2w (default: never; a join token: a day)", parseDuration)
+    .option("--join", "a join token instead: one machine may join the cluster with it (constellation join)")
+    .addHelpText("after", examples(["constellation token --scope read --name dashboard", "constellation token --scope read --ttl 1h", "constellation token --join --ttl 1h", "constellation token ls", "constellation token ls --join", "constellation token rm 3f9a1c0b7d2e"]))
+    .action(async (o: { scope?: "read" | "admin"; name: string; ttl?: number; join?: boolean }, cmd: Command) => {
+      if (o.join) {
+        if (o.scope !== undefined) cmd.error("error: a join token has no --scope (it lets a machine join, nothing else)", { exitCode: 2 });
+        const c = clientOf(cmd);
+        try {
+          const t = await c.createJoinToken(o.ttl === undefined ? {} : { ttlSeconds: o.ttl });
+          process.stdout.write(`${t.token}\n`);
+          if (process.stderr.isTTY) process.stderr.write(color.dim(`id ${t.id}, expires ${new Date(t.expiresAt).toISOString()}; on the new machine: constellation join ${t.address} --token ${t.token}\n`));
+        } finally {
+          c.close();
+        }
+        return;
+      }
+      if (o.scope === undefined) cmd.error("error: required option '--scope <scope>' not specified: constellation token --scope read (or admin), or --join; or token ls, token rm ID", { exitCode: 2 });
       const c = clientOf(cmd);
       try {
         const t = await c.createToken(o.scope, o.name, o.ttl === undefined ? {} : { ttlSeconds: o.ttl });
@@ -83,10 +118,19 @@ export function registerClusterCommands(program: Command): void {
     .alias("list")
     .description("list the API tokens: id, scope, name, star, age, expiry (never the tokens themselves)")
     .option("--json", "print as JSON")
-    .addHelpText("after", examples(["constellation token ls", "constellation token ls --json"]))
-    .action(async (o: { json?: boolean }, cmd: Command) => {
+    .option("--join", "the join tokens instead")
+    .addHelpText("after", examples(["constellation token ls", "constellation token ls --json", "constellation token ls --join"]))
+    .action(async (o: { json?: boolean; join?: boolean }, cmd: Command) => {
       const c = clientOf(cmd);
       try {
+        // (`--join` after `ls` is taken by `token` itself, which has it too.)
+        if (o.join || cmd.parent?.opts<{ join?: boolean }>().join) {
+          const tokens = await c.joinTokens();
+          if (o.json) return printJson(tokens);
+          const rows = tokens.map((t) => [t.id, t.role, age(t.createdAt), t.revokedAt !== undefined ? color.red("revoked") : expiry(t.expiresAt)]);
+          process.stdout.write(`${table(["ID", "ROLE", "AGE", "EXPIRES"], rows)}\n`);
+          return;
+        }
         const tokens = await c.tokens();
         if (o.json) return printJson(tokens);
         const rows = tokens.map((t) => [t.id, t.scope, t.name, t.star ?? "-", age(t.createdAt), expiry(t.expiresAt)]);
@@ -101,11 +145,13 @@ export function registerClusterCommands(program: Command): void {
     .alias("revoke")
     .description("revoke an API token by its id (or a unique prefix of it): it stops working at once")
     .argument("<id>", "the token's id (constellation token ls)")
-    .addHelpText("after", examples(["constellation token rm 3f9a1c0b7d2e"]))
-    .action(async (id: string, _o: unknown, cmd: Command) => {
+    .option("--join", "a join token (constellation token ls --join)")
+    .addHelpText("after", examples(["constellation token rm 3f9a1c0b7d2e", "constellation token rm --join 5d2c0e9a1f34"]))
+    .action(async (id: string, o: { join?: boolean }, cmd: Command) => {
       const c = clientOf(cmd);
       try {
-        await c.revokeToken(id);
+        if (o.join || cmd.parent?.opts<{ join?: boolean }>().join) await c.revokeJoinToken(id);
+        else await c.revokeToken(id);
         process.stdout.write(`${id}: revoked\n`);
       } finally {
         c.close();

@@ -14,6 +14,7 @@ import { registerClusterCommands } from "./cluster.js";
 import { registerCompletion } from "./completion.js";
 import { registerServiceCommands } from "./service.js";
 import { registerStarCommands } from "./stars.js";
+import { registerInit } from "./init.js";
 import { registerUp } from "./up.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -41,6 +42,7 @@ Connection: --data DIR (or CONSTELLATION_DATA; default ~/.constellation), or
 --endpoint URL --token T (or CONSTELLATION_ENDPOINT, CONSTELLATION_TOKEN).`,
 );
 registerUp(program);
+registerInit(program);
 registerStarCommands(program);
 registerClusterCommands(program);
 registerServiceCommands(program);

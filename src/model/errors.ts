@@ -432,8 +432,8 @@ export class StoreLostError extends ConstellationError {
 /** No API token with that id (`constellation token ls` lists them). */
 export class TokenNotFoundError extends ConstellationError {
   readonly id: string;
-  constructor(id: string) {
-    super("TOKEN_NOT_FOUND", `no token with id ${id}: see \`constellation token ls\``);
+  constructor(id: string, what = "token", list = "constellation token ls") {
+    super("TOKEN_NOT_FOUND", `no ${what} with id ${id}: see \`${list}\``);
     this.id = id;
   }
 }

@@ -32,6 +32,23 @@ export interface NewToken {
   expiresAt?: number;
 }
 
+/** A join token just made: shown this once, with where nodes join (HOST:PORT). */
+export interface NewJoinToken {
+  token: string;
+  id: string;
+  expiresAt: number;
+  address: string;
+}
+
+/** A join token as listed (never the token itself). */
+export interface JoinTokenInfo {
+  id: string;
+  role: "agent" | "controller";
+  createdAt: number;
+  expiresAt: number;
+  revokedAt?: number;
+}
+
 /** A star as the API reports it, with its node's last CPU and memory reading while it runs. */
 export type StarInfo = StarView & { usage?: { cpuPercent: number; memoryBytes: number }; events?: Event[] };
 
@@ -205,6 +222,35 @@ export class Constellation {
    */
   async revokeToken(id: string): Promise<void> {
     await this.http.request("DELETE", `/v1/tokens/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * Makes a token with which one machine may join the cluster (needs an admin token), valid
+   * `ttlSeconds` (default a day). Shown this once; the cluster keeps only its secret's hash.
+   * @example
+   * const { token, address } = await c.createJoinToken({ ttlSeconds: 3600 });
+   * console.log(`constellation join ${address} --token ${token}`);
+   */
+  async createJoinToken(options: { ttlSeconds?: number } = {}): Promise<NewJoinToken> {
+    return this.http.request("POST", "/v1/join-tokens", options.ttlSeconds === undefined ? {} : { ttl_s: options.ttlSeconds });
+  }
+
+  /**
+   * Every join token, with when it expires and whether it was revoked (never the token).
+   * @example
+   * for (const t of await c.joinTokens()) console.log(t.id, new Date(t.expiresAt));
+   */
+  async joinTokens(): Promise<JoinTokenInfo[]> {
+    return (await this.http.request<{ tokens: JoinTokenInfo[] }>("GET", "/v1/join-tokens")).tokens;
+  }
+
+  /**
+   * Revokes a join token by its id: no machine may join with it from now on.
+   * @example
+   * await c.revokeJoinToken("3f9a1c0b7d2e");
+   */
+  async revokeJoinToken(id: string): Promise<void> {
+    await this.http.request("DELETE", `/v1/join-tokens/${encodeURIComponent(id)}`);
   }
 
   /**

@@ -96,6 +96,10 @@ export interface SingleNode {
     name: string;
     /** The cluster port. */
     port: number;
+    /** Where other machines join it (HOST:PORT). */
+    address: string;
+    /** This node's name. */
+    node: string;
     /** A new join token (shown once), valid `ttlSeconds` (default a day). */
     joinToken(ttlSeconds?: number): Promise<{ token: string; id: string; expiresAt: number }>;
     /** Revokes a join token by its id (false: no such token). */
@@ -207,7 +211,10 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     const agent = new Agent({ link: new AgentService(store, node.name), node, runtimes, endpoint: () => served.url });
     // A cluster's API asks each star's own node (its logs, its usage) over that node's link.
     const nodes = clusterFiles ? new ClusterNodes({ name: node.name, link: agent }) : undefined;
-    const api = await buildApi({ store, controller, node: nodes ?? agent });
+    // Where nodes join (the port once the cluster port listens: it may be any free one).
+    const joinAt = { host: advertised(options.cluster?.addresses ?? hostAddresses()), port: options.cluster?.port ?? 7946 };
+    const joinAddress = () => `${joinAt.host}:${joinAt.port}`;
+    const api = await buildApi({ store, controller, node: nodes ?? agent, ...(clusterFiles ? { cluster: { caCert: clusterFiles.caCert, address: joinAddress } } : {}) });
     closers.push(() => api.close());
     // Listen first: stars started from here on get the API's URL (and a token) in their env.
     const port = options.port ?? 7070;
@@ -240,26 +247,36 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       const ca = { cert: files.caCert, key: files.caKey! };
       const serveOptions = options.cluster ?? {};
       let server: ClusterServer;
-      try {
-        server = await serveCluster({
+      const wanted = serveOptions.port ?? 7946;
+      // Port 0 (any free port): the one of the last start if it is free, so its nodes (which
+      // keep the controller's address) find it again after a restart.
+      const last = wanted === 0 ? lastClusterPort(dataDir) : undefined;
+      const serve = (port: number) =>
+        serveCluster({
           store,
           cluster: files.name,
           caCert: files.caCert,
           cert: files.cert,
           key: files.key,
-          port: serveOptions.port ?? 7946,
+          port,
           ...(serveOptions.host ? { host: serveOptions.host } : {}),
           join: (body) => admit(store, ca, files.name, body),
           nodes: nodes!,
           ...(serveOptions.log ? { log: serveOptions.log } : {}),
         });
+      try {
+        server = last === undefined ? await serve(wanted) : await serve(last).catch(() => serve(wanted));
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === "EADDRINUSE") throw new RuntimeUnavailableError(`the cluster port ${serveOptions.port ?? 7946} is in use (another controller here?): stop it, or pass --cluster-port N`);
         throw err;
       }
       closers.push(() => server.close());
+      joinAt.port = server.port;
+      writeFileSync(join(dataDir, "cluster.port"), `${server.port}\n`, { mode: 0o644 });
       cluster = {
+        address: joinAddress(),
+        node: node.name,
         name: files.name,
         port: server.port,
         joinToken: (ttlSeconds) => createJoinToken(store, files.caCert, ttlSeconds === undefined ? {} : { ttlSeconds }),
@@ -290,11 +307,29 @@ async function newController(dataDir: string, store: Store, name: string, node: 
   return files;
 }
 
+/** The address other machines reach: the first that is not loopback (IPv4 first), else loopback. */
+function advertised(addresses: string[]): string {
+  const outside = addresses.filter((a) => a !== "127.0.0.1" && a !== "::1");
+  const v4 = outside.find((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a));
+  const pick = v4 ?? outside[0] ?? "127.0.0.1";
+  return pick.includes(":") ? `[${pick}]` : pick;
+}
+
 /** This host's addresses (IPv4 and IPv6, loopback included), for its certificate. */
 export function hostAddresses(): string[] {
   const out = new Set<string>(["127.0.0.1"]);
   for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) if (!a.address.startsWith("fe80:")) out.add(a.address);
   return [...out];
+}
+
+/** The cluster port at the data dir's last start, if any. */
+function lastClusterPort(dataDir: string): number | undefined {
+  try {
+    const port = Number(readFileSync(join(dataDir, "cluster.port"), "utf8").trim());
+    return Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The API's port at the data dir's last start (its `endpoint` file), if any. */

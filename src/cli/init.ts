@@ -1,0 +1,206 @@
+/**
+ * `constellation init` and `constellation join`: a machine becomes a cluster's controller
+ * (`init --cluster NAME`) or one of its nodes (`join HOST:PORT --token T`, the same as
+ * `init --join`). The node runs detached (its log in the data dir, node.log) and the command
+ * returns once it is up, saying what it is and how to add the next machine; run again, it says
+ * the same of the node already running (a program may call it twice). `--foreground` runs it in
+ * this process instead (under a service manager).
+ */
+import { type Command, InvalidArgumentError as CommanderArgError } from "commander";
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { InvalidArgumentError, RuntimeUnavailableError } from "../model/errors.js";
+import { connect } from "../sdk/client.js";
+import { color } from "./output.js";
+
+/** What a running node wrote once it was up (no secrets): <data>/ready.json. */
+interface Ready {
+  pid: number;
+  role: "controller" | "agent";
+  cluster: string;
+  node: string;
+  /** The controller's API (a controller only). */
+  url?: string;
+  /** Where nodes join: this controller's cluster address, or an agent's controller. */
+  address: string;
+}
+
+interface InitOptions {
+  cluster?: string;
+  node?: string;
+  join?: string;
+  port: number;
+  clusterPort: number;
+  dev?: boolean;
+  foreground?: boolean;
+  ttl?: number;
+}
+
+const port = (flag: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CommanderArgError(`${flag} takes a port number 0-65535, got "${v}"`);
+  return n;
+};
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
+
+function readReady(dataDir: string): Ready | undefined {
+  try {
+    const r = JSON.parse(readFileSync(join(dataDir, "ready.json"), "utf8")) as Ready;
+    return alive(r.pid) ? r : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function registerInit(program: Command): void {
+  const init = program
+    .command("init")
+    .description("make this machine a cluster's controller (--cluster NAME), or join one (--join HOST:PORT --token T); runs detached")
+    .option("--cluster <name>", "the cluster's name, a DNS label (default: default)")
+    .option("--node <name>", "this node's name, a DNS label (default: the host name)")
+    .option("--join <host:port>", "join the cluster whose controller is here (with --token)")
+    .option("--port <n>", "the API's port on 127.0.0.1, on a controller (0: any free port)", port("--port"), 7070)
+    .option("--cluster-port <n>", "the port nodes join and connect on, on a controller (0: any free port)", port("--cluster-port"), 7946)
+    .option("--dev", "run without root: limits are not enforced, and every star says so")
+    .option("--foreground", "run in this process (under a service manager) instead of detached")
+    .addHelpText(
+      "after",
+      `\nExamples:\n  $ sudo constellation init --cluster production --node node-1\n  $ sudo constellation init --cluster production --node node-2 --join 10.0.0.10:7946 --token cjt1...\n  $ constellation token --join --ttl 1h          # on the controller: a token for the next machine\n`,
+    )
+    .action((o: InitOptions, cmd: Command) => run(o, cmd));
+  void init;
+  program
+    .command("join")
+    .description("join a cluster: this machine becomes one of its nodes (the same as init --join)")
+    .argument("<host:port>", "the controller's cluster address, as `constellation init` printed it")
+    .option("--node <name>", "this node's name, a DNS label (default: the host name)")
+    .option("--dev", "run without root: limits are not enforced, and every star says so")
+    .option("--foreground", "run in this process (under a service manager) instead of detached")
+    .addHelpText("after", `\nExamples:\n  $ sudo constellation join 10.0.0.10:7946 --token cjt1...\n`)
+    .action((address: string, o: InitOptions, cmd: Command) => run({ ...o, join: address, port: 7070, clusterPort: 7946 }, cmd));
+}
+
+async function run(o: InitOptions, cmd: Command): Promise<void> {
+  const g = cmd.optsWithGlobals<{ data?: string; token?: string }>();
+  const dataDir = resolve(g.data ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
+  if (o.join !== undefined && g.token === undefined && !existsSync(join(dataDir, "cluster", "cluster.json"))) {
+    cmd.error(`error: joining needs the token the controller made: --token T (on the controller: constellation token --join)`, { exitCode: 2 });
+  }
+  if (o.foreground) return foreground(o, dataDir, g.token);
+  const running = readReady(dataDir);
+  if (running) return say(running, dataDir, o, true);
+  // Detached: the same command in the foreground, in a session of its own, its output in node.log.
+  const log = join(dataDir, "node.log");
+  const { mkdirSync } = await import("node:fs");
+  mkdirSync(dataDir, { recursive: true, mode: 0o711 });
+  rmSync(join(dataDir, "ready.json"), { force: true });
+  const out = openSync(log, "a", 0o600);
+  const args = [process.argv[1]!, "--data", dataDir, ...process.argv.slice(2).filter((a, i, all) => a !== "--data" && all[i - 1] !== "--data"), "--foreground"];
+  const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", out, out] });
+  closeSync(out);
+  let ended: number | null | undefined;
+  child.once("exit", (code) => (ended = code ?? 1));
+  child.unref();
+  const deadline = Date.now() + 120_000;
+  const logAt = statSync(log).size;
+  for (;;) {
+    const ready = readReady(dataDir);
+    if (ready) return say(ready, dataDir, o, false);
+    // A node whose controller is away runs on and keeps trying: that is not a failure of init.
+    const waiting = /cannot reach the controller at (\S+) yet/.exec(readFileSync(log, "utf8").slice(logAt));
+    if (waiting && ended === undefined) {
+      process.stdout.write(`${color.yellow("constellation is running")}  but cannot reach its controller at ${waiting[1]} yet; it keeps trying (log: ${log})\n`);
+      return;
+    }
+    if (ended !== undefined || Date.now() > deadline) {
+      const tail = readFileSync(log, "utf8").trim().split("\n").slice(-5).join("\n");
+      const why = /error: (.*)/.exec(tail)?.[1] ?? tail;
+      if (ended === undefined) child.kill();
+      throw new RuntimeUnavailableError(ended === undefined ? `the node did not come up within 120 s; its log (${log}) ends:\n${tail}` : why);
+    }
+    await delay(50);
+  }
+}
+
+async function say(r: Ready, dataDir: string, o: InitOptions, already: boolean): Promise<void> {
+  if (o.cluster !== undefined && o.cluster !== r.cluster) throw new InvalidArgumentError("cluster", `${dataDir} runs node ${r.node} of cluster ${r.cluster}, not ${o.cluster}: give another --data`);
+  if (r.role === "agent" && o.join !== undefined && o.join !== r.address) {
+    throw new InvalidArgumentError("join", `${dataDir} runs node ${r.node} of cluster ${r.cluster}, joined to ${r.address}: give another --data to join ${o.join}`);
+  }
+  if (o.node !== undefined && o.node !== r.node) throw new InvalidArgumentError("node", `${dataDir} runs node ${r.node} of cluster ${r.cluster}, not ${o.node}: give another --data`);
+  const lines = [
+    `${color.green(already ? "constellation is running" : "constellation is up")}  node ${r.node} of cluster ${r.cluster} (${r.role === "controller" ? "controller" : `joined to ${r.address}`}), pid ${r.pid}`,
+    `data     ${dataDir}  (log: ${join(dataDir, "node.log")})`,
+  ];
+  if (r.role === "controller") {
+    lines.push(`api      ${r.url}`, `cluster  ${r.address}`);
+    const c = connect({ dataDir });
+    try {
+      const t = await c.createJoinToken();
+      lines.push("", `Add a machine (this token works for ${Math.round((t.expiresAt - Date.now()) / 3_600_000)} h; \`constellation token --join\` makes more):`, `  constellation join ${t.address} --token ${t.token}`);
+    } finally {
+      c.close();
+    }
+  }
+  process.stdout.write(`${lines.join("\n")}\n`);
+}
+
+async function foreground(o: InitOptions, dataDir: string, token: string | undefined): Promise<void> {
+  let ready: Omit<Ready, "pid">;
+  let close: () => Promise<void>;
+  if (o.join !== undefined || existsAgent(dataDir)) {
+    const { startAgentNode } = await import("../server/agent-node.js");
+    const node = await startAgentNode({
+      dataDir,
+      ...(o.node ? { nodeName: o.node } : {}),
+      ...(o.join !== undefined && token !== undefined ? { join: { address: o.join, token } } : {}),
+      devMode: o.dev === true,
+    });
+    ready = { role: "agent", cluster: node.cluster, node: node.name, address: node.controller };
+    close = () => node.close();
+  } else {
+    const { startSingleNode } = await import("../server/single-node.js");
+    const node = await startSingleNode({
+      dataDir,
+      port: o.port,
+      devMode: o.dev === true,
+      ...(o.node ? { nodeName: o.node } : {}),
+      cluster: { ...(o.cluster ? { name: o.cluster } : {}), port: o.clusterPort },
+    });
+    ready = { role: "controller", cluster: node.cluster!.name, node: node.cluster!.node, url: node.url, address: node.cluster!.address };
+    close = () => node.close();
+  }
+  const file = join(dataDir, "ready.json");
+  writeFileSync(`${file}.tmp`, `${JSON.stringify({ pid: process.pid, ...ready })}\n`, { mode: 0o644 });
+  renameSync(`${file}.tmp`, file);
+  process.stdout.write(`${new Date().toISOString()} node ${ready.node} of cluster ${ready.cluster} up (${ready.role})\n`);
+  await new Promise<void>((done) => {
+    const stop = () => {
+      rmSync(file, { force: true });
+      setTimeout(() => process.exit(0), 5000).unref();
+      void close().then(done);
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  process.exit(0);
+}
+
+const existsAgent = (dataDir: string) => {
+  try {
+    return (JSON.parse(readFileSync(join(dataDir, "cluster", "cluster.json"), "utf8")) as { role?: string }).role === "agent";
+  } catch {
+    return false;
+  }
+};
