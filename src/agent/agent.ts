@@ -100,6 +100,7 @@ export class Agent implements NodeLink {
     this.loop = this.follow(revision + 1, this.abort.signal);
     this.sampler = setInterval(() => this.sample(), this.options.sampleMs ?? 2000);
     this.sampler.unref();
+    if (this.link.heartbeat) await this.beat();
     const orphanCheck = setInterval(() => {
       this.sweeping ??= this.sweepOrphans().finally(() => (this.sweeping = undefined));
     }, this.options.orphanCheckMs ?? 10_000);
@@ -176,7 +177,26 @@ export class Agent implements NodeLink {
   }
 
   /** Stops following its assignments; stars keep running (the runtimes are closed by their owner). */
+  private beater: NodeJS.Timeout | undefined;
+
+  /**
+   * Renews this node's lease with its controller, then again a third of its TTL later, for as
+   * long as the agent runs; a failed beat (the link down) is tried again a second later.
+   */
+  private async beat(): Promise<void> {
+    let next = 1000;
+    try {
+      next = Math.max(200, Math.floor((await this.link.heartbeat!()).ttlMs / 3));
+    } catch {
+      // not now: again soon
+    }
+    if (this.abort.signal.aborted) return;
+    this.beater = setTimeout(() => void this.beat(), next);
+    this.beater.unref();
+  }
+
   async stop(): Promise<void> {
+    clearTimeout(this.beater);
     this.abort.abort();
     if (this.sampler) clearInterval(this.sampler);
     clearInterval(this.unsentRetry);

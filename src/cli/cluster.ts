@@ -28,7 +28,7 @@ function nodeTable(nodes: ClusterSummary["nodes"]): string {
     ["NODE", "STATE", "CORES", "MEMORY", "RUNTIMES", "LIMITS"],
     nodes.map((n) => [
       n.name,
-      n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
+      n.state === "down" ? color.red("down") : n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
       String(n.cpuCores),
       bytes(n.memoryBytes),
       n.runtimes.join(","),

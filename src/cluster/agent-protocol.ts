@@ -57,6 +57,7 @@ export const AGENT_METHODS = {
   event: z.strictObject({ kind: z.enum(EVENT_KINDS), message: z.string().max(4096), star: NAME.optional(), uid: z.string().max(64).optional() }),
   starToken: z.strictObject({ name: NAME, uid: z.string().max(64), keepOld: z.boolean() }),
   dropStarTokens: z.strictObject({ name: NAME }),
+  heartbeat: z.null(),
   usage: z.strictObject({
     stars: z.array(z.strictObject({ name: NAME, uid: z.string().max(64), cpuPercent: z.number().min(0), memoryBytes: z.number().min(0), at: z.number().int().min(0) })).max(100_000),
   }),
@@ -144,6 +145,7 @@ export function agentHandlers(link: AgentLink): Record<string, Handler> {
     },
     "agent.dropStarTokens": (b) => answer(link.dropStarTokens(body("dropStarTokens", b).name)),
     "agent.usage": (b) => answer((async () => link.usage?.(body("usage", b).stars))()),
+    "agent.heartbeat": (b) => answer((async () => (body("heartbeat", b), (await link.heartbeat?.()) ?? null))()),
   };
 }
 
@@ -211,5 +213,11 @@ export class RnpAgentLink implements AgentLink {
 
   async usage(stars: StarUsage[]): Promise<void> {
     await this.call("usage", { stars });
+  }
+
+  async heartbeat(): Promise<{ ttlMs: number }> {
+    const a = (await this.call("heartbeat", null)) as { ttlMs?: unknown } | null;
+    const ttlMs = typeof a?.ttlMs === "number" && a.ttlMs >= 1000 ? a.ttlMs : 10_000;
+    return { ttlMs };
   }
 }

@@ -32,6 +32,8 @@ export interface ClusterServerOptions {
   heartbeatMs?: number;
   /** The controller's view of its nodes: each node's connection and usage are given to it. */
   nodes?: ClusterNodes;
+  /** Nodes' lease TTL (default AgentService's). */
+  nodeTtlSeconds?: number;
 }
 
 export interface ClusterServer {
@@ -88,7 +90,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
           const peer = new RnpPeer(socket, {
             role: "server",
             hello: { node: "controller", cluster: options.cluster },
-            handlers: agentHandlers(new AgentService(options.store, id.node, (stars) => options.nodes?.setUsage(id.node, stars))),
+            handlers: agentHandlers(new AgentService(options.store, id.node, (stars) => options.nodes?.setUsage(id.node, stars), options.nodeTtlSeconds)),
             log: (l) => log(`cluster port: node ${id.node} (${from}): ${l}`),
             ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
           });

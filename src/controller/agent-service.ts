@@ -6,10 +6,13 @@
 import type { AgentLink, AssignmentBatch, AssignmentChange, StarUsage } from "../model/agent-link.js";
 import { AssignmentsCompactedError } from "../model/agent-link.js";
 import { type EventKind, KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, starKey, statusKey } from "../model/records.js";
-import { CompactedError, NoSuchStarError } from "../model/errors.js";
+import { CompactedError, LeaseNotFoundError, NoSuchStarError } from "../model/errors.js";
 import type { Store } from "../store/types.js";
 import { EventLog } from "./events.js";
 import { dropStarTokens, newToken, saveToken } from "./tokens.js";
+
+/** A node is dead this long after its last heartbeat (the issue's ceiling: 10 s). */
+export const NODE_TTL_S = 10;
 
 export class AgentService implements AgentLink {
   private readonly events: EventLog;
@@ -20,6 +23,8 @@ export class AgentService implements AgentLink {
     readonly node: string,
     /** Where the node's usage figures go (the controller's ClusterNodes); absent: not kept. */
     private readonly onUsage?: (stars: StarUsage[]) => void,
+    /** The node's lease TTL: it is dead this long after its last heartbeat. */
+    private readonly ttlSeconds = NODE_TTL_S,
   ) {
     this.events = new EventLog(store, `node-${node}`);
   }
@@ -116,6 +121,26 @@ export class AgentService implements AgentLink {
     // a star made again under the name is not this one.
     await saveToken(this.store, token, "star", `star:${star.name}`, { star: { name: star.name, uid: star.uid } });
     return token;
+  }
+
+  /** The node's lease, once its first heartbeat made it. */
+  private lease: string | undefined;
+
+  async heartbeat(): Promise<{ ttlMs: number }> {
+    if (this.lease !== undefined) {
+      try {
+        await this.store.keepAliveOnce(this.lease);
+        return { ttlMs: this.ttlSeconds * 1000 };
+      } catch (err) {
+        if (!(err instanceof LeaseNotFoundError)) throw err;
+        this.lease = undefined; // expired meanwhile (the node was dead for a while): a new one
+      }
+    }
+    const { id } = await this.store.grantLease(this.ttlSeconds);
+    // The key moves to the new lease (an older one, of an earlier connection, expires alone).
+    await this.store.put(`${KEYS.alive}${this.node}`, JSON.stringify({ node: this.node, since: Date.now() }), { lease: id });
+    this.lease = id;
+    return { ttlMs: this.ttlSeconds * 1000 };
   }
 
   async usage(stars: StarUsage[]): Promise<void> {

@@ -27,6 +27,7 @@ import { resolveProgram } from "../runtime/script.js";
 import { DEFAULT_NODE_LIMITS, DNS_LABEL, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../model/spec.js";
 import type { Compare, KeyValue, Store } from "../store/types.js";
 import { adminOnlyField, effectiveLimits, fits, mb, memoryBudget, withinParent } from "./admission.js";
+import { NODE_TTL_S } from "./agent-service.js";
 import { EventLog } from "./events.js";
 import { type Cached, RecordCache } from "./record-cache.js";
 import { orphans, subtree } from "./family.js";
@@ -63,6 +64,11 @@ export interface ControllerOptions {
   validate?: (spec: StarSpecInput, options: { trusted: boolean }) => Promise<void>;
   /** What a tree of stars may hold (TREE_QUOTAS when absent). */
   quotas?: Partial<TreeQuotas>;
+  /**
+   * Nodes' lease TTL (AgentService): a node is dead once its lease expired. For that long twice
+   * after the controller starts, no node is taken for dead (its nodes reconnect meanwhile).
+   */
+  nodeTtlSeconds?: number;
 }
 
 /**
@@ -354,7 +360,10 @@ export class Controller {
 
   /** Nodes, capacity, and the stars `by` may see by state. */
   async summary(by?: Principal): Promise<ClusterSummary> {
-    const [nodes, stars] = await Promise.all([this.nodes(), this.list(by)]);
+    const [all, stars, alive] = await Promise.all([this.nodes(), this.list(by), this.aliveNodes()]);
+    // A node's state: up while its lease holds (or within the grace after the controller's start).
+    const graceOver = Date.now() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
+    const nodes = all.map((n) => ({ ...n, state: alive.has(n.name) || !graceOver ? ("up" as const) : ("down" as const) }));
     const byState: Record<string, number> = {};
     for (const s of stars) {
       const state = s.status?.state ?? (s.desired === "running" ? "pending" : "stopped");
@@ -363,14 +372,29 @@ export class Controller {
     return {
       nodes,
       stars: { total: stars.length, byState, desiredRunning: stars.filter((s) => s.desired === "running").length },
-      capacity: { cpuCores: nodes.reduce((a, n) => a + n.cpuCores, 0), memoryBytes: nodes.reduce((a, n) => a + n.memoryBytes, 0) },
+      capacity: { cpuCores: nodes.filter((n) => n.state === "up").reduce((a, n) => a + n.cpuCores, 0), memoryBytes: nodes.filter((n) => n.state === "up").reduce((a, n) => a + n.memoryBytes, 0) },
       revision: await this.store.revision(),
     };
   }
 
+  private startedAt = 0;
+  /** Stars left on a dead node (said once each). */
+  private readonly leftOnDead = new Set<string>();
+
   /** Runs the control loops until stop(). */
   start(): void {
+    this.startedAt = Date.now();
     this.loop ??= this.assignLoop(this.abort.signal);
+    // When the grace after the start ends, a node that died within it is seen (no write says so).
+    const graceEnd = setTimeout(() => void this.assignAll().catch(() => undefined), 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000 + 100);
+    graceEnd.unref();
+    this.abort.signal.addEventListener("abort", () => clearTimeout(graceEnd));
+  }
+
+  /** The nodes whose lease holds now (names). */
+  private async aliveNodes(): Promise<Set<string>> {
+    const { kvs } = await this.store.range({ prefix: KEYS.alive }, { keysOnly: true });
+    return new Set(kvs.map((kv) => kv.key.slice(KEYS.alive.length)));
   }
 
   async stop(): Promise<void> {
@@ -396,8 +420,9 @@ export class Controller {
         const onAbort = () => watch.close();
         signal.addEventListener("abort", onAbort);
         try {
+          // Each batch that changes stars, nodes or liveness (a lease's expiry deletes its key) looks again.
           for await (const batch of watch) {
-            if (batch.events.some((e) => e.kv.key.startsWith(KEYS.stars) || e.kv.key.startsWith(KEYS.nodes))) await this.assignAll();
+            if (batch.events.some((e) => e.kv.key.startsWith(KEYS.stars) || e.kv.key.startsWith(KEYS.nodes) || e.kv.key.startsWith(KEYS.alive))) await this.assignAll();
           }
         } finally {
           signal.removeEventListener("abort", onAbort);
@@ -411,20 +436,52 @@ export class Controller {
     }
   }
 
-  private async assignAll(): Promise<void> {
+  /** One pass at a time (the loop and the grace's end may both ask). */
+  private assigning: Promise<void> = Promise.resolve();
+
+  private assignAll(): Promise<void> {
+    const next = this.assigning.then(() => this.assignOnce());
+    this.assigning = next.catch(() => undefined);
+    return next;
+  }
+
+  private async assignOnce(): Promise<void> {
     const kvs = await this.records.all();
     await this.removeOrphans(kvs);
     const nodes = await this.nodes();
     if (nodes.length === 0) return;
+    const alive = await this.aliveNodes();
+    // Within the grace after a start, every node counts as alive (they reconnect meanwhile).
+    const ttlMs = (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
+    const judging = Date.now() - this.startedAt > 2 * ttlMs;
+    const aliveNow = judging ? nodes.filter((n) => alive.has(n.name)) : nodes;
+    // With no node alive, new stars still get one (they run when it is back); none is moved.
+    const live = aliveNow.length > 0 ? aliveNow : nodes;
+    const moving = aliveNow.length > 0;
     // Stars each node holds now (those that should run): each new one goes where fewest are.
-    const held = heldBy(nodes, kvs.map((kv) => kv.value));
+    const held = heldBy(live, kvs.map((kv) => kv.value));
     for (const kv of kvs) {
       const record = kv.value;
-      if (record.node !== undefined && nodes.some((n) => n.name === record.node)) continue;
-      const node = placement(nodes, held)!;
+      const on = record.node === undefined ? undefined : nodes.find((n) => n.name === record.node);
+      if (on && (live.includes(on) || !moving)) continue;
+      if (on) {
+        // Its node is dead (its lease expired). A star that should run and may be restarted is
+        // made again elsewhere; its old copy, should that node come back, is superseded (its
+        // node no longer holds the assignment: the node's agent ends it).
+        if (record.desired !== "running" || this.specOf(record).restart === "never") {
+          if (!this.leftOnDead.has(`${record.name}/${record.uid}/${on.name}`)) {
+            this.leftOnDead.add(`${record.name}/${record.uid}/${on.name}`);
+            const why = record.desired !== "running" ? "it is stopped" : "its restart policy is never";
+            await this.events.record("star.node-dead", `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s); not moved: ${why} (start it to run it elsewhere)`, { star: record.name, uid: record.uid, node: on.name });
+          }
+          continue;
+        }
+      }
+      const node = placement(live, held)!;
       if (await this.casRecord(kv, { ...record, node: node.name })) {
         if (record.desired === "running") held.set(node.name, held.get(node.name)! + 1);
-        await this.events.record("star.assigned", `assigned to node ${node.name}`, { star: record.name, uid: record.uid, node: node.name });
+        const message = on ? `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s): moved to node ${node.name}` : `assigned to node ${node.name}`;
+        await this.events.record(on ? "star.moved" : "star.assigned", message, { star: record.name, uid: record.uid, node: node.name });
       }
     }
   }

@@ -62,6 +62,12 @@ export interface AgentLink {
    * the controller reads the agent directly (in one process).
    */
   usage?(stars: StarUsage[]): Promise<void>;
+  /**
+   * The node is alive: renews its lease with the controller (made at the first call). A node
+   * whose lease expires is dead to the controller. Answers the lease's TTL: call again well
+   * within it (a third of it).
+   */
+  heartbeat?(): Promise<{ ttlMs: number }>;
 }
 
 /** One star's usage as its node sampled it. */

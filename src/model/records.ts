@@ -24,6 +24,8 @@ export const KEYS = {
   tokens: `${PREFIX}tokens/`,
   joinTokens: `${PREFIX}join-tokens/`,
   certs: `${PREFIX}certs/`,
+  /** A node's liveness: a key on its lease (AgentService.heartbeat); gone when the lease expires. */
+  alive: `${PREFIX}alive/`,
   eventSeq: `${PREFIX}meta/event-seq`,
 } as const;
 
@@ -119,7 +121,8 @@ export interface TokenInfo {
 
 /** The cluster at a glance (`constellation status`). */
 export interface ClusterSummary {
-  nodes: NodeRecord[];
+  /** Each node, "down" once its lease with the controller expired (no heartbeat for its TTL). */
+  nodes: Array<NodeRecord & { state?: "up" | "down" }>;
   stars: { total: number; byState: Record<string, number>; desiredRunning: number };
   capacity: { cpuCores: number; memoryBytes: number };
   revision: number;
@@ -157,6 +160,8 @@ export interface Principal {
 export type EventKind =
   | "star.created"
   | "star.assigned"
+  | "star.moved"
+  | "star.node-dead"
   | "star.start-requested"
   | "star.stop-requested"
   | "star.removed"

@@ -74,6 +74,8 @@ export interface ClusterServeOptions {
   addresses?: string[];
   /** Where the cluster port's log lines go (refusals, say; default stderr). */
   log?: (line: string) => void;
+  /** A node is dead this long after its last heartbeat (default 10 s). */
+  nodeTtlSeconds?: number;
 }
 
 /** The stars this node has files of (process and isolate runtimes), by directory. */
@@ -206,9 +208,10 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     };
     // The store was lost and the operator said --adopt: the node's stars become its records again.
     if (lost && options.adopt === true) await adoptStars(store, node.name, Object.values(runtimes));
-    const controller = new Controller({ store, validate, ...(options.quotas ? { quotas: options.quotas } : {}) });
+    const ttl = options.cluster?.nodeTtlSeconds;
+    const controller = new Controller({ store, validate, ...(options.quotas ? { quotas: options.quotas } : {}), ...(ttl ? { nodeTtlSeconds: ttl } : {}) });
     const served: { url?: string } = {}; // known once the API listens
-    const agent = new Agent({ link: new AgentService(store, node.name), node, runtimes, endpoint: () => served.url });
+    const agent = new Agent({ link: new AgentService(store, node.name, undefined, ttl), node, runtimes, endpoint: () => served.url });
     // A cluster's API asks each star's own node (its logs, its usage) over that node's link.
     const nodes = clusterFiles ? new ClusterNodes({ name: node.name, link: agent }) : undefined;
     // Where nodes join (the port once the cluster port listens: it may be any free one).
@@ -262,6 +265,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
           ...(serveOptions.host ? { host: serveOptions.host } : {}),
           join: (body) => admit(store, ca, files.name, body),
           nodes: nodes!,
+          ...(ttl ? { nodeTtlSeconds: ttl } : {}),
           ...(serveOptions.log ? { log: serveOptions.log } : {}),
         });
       try {

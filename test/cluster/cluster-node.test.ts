@@ -18,6 +18,8 @@ import { testDir } from "../helpers/dirs.js";
 import { waitFor } from "../helpers/wait.js";
 
 const devMode = process.getuid?.() !== 0;
+/** The nodes' lease TTL here (10 s by default). */
+const TTL_S = 2;
 
 describe("a controller and a node that joined it", () => {
   let dir: string;
@@ -29,7 +31,7 @@ describe("a controller and a node that joined it", () => {
 
   before(async () => {
     dir = await testDir("constellation-cluster-");
-    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, nodeName: "node-1", cluster: { name: "prod", port: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l) } });
+    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, nodeName: "node-1", cluster: { name: "prod", port: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l), nodeTtlSeconds: TTL_S } });
     c = connect({ endpoint: ctl.url, token: ctl.token });
   });
   after(async () => {
@@ -119,5 +121,37 @@ describe("a controller and a node that joined it", () => {
     const after = await c.star(remote.name).info();
     assert.equal(after.status?.state, "running");
     assert.equal(after.status?.pid, pid, "the same run, not a restart");
+  });
+
+  it("a node that stops beating is declared dead; its stars that may restart run again elsewhere, and its old copies end when it is back", async () => {
+    for (const name of ["m1", "m2", "m3"]) await c.create({ name, command: ["sh", "-c", "echo up; exec sleep 600"], restart: "always", ram_mb: 32 });
+    const placed = await waitFor("all running", async () => {
+      const list = (await c.list()).filter((s) => s.name.startsWith("m"));
+      return list.length === 3 && list.every((s) => s.status?.state === "running") ? list : undefined;
+    });
+    const moving = placed.filter((s) => s.node === "node-2").map((s) => s.name);
+    assert.ok(moving.length > 0, JSON.stringify(placed.map((s) => [s.name, s.node])));
+    const stays = (await c.list()).find((s) => s.node === "node-2" && s.spec.restart !== "always");
+    const died = Date.now();
+    await node2!.close(); // no more heartbeats (its stars run on, as after a crash of its control plane)
+    await waitFor("node-2 down", async () => ((await c.status()).nodes.find((n) => n.name === "node-2")?.state === "down" ? true : undefined));
+    assert.ok(Date.now() - died <= (TTL_S + 2) * 1000, `declared dead ${Date.now() - died} ms after its last beat (TTL ${TTL_S} s)`);
+    for (const name of moving) {
+      await waitFor(`${name} running on node-1`, async () => {
+        const s = await c.star(name).info();
+        return s.node === "node-1" && s.status?.state === "running" ? s : undefined;
+      });
+    }
+    if (stays) {
+      const s = await c.star(stays.name).info();
+      assert.equal(s.node, "node-2", "a star whose restart policy is never is not moved");
+      assert.ok((await c.events({ star: stays.name })).some((e) => e.kind === "star.node-dead"), "and an event says why");
+    }
+    // node-2 back: the copies it still runs were superseded, and it ends them.
+    node2 = await startAgentNode({ dataDir: join(dir, "node-2"), log: (l) => log.push(l) });
+    const back = Date.now();
+    await waitFor("node-2's old copies ended", () => (moving.every((n) => !existsSync(join(dir, "node-2", "runtime", "stars", n))) ? true : undefined));
+    assert.ok(Date.now() - back < 5000, `ended ${Date.now() - back} ms after it was back`);
+    await waitFor("node-2 up", async () => ((await c.status()).nodes.find((n) => n.name === "node-2")?.state === "up" ? true : undefined));
   });
 });
