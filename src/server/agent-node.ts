@@ -110,6 +110,9 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     let up = false;
     const client = new RnpClient({
       dial,
+      // One controller to reach: try again often (a healed partition is noticed within 2 s, and
+      // the node ends its superseded stars within the 5 s).
+      backoffMs: { min: 100, max: 2000 },
       hello: { node: files.node, cluster: files.name },
       handlers: nodeHandlers(asked),
       ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),

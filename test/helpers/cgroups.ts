@@ -2,7 +2,7 @@
  * Where a node's star groups are on this host: constellation/<node id>/process/<star> (the id is in the
  * node's data dir, node.json), under each v1 hierarchy or the v2 root.
  */
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 
 /** The node id of a data dir (a single node's, or a runtime's own). */
@@ -76,4 +76,26 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Removes the node's cgroups on every hierarchy (deepest first); true once none is left (its processes must be gone). */
+export function removeNodeGroups(dataDir: string): boolean {
+  let id: string;
+  try {
+    id = nodeIdOf(dataDir);
+  } catch {
+    return true; // never claimed
+  }
+  let left = false;
+  const remove = (dir: string): void => {
+    for (const d of readdirSync(dir, { withFileTypes: true })) if (d.isDirectory()) remove(join(dir, d.name));
+    try {
+      rmdirSync(dir);
+    } catch {
+      left = true; // busy yet
+    }
+  };
+  const tops = readdirSync("/sys/fs/cgroup", { withFileTypes: true }).filter((m) => m.isDirectory()).map((m) => join("/sys/fs/cgroup", m.name, "constellation", id));
+  for (const top of [...tops, join("/sys/fs/cgroup", "constellation", id)]) if (existsSync(top)) remove(top);
+  return !left;
 }
