@@ -100,7 +100,12 @@ export class Agent implements NodeLink {
     this.loop = this.follow(revision + 1, this.abort.signal);
     this.sampler = setInterval(() => this.sample(), this.options.sampleMs ?? 2000);
     this.sampler.unref();
-    if (this.link.heartbeat) await this.beat();
+    if (this.link.heartbeat) {
+      await this.beat();
+      const fence = setInterval(() => this.checkFence(), 250);
+      fence.unref();
+      this.unsubscribe.push(() => clearInterval(fence));
+    }
     const orphanCheck = setInterval(() => {
       this.sweeping ??= this.sweepOrphans().finally(() => (this.sweeping = undefined));
     }, this.options.orphanCheckMs ?? 10_000);
@@ -178,21 +183,62 @@ export class Agent implements NodeLink {
 
   /** Stops following its assignments; stars keep running (the runtimes are closed by their owner). */
   private beater: NodeJS.Timeout | undefined;
+  /** When the last heartbeat the controller answered was sent (monotonic ms), and its lease's TTL. */
+  private lastBeat = { sentAt: 0, ttlMs: 0 };
+  /** The lease may have expired: exclusive stars are stopped and not started (until a beat is answered). */
+  private fenced = false;
 
   /**
    * Renews this node's lease with its controller, then again a third of its TTL later, for as
-   * long as the agent runs; a failed beat (the link down) is tried again a second later.
+   * long as the agent runs; a failed beat (the link down) is tried again a second later. Past
+   * half the TTL since the last answered beat was sent, the node may be dead to its controller:
+   * it fences itself (its exclusive stars stop); the next answered beat lifts it.
    */
   private async beat(): Promise<void> {
     let next = 1000;
+    const sentAt = performance.now();
     try {
-      next = Math.max(200, Math.floor((await this.link.heartbeat!()).ttlMs / 3));
+      const { ttlMs } = await this.link.heartbeat!();
+      this.lastBeat = { sentAt, ttlMs };
+      next = Math.max(200, Math.floor(ttlMs / 3));
+      if (this.fenced) await this.unfence();
     } catch {
       // not now: again soon
     }
     if (this.abort.signal.aborted) return;
     this.beater = setTimeout(() => void this.beat(), next);
     this.beater.unref();
+  }
+
+  /** Fences the node once half its lease's TTL has passed since the last answered beat was sent. */
+  private checkFence(): void {
+    if (!this.fenced && this.lastBeat.ttlMs > 0 && performance.now() - this.lastBeat.sentAt > this.lastBeat.ttlMs / 2) this.setFenced(true);
+  }
+
+  /** Changes older than this revision are known from a full read already (the watch skips them). */
+  private freshAt = 0;
+
+  /**
+   * Lifts the fence once the node knows its assignments as they are now: a full read (an
+   * exclusive star moved elsewhere meanwhile is no longer ours, and the watch's older changes,
+   * still on their way, are skipped), then its stars are looked at again.
+   */
+  private async unfence(): Promise<void> {
+    const read = await this.link.assignments();
+    this.freshAt = Math.max(this.freshAt, read.revision);
+    const names = new Set([...this.records.keys(), ...read.records.map((r) => r.name)]);
+    this.records.clear();
+    for (const r of read.records) this.take(r);
+    this.setFenced(false);
+    for (const name of names) this.reconcile(name);
+  }
+
+  private setFenced(on: boolean): void {
+    this.fenced = on;
+    const exclusive = [...this.records.values()].filter((r) => r.spec.exclusive === true).map((r) => r.name);
+    if (exclusive.length === 0) return;
+    console.error(`node ${this.name}: ${on ? "no heartbeat answered for half the lease: stopping" : "heartbeats answered again: resuming"} exclusive stars ${exclusive.join(", ")}`);
+    for (const name of exclusive) this.reconcile(name);
   }
 
   async stop(): Promise<void> {
@@ -229,6 +275,7 @@ export class Agent implements NodeLink {
       try {
         for await (const batch of this.link.watchAssignments(from, signal)) {
           from = batch.revision + 1;
+          if (batch.revision <= this.freshAt) continue; // known from a later full read
           for (const c of batch.changes) {
             if (c.record) this.take(c.record);
             else {
@@ -274,7 +321,9 @@ export class Agent implements NodeLink {
 
   private async act(name: string): Promise<void> {
     if (this.abort.signal.aborted) return;
-    const record = this.records.get(name);
+    const assigned = this.records.get(name);
+    // Fenced (its lease may be gone), an exclusive star runs nowhere here: at most once.
+    const record = assigned && this.fenced && assigned.spec.exclusive === true && assigned.desired === "running" ? { ...assigned, desired: "stopped" as const } : assigned;
     const local = this.local.get(name);
     if (local) local.status = local.runtime.status(name) ?? local.status;
     const action = decide(record, local);

@@ -103,6 +103,7 @@ export function registerStarCommands(program: Command): void {
     .option("--root <dir>", "run the command in this directory as its root filesystem (admin)")
     .addOption(new Option("--seccomp <profile>", "the system call filter; unconfined turns it off (admin)").choices(["default", "unconfined"]))
     .addOption(new Option("--restart <policy>", "restart policy").choices(["never", "on-failure", "always"]))
+    .option("--exclusive", "at most once in a cluster: never two copies, even through a partition (docs/cluster.md)")
     .addOption(new Option("--runtime <kind>", "process (any program) or isolate (JS/TS in a V8 isolate)").choices(["process", "isolate"]))
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
     .option("--watch-ms <ms>", "once it runs, watch it this long; if it dies meanwhile, say why and exit non-zero (0: do not watch)", number("--watch-ms"), 1000)
@@ -142,6 +143,7 @@ export function registerStarCommands(program: Command): void {
       if (o.logMaxMb !== undefined) spec.log_max_mb = o.logMaxMb as number;
       if (o.logMaxFiles !== undefined) spec.log_max_files = o.logMaxFiles as number;
       if (o.restart !== undefined) spec.restart = o.restart as "never";
+      if (o.exclusive === true) spec.exclusive = true;
       if (o.runtime !== undefined) spec.runtime = o.runtime as "process";
       if (o.pids !== undefined) spec.pids = o.pids as number;
       if (o.nofile !== undefined) spec.nofile = o.nofile as number;

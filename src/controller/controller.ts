@@ -380,6 +380,10 @@ export class Controller {
   private startedAt = 0;
   /** Stars left on a dead node (said once each). */
   private readonly leftOnDead = new Set<string>();
+  /** Since when (this controller saw) each dead node has been dead. */
+  private readonly deadSince = new Map<string, number>();
+  /** A pass asked for later (an exclusive star's wait on a dead node ends then). */
+  private later: NodeJS.Timeout | undefined;
 
   /** Runs the control loops until stop(). */
   start(): void {
@@ -436,6 +440,20 @@ export class Controller {
     }
   }
 
+  /** Asks for a pass at `at` (the earliest asked for wins). */
+  private passAt(at: number): void {
+    if (this.abort.signal.aborted || (this.later !== undefined && this.laterAt <= at)) return;
+    clearTimeout(this.later);
+    this.laterAt = at;
+    this.later = setTimeout(() => {
+      this.later = undefined;
+      void this.assignAll().catch(() => undefined);
+    }, Math.max(0, at - Date.now()) + 50);
+    this.later.unref();
+  }
+
+  private laterAt = 0;
+
   /** One pass at a time (the loop and the grace's end may both ask). */
   private assigning: Promise<void> = Promise.resolve();
 
@@ -458,6 +476,10 @@ export class Controller {
     // With no node alive, new stars still get one (they run when it is back); none is moved.
     const live = aliveNow.length > 0 ? aliveNow : nodes;
     const moving = aliveNow.length > 0;
+    for (const n of nodes) {
+      if (live.includes(n) || !moving) this.deadSince.delete(n.name);
+      else if (!this.deadSince.has(n.name)) this.deadSince.set(n.name, Date.now());
+    }
     // Stars each node holds now (those that should run): each new one goes where fewest are.
     const held = heldBy(live, kvs.map((kv) => kv.value));
     for (const kv of kvs) {
@@ -475,6 +497,15 @@ export class Controller {
             await this.events.record("star.node-dead", `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s); not moved: ${why} (start it to run it elsewhere)`, { star: record.name, uid: record.uid, node: on.name });
           }
           continue;
+        }
+        if (this.specOf(record).exclusive) {
+          // At most once: its node stopped it by half its lease's TTL without a heartbeat; it is
+          // run here only once that lease has surely expired and its stop has surely ended.
+          const safeAt = this.deadSince.get(on.name)! + ttlMs + this.specOf(record).stop_grace_ms;
+          if (Date.now() < safeAt) {
+            this.passAt(safeAt);
+            continue;
+          }
         }
       }
       const node = placement(live, held)!;

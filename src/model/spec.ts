@@ -150,6 +150,13 @@ export const starSpecSchema = z
     max_restarts: z.number().int().min(0).default(10),
     restart_window_s: z.number().int().min(1).default(60),
     stop_grace_ms: z.number().int().min(0).max(3_600_000).default(10_000),
+    /**
+     * At most once (docs/cluster.md): a node cut off from its controller stops the star as soon
+     * as its lease may have expired, and the controller runs it elsewhere only once that lease
+     * and the star's stop have surely passed — never two copies at any moment (default: false,
+     * availability first: a cut-off node's copy runs on until it is back).
+     */
+    exclusive: z.boolean().default(false),
     network: z.enum(["host", "none"]).default("host"),
     /** Each log file (stdout, stderr) is rotated at this size... */
     log_max_mb: z.number().positive("log_max_mb must be greater than 0").max(102_400).default(10),

@@ -140,4 +140,45 @@ describe("three hosts in network namespaces", { skip, timeout: 300_000 }, () => 
       hosts!.drop(1, 0);
     }
   });
+
+  it("an exclusive star through a partition: its cut-off host stops it before it runs elsewhere — never two copies", async () => {
+    const marker = "601.5"; // its sleep, told apart from every other star's
+    const r = ctl("create", "--name", "once", "--exclusive", "--restart", "always", "--stop-grace-ms", "1000", "--ram-mb", "32", "--", "sleep", marker);
+    assert.equal(r.status, 0, r.stderr);
+    const first = await waitFor("once running", () => {
+      const s = stars().find((x) => x.name === "once");
+      return s?.status?.state === "running" ? s : undefined;
+    });
+    assert.equal(first.node, "h1", "placed on the host with fewest stars (h0 holds the moved ones, h2 is dead)");
+    /** The hosts where a copy runs now (by its process in each host's namespace). */
+    const copies = () =>
+      [0, 1].filter((i) =>
+        hosts!.pids(i).some((pid) => {
+          try {
+            return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(marker);
+          } catch {
+            return false;
+          }
+        }),
+      );
+    let most = 0;
+    const watcher = setInterval(() => (most = Math.max(most, copies().length)), 50);
+    try {
+      hosts!.cut(1);
+      const stopped = await waitFor("h1 to stop its copy", () => (copies().length === 0 ? Date.now() : undefined), { timeoutMs: 30_000 });
+      await waitFor("once running on h0", () => {
+        const s = stars().find((x) => x.name === "once");
+        return s?.node === "h0" && s.status?.state === "running" && copies().join() === "0" ? true : undefined;
+      }, { timeoutMs: 60_000 });
+      assert.ok(Date.now() - stopped >= 0);
+      hosts!.heal(1);
+      await waitFor("h1 up again", () => (nodeState("h1") === "up" ? true : undefined), { timeoutMs: 30_000 });
+      await new Promise((done) => setTimeout(done, 2000)); // h1 back: it must not start its old copy
+      assert.deepEqual(copies(), [0]);
+    } finally {
+      clearInterval(watcher);
+      hosts!.heal(1);
+    }
+    assert.equal(most, 1, "two copies never ran at once");
+  });
 });
