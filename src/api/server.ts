@@ -108,6 +108,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   API_UNAUTHORIZED: 401,
   API_FORBIDDEN: 403,
   STAR_NOT_FOUND: 404,
+  NODE_NOT_FOUND: 404,
   TOKEN_NOT_FOUND: 404,
   STAR_EXISTS: 409,
   STAR_OVER_PARENT_LIMIT: 422,
@@ -241,7 +242,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       req.auth = who;
       const reading = req.method === "GET" || req.method === "HEAD";
       if (who.scope === "read" && !reading) throw new ForbiddenError(who.scope, "admin");
-      if (who.scope !== "admin" && (req.path.startsWith("/v1/tokens") || req.path.startsWith("/v1/join-tokens"))) throw new ForbiddenError(who.scope, "admin");
+      if (who.scope !== "admin" && (req.path.startsWith("/v1/tokens") || req.path.startsWith("/v1/join-tokens") || req.path.startsWith("/v1/nodes/"))) throw new ForbiddenError(who.scope, "admin");
     },
   });
   const name = (req: Request) => parse(nameParams, req.params, "path").name;
@@ -301,6 +302,19 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       clusterOf();
       const id = parse(tokenParams, req.params, "path").id;
       if (!/^[0-9a-f]{12}$/.test(id) || !(await revokeJoinToken(store, id))) throw new TokenNotFoundError(id, "join token", "constellation token ls --join");
+      return { status: 204 };
+    })
+    // Nodes (admin only): cordon (nothing new goes there), drain (its stars move away too), uncordon.
+    .route("POST", "/v1/nodes/:name/cordon", async (req) => {
+      await controller.cordon(parse(nameParams, req.params, "path").name);
+      return { status: 204 };
+    })
+    .route("POST", "/v1/nodes/:name/drain", async (req) => {
+      await controller.cordon(parse(nameParams, req.params, "path").name, { drain: true });
+      return { status: 204 };
+    })
+    .route("POST", "/v1/nodes/:name/uncordon", async (req) => {
+      await controller.uncordon(parse(nameParams, req.params, "path").name);
       return { status: 204 };
     })
     .route("GET", "/v1/stars", async (req) => {

@@ -28,7 +28,7 @@ function nodeTable(nodes: ClusterSummary["nodes"]): string {
     ["NODE", "STATE", "CORES", "MEMORY", "RUNTIMES", "LIMITS"],
     nodes.map((n) => [
       n.name,
-      n.state === "down" ? color.red("down") : n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
+      n.state === "down" ? color.red("down") : n.draining ? color.yellow("draining") : n.cordoned ? color.yellow("cordoned") : n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
       String(n.cpuCores),
       bytes(n.memoryBytes),
       n.runtimes.join(","),
@@ -79,6 +79,25 @@ export function registerClusterCommands(program: Command): void {
         c.close();
       }
     });
+
+  const nodeCommand = (name: string, description: string, act: (c: ReturnType<typeof clientOf>, node: string) => Promise<void>, done: string) =>
+    program
+      .command(name)
+      .description(description)
+      .argument("<node>", "the node's name (constellation nodes)")
+      .addHelpText("after", examples([`constellation ${name} node-2`]))
+      .action(async (node: string, _o: unknown, cmd: Command) => {
+        const c = clientOf(cmd);
+        try {
+          await act(c, node);
+          process.stdout.write(`${node}: ${done}\n`);
+        } finally {
+          c.close();
+        }
+      });
+  nodeCommand("cordon", "place nothing new on a node (its stars stay)", (c, n) => c.cordon(n), "cordoned");
+  nodeCommand("drain", "move a node's stars to other nodes, and place nothing new there (an exclusive star is stopped first)", (c, n) => c.cordon(n, { drain: true }), "draining: its stars move to other nodes");
+  nodeCommand("uncordon", "let stars be placed on a node again", (c, n) => c.uncordon(n), "uncordoned");
 
   const token = program
     .command("token")

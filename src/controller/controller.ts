@@ -18,6 +18,7 @@ import {
   FieldForbiddenError,
   InvalidArgumentError,
   NodeMemoryFullError,
+  NodeNotFoundError,
   QuotaExceededError,
   NoSuchStarError,
   TimeoutError,
@@ -33,6 +34,7 @@ import { type Cached, RecordCache } from "./record-cache.js";
 import { orphans, subtree } from "./family.js";
 import {
   type ClusterSummary,
+  type CordonRecord,
   type DesiredState,
   KEYS,
   type NodeRecord,
@@ -42,6 +44,7 @@ import {
   type StarRecord,
   type StarRef,
   type StarView,
+  nodeKey,
   starKey,
   statusKey,
   viewOf,
@@ -360,10 +363,14 @@ export class Controller {
 
   /** Nodes, capacity, and the stars `by` may see by state. */
   async summary(by?: Principal): Promise<ClusterSummary> {
-    const [all, stars, alive] = await Promise.all([this.nodes(), this.list(by), this.aliveNodes()]);
+    const [all, stars, alive, cordons] = await Promise.all([this.nodes(), this.list(by), this.aliveNodes(), this.cordons()]);
     // A node's state: up while its lease holds (or within the grace after the controller's start).
     const graceOver = Date.now() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
-    const nodes = all.map((n) => ({ ...n, state: alive.has(n.name) || !graceOver ? ("up" as const) : ("down" as const) }));
+    const nodes = all.map((n) => ({
+      ...n,
+      state: alive.has(n.name) || !graceOver ? ("up" as const) : ("down" as const),
+      ...(cordons.has(n.name) ? { cordoned: true, draining: cordons.get(n.name)!.drain } : {}),
+    }));
     const byState: Record<string, number> = {};
     for (const s of stars) {
       const state = s.status?.state ?? (s.desired === "running" ? "pending" : "stopped");
@@ -393,6 +400,28 @@ export class Controller {
     const graceEnd = setTimeout(() => void this.assignAll().catch(() => undefined), 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000 + 100);
     graceEnd.unref();
     this.abort.signal.addEventListener("abort", () => clearTimeout(graceEnd));
+  }
+
+  /** The cordoned nodes (by name: draining or not). */
+  private async cordons(): Promise<Map<string, CordonRecord>> {
+    const { kvs } = await this.store.range({ prefix: KEYS.cordons });
+    return new Map(kvs.map((kv) => [kv.key.slice(KEYS.cordons.length), JSON.parse(kv.value) as CordonRecord]));
+  }
+
+  /**
+   * Cordons a node: nothing new is placed there. With `drain`, its stars that should run move to
+   * other nodes too (an exclusive one is stopped there first, then started elsewhere).
+   */
+  async cordon(node: string, options: { drain?: boolean } = {}): Promise<void> {
+    if (!(await this.store.get(nodeKey(node)))) throw new NodeNotFoundError(node);
+    await this.store.put(`${KEYS.cordons}${node}`, JSON.stringify({ at: Date.now(), drain: options.drain === true } satisfies CordonRecord));
+    await this.events.record("node.cordoned", options.drain ? `node ${node} drained: its stars move to other nodes` : `node ${node} cordoned: nothing new is placed there`, { node });
+  }
+
+  async uncordon(node: string): Promise<void> {
+    if (!(await this.store.get(nodeKey(node)))) throw new NodeNotFoundError(node);
+    const { deleted } = await this.store.delete({ key: `${KEYS.cordons}${node}` });
+    if (deleted > 0) await this.events.record("node.uncordoned", `node ${node} uncordoned: stars may be placed there again`, { node });
   }
 
   /** The nodes whose lease holds now (names). */
@@ -426,7 +455,9 @@ export class Controller {
         try {
           // Each batch that changes stars, nodes or liveness (a lease's expiry deletes its key) looks again.
           for await (const batch of watch) {
-            if (batch.events.some((e) => e.kv.key.startsWith(KEYS.stars) || e.kv.key.startsWith(KEYS.nodes) || e.kv.key.startsWith(KEYS.alive))) await this.assignAll();
+            const looks = (k: string) =>
+              k.startsWith(KEYS.stars) || k.startsWith(KEYS.nodes) || k.startsWith(KEYS.alive) || k.startsWith(KEYS.cordons) || (this.moving > 0 && k.startsWith(KEYS.status));
+            if (batch.events.some((e) => looks(e.kv.key))) await this.assignAll();
           }
         } finally {
           signal.removeEventListener("abort", onAbort);
@@ -438,6 +469,31 @@ export class Controller {
         await delay(LOOP_RETRY_MS, undefined, { signal }).catch(() => undefined);
       }
     }
+  }
+
+  /**
+   * One star off a draining node: moved at once (its node ends the old copy as it sees the
+   * new assignment), or for an exclusive star stopped there first and moved once that copy
+   * has ended. True when there is nothing more to do for it in this pass.
+   */
+  private async drainOne(kv: Cached<StarRecord>, from: string, open: NodeRecord[], held: Map<string, number>, o: StarObserved | undefined): Promise<boolean> {
+    const record = kv.value;
+    if (record.desired !== "running" && record.movingFrom === undefined) return true; // stopped: stays (it holds nothing)
+    const exclusive = this.specOf(record).exclusive;
+    if (exclusive && record.movingFrom === undefined) {
+      if (await this.casRecord(kv, { ...record, desired: "stopped", movingFrom: from, generation: record.generation + 1 })) {
+        await this.events.record("star.stop-requested", `stopping it on draining node ${from} to start it elsewhere (exclusive: one copy at a time)`, { star: record.name, uid: record.uid });
+      }
+      return true;
+    }
+    if (exclusive && o !== undefined && o.uid === record.uid && o.node === from && isActiveState(o)) return true; // its copy there still runs
+    const node = placement(open, held)!;
+    const { movingFrom: _, ...rest } = record;
+    if (await this.casRecord(kv, { ...rest, node: node.name, desired: "running", generation: record.generation + (exclusive ? 1 : 0) })) {
+      held.set(node.name, held.get(node.name)! + 1);
+      await this.events.record("star.moved", `node ${from} is draining: moved to node ${node.name}`, { star: record.name, uid: record.uid, node: node.name });
+    }
+    return true;
   }
 
   /** Asks for a pass at `at` (the earliest asked for wins). */
@@ -453,6 +509,8 @@ export class Controller {
   }
 
   private laterAt = 0;
+  /** Stars being moved off a draining node (stopped first), as of the last pass. */
+  private moving = 0;
 
   /** One pass at a time (the loop and the grace's end may both ask). */
   private assigning: Promise<void> = Promise.resolve();
@@ -480,11 +538,27 @@ export class Controller {
       if (live.includes(n) || !moving) this.deadSince.delete(n.name);
       else if (!this.deadSince.has(n.name)) this.deadSince.set(n.name, Date.now());
     }
+    // Cordoned nodes take nothing new; draining ones give their stars away.
+    const cordons = await this.cordons();
+    const open = live.filter((n) => !cordons.has(n.name));
+    const targets = open.length > 0 ? open : live;
     // Stars each node holds now (those that should run): each new one goes where fewest are.
-    const held = heldBy(live, kvs.map((kv) => kv.value));
+    const held = heldBy(targets, kvs.map((kv) => kv.value));
+    const observed = new Map((await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]));
+    // Stars stopped to be moved: their nodes' reports (their copy ended) are looked at too.
+    this.moving = kvs.filter((kv) => kv.value.movingFrom !== undefined).length;
     for (const kv of kvs) {
       const record = kv.value;
       const on = record.node === undefined ? undefined : nodes.find((n) => n.name === record.node);
+      if (on && (live.includes(on) || !moving) && cordons.get(on.name)?.drain === true && open.length > 0) {
+        if (await this.drainOne(kv, on.name, open, held, observed.get(record.name))) continue;
+      }
+      if (record.movingFrom !== undefined && cordons.get(record.node ?? "")?.drain !== true) {
+        // Its node is no longer drained (uncordoned meanwhile): it runs where it was.
+        const { movingFrom: _, ...rest } = record;
+        await this.casRecord(kv, { ...rest, desired: "running", generation: record.generation + 1 });
+        continue;
+      }
       if (on && (live.includes(on) || !moving)) continue;
       if (on) {
         // Its node is dead (its lease expired). A star that should run and may be restarted is
@@ -508,7 +582,7 @@ export class Controller {
           }
         }
       }
-      const node = placement(live, held)!;
+      const node = placement(targets, held)!;
       if (await this.casRecord(kv, { ...record, node: node.name })) {
         if (record.desired === "running") held.set(node.name, held.get(node.name)! + 1);
         const message = on ? `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s): moved to node ${node.name}` : `assigned to node ${node.name}`;

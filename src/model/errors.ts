@@ -36,6 +36,7 @@ export type ErrorCode =
   | "API_TOO_MANY"
   | "API_UNAVAILABLE"
   | "STAR_NOT_FOUND"
+  | "NODE_NOT_FOUND"
   | "STAR_EXISTS"
   | "STAR_OVER_PARENT_LIMIT"
   | "NODE_MEMORY_FULL"
@@ -435,6 +436,14 @@ export class TokenNotFoundError extends ConstellationError {
   constructor(id: string, what = "token", list = "constellation token ls") {
     super("TOKEN_NOT_FOUND", `no ${what} with id ${id}: see \`${list}\``);
     this.id = id;
+  }
+}
+
+export class NodeNotFoundError extends ConstellationError {
+  readonly node: string;
+  constructor(node: string) {
+    super("NODE_NOT_FOUND", `no node named ${node}: see \`constellation nodes\``);
+    this.node = node;
   }
 }
 

@@ -24,6 +24,8 @@ export const KEYS = {
   tokens: `${PREFIX}tokens/`,
   joinTokens: `${PREFIX}join-tokens/`,
   certs: `${PREFIX}certs/`,
+  /** A node cordoned by an operator (nothing new is placed there), or draining (its stars move away). */
+  cordons: `${PREFIX}cordons/`,
   /** A node's liveness: a key on its lease (AgentService.heartbeat); gone when the lease expires. */
   alive: `${PREFIX}alive/`,
   eventSeq: `${PREFIX}meta/event-seq`,
@@ -65,6 +67,17 @@ export interface StarRecord {
   untrusted?: true;
   /** Raised on every change of spec or desired state. */
   generation: number;
+  /**
+   * Being moved off a draining node, stopped first (an exclusive star: never two copies): the
+   * node it was on. Once that copy has ended it is started elsewhere.
+   */
+  movingFrom?: string;
+}
+
+/** A node an operator cordoned (nothing new goes there), or drains (its stars move away too). */
+export interface CordonRecord {
+  at: number;
+  drain: boolean;
 }
 
 /** What a star's agent reports. */
@@ -122,7 +135,7 @@ export interface TokenInfo {
 /** The cluster at a glance (`constellation status`). */
 export interface ClusterSummary {
   /** Each node, "down" once its lease with the controller expired (no heartbeat for its TTL). */
-  nodes: Array<NodeRecord & { state?: "up" | "down" }>;
+  nodes: Array<NodeRecord & { state?: "up" | "down"; cordoned?: boolean; draining?: boolean }>;
   stars: { total: number; byState: Record<string, number>; desiredRunning: number };
   capacity: { cpuCores: number; memoryBytes: number };
   revision: number;
@@ -161,6 +174,8 @@ export type EventKind =
   | "star.created"
   | "star.assigned"
   | "star.moved"
+  | "node.cordoned"
+  | "node.uncordoned"
   | "star.node-dead"
   | "star.start-requested"
   | "star.stop-requested"

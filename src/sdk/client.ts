@@ -254,6 +254,24 @@ export class Constellation {
   }
 
   /**
+   * Cordons a node (nothing new is placed there); `drain`: its stars move to other nodes too.
+   * @example
+   * await c.cordon("node-2", { drain: true });
+   */
+  async cordon(node: string, options: { drain?: boolean } = {}): Promise<void> {
+    await this.http.request("POST", `/v1/nodes/${encodeURIComponent(node)}/${options.drain ? "drain" : "cordon"}`);
+  }
+
+  /**
+   * Lets stars be placed on a cordoned or drained node again.
+   * @example
+   * await c.uncordon("node-2");
+   */
+  async uncordon(node: string): Promise<void> {
+    await this.http.request("POST", `/v1/nodes/${encodeURIComponent(node)}/uncordon`);
+  }
+
+  /**
    * Closes idle connections (lets the process exit).
    * @example
    * const c = connect();

@@ -154,4 +154,34 @@ describe("a controller and a node that joined it", () => {
     assert.ok(Date.now() - back < 5000, `ended ${Date.now() - back} ms after it was back`);
     await waitFor("node-2 up", async () => ((await c.status()).nodes.find((n) => n.name === "node-2")?.state === "up" ? true : undefined));
   });
+
+  it("cordon places nothing new on a node; drain moves its stars away (an exclusive one stopped first); uncordon undoes it", async () => {
+    await c.cordon("node-2");
+    assert.equal((await c.status()).nodes.find((n) => n.name === "node-2")?.cordoned, true);
+    await c.create({ name: "k1", command: ["sleep", "600"], ram_mb: 32 });
+    assert.equal((await waitFor("k1 placed", async () => (await c.star("k1").info()).node)), "node-1", "not on the cordoned node");
+    await c.uncordon("node-2");
+    await c.create({ name: "x1", command: ["sleep", "600"], ram_mb: 32, exclusive: true, restart: "always", stop_grace_ms: 500 });
+    await c.create({ name: "x2", command: ["sleep", "600"], ram_mb: 32 });
+    const onNode2 = await waitFor("x1 and x2 running on node-2", async () => {
+      const l = (await c.list()).filter((s) => s.name === "x1" || s.name === "x2");
+      return l.length === 2 && l.every((s) => s.node === "node-2" && s.status?.state === "running") ? l : undefined;
+    });
+    assert.equal(onNode2.length, 2);
+    await c.cordon("node-2", { drain: true });
+    assert.equal((await c.status()).nodes.find((n) => n.name === "node-2")?.draining, true);
+    const moved = await waitFor("x1 and x2 running on node-1", async () => {
+      const l = (await c.list()).filter((s) => s.name === "x1" || s.name === "x2");
+      return l.every((s) => s.node === "node-1" && s.status?.state === "running") ? l : undefined;
+    });
+    assert.equal(moved.length, 2);
+    const events = await c.events({ star: "x1" });
+    const stopAt = events.find((e) => e.kind === "star.stop-requested" && /draining node node-2/.test(e.message))?.at;
+    const movedAt = events.find((e) => e.kind === "star.moved")?.at;
+    assert.ok(stopAt !== undefined && movedAt !== undefined && stopAt <= movedAt, "the exclusive star was stopped on node-2 before it was moved");
+    await waitFor("node-2's copies gone", () => (["x1", "x2"].every((n) => !existsSync(join(dir, "node-2", "runtime", "stars", n))) ? true : undefined));
+    await c.uncordon("node-2");
+    assert.equal((await c.status()).nodes.find((n) => n.name === "node-2")?.cordoned, undefined);
+    await assert.rejects(c.cordon("no-such-node"), /no node named no-such-node/);
+  });
 });
