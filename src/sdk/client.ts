@@ -9,9 +9,11 @@
  * ```
  */
 import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
+import { spawn } from "node:child_process";
 import { homedir } from "node:os";
+import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
-import { ApiUnavailableError } from "../model/errors.js";
+import { ApiUnavailableError, InvalidArgumentError } from "../model/errors.js";
 import type { ClusterSummary, Event, StarView, TokenInfo } from "../model/records.js";
 import type { StarSpecInput } from "../model/spec.js";
 import type { LogLine, StarStatus } from "../model/status.js";
@@ -30,6 +32,39 @@ export interface NewToken {
   name: string;
   /** When it stops working (ms since the epoch); absent: never. */
   expiresAt?: number;
+}
+
+/** What `init` is given: the cluster, this node, and for a node that joins, where and with what. */
+export interface InitOptions {
+  /** The cluster's name (a DNS label). */
+  cluster_name: string;
+  /** This node's name (default: the host name). */
+  node_name?: string;
+  /** Join the cluster whose controller is at one of these (HOST:PORT); absent: be its controller. */
+  join_nodes?: string[];
+  /** The join token (with join_nodes). */
+  token?: string;
+  /** The node's data dir (default: CONSTELLATION_DATA, or ~/.constellation). */
+  data_dir?: string;
+  /** A controller's API port on 127.0.0.1 (default 7070; 0: any free port) and cluster port (default 7946). */
+  port?: number;
+  cluster_port?: number;
+  /** Without root: limits not enforced (a developer's machine). */
+  dev?: boolean;
+}
+
+/** The node `init` connected to or started. */
+export interface InitResult {
+  cluster: string;
+  node: string;
+  role: "controller" | "agent";
+  /** The controller's API, for a controller (a joined node has none of its own yet). */
+  url?: string;
+  /** Where nodes join (a controller), or this node's controller (a joined node). */
+  address: string;
+  pid: number;
+  /** Whether it was running already. */
+  already: boolean;
 }
 
 /** A join token just made: shown this once, with where nodes join (HOST:PORT). */
@@ -254,6 +289,19 @@ export class Constellation {
   }
 
   /**
+   * This machine's node of cluster `cluster_name`: connects to it if it runs, else starts it,
+   * detached, as `constellation init` does (the controller, or with `join_nodes` and `token` a
+   * node that joins one). Called again, it finds the same node. A data dir that belongs to
+   * another cluster is an error that says so.
+   * @example
+   * await constellation.init({ cluster_name: "production", node_name: "node-1" });
+   * await constellation.init({ cluster_name: "production", join_nodes: ["10.0.0.10:7946"], token });
+   */
+  async init(options: InitOptions): Promise<InitResult> {
+    return initNode(options);
+  }
+
+  /**
    * Cordons a node (nothing new is placed there); `drain`: its stars move to other nodes too.
    * @example
    * await c.cordon("node-2", { drain: true });
@@ -369,4 +417,49 @@ export class Star {
   async remove(options: { force?: boolean } = {}): Promise<void> {
     await this.http.request("DELETE", `${this.path}${q({ force: options.force ? 1 : undefined })}`);
   }
+}
+
+/** Runs `constellation init` (the CLI beside this SDK) and reads what runs from the data dir. */
+async function initNode(o: InitOptions): Promise<InitResult> {
+  const dataDir = resolve(o.data_dir ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
+  const ready = join(dataDir, "ready.json");
+  const running = (): Omit<InitResult, "already"> | undefined => {
+    try {
+      const r = JSON.parse(readFileSync(ready, "utf8")) as Omit<InitResult, "already">;
+      process.kill(r.pid, 0);
+      return r;
+    } catch {
+      return undefined;
+    }
+  };
+  const before = running();
+  if (before && before.cluster !== o.cluster_name) {
+    throw new InvalidArgumentError("cluster_name", `${dataDir} runs node ${before.node} of cluster ${before.cluster}, not ${o.cluster_name}: give another data_dir`);
+  }
+  if (before && o.node_name !== undefined && before.node !== o.node_name) {
+    throw new InvalidArgumentError("node_name", `${dataDir} runs node ${before.node} of cluster ${before.cluster}, not ${o.node_name}: give another data_dir`);
+  }
+  if (before) return { ...before, already: true };
+  // A node that joins tries the listed controllers in turn, until one admits it.
+  const errors: string[] = [];
+  for (const joinAt of o.join_nodes && o.join_nodes.length > 0 ? o.join_nodes : [undefined]) {
+    const args = [fileURLToPath(new URL("../cli/constellation.mjs", import.meta.url)), "--data", dataDir];
+    if (o.token !== undefined) args.push("--token", o.token);
+    args.push("init", "--cluster", o.cluster_name);
+    if (o.node_name !== undefined) args.push("--node", o.node_name);
+    if (joinAt !== undefined) args.push("--join", joinAt);
+    if (o.port !== undefined) args.push("--port", String(o.port));
+    if (o.cluster_port !== undefined) args.push("--cluster-port", String(o.cluster_port));
+    if (o.dev) args.push("--dev");
+    const { code, err } = await new Promise<{ code: number | null; err: string }>((done) => {
+      const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      child.once("exit", (code) => done({ code, err }));
+    });
+    const now = running();
+    if (code === 0 && now) return { ...now, already: false };
+    errors.push(`${joinAt ?? "init"}: ${err.replace(/^error: /, "").trim() || `constellation init exited ${code}`}`);
+  }
+  throw new InvalidArgumentError("init", errors.join("; "));
 }
