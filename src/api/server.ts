@@ -48,7 +48,9 @@ export interface ApiOptions {
   /** This node's agent, for logs and usage (one node for now). */
   node: NodeLink;
   /** When this constellation is a cluster: its CA's certificate (join tokens name it) and where nodes join (HOST:PORT). */
-  cluster?: { caCert: string; address(): string };
+  cluster?: { caCert: string; address(): string; disconnect?(node: string): void };
+  /** The controller's own node (it cannot be revoked). */
+  ownNode?: string;
   /** Connections at once, and how long headers may take (tests shorten them). */
   connections?: { max?: number; headersTimeoutMs?: number };
 }
@@ -312,6 +314,10 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("POST", "/v1/nodes/:name/drain", async (req) => {
       await controller.cordon(parse(nameParams, req.params, "path").name, { drain: true });
       return { status: 204 };
+    })
+    .route("POST", "/v1/nodes/:name/revoke", async (req) => {
+      const node = parse(nameParams, req.params, "path").name;
+      return { body: await controller.revokeNode(node, options.ownNode, options.cluster?.disconnect) };
     })
     .route("POST", "/v1/nodes/:name/uncordon", async (req) => {
       await controller.uncordon(parse(nameParams, req.params, "path").name);

@@ -28,7 +28,7 @@ function nodeTable(nodes: ClusterSummary["nodes"]): string {
     ["NODE", "STATE", "CORES", "MEMORY", "RUNTIMES", "LIMITS"],
     nodes.map((n) => [
       n.name,
-      n.state === "down" ? color.red("down") : n.draining ? color.yellow("draining") : n.cordoned ? color.yellow("cordoned") : n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
+      n.revoked ? color.red("revoked") : n.state === "down" ? color.red("down") : n.draining ? color.yellow("draining") : n.cordoned ? color.yellow("cordoned") : n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
       String(n.cpuCores),
       bytes(n.memoryBytes),
       n.runtimes.join(","),
@@ -64,7 +64,7 @@ export function registerClusterCommands(program: Command): void {
       }
     });
 
-  program
+  const nodesCmd = program
     .command("nodes")
     .description("the cluster's nodes: name, state, cores, memory, runtimes, whether limits are enforced")
     .option("--json", "print as JSON")
@@ -75,6 +75,21 @@ export function registerClusterCommands(program: Command): void {
         const { nodes } = await c.status();
         if (o.json) return printJson(nodes);
         process.stdout.write(`${nodeTable(nodes)}\n`);
+      } finally {
+        c.close();
+      }
+    });
+
+  nodesCmd
+    .command("revoke")
+    .description("revoke a node: its certificates are refused from now on, it is dead at once, and its stars move elsewhere")
+    .argument("<node>", "the node's name (constellation nodes)")
+    .addHelpText("after", examples(["constellation nodes revoke node-2"]))
+    .action(async (node: string, _o: unknown, cmd: Command) => {
+      const c = clientOf(cmd);
+      try {
+        const r = await c.revokeNode(node);
+        process.stdout.write(`${node}: revoked (${r.certificates} certificate${r.certificates === 1 ? "" : "s"}); it cannot connect again\n`);
       } finally {
         c.close();
       }

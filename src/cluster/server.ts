@@ -40,6 +40,8 @@ export interface ClusterServer {
   port: number;
   /** Nodes connected now, by name. */
   connected(): string[];
+  /** Ends a node's connections (its certificate was just revoked: it cannot come back). */
+  disconnect(node: string): void;
   close(): Promise<void>;
 }
 
@@ -116,6 +118,9 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
   return {
     port: (server.address() as AddressInfo).port,
     connected: () => [...new Set(peers.values())].filter(Boolean),
+    disconnect: (node) => {
+      for (const [p, n] of peers) if (n === node) p.close();
+    },
     close: async () => {
       for (const p of peers.keys()) p.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -34,6 +34,7 @@ import { type Cached, RecordCache } from "./record-cache.js";
 import { orphans, subtree } from "./family.js";
 import {
   type ClusterSummary,
+  type CertRecord,
   type CordonRecord,
   type DesiredState,
   KEYS,
@@ -368,8 +369,8 @@ export class Controller {
     const graceOver = Date.now() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
     const nodes = all.map((n) => ({
       ...n,
-      state: alive.has(n.name) || !graceOver ? ("up" as const) : ("down" as const),
-      ...(cordons.has(n.name) ? { cordoned: true, draining: cordons.get(n.name)!.drain } : {}),
+      state: (alive.has(n.name) || !graceOver) && cordons.get(n.name)?.revoked !== true ? ("up" as const) : ("down" as const),
+      ...(cordons.has(n.name) ? { cordoned: true, draining: cordons.get(n.name)!.drain, ...(cordons.get(n.name)!.revoked ? { revoked: true } : {}) } : {}),
     }));
     const byState: Record<string, number> = {};
     for (const s of stars) {
@@ -418,8 +419,33 @@ export class Controller {
     await this.events.record("node.cordoned", options.drain ? `node ${node} drained: its stars move to other nodes` : `node ${node} cordoned: nothing new is placed there`, { node });
   }
 
+  /**
+   * Revokes a node: every certificate issued to it is refused from now on (its connection is
+   * ended by `onRevoke`), and it is dead at once — its stars move as for any dead node (an
+   * exclusive one only once its lease's TTL and stop have surely passed). The controller's own
+   * node cannot be revoked.
+   */
+  async revokeNode(node: string, own: string | undefined, onRevoke?: (node: string) => void): Promise<{ certificates: number }> {
+    if (!(await this.store.get(nodeKey(node)))) throw new NodeNotFoundError(node);
+    if (node === own) throw new InvalidArgumentError("node", `node ${node} is this controller's own: it cannot be revoked`);
+    const { kvs } = await this.store.range({ prefix: KEYS.certs });
+    let certificates = 0;
+    for (const kv of kvs) {
+      const c = JSON.parse(kv.value) as CertRecord;
+      if (c.node !== node || c.revokedAt !== undefined) continue;
+      await this.store.put(kv.key, JSON.stringify({ ...c, revokedAt: Date.now() }));
+      certificates++;
+    }
+    await this.store.put(`${KEYS.cordons}${node}`, JSON.stringify({ at: Date.now(), drain: false, revoked: true } satisfies CordonRecord));
+    onRevoke?.(node);
+    await this.store.delete({ key: `${KEYS.alive}${node}` });
+    await this.events.record("node.revoked", `node ${node} revoked (${certificates} certificate${certificates === 1 ? "" : "s"}): it may not connect again; its stars move as for a dead node`, { node });
+    return { certificates };
+  }
+
   async uncordon(node: string): Promise<void> {
     if (!(await this.store.get(nodeKey(node)))) throw new NodeNotFoundError(node);
+    if ((await this.cordons()).get(node)?.revoked) throw new InvalidArgumentError("node", `node ${node} was revoked: it cannot come back (join the machine again under another name)`);
     const { deleted } = await this.store.delete({ key: `${KEYS.cordons}${node}` });
     if (deleted > 0) await this.events.record("node.uncordoned", `node ${node} uncordoned: stars may be placed there again`, { node });
   }
@@ -530,7 +556,9 @@ export class Controller {
     // Within the grace after a start, every node counts as alive (they reconnect meanwhile).
     const ttlMs = (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
     const judging = Date.now() - this.startedAt > 2 * ttlMs;
-    const aliveNow = judging ? nodes.filter((n) => alive.has(n.name)) : nodes;
+    // Cordoned nodes take nothing new; draining ones give their stars away; revoked ones are dead.
+    const cordons = await this.cordons();
+    const aliveNow = (judging ? nodes.filter((n) => alive.has(n.name)) : nodes).filter((n) => cordons.get(n.name)?.revoked !== true);
     // With no node alive, new stars still get one (they run when it is back); none is moved.
     const live = aliveNow.length > 0 ? aliveNow : nodes;
     const moving = aliveNow.length > 0;
@@ -538,8 +566,6 @@ export class Controller {
       if (live.includes(n) || !moving) this.deadSince.delete(n.name);
       else if (!this.deadSince.has(n.name)) this.deadSince.set(n.name, Date.now());
     }
-    // Cordoned nodes take nothing new; draining ones give their stars away.
-    const cordons = await this.cordons();
     const open = live.filter((n) => !cordons.has(n.name));
     const targets = open.length > 0 ? open : live;
     // Stars each node holds now (those that should run): each new one goes where fewest are.

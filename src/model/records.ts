@@ -78,6 +78,8 @@ export interface StarRecord {
 export interface CordonRecord {
   at: number;
   drain: boolean;
+  /** The node's certificates were revoked (`constellation nodes revoke`): it stays down. */
+  revoked?: boolean;
 }
 
 /** What a star's agent reports. */
@@ -135,7 +137,7 @@ export interface TokenInfo {
 /** The cluster at a glance (`constellation status`). */
 export interface ClusterSummary {
   /** Each node, "down" once its lease with the controller expired (no heartbeat for its TTL). */
-  nodes: Array<NodeRecord & { state?: "up" | "down"; cordoned?: boolean; draining?: boolean }>;
+  nodes: Array<NodeRecord & { state?: "up" | "down"; cordoned?: boolean; draining?: boolean; revoked?: boolean }>;
   stars: { total: number; byState: Record<string, number>; desiredRunning: number };
   capacity: { cpuCores: number; memoryBytes: number };
   revision: number;
@@ -176,6 +178,7 @@ export type EventKind =
   | "star.moved"
   | "node.cordoned"
   | "node.uncordoned"
+  | "node.revoked"
   | "star.node-dead"
   | "star.start-requested"
   | "star.stop-requested"

@@ -311,6 +311,16 @@ export class Constellation {
   }
 
   /**
+   * Revokes a node: its certificates are refused from now on (it cannot connect again) and it
+   * is dead at once; its stars move as for any dead node.
+   * @example
+   * await c.revokeNode("node-2");
+   */
+  async revokeNode(node: string): Promise<{ certificates: number }> {
+    return this.http.request("POST", `/v1/nodes/${encodeURIComponent(node)}/revoke`);
+  }
+
+  /**
    * Lets stars be placed on a cordoned or drained node again.
    * @example
    * await c.uncordon("node-2");

@@ -217,7 +217,10 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     // Where nodes join (the port once the cluster port listens: it may be any free one).
     const joinAt = { host: advertised(options.cluster?.addresses ?? hostAddresses()), port: options.cluster?.port ?? 7946 };
     const joinAddress = () => `${joinAt.host}:${joinAt.port}`;
-    const api = await buildApi({ store, controller, node: nodes ?? agent, ...(clusterFiles ? { cluster: { caCert: clusterFiles.caCert, address: joinAddress } } : {}) });
+    // The cluster port, once it listens (a revoked node's connection is ended there).
+    const port_: { server?: ClusterServer } = {};
+    const disconnect = (n: string) => port_.server?.disconnect(n);
+    const api = await buildApi({ store, controller, node: nodes ?? agent, ownNode: node.name, ...(clusterFiles ? { cluster: { caCert: clusterFiles.caCert, address: joinAddress, disconnect } } : {}) });
     closers.push(() => api.close());
     // Listen first: stars started from here on get the API's URL (and a token) in their env.
     const port = options.port ?? 7070;
@@ -276,6 +279,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         throw err;
       }
       closers.push(() => server.close());
+      port_.server = server;
       joinAt.port = server.port;
       writeFileSync(join(dataDir, "cluster.port"), `${server.port}\n`, { mode: 0o644 });
       cluster = {

@@ -14,6 +14,7 @@ import { after, before, describe, it } from "node:test";
 import { type AgentNode, startAgentNode } from "../../src/server/agent-node.js";
 import { type SingleNode, startSingleNode } from "../../src/server/single-node.js";
 import { type Constellation, connect } from "../../src/sdk/client.js";
+import { nodeGroups, removeNodeGroups } from "../helpers/cgroups.js";
 import { testDir } from "../helpers/dirs.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -41,6 +42,11 @@ describe("a controller and a node that joined it", () => {
     const starsOf = (n: string) => (existsSync(join(dir, n, "runtime", "stars")) ? readdirSync(join(dir, n, "runtime", "stars")) : []);
     await waitFor("the nodes to end their stars", () => (starsOf("node-1").length + starsOf("node-2").length === 0 ? true : undefined)).catch(() => undefined);
     await node2?.close();
+    // A revoked node could not hear of the removals: what still runs in its groups is ended here.
+    if (!devMode) {
+      for (const pids of nodeGroups(join(dir, "node-2")).values()) for (const pid of pids) process.kill(pid, "SIGKILL");
+      await waitFor("node-2's groups removed", () => (removeNodeGroups(join(dir, "node-2")) ? true : undefined)).catch(() => undefined);
+    }
     await ctl?.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -183,5 +189,24 @@ describe("a controller and a node that joined it", () => {
     await c.uncordon("node-2");
     assert.equal((await c.status()).nodes.find((n) => n.name === "node-2")?.cordoned, undefined);
     await assert.rejects(c.cordon("no-such-node"), /no node named no-such-node/);
+  });
+
+  it("a revoked node may not connect again, is dead at once, and its stars run elsewhere; the controller's own node cannot be revoked", async () => {
+    await c.create({ name: "r1", command: ["sleep", "600"], ram_mb: 32, restart: "always" });
+    await waitFor("r1 on node-2", async () => {
+      const s = await c.star("r1").info();
+      if (s.node === "node-1") await c.star("r1").remove({ force: true }).then(() => c.create({ name: "r1", command: ["sleep", "600"], ram_mb: 32, restart: "always" }));
+      return s.node === "node-2" && s.status?.state === "running" ? s : undefined;
+    }).catch(() => undefined);
+    const before = await c.star("r1").info();
+    await assert.rejects(c.revokeNode("node-1"), /this controller's own: it cannot be revoked/);
+    assert.deepEqual(await c.revokeNode("node-2"), { certificates: 1 });
+    const n2 = (await c.status()).nodes.find((n) => n.name === "node-2")!;
+    assert.equal(n2.state, "down");
+    assert.equal(n2.revoked, true);
+    await waitFor("its refusal logged", () => (log.some((l) => /certificate of node node-2 .* is revoked/.test(l)) ? true : undefined));
+    assert.equal(node2!.connected(), false, "node-2 is cut off for good");
+    if (before.node === "node-2") await waitFor("r1 running on node-1", async () => ((await c.star("r1").info()).node === "node-1" ? true : undefined));
+    await assert.rejects(c.uncordon("node-2"), /was revoked: it cannot come back/);
   });
 });
