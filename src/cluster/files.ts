@@ -39,10 +39,30 @@ export function checkClusterName(name: string): string {
   return name;
 }
 
+/**
+ * Replaces the node's certificate and key (a renewal): both written beside the old ones, then
+ * renamed over them, key first. A crash between leaves `node.crt.next`, which the next read
+ * finishes (the key is renamed first, so a new key is never paired with the old certificate
+ * for long: the read completes the swap).
+ */
+export function replaceNodeCert(dataDir: string, cert: string, key: string): void {
+  const dir = join(dataDir, CLUSTER_DIR);
+  writeFileSync(join(dir, "node.key.next"), key, { mode: 0o600 });
+  writeFileSync(join(dir, "node.crt.next"), cert, { mode: 0o644 });
+  finishSwap(dir);
+}
+
+function finishSwap(dir: string): void {
+  if (!existsSync(join(dir, "node.crt.next"))) return;
+  if (existsSync(join(dir, "node.key.next"))) renameSync(join(dir, "node.key.next"), join(dir, "node.key"));
+  renameSync(join(dir, "node.crt.next"), join(dir, "node.crt"));
+}
+
 /** The node's cluster identity, if it has one. */
 export function readClusterFiles(dataDir: string): ClusterFiles | undefined {
   const dir = join(dataDir, CLUSTER_DIR);
   if (!existsSync(join(dir, "cluster.json"))) return undefined;
+  finishSwap(dir); // a renewal cut short by a crash
   const meta = JSON.parse(readFileSync(join(dir, "cluster.json"), "utf8")) as Pick<ClusterFiles, "name" | "node" | "role" | "controller">;
   const read = (f: string) => readFileSync(join(dir, f), "utf8");
   return {

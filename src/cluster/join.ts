@@ -77,7 +77,7 @@ export interface Admission {
  * revoked, and the node's name not in use; then the node's request is signed with the names
  * the controller chose. Every refusal is an RnpError saying what to do.
  */
-export async function admit(store: Store, ca: CertAndKey, cluster: string, raw: unknown): Promise<Admission> {
+export async function admit(store: Store, ca: CertAndKey, cluster: string, raw: unknown, validDays?: number): Promise<Admission> {
   const parsed = joinBody.safeParse(raw);
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
@@ -94,12 +94,40 @@ export async function admit(store: Store, ca: CertAndKey, cluster: string, raw: 
   if (record.revokedAt !== undefined) throw new RnpError("unauthorized", `the join token ${t.id} was revoked: make a new one`);
   if (record.expiresAt <= Date.now()) throw new RnpError("unauthorized", `the join token ${t.id} expired at ${new Date(record.expiresAt).toISOString()}: make a new one`);
   if (await store.get(nodeKey(node))) throw new RnpError("conflict", `a node named ${node} is already in the cluster: give this one another name (--node), or remove that node first`);
-  const { cert, serial, notAfter } = await signCsr(ca, csr, { cluster, node, role: record.role, addresses }).catch((err: Error) => {
+  const { cert, serial, notAfter } = await signCsr(ca, csr, { cluster, node, role: record.role, addresses, ...(validDays ? { validDays } : {}) }).catch((err: Error) => {
     throw new RnpError("bad-request", `join: ${err.message}`);
   });
-  const issued: CertRecord = { node, role: record.role, issuedAt: Date.now(), notAfter, joinToken: t.id };
+  const issued: CertRecord = { node, role: record.role, issuedAt: Date.now(), notAfter, joinToken: t.id, addresses };
   await store.put(`${KEYS.certs}${serial}`, JSON.stringify(issued));
   return { cert, caCert: ca.cert, cluster, role: record.role };
+}
+
+export const renewBody = z.strictObject({ csr: z.string().max(8192) });
+
+/**
+ * A node's certificate renewed before it expires (the node asks over its own connection, so
+ * only for itself): a new certificate for the new key with the same names, recorded as issued;
+ * the one it replaces is revoked (its connection goes on; it cannot connect with it again).
+ */
+export async function renew(store: Store, ca: CertAndKey, cluster: string, node: string, serial: string, raw: unknown, validDays?: number): Promise<{ cert: string }> {
+  const parsed = renewBody.safeParse(raw);
+  if (!parsed.success) throw new RnpError("bad-request", `renew: ${parsed.error.issues[0]!.message}`);
+  // The connection's certificate, or the one that last replaced it through a renewal (a
+  // connection made before a renewal goes on, and renews again when that one is due).
+  let kv = await store.get(`${KEYS.certs}${serial}`);
+  let old = kv ? (JSON.parse(kv.value) as CertRecord) : undefined;
+  for (let hops = 0; kv && old?.renewedTo !== undefined && hops < 1000; hops++) {
+    kv = await store.get(`${KEYS.certs}${old.renewedTo}`);
+    old = kv ? (JSON.parse(kv.value) as CertRecord) : undefined;
+  }
+  if (!kv || !old || old.node !== node || old.revokedAt !== undefined) throw new RnpError("unauthorized", "renew: this connection's certificate is not one the controller holds valid");
+  const signed = await signCsr(ca, parsed.data.csr, { cluster, node, role: old.role, addresses: old.addresses ?? [], ...(validDays ? { validDays } : {}) }).catch((err: Error) => {
+    throw new RnpError("bad-request", `renew: ${err.message}`);
+  });
+  const issued: CertRecord = { node, role: old.role, issuedAt: Date.now(), notAfter: signed.notAfter, ...(old.addresses ? { addresses: old.addresses } : {}), renewedFrom: serial };
+  await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify(issued));
+  await store.put(kv.key, JSON.stringify({ ...old, revokedAt: Date.now(), renewedTo: signed.serial }));
+  return { cert: signed.cert };
 }
 
 /**

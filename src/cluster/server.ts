@@ -34,6 +34,8 @@ export interface ClusterServerOptions {
   nodes?: ClusterNodes;
   /** Nodes' lease TTL (default AgentService's). */
   nodeTtlSeconds?: number;
+  /** Renews a connected node's certificate (join.ts `renew`); absent: no renewals here. */
+  renew?: (node: string, serial: string, body: unknown) => Promise<unknown>;
 }
 
 export interface ClusterServer {
@@ -42,6 +44,8 @@ export interface ClusterServer {
   connected(): string[];
   /** Ends a node's connections (its certificate was just revoked: it cannot come back). */
   disconnect(node: string): void;
+  /** Serves with a renewed certificate from now on (connections made before keep theirs). */
+  useCert(cert: string, key: string): void;
   close(): Promise<void>;
 }
 
@@ -92,7 +96,10 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
           const peer = new RnpPeer(socket, {
             role: "server",
             hello: { node: "controller", cluster: options.cluster },
-            handlers: agentHandlers(new AgentService(options.store, id.node, (stars) => options.nodes?.setUsage(id.node, stars), options.nodeTtlSeconds)),
+            handlers: {
+              ...agentHandlers(new AgentService(options.store, id.node, (stars) => options.nodes?.setUsage(id.node, stars), options.nodeTtlSeconds)),
+              ...(options.renew ? { "cluster.renew": (body: unknown) => options.renew!(id.node, id.serial, body) } : {}),
+            },
             log: (l) => log(`cluster port: node ${id.node} (${from}): ${l}`),
             ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
           });
@@ -118,6 +125,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
   return {
     port: (server.address() as AddressInfo).port,
     connected: () => [...new Set(peers.values())].filter(Boolean),
+    useCert: (cert, key) => server.setSecureContext({ cert: `${cert.trimEnd()}\n${options.caCert.trimEnd()}\n`, key, ca: options.caCert, minVersion: "TLSv1.3" }),
     disconnect: (node) => {
       for (const [p, n] of peers) if (n === node) p.close();
     },

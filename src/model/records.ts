@@ -162,6 +162,12 @@ export interface CertRecord {
   notAfter: number;
   /** The join token it was issued for (its id), if any. */
   joinToken?: string;
+  /** The addresses in it (a renewal keeps them). */
+  addresses?: string[];
+  /** The certificate it was renewed from (its serial), if any. */
+  renewedFrom?: string;
+  /** The certificate that replaced it (its serial): its connections may renew again. */
+  renewedTo?: string;
   revokedAt?: number;
 }
 

@@ -5,6 +5,7 @@
  * first start joins with a token (join.ts: the token pins the cluster's CA) and keeps the
  * certificate it is given in the data dir (cluster/, files.ts); later starts just connect.
  */
+import { X509Certificate } from "node:crypto";
 import { chmodSync, mkdirSync } from "node:fs";
 import { availableParallelism, hostname, totalmem } from "node:os";
 import type { Duplex } from "node:stream";
@@ -12,14 +13,23 @@ import { connect } from "node:tls";
 import { resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
 import { RnpAgentLink, nodeHandlers } from "../cluster/agent-protocol.js";
-import { type ClusterFiles, readClusterFiles, writeClusterFiles } from "../cluster/files.js";
+import { type ClusterFiles, readClusterFiles, replaceNodeCert, writeClusterFiles } from "../cluster/files.js";
 import { joinCluster, parseJoinToken, splitAddress } from "../cluster/join.js";
 import { RnpClient } from "../cluster/rnp/client.js";
-import { fingerprint, identityOf } from "../cluster/tls/ca.js";
+import { createCsr, fingerprint, identityOf, renewAt } from "../cluster/tls/ca.js";
 import { InvalidArgumentError } from "../model/errors.js";
 import type { NodeLimits, NodeCapacity } from "../model/spec.js";
 import type { NodeLink } from "../model/agent-link.js";
-import { hostAddresses, makeRuntimes, nodeLimitsOf, nodeNameOf } from "./single-node.js";
+import { RENEW_CHECK_MS, hostAddresses, makeRuntimes, nodeLimitsOf, nodeNameOf } from "./single-node.js";
+
+/** Whether `cert` is signed by the CA `caCert`. */
+function signedBy(cert: string, caCert: string): boolean {
+  try {
+    return new X509Certificate(cert).verify(new X509Certificate(caCert).publicKey);
+  } catch {
+    return false;
+  }
+}
 
 export interface AgentNodeOptions {
   dataDir: string;
@@ -86,14 +96,16 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     const capacity: Required<Omit<NodeCapacity, "diskBytes">> = { cpuCores: availableParallelism(), memoryBytes: totalmem(), limits: nodeLimitsOf(options.limits) };
     const runtimes = await makeRuntimes(dataDir, devMode, capacity, closers);
     const [host, port] = splitAddress(files.controller!);
+    const mine = { cert: files.cert, key: files.key };
     // Only the cluster's CA is trusted, and only a controller of this cluster is talked to.
     const dial = () =>
       new Promise<Duplex>((done, fail) => {
         const s = connect({
           host,
           port: Number(port),
-          cert: files.cert,
-          key: files.key,
+          // The certificate of the moment: a renewal is used from the next connection on.
+          cert: mine.cert,
+          key: mine.key,
           ca: files.caCert,
           minVersion: "TLSv1.3",
           checkServerIdentity: (_name, cert) => {
@@ -144,6 +156,28 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     }
     await agent.start();
     closers.push(() => agent.stop());
+    // The certificate is renewed over the link at two thirds of its life, without a restart.
+    const renewMine = async () => {
+      if (Date.now() < renewAt(mine.cert)) return;
+      const { csr, key } = await createCsr(files.node);
+      const { cert } = (await client.call("cluster.renew", { csr }, { timeoutMs: 10_000 })) as { cert: string };
+      const id = identityOf(cert);
+      if (!id || id.node !== files.node || id.cluster !== files.name || !signedBy(cert, files.caCert)) throw new Error("the controller answered a certificate that is not this node's");
+      replaceNodeCert(dataDir, cert, key);
+      mine.cert = cert;
+      mine.key = key;
+      log(`node ${files.node}: certificate renewed (serial ${id.serial}, valid until ${new Date(id.notAfter).toISOString()})`);
+    };
+    let renewing = false;
+    const renewal = setInterval(() => {
+      if (renewing) return;
+      renewing = true;
+      void renewMine()
+        .catch((err: Error) => log(`node ${files.node}: renewing its certificate failed (${err.message}); trying again`))
+        .finally(() => (renewing = false));
+    }, RENEW_CHECK_MS);
+    renewal.unref();
+    closers.push(async () => clearInterval(renewal));
     return { name: files.node, cluster: files.name, controller: files.controller!, connected: () => client.connected, close };
   } catch (err) {
     await close();

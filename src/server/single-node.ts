@@ -20,11 +20,11 @@ import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
 import { Controller, type TreeQuotas } from "../controller/controller.js";
 import { type CertRecord, KEYS, type NodeRecord, PREFIX } from "../model/records.js";
-import { type ClusterFiles, checkClusterName, readClusterFiles, writeClusterFiles } from "../cluster/files.js";
-import { admit, createJoinToken, revokeJoinToken } from "../cluster/join.js";
+import { type ClusterFiles, checkClusterName, readClusterFiles, replaceNodeCert, writeClusterFiles } from "../cluster/files.js";
+import { admit, createJoinToken, renew, revokeJoinToken } from "../cluster/join.js";
 import { ClusterNodes } from "../cluster/nodes.js";
 import { type ClusterServer, serveCluster } from "../cluster/server.js";
-import { createCa, createCsr, signCsr } from "../cluster/tls/ca.js";
+import { createCa, createCsr, identityOf, renewAt, signCsr } from "../cluster/tls/ca.js";
 import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
 import { ProcessRuntime } from "../runtime/process/process-runtime.js";
 import { nodeCgroupsBusy } from "../runtime/cgroup/detect.js";
@@ -34,6 +34,9 @@ import { DEFAULT_NODE_LIMITS, type NodeCapacity, type NodeLimits, type StarSpecI
 import type { Runtime } from "../runtime/types.js";
 import { openStore } from "../store/open.js";
 import type { Store } from "../store/types.js";
+
+/** How often a node looks whether its certificate is due for renewal. */
+export const RENEW_CHECK_MS = 1000;
 
 /** The API's unix socket in the data dir (root's). */
 export const API_SOCKET = "api.sock";
@@ -76,6 +79,8 @@ export interface ClusterServeOptions {
   log?: (line: string) => void;
   /** A node is dead this long after its last heartbeat (default 10 s). */
   nodeTtlSeconds?: number;
+  /** Node certificates are valid this long (default 90 days); each is renewed at two thirds of its life. */
+  certValidDays?: number;
 }
 
 /** The stars this node has files of (process and isolate runtimes), by directory. */
@@ -188,7 +193,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     if (known && options.nodeName !== undefined && options.nodeName !== known.node) {
       throw new InvalidArgumentError("node", `${dataDir} is node ${known.node} of cluster ${known.name}, not ${options.nodeName}: give that name, or another --data`);
     }
-    const clusterFiles = known ?? (options.cluster ? await newController(dataDir, store, checkClusterName(options.cluster.name ?? "default"), options.nodeName ?? nodeNameOf(hostname()), options.cluster.addresses ?? hostAddresses()) : undefined);
+    const clusterFiles = known ?? (options.cluster ? await newController(dataDir, store, checkClusterName(options.cluster.name ?? "default"), options.nodeName ?? nodeNameOf(hostname()), options.cluster.addresses ?? hostAddresses(), options.cluster.certValidDays) : undefined);
     const token = await adminToken(store, dataDir);
     const devMode = options.devMode === true;
     // The runtimes and the controller apply the same defaults and ceilings.
@@ -266,7 +271,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
           key: files.key,
           port,
           ...(serveOptions.host ? { host: serveOptions.host } : {}),
-          join: (body) => admit(store, ca, files.name, body),
+          join: (body) => admit(store, ca, files.name, body, serveOptions.certValidDays),
+          renew: (node, serial, body) => renew(store, ca, files.name, node, serial, body, serveOptions.certValidDays),
           nodes: nodes!,
           ...(ttl ? { nodeTtlSeconds: ttl } : {}),
           ...(serveOptions.log ? { log: serveOptions.log } : {}),
@@ -280,6 +286,21 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       }
       closers.push(() => server.close());
       port_.server = server;
+      // The controller's own certificate is renewed as its nodes' are: at two thirds of its life.
+      let own = files;
+      const renewOwn = async () => {
+        if (Date.now() < renewAt(own.cert)) return;
+        const { csr, key } = await createCsr(own.node);
+        const oldSerial = identityOf(own.cert)?.serial;
+        const signed = await signCsr(ca, csr, { cluster: own.name, node: own.node, role: "controller", addresses: options.cluster?.addresses ?? hostAddresses(), ...(serveOptions.certValidDays ? { validDays: serveOptions.certValidDays } : {}) });
+        await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify({ node: own.node, role: "controller", issuedAt: Date.now(), notAfter: signed.notAfter, ...(oldSerial ? { renewedFrom: oldSerial } : {}) } satisfies CertRecord));
+        replaceNodeCert(dataDir, signed.cert, key);
+        own = { ...own, cert: signed.cert, key };
+        server.useCert(signed.cert, key);
+      };
+      const renewal = setInterval(() => void renewOwn().catch((err: Error) => (serveOptions.log ?? console.error)(`cluster: renewing this controller's certificate failed (${err.message}); trying again`)), RENEW_CHECK_MS);
+      renewal.unref();
+      closers.push(async () => clearInterval(renewal));
       joinAt.port = server.port;
       writeFileSync(join(dataDir, "cluster.port"), `${server.port}\n`, { mode: 0o644 });
       cluster = {
@@ -304,10 +325,10 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
  * A new cluster's controller: its CA, and its own certificate (recorded as issued, like any
  * node's), written to the data dir whole.
  */
-async function newController(dataDir: string, store: Store, name: string, node: string, addresses: string[]): Promise<ClusterFiles> {
+async function newController(dataDir: string, store: Store, name: string, node: string, addresses: string[], validDays?: number): Promise<ClusterFiles> {
   const ca = await createCa(name);
   const { csr, key } = await createCsr(node);
-  const signed = await signCsr(ca, csr, { cluster: name, node, role: "controller", addresses });
+  const signed = await signCsr(ca, csr, { cluster: name, node, role: "controller", addresses, ...(validDays ? { validDays } : {}) });
   const issued: CertRecord = { node, role: "controller", issuedAt: Date.now(), notAfter: signed.notAfter };
   await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify(issued));
   const files: ClusterFiles = { name, node, role: "controller", caCert: ca.cert, caKey: ca.key, cert: signed.cert, key };

@@ -52,7 +52,7 @@ export async function createCa(cluster: string, now = Date.now()): Promise<CertA
     name: `CN=${rdn(cluster)} cluster CA, O=constellation`,
     keys,
     signingAlgorithm: SIGN,
-    notBefore: new Date(now - 5 * 60_000),
+    notBefore: new Date(now - BACKDATE_MS),
     notAfter: new Date(now + 3650 * DAY),
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
@@ -100,7 +100,7 @@ export async function signCsr(
     serialNumber: serial,
     subject: `CN=${rdn(id.node)}, OU=${id.role}, O=${rdn(id.cluster)}`,
     issuer: caCert.subject,
-    notBefore: new Date(now - 5 * 60_000),
+    notBefore: new Date(now - BACKDATE_MS),
     notAfter: new Date(notAfter),
     publicKey: await csr.publicKey.export(),
     signingKey: await importKey(ca.key),
@@ -116,13 +116,27 @@ export async function signCsr(
   return { cert: cert.toString("pem"), serial, notAfter };
 }
 
+/** Certificates are made valid from this long before they are issued (clocks that lag). */
+export const BACKDATE_MS = 5 * 60_000;
+
+/**
+ * When a certificate should be renewed: once two thirds of its life (from its issue, not its
+ * backdated start) have passed.
+ */
+export function renewAt(cert: string): number {
+  const id = identityOf(cert);
+  if (!id) return 0;
+  const issued = id.notBefore + BACKDATE_MS;
+  return issued + ((id.notAfter - issued) * 2) / 3;
+}
+
 /** The SHA-256 of a certificate's DER, hex: what a join token pins the CA by. */
 export function fingerprint(certPem: string): string {
   return createHash("sha256").update(Buffer.from(new x509.X509Certificate(certPem).rawData)).digest("hex");
 }
 
 /** Who a node certificate (PEM or DER) says it is, or undefined if it is not one of ours. */
-export function identityOf(cert: string | Uint8Array): (NodeIdentity & { serial: string; notAfter: number }) | undefined {
+export function identityOf(cert: string | Uint8Array): (NodeIdentity & { serial: string; notAfter: number; notBefore: number }) | undefined {
   try {
     const c = new x509.X509Certificate(typeof cert === "string" ? cert : Buffer.from(cert));
     const get = (type: string) => c.subjectName.getField(type)[0];
@@ -130,7 +144,7 @@ export function identityOf(cert: string | Uint8Array): (NodeIdentity & { serial:
     const role = get("OU");
     const cluster = get("O");
     if (!node || !cluster || (role !== "controller" && role !== "agent")) return undefined;
-    return { node, role, cluster, serial: c.serialNumber.toLowerCase(), notAfter: c.notAfter.getTime() };
+    return { node, role, cluster, serial: c.serialNumber.toLowerCase(), notAfter: c.notAfter.getTime(), notBefore: c.notBefore.getTime() };
   } catch {
     return undefined;
   }
