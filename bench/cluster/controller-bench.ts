@@ -1,0 +1,112 @@
+/**
+ * The controller at scale (issue 11): 100 simulated nodes and 10,000 stars. The controller (its
+ * store, control loop and cluster port, as `init` runs them, without a node of its own) runs in
+ * this process; the nodes run in a child process, each a real Agent with a fake runtime and its
+ * own mutual-TLS RNP connection over loopback, so what is measured is the controller alone:
+ * its RSS once every star runs, and its CPU share at steady state (heartbeats every ~3.3 s,
+ * usage samples every 2 s from each node), against the targets < 100 MB and < 5 % of a core.
+ *
+ *   node --expose-gc --max-semi-space-size=1 dist/bench/cluster/controller-bench.js [--nodes 100] [--stars 10000] [--steady-s 30]
+ *
+ * (--max-semi-space-size=1 as the daemon runs: the CLI's first line gives it to `up` and `init`.)
+ */
+import { fork } from "node:child_process";
+import type { Duplex } from "node:stream";
+import { mkdtempSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { ClusterNodes } from "../../src/cluster/nodes.js";
+import { type ClusterServer, serveCluster } from "../../src/cluster/server.js";
+import { createCa, createCsr, signCsr } from "../../src/cluster/tls/ca.js";
+import { Controller } from "../../src/controller/controller.js";
+import { type CertRecord, KEYS } from "../../src/model/records.js";
+import { openStore } from "../../src/store/open.js";
+import { machine, markdownTable } from "../lib/report.js";
+
+const { values } = parseArgs({ options: { nodes: { type: "string", default: "100" }, stars: { type: "string", default: "10000" }, "steady-s": { type: "string", default: "30" }, child: { type: "boolean", default: false } } });
+const NODES = Number(values.nodes);
+const STARS = Number(values.stars);
+const STEADY_S = Number(values["steady-s"]);
+
+if (values.child) {
+  // The simulated nodes: one Agent each, a fake runtime, an RNP client with its own certificate.
+  const { Agent } = await import("../../src/agent/agent.js");
+  const { RnpAgentLink, nodeHandlers } = await import("../../src/cluster/agent-protocol.js");
+  const { RnpClient } = await import("../../src/cluster/rnp/client.js");
+  const { FakeRuntime } = await import("../../src/runtime/fake/fake-runtime.js");
+  const { connect } = await import("node:tls");
+  const { port, ca, certs } = await new Promise<{ port: number; ca: string; certs: Array<{ node: string; cert: string; key: string }> }>((r) => process.once("message", r as never));
+  for (const c of certs) {
+    const dial = () =>
+      new Promise<Duplex>((resolve, reject) => {
+        const s = connect({ host: "127.0.0.1", port, cert: c.cert, key: c.key, ca, checkServerIdentity: () => undefined, minVersion: "TLSv1.3" });
+        s.once("secureConnect", () => resolve(s));
+        s.once("error", reject);
+      });
+    const runtime = new FakeRuntime({ cpuCores: 64, memoryBytes: 1024 * 2 ** 30 });
+    const held: { agent?: InstanceType<typeof Agent> } = {};
+    const client = new RnpClient({ dial, hello: { node: c.node }, handlers: nodeHandlers({ logs: (s, o) => held.agent!.logs(s, o), usage: (s) => held.agent!.usage(s), unsentStatus: (s) => held.agent!.unsentStatus(s) }) });
+    const agent = (held.agent = new Agent({ link: new RnpAgentLink(client), node: { name: c.node, cpuCores: 64, memoryBytes: 1024 * 2 ** 30, runtimes: ["process"], limitsEnforced: true, startedAt: Date.now() }, runtimes: { process: runtime } }));
+    await agent.start();
+  }
+  process.send!("ready");
+  await new Promise(() => undefined);
+}
+
+const dir = mkdtempSync(join("/var/lib", "constellation-bench-"));
+const store = await openStore({ backend: "sqlite", path: join(dir, "store.db") });
+const ca = await createCa("bench");
+const issue = async (node: string, role: "controller" | "agent") => {
+  const { csr, key } = await createCsr(node);
+  const signed = await signCsr(ca, csr, { cluster: "bench", node, role, addresses: ["127.0.0.1"] });
+  if (role === "agent") await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify({ node, role, issuedAt: Date.now(), notAfter: signed.notAfter } satisfies CertRecord));
+  return { node, cert: signed.cert, key };
+};
+const controllerCert = await issue("controller", "controller");
+const certs = [];
+for (let i = 0; i < NODES; i++) certs.push(await issue(`sim-${String(i).padStart(3, "0")}`, "agent"));
+const controller = new Controller({ store });
+controller.start();
+const nodes = new ClusterNodes();
+const server: ClusterServer = await serveCluster({ store, cluster: "bench", caCert: ca.cert, cert: controllerCert.cert, key: controllerCert.key, host: "127.0.0.1", port: 0, nodes, log: () => undefined });
+
+const child = fork(fileURLToPath(import.meta.url), ["--child"], { stdio: "inherit" });
+child.send({ port: server.port, ca: ca.cert, certs });
+await new Promise((r) => child.once("message", r));
+console.error(`${NODES} nodes connected: ${server.connected().length}`);
+
+const created = performance.now();
+for (let i = 0; i < STARS; i++) await controller.create({ name: `s-${i}`, command: ["sleep", "600"], ram_mb: 64 });
+const createS = (performance.now() - created) / 1000;
+for (;;) {
+  const summary = await controller.summary();
+  if ((summary.stars.byState.running ?? 0) === STARS) break;
+  await new Promise((r) => setTimeout(r, 500));
+}
+const allRunningS = (performance.now() - created) / 1000;
+(globalThis as { gc?: () => void }).gc?.();
+await new Promise((r) => setTimeout(r, 5000)); // settle
+const cpu0 = process.cpuUsage();
+const t0 = performance.now();
+let rssMax = 0;
+const sampler = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage().rss)), 500);
+await new Promise((r) => setTimeout(r, STEADY_S * 1000));
+clearInterval(sampler);
+const cpu = process.cpuUsage(cpu0);
+const cpuShare = ((cpu.user + cpu.system) / 1000 / (performance.now() - t0)) * 100;
+const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MB`;
+console.log(`Machine: ${machine()}.\n`);
+console.log(
+  markdownTable(
+    ["nodes", "stars", "create all (sequential, in-process)", "all running after", "controller RSS at steady state (max)", "controller CPU at steady state"],
+    [[NODES, STARS, `${createS.toFixed(1)} s`, `${allRunningS.toFixed(1)} s`, mb(rssMax), `${cpuShare.toFixed(1)} % of a core`]],
+  ),
+);
+console.log(`\nTargets: RSS < 100 MB (${rssMax < 100 * 2 ** 20 ? "met" : "NOT met"}), CPU < 5 % of a core (${cpuShare < 5 ? "met" : "NOT met"}).`);
+child.kill("SIGKILL");
+await server.close();
+await controller.stop();
+await store.close();
+rmSync(dir, { recursive: true, force: true });
+process.exit(0);
