@@ -62,6 +62,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
       minVersion: "TLSv1.3",
     },
     (socket: TLSSocket) => {
+      socket.setNoDelay(true); // small frames, answered at once: no Nagle delay behind a delayed ACK
       const from = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
       const refuse = (why: string) => {
         log(`cluster port: refused ${from}: ${why}`);

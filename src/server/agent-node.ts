@@ -114,7 +114,10 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
             return undefined;
           },
         });
-        s.once("secureConnect", () => done(s));
+        s.once("secureConnect", () => {
+          s.setNoDelay(true); // small frames, answered at once: no Nagle delay behind a delayed ACK
+          done(s);
+        });
         s.once("error", fail);
       });
     // The agent answers its controller's questions about its stars (their logs) on the same link.
