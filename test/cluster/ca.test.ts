@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, createServer } from "node:tls";
 import { describe, it } from "node:test";
-import { CertificateError, createCa, createCsr, fingerprint, identityOf, signCsr } from "../../src/cluster/tls/ca.js";
+import { BACKDATE_MS, CertificateError, createCa, createCsr, fingerprint, identityOf, renewAt, signCsr } from "../../src/cluster/tls/ca.js";
 
 describe("the cluster CA", () => {
   it("signs a node's request with the names it chose; Node and openssl verify the chain", async () => {
@@ -27,7 +27,12 @@ describe("the cluster CA", () => {
     assert.match(cert.subjectAltName ?? "", /DNS:node-2\.internal/);
     assert.equal(new X509Certificate(ca.cert).ca, true);
     assert.equal(cert.ca, false);
-    assert.deepEqual(identityOf(signed.cert), { node: "node-2", role: "agent", cluster: "production", serial: signed.serial, notAfter: Math.floor(signed.notAfter / 1000) * 1000 });
+    const id = identityOf(signed.cert);
+    assert.deepEqual(id, { node: "node-2", role: "agent", cluster: "production", serial: signed.serial, notAfter: Math.floor(signed.notAfter / 1000) * 1000, notBefore: id?.notBefore });
+    // Valid from a little before it was made (clocks that lag), renewed at two thirds of its life from then.
+    assert.ok(Math.abs(id!.notBefore - (Date.now() - BACKDATE_MS)) < 60_000);
+    const issued = id!.notBefore + BACKDATE_MS;
+    assert.ok(Math.abs(renewAt(signed.cert) - (issued + ((id!.notAfter - issued) * 2) / 3)) < 1);
     assert.match(fingerprint(ca.cert), /^[0-9a-f]{64}$/);
     assert.ok(key.includes("BEGIN PRIVATE KEY"));
     const openssl = spawnSync("openssl", ["version"]);
