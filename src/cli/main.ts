@@ -75,11 +75,13 @@ try {
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
   // Our errors carry a message that says what to do; anything else is a bug, shown briefly.
-  const message = `${(err as Error).message}${isConstellationError(err) ? "" : " (unexpected: please report it)"}`;
+  // (A cluster's refusal — RnpError — says what to do, as ours do.)
+  const ours = isConstellationError(err) || (err as Error).name === "RnpError";
+  const message = `${(err as Error).message}${ours ? "" : " (unexpected: please report it)"}`;
   if (process.argv.slice(2).includes("--json")) {
     // Under --json the error is JSON too (on stdout, where the answer would have been).
     const e = err as { code?: string; status?: number; field?: string };
-    process.stdout.write(`${JSON.stringify({ error: { code: isConstellationError(err) ? e.code : "UNEXPECTED", message, ...(e.field ? { field: e.field } : {}) } })}\n`);
+    process.stdout.write(`${JSON.stringify({ error: { code: ours ? e.code : "UNEXPECTED", message, ...(e.field ? { field: e.field } : {}) } })}\n`);
   } else process.stderr.write(`error: ${message}\n`);
   process.exit(1);
 }

@@ -27,14 +27,26 @@ const observed = z.strictObject({
   generation: z.number().int().min(0),
   updatedAt: z.number().int().min(0),
 });
-const nodeRecord = z.looseObject({
+const positive = (max: number) => z.number().positive().max(max);
+/** A node's record, whole and bounded (a node that sent `limits: {}` once stopped every create). */
+const nodeRecord = z.strictObject({
   name: NAME,
-  cpuCores: z.number().positive(),
-  memoryBytes: z.number().int().positive(),
-  runtimes: z.array(z.string().max(32)).max(8),
+  cpuCores: positive(100_000),
+  memoryBytes: z.number().int().positive().max(2 ** 60),
+  runtimes: z.array(z.enum(["process", "isolate", "fake"])).max(8),
   limitsEnforced: z.boolean(),
   startedAt: z.number().int().min(0),
-  limits: z.looseObject({}),
+  limits: z.strictObject({
+    defaultRamMb: positive(2 ** 30),
+    defaultDiskMb: positive(2 ** 30).optional(),
+    defaultPids: z.number().int().positive().max(4_194_304),
+    maxPids: z.number().int().positive().max(4_194_304),
+    defaultNofile: z.number().int().positive().max(1_048_576),
+    maxNofile: z.number().int().positive().max(1_048_576),
+    maxLogMb: positive(2 ** 30),
+    memoryOvercommit: positive(100),
+  }),
+  degraded: z.strictObject({ reason: z.string().max(1024), since: z.number().int().min(0) }).optional(),
 });
 const EVENT_KINDS = [
   "star.state",

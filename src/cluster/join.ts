@@ -10,12 +10,13 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Duplex } from "node:stream";
 import { X509Certificate } from "node:crypto";
+import { isIP } from "node:net";
 import { connect } from "node:tls";
 import { z } from "zod";
 import { type CertRecord, type JoinTokenRecord, KEYS, nodeKey } from "../model/records.js";
 import type { Store } from "../store/types.js";
 import { RnpError, RnpPeer } from "./rnp/peer.js";
-import { type CertAndKey, createCsr, fingerprint, signCsr } from "./tls/ca.js";
+import { type CertAndKey, createCsr, fingerprint, identityOf, signCsr } from "./tls/ca.js";
 
 const TOKEN = /^cjt1\.([0-9a-f]{64})\.([0-9a-f]{12})\.([A-Za-z0-9_-]{43})$/;
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -57,11 +58,17 @@ export async function listJoinTokens(store: Store): Promise<Array<JoinTokenRecor
   return kvs.map((kv) => ({ id: kv.key.slice(KEYS.joinTokens.length), ...(JSON.parse(kv.value) as JoinTokenRecord) }));
 }
 
+/** An address a certificate may name: an IP address, or a DNS name (no wildcard). */
+const ADDRESS = z
+  .string()
+  .max(253)
+  .refine((a) => isIP(a) !== 0 || /^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/i.test(a), "each address is an IP address or a DNS name (no wildcards)");
+
 export const joinBody = z.strictObject({
   token: z.string().max(200),
   node: z.string().regex(NODE_NAME, "a node name is a DNS label: lowercase letters, digits and dashes, at most 63"),
   csr: z.string().max(8192),
-  addresses: z.array(z.string().max(253)).max(16),
+  addresses: z.array(ADDRESS).max(16),
 });
 
 /** What a joining node gets: its certificate, the CA's, and the cluster's name. */
@@ -93,8 +100,15 @@ export async function admit(store: Store, ca: CertAndKey, cluster: string, raw: 
   if (!record || !timingSafeEqual(given, Buffer.from(record.secretHash, "hex"))) throw new RnpError("unauthorized", "the join token is not known to this cluster: make a new one with `constellation token create --join`");
   if (record.revokedAt !== undefined) throw new RnpError("unauthorized", `the join token ${t.id} was revoked: make a new one`);
   if (record.expiresAt <= Date.now()) throw new RnpError("unauthorized", `the join token ${t.id} expired at ${new Date(record.expiresAt).toISOString()}: make a new one`);
-  if (await store.get(nodeKey(node))) throw new RnpError("conflict", `a node named ${node} is already in the cluster: give this one another name (--node), or remove that node first`);
-  const { cert, serial, notAfter } = await signCsr(ca, csr, { cluster, node, role: record.role, addresses, ...(validDays ? { validDays } : {}) }).catch((err: Error) => {
+  // The name is taken once, atomically: a second join under it (at once or later) is refused,
+  // so no token holder can hold a certificate for a name a real machine takes afterwards.
+  const inUse = () => new RnpError("conflict", `a node named ${node} is already in the cluster: give this one another name (--node)`);
+  if (await store.get(nodeKey(node))) throw inUse();
+  const nameKey = `${KEYS.nodeNames}${node}`;
+  const taken = await store.txn({ compare: [{ key: nameKey, target: "createRevision", op: "=", value: 0 }], success: [{ type: "put", key: nameKey, value: JSON.stringify({ at: Date.now(), joinToken: t.id }) }] });
+  if (!taken.succeeded) throw inUse();
+  const { cert, serial, notAfter } = await signCsr(ca, csr, { cluster, node, role: record.role, addresses, ...(validDays ? { validDays } : {}) }).catch(async (err: Error) => {
+    await store.delete({ key: nameKey }).catch(() => undefined); // nothing issued: the name is free again
     throw new RnpError("bad-request", `join: ${err.message}`);
   });
   const issued: CertRecord = { node, role: record.role, issuedAt: Date.now(), notAfter, joinToken: t.id, addresses };
@@ -152,6 +166,12 @@ export async function joinCluster(options: { address: string; token: string; nod
       const issuer = leaf.issuerCertificate;
       const pinned = issuer?.raw && createHash("sha256").update(issuer.raw).digest("hex") === t.caFingerprint;
       const signed = pinned && new X509Certificate(leaf.raw).verify(new X509Certificate(issuer.raw).publicKey);
+      // ...and it is a controller's: another node's certificate (of the same CA) gets no token.
+      if (signed && identityOf(leaf.raw)?.role !== "controller") {
+        s.destroy();
+        reject(new RnpError("unauthorized", `${options.address} is a node of the cluster this token is for, not its controller: give the controller's address`));
+        return;
+      }
       if (!signed) {
         s.destroy();
         reject(new RnpError("unauthorized", `${options.address} is not a controller of the cluster this token is for (its certificate is not signed by the CA the token names)`));

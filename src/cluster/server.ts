@@ -16,6 +16,10 @@ import type { ClusterNodes } from "./nodes.js";
 import { RnpPeer } from "./rnp/peer.js";
 import { identityOf } from "./tls/ca.js";
 
+/** Largest frame from a connection without a certificate (a join), and how long it may stay. */
+export const JOIN_MAX_FRAME = 16 * 1024;
+export const JOIN_DEADLINE_MS = 10_000;
+
 export interface ClusterServerOptions {
   store: Store;
   cluster: string;
@@ -34,6 +38,8 @@ export interface ClusterServerOptions {
   nodes?: ClusterNodes;
   /** Nodes' lease TTL (default AgentService's). */
   nodeTtlSeconds?: number;
+  /** How long a connection without a certificate may stay (default 10 s). */
+  joinDeadlineMs?: number;
   /** Renews a connected node's certificate (join.ts `renew`); absent: no renewals here. */
   renew?: (node: string, serial: string, body: unknown) => Promise<unknown>;
 }
@@ -58,6 +64,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
       key: options.key,
       ca: options.caCert,
       requestCert: true,
+      handshakeTimeout: 10_000, // a connection that never finishes its TLS handshake is closed
       rejectUnauthorized: false, // judged below, so that a refusal says why
       minVersion: "TLSv1.3",
     },
@@ -78,10 +85,17 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
           hello: { node: "controller", cluster: options.cluster },
           handlers: { "cluster.join": (body) => join(body, from) },
           maxInFlight: 1,
+          // Before any certificate: small frames only (a join is a few KiB), and a short while.
+          maxFrame: JOIN_MAX_FRAME,
           log: (l) => log(`cluster port: joining node (${from}): ${l}`),
         });
         peers.set(peer, "");
-        peer.on("close", () => peers.delete(peer));
+        const deadline = setTimeout(() => peer.close(), options.joinDeadlineMs ?? JOIN_DEADLINE_MS);
+        deadline.unref();
+        peer.on("close", () => {
+          clearTimeout(deadline);
+          peers.delete(peer);
+        });
         return;
       }
       if (!socket.authorized) return refuse(`no certificate of this cluster's CA (${String(socket.authorizationError ?? "none given")})`);

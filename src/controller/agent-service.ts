@@ -107,6 +107,13 @@ export class AgentService implements AgentLink {
   }
 
   async event(kind: EventKind, message: string, about: { star?: string; uid?: string } = {}): Promise<void> {
+    if (about.star !== undefined) {
+      // About a star of this node only (as report): no node writes another node's star's story.
+      const [recordKv, reportKv] = await Promise.all([this.store.get(starKey(about.star)), this.store.get(statusKey(about.star))]);
+      const record = recordKv ? (JSON.parse(recordKv.value) as StarRecord) : undefined;
+      const last = reportKv ? (JSON.parse(reportKv.value) as StarObserved) : undefined;
+      if (record?.node !== this.node && last?.node !== this.node) throw new Error(`node ${this.node} may not record events of star ${about.star}: it is not this node's`);
+    }
     await this.events.record(kind, message, { ...about, node: this.node });
   }
 

@@ -478,6 +478,7 @@ export class Controller {
         const watch = this.store.watch({ prefix: PREFIX }, { fromRevision: revision + 1 });
         const onAbort = () => watch.close();
         signal.addEventListener("abort", onAbort);
+        if (signal.aborted) watch.close(); // stopped while this pass ran: the listener came too late
         try {
           // Each batch that changes stars, nodes or liveness (a lease's expiry deletes its key) looks again.
           for await (const batch of watch) {

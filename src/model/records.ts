@@ -24,6 +24,8 @@ export const KEYS = {
   tokens: `${PREFIX}tokens/`,
   joinTokens: `${PREFIX}join-tokens/`,
   certs: `${PREFIX}certs/`,
+  /** A node name taken by a join (made once, atomically: two joins under one name cannot both win). */
+  nodeNames: `${PREFIX}node-names/`,
   /** A node cordoned by an operator (nothing new is placed there), or draining (its stars move away). */
   cordons: `${PREFIX}cordons/`,
   /** A node's liveness: a key on its lease (AgentService.heartbeat); gone when the lease expires. */

@@ -38,7 +38,7 @@ export function httpTransport(endpoint: string, token: string): Transport {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
   const headers = { authorization: `Bearer ${token}`, accept: "application/json" };
 
-  const send = (method: string, path: string, body: unknown, signal?: AbortSignal) =>
+  const send = (method: string, path: string, body: unknown, signal?: AbortSignal, retried = false): Promise<http.IncomingMessage> =>
     new Promise<http.IncomingMessage>((resolve, reject) => {
       const payload = body === undefined ? undefined : JSON.stringify(body);
       const req = http.request(
@@ -54,6 +54,9 @@ export function httpTransport(endpoint: string, token: string): Transport {
       );
       req.on("error", (err: NodeJS.ErrnoException) => {
         if (err.name === "AbortError") reject(err);
+        // A kept-alive connection the server closed as idle just as this request went out on it:
+        // the request never reached it. Once, on a new connection (as Node's documentation advises).
+        else if (req.reusedSocket && !retried && (err.code === "ECONNRESET" || err.code === "EPIPE")) send(method, path, body, signal, true).then(resolve, reject);
         else reject(new ApiUnavailableError(`cannot reach the constellation at ${endpoint} (${err.code ?? err.message}): is \`constellation up\` running?`, err));
       });
       req.end(payload);

@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import type { Duplex } from "node:stream";
-import { connect } from "node:tls";
+import type { AddressInfo } from "node:net";
+import { connect, createServer as createTlsServer } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { admit, createJoinToken, joinCluster, listJoinTokens, parseJoinToken, revokeJoinToken } from "../../src/cluster/join.js";
 import { RnpClient } from "../../src/cluster/rnp/client.js";
@@ -102,5 +103,34 @@ describe("joining a cluster", () => {
     const { kvs } = await store.range({ prefix: KEYS.certs });
     const names = kvs.map((kv) => (JSON.parse(kv.value) as CertRecord).node);
     assert.deepEqual(names.filter((n) => n !== "node-2"), []);
+  });
+
+  it("one name, one node: of joins under one name at once exactly one wins, and a later one is refused; addresses must be IPs or names", async () => {
+    const good = await createJoinToken(store, ca.cert);
+    const tries = await Promise.allSettled(Array.from({ length: 5 }, () => joinCluster({ address: address(), token: good.token, node: "victim" })));
+    assert.equal(tries.filter((r) => r.status === "fulfilled").length, 1, "exactly one certificate for the name");
+    for (const r of tries) if (r.status === "rejected") assert.match(String(r.reason), /a node named victim is already in the cluster/);
+    await assert.rejects(joinCluster({ address: address(), token: good.token, node: "victim" }), refusedWith("conflict", /already in the cluster/));
+    for (const bad of ["*", "*.example.com", "a\u0000b", "-x.example"]) {
+      await assert.rejects(joinCluster({ address: address(), token: good.token, node: "n-addr", addresses: [bad] }), refusedWith("bad-request", /an IP address or a DNS name/));
+    }
+    // refused addresses took no name
+    const ok = await joinCluster({ address: address(), token: good.token, node: "n-addr", addresses: ["10.0.0.5", "node.example.com"] });
+    assert.ok(ok.cert.includes("BEGIN CERTIFICATE"));
+  });
+
+  it("a joining node gives its token only to a controller: a node's certificate of the same CA gets nothing", async () => {
+    const { csr, key } = await createCsr("impostor");
+    const signed = await signCsr(ca, csr, { cluster: "prod", node: "impostor", role: "agent", addresses: ["127.0.0.1"] });
+    let received = 0;
+    const fake = createTlsServer({ cert: `${signed.cert.trimEnd()}\n${ca.cert.trimEnd()}\n`, key, minVersion: "TLSv1.3" }, (sock) => sock.on("data", (d: Buffer) => (received += d.length)));
+    await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
+    try {
+      const good = await createJoinToken(store, ca.cert);
+      await assert.rejects(joinCluster({ address: `127.0.0.1:${(fake.address() as AddressInfo).port}`, token: good.token, node: "n-imp" }), refusedWith("unauthorized", /a node of the cluster this token is for, not its controller/));
+      assert.equal(received, 0, "nothing was sent to it");
+    } finally {
+      fake.close();
+    }
   });
 });

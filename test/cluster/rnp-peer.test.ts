@@ -64,6 +64,29 @@ describe("RNP connections", () => {
     assert.deepEqual(sums, Array.from({ length: 200 }, (_, i) => i + 1));
   });
 
+  it("a call opened as a stream is refused, and its handler's failure is taken (it once ended the process)", async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      const { client } = await serve({
+        "x.fails": async () => {
+          await new Promise((r) => setTimeout(r, 20));
+          throw new RnpError("unauthorized", "no");
+        },
+      });
+      const c = await client();
+      await assert.rejects(async () => {
+        for await (const _ of c.stream("x.fails", null)) void _;
+      }, (e: unknown) => e instanceof RnpError && e.code === "bad-request" && /is not a stream: call it/.test(e.message));
+      await new Promise((r) => setTimeout(r, 100)); // the handler has failed by now
+      assert.deepEqual(unhandled, []);
+      await assert.rejects(c.call("x.fails", null), (e: unknown) => e instanceof RnpError && e.code === "unauthorized");
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+  });
+
   it("a stream runs only as far ahead as the caller's credit; a cancel reaches the handler", async () => {
     let produced = 0;
     let cancelled = false;

@@ -12,6 +12,7 @@ import { type ErrorCode, type Hello, type Message, PROTOCOL_VERSIONS, ProtocolEr
 
 /** An error answered by the peer (or made here for a call that could not be answered). */
 export class RnpError extends Error {
+  override readonly name = "RnpError";
   constructor(
     readonly code: ErrorCode,
     message: string,
@@ -377,12 +378,15 @@ export class RnpPeer extends EventEmitter {
     void (async () => {
       try {
         const result = handler(body, ctx);
+        // Whatever the handler began is awaited or its failure taken, even when the request was
+        // of the wrong kind (a call opened as a stream: its rejection once ended the process).
+        if (!isAsyncIterable(result)) Promise.resolve(result).catch(() => undefined);
         if (stream) {
           if (!isAsyncIterable(result)) throw new RnpError("bad-request", `"${method}" is not a stream: call it`);
           await this.pump(id, result, abort);
           await this.send({ t: T.end, id });
         } else {
-          if (isAsyncIterable(result)) throw new RnpError("bad-request", `"${method}" is a stream: open it as one`);
+          if (isAsyncIterable(result)) throw new RnpError("bad-request", `"${method}" is a stream: open it as one`); // (never iterated: it does nothing)
           const value = await result;
           if (!abort.signal.aborted) await this.send({ t: T.response, id, body: value });
         }

@@ -93,7 +93,7 @@ export async function signCsr(
   const alg = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
   if (alg.name !== "ECDSA" || alg.namedCurve !== "P-256") throw new CertificateError("the certificate request's key is not ECDSA P-256");
   const caCert = new x509.X509Certificate(ca.cert);
-  const serial = createHash("sha256").update(webcrypto.getRandomValues(new Uint8Array(32))).digest("hex").slice(0, 32).replace(/^[89a-f]/, "7");
+  const serial = createHash("sha256").update(webcrypto.getRandomValues(new Uint8Array(32))).digest("hex").slice(0, 32).replace(/^[089a-f]/, "7"); // first byte 0x10-0x7f: positive, and no leading zero byte (DER would drop it: 1 node in 256 was refused)
   const notAfter = now + (id.validDays ?? 90) * DAY;
   const names = id.addresses.map((a) => (isIP(a) ? { type: "ip" as const, value: a } : { type: "dns" as const, value: a }));
   const cert = await x509.X509CertificateGenerator.create({
