@@ -94,6 +94,9 @@ const sampler = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage
 await new Promise((r) => setTimeout(r, STEADY_S * 1000));
 clearInterval(sampler);
 const cpu = process.cpuUsage(cpu0);
+const mem = process.memoryUsage();
+if (process.env.BENCH_HEAP_SNAPSHOT) console.error(`heap snapshot: ${(await import("node:v8")).writeHeapSnapshot(process.env.BENCH_HEAP_SNAPSHOT)}`);
+console.error(`memory: rss ${(mem.rss / 2 ** 20).toFixed(1)} MB, heap used ${(mem.heapUsed / 2 ** 20).toFixed(1)} of ${(mem.heapTotal / 2 ** 20).toFixed(1)} MB, external ${(mem.external / 2 ** 20).toFixed(1)} MB, array buffers ${(mem.arrayBuffers / 2 ** 20).toFixed(1)} MB`);
 const cpuShare = ((cpu.user + cpu.system) / 1000 / (performance.now() - t0)) * 100;
 const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MB`;
 console.log(`Machine: ${machine()}.\n`);

@@ -9,24 +9,12 @@
 import { type Command, InvalidArgumentError as CommanderArgError } from "commander";
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { InvalidArgumentError, RuntimeUnavailableError } from "../model/errors.js";
+import { type NodeReady, dataDirOf, readReady, readyFile } from "../model/node-files.js";
 import { connect } from "../sdk/client.js";
 import { color } from "./output.js";
-
-/** What a running node wrote once it was up (no secrets): <data>/ready.json. */
-interface Ready {
-  pid: number;
-  role: "controller" | "agent";
-  cluster: string;
-  node: string;
-  /** The controller's API (a controller only). */
-  url?: string;
-  /** Where nodes join: this controller's cluster address, or an agent's controller. */
-  address: string;
-}
 
 interface InitOptions {
   cluster?: string;
@@ -44,24 +32,6 @@ const port = (flag: string) => (v: string) => {
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CommanderArgError(`${flag} takes a port number 0-65535, got "${v}"`);
   return n;
 };
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-};
-
-function readReady(dataDir: string): Ready | undefined {
-  try {
-    const r = JSON.parse(readFileSync(join(dataDir, "ready.json"), "utf8")) as Ready;
-    return alive(r.pid) ? r : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 export function registerInit(program: Command): void {
   const init = program
@@ -93,7 +63,7 @@ export function registerInit(program: Command): void {
 
 async function run(o: InitOptions, cmd: Command): Promise<void> {
   const g = cmd.optsWithGlobals<{ data?: string; token?: string }>();
-  const dataDir = resolve(g.data ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
+  const dataDir = dataDirOf(g.data);
   if (o.join !== undefined && g.token === undefined && !existsSync(join(dataDir, "cluster", "cluster.json"))) {
     cmd.error(`error: joining needs the token the controller made: --token T (on the controller: constellation token --join)`, { exitCode: 2 });
   }
@@ -104,7 +74,7 @@ async function run(o: InitOptions, cmd: Command): Promise<void> {
   const log = join(dataDir, "node.log");
   const { mkdirSync } = await import("node:fs");
   mkdirSync(dataDir, { recursive: true, mode: 0o711 });
-  rmSync(join(dataDir, "ready.json"), { force: true });
+  rmSync(readyFile(dataDir), { force: true });
   const out = openSync(log, "a", 0o600);
   const args = [process.argv[1]!, "--data", dataDir, ...process.argv.slice(2).filter((a, i, all) => a !== "--data" && all[i - 1] !== "--data"), "--foreground"];
   const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", out, out] });
@@ -133,7 +103,7 @@ async function run(o: InitOptions, cmd: Command): Promise<void> {
   }
 }
 
-async function say(r: Ready, dataDir: string, o: InitOptions, already: boolean): Promise<void> {
+async function say(r: NodeReady, dataDir: string, o: InitOptions, already: boolean): Promise<void> {
   if (o.cluster !== undefined && o.cluster !== r.cluster) throw new InvalidArgumentError("cluster", `${dataDir} runs node ${r.node} of cluster ${r.cluster}, not ${o.cluster}: give another --data`);
   if (r.role === "agent" && o.join !== undefined && o.join !== r.address) {
     throw new InvalidArgumentError("join", `${dataDir} runs node ${r.node} of cluster ${r.cluster}, joined to ${r.address}: give another --data to join ${o.join}`);
@@ -157,7 +127,7 @@ async function say(r: Ready, dataDir: string, o: InitOptions, already: boolean):
 }
 
 async function foreground(o: InitOptions, dataDir: string, token: string | undefined): Promise<void> {
-  let ready: Omit<Ready, "pid">;
+  let ready: Omit<NodeReady, "pid">;
   let close: () => Promise<void>;
   if (o.join !== undefined || existsAgent(dataDir)) {
     const { startAgentNode } = await import("../server/agent-node.js");
@@ -181,7 +151,7 @@ async function foreground(o: InitOptions, dataDir: string, token: string | undef
     ready = { role: "controller", cluster: node.cluster!.name, node: node.cluster!.node, url: node.url, address: node.cluster!.address };
     close = () => node.close();
   }
-  const file = join(dataDir, "ready.json");
+  const file = readyFile(dataDir);
   writeFileSync(`${file}.tmp`, `${JSON.stringify({ pid: process.pid, ...ready })}\n`, { mode: 0o644 });
   renameSync(`${file}.tmp`, file);
   process.stdout.write(`${new Date().toISOString()} node ${ready.node} of cluster ${ready.cluster} up (${ready.role})\n`);

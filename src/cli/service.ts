@@ -1,9 +1,9 @@
 /** `constellation service install|uninstall`: the node started at boot by systemd. */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { type Command, InvalidArgumentError as CommanderArgError } from "commander";
+import { dataDirOf } from "../model/node-files.js";
 
 export interface UnitOptions {
   /** The Node.js binary and the CLI script that ExecStart runs. */
@@ -57,7 +57,7 @@ const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
 export function registerServiceCommands(program: Command): void {
   const service = program.command("service").description("start the node at boot (systemd)");
-  const dataOf = (cmd: Command) => resolve((cmd.optsWithGlobals() as { data?: string }).data ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
+  const dataOf = (cmd: Command) => dataDirOf((cmd.optsWithGlobals() as { data?: string }).data);
   const nameArg = (v: string) => {
     if (!NAME.test(v)) throw new CommanderArgError(`--name takes a unit name of lower-case letters, digits and dashes, got "${v}"`);
     return v;

@@ -2,10 +2,10 @@
 import type { Command } from "commander";
 import { InvalidArgumentError as CommanderArgError } from "commander";
 import { accessSync, constants, existsSync } from "node:fs";
-import { homedir } from "node:os";
-import { join, relative, resolve } from "node:path";
+import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { NodeLimits } from "../model/spec.js";
+import { dataDirOf } from "../model/node-files.js";
 import { color } from "./output.js";
 
 /**
@@ -53,7 +53,7 @@ export function registerUp(program: Command): void {
     )
     .action(async (o: { port: number; dev?: boolean; reset?: boolean; adopt?: boolean; treeMaxStars?: number; treeMaxSpecMb?: number } & Partial<NodeLimits>, cmd: Command) => {
       const g = cmd.optsWithGlobals<{ data?: string }>();
-      const dataDir = resolve(g.data ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
+      const dataDir = dataDirOf(g.data);
       const limits: Partial<NodeLimits> = {};
       for (const f of LIMIT_FLAGS) if (o[f.key] !== undefined) limits[f.key] = o[f.key]!;
       const { startSingleNode } = await import("../server/single-node.js"); // the server loads only here

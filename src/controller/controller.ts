@@ -571,7 +571,9 @@ export class Controller {
     const targets = open.length > 0 ? open : live;
     // Stars each node holds now (those that should run): each new one goes where fewest are.
     const held = heldBy(targets, kvs.map((kv) => kv.value));
-    const observed = new Map((await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]));
+    // What nodes report matters only to a drain (an exclusive star's copy there has ended).
+    const draining = [...cordons.values()].some((c) => c.drain);
+    const observed = new Map(draining ? (await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]) : []);
     // Stars stopped to be moved: their nodes' reports (their copy ended) are looked at too.
     this.moving = kvs.filter((kv) => kv.value.movingFrom !== undefined).length;
     for (const kv of kvs) {

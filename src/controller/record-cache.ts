@@ -1,9 +1,11 @@
 /**
  * Parsed copies of every value under a key prefix, checked against the store on every read: a
- * read asks the store for keys and revisions only, and fetches just the values that changed
- * since the last read. So a read is as fresh as a full range (a write is seen by the next read)
+ * read asks the store only for the keys modified since the last read (minModRevision) and the
+ * count of keys, fetches just those values, and lists every key again only when the count says
+ * some were deleted. So a read is as fresh as a full range (a write is seen by the next read)
  * and costs what changed, not the store's size: with 30 stars of 0.4 MB specs, every create
- * re-read and parsed 12 MB, taking ~0.4 s (issue 9). Callers must not change the values.
+ * re-read and parsed 12 MB, taking ~0.4 s (issue 9); with 10,000 stars, listing their keys on
+ * every create made creating them quadratic (issue 11). Callers must not change the values.
  */
 import type { Store } from "../store/types.js";
 
@@ -15,6 +17,10 @@ export interface Cached<T> {
 
 export class RecordCache<T> {
   private readonly entries = new Map<string, Cached<T>>();
+  /** Every change up to this revision is in `entries` (0: nothing read yet). */
+  private revision = 0;
+  /** `entries` in key order, until the next change. */
+  private list: Array<Cached<T>> | undefined;
 
   constructor(
     private readonly store: Store,
@@ -23,25 +29,49 @@ export class RecordCache<T> {
 
   /** Every key under the prefix with its value, in key order, as the store holds them now. */
   async all(): Promise<Array<Cached<T>>> {
-    const { kvs } = await this.store.range({ prefix: this.prefix }, { keysOnly: true });
-    const stale = kvs.filter((kv) => this.entries.get(kv.key)?.modRevision !== kv.modRevision);
-    if (stale.length > 8 && stale.length > kvs.length / 4) {
-      // Most changed (the first read): one range beats many gets.
-      for (const kv of (await this.store.range({ prefix: this.prefix })).kvs) this.keep(kv.key, kv.modRevision, kv.value);
-    } else {
-      for (const kv of stale) {
-        const got = await this.store.get(kv.key);
-        if (got) this.keep(got.key, got.modRevision, got.value);
-        else this.entries.delete(kv.key);
-      }
+    if (this.revision === 0) {
+      const { kvs, revision } = await this.store.range({ prefix: this.prefix });
+      this.entries.clear();
+      for (const kv of kvs) this.keep(kv.key, kv.modRevision, kv.value);
+      this.revision = revision;
+      this.list = undefined;
+      return this.sorted();
     }
-    const live = new Set(kvs.map((kv) => kv.key));
-    for (const key of this.entries.keys()) if (!live.has(key)) this.entries.delete(key);
-    return kvs.flatMap((kv) => this.entries.get(kv.key) ?? []);
+    const { kvs: changed, count, revision } = await this.store.range({ prefix: this.prefix }, { keysOnly: true, minModRevision: this.revision + 1 });
+    const stale = changed.filter((kv) => this.entries.get(kv.key)?.modRevision !== kv.modRevision);
+    if (stale.length > 8 && stale.length > this.entries.size / 4) {
+      // Most changed: one range beats many gets (and lists every key, so deletions are seen too).
+      this.revision = 0;
+      return this.all();
+    }
+    for (const kv of stale) {
+      const got = await this.store.get(kv.key);
+      if (got) this.keep(got.key, got.modRevision, got.value);
+      else this.drop(kv.key);
+    }
+    if (this.entries.size !== count) {
+      // Some keys were deleted: which, only a list of every key says.
+      const { kvs } = await this.store.range({ prefix: this.prefix }, { keysOnly: true });
+      const live = new Set(kvs.map((kv) => kv.key));
+      for (const key of [...this.entries.keys()]) if (!live.has(key)) this.drop(key);
+    }
+    this.revision = Math.max(this.revision, revision);
+    return this.sorted();
+  }
+
+  private sorted(): Array<Cached<T>> {
+    // Keys arrive mostly in order (the first read is, new ones are appended): a cheap sort.
+    this.list ??= [...this.entries.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return this.list;
   }
 
   private keep(key: string, modRevision: number, value: string): void {
     if ((this.entries.get(key)?.modRevision ?? 0) >= modRevision) return; // a newer copy is kept already
     this.entries.set(key, { key, modRevision, value: JSON.parse(value) as T });
+    this.list = undefined;
+  }
+
+  private drop(key: string): void {
+    if (this.entries.delete(key)) this.list = undefined;
   }
 }

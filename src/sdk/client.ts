@@ -10,10 +10,10 @@
  */
 import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
 import { spawn } from "node:child_process";
-import { homedir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
 import { ApiUnavailableError, InvalidArgumentError } from "../model/errors.js";
+import { dataDirOf, readReady } from "../model/node-files.js";
 import type { ClusterSummary, Event, StarView, TokenInfo } from "../model/records.js";
 import type { StarSpecInput } from "../model/spec.js";
 import type { LogLine, StarStatus } from "../model/status.js";
@@ -110,7 +110,7 @@ export function resolveConnection(options: ConnectOptions = {}): { endpoint: str
   let endpoint = options.endpoint ?? (options.dataDir ? undefined : process.env.CONSTELLATION_ENDPOINT || undefined);
   let token = options.token ?? (options.dataDir ? undefined : process.env.CONSTELLATION_TOKEN || undefined);
   if (endpoint && token) return { endpoint, token };
-  const dir = resolve(options.dataDir ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
+  const dir = dataDirOf(options.dataDir);
   const read = (f: string) => (existsSync(join(dir, f)) ? readFileSync(join(dir, f), "utf8").trim() : undefined);
   if (endpoint === undefined) {
     endpoint = read("endpoint");
@@ -431,17 +431,8 @@ export class Star {
 
 /** Runs `constellation init` (the CLI beside this SDK) and reads what runs from the data dir. */
 async function initNode(o: InitOptions): Promise<InitResult> {
-  const dataDir = resolve(o.data_dir ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
-  const ready = join(dataDir, "ready.json");
-  const running = (): Omit<InitResult, "already"> | undefined => {
-    try {
-      const r = JSON.parse(readFileSync(ready, "utf8")) as Omit<InitResult, "already">;
-      process.kill(r.pid, 0);
-      return r;
-    } catch {
-      return undefined;
-    }
-  };
+  const dataDir = dataDirOf(o.data_dir);
+  const running = () => readReady(dataDir);
   const before = running();
   if (before && before.cluster !== o.cluster_name) {
     throw new InvalidArgumentError("cluster_name", `${dataDir} runs node ${before.node} of cluster ${before.cluster}, not ${o.cluster_name}: give another data_dir`);

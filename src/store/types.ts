@@ -39,6 +39,11 @@ export interface RangeOptions {
   keysOnly?: boolean;
   /** Return only the count. */
   countOnly?: boolean;
+  /**
+   * Return only keys last modified at this revision or later (etcd's min_mod_revision): what
+   * changed since a read. `count` still counts every key in the range. Not with `limit`.
+   */
+  minModRevision?: number;
 }
 
 export interface RangeResult {

@@ -85,6 +85,18 @@ export function checkLimit(limit: unknown): number {
   return limit;
 }
 
+/** A range's options: its limit (0: none), after checking that minModRevision is sound. */
+export function checkRangeOptions(options: { limit?: unknown; minModRevision?: unknown } | undefined): number {
+  const limit = checkLimit(options?.limit);
+  const min = options?.minModRevision;
+  if (min === undefined) return limit;
+  if (typeof min !== "number" || !Number.isSafeInteger(min) || min < 0) {
+    throw new InvalidArgumentError("minModRevision", `minModRevision must be a non-negative integer, got ${String(min)}`);
+  }
+  if (limit > 0 && min > 0) throw new InvalidArgumentError("minModRevision", "minModRevision cannot be combined with limit: read what changed whole");
+  return limit;
+}
+
 /** The first key after every key that starts with `prefix` (etcd's GetPrefixRangeEnd). */
 export function prefixEnd(prefix: Buffer): Buffer | undefined {
   const end = Buffer.from(prefix);
@@ -198,7 +210,7 @@ export function checkTxn(req: TxnRequest): void {
           break;
         case "range":
           toByteRange(op.range);
-          checkLimit(op.options?.limit);
+          checkRangeOptions(op.options);
           break;
         default:
           throw new InvalidArgumentError(

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { testDir } from "../helpers/dirs.js";
-import { waitFor } from "../helpers/wait.js";
+import { endProcess, waitFor } from "../helpers/wait.js";
 
 const BIN = fileURLToPath(new URL("../../src/cli/constellation.mjs", import.meta.url));
 const dev = process.getuid?.() === 0 ? [] : ["--dev"];
@@ -31,16 +31,7 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
     if (existsSync(join(data("n1"), "ready.json"))) cli("n1", "rm", "--all", "--yes", "-f");
     for (const n of ["n2", "n1"]) {
       try {
-        const { pid } = ready(n);
-        process.kill(pid, "SIGTERM");
-        await waitFor(`node ${n} to end`, () => {
-          try {
-            process.kill(pid, 0);
-            return undefined;
-          } catch {
-            return true;
-          }
-        }).catch(() => process.kill(pid, "SIGKILL"));
+        await endProcess(ready(n).pid, `node ${n}`);
       } catch {
         // not started
       }

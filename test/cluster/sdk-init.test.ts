@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect, constellation } from "../../src/index.js";
 import { testDir } from "../helpers/dirs.js";
-import { waitFor } from "../helpers/wait.js";
+import { endProcess } from "../helpers/wait.js";
 
 const dev = process.getuid?.() !== 0;
 
@@ -21,21 +21,7 @@ describe("constellation.init", () => {
     dir = await testDir("constellation-sdkinit-");
   });
   after(async () => {
-    for (const pid of pids.reverse()) {
-      try {
-        process.kill(pid, "SIGTERM");
-        await waitFor("the node to end", () => {
-          try {
-            process.kill(pid, 0);
-            return undefined;
-          } catch {
-            return true;
-          }
-        });
-      } catch {
-        // gone
-      }
-    }
+    for (const pid of pids.reverse()) await endProcess(pid, "the node");
     await rm(dir, { recursive: true, force: true });
   });
 

@@ -50,3 +50,27 @@ export async function collect(
 export function eventCount(batches: WatchBatch[]): number {
   return batches.reduce((n, b) => n + b.events.length, 0);
 }
+
+/** Ends a process as a user would (SIGTERM), and if it has not ended within 10 s, kills it. */
+export async function endProcess(pid: number, what = `process ${pid}`): Promise<void> {
+  const gone = () => {
+    try {
+      process.kill(pid, 0);
+      return undefined;
+    } catch {
+      return true;
+    }
+  };
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return; // ended already
+  }
+  await waitFor(`${what} to end`, gone).catch(() => {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // ended meanwhile
+    }
+  });
+}

@@ -115,6 +115,32 @@ export function conformance(name: string, makeFixture: () => Promise<StoreFixtur
       assert.equal(single.revision, await store.revision());
     });
 
+    it("range with minModRevision: only what changed since, count of all; in a txn and at a past revision too", async () => {
+      p = newPrefix();
+      for (const k of ["a", "b", "c"]) await store.put(`${p}${k}`, `v-${k}`);
+      const seen = await store.revision();
+      await store.put(`${p}b`, "B");
+      await store.put(`${p}d`, "v-d");
+      await store.put(`${newPrefix()}x`, "elsewhere");
+      await store.delete({ key: `${p}a` });
+      const since = await store.range({ prefix: p }, { minModRevision: seen + 1 });
+      assert.deepEqual(since.kvs.map((kv) => [kv.key.slice(p.length), kv.value]), [["b", "B"], ["d", "v-d"]]);
+      assert.equal(since.count, 3); // b, c, d: every key in the range
+      assert.equal(since.more, false);
+      const keys = await store.range({ prefix: p }, { minModRevision: seen + 1, keysOnly: true });
+      assert.deepEqual(keys.kvs.map((kv) => [kv.key.slice(p.length), kv.value]), [["b", ""], ["d", ""]]);
+      assert.equal((await store.range({ key: `${p}c` }, { minModRevision: seen + 1 })).kvs.length, 0);
+      assert.equal((await store.range({ prefix: p }, { minModRevision: (await store.revision()) + 1 })).kvs.length, 0);
+      const inTxn = await store.txn({ success: [{ type: "range", range: { prefix: p }, options: { minModRevision: seen + 1, keysOnly: true } }] });
+      const r = inTxn.results[0];
+      assert.ok(r?.type === "range");
+      assert.deepEqual(r.kvs.map((kv) => kv.key.slice(p.length)), ["b", "d"]);
+      const past = await store.range({ prefix: p }, { revision: seen + 2, minModRevision: seen + 1 });
+      assert.deepEqual(past.kvs.map((kv) => [kv.key.slice(p.length), kv.value]), [["b", "B"], ["d", "v-d"]]);
+      await assert.rejects(store.range({ prefix: p }, { minModRevision: 1, limit: 1 }), /cannot be combined with limit/);
+      await assert.rejects(store.range({ prefix: p }, { minModRevision: -1 }), /minModRevision must be a non-negative integer/);
+    });
+
     it("range and get at a past revision see the store as it was", async () => {
       p = newPrefix();
       const r1 = (await store.put(`${p}k1`, "one")).revision;

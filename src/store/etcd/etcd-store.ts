@@ -54,7 +54,7 @@ import type {
   WatchOptions,
 } from "../types.js";
 import type { ByteRange } from "../validate.js";
-import { checkKey, checkLeaseId, checkLimit, checkCompactRevision, checkRevision, checkTtl, checkTxn, checkValue, toByteRange } from "../validate.js";
+import { checkKey, checkLeaseId, checkRangeOptions, checkCompactRevision, checkRevision, checkTtl, checkTxn, checkValue, toByteRange } from "../validate.js";
 import type { EtcdErrorContext } from "./etcd-errors.js";
 import { castEtcdError, isEndpointFailure, isTransient, wasNotApplied } from "./etcd-errors.js";
 import type { WatchConnection, WatchConnector } from "./etcd-watch.js";
@@ -184,6 +184,7 @@ function rangeRequest(r: ByteRange, opts: Omit<RangeOptions, "revision"> & { rev
   if (opts.revision) req.revision = opts.revision;
   if (opts.keysOnly) req.keys_only = true;
   if (opts.countOnly) req.count_only = true;
+  if (opts.minModRevision) req.min_mod_revision = opts.minModRevision;
   return req;
 }
 
@@ -343,7 +344,7 @@ export class EtcdStore implements Store {
 
   async range(range: KeyRange, options: RangeOptions = {}): Promise<RangeResult> {
     const r = toByteRange(range);
-    const limit = checkLimit(options.limit);
+    const limit = checkRangeOptions(options);
     const revision = options.revision === undefined ? 0 : checkRevision(options.revision);
     return this.rangeCall(r, { ...options, limit, revision }, "range");
   }

@@ -107,6 +107,13 @@ export function prepareStatements(db: Database.Database) {
     rangeKeysBetween: db.prepare<[Buffer, Buffer, number], KvRow>(
       "SELECT key, NULL AS value, create_rev, mod_rev, version, lease FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
     ),
+    // Changed since a revision (minModRevision): bounded by the key range (an index range), filtered by mod_rev.
+    rangeKeysSinceFrom: db.prepare<[Buffer, number], KvRow>("SELECT key, NULL AS value, create_rev, mod_rev, version, lease FROM kv WHERE key >= ? AND mod_rev >= ? ORDER BY key"),
+    rangeKeysSinceBetween: db.prepare<[Buffer, Buffer, number], KvRow>(
+      "SELECT key, NULL AS value, create_rev, mod_rev, version, lease FROM kv WHERE key >= ? AND key < ? AND mod_rev >= ? ORDER BY key",
+    ),
+    rangeKvSinceFrom: db.prepare<[Buffer, number], KvRow>("SELECT * FROM kv WHERE key >= ? AND mod_rev >= ? ORDER BY key"),
+    rangeKvSinceBetween: db.prepare<[Buffer, Buffer, number], KvRow>("SELECT * FROM kv WHERE key >= ? AND key < ? AND mod_rev >= ? ORDER BY key"),
     countKvFrom: db.prepare<[Buffer], { n: number }>("SELECT count(*) AS n FROM kv WHERE key >= ?"),
     countKvBetween: db.prepare<[Buffer, Buffer], { n: number }>("SELECT count(*) AS n FROM kv WHERE key >= ? AND key < ?"),
     // "lease != 0" lets SQLite use the partial index kv_lease.

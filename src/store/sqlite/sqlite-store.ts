@@ -51,7 +51,7 @@ import {
   checkCompactRevision,
   checkKey,
   checkLeaseId,
-  checkLimit,
+  checkRangeOptions,
   checkRevision,
   checkTtl,
   checkTxn,
@@ -172,25 +172,39 @@ export class SqliteStore implements Store {
 
   async range(range: KeyRange, options: RangeOptions = {}): Promise<RangeResult> {
     const r = toByteRange(range);
-    const limit = checkLimit(options.limit);
+    const limit = checkRangeOptions(options);
     if (options.revision !== undefined) checkRevision(options.revision);
     return this.guard(() => this.tx(() => this.rangeNow(r, limit, options)) as RangeResult);
   }
 
   private rangeNow(r: ByteRange, limit: number, options: Omit<RangeOptions, "limit">): RangeResult {
+    const since = options.minModRevision ?? 0;
     if (options.revision) {
       const res = this.rangeAt(r, options.revision, limit, options.keysOnly ?? false);
-      return options.countOnly ? { ...res, kvs: [], more: false } : res;
+      if (options.countOnly) return { ...res, kvs: [], more: false };
+      return since > 0 ? { ...res, kvs: res.kvs.filter((kv) => kv.modRevision >= since) } : res;
     }
     const revision = this.currentRevision();
     if (r.single) {
       const row = this.st.getKv.get(r.start);
-      const kvs = row && !options.countOnly ? [kvFromRow(row, options.keysOnly ?? false)] : [];
+      const kvs = row && !options.countOnly && row.mod_rev >= since ? [kvFromRow(row, options.keysOnly ?? false)] : [];
       return { kvs, more: false, count: row ? 1 : 0, revision };
     }
     const count = (r.end ? this.st.countKvBetween.get(r.start, r.end) : this.st.countKvFrom.get(r.start))!.n;
     if (options.countOnly) return { kvs: [], more: false, count, revision };
     const max = limit > 0 ? limit : -1;
+    if (since > 0) {
+      // What changed since a read: filtered in SQLite, so the rest are never made into objects.
+      const keysOnly = options.keysOnly ?? false;
+      const rows = keysOnly
+        ? r.end
+          ? this.st.rangeKeysSinceBetween.all(r.start, r.end, since)
+          : this.st.rangeKeysSinceFrom.all(r.start, since)
+        : r.end
+          ? this.st.rangeKvSinceBetween.all(r.start, r.end, since)
+          : this.st.rangeKvSinceFrom.all(r.start, since);
+      return { kvs: rows.map((row) => kvFromRow(row, keysOnly)), more: false, count, revision };
+    }
     const rows = options.keysOnly
       ? r.end
         ? this.st.rangeKeysBetween.all(r.start, r.end, max)
@@ -297,7 +311,7 @@ export class SqliteStore implements Store {
         return res;
       }
       case "range": {
-        const res = this.rangeNow(toByteRange(op.range), checkLimit(op.options?.limit), op.options ?? {});
+        const res = this.rangeNow(toByteRange(op.range), checkRangeOptions(op.options), op.options ?? {});
         return { type: "range", ...res };
       }
     }

@@ -1,0 +1,46 @@
+/**
+ * What a running node leaves in its data directory for the CLI and the SDK on the same machine:
+ * where that directory is by default, and ready.json (no secrets), written once the node is up.
+ */
+import { readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+
+/** The data directory: the one given, else $CONSTELLATION_DATA, else ~/.constellation. */
+export function dataDirOf(given?: string): string {
+  return resolve(given ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));
+}
+
+/** What a running node (`init`, `join`) wrote once it was up: <data>/ready.json. */
+export interface NodeReady {
+  pid: number;
+  role: "controller" | "agent";
+  cluster: string;
+  node: string;
+  /** The controller's API (a controller only). */
+  url?: string;
+  /** Where nodes join: this controller's cluster address, or an agent's controller. */
+  address: string;
+}
+
+export const readyFile = (dataDir: string): string => join(dataDir, "ready.json");
+
+/** Whether a process of this pid exists (one of another user's counts). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** The node running from `dataDir`, if one is (a ready.json whose process has ended is none). */
+export function readReady(dataDir: string): NodeReady | undefined {
+  try {
+    const r = JSON.parse(readFileSync(readyFile(dataDir), "utf8")) as NodeReady;
+    return Number.isInteger(r.pid) && r.pid > 0 && pidAlive(r.pid) ? r : undefined;
+  } catch {
+    return undefined;
+  }
+}
