@@ -22,8 +22,8 @@ function lazyTransport(options: ConnectOptions = {}): Transport {
   let real: Transport | undefined;
   const get = () => {
     if (!real) {
-      const { endpoint, token } = resolveConnection(options);
-      real = httpTransport(endpoint, token);
+      const { endpoint, token, ca } = resolveConnection(options);
+      real = httpTransport(endpoint, token, ca === undefined ? {} : { ca });
     }
     return real;
   };

@@ -9,6 +9,7 @@
 import { readFileSync } from "node:fs";
 import { chmod, rm } from "node:fs/promises";
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import type { Principal } from "../model/records.js";
 import { BadRequestError, TooLargeError, TooManyError } from "../model/errors.js";
@@ -71,6 +72,15 @@ export function defaultMaxConnections(limitsFile = "/proc/self/limits"): number 
   }
   return Math.max(64, Math.min(8192, Math.floor(soft / 2)));
 }
+
+/** The HTTPS API's certificate and key (PEM), and the CA that signed it. */
+export interface ApiTls {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+const secureContextOf = (tls: ApiTls) => ({ cert: `${tls.cert.trim()}\n${tls.ca.trim()}\n`, key: tls.key });
 
 export class Router {
   private readonly routes: Route[] = [];
@@ -188,9 +198,12 @@ export class Router {
     }
   }
 
-  /** Listens; resolves with the URL (http://host:port). */
-  listen(port: number, host: string): Promise<string> {
-    const server = this.makeServer();
+  /**
+   * Listens; resolves with the URL (http://host:port). With `tls`, HTTPS with that certificate
+   * (its chain ends in `ca`, sent along so a client can pin it: `constellation login`).
+   */
+  listen(port: number, host: string, tls?: ApiTls): Promise<string> {
+    const server = this.makeServer(tls);
     server.maxConnections = this.options.maxConnections ?? defaultMaxConnections();
     let warned = 0;
     server.on("drop", () => {
@@ -203,7 +216,7 @@ export class Router {
       server.listen(port, host, () => {
         server.off("error", reject);
         const a = server.address() as AddressInfo;
-        resolve(`http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`);
+        resolve(`${tls ? "https" : "http"}://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`);
       });
     });
   }
@@ -227,21 +240,26 @@ export class Router {
     await chmod(path, 0o600);
   }
 
-  private makeServer(): http.Server {
-    const server = http.createServer(
-      // Timeouts are checked every second (Node's default is every 30 s).
-      {
-        headersTimeout: this.options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS,
-        requestTimeout: Math.max(REQUEST_TIMEOUT_MS, this.options.headersTimeoutMs ?? 0),
-        connectionsCheckingInterval: Math.min(1000, this.options.headersTimeoutMs ?? 1000),
-      },
-      (req, res) => void this.handle(req, res),
-    );
+  /** A new certificate for the HTTPS servers (renewed before it expires): new connections get it. */
+  useCert(tls: ApiTls): void {
+    for (const server of this.servers) if (server instanceof https.Server) server.setSecureContext(secureContextOf(tls));
+  }
+
+  private makeServer(tls?: ApiTls): http.Server {
+    // Timeouts are checked every second (Node's default is every 30 s).
+    const timeouts = {
+      headersTimeout: this.options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS,
+      requestTimeout: Math.max(REQUEST_TIMEOUT_MS, this.options.headersTimeoutMs ?? 0),
+      connectionsCheckingInterval: Math.min(1000, this.options.headersTimeoutMs ?? 1000),
+    };
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void this.handle(req, res);
+    const server = tls ? https.createServer({ ...timeouts, ...secureContextOf(tls), minVersion: "TLSv1.2", handshakeTimeout: 10_000 }, handler) : http.createServer(timeouts, handler);
     server.keepAliveTimeout = 5000;
     // Node's headersTimeout starts at a request's first byte: a connection that sends nothing
     // gets the same time for its first request, then is closed.
     const firstRequest = this.options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
-    server.on("connection", (socket: Socket) => {
+    // (Over TLS, the requests' socket is the TLS one, made once the handshake is done.)
+    server.on(tls ? "secureConnection" : "connection", (socket: Socket) => {
       const timer = setTimeout(() => socket.destroy(), firstRequest);
       timer.unref();
       const clear = () => clearTimeout(timer);

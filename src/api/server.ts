@@ -23,7 +23,7 @@ import { eventOf } from "../controller/events.js";
 import { type Event, KEYS, type Principal, type StarRecord, type StarView, starKey } from "../model/records.js";
 import type { Store } from "../store/types.js";
 import { TOKEN_ID_LENGTH, listTokens, lookupToken, newToken, revokeToken, saveToken, tokenKey } from "../controller/tokens.js";
-import { type Request, Router } from "./router.js";
+import { type ApiTls, type Request, Router } from "./router.js";
 import { createJoinToken, listJoinTokens, revokeJoinToken } from "../cluster/join.js";
 import type {
   STAR_FIELDS} from "./schemas.js";
@@ -168,7 +168,9 @@ function eventVisible(e: Event, visible: Map<string, StarRecord> | undefined): b
 
 export interface Api {
   /** Listens on host:port (0: any free port); resolves with the URL. */
-  listen(options: { port: number; host: string }): Promise<string>;
+  listen(options: { port: number; host: string; tls?: ApiTls }): Promise<string>;
+  /** A renewed certificate for the HTTPS API. */
+  useCert(tls: ApiTls): void;
   /** Listens on a unix socket too (root's only; no connection limit): the operator's way in. */
   listenUnix(path: string): Promise<void>;
   close(): Promise<void>;
@@ -454,7 +456,8 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     });
 
   return {
-    listen: ({ port, host }) => router.listen(port, host),
+    listen: ({ port, host, tls }) => router.listen(port, host, tls),
+    useCert: (tls) => router.useCert(tls),
     listenUnix: (path) => router.listenUnix(path),
     close: () => router.close(),
   };

@@ -22,6 +22,7 @@ interface InitOptions {
   join?: string;
   port: number;
   clusterPort: number;
+  apiPort: number;
   dev?: boolean;
   foreground?: boolean;
   ttl?: number;
@@ -42,6 +43,7 @@ export function registerInit(program: Command): void {
     .option("--join <host:port>", "join the cluster whose controller is here (with --token)")
     .option("--port <n>", "the API's port on 127.0.0.1, on a controller (0: any free port)", port("--port"), 7070)
     .option("--cluster-port <n>", "the port nodes join and connect on, on a controller (0: any free port)", port("--cluster-port"), 7946)
+    .option("--api-port <n>", "the API over HTTPS for other machines (constellation login), on a controller (0: any free port)", port("--api-port"), 7443)
     .option("--dev", "run without root: limits are not enforced, and every star says so")
     .option("--foreground", "run in this process (under a service manager) instead of detached")
     .addHelpText(
@@ -58,7 +60,7 @@ export function registerInit(program: Command): void {
     .option("--dev", "run without root: limits are not enforced, and every star says so")
     .option("--foreground", "run in this process (under a service manager) instead of detached")
     .addHelpText("after", `\nExamples:\n  $ sudo constellation join 10.0.0.10:7946 --token cjt1...\n`)
-    .action((address: string, o: InitOptions, cmd: Command) => run({ ...o, join: address, port: 7070, clusterPort: 7946 }, cmd));
+    .action((address: string, o: InitOptions, cmd: Command) => run({ ...o, join: address, port: 7070, clusterPort: 7946, apiPort: 7443 }, cmd));
 }
 
 async function run(o: InitOptions, cmd: Command): Promise<void> {
@@ -115,10 +117,14 @@ async function say(r: NodeReady, dataDir: string, o: InitOptions, already: boole
   ];
   if (r.role === "controller") {
     lines.push(`api      ${r.url}`, `cluster  ${r.address}`);
+    if (r.httpsUrl) lines.push(`https    ${r.httpsUrl}  (CA sha256 ${r.caFingerprint})`);
     const c = connect({ dataDir });
     try {
       const t = await c.createJoinToken();
       lines.push("", `Add a machine (this token works for ${Math.round((t.expiresAt - Date.now()) / 3_600_000)} h; \`constellation token --join\` makes more):`, `  constellation join ${t.address} --token ${t.token}`);
+      if (r.httpsUrl) {
+        lines.push("", "Use it from another machine's CLI (a token made here: constellation token --scope admin --ttl 30d):", `  constellation login ${r.httpsUrl} --ca-fingerprint ${r.caFingerprint} --token T`);
+      }
     } finally {
       c.close();
     }
@@ -146,9 +152,10 @@ async function foreground(o: InitOptions, dataDir: string, token: string | undef
       port: o.port,
       devMode: o.dev === true,
       ...(o.node ? { nodeName: o.node } : {}),
-      cluster: { ...(o.cluster ? { name: o.cluster } : {}), port: o.clusterPort },
+      cluster: { ...(o.cluster ? { name: o.cluster } : {}), port: o.clusterPort, apiPort: o.apiPort },
     });
-    ready = { role: "controller", cluster: node.cluster!.name, node: node.cluster!.node, url: node.url, address: node.cluster!.address };
+    const c = node.cluster!;
+    ready = { role: "controller", cluster: c.name, node: c.node, url: node.url, address: c.address, httpsUrl: c.httpsUrl, caFingerprint: c.caFingerprint };
     close = () => node.close();
   }
   const file = readyFile(dataDir);

@@ -15,6 +15,7 @@ import { registerCompletion } from "./completion.js";
 import { registerServiceCommands } from "./service.js";
 import { registerStarCommands } from "./stars.js";
 import { registerInit } from "./init.js";
+import { registerLogin } from "./login.js";
 import { registerUp } from "./up.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -45,6 +46,7 @@ registerUp(program);
 registerInit(program);
 registerStarCommands(program);
 registerClusterCommands(program);
+registerLogin(program);
 registerServiceCommands(program);
 registerCompletion(program); // last: it lists the commands above
 const quiet = (cmds: readonly Command[]): void => {

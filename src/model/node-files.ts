@@ -21,6 +21,10 @@ export interface NodeReady {
   url?: string;
   /** Where nodes join: this controller's cluster address, or an agent's controller. */
   address: string;
+  /** The API over HTTPS for other machines (a controller only): `constellation login` it. */
+  httpsUrl?: string;
+  /** The SHA-256 fingerprint (hex) of the cluster's CA, which `login` pins (a controller only). */
+  caFingerprint?: string;
 }
 
 export const readyFile = (dataDir: string): string => join(dataDir, "ready.json");

@@ -18,6 +18,7 @@ import type { ClusterSummary, Event, StarView, TokenInfo } from "../model/record
 import type { StarSpecInput } from "../model/spec.js";
 import type { LogLine, StarStatus } from "../model/status.js";
 import { type Transport, httpTransport } from "./http.js";
+import { readLogin } from "./login.js";
 
 /** The longest one wait request asks for (the API allows a star's token at most 120 s at once). */
 const WAIT_PART_MS = 120_000;
@@ -49,6 +50,8 @@ export interface InitOptions {
   /** A controller's API port on 127.0.0.1 (default 7070; 0: any free port) and cluster port (default 7946). */
   port?: number;
   cluster_port?: number;
+  /** A controller's API over HTTPS for other machines (default 7443; 0: any free port). */
+  api_port?: number;
   /** Without root: limits not enforced (a developer's machine). */
   dev?: boolean;
 }
@@ -62,6 +65,9 @@ export interface InitResult {
   url?: string;
   /** Where nodes join (a controller), or this node's controller (a joined node). */
   address: string;
+  /** A controller's API over HTTPS, and its CA's SHA-256 fingerprint: what other machines connect to. */
+  httpsUrl?: string;
+  caFingerprint?: string;
   pid: number;
   /** Whether it was running already. */
   already: boolean;
@@ -97,6 +103,8 @@ export interface ConnectOptions {
   token?: string;
   /** A data dir of `constellation up` (default: CONSTELLATION_DATA, or ~/.constellation). */
   dataDir?: string;
+  /** For an https:// endpoint: the cluster CA's certificate (PEM) it must present. */
+  ca?: string;
 }
 
 /**
@@ -105,11 +113,12 @@ export interface ConnectOptions {
  * const { endpoint } = resolveConnection({ dataDir: "./.constellation" });
  * console.log(`the API is at ${endpoint}`);
  */
-export function resolveConnection(options: ConnectOptions = {}): { endpoint: string; token: string } {
+export function resolveConnection(options: ConnectOptions = {}): { endpoint: string; token: string; ca?: string } {
   // (A variable set but empty is not set: `export CONSTELLATION_ENDPOINT=` leaves the data dir to say.)
   let endpoint = options.endpoint ?? (options.dataDir ? undefined : process.env.CONSTELLATION_ENDPOINT || undefined);
   let token = options.token ?? (options.dataDir ? undefined : process.env.CONSTELLATION_TOKEN || undefined);
-  if (endpoint && token) return { endpoint, token };
+  const ca = options.ca === undefined ? {} : { ca: options.ca };
+  if (endpoint && token) return { endpoint, token, ...ca };
   const dir = dataDirOf(options.dataDir);
   const read = (f: string) => (existsSync(join(dir, f)) ? readFileSync(join(dir, f), "utf8").trim() : undefined);
   if (endpoint === undefined) {
@@ -129,8 +138,13 @@ export function resolveConnection(options: ConnectOptions = {}): { endpoint: str
   } catch {
     // not readable by this user: the error below says what to do
   }
+  if (!endpoint && options.dataDir === undefined && !process.env.CONSTELLATION_DATA) {
+    // None runs from this machine's data dir: the one this user logged in to, if any.
+    const login = readLogin();
+    if (login) return { endpoint: login.endpoint, token: options.token ?? login.token, ca: options.ca ?? login.ca };
+  }
   if (!endpoint) {
-    throw new ApiUnavailableError(`no constellation found in ${dir}: start one with \`constellation up --data ${dir}\`, point CONSTELLATION_DATA (or --data) at the data dir of one that runs, or set CONSTELLATION_ENDPOINT and CONSTELLATION_TOKEN`);
+    throw new ApiUnavailableError(`no constellation found in ${dir}: start one with \`constellation up --data ${dir}\`, log in to one on another machine (\`constellation login https://HOST:7443 --ca-fingerprint F --token T\`), point CONSTELLATION_DATA (or --data) at the data dir of one that runs, or set CONSTELLATION_ENDPOINT and CONSTELLATION_TOKEN`);
   }
   if (!token) throw new ApiUnavailableError(`no token: set CONSTELLATION_TOKEN, or run as a user who can read ${join(dir, "admin.token")}`);
   return { endpoint, token };
@@ -143,8 +157,8 @@ export function resolveConnection(options: ConnectOptions = {}): { endpoint: str
  * console.log((await c.status()).stars.total);
  */
 export function connect(options: ConnectOptions = {}): Constellation {
-  const { endpoint, token } = resolveConnection(options);
-  return new Constellation(httpTransport(endpoint, token));
+  const { endpoint, token, ca } = resolveConnection(options);
+  return new Constellation(httpTransport(endpoint, token, ca === undefined ? {} : { ca }));
 }
 
 const q = (params: Record<string, string | number | boolean | undefined>) => {
@@ -451,6 +465,7 @@ async function initNode(o: InitOptions): Promise<InitResult> {
     if (joinAt !== undefined) args.push("--join", joinAt);
     if (o.port !== undefined) args.push("--port", String(o.port));
     if (o.cluster_port !== undefined) args.push("--cluster-port", String(o.cluster_port));
+    if (o.api_port !== undefined) args.push("--api-port", String(o.api_port));
     if (o.dev) args.push("--dev");
     const { code, err } = await new Promise<{ code: number | null; err: string }>((done) => {
       const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });

@@ -3,6 +3,7 @@
  * Node, so the CLI starts fast). An error answer becomes an ApiError carrying the server's code.
  */
 import http from "node:http";
+import https from "node:https";
 import { ApiUnavailableError, ConstellationError, type ErrorCode } from "../model/errors.js";
 
 /** An error the API answered with: its stable code, message, and the field it is about. */
@@ -25,7 +26,11 @@ export interface Transport {
   close(): void;
 }
 
-export function httpTransport(endpoint: string, token: string): Transport {
+/**
+ * `ca`: for an https:// endpoint, the only CA its certificate may come from (the cluster's,
+ * pinned by `constellation login`); the host name is checked against the certificate as usual.
+ */
+export function httpTransport(endpoint: string, token: string, options: { ca?: string } = {}): Transport {
   let base: URL;
   // unix:/path/api.sock: HTTP over the node's unix socket.
   const socketPath = endpoint.startsWith("unix:") ? endpoint.slice("unix:".length) : undefined;
@@ -34,14 +39,17 @@ export function httpTransport(endpoint: string, token: string): Transport {
   } catch {
     throw new ApiUnavailableError(`the endpoint ${JSON.stringify(endpoint)} is not a URL: give one like http://127.0.0.1:7070 or unix:/path/api.sock`);
   }
-  if (base.protocol !== "http:") throw new ApiUnavailableError(`endpoint ${endpoint}: only http:// and unix: are supported on a single node`);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  const secure = base.protocol === "https:";
+  if (base.protocol !== "http:" && !secure) throw new ApiUnavailableError(`endpoint ${endpoint}: give http://, https:// or unix:`);
+  if (secure && options.ca === undefined) throw new ApiUnavailableError(`endpoint ${endpoint}: an https:// endpoint needs the cluster's CA (constellation login ${endpoint} --ca-fingerprint F --token T pins it)`);
+  const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 16, ca: options.ca!, minVersion: "TLSv1.2" }) : new http.Agent({ keepAlive: true, maxSockets: 16 });
+  const client = secure ? https : http;
   const headers = { authorization: `Bearer ${token}`, accept: "application/json" };
 
   const send = (method: string, path: string, body: unknown, signal?: AbortSignal, retried = false): Promise<http.IncomingMessage> =>
     new Promise<http.IncomingMessage>((resolve, reject) => {
       const payload = body === undefined ? undefined : JSON.stringify(body);
-      const req = http.request(
+      const req = client.request(
         {
           agent,
           ...(socketPath === undefined ? { host: base.hostname, port: base.port } : { socketPath }),
@@ -57,7 +65,11 @@ export function httpTransport(endpoint: string, token: string): Transport {
         // A kept-alive connection the server closed as idle just as this request went out on it:
         // the request never reached it. Once, on a new connection (as Node's documentation advises).
         else if (req.reusedSocket && !retried && (err.code === "ECONNRESET" || err.code === "EPIPE")) send(method, path, body, signal, true).then(resolve, reject);
-        else reject(new ApiUnavailableError(`cannot reach the constellation at ${endpoint} (${err.code ?? err.message}): is \`constellation up\` running?`, err));
+        else if (secure && err.code === "ERR_TLS_CERT_ALTNAME_INVALID") {
+          reject(new ApiUnavailableError(`the certificate of ${endpoint} is not for ${base.hostname} (${err.message}): use an address it names`, err));
+        } else if (secure && /CERT|SIGNATURE|SELF_SIGNED|TLS/.test(err.code ?? "")) {
+          reject(new ApiUnavailableError(`the constellation at ${endpoint} is not of the pinned cluster: its certificate is not from that CA (${err.code}); log in again if the cluster was remade`, err));
+        } else reject(new ApiUnavailableError(`cannot reach the constellation at ${endpoint} (${err.code ?? err.message}): is \`constellation up\` running?`, err));
       });
       req.end(payload);
     });

@@ -24,7 +24,7 @@ import { type ClusterFiles, checkClusterName, readClusterFiles, replaceNodeCert,
 import { admit, createJoinToken, renew, revokeJoinToken } from "../cluster/join.js";
 import { ClusterNodes } from "../cluster/nodes.js";
 import { type ClusterServer, serveCluster } from "../cluster/server.js";
-import { createCa, createCsr, identityOf, renewAt, signCsr } from "../cluster/tls/ca.js";
+import { createCa, createCsr, fingerprint, identityOf, renewAt, signCsr } from "../cluster/tls/ca.js";
 import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
 import { ProcessRuntime } from "../runtime/process/process-runtime.js";
 import { nodeCgroupsBusy } from "../runtime/cgroup/detect.js";
@@ -81,6 +81,11 @@ export interface ClusterServeOptions {
   nodeTtlSeconds?: number;
   /** Node certificates are valid this long (default 90 days); each is renewed at two thirds of its life. */
   certValidDays?: number;
+  /**
+   * The API over HTTPS, on the cluster's host, for the CLI and SDK of other machines
+   * (`constellation login`; default 7443; 0: any free port). Its certificate is this node's.
+   */
+  apiPort?: number;
 }
 
 /** The stars this node has files of (process and isolate runtimes), by directory. */
@@ -113,6 +118,10 @@ export interface SingleNode {
     revokeJoinToken(id: string): Promise<boolean>;
     /** Nodes connected now, by name. */
     connected(): string[];
+    /** The API over HTTPS, for other machines (`constellation login`). */
+    httpsUrl: string;
+    /** The SHA-256 fingerprint of the cluster's CA (hex): what `login` pins. */
+    caFingerprint: string;
   };
   /** The admin token (also in <dataDir>/admin.token). */
   token: string;
@@ -261,7 +270,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       const wanted = serveOptions.port ?? 7946;
       // Port 0 (any free port): the one of the last start if it is free, so its nodes (which
       // keep the controller's address) find it again after a restart.
-      const last = wanted === 0 ? lastClusterPort(dataDir) : undefined;
+      const last = wanted === 0 ? lastPortIn(dataDir, "cluster.port") : undefined;
       const serve = (port: number) =>
         serveCluster({
           store,
@@ -297,10 +306,24 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         replaceNodeCert(dataDir, signed.cert, key);
         own = { ...own, cert: signed.cert, key };
         server.useCert(signed.cert, key);
+        api.useCert({ cert: signed.cert, key, ca: files.caCert });
       };
       const renewal = setInterval(() => void renewOwn().catch((err: Error) => (serveOptions.log ?? console.error)(`cluster: renewing this controller's certificate failed (${err.message}); trying again`)), RENEW_CHECK_MS);
       renewal.unref();
       closers.push(async () => clearInterval(renewal));
+      // The API over HTTPS for other machines' CLI and SDK (the same routes and tokens).
+      const apiPort = serveOptions.apiPort ?? 7443;
+      const lastApi = apiPort === 0 ? lastPortIn(dataDir, "https.port") : undefined;
+      const listenHttps = (port: number) => api.listen({ port, host: serveOptions.host ?? "::", tls: { cert: own.cert, key: own.key, ca: files.caCert } });
+      let httpsAt: string;
+      try {
+        httpsAt = lastApi === undefined ? await listenHttps(apiPort) : await listenHttps(lastApi).catch(() => listenHttps(apiPort));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EADDRINUSE") throw new RuntimeUnavailableError(`the HTTPS API's port ${apiPort} is in use (another controller here?): stop it, or pass --api-port N`);
+        throw err;
+      }
+      const httpsPort = Number(new URL(httpsAt).port);
+      writeFileSync(join(dataDir, "https.port"), `${httpsPort}\n`, { mode: 0o644 });
       joinAt.port = server.port;
       writeFileSync(join(dataDir, "cluster.port"), `${server.port}\n`, { mode: 0o644 });
       cluster = {
@@ -311,6 +334,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         joinToken: (ttlSeconds) => createJoinToken(store, files.caCert, ttlSeconds === undefined ? {} : { ttlSeconds }),
         revokeJoinToken: (id) => revokeJoinToken(store, id),
         connected: () => server.connected(),
+        httpsUrl: `https://${joinAt.host.includes(":") ? `[${joinAt.host}]` : joinAt.host}:${httpsPort}`,
+        caFingerprint: fingerprint(files.caCert),
       };
     }
     writeFileSync(join(dataDir, "endpoint"), `${url}\n`, { mode: 0o644 });
@@ -351,10 +376,10 @@ export function hostAddresses(): string[] {
   return [...out];
 }
 
-/** The cluster port at the data dir's last start, if any. */
-function lastClusterPort(dataDir: string): number | undefined {
+/** The port a file of the data dir (cluster.port, https.port) holds from its last start, if any. */
+function lastPortIn(dataDir: string, file: string): number | undefined {
   try {
-    const port = Number(readFileSync(join(dataDir, "cluster.port"), "utf8").trim());
+    const port = Number(readFileSync(join(dataDir, file), "utf8").trim());
     return Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined;
   } catch {
     return undefined;

@@ -86,6 +86,42 @@ describe("three hosts in network namespaces", { skip, timeout: 300_000 }, () => 
     assert.equal(ctl("start", remote.name).status, 0);
   });
 
+  it("another host's CLI logs in to the controller's HTTPS API (its CA pinned by fingerprint); logs -f, inspect and stop work from there", async () => {
+    const up = ctl("init", "--cluster", "prod");
+    const login = /constellation login (https:\/\/\S+) --ca-fingerprint ([0-9a-f]{64})/.exec(up.stdout);
+    assert.ok(login, up.stdout);
+    assert.match(login[1]!, new RegExp(`^https://${hosts!.address(0).replace(/\./g, "\\.")}:7443$`), "the HTTPS API's address is the host's on the bridge");
+    const token = /cst_\S+/.exec(ctl("token", "--scope", "admin", "--ttl", "1h").stdout)?.[0];
+    assert.ok(token);
+    // Host h1's user: no controller in its data dir, so the CLI uses its login.
+    const home = join(dir, "home1");
+    const env = { PATH: process.env.PATH, HOME: home };
+    const remote = (...args: string[]) => hosts!.run(1, [process.execPath, CLI, ...args], { env });
+    const before = remote("nodes");
+    assert.notEqual(before.status, 0);
+    assert.match(before.stderr, /constellation login https:\/\/HOST:7443/);
+    const wrong = remote("login", login[1]!, "--ca-fingerprint", "0".repeat(64), "--token", token);
+    assert.notEqual(wrong.status, 0);
+    assert.match(wrong.stderr, /does not present the CA 0{64}.*nothing was saved/);
+    const badToken = remote("login", login[1]!, "--ca-fingerprint", login[2]!, "--token", "cst_nope");
+    assert.notEqual(badToken.status, 0);
+    assert.equal(existsSync(join(home, ".config", "constellation", "login.json")), false, "a refused login saves nothing");
+    const ok = remote("login", login[1]!, "--ca-fingerprint", login[2]!, "--token", token);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /logged in .* 3 nodes/);
+    assert.equal(remote("create", "--name", "far", "--restart", "never", "--ram-mb", "32", "--", "sh", "-c", "echo one; sleep 1; echo two").status, 0);
+    const followed = remote("logs", "-f", "far");
+    assert.equal(followed.status, 0, followed.stderr);
+    assert.deepEqual(followed.stdout.trim().split("\n"), ["one", "two"]);
+    const inspected = JSON.parse(remote("inspect", "far", "--json").stdout) as { name: string; node: string };
+    assert.equal(inspected.name, "far");
+    const sleeper = stars().find((s) => s.status?.state === "running" && s.node !== "h1")!;
+    assert.equal(remote("stop", sleeper.name).status, 0);
+    assert.equal(JSON.parse(ctl("inspect", sleeper.name, "--json").stdout).desired, "stopped");
+    assert.equal(remote("start", sleeper.name).status, 0);
+    assert.equal(remote("rm", "far").status, 0);
+  });
+
   it("a host killed with SIGKILL is declared dead when its lease expires; its stars run again on the others", async () => {
     const on2 = stars().filter((s) => s.node === "h2").map((s) => s.name);
     assert.ok(on2.length > 0);
