@@ -31,6 +31,8 @@ export interface AgentOptions {
    * CONSTELLATION_TOKEN), so the SDK works from inside a star. Asked when a star starts.
    */
   endpoint?: () => string | undefined;
+  /** For an https:// endpoint: the cluster CA (PEM) its certificate comes from (CONSTELLATION_CA). */
+  ca?: string;
   /** Delay before trying again an action that failed (default 5 s). */
   retryMs?: number;
   /** How often the node looks for processes no star accounts for (default 10 s). */
@@ -443,8 +445,9 @@ export class Agent implements NodeLink {
     const token = await this.link.starToken({ name: rec.name, uid: rec.uid }, { keepOld: options.keepTokens === true });
     const own = (env ?? {}) as Record<string, string>;
     // What the node adds (the user's own values of these names win, and are the user's).
-    const identity = ["CONSTELLATION_ENDPOINT", "CONSTELLATION_TOKEN"].filter((k) => !(k in own));
-    return { spec: { ...rec.spec, env: { CONSTELLATION_ENDPOINT: endpoint, CONSTELLATION_TOKEN: token, ...own } }, identity };
+    const added: Record<string, string> = { CONSTELLATION_ENDPOINT: endpoint, CONSTELLATION_TOKEN: token, ...(endpoint.startsWith("https:") && this.options.ca ? { CONSTELLATION_CA: this.options.ca } : {}) };
+    const identity = Object.keys(added).filter((k) => !(k in own));
+    return { spec: { ...rec.spec, env: { ...added, ...own } }, identity };
   }
 
   private async startFailed(name: string, err: unknown): Promise<void> {

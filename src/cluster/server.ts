@@ -23,6 +23,8 @@ export const JOIN_DEADLINE_MS = 10_000;
 export interface ClusterServerOptions {
   store: Store;
   cluster: string;
+  /** The API over HTTPS (its URL), told to each node that connects (its stars' SDK uses it). */
+  api?: () => string | undefined;
   /** The CA's certificate (PEM): the only issuer trusted. */
   caCert: string;
   /** This controller's certificate and key (PEM), signed by the CA. */
@@ -110,7 +112,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
           if (issued.revokedAt !== undefined) return refuse(`the certificate of node ${id.node} (serial ${id.serial}) is revoked`);
           const peer = new RnpPeer(socket, {
             role: "server",
-            hello: { node: "controller", cluster: options.cluster },
+            hello: { node: "controller", cluster: options.cluster, ...(options.api?.() ? { api: options.api()! } : {}) },
             handlers: {
               ...agentHandlers(new AgentService(options.store, id.node, (stars) => options.nodes?.setUsage(id.node, stars), options.nodeTtlSeconds)),
               ...(options.renew ? { "cluster.renew": (body: unknown) => options.renew!(id.node, id.serial, body) } : {}),

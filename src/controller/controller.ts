@@ -459,6 +459,7 @@ export class Controller {
   async stop(): Promise<void> {
     this.abort.abort();
     await this.loop?.catch(() => undefined);
+    await this.assigning; // a pass the loop asked for and did not wait for
   }
 
   /**
@@ -484,7 +485,10 @@ export class Controller {
           for await (const batch of watch) {
             const looks = (k: string) =>
               k.startsWith(KEYS.stars) || k.startsWith(KEYS.nodes) || k.startsWith(KEYS.alive) || k.startsWith(KEYS.cordons) || (this.moving > 0 && k.startsWith(KEYS.status));
-            if (batch.events.some((e) => looks(e.kv.key))) await this.assignAll();
+            // Not awaited: batches that come while a pass runs are answered by one next pass
+            // (a creation storm of 10,000 stars makes hundreds of passes, not 10,000). A pass
+            // that fails (a store write refused) is tried again after a pause.
+            if (batch.events.some((e) => looks(e.kv.key))) this.assignAll().catch(() => this.passAt(Date.now() + LOOP_RETRY_MS));
           }
         } finally {
           signal.removeEventListener("abort", onAbort);
@@ -542,8 +546,16 @@ export class Controller {
   /** One pass at a time (the loop and the grace's end may both ask). */
   private assigning: Promise<void> = Promise.resolve();
 
+  /** A pass asked for that has not begun yet: asking again is asking for it (it reads everything anew). */
+  private queued: Promise<void> | undefined;
+
   private assignAll(): Promise<void> {
-    const next = this.assigning.then(() => this.assignOnce());
+    if (this.queued) return this.queued;
+    const next = this.assigning.then(() => {
+      this.queued = undefined;
+      return this.assignOnce();
+    });
+    this.queued = next;
     this.assigning = next.catch(() => undefined);
     return next;
   }

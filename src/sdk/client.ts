@@ -117,7 +117,9 @@ export function resolveConnection(options: ConnectOptions = {}): { endpoint: str
   // (A variable set but empty is not set: `export CONSTELLATION_ENDPOINT=` leaves the data dir to say.)
   let endpoint = options.endpoint ?? (options.dataDir ? undefined : process.env.CONSTELLATION_ENDPOINT || undefined);
   let token = options.token ?? (options.dataDir ? undefined : process.env.CONSTELLATION_TOKEN || undefined);
-  const ca = options.ca === undefined ? {} : { ca: options.ca };
+  // (Inside a star on a joined node: the cluster's CA comes with the endpoint, in CONSTELLATION_CA.)
+  const caPem = options.ca ?? (options.dataDir ? undefined : process.env.CONSTELLATION_CA || undefined);
+  const ca = caPem === undefined ? {} : { ca: caPem };
   if (endpoint && token) return { endpoint, token, ...ca };
   const dir = dataDirOf(options.dataDir);
   const read = (f: string) => (existsSync(join(dir, f)) ? readFileSync(join(dir, f), "utf8").trim() : undefined);

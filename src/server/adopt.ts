@@ -14,7 +14,7 @@ import type { Runtime } from "../runtime/types.js";
 import type { Store } from "../store/types.js";
 
 /** What the agent puts into a star's env (agent.ts withIdentity): given anew at its next start. */
-const IDENTITY = ["CONSTELLATION_ENDPOINT", "CONSTELLATION_TOKEN"];
+const IDENTITY = ["CONSTELLATION_ENDPOINT", "CONSTELLATION_TOKEN", "CONSTELLATION_CA"];
 
 export async function adoptStars(store: Store, node: string, runtimes: Runtime[]): Promise<number> {
   const events = new EventLog(store, `node-${node}`);

@@ -123,6 +123,8 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     // The agent answers its controller's questions about its stars (their logs) on the same link.
     const asked: NodeLink = { logs: (s, o) => agent.logs(s, o), usage: (s) => agent.usage(s), unsentStatus: (s) => agent.unsentStatus(s) };
     let up = false;
+    /** The controller's HTTPS API (it says where in its hello): stars here get it and a token. */
+    let api: string | undefined;
     const client = new RnpClient({
       dial,
       // One controller to reach: try again often (a healed partition is noticed within 2 s, and
@@ -132,6 +134,7 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
       handlers: nodeHandlers(asked),
       ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
       onConnect: (peer) => {
+        if (peer.peer?.api?.startsWith("https://")) api = peer.peer.api;
         if (!up) log(`node ${files.node}: connected to the controller of cluster ${files.name} at ${files.controller}`);
         up = true;
         peer.once("close", () => {
@@ -147,6 +150,8 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
       link,
       node: { name: files.node, ...capacity, runtimes: Object.keys(runtimes), limitsEnforced: !devMode, startedAt: Date.now() },
       runtimes,
+      endpoint: () => api,
+      ca: files.caCert,
     });
     // The controller may be down as this node starts: wait for it (its stars run on meanwhile).
     for (let waited = false; ; waited = true) {

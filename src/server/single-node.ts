@@ -267,6 +267,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       const ca = { cert: files.caCert, key: files.caKey! };
       const serveOptions = options.cluster ?? {};
       let server: ClusterServer;
+      // The HTTPS API's URL once it listens (told to nodes as they connect).
+      const httpsApi: { url?: string } = {};
       const wanted = serveOptions.port ?? 7946;
       // Port 0 (any free port): the one of the last start if it is free, so its nodes (which
       // keep the controller's address) find it again after a restart.
@@ -283,6 +285,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
           join: (body) => admit(store, ca, files.name, body, serveOptions.certValidDays),
           renew: (node, serial, body) => renew(store, ca, files.name, node, serial, body, serveOptions.certValidDays),
           nodes: nodes!,
+          api: () => httpsApi.url,
           ...(ttl ? { nodeTtlSeconds: ttl } : {}),
           ...(serveOptions.log ? { log: serveOptions.log } : {}),
         });
@@ -323,6 +326,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         throw err;
       }
       const httpsPort = Number(new URL(httpsAt).port);
+      httpsApi.url = `https://${joinAt.host.includes(":") ? `[${joinAt.host}]` : joinAt.host}:${httpsPort}`;
       writeFileSync(join(dataDir, "https.port"), `${httpsPort}\n`, { mode: 0o644 });
       joinAt.port = server.port;
       writeFileSync(join(dataDir, "cluster.port"), `${server.port}\n`, { mode: 0o644 });
@@ -334,7 +338,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         joinToken: (ttlSeconds) => createJoinToken(store, files.caCert, ttlSeconds === undefined ? {} : { ttlSeconds }),
         revokeJoinToken: (id) => revokeJoinToken(store, id),
         connected: () => server.connected(),
-        httpsUrl: `https://${joinAt.host.includes(":") ? `[${joinAt.host}]` : joinAt.host}:${httpsPort}`,
+        httpsUrl: httpsApi.url,
         caFingerprint: fingerprint(files.caCert),
       };
     }

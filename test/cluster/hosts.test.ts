@@ -120,6 +120,20 @@ describe("three hosts in network namespaces", { skip, timeout: 300_000 }, () => 
     assert.equal(JSON.parse(ctl("inspect", sleeper.name, "--json").stdout).desired, "stopped");
     assert.equal(remote("start", sleeper.name).status, 0);
     assert.equal(remote("rm", "far").status, 0);
+    // A star on a joined host gets the controller's HTTPS API, a token of its own and the CA:
+    // its SDK (here plain node:https, as the SDK does it) reaches the API from that host.
+    const probe = `const https = require("node:https"); const e = new URL(process.env.CONSTELLATION_ENDPOINT);
+https.get({ host: e.hostname, port: e.port, path: "/v1/status", ca: process.env.CONSTELLATION_CA, headers: { authorization: "Bearer " + process.env.CONSTELLATION_TOKEN } },
+  (r) => { let b = ""; r.on("data", (d) => (b += d)); r.on("end", () => console.log(e.protocol, r.statusCode, JSON.parse(b).stars.total > 0)); }).on("error", (err) => console.log("error", err.code));`;
+    for (let k = 0; k < 3; k++) assert.equal(ctl("create", "--name", `sdk${k}`, "--restart", "never", "--ram-mb", "64", "--", process.execPath, "-e", probe).status, 0);
+    const placed = await waitFor("the probes to end", () => {
+      const l = stars().filter((s) => s.name.startsWith("sdk"));
+      return l.length === 3 && l.every((s) => s.status?.state === "exited" || s.status?.state === "failed") ? l : undefined;
+    }, { timeoutMs: 30_000 });
+    const far = placed.filter((s) => s.node !== "h0");
+    assert.ok(far.length > 0, "some probe ran on a joined host");
+    for (const s of far) assert.equal(ctl("logs", s.name).stdout.trim(), "https: 200 true", `${s.name} on ${s.node}`);
+    for (const s of placed) ctl("rm", s.name);
   });
 
   it("a host killed with SIGKILL is declared dead when its lease expires; its stars run again on the others", async () => {
