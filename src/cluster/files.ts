@@ -10,7 +10,7 @@
  * The directory is made under another name and renamed into place, so a crash leaves either
  * no identity (the node joins again) or a whole one.
  */
-import { randomBytes } from "node:crypto";
+import { type KeyObject, X509Certificate, createPrivateKey, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../model/errors.js";
@@ -58,20 +58,56 @@ function finishSwap(dir: string): void {
   renameSync(join(dir, "node.crt.next"), join(dir, "node.crt"));
 }
 
-/** The node's cluster identity, if it has one. */
+/**
+ * The node's cluster identity, if it has one. A damaged or missing file, a key that is not its
+ * certificate's, or a certificate the CA did not sign is a clear error naming the file.
+ */
 export function readClusterFiles(dataDir: string): ClusterFiles | undefined {
   const dir = join(dataDir, CLUSTER_DIR);
   if (!existsSync(join(dir, "cluster.json"))) return undefined;
   finishSwap(dir); // a renewal cut short by a crash
-  const meta = JSON.parse(readFileSync(join(dir, "cluster.json"), "utf8")) as Pick<ClusterFiles, "name" | "node" | "role" | "controller">;
-  const read = (f: string) => readFileSync(join(dir, f), "utf8");
-  return {
-    ...meta,
-    caCert: read("ca.crt"),
-    ...(meta.role === "controller" ? { caKey: read("ca.key") } : {}),
-    cert: read("node.crt"),
-    key: read("node.key"),
+  const damaged = (f: string, why: string) =>
+    new InvalidArgumentError("cluster", `${join(dir, f)} ${why}: restore ${dir} from a backup, or make this node anew (remove ${dir}, then join with a new token)`);
+  const read = (f: string) => {
+    try {
+      return readFileSync(join(dir, f), "utf8");
+    } catch (err) {
+      throw damaged(f, `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
   };
+  let meta: Pick<ClusterFiles, "name" | "node" | "role" | "controller">;
+  try {
+    meta = JSON.parse(read("cluster.json")) as typeof meta;
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw err;
+    throw damaged("cluster.json", "is damaged (not JSON)");
+  }
+  const ok =
+    typeof meta === "object" && meta !== null && typeof meta.name === "string" && CLUSTER_NAME.test(meta.name) && typeof meta.node === "string" && meta.node.length > 0 &&
+    (meta.role === "controller" || (meta.role === "agent" && typeof meta.controller === "string"));
+  if (!ok) throw damaged("cluster.json", "is damaged (it must name the cluster, the node, its role, and an agent's controller)");
+  const pem = (f: string, kind: "certificate" | "key") => {
+    const text = read(f);
+    try {
+      return { text, value: kind === "certificate" ? new X509Certificate(text) : createPrivateKey(text) };
+    } catch {
+      throw damaged(f, `is damaged (not a PEM ${kind})`);
+    }
+  };
+  const ca = pem("ca.crt", "certificate");
+  const cert = pem("node.crt", "certificate");
+  const key = pem("node.key", "key");
+  const caX = ca.value as X509Certificate;
+  const certX = cert.value as X509Certificate;
+  if (!certX.checkPrivateKey(key.value as KeyObject)) throw damaged("node.key", "is not the key of node.crt");
+  if (!certX.verify(caX.publicKey)) throw damaged("node.crt", "is not signed by ca.crt");
+  let caKey: string | undefined;
+  if (meta.role === "controller") {
+    const k = pem("ca.key", "key");
+    if (!caX.checkPrivateKey(k.value as KeyObject)) throw damaged("ca.key", "is not the key of ca.crt");
+    caKey = k.text;
+  }
+  return { ...meta, caCert: ca.text, ...(caKey !== undefined ? { caKey } : {}), cert: cert.text, key: key.text };
 }
 
 /** Writes a new identity (there must be none yet). */

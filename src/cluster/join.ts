@@ -135,12 +135,29 @@ export async function renew(store: Store, ca: CertAndKey, cluster: string, node:
     old = kv ? (JSON.parse(kv.value) as CertRecord) : undefined;
   }
   if (!kv || !old || old.node !== node || old.revokedAt !== undefined) throw new RnpError("unauthorized", "renew: this connection's certificate is not one the controller holds valid");
+  // Only when due (a node asks at two thirds of its certificate's life; half allows for its
+  // clock): a node cannot make the controller sign and record certificates without end.
+  const dueAt = old.issuedAt + (old.notAfter - old.issuedAt) / 2;
+  if (Date.now() < dueAt) throw new RnpError("bad-request", `renew: this node's certificate is not due for renewal before ${new Date(dueAt).toISOString()}`);
+  const cordon = await store.get(`${KEYS.cordons}${node}`);
+  if (cordon && (JSON.parse(cordon.value) as { revoked?: boolean }).revoked) throw new RnpError("unauthorized", `renew: node ${node} is revoked`);
   const signed = await signCsr(ca, parsed.data.csr, { cluster, node, role: old.role, addresses: old.addresses ?? [], ...(validDays ? { validDays } : {}) }).catch((err: Error) => {
     throw new RnpError("bad-request", `renew: ${err.message}`);
   });
   const issued: CertRecord = { node, role: old.role, issuedAt: Date.now(), notAfter: signed.notAfter, ...(old.addresses ? { addresses: old.addresses } : {}), renewedFrom: serial };
-  await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify(issued));
-  await store.put(kv.key, JSON.stringify({ ...old, revokedAt: Date.now(), renewedTo: signed.serial }));
+  // At once, and only if neither this certificate nor the node changed meanwhile: a revocation
+  // (which marks the node first, then its certificates) never misses the new one.
+  const done = await store.txn({
+    compare: [
+      { key: kv.key, target: "modRevision", op: "=", value: kv.modRevision },
+      { key: `${KEYS.cordons}${node}`, target: "modRevision", op: "=", value: cordon?.modRevision ?? 0 },
+    ],
+    success: [
+      { type: "put", key: `${KEYS.certs}${signed.serial}`, value: JSON.stringify(issued) },
+      { type: "put", key: kv.key, value: JSON.stringify({ ...old, revokedAt: Date.now(), renewedTo: signed.serial }) },
+    ],
+  });
+  if (!done.succeeded) throw new RnpError("unavailable", "renew: this node's certificate or state changed meanwhile (a renewal or revocation at the same time); try again");
   return { cert: signed.cert };
 }
 

@@ -428,6 +428,8 @@ export class Controller {
   async revokeNode(node: string, own: string | undefined, onRevoke?: (node: string) => void): Promise<{ certificates: number }> {
     if (!(await this.store.get(nodeKey(node)))) throw new NodeNotFoundError(node);
     if (node === own) throw new InvalidArgumentError("node", `node ${node} is this controller's own: it cannot be revoked`);
+    // The node first: from here on no renewal of its certificates succeeds (cluster.renew compares it).
+    await this.store.put(`${KEYS.cordons}${node}`, JSON.stringify({ at: Date.now(), drain: false, revoked: true } satisfies CordonRecord));
     const { kvs } = await this.store.range({ prefix: KEYS.certs });
     let certificates = 0;
     for (const kv of kvs) {
@@ -436,7 +438,6 @@ export class Controller {
       await this.store.put(kv.key, JSON.stringify({ ...c, revokedAt: Date.now() }));
       certificates++;
     }
-    await this.store.put(`${KEYS.cordons}${node}`, JSON.stringify({ at: Date.now(), drain: false, revoked: true } satisfies CordonRecord));
     onRevoke?.(node);
     await this.store.delete({ key: `${KEYS.alive}${node}` });
     await this.events.record("node.revoked", `node ${node} revoked (${certificates} certificate${certificates === 1 ? "" : "s"}): it may not connect again; its stars move as for a dead node`, { node });

@@ -10,7 +10,7 @@ import type { Duplex } from "node:stream";
 import type { AddressInfo } from "node:net";
 import { connect, createServer as createTlsServer } from "node:tls";
 import { after, before, describe, it } from "node:test";
-import { admit, createJoinToken, joinCluster, listJoinTokens, parseJoinToken, revokeJoinToken } from "../../src/cluster/join.js";
+import { admit, createJoinToken, joinCluster, listJoinTokens, parseJoinToken, renew, revokeJoinToken } from "../../src/cluster/join.js";
 import { RnpClient } from "../../src/cluster/rnp/client.js";
 import { RnpError } from "../../src/cluster/rnp/peer.js";
 import { type ClusterServer, serveCluster } from "../../src/cluster/server.js";
@@ -132,5 +132,47 @@ describe("joining a cluster", () => {
     } finally {
       fake.close();
     }
+  });
+});
+
+describe("renewing a certificate (cluster.renew)", () => {
+  let store: Store;
+  let ca: CertAndKey;
+  before(async () => {
+    store = await openStore({ backend: "sqlite", path: ":memory:" });
+    ca = await createCa("prod");
+  });
+  after(async () => store.close());
+
+  const issued = async (node: string, serial: string, ageMs: number, lifeMs: number) => {
+    const now = Date.now();
+    await store.put(`${KEYS.certs}${serial}`, JSON.stringify({ node, role: "agent", issuedAt: now - ageMs, notAfter: now - ageMs + lifeMs } satisfies CertRecord));
+  };
+  const certsOf = async (node: string) => (await store.range({ prefix: KEYS.certs })).kvs.map((kv) => JSON.parse(kv.value) as CertRecord).filter((c) => c.node === node);
+  const DAY = 86_400_000;
+
+  it("is refused before half the certificate's life: a node cannot have certificates signed without end", async () => {
+    await issued("n1", "1a", 0, 90 * DAY);
+    const { csr } = await createCsr("n1");
+    await assert.rejects(renew(store, ca, "prod", "n1", "1a", { csr }), /not due for renewal before/);
+    assert.equal((await certsOf("n1")).length, 1);
+  });
+
+  it("when due, of two at once exactly one is signed and the old one points to it", async () => {
+    await issued("n2", "2a", 61 * DAY, 90 * DAY);
+    const { csr } = await createCsr("n2");
+    const results = await Promise.allSettled([renew(store, ca, "prod", "n2", "2a", { csr }), renew(store, ca, "prod", "n2", "2a", { csr })]);
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 1, JSON.stringify(results.map((r) => r.status === "rejected" && String(r.reason))));
+    const certs = await certsOf("n2");
+    assert.equal(certs.length, 2);
+    assert.ok(certs.some((c) => c.renewedTo !== undefined && c.revokedAt !== undefined));
+  });
+
+  it("is refused for a revoked node, even with a certificate not yet marked revoked", async () => {
+    await issued("n3", "3a", 61 * DAY, 90 * DAY);
+    await store.put(`${KEYS.cordons}n3`, JSON.stringify({ at: Date.now(), drain: false, revoked: true }));
+    const { csr } = await createCsr("n3");
+    await assert.rejects(renew(store, ca, "prod", "n3", "3a", { csr }), /node n3 is revoked/);
+    assert.equal((await certsOf("n3")).length, 1);
   });
 });
