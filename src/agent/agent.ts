@@ -275,7 +275,9 @@ export class Agent implements NodeLink {
     let from = fromRevision;
     while (!signal.aborted) {
       try {
-        for await (const batch of this.link.watchAssignments(from, signal)) {
+        // The stars this node has: of other stars it hears nothing (their names are not its to know).
+        const held = new Set([...this.records.keys(), ...this.local.keys()]);
+        for await (const batch of this.link.watchAssignments(from, signal, held)) {
           from = batch.revision + 1;
           if (batch.revision <= this.freshAt) continue; // known from a later full read
           for (const c of batch.changes) {

@@ -121,7 +121,7 @@ export function registerClusterCommands(program: Command): void {
     .addOption(new Option("--scope <scope>", "what it may do: read (look only; env values hidden) or admin (everything); required").choices(["read", "admin"]))
     .option("--name <name>", "who it is for", "token")
     .option("--ttl <duration>", "expires after this long: 90s, 30m, 1h, 7d, 2w (default: never; a join token: a day)", parseDuration)
-    .option("--join", "a join token instead: one machine may join the cluster with it (constellation join)")
+    .option("--join", "a join token instead: machines join the cluster with it (constellation join) until it expires or is revoked")
     .addHelpText("after", examples(["constellation token --scope read --name dashboard", "constellation token --scope read --ttl 1h", "constellation token --join --ttl 1h", "constellation token ls", "constellation token ls --join", "constellation token rm 3f9a1c0b7d2e"]))
     .action(async (o: { scope?: "read" | "admin"; name: string; ttl?: number; join?: boolean }, cmd: Command) => {
       if (o.join) {

@@ -61,7 +61,7 @@ const EVENT_KINDS = [
 export const AGENT_METHODS = {
   reports: z.null(),
   assignments: z.null(),
-  watch: z.strictObject({ from: z.number().int().min(0) }),
+  watch: z.strictObject({ from: z.number().int().min(0), held: z.array(NAME).max(1_000_000).optional() }),
   putNode: nodeRecord,
   report: z.strictObject({ name: NAME, observed }),
   lastReport: z.strictObject({ name: NAME }),
@@ -127,8 +127,8 @@ export function agentHandlers(link: AgentLink): Record<string, Handler> {
     "agent.reports": (b) => answer((async () => (body("reports", b), [...(await link.reports()).entries()]))()),
     "agent.assignments": (b) => answer((async () => (body("assignments", b), link.assignments()))()),
     "agent.watch": (b, ctx) => {
-      const { from } = body("watch", b);
-      const source = link.watchAssignments(from, ctx.signal);
+      const { from, held } = body("watch", b);
+      const source = link.watchAssignments(from, ctx.signal, held);
       return (async function* () {
         try {
           yield* source;
@@ -186,9 +186,10 @@ export class RnpAgentLink implements AgentLink {
     return (await this.call("assignments", null)) as { records: StarRecord[]; revision: number };
   }
 
-  async *watchAssignments(fromRevision: number, signal: AbortSignal): AsyncIterable<AssignmentBatch> {
+  async *watchAssignments(fromRevision: number, signal: AbortSignal, held?: Iterable<string>): AsyncIterable<AssignmentBatch> {
     try {
-      for await (const batch of this.rnp.stream("agent.watch", { from: fromRevision }, { signal })) yield batch as AssignmentBatch;
+      const ask = held === undefined ? { from: fromRevision } : { from: fromRevision, held: [...held] };
+      for await (const batch of this.rnp.stream("agent.watch", ask, { signal })) yield batch as AssignmentBatch;
     } catch (err) {
       if (err instanceof RnpError && err.code === "gone") throw new AssignmentsCompactedError(fromRevision);
       throw err;

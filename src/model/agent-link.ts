@@ -37,9 +37,11 @@ export interface AgentLink {
   /**
    * Changes to this node's assignments after `fromRevision`, in order, until `signal` aborts.
    * Throws AssignmentsCompactedError when that history is gone, any other error when the link
-   * fails (the agent keeps its stars running and asks again).
+   * fails (the agent keeps its stars running and asks again). `held`: the stars the node has
+   * (assigned or running); of other stars' changes it hears only of those (a star moved away or
+   * removed), so a node learns no names of stars that are not its own. Absent: of every star.
    */
-  watchAssignments(fromRevision: number, signal: AbortSignal): AsyncIterable<AssignmentBatch>;
+  watchAssignments(fromRevision: number, signal: AbortSignal, held?: Iterable<string>): AsyncIterable<AssignmentBatch>;
   /** This node's record: capacity, runtimes, limits, degraded state. */
   putNode(node: NodeRecord): Promise<void>;
   /** This node's report of one of its stars. */

@@ -1,0 +1,45 @@
+/**
+ * What a node hears of assignments (AgentService.watchAssignments): its own stars, and changes
+ * to stars it has (moved away, removed); never the names of other nodes' stars.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { AgentService } from "../../src/controller/agent-service.js";
+import { type StarRecord, starKey } from "../../src/model/records.js";
+import type { AssignmentBatch } from "../../src/model/agent-link.js";
+import { openStore } from "../../src/store/open.js";
+
+const record = (name: string, node: string): StarRecord => ({ name, uid: `${name}-uid`, spec: { name, command: ["true"] }, desired: "running", node, createdAt: 0, generation: 1 });
+
+describe("AgentService.watchAssignments", () => {
+  it("a node hears of its own stars and of those it has, not of other nodes' stars", async () => {
+    const store = await openStore({ backend: "sqlite", path: ":memory:" });
+    const ac = new AbortController();
+    try {
+      await store.put(starKey("old"), JSON.stringify(record("old", "n1")));
+      const from = (await store.revision()) + 1;
+      const heard: AssignmentBatch["changes"] = [];
+      const service = new AgentService(store, "n1");
+      const watching = (async () => {
+        for await (const b of service.watchAssignments(from, ac.signal, ["old"])) heard.push(...b.changes);
+      })();
+      await store.put(starKey("secret"), JSON.stringify(record("secret", "n2"))); // another node's
+      await store.put(starKey("mine"), JSON.stringify(record("mine", "n1")));
+      await store.put(starKey("mine"), JSON.stringify(record("mine", "n2"))); // moved away
+      await store.put(starKey("old"), JSON.stringify(record("old", "n3"))); // moved away
+      await store.delete({ key: starKey("secret") });
+      await store.put(starKey("last"), JSON.stringify(record("last", "n1")));
+      const deadline = Date.now() + 5000;
+      while (!heard.some((c) => c.name === "last") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(
+        heard.map((c) => `${c.name}:${c.record ? "assigned" : c.deleted ? "removed" : "away"}`),
+        ["mine:assigned", "mine:away", "old:away", "last:assigned"],
+      );
+      ac.abort();
+      await watching;
+    } finally {
+      ac.abort();
+      await store.close();
+    }
+  });
+});
