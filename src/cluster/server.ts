@@ -6,7 +6,7 @@
  * (with a token). Anything else — another CA's certificate, another cluster's, a revoked one,
  * garbage instead of TLS — is closed with a log line saying why.
  */
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { type TLSSocket, createServer } from "node:tls";
 import { AgentService } from "../controller/agent-service.js";
 import { type CertRecord, KEYS } from "../model/records.js";
@@ -44,6 +44,13 @@ export interface ClusterServerOptions {
   joinDeadlineMs?: number;
   /** Renews a connected node's certificate (join.ts `renew`); absent: no renewals here. */
   renew?: (node: string, serial: string, body: unknown) => Promise<unknown>;
+  /** Connections at most, of all kinds (default 8192); more are closed at once. */
+  maxConnections?: number;
+  /**
+   * Connections from one address not yet known as a node (in their handshake, or joining) at
+   * most (default 64): a flood from one address cannot take the port from the others.
+   */
+  maxPendingPerAddress?: number;
 }
 
 export interface ClusterServer {
@@ -59,6 +66,8 @@ export interface ClusterServer {
 
 export async function serveCluster(options: ClusterServerOptions): Promise<ClusterServer> {
   const log = options.log ?? ((l: string) => console.error(l));
+  /** A connection known now as a node's no longer counts against its address (set below). */
+  let release: (address: string, port: number | undefined) => void = () => undefined;
   const peers = new Map<RnpPeer, string>();
   const server = createServer(
     {
@@ -121,6 +130,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
             ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
           });
           socket.resume();
+          release(socket.remoteAddress ?? "?", socket.remotePort);
           options.nodes?.attach(id.node, peer);
           peers.set(peer, id.node);
           peer.on("close", () => peers.delete(peer));
@@ -129,6 +139,36 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
       );
     },
   );
+  // Connections not yet known as a node's, by address (a node's is released once it is known).
+  const pendingByAddress = new Map<string, number>();
+  const pending = new Set<string>();
+  const maxPending = options.maxPendingPerAddress ?? 64;
+  let warnedAt = 0;
+  const warn = (line: string) => {
+    if (Date.now() - warnedAt < 10_000) return; // a flood is said once in a while, not per connection
+    warnedAt = Date.now();
+    log(line);
+  };
+  release = (address, port) => {
+    if (!pending.delete(`${address}|${port}`)) return;
+    const n = (pendingByAddress.get(address) ?? 1) - 1;
+    if (n > 0) pendingByAddress.set(address, n);
+    else pendingByAddress.delete(address);
+  };
+  server.maxConnections = options.maxConnections ?? 8192;
+  server.on("drop", (d?: { remoteAddress?: string }) => warn(`cluster port: refused ${d?.remoteAddress ?? "a connection"}: ${server.maxConnections} connections are open, the most this port takes`));
+  server.on("connection", (raw: Socket) => {
+    const address = raw.remoteAddress ?? "?";
+    const n = pendingByAddress.get(address) ?? 0;
+    if (n >= maxPending) {
+      warn(`cluster port: refused ${address}: ${n} connections from it are not yet a node's (in their handshake or joining), the most one address may have`);
+      raw.destroy();
+      return;
+    }
+    pendingByAddress.set(address, n + 1);
+    pending.add(`${address}|${raw.remotePort}`);
+    raw.once("close", () => release(address, raw.remotePort));
+  });
   server.on("tlsClientError", (err, socket) => {
     log(`cluster port: refused ${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}: ${err.message}`);
   });

@@ -290,7 +290,15 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
           ...(serveOptions.log ? { log: serveOptions.log } : {}),
         });
       try {
-        server = last === undefined ? await serve(wanted) : await serve(last).catch(() => serve(wanted));
+        server =
+          last === undefined
+            ? await serve(wanted)
+            : await serve(last).catch(async (err: NodeJS.ErrnoException) => {
+                const moved = await serve(wanted);
+                // Its nodes know the old port: they cannot reach it until they are told (joined again).
+                (serveOptions.log ?? console.error)(`cluster: port ${last} of the last start is taken (${err.code ?? err.message}); listening on ${moved.port} instead: nodes that joined before cannot reach this controller until they join again, or free port ${last} and restart`);
+                return moved;
+              });
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === "EADDRINUSE") throw new RuntimeUnavailableError(`the cluster port ${serveOptions.port ?? 7946} is in use (another controller here?): stop it, or pass --cluster-port N`);
@@ -317,7 +325,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       // The API over HTTPS for other machines' CLI and SDK (the same routes and tokens).
       const apiPort = serveOptions.apiPort ?? 7443;
       const lastApi = apiPort === 0 ? lastPortIn(dataDir, "https.port") : undefined;
-      const listenHttps = (port: number) => api.listen({ port, host: serveOptions.host ?? "::", tls: { cert: own.cert, key: own.key, ca: files.caCert } });
+      const listenHttps = (port: number) => api.listen({ port, host: serveOptions.host ?? "0.0.0.0", tls: { cert: own.cert, key: own.key, ca: files.caCert } });
       let httpsAt: string;
       try {
         httpsAt = lastApi === undefined ? await listenHttps(apiPort) : await listenHttps(lastApi).catch(() => listenHttps(apiPort));

@@ -182,4 +182,31 @@ describe("an agent over RNP", () => {
     assert.match(text, /for cluster "staging", this is "prod"/);
     assert.doesNotMatch(text, /at .*\.js:\d+/, "no stack traces");
   });
+  it("a flood of connections from one address takes the port from no one else: past the cap they are closed with a log line", async () => {
+    const flood: string[] = [];
+    const capped = await serveCluster({ store, cluster: "prod", caCert: ca.cert, ...ctl, host: "0.0.0.0", port: 0, log: (l) => flood.push(l), maxPendingPerAddress: 3 });
+    const held: Socket[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const s = new Socket();
+        await new Promise<void>((resolve) => s.connect(capped.port, "127.0.0.1", resolve));
+        held.push(s);
+      }
+      const fourth = new Socket();
+      await new Promise<void>((resolve) => fourth.connect(capped.port, "127.0.0.1", resolve));
+      await new Promise((resolve) => (fourth.destroyed ? resolve(undefined) : fourth.once("close", resolve)));
+      await waitFor("the refusal logged", () => flood.find((l) => /refused 127\.0\.0\.1: 3 connections from it are not yet a node's/.test(l)));
+      // A node from another address connects meanwhile.
+      const mine = await issue(ca, "prod", "node-q", "agent", store);
+      const tcp = new Socket();
+      await new Promise<void>((resolve) => tcp.connect({ port: capped.port, host: "127.0.0.1", localAddress: "127.0.0.2" }, resolve));
+      const s = connect({ socket: tcp, ...mine, ca: ca.cert, checkServerIdentity: () => undefined, minVersion: "TLSv1.3" });
+      s.on("error", () => undefined);
+      await waitFor("node-q connected", () => (capped.connected().includes("node-q") ? true : undefined));
+      s.destroy();
+    } finally {
+      for (const s of held) s.destroy();
+      await capped.close();
+    }
+  });
 });
