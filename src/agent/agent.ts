@@ -226,6 +226,12 @@ export class Agent implements NodeLink {
    * still on their way, are skipped), then its stars are looked at again.
    */
   private async unfence(): Promise<void> {
+    // With no exclusive star here, the fence stopped nothing and the watch goes on: no full read
+    // (a controller slow under load must not make each of its nodes read every star again).
+    if (![...this.records.values()].some((r) => r.spec.exclusive === true)) {
+      this.setFenced(false);
+      return;
+    }
     const read = await this.link.assignments();
     this.freshAt = Math.max(this.freshAt, read.revision);
     const names = new Set([...this.records.keys(), ...read.records.map((r) => r.name)]);

@@ -525,6 +525,11 @@ export class SqliteStore implements Store {
         const current = this.currentRevision();
         const compactRev = this.compactRevision();
         if (fromRev < compactRev) throw new CompactedError(fromRev, compactRev);
+        // Watches woken by one write mostly ask for the same rows: read once, shared (the log up
+        // to a revision never changes; compaction was checked above). 100 nodes' watches made
+        // every write read its rows 100 times.
+        const last = this.lastWatchRead;
+        if (last && last.fromRev === fromRev && last.current === current && last.maxRows === maxRows) return last.result;
         let rows = this.st.changes.all(fromRev, current, maxRows);
         let upTo = current;
         if (rows.length === maxRows) {
@@ -535,9 +540,14 @@ export class SqliteStore implements Store {
           else rows = rows.filter((row) => row.rev < lastRev);
           upTo = rows[rows.length - 1]!.rev;
         }
-        return { rows, upTo, more: upTo < current };
+        const result = { rows, upTo, more: upTo < current };
+        this.lastWatchRead = { fromRev, current, maxRows, result };
+        return result;
       }) as { rows: LogRow[]; upTo: number; more: boolean }),
   };
+
+  /** The last read of the log for a watch (shared by watches asking the same). */
+  private lastWatchRead: { fromRev: number; current: number; maxRows: number; result: { rows: LogRow[]; upTo: number; more: boolean } } | undefined;
 
   private removeWatch(w: SqliteWatch): void {
     this.watches.delete(w);
