@@ -48,7 +48,7 @@ export interface ApiOptions {
   /** This node's agent, for logs and usage (one node for now). */
   node: NodeLink;
   /** When this constellation is a cluster: its CA's certificate (join tokens name it) and where nodes join (HOST:PORT). */
-  cluster?: { caCert: string; address(): string; disconnect?(node: string): void };
+  cluster?: { caCert: string; address(): string; disconnect?(node: string): void; node?: string; api?(): string | undefined };
   /** The controller's own node (it cannot be revoked). */
   ownNode?: string;
   /** Connections at once, and how long headers may take (tests shorten them). */
@@ -271,7 +271,13 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
 
   router
     .route("GET", "/v1/health", async () => ({ body: { ok: true } }))
-    .route("GET", "/v1/status", async (req) => ({ body: await controller.summary(who(req)) }))
+    .route("GET", "/v1/status", async (req) => {
+      const summary = await controller.summary(who(req));
+      const c = options.cluster;
+      if (!c) return { body: summary };
+      const api = c.api?.();
+      return { body: { ...summary, controllers: [{ node: c.node ?? options.ownNode ?? "controller", address: c.address(), ...(api ? { api } : {}) }] } };
+    })
     // Tokens (admin only, see `before`). A new one is shown once and stored only as its hash.
     .route("POST", "/v1/tokens", async (req) => {
       const body = parse(tokenBody, req.body, "body");

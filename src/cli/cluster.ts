@@ -51,14 +51,18 @@ export function registerClusterCommands(program: Command): void {
         const s = await c.status();
         if (o.json) return printJson(s);
         const states = Object.entries(s.stars.byState).map(([k, v]) => `${v} ${stateText(k)}`).join(", ") || "none";
-        process.stdout.write(
-          [
-            `${color.bold("nodes")}     ${s.nodes.length}  (${s.capacity.cpuCores} cores, ${bytes(s.capacity.memoryBytes)})`,
-            `${color.bold("stars")}     ${s.stars.total}: ${states}`,
-            "",
-            nodeTable(s.nodes),
-          ].join("\n") + "\n",
-        );
+        const nodeStates = new Map<string, number>();
+        for (const n of s.nodes) {
+          const state = n.revoked ? "revoked" : n.state === "down" ? "down" : n.draining ? "draining" : n.cordoned ? "cordoned" : "ready";
+          nodeStates.set(state, (nodeStates.get(state) ?? 0) + 1);
+        }
+        const byState = [...nodeStates].map(([k, v]) => `${v} ${k === "ready" ? k : color.yellow(k)}`).join(", ");
+        const lines = [
+          `${color.bold("nodes")}        ${s.nodes.length}: ${byState || "none"}  (up: ${s.capacity.cpuCores} cores, ${bytes(s.capacity.memoryBytes)})`,
+          `${color.bold("stars")}        ${s.stars.total}: ${states}`,
+        ];
+        for (const c of s.controllers ?? []) lines.push(`${color.bold("controller")}   ${c.node}  cluster ${c.address}${c.api ? `  https ${c.api}` : ""}`);
+        process.stdout.write([...lines, "", nodeTable(s.nodes)].join("\n") + "\n");
       } finally {
         c.close();
       }

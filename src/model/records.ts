@@ -142,6 +142,8 @@ export interface ClusterSummary {
   nodes: Array<NodeRecord & { state?: "up" | "down"; cordoned?: boolean; draining?: boolean; revoked?: boolean }>;
   stars: { total: number; byState: Record<string, number>; desiredRunning: number };
   capacity: { cpuCores: number; memoryBytes: number };
+  /** A cluster's controllers: each one's node, where nodes join it, and its HTTPS API. */
+  controllers?: Array<{ node: string; address: string; api?: string }>;
   revision: number;
 }
 

@@ -234,7 +234,9 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     // The cluster port, once it listens (a revoked node's connection is ended there).
     const port_: { server?: ClusterServer } = {};
     const disconnect = (n: string) => port_.server?.disconnect(n);
-    const api = await buildApi({ store, controller, node: nodes ?? agent, ownNode: node.name, ...(clusterFiles ? { cluster: { caCert: clusterFiles.caCert, address: joinAddress, disconnect } } : {}) });
+    // The HTTPS API's URL once it listens (told to nodes as they connect, and shown in status).
+    const httpsApi: { url?: string } = {};
+    const api = await buildApi({ store, controller, node: nodes ?? agent, ownNode: node.name, ...(clusterFiles ? { cluster: { caCert: clusterFiles.caCert, address: joinAddress, disconnect, node: node.name, api: () => httpsApi.url } } : {}) });
     closers.push(() => api.close());
     // Listen first: stars started from here on get the API's URL (and a token) in their env.
     const port = options.port ?? 7070;
@@ -267,8 +269,6 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       const ca = { cert: files.caCert, key: files.caKey! };
       const serveOptions = options.cluster ?? {};
       let server: ClusterServer;
-      // The HTTPS API's URL once it listens (told to nodes as they connect).
-      const httpsApi: { url?: string } = {};
       const wanted = serveOptions.port ?? 7946;
       // Port 0 (any free port): the one of the last start if it is free, so its nodes (which
       // keep the controller's address) find it again after a restart.

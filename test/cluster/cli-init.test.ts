@@ -40,7 +40,7 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
   });
 
   it("makes a controller, prints how to add a machine; a node joins with that token; both are in `nodes`", () => {
-    const up = cli("n1", "init", "--cluster", "prod", "--node", "node-1", "--port", "0", "--cluster-port", "0", ...dev);
+    const up = cli("n1", "init", "--cluster", "prod", "--node", "node-1", "--port", "0", "--cluster-port", "0", "--api-port", "0", ...dev);
     assert.equal(up.status, 0, up.stderr);
     assert.match(up.stdout, /constellation is up {2}node node-1 of cluster prod \(controller\)/);
     const printed = /constellation join (\S+) --token (cjt1\.\S+)/.exec(up.stdout);
@@ -53,6 +53,12 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
     const nodes = cli("n1", "nodes", "--json");
     assert.deepEqual((JSON.parse(nodes.stdout) as Array<{ name: string }>).map((n) => n.name).sort(), ["node-1", "node-2"]);
     assert.equal(ready("n2").role, "agent");
+    // status: nodes by state, stars, and the controller with where to reach it.
+    const status = cli("n1", "status");
+    assert.equal(status.status, 0, status.stderr);
+    assert.match(status.stdout, /nodes +2: 2 ready/);
+    assert.match(status.stdout, new RegExp(`controller +node-1 +cluster \\S+:${port} +https https://\\S+:\\d+`));
+    assert.match(up.stdout, /constellation login https:\/\/\S+ --ca-fingerprint [0-9a-f]{64} --token T/);
   });
 
   it("init again says what runs there; another cluster's name or another controller is refused", () => {

@@ -32,7 +32,7 @@ describe("a controller and a node that joined it", () => {
 
   before(async () => {
     dir = await testDir("constellation-cluster-");
-    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, nodeName: "node-1", cluster: { name: "prod", port: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l), nodeTtlSeconds: TTL_S } });
+    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, nodeName: "node-1", cluster: { name: "prod", port: 0, apiPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l), nodeTtlSeconds: TTL_S } });
     c = connect({ endpoint: ctl.url, token: ctl.token });
   });
   after(async () => {

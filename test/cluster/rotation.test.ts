@@ -27,7 +27,7 @@ describe("certificate rotation", () => {
 
   before(async () => {
     dir = await testDir("constellation-rotation-");
-    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode: process.getuid?.() !== 0, nodeName: "node-1", cluster: { name: "rot", port: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], certValidDays: LIFE_S / 86_400, nodeTtlSeconds: 2, log: () => undefined } });
+    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode: process.getuid?.() !== 0, nodeName: "node-1", cluster: { name: "rot", port: 0, apiPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], certValidDays: LIFE_S / 86_400, nodeTtlSeconds: 2, log: () => undefined } });
     c = connect({ endpoint: ctl.url, token: ctl.token });
   });
   after(async () => {

@@ -27,7 +27,7 @@ describe("constellation.init", () => {
 
   it("starts the controller, finds it again, refuses another cluster's name; a second node joins through the listed controllers", async () => {
     const a = join(dir, "a");
-    const first = await constellation.init({ cluster_name: "sdk", node_name: "s1", data_dir: a, port: 0, cluster_port: 0, dev });
+    const first = await constellation.init({ cluster_name: "sdk", node_name: "s1", data_dir: a, port: 0, cluster_port: 0, api_port: 0, dev });
     pids.push(first.pid);
     assert.equal(first.role, "controller");
     assert.equal(first.already, false);
