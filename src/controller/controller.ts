@@ -53,6 +53,11 @@ import {
 
 /** The pause of a control loop after the store failed it. */
 const LOOP_RETRY_MS = 1000;
+/**
+ * Time for the controller's own waits (a node dead since, the grace after a start): monotonic,
+ * so a clock set forward or back neither shortens nor stretches them.
+ */
+const monotonic = () => performance.now();
 /** Stars read from the store at a time for a list's page. */
 const VIEW_CHUNK = 16;
 
@@ -366,7 +371,7 @@ export class Controller {
   async summary(by?: Principal): Promise<ClusterSummary> {
     const [all, stars, alive, cordons] = await Promise.all([this.nodes(), this.list(by), this.aliveNodes(), this.cordons()]);
     // A node's state: up while its lease holds (or within the grace after the controller's start).
-    const graceOver = Date.now() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
+    const graceOver = monotonic() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
     const nodes = all.map((n) => ({
       ...n,
       state: (alive.has(n.name) || !graceOver) && cordons.get(n.name)?.revoked !== true ? ("up" as const) : ("down" as const),
@@ -395,7 +400,7 @@ export class Controller {
 
   /** Runs the control loops until stop(). */
   start(): void {
-    this.startedAt = Date.now();
+    this.startedAt = monotonic();
     this.loop ??= this.assignLoop(this.abort.signal);
     // When the grace after the start ends, a node that died within it is seen (no write says so).
     const graceEnd = setTimeout(() => void this.assignAll().catch(() => undefined), 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000 + 100);
@@ -489,7 +494,7 @@ export class Controller {
             // Not awaited: batches that come while a pass runs are answered by one next pass
             // (a creation storm of 10,000 stars makes hundreds of passes, not 10,000). A pass
             // that fails (a store write refused) is tried again after a pause.
-            if (batch.events.some((e) => looks(e.kv.key))) this.assignAll().catch(() => this.passAt(Date.now() + LOOP_RETRY_MS));
+            if (batch.events.some((e) => looks(e.kv.key))) this.assignAll().catch(() => this.passAt(monotonic() + LOOP_RETRY_MS));
           }
         } finally {
           signal.removeEventListener("abort", onAbort);
@@ -536,7 +541,7 @@ export class Controller {
     this.later = setTimeout(() => {
       this.later = undefined;
       void this.assignAll().catch(() => undefined);
-    }, Math.max(0, at - Date.now()) + 50);
+    }, Math.max(0, at - monotonic()) + 50);
     this.later.unref();
   }
 
@@ -569,7 +574,7 @@ export class Controller {
     const alive = await this.aliveNodes();
     // Within the grace after a start, every node counts as alive (they reconnect meanwhile).
     const ttlMs = (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
-    const judging = Date.now() - this.startedAt > 2 * ttlMs;
+    const judging = monotonic() - this.startedAt > 2 * ttlMs;
     // Cordoned nodes take nothing new; draining ones give their stars away; revoked ones are dead.
     const cordons = await this.cordons();
     const aliveNow = (judging ? nodes.filter((n) => alive.has(n.name)) : nodes).filter((n) => cordons.get(n.name)?.revoked !== true);
@@ -578,7 +583,7 @@ export class Controller {
     const moving = aliveNow.length > 0;
     for (const n of nodes) {
       if (live.includes(n) || !moving) this.deadSince.delete(n.name);
-      else if (!this.deadSince.has(n.name)) this.deadSince.set(n.name, Date.now());
+      else if (!this.deadSince.has(n.name)) this.deadSince.set(n.name, monotonic());
     }
     const open = live.filter((n) => !cordons.has(n.name));
     const targets = open.length > 0 ? open : live;
@@ -618,7 +623,7 @@ export class Controller {
           // At most once: its node stopped it by half its lease's TTL without a heartbeat; it is
           // run here only once that lease has surely expired and its stop has surely ended.
           const safeAt = this.deadSince.get(on.name)! + ttlMs + this.specOf(record).stop_grace_ms;
-          if (Date.now() < safeAt) {
+          if (monotonic() < safeAt) {
             this.passAt(safeAt);
             continue;
           }

@@ -114,7 +114,7 @@ export class SqliteStore implements Store {
   private writesSinceCompactCheck = 0;
 
   constructor(options: SqliteStoreOptions) {
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? steadyClock();
     this.retain = options.retainRevisions ?? 10_000;
     this.pollIntervalMs = options.pollIntervalMs ?? 25;
     this.shared = options.shared ?? false;
@@ -621,4 +621,15 @@ function leaseNumber(id: LeaseId): number {
   const n = Number(id);
   if (!Number.isSafeInteger(n)) throw new LeaseNotFoundError(id); // beyond any ID this store issues
   return n;
+}
+
+/**
+ * Wall-clock milliseconds that only move forward: the time of the store's opening plus the
+ * monotonic time since. Leases expire by it, so a clock set forward does not expire every lease
+ * at once (every node taken for dead), nor one set back keep them alive (etcd's leases too run
+ * on a monotonic clock).
+ */
+function steadyClock(): () => number {
+  const base = Date.now() - performance.now();
+  return () => base + performance.now();
 }
