@@ -129,6 +129,32 @@ describe("a controller and a node that joined it", () => {
     assert.equal(after.status?.pid, pid, "the same run, not a restart");
   });
 
+  it("the controller restarted under load: its node reconnects by itself, stars run on untouched, none is moved; a burst of creates meanwhile all run", async () => {
+    const before = await waitFor("both running", async () => {
+      const list = await c.list();
+      return list.length === 2 && list.every((s) => s.status?.state === "running") ? list : undefined;
+    });
+    const remote = before.find((s) => s.node === "node-2")!;
+    c.close();
+    await ctl.close();
+    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, cluster: { port: 0, apiPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l), nodeTtlSeconds: TTL_S } });
+    c = connect({ endpoint: ctl.url, token: ctl.token });
+    // Load while the node comes back: twenty creates at once.
+    const burst = Array.from({ length: 20 }, (_, i) => c.create({ name: `load${i}`, command: ["sh", "-c", "exec sleep 600"], ram_mb: 16 }));
+    await Promise.all(burst);
+    await waitFor("node-2 back", () => (ctl.cluster!.connected().includes("node-2") ? true : undefined), { timeoutMs: 15_000 });
+    const all = await waitFor("everything running", async () => {
+      const list = await c.list();
+      return list.length === 22 && list.every((s) => s.status?.state === "running") ? list : undefined;
+    }, { timeoutMs: 30_000 });
+    const after = all.find((s) => s.name === remote.name)!;
+    assert.equal(after.node, "node-2", "not moved");
+    assert.equal(after.status?.pid, remote.status?.pid, "the same run");
+    assert.ok(all.some((s) => s.name.startsWith("load") && s.node === "node-2"), "the node takes new stars again");
+    assert.deepEqual((await c.events({ star: remote.name })).filter((e) => e.kind === "star.moved"), [], "nothing moved");
+    for (const s of all.filter((x) => x.name.startsWith("load"))) await c.star(s.name).remove({ force: true });
+  });
+
   it("a node that stops beating is declared dead; its stars that may restart run again elsewhere, and its old copies end when it is back", async () => {
     for (const name of ["m1", "m2", "m3"]) await c.create({ name, command: ["sh", "-c", "echo up; exec sleep 600"], restart: "always", ram_mb: 32 });
     const placed = await waitFor("all running", async () => {
