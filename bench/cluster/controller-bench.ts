@@ -4,7 +4,7 @@
  * this process; the nodes run in a child process, each a real Agent with a fake runtime and its
  * own mutual-TLS RNP connection over loopback, so what is measured is the controller alone:
  * its RSS once every star runs, and its CPU share at steady state (heartbeats every ~3.3 s,
- * usage samples every 2 s from each node), against the targets < 100 MB and < 5 % of a core.
+ * usage sent every 5 s by each node), against the targets < 100 MB and < 5 % of a core.
  *
  *   node --expose-gc --max-semi-space-size=1 dist/bench/cluster/controller-bench.js [--nodes 100] [--stars 10000] [--steady-s 30]
  *
@@ -87,6 +87,14 @@ for (;;) {
 const allRunningS = (performance.now() - created) / 1000;
 (globalThis as { gc?: () => void }).gc?.();
 await new Promise((r) => setTimeout(r, 5000)); // settle
+// BENCH_CPU_PROFILE=file: a CPU profile of the steady state alone (for finding what it spends on).
+const { Session } = await import("node:inspector/promises");
+const profiler = process.env.BENCH_CPU_PROFILE ? new Session() : undefined;
+if (profiler) {
+  profiler.connect();
+  await profiler.post("Profiler.enable");
+  await profiler.post("Profiler.start");
+}
 const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 let rssMax = 0;
@@ -94,6 +102,10 @@ const sampler = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage
 await new Promise((r) => setTimeout(r, STEADY_S * 1000));
 clearInterval(sampler);
 const cpu = process.cpuUsage(cpu0);
+if (profiler) {
+  const { profile } = await profiler.post("Profiler.stop");
+  (await import("node:fs")).writeFileSync(process.env.BENCH_CPU_PROFILE!, JSON.stringify(profile));
+}
 const mem = process.memoryUsage();
 if (process.env.BENCH_HEAP_SNAPSHOT) console.error(`heap snapshot: ${(await import("node:v8")).writeHeapSnapshot(process.env.BENCH_HEAP_SNAPSHOT)}`);
 console.error(`memory: rss ${(mem.rss / 2 ** 20).toFixed(1)} MB, heap used ${(mem.heapUsed / 2 ** 20).toFixed(1)} of ${(mem.heapTotal / 2 ** 20).toFixed(1)} MB, external ${(mem.external / 2 ** 20).toFixed(1)} MB, array buffers ${(mem.arrayBuffers / 2 ** 20).toFixed(1)} MB`);

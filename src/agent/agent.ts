@@ -26,6 +26,8 @@ export interface AgentOptions {
   runtimes: Partial<Record<RuntimeKind, Runtime>>;
   /** How often running stars' CPU and memory are sampled (default 2 s). */
   sampleMs?: number;
+  /** How often the samples are sent to a controller on another machine (default 5 s). */
+  usageShipMs?: number;
   /**
    * The API's URL, given to each star with a token of its own (CONSTELLATION_ENDPOINT and
    * CONSTELLATION_TOKEN), so the SDK works from inside a star. Asked when a star starts.
@@ -567,6 +569,10 @@ export class Agent implements NodeLink {
     await this.link.dropReport(name, uid);
   }
 
+  /** When usage was last sent to the controller, and whether it held any star. */
+  private shippedAt = 0;
+  private shippedSome = false;
+
   /** CPU % and memory of every running star, from two small cgroup files each (synchronous). */
   private sample(): void {
     const now = Date.now();
@@ -580,8 +586,12 @@ export class Agent implements NodeLink {
       const cpuPercent = prev && now > prev.at ? Math.max(0, ((u.cpuUsageUsec - prev.cpuUsec) / ((now - prev.at) * 1000)) * 100) : 0;
       this.usages.set(name, { cpuPercent, memoryBytes: u.memoryBytes, at: now, cpuUsec: u.cpuUsageUsec });
     }
-    // A controller on another machine keeps the figures it is sent (the API shows them).
-    if (this.link.usage) {
+    // A controller on another machine keeps the figures it is sent (the API shows them): every
+    // usageShipMs (5 s; the monitoring pillar's default interval), and not while nothing runs.
+    const ship = this.options.usageShipMs ?? 5000;
+    if (this.link.usage && now - this.shippedAt >= ship - 100 && (this.usages.size > 0 || this.shippedSome)) {
+      this.shippedAt = now;
+      this.shippedSome = this.usages.size > 0;
       const stars = [...this.usages].map(([name, u]) => ({ name, uid: this.local.get(name)?.uid ?? "", cpuPercent: u.cpuPercent, memoryBytes: u.memoryBytes, at: u.at }));
       void this.link.usage(stars).catch(() => undefined);
     }
