@@ -18,7 +18,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ClusterNodes } from "../../src/cluster/nodes.js";
 import { type ClusterServer, serveCluster } from "../../src/cluster/server.js";
-import { createCa, createCsr, signCsr } from "../../src/cluster/tls/ca.js";
+import { createCa, createCsr, signCsr } from "../../src/cluster/tls/signer.js";
 import { Controller } from "../../src/controller/controller.js";
 import { type CertRecord, KEYS } from "../../src/model/records.js";
 import { openStore } from "../../src/store/open.js";

@@ -16,7 +16,8 @@ import { z } from "zod";
 import { type CertRecord, type JoinTokenRecord, KEYS, nodeKey } from "../model/records.js";
 import type { Store } from "../store/types.js";
 import { RnpError, RnpPeer } from "./rnp/peer.js";
-import { type CertAndKey, createCsr, fingerprint, identityOf, signCsr } from "./tls/ca.js";
+import { type CertAndKey, fingerprint, identityOf } from "./tls/identity.js";
+import { createCsr, signCsr } from "./tls/signer.js";
 
 const TOKEN = /^cjt1\.([0-9a-f]{64})\.([0-9a-f]{12})\.([A-Za-z0-9_-]{43})$/;
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

@@ -14,7 +14,7 @@ import type { Store } from "../store/types.js";
 import { agentHandlers } from "./agent-protocol.js";
 import type { ClusterNodes } from "./nodes.js";
 import { RnpPeer } from "./rnp/peer.js";
-import { identityOf } from "./tls/ca.js";
+import { identityOf } from "./tls/identity.js";
 
 /** Largest frame from a connection without a certificate (a join), and how long it may stay. */
 export const JOIN_MAX_FRAME = 16 * 1024;

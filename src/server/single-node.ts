@@ -24,7 +24,8 @@ import { type ClusterFiles, checkClusterName, readClusterFiles, replaceNodeCert,
 import { admit, createJoinToken, renew, revokeJoinToken } from "../cluster/join.js";
 import { ClusterNodes } from "../cluster/nodes.js";
 import { type ClusterServer, serveCluster } from "../cluster/server.js";
-import { createCa, createCsr, fingerprint, identityOf, renewAt, signCsr } from "../cluster/tls/ca.js";
+import { fingerprint, identityOf, renewAt } from "../cluster/tls/identity.js";
+import { createCa, createCsr, signCsr } from "../cluster/tls/signer.js";
 import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
 import { ProcessRuntime } from "../runtime/process/process-runtime.js";
 import { nodeCgroupsBusy } from "../runtime/cgroup/detect.js";

@@ -9,24 +9,15 @@ import "reflect-metadata"; // @peculiar/x509 needs the Reflect metadata API
 import { createHash, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
 import * as x509 from "@peculiar/x509";
+import { BACKDATE_MS, type CertAndKey, CertificateError, type NodeIdentity } from "./identity.js";
+
+export { BACKDATE_MS, type CertAndKey, CertificateError, type NodeIdentity, fingerprint, identityOf, renewAt } from "./identity.js";
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 const SIGN = { name: "ECDSA", hash: "SHA-256" } as const;
 const DAY = 86_400_000;
-
-export interface CertAndKey {
-  cert: string;
-  key: string;
-}
-
-/** What a node's certificate says it is. */
-export interface NodeIdentity {
-  cluster: string;
-  node: string;
-  role: "controller" | "agent";
-}
 
 async function newKeys(): Promise<webcrypto.CryptoKeyPair> {
   return (await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
@@ -70,8 +61,6 @@ export async function createCsr(node: string): Promise<{ csr: string; key: strin
   return { csr: csr.toString("pem"), key: await keyPem(keys.privateKey) };
 }
 
-export class CertificateError extends Error {}
-
 /**
  * Signs a node's certificate request with the CA: the subject and names are the controller's
  * (from the join it admitted), not the request's; only the request's public key is taken, and
@@ -114,38 +103,4 @@ export async function signCsr(
     ],
   });
   return { cert: cert.toString("pem"), serial, notAfter };
-}
-
-/** Certificates are made valid from this long before they are issued (clocks that lag). */
-export const BACKDATE_MS = 5 * 60_000;
-
-/**
- * When a certificate should be renewed: once two thirds of its life (from its issue, not its
- * backdated start) have passed.
- */
-export function renewAt(cert: string): number {
-  const id = identityOf(cert);
-  if (!id) return 0;
-  const issued = id.notBefore + BACKDATE_MS;
-  return issued + ((id.notAfter - issued) * 2) / 3;
-}
-
-/** The SHA-256 of a certificate's DER, hex: what a join token pins the CA by. */
-export function fingerprint(certPem: string): string {
-  return createHash("sha256").update(Buffer.from(new x509.X509Certificate(certPem).rawData)).digest("hex");
-}
-
-/** Who a node certificate (PEM or DER) says it is, or undefined if it is not one of ours. */
-export function identityOf(cert: string | Uint8Array): (NodeIdentity & { serial: string; notAfter: number; notBefore: number }) | undefined {
-  try {
-    const c = new x509.X509Certificate(typeof cert === "string" ? cert : Buffer.from(cert));
-    const get = (type: string) => c.subjectName.getField(type)[0];
-    const node = get("CN");
-    const role = get("OU");
-    const cluster = get("O");
-    if (!node || !cluster || (role !== "controller" && role !== "agent")) return undefined;
-    return { node, role, cluster, serial: c.serialNumber.toLowerCase(), notAfter: c.notAfter.getTime(), notBefore: c.notBefore.getTime() };
-  } catch {
-    return undefined;
-  }
 }

@@ -1,0 +1,65 @@
+/**
+ * Reading the cluster's certificates (issue 11): who a node certificate says it is, when it is
+ * due for renewal, a CA's fingerprint. node:crypto only, so a running controller or node does
+ * not hold the X.509 library that makes certificates (ca.ts, loaded only while signing:
+ * signer.ts), which cost a node ~15 MB of memory.
+ */
+import { X509Certificate, createHash } from "node:crypto";
+
+export interface CertAndKey {
+  cert: string;
+  key: string;
+}
+
+/** What a node's certificate says it is. */
+export interface NodeIdentity {
+  cluster: string;
+  node: string;
+  role: "controller" | "agent";
+}
+
+/** A certificate or request that cannot be used, and why. */
+export class CertificateError extends Error {}
+
+/** Certificates are made valid from this long before they are issued (clocks that lag). */
+export const BACKDATE_MS = 5 * 60_000;
+
+/**
+ * When a certificate should be renewed: once two thirds of its life (from its issue, not its
+ * backdated start) have passed.
+ */
+export function renewAt(cert: string): number {
+  const id = identityOf(cert);
+  if (!id) return 0;
+  const issued = id.notBefore + BACKDATE_MS;
+  return issued + ((id.notAfter - issued) * 2) / 3;
+}
+
+/** The SHA-256 of a certificate's DER, hex: what a join token pins the CA by. */
+export function fingerprint(certPem: string): string {
+  return createHash("sha256").update(new X509Certificate(certPem).raw).digest("hex");
+}
+
+/** Who a node certificate (PEM or DER) says it is, or undefined if it is not one of ours. */
+export function identityOf(cert: string | Uint8Array): (NodeIdentity & { serial: string; notAfter: number; notBefore: number }) | undefined {
+  try {
+    const c = new X509Certificate(typeof cert === "string" ? cert : Buffer.from(cert));
+    // The subject, one attribute a line ("CN=node-1\nOU=agent\nO=prod"); each at most once.
+    const fields = new Map<string, string[]>();
+    for (const line of c.subject.split("\n")) {
+      const eq = line.indexOf("=");
+      if (eq > 0) fields.set(line.slice(0, eq), [...(fields.get(line.slice(0, eq)) ?? []), line.slice(eq + 1)]);
+    }
+    const get = (type: string) => (fields.get(type)?.length === 1 ? fields.get(type)![0] : undefined);
+    const node = get("CN");
+    const role = get("OU");
+    const cluster = get("O");
+    if (!node || !cluster || (role !== "controller" && role !== "agent")) return undefined;
+    const notBefore = Date.parse(c.validFrom);
+    const notAfter = Date.parse(c.validTo);
+    if (!Number.isFinite(notBefore) || !Number.isFinite(notAfter)) return undefined;
+    return { node, role, cluster, serial: c.serialNumber.toLowerCase(), notAfter, notBefore };
+  } catch {
+    return undefined;
+  }
+}
