@@ -37,6 +37,13 @@ function nodeTable(nodes: ClusterSummary["nodes"]): string {
   );
 }
 
+interface TokenOptions {
+  scope?: "read" | "admin";
+  name: string;
+  ttl?: number;
+  join?: boolean;
+}
+
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
 export function registerClusterCommands(program: Command): void {
@@ -127,29 +134,45 @@ export function registerClusterCommands(program: Command): void {
     .option("--ttl <duration>", "expires after this long: 90s, 30m, 1h, 7d, 2w (default: never; a join token: a day)", parseDuration)
     .option("--join", "a join token instead: machines join the cluster with it (constellation join) until it expires or is revoked")
     .addHelpText("after", examples(["constellation token --scope read --name dashboard", "constellation token --scope read --ttl 1h", "constellation token --join --ttl 1h", "constellation token ls", "constellation token ls --join", "constellation token rm 3f9a1c0b7d2e"]))
-    .action(async (o: { scope?: "read" | "admin"; name: string; ttl?: number; join?: boolean }, cmd: Command) => {
-      if (o.join) {
-        if (o.scope !== undefined) cmd.error("error: a join token has no --scope (it lets a machine join, nothing else)", { exitCode: 2 });
-        const c = clientOf(cmd);
-        try {
-          const t = await c.createJoinToken(o.ttl === undefined ? {} : { ttlSeconds: o.ttl });
-          process.stdout.write(`${t.token}\n`);
-          if (process.stderr.isTTY) process.stderr.write(color.dim(`id ${t.id}, expires ${new Date(t.expiresAt).toISOString()}; on the new machine: constellation join ${t.address} --token ${t.token}\n`));
-        } finally {
-          c.close();
-        }
-        return;
-      }
-      if (o.scope === undefined) cmd.error("error: required option '--scope <scope>' not specified: constellation token --scope read (or admin), or --join; or token ls, token rm ID", { exitCode: 2 });
+    .action((o: TokenOptions, cmd: Command) => makeToken(o, cmd));
+
+  token
+    .command("create")
+    .description("the same as `constellation token`: make an API token (--scope) or a join token (--join)")
+    .addOption(new Option("--scope <scope>", "what it may do: read or admin").choices(["read", "admin"]))
+    .option("--name <name>", "who it is for")
+    .option("--ttl <duration>", "expires after this long: 90s, 30m, 1h, 7d, 2w", parseDuration)
+    .option("--join", "a join token instead")
+    .addHelpText("after", examples(["constellation token create --scope admin --ttl 30d", "constellation token create --join --ttl 1h"]))
+    .action((o: Partial<TokenOptions>, cmd: Command) => {
+      const parent = cmd.parent!.opts<TokenOptions>();
+      const defined = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<TokenOptions>;
+      return makeToken({ ...parent, ...defined }, cmd);
+    });
+
+  async function makeToken(o: TokenOptions, cmd: Command): Promise<void> {
+    if (o.join) {
+      if (o.scope !== undefined) cmd.error("error: a join token has no --scope (it lets a machine join, nothing else)", { exitCode: 2 });
       const c = clientOf(cmd);
       try {
-        const t = await c.createToken(o.scope, o.name, o.ttl === undefined ? {} : { ttlSeconds: o.ttl });
+        const t = await c.createJoinToken(o.ttl === undefined ? {} : { ttlSeconds: o.ttl });
         process.stdout.write(`${t.token}\n`);
-        if (process.stderr.isTTY) process.stderr.write(color.dim(`id ${t.id}${t.expiresAt ? `, expires ${new Date(t.expiresAt).toISOString()}` : ""}\n`));
+        if (process.stderr.isTTY) process.stderr.write(color.dim(`id ${t.id}, expires ${new Date(t.expiresAt).toISOString()}; on the new machine: constellation join ${t.address} --token ${t.token}\n`));
       } finally {
         c.close();
       }
-    });
+      return;
+    }
+    if (o.scope === undefined) cmd.error("error: required option '--scope <scope>' not specified: constellation token --scope read (or admin), or --join; or token ls, token rm ID", { exitCode: 2 });
+    const c = clientOf(cmd);
+    try {
+      const t = await c.createToken(o.scope, o.name, o.ttl === undefined ? {} : { ttlSeconds: o.ttl });
+      process.stdout.write(`${t.token}\n`);
+      if (process.stderr.isTTY) process.stderr.write(color.dim(`id ${t.id}${t.expiresAt ? `, expires ${new Date(t.expiresAt).toISOString()}` : ""}\n`));
+    } finally {
+      c.close();
+    }
+  }
 
   token
     .command("ls")

@@ -84,6 +84,14 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
     const mine = tokens.find((t) => t.id === id);
     assert.ok(mine && Math.abs(mine.expiresAt - (Date.now() + 3_600_000)) < 60_000, listed.stdout);
     assert.ok(tokens.every((t) => t.secretHash === undefined), "no secret's hash is shown");
+    // The spelling: token create | list | revoke.
+    const second = cli("n1", "token", "create", "--join", "--ttl", "2h");
+    assert.equal(second.status, 0, second.stderr);
+    const secondId = second.stdout.trim().split(".")[2]!;
+    assert.ok((JSON.parse(cli("n1", "token", "list", "--join", "--json").stdout) as Array<{ id: string }>).some((t) => t.id === secondId));
+    assert.equal(cli("n1", "token", "revoke", "--join", secondId).status, 0);
+    const api = cli("n1", "token", "create", "--scope", "read", "--name", "viewer");
+    assert.match(api.stdout, /^cst_/);
     assert.equal(cli("n1", "token", "rm", "--join", id).status, 0);
     const { address } = ready("n1");
     const port = address.split(":").at(-1)!;
