@@ -25,13 +25,16 @@ function expiry(at: number | undefined, now = Date.now()): string {
 /** Nodes as a table. */
 function nodeTable(nodes: ClusterSummary["nodes"]): string {
   return table(
-    ["NODE", "STATE", "CORES", "MEMORY", "RUNTIMES", "LIMITS"],
+    ["NODE", "STATE", "ADDRESS", "STARS", "CPU (used/total)", "MEMORY (used/total)", "LABELS", "VERSION", "LIMITS"],
     nodes.map((n) => [
       n.name,
       n.revoked ? color.red("revoked") : n.state === "down" ? color.red("down") : n.draining ? color.yellow("draining") : n.cordoned ? color.yellow("cordoned") : n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
-      String(n.cpuCores),
-      bytes(n.memoryBytes),
-      n.runtimes.join(","),
+      n.address ?? "-",
+      String(n.used?.stars ?? 0),
+      `${Number((n.used?.cpuCores ?? 0).toFixed(2))}/${n.cpuCores}`,
+      `${bytes(n.used?.memoryBytes ?? 0)}/${bytes(n.memoryBytes)}`,
+      Object.entries(n.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(",") || "-",
+      n.version ?? "-",
       n.limitsEnforced ? "enforced" : color.yellow("not enforced (dev mode)"),
     ]),
   );
@@ -77,7 +80,7 @@ export function registerClusterCommands(program: Command): void {
 
   const nodesCmd = program
     .command("nodes")
-    .description("the cluster's nodes: name, state, cores, memory, runtimes, whether limits are enforced")
+    .description("the cluster's nodes: name, state, address, stars, CPU and memory used/total, labels, version, whether limits are enforced")
     .option("--json", "print as JSON")
     .addHelpText("after", examples(["constellation nodes", "constellation nodes --json"]))
     .action(async (o: { json?: boolean }, cmd: Command) => {

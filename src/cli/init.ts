@@ -12,6 +12,7 @@ import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, stat
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { InvalidArgumentError, RuntimeUnavailableError } from "../model/errors.js";
+import { LABEL_KEY, LABEL_VALUE } from "../model/version.js";
 import { type NodeReady, dataDirOf, readReady, readyFile } from "../model/node-files.js";
 import { connect } from "../sdk/client.js";
 import { color } from "./output.js";
@@ -23,10 +24,22 @@ interface InitOptions {
   port: number;
   clusterPort: number;
   apiPort: number;
+  label?: Record<string, string>;
   dev?: boolean;
   foreground?: boolean;
   ttl?: number;
 }
+
+/** --label key=value, repeated: collected into one object. */
+const label = (v: string, all: Record<string, string>) => {
+  const eq = v.indexOf("=");
+  const [key, value] = eq < 0 ? [v, ""] : [v.slice(0, eq), v.slice(eq + 1)];
+  if (!LABEL_KEY.test(key) || !LABEL_VALUE.test(value)) {
+    throw new CommanderArgError(`--label takes key=value (letters, digits, '.', '_', '-'; a key up to 63, a value up to 255), got "${v}"`);
+  }
+  if (Object.keys(all).length >= 64 && !(key in all)) throw new CommanderArgError("at most 64 labels");
+  return { ...all, [key]: value };
+};
 
 const port = (flag: string) => (v: string) => {
   const n = Number(v);
@@ -44,6 +57,7 @@ export function registerInit(program: Command): void {
     .option("--port <n>", "the API's port on 127.0.0.1, on a controller (0: any free port)", port("--port"), 7070)
     .option("--cluster-port <n>", "the port nodes join and connect on, on a controller (0: any free port)", port("--cluster-port"), 7946)
     .option("--api-port <n>", "the API over HTTPS for other machines (constellation login), on a controller (0: any free port)", port("--api-port"), 7443)
+    .option("--label <key=value>", "a label of this node (repeat for more): zone=a, disk=ssd", label, {})
     .option("--dev", "run without root: limits are not enforced, and every star says so")
     .option("--foreground", "run in this process (under a service manager) instead of detached")
     .addHelpText(
@@ -57,9 +71,10 @@ export function registerInit(program: Command): void {
     .description("join a cluster: this machine becomes one of its nodes (the same as init --join)")
     .argument("<host:port>", "the controller's cluster address, as `constellation init` printed it")
     .option("--node <name>", "this node's name, a DNS label (default: the host name)")
+    .option("--label <key=value>", "a label of this node (repeat for more): zone=a, disk=ssd", label, {})
     .option("--dev", "run without root: limits are not enforced, and every star says so")
     .option("--foreground", "run in this process (under a service manager) instead of detached")
-    .addHelpText("after", `\nExamples:\n  $ sudo constellation join 10.0.0.10:7946 --token cjt1...\n`)
+    .addHelpText("after", `\nExamples:\n  $ sudo constellation join 10.0.0.10:7946 --token cjt1... --label zone=b\n`)
     .action((address: string, o: InitOptions, cmd: Command) => run({ ...o, join: address, port: 7070, clusterPort: 7946, apiPort: 7443 }, cmd));
 }
 
@@ -141,6 +156,7 @@ async function foreground(o: InitOptions, dataDir: string, token: string | undef
       dataDir,
       ...(o.node ? { nodeName: o.node } : {}),
       ...(o.join !== undefined && token !== undefined ? { join: { address: o.join, token } } : {}),
+      ...(o.label ? { labels: o.label } : {}),
       devMode: o.dev === true,
     });
     ready = { role: "agent", cluster: node.cluster, node: node.name, address: node.controller };
@@ -152,6 +168,7 @@ async function foreground(o: InitOptions, dataDir: string, token: string | undef
       port: o.port,
       devMode: o.dev === true,
       ...(o.node ? { nodeName: o.node } : {}),
+      ...(o.label ? { labels: o.label } : {}),
       cluster: { ...(o.cluster ? { name: o.cluster } : {}), port: o.clusterPort, apiPort: o.apiPort },
     });
     const c = node.cluster!;

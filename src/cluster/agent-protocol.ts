@@ -6,6 +6,7 @@
  * `bad-request` with what was wrong.
  */
 import { z } from "zod";
+import { LABEL_KEY, LABEL_VALUE } from "../model/version.js";
 import { type AgentLink, type AssignmentBatch, AssignmentsCompactedError, type NodeLink, type StarUsage } from "../model/agent-link.js";
 import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "../model/records.js";
 import { type Handler, RnpError } from "./rnp/peer.js";
@@ -47,6 +48,12 @@ const nodeRecord = z.strictObject({
     memoryOvercommit: positive(100),
   }),
   degraded: z.strictObject({ reason: z.string().max(1024), since: z.number().int().min(0) }).optional(),
+  address: z.string().max(255).optional(),
+  version: z.string().max(64).optional(),
+  labels: z
+    .record(z.string().regex(LABEL_KEY), z.string().regex(LABEL_VALUE))
+    .refine((l) => Object.keys(l).length <= 64, "at most 64 labels")
+    .optional(),
 });
 const EVENT_KINDS = [
   "star.state",

@@ -372,8 +372,18 @@ export class Controller {
     const [all, stars, alive, cordons] = await Promise.all([this.nodes(), this.list(by), this.aliveNodes(), this.cordons()]);
     // A node's state: up while its lease holds (or within the grace after the controller's start).
     const graceOver = monotonic() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
+    // What each node's stars that should run take (the admin's view: every star, not `by`'s).
+    const used = new Map<string, { stars: number; cpuCores: number; memoryBytes: number }>();
+    const limitsByNode = new Map(all.map((n) => [n.name, limitsOfNode(n)]));
+    for (const { value: r } of await this.records.all()) {
+      if (r.desired !== "running" || r.node === undefined || !limitsByNode.has(r.node)) continue;
+      const l = effectiveLimits(this.specOf(r), limitsByNode.get(r.node)!);
+      const u = used.get(r.node) ?? { stars: 0, cpuCores: 0, memoryBytes: 0 };
+      used.set(r.node, { stars: u.stars + 1, cpuCores: u.cpuCores + (l.cpuMillis ?? 0) / 1000, memoryBytes: u.memoryBytes + (l.memoryBytes ?? 0) });
+    }
     const nodes = all.map((n) => ({
       ...n,
+      used: used.get(n.name) ?? { stars: 0, cpuCores: 0, memoryBytes: 0 },
       state: (alive.has(n.name) || !graceOver) && cordons.get(n.name)?.revoked !== true ? ("up" as const) : ("down" as const),
       ...(cordons.has(n.name) ? { cordoned: true, draining: cordons.get(n.name)!.drain, ...(cordons.get(n.name)!.revoked ? { revoked: true } : {}) } : {}),
     }));

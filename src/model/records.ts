@@ -106,6 +106,12 @@ export interface NodeRecord {
   limits: NodeLimits;
   /** The node is short of something of its own (files, memory, processes): starts are put off. */
   degraded?: { reason: string; since: number };
+  /** Where other machines reach it (its advertised address). */
+  address?: string;
+  /** The constellation version it runs. */
+  version?: string;
+  /** Labels its operator gave it (`init --label zone=a`), for placement constraints to come. */
+  labels?: Record<string, string>;
 }
 
 /**
@@ -139,7 +145,16 @@ export interface TokenInfo {
 /** The cluster at a glance (`constellation status`). */
 export interface ClusterSummary {
   /** Each node, "down" once its lease with the controller expired (no heartbeat for its TTL). */
-  nodes: Array<NodeRecord & { state?: "up" | "down"; cordoned?: boolean; draining?: boolean; revoked?: boolean }>;
+  nodes: Array<
+    NodeRecord & {
+      state?: "up" | "down";
+      cordoned?: boolean;
+      draining?: boolean;
+      revoked?: boolean;
+      /** What the stars placed there that should run take: their count, and their CPU and memory limits. */
+      used?: { stars: number; cpuCores: number; memoryBytes: number };
+    }
+  >;
   stars: { total: number; byState: Record<string, number>; desiredRunning: number };
   capacity: { cpuCores: number; memoryBytes: number };
   /** A cluster's controllers: each one's node, where nodes join it, and its HTTPS API. */

@@ -52,6 +52,8 @@ export interface InitOptions {
   cluster_port?: number;
   /** A controller's API over HTTPS for other machines (default 7443; 0: any free port). */
   api_port?: number;
+  /** This node's labels. */
+  labels?: Record<string, string>;
   /** Without root: limits not enforced (a developer's machine). */
   dev?: boolean;
 }
@@ -468,6 +470,7 @@ async function initNode(o: InitOptions): Promise<InitResult> {
     if (o.port !== undefined) args.push("--port", String(o.port));
     if (o.cluster_port !== undefined) args.push("--cluster-port", String(o.cluster_port));
     if (o.api_port !== undefined) args.push("--api-port", String(o.api_port));
+    for (const [k, v] of Object.entries(o.labels ?? {})) args.push("--label", `${k}=${v}`);
     if (o.dev) args.push("--dev");
     const { code, err } = await new Promise<{ code: number | null; err: string }>((done) => {
       const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });

@@ -21,7 +21,8 @@ import { createCsr } from "../cluster/tls/signer.js";
 import { InvalidArgumentError } from "../model/errors.js";
 import type { NodeLimits, NodeCapacity } from "../model/spec.js";
 import type { NodeLink } from "../model/agent-link.js";
-import { RENEW_CHECK_MS, hostAddresses, makeRuntimes, nodeLimitsOf, nodeNameOf } from "./single-node.js";
+import { VERSION } from "../model/version.js";
+import { RENEW_CHECK_MS, advertised, hostAddresses, makeRuntimes, nodeLimitsOf, nodeNameOf } from "./single-node.js";
 
 /** Whether `cert` is signed by the CA `caCert`. */
 function signedBy(cert: string, caCert: string): boolean {
@@ -40,6 +41,8 @@ export interface AgentNodeOptions {
   join?: { address: string; token: string };
   /** Addresses put in this node's certificate (default: this host's). */
   addresses?: string[];
+  /** This node's labels (`join --label k=v`). */
+  labels?: Record<string, string>;
   devMode?: boolean;
   limits?: Partial<NodeLimits>;
   /** Where the node's log lines go (its link to the controller; default stderr). */
@@ -149,7 +152,16 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     const link = new RnpAgentLink(client);
     const agent: Agent = new Agent({
       link,
-      node: { name: files.node, ...capacity, runtimes: Object.keys(runtimes), limitsEnforced: !devMode, startedAt: Date.now() },
+      node: {
+        name: files.node,
+        ...capacity,
+        runtimes: Object.keys(runtimes),
+        limitsEnforced: !devMode,
+        startedAt: Date.now(),
+        address: advertised(options.addresses ?? hostAddresses()).replace(/^\[|\]$/g, ""),
+        version: VERSION,
+        ...(options.labels && Object.keys(options.labels).length > 0 ? { labels: options.labels } : {}),
+      },
       runtimes,
       endpoint: () => api,
       ca: files.caCert,

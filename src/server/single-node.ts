@@ -24,6 +24,7 @@ import { type ClusterFiles, checkClusterName, readClusterFiles, replaceNodeCert,
 import { admit, createJoinToken, renew, revokeJoinToken } from "../cluster/join.js";
 import { ClusterNodes } from "../cluster/nodes.js";
 import { type ClusterServer, serveCluster } from "../cluster/server.js";
+import { VERSION } from "../model/version.js";
 import { fingerprint, identityOf, renewAt } from "../cluster/tls/identity.js";
 import { createCa, createCsr, signCsr } from "../cluster/tls/signer.js";
 import { IsolateRuntime } from "../runtime/isolate/isolate-runtime.js";
@@ -51,6 +52,8 @@ export interface SingleNodeOptions {
   devMode?: boolean;
   /** This node's name (default: the host name, as a DNS label). */
   nodeName?: string;
+  /** This node's labels (`init --label k=v`). */
+  labels?: Record<string, string>;
   /** Stars' defaults and ceilings on this node, and memory overcommit (DEFAULT_NODE_LIMITS for the rest). */
   limits?: Partial<NodeLimits>;
   /** What a tree of stars may hold (TREE_QUOTAS for the rest). */
@@ -215,6 +218,9 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       runtimes: Object.keys(runtimes),
       limitsEnforced: !devMode,
       startedAt: Date.now(),
+      address: advertised(options.cluster?.addresses ?? hostAddresses()).replace(/^\[|\]$/g, ""),
+      version: VERSION,
+      ...(options.labels && Object.keys(options.labels).length > 0 ? { labels: options.labels } : {}),
     };
     // The node checks what it would refuse at start (mounts, root, enforceable limits) at create.
     const validate = async (spec: StarSpecInput, o: { trusted: boolean }) => {
@@ -335,7 +341,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         throw err;
       }
       const httpsPort = Number(new URL(httpsAt).port);
-      httpsApi.url = `https://${joinAt.host.includes(":") ? `[${joinAt.host}]` : joinAt.host}:${httpsPort}`;
+      httpsApi.url = `https://${joinAt.host}:${httpsPort}`; // (an IPv6 host is bracketed already)
       writeFileSync(join(dataDir, "https.port"), `${httpsPort}\n`, { mode: 0o644 });
       joinAt.port = server.port;
       writeFileSync(join(dataDir, "cluster.port"), `${server.port}\n`, { mode: 0o644 });
@@ -347,7 +353,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         joinToken: (ttlSeconds) => createJoinToken(store, files.caCert, ttlSeconds === undefined ? {} : { ttlSeconds }),
         revokeJoinToken: (id) => revokeJoinToken(store, id),
         connected: () => server.connected(),
-        httpsUrl: httpsApi.url,
+        httpsUrl: httpsApi.url!,
         caFingerprint: fingerprint(files.caCert),
       };
     }
@@ -375,7 +381,7 @@ async function newController(dataDir: string, store: Store, name: string, node: 
 }
 
 /** The address other machines reach: the first that is not loopback (IPv4 first), else loopback. */
-function advertised(addresses: string[]): string {
+export function advertised(addresses: string[]): string {
   const outside = addresses.filter((a) => a !== "127.0.0.1" && a !== "::1");
   const v4 = outside.find((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a));
   const pick = v4 ?? outside[0] ?? "127.0.0.1";

@@ -40,18 +40,29 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
   });
 
   it("makes a controller, prints how to add a machine; a node joins with that token; both are in `nodes`", () => {
-    const up = cli("n1", "init", "--cluster", "prod", "--node", "node-1", "--port", "0", "--cluster-port", "0", "--api-port", "0", ...dev);
+    const up = cli("n1", "init", "--cluster", "prod", "--node", "node-1", "--port", "0", "--cluster-port", "0", "--api-port", "0", "--label", "zone=a", ...dev);
     assert.equal(up.status, 0, up.stderr);
     assert.match(up.stdout, /constellation is up {2}node node-1 of cluster prod \(controller\)/);
     const printed = /constellation join (\S+) --token (cjt1\.\S+)/.exec(up.stdout);
     assert.ok(printed, up.stdout);
     // The printed address is this host's; on loopback here (no traffic leaves the machine).
     const port = printed[1]!.split(":").at(-1)!;
-    const joined = cli("n2", "join", `127.0.0.1:${port}`, "--node", "node-2", "--token", printed[2]!, ...dev);
+    const badLabel = cli("n2", "join", `127.0.0.1:${port}`, "--node", "node-2", "--token", printed[2]!, "--label", "zone=a b", ...dev);
+    assert.equal(badLabel.status, 2);
+    assert.match(badLabel.stderr, /--label takes key=value .*got "zone=a b"/);
+    const joined = cli("n2", "join", `127.0.0.1:${port}`, "--node", "node-2", "--token", printed[2]!, "--label", "zone=b", "--label", "disk=ssd", ...dev);
     assert.equal(joined.status, 0, joined.stderr);
     assert.match(joined.stdout, new RegExp(`node node-2 of cluster prod \\(joined to 127\\.0\\.0\\.1:${port}\\)`));
     const nodes = cli("n1", "nodes", "--json");
-    assert.deepEqual((JSON.parse(nodes.stdout) as Array<{ name: string }>).map((n) => n.name).sort(), ["node-1", "node-2"]);
+    const listed = JSON.parse(nodes.stdout) as Array<{ name: string; address?: string; version?: string; labels?: Record<string, string>; used?: { stars: number } }>;
+    assert.deepEqual(listed.map((n) => n.name).sort(), ["node-1", "node-2"]);
+    const n2 = listed.find((n) => n.name === "node-2")!;
+    assert.deepEqual(n2.labels, { zone: "b", disk: "ssd" });
+    assert.deepEqual(listed.find((n) => n.name === "node-1")!.labels, { zone: "a" });
+    assert.match(n2.version ?? "", /^\d+\.\d+\.\d+/);
+    assert.ok(n2.address, "an address");
+    assert.equal(n2.used?.stars, 0);
+    assert.match(cli("n1", "nodes").stdout, /NODE +STATE +ADDRESS +STARS +CPU \(used\/total\) +MEMORY \(used\/total\) +LABELS +VERSION/);
     assert.equal(ready("n2").role, "agent");
     // status: nodes by state, stars, and the controller with where to reach it.
     const status = cli("n1", "status");

@@ -99,6 +99,9 @@ describe("a controller and a node that joined it", () => {
     });
     const remote = placed.find((s) => s.node === "node-2");
     assert.ok(remote, `a star on node-2: ${JSON.stringify(placed.map((s) => [s.name, s.node]))}`);
+    // What each node's stars take: one star of 64 MB each.
+    const used = Object.fromEntries((await c.status()).nodes.map((n) => [n.name, n.used]));
+    assert.deepEqual(used, { "node-1": { stars: 1, cpuCores: 0, memoryBytes: 64 * 2 ** 20 }, "node-2": { stars: 1, cpuCores: 0, memoryBytes: 64 * 2 ** 20 } });
     // It runs on node-2: its files are in node-2's data dir.
     assert.ok(existsSync(join(dir, "node-2", "runtime", "stars", remote.name)), "the star's files are node-2's");
     const lines = await waitFor("its log line, through the controller", async () => {
