@@ -14,7 +14,7 @@ if (!existsSync(cli) || !existsSync(join(root, "dist/native/star-shim"))) {
 const isRoot = process.getuid?.() === 0;
 const data = process.env.CONSTELLATION_DATA ?? join(root, ".constellation");
 // The flag is the one in the CLI's #! line (a small young generation for a long-running daemon).
-const args = ["--max-semi-space-size=1", cli, "up", "--data", data, ...process.argv.slice(2)];
+const args = ["--max-semi-space-size=1", "--optimize-for-size", cli, "up", "--data", data, ...process.argv.slice(2)];
 if (!isRoot && !args.includes("--dev")) {
   args.push("--dev");
   console.log("not root: starting in dev mode — stars run as plain processes and are marked \"limits not enforced\".");

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { InvalidArgumentError, RuntimeUnavailableError } from "../model/errors.js";
 import { LABEL_KEY, LABEL_VALUE } from "../model/version.js";
-import { type NodeReady, dataDirOf, readReady, readyFile } from "../model/node-files.js";
+import { DAEMON_NODE_FLAGS, type NodeReady, dataDirOf, readReady, readyFile } from "../model/node-files.js";
 import { connect } from "../sdk/client.js";
 import { color } from "./output.js";
 
@@ -94,7 +94,8 @@ async function run(o: InitOptions, cmd: Command): Promise<void> {
   rmSync(readyFile(dataDir), { force: true });
   const out = openSync(log, "a", 0o600);
   const args = [process.argv[1]!, "--data", dataDir, ...process.argv.slice(2).filter((a, i, all) => a !== "--data" && all[i - 1] !== "--data"), "--foreground"];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", out, out] });
+  // With the V8 flags of a node's long-running process (a small young generation, sized for memory).
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...args], { detached: true, stdio: ["ignore", out, out] });
   closeSync(out);
   let ended: number | null | undefined;
   child.once("exit", (code) => (ended = code ?? 1));

@@ -3,7 +3,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError as CommanderArgError } from "commander";
-import { dataDirOf } from "../model/node-files.js";
+import { DAEMON_NODE_FLAGS, dataDirOf } from "../model/node-files.js";
 
 export interface UnitOptions {
   /** The Node.js binary and the CLI script that ExecStart runs. */
@@ -27,7 +27,7 @@ function unitWord(w: string): string {
  * back, as with Ctrl-C on `constellation up`.
  */
 export function systemdUnit(o: UnitOptions): string {
-  const exec = [o.node, o.cli, "up", "--data", o.dataDir, ...(o.port === undefined ? [] : ["--port", String(o.port)])];
+  const exec = [o.node, ...DAEMON_NODE_FLAGS, o.cli, "up", "--data", o.dataDir, ...(o.port === undefined ? [] : ["--port", String(o.port)])];
   return `[Unit]
 Description=Constellation node (control plane and agent)
 After=network-online.target

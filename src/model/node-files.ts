@@ -6,6 +6,13 @@ import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 
+/**
+ * Node's flags for a node's long-running process (`up`, `init`; the CLI's #! line has them too):
+ * a small young generation and V8's memory-saving mode. Measured with 100 nodes and 10,000
+ * stars (bench/cluster/controller-bench.ts): the controller's RSS 207 → 133 MB, CPU 3.3 → 4.1 %.
+ */
+export const DAEMON_NODE_FLAGS = ["--max-semi-space-size=1", "--optimize-for-size"];
+
 /** The data directory: the one given, else $CONSTELLATION_DATA, else ~/.constellation. */
 export function dataDirOf(given?: string): string {
   return resolve(given ?? process.env.CONSTELLATION_DATA ?? join(homedir(), ".constellation"));

@@ -13,7 +13,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
 import { ApiUnavailableError, InvalidArgumentError } from "../model/errors.js";
-import { dataDirOf, readReady } from "../model/node-files.js";
+import { DAEMON_NODE_FLAGS, dataDirOf, readReady } from "../model/node-files.js";
 import type { ClusterSummary, Event, StarView, TokenInfo } from "../model/records.js";
 import type { StarSpecInput } from "../model/spec.js";
 import type { LogLine, StarStatus } from "../model/status.js";
@@ -462,7 +462,7 @@ async function initNode(o: InitOptions): Promise<InitResult> {
   // A node that joins tries the listed controllers in turn, until one admits it.
   const errors: string[] = [];
   for (const joinAt of o.join_nodes && o.join_nodes.length > 0 ? o.join_nodes : [undefined]) {
-    const args = [fileURLToPath(new URL("../cli/constellation.mjs", import.meta.url)), "--data", dataDir];
+    const args = [...DAEMON_NODE_FLAGS, fileURLToPath(new URL("../cli/constellation.mjs", import.meta.url)), "--data", dataDir];
     if (o.token !== undefined) args.push("--token", o.token);
     args.push("init", "--cluster", o.cluster_name);
     if (o.node_name !== undefined) args.push("--node", o.node_name);
