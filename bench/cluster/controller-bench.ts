@@ -6,9 +6,9 @@
  * its RSS once every star runs, and its CPU share at steady state (heartbeats every ~3.3 s,
  * usage sent every 5 s by each node), against the targets < 100 MB and < 5 % of a core.
  *
- *   node --expose-gc --max-semi-space-size=1 dist/bench/cluster/controller-bench.js [--nodes 100] [--stars 10000] [--steady-s 30]
+ *   node --expose-gc --max-semi-space-size=1 --optimize-for-size dist/bench/cluster/controller-bench.js [--nodes 100] [--stars 10000] [--steady-s 30]
  *
- * (--max-semi-space-size=1 as the daemon runs: the CLI's first line gives it to `up` and `init`.)
+ * (The V8 flags a node's process runs with: DAEMON_NODE_FLAGS in src/model/node-files.ts.)
  */
 import { fork } from "node:child_process";
 import type { Duplex } from "node:stream";
@@ -111,11 +111,14 @@ if (process.env.BENCH_HEAP_SNAPSHOT) console.error(`heap snapshot: ${(await impo
 console.error(`memory: rss ${(mem.rss / 2 ** 20).toFixed(1)} MB, heap used ${(mem.heapUsed / 2 ** 20).toFixed(1)} of ${(mem.heapTotal / 2 ** 20).toFixed(1)} MB, external ${(mem.external / 2 ** 20).toFixed(1)} MB, array buffers ${(mem.arrayBuffers / 2 ** 20).toFixed(1)} MB`);
 const cpuShare = ((cpu.user + cpu.system) / 1000 / (performance.now() - t0)) * 100;
 const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MB`;
+// The floor: a Node process with the same flags that does nothing.
+const { execFileSync } = await import("node:child_process");
+const floor = Number(execFileSync(process.execPath, [...process.execArgv.filter((a) => !a.startsWith("--expose-gc")), "-e", "setTimeout(() => console.log(process.memoryUsage().rss), 300)"], { encoding: "utf8" }).trim());
 console.log(`Machine: ${machine()}.\n`);
 console.log(
   markdownTable(
-    ["nodes", "stars", "create all (sequential, in-process)", "all running after", "controller RSS at steady state (max)", "controller CPU at steady state"],
-    [[NODES, STARS, `${createS.toFixed(1)} s`, `${allRunningS.toFixed(1)} s`, mb(rssMax), `${cpuShare.toFixed(1)} % of a core`]],
+    ["nodes", "stars", "create all (sequential, in-process)", "all running after", "controller RSS at steady state (max)", "an idle Node's RSS (floor)", "controller CPU at steady state"],
+    [[NODES, STARS, `${createS.toFixed(1)} s`, `${allRunningS.toFixed(1)} s`, mb(rssMax), `${mb(floor)} (${(rssMax / floor).toFixed(2)} ×)`, `${cpuShare.toFixed(1)} % of a core`]],
   ),
 );
 console.log(`\nTargets: RSS < 100 MB (${rssMax < 100 * 2 ** 20 ? "met" : "NOT met"}), CPU < 5 % of a core (${cpuShare < 5 ? "met" : "NOT met"}).`);

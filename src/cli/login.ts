@@ -9,6 +9,7 @@ import { X509Certificate } from "node:crypto";
 import { rmSync } from "node:fs";
 import { connect as tlsConnect, type PeerCertificate } from "node:tls";
 import { type Command, InvalidArgumentError as CommanderArgError } from "commander";
+import { identityOf } from "../cluster/tls/identity.js";
 import { InvalidArgumentError } from "../model/errors.js";
 import { connect } from "../sdk/client.js";
 import { loginFile, writeLogin } from "../sdk/login.js";
@@ -30,7 +31,7 @@ const urlArg = (v: string) => {
     throw new CommanderArgError(`the URL must look like https://10.0.0.10:7443 (the controller's "https" line), got "${v}"`);
   }
   if (u.protocol !== "https:") throw new CommanderArgError(`login takes the controller's HTTPS API (https://HOST:PORT), got "${v}"`);
-  if (u.pathname !== "/" || u.search || u.hash || u.username) throw new CommanderArgError(`the URL is the API's root, https://HOST:PORT, got "${v}"`);
+  if (u.pathname !== "/" || u.search || u.hash || u.username || u.password) throw new CommanderArgError(`the URL is the API's root, https://HOST:PORT, got "${v}"`);
   return u.origin;
 };
 
@@ -48,7 +49,10 @@ export function registerLogin(program: Command): void {
       // The token, over a connection that trusts only that CA and checks the address.
       const c = connect({ endpoint: url, token: token!, ca });
       try {
-        const s = await c.status();
+        const s = await c.status().catch((err: Error & { status?: number }) => {
+          if (err.status === 401) throw new InvalidArgumentError("token", `the controller refused this token (${err.message}): make one there (constellation token --scope admin --ttl 30d); nothing was saved`);
+          throw err;
+        });
         writeLogin({ endpoint: url, token: token!, ca, caFingerprint: o.caFingerprint, at: Date.now() });
         process.stdout.write(`${color.green("logged in")}  ${url}: ${s.nodes.length} node${s.nodes.length === 1 ? "" : "s"}, ${s.stars.total} star${s.stars.total === 1 ? "" : "s"} (saved in ${loginFile()})\n`);
       } finally {
@@ -73,7 +77,7 @@ async function pinnedCa(url: string, fingerprint: string): Promise<string> {
   const host = hostname.replace(/^\[|\]$/g, "");
   const chain = await new Promise<PeerCertificate[]>((resolve, reject) => {
     // Not trusted yet: the chain is read and checked below, and nothing is sent over it.
-    const s = tlsConnect({ host, port: Number(port), rejectUnauthorized: false, minVersion: "TLSv1.2", ...(/^[\d.]+$|:/.test(host) ? {} : { servername: host }) });
+    const s = tlsConnect({ host, port: Number(port) || 443, rejectUnauthorized: false, minVersion: "TLSv1.2", ...(/^[\d.]+$|:/.test(host) ? {} : { servername: host }) });
     s.setTimeout(10_000, () => s.destroy(new Error("no TLS answer within 10 s")));
     s.once("secureConnect", () => {
       const out: PeerCertificate[] = [];
@@ -95,6 +99,10 @@ async function pinnedCa(url: string, fingerprint: string): Promise<string> {
   }
   if (!certs[0]!.verify(ca.publicKey) || !certs[0]!.checkIssued(ca)) {
     throw new InvalidArgumentError("url", `${url}'s certificate is not signed by the CA ${fingerprint}: nothing was saved`);
+  }
+  // A controller's certificate, not a node's: any node of the cluster holds one of this CA.
+  if (identityOf(certs[0]!.raw)?.role !== "controller") {
+    throw new InvalidArgumentError("url", `${url} presents a certificate of this cluster that is not a controller's (a node's?): log in to the controller's address; nothing was saved`);
   }
   return ca.toString();
 }

@@ -68,7 +68,7 @@ const EVENT_KINDS = [
 export const AGENT_METHODS = {
   reports: z.null(),
   assignments: z.null(),
-  watch: z.strictObject({ from: z.number().int().min(0), held: z.array(NAME).max(1_000_000).optional() }),
+  watch: z.strictObject({ from: z.number().int().min(0), held: z.array(NAME).max(100_000).optional() }),
   putNode: nodeRecord,
   report: z.strictObject({ name: NAME, observed }),
   lastReport: z.strictObject({ name: NAME }),

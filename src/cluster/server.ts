@@ -66,6 +66,20 @@ export interface ClusterServer {
 
 export async function serveCluster(options: ClusterServerOptions): Promise<ClusterServer> {
   const log = options.log ?? ((l: string) => console.error(l));
+  // Refusals are logged, but a flood of them is not a flood of lines: at most 20 each 10 s, then a count.
+  let windowAt = 0;
+  let inWindow = 0;
+  let untold = 0;
+  const refusal = (line: string) => {
+    if (Date.now() - windowAt > 10_000) {
+      if (untold > 0) log(`cluster port: ${untold} more refusals in the last 10 s (not each logged)`);
+      windowAt = Date.now();
+      inWindow = 0;
+      untold = 0;
+    }
+    if (inWindow++ < 20) log(line);
+    else untold++;
+  };
   /** A connection known now as a node's no longer counts against its address (set below). */
   let release: (address: string, port: number | undefined) => void = () => undefined;
   const peers = new Map<RnpPeer, string>();
@@ -83,7 +97,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
       socket.setNoDelay(true); // small frames, answered at once: no Nagle delay behind a delayed ACK
       const from = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
       const refuse = (why: string) => {
-        log(`cluster port: refused ${from}: ${why}`);
+        refusal(`cluster port: refused ${from}: ${why}`);
         socket.destroy();
       };
       const given = socket.getPeerCertificate();
@@ -170,7 +184,9 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
     raw.once("close", () => release(address, raw.remotePort));
   });
   server.on("tlsClientError", (err, socket) => {
-    log(`cluster port: refused ${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}: ${err.message}`);
+    // (A connection the cap closed before its handshake is said by the cap's own line.)
+    if (socket.remoteAddress === undefined) return;
+    refusal(`cluster port: refused ${socket.remoteAddress}:${socket.remotePort ?? "?"}: ${err.message}`);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -46,8 +46,9 @@ export class AgentService implements AgentLink {
   }
 
   async *watchAssignments(fromRevision: number, signal: AbortSignal, held?: Iterable<string>): AsyncIterable<AssignmentBatch> {
-    // The names this node has: it hears of a change to one of them, and of stars assigned to it.
-    const known = held === undefined ? undefined : new Set(held);
+    // The names this node has: it hears of a change to one of them, and of stars assigned to it
+    // (none given: none; a node hears of no star that is not its own).
+    const known = new Set(held ?? []);
     const watch = this.store.watch({ prefix: KEYS.stars }, { fromRevision });
     const onAbort = () => watch.close();
     signal.addEventListener("abort", onAbort);
@@ -57,14 +58,14 @@ export class AgentService implements AgentLink {
         for (const e of batch.events) {
           const name = e.kv.key.slice(KEYS.stars.length);
           if (e.type === "delete") {
-            if (!known || known.delete(name)) changes.push({ name, deleted: true });
+            if (known.delete(name)) changes.push({ name, deleted: true });
             continue;
           }
           const record = JSON.parse(e.kv.value) as StarRecord;
           if (record.node === this.node) {
-            known?.add(name);
+            known.add(name);
             changes.push({ name, record });
-          } else if (!known || known.delete(name)) changes.push({ name, deleted: false });
+          } else if (known.delete(name)) changes.push({ name, deleted: false });
         }
         yield { revision: batch.revision, changes };
       }

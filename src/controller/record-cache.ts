@@ -27,8 +27,17 @@ export class RecordCache<T> {
     private readonly prefix: string,
   ) {}
 
+  /** The read in progress: reads run one at a time (an older answer applied after a newer one could drop a key made again). */
+  private reading: Promise<unknown> = Promise.resolve();
+
   /** Every key under the prefix with its value, in key order, as the store holds them now. */
-  async all(): Promise<Array<Cached<T>>> {
+  all(): Promise<Array<Cached<T>>> {
+    const next = this.reading.then(() => this.read());
+    this.reading = next.catch(() => undefined);
+    return next;
+  }
+
+  private async read(): Promise<Array<Cached<T>>> {
     if (this.revision === 0) {
       const { kvs, revision } = await this.store.range({ prefix: this.prefix });
       this.entries.clear();
@@ -42,7 +51,7 @@ export class RecordCache<T> {
     if (stale.length > 8 && stale.length > this.entries.size / 4) {
       // Most changed: one range beats many gets (and lists every key, so deletions are seen too).
       this.revision = 0;
-      return this.all();
+      return this.read();
     }
     for (const kv of stale) {
       const got = await this.store.get(kv.key);

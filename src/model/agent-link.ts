@@ -39,7 +39,7 @@ export interface AgentLink {
    * Throws AssignmentsCompactedError when that history is gone, any other error when the link
    * fails (the agent keeps its stars running and asks again). `held`: the stars the node has
    * (assigned or running); of other stars' changes it hears only of those (a star moved away or
-   * removed), so a node learns no names of stars that are not its own. Absent: of every star.
+   * removed), so a node learns no names of stars that are not its own. Absent: none.
    */
   watchAssignments(fromRevision: number, signal: AbortSignal, held?: Iterable<string>): AsyncIterable<AssignmentBatch>;
   /** This node's record: capacity, runtimes, limits, degraded state. */

@@ -4,6 +4,7 @@
  */
 import http from "node:http";
 import https from "node:https";
+import tls from "node:tls";
 import { ApiUnavailableError, ConstellationError, type ErrorCode } from "../model/errors.js";
 
 /** An error the API answered with: its stable code, message, and the field it is about. */
@@ -42,7 +43,11 @@ export function httpTransport(endpoint: string, token: string, options: { ca?: s
   const secure = base.protocol === "https:";
   if (base.protocol !== "http:" && !secure) throw new ApiUnavailableError(`endpoint ${endpoint}: give http://, https:// or unix:`);
   if (secure && options.ca === undefined) throw new ApiUnavailableError(`endpoint ${endpoint}: an https:// endpoint needs the cluster's CA (constellation login ${endpoint} --ca-fingerprint F --token T pins it)`);
-  const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 16, ca: options.ca!, minVersion: "TLSv1.2" }) : new http.Agent({ keepAlive: true, maxSockets: 16 });
+  // The address checked as usual, and the certificate must be a controller's (OU=controller): every
+  // node of the cluster holds a certificate of the same CA, which must not pass for the API.
+  const checkServerIdentity = (host: string, cert: tls.PeerCertificate): Error | undefined =>
+    tls.checkServerIdentity(host, cert) ?? (cert.subject?.OU === "controller" ? undefined : Object.assign(new Error(`the certificate of ${endpoint} is not a controller's (${cert.subject?.CN ?? "?"}, ${cert.subject?.OU ?? "?"})`), { code: "ERR_TLS_CERT_NOT_CONTROLLER" }));
+  const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 16, ca: options.ca!, minVersion: "TLSv1.2", checkServerIdentity }) : new http.Agent({ keepAlive: true, maxSockets: 16 });
   const client = secure ? https : http;
   const headers = { authorization: `Bearer ${token}`, accept: "application/json" };
 
@@ -67,6 +72,8 @@ export function httpTransport(endpoint: string, token: string, options: { ca?: s
         else if (req.reusedSocket && !retried && (err.code === "ECONNRESET" || err.code === "EPIPE")) send(method, path, body, signal, true).then(resolve, reject);
         else if (secure && err.code === "ERR_TLS_CERT_ALTNAME_INVALID") {
           reject(new ApiUnavailableError(`the certificate of ${endpoint} is not for ${base.hostname} (${err.message}): use an address it names`, err));
+        } else if (secure && err.code === "ERR_TLS_CERT_NOT_CONTROLLER") {
+          reject(new ApiUnavailableError(`${err.message}: it may not stand for the API`, err));
         } else if (secure && /CERT|SIGNATURE|SELF_SIGNED|TLS/.test(err.code ?? "")) {
           reject(new ApiUnavailableError(`the constellation at ${endpoint} is not of the pinned cluster: its certificate is not from that CA (${err.code}); log in again if the cluster was remade`, err));
         } else reject(new ApiUnavailableError(`cannot reach the constellation at ${endpoint} (${err.code ?? err.message}): is \`constellation up\` running?`, err));

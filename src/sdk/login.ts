@@ -40,7 +40,15 @@ export function readLogin(file = loginFile()): Login | undefined {
   } catch {
     throw new InvalidArgumentError("login", `${file} is not a login (not JSON): run constellation login again, or remove it`);
   }
-  const ok = typeof l === "object" && l !== null && typeof l.endpoint === "string" && l.endpoint.startsWith("https://") && typeof l.token === "string" && typeof l.ca === "string" && l.ca.includes("BEGIN CERTIFICATE");
+  const ok =
+    typeof l === "object" &&
+    l !== null &&
+    typeof l.endpoint === "string" &&
+    l.endpoint.startsWith("https://") &&
+    typeof l.token === "string" &&
+    /^[\x21-\x7e]{1,512}$/.test(l.token) &&
+    typeof l.ca === "string" &&
+    l.ca.includes("BEGIN CERTIFICATE");
   if (!ok) throw new InvalidArgumentError("login", `${file} is not a login (endpoint, token and ca are missing or wrong): run constellation login again, or remove it`);
   return l as Login;
 }

@@ -42,4 +42,27 @@ describe("AgentService.watchAssignments", () => {
       await store.close();
     }
   });
+  it("a node that names nothing it holds hears of its own assignments only", async () => {
+    const store = await openStore({ backend: "sqlite", path: ":memory:" });
+    const ac = new AbortController();
+    try {
+      const from = (await store.revision()) + 1;
+      const heard: AssignmentBatch["changes"] = [];
+      const watching = (async () => {
+        for await (const b of new AgentService(store, "n1").watchAssignments(from, ac.signal)) heard.push(...b.changes);
+      })();
+      await store.put(starKey("payroll"), JSON.stringify(record("payroll", "n2")));
+      await store.put(starKey("payroll"), JSON.stringify(record("payroll", "n3")));
+      await store.delete({ key: starKey("payroll") });
+      await store.put(starKey("mine"), JSON.stringify(record("mine", "n1")));
+      const deadline = Date.now() + 5000;
+      while (!heard.some((c) => c.name === "mine") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(heard.map((c) => c.name), ["mine"]);
+      ac.abort();
+      await watching;
+    } finally {
+      ac.abort();
+      await store.close();
+    }
+  });
 });

@@ -81,4 +81,28 @@ describe("RecordCache", () => {
       await store.close();
     }
   });
+  it("reads that overlap never undo a newer one: a key deleted and made again while a slow read lists keys stays", async () => {
+    const store = await openStore({ backend: "sqlite", path: ":memory:" });
+    try {
+      for (const k of ["a", "b", "c"]) await store.put(`p/${k}`, JSON.stringify({ v: 1 }));
+      const slow: Store = Object.create(store) as Store;
+      slow.range = async (range, options?: RangeOptions) => {
+        const res = await store.range(range, options); // the store as it is now...
+        if (options?.keysOnly && !options.minModRevision) await new Promise((r) => setTimeout(r, 50)); // ...told late
+        return res;
+      };
+      const cache = new RecordCache<{ v: number }>(slow, "p/");
+      await cache.all();
+      await store.delete({ key: "p/b" });
+      const first = cache.all(); // sees the deletion: lists every key, slowly (without b)
+      await new Promise((r) => setImmediate(r));
+      await store.put("p/b", JSON.stringify({ v: 2 })); // b made again meanwhile
+      const second = cache.all();
+      await Promise.all([first, second]);
+      const { kvs } = await store.range({ prefix: "p/" });
+      assert.deepEqual((await cache.all()).map((c) => [c.key, c.value.v]), kvs.map((kv) => [kv.key, (JSON.parse(kv.value) as { v: number }).v]));
+    } finally {
+      await store.close();
+    }
+  });
 });
