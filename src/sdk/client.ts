@@ -120,7 +120,12 @@ export function resolveConnection(options: ConnectOptions = {}): { endpoint: str
   let endpoint = options.endpoint ?? (options.dataDir ? undefined : process.env.CONSTELLATION_ENDPOINT || undefined);
   let token = options.token ?? (options.dataDir ? undefined : process.env.CONSTELLATION_TOKEN || undefined);
   // (Inside a star on a joined node: the cluster's CA comes with the endpoint, in CONSTELLATION_CA.)
-  const caPem = options.ca ?? (options.dataDir ? undefined : process.env.CONSTELLATION_CA || undefined);
+  let caPem = options.ca ?? (options.dataDir ? undefined : process.env.CONSTELLATION_CA || undefined);
+  // An https endpoint given without its CA: the login's, if it is that endpoint's.
+  if (caPem === undefined && endpoint?.startsWith("https:") && !options.dataDir) {
+    const login = readLogin();
+    if (login && login.endpoint === new URL(endpoint).origin) caPem = login.ca;
+  }
   const ca = caPem === undefined ? {} : { ca: caPem };
   if (endpoint && token) return { endpoint, token, ...ca };
   const dir = dataDirOf(options.dataDir);

@@ -43,6 +43,9 @@ export function httpTransport(endpoint: string, token: string, options: { ca?: s
   const secure = base.protocol === "https:";
   if (base.protocol !== "http:" && !secure) throw new ApiUnavailableError(`endpoint ${endpoint}: give http://, https:// or unix:`);
   if (secure && options.ca === undefined) throw new ApiUnavailableError(`endpoint ${endpoint}: an https:// endpoint needs the cluster's CA (constellation login ${endpoint} --ca-fingerprint F --token T pins it)`);
+  if (secure && !/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/.test(options.ca!)) {
+    throw new ApiUnavailableError(`the cluster CA given for ${endpoint} (CONSTELLATION_CA, or the login) is not a PEM certificate: give the CA's certificate, or log in again`);
+  }
   // The address checked as usual, and the certificate must be a controller's (OU=controller): every
   // node of the cluster holds a certificate of the same CA, which must not pass for the API.
   const checkServerIdentity = (host: string, cert: tls.PeerCertificate): Error | undefined =>

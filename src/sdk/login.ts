@@ -3,6 +3,7 @@
  * token to use there, and the cluster's CA pinned at login (the only CA that API's certificate
  * may come from). The CLI and SDK use it when no constellation runs from this machine's data dir.
  */
+import { X509Certificate } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
@@ -31,8 +32,9 @@ export function readLogin(file = loginFile()): Login | undefined {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
-  } catch {
-    return undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new InvalidArgumentError("login", `${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): fix or remove it, or point CONSTELLATION_LOGIN elsewhere`);
   }
   let l: Partial<Login>;
   try {
@@ -50,6 +52,11 @@ export function readLogin(file = loginFile()): Login | undefined {
     typeof l.ca === "string" &&
     l.ca.includes("BEGIN CERTIFICATE");
   if (!ok) throw new InvalidArgumentError("login", `${file} is not a login (endpoint, token and ca are missing or wrong): run constellation login again, or remove it`);
+  try {
+    new X509Certificate(l.ca!);
+  } catch {
+    throw new InvalidArgumentError("login", `${file} holds a CA that is not a certificate (damaged): run constellation login again`);
+  }
   return l as Login;
 }
 

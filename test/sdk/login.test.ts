@@ -10,15 +10,17 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { resolveConnection } from "../../src/sdk/client.js";
 import { readLogin, writeLogin } from "../../src/sdk/login.js";
+import { createCa } from "../../src/cluster/tls/ca.js";
 import { testDir } from "../helpers/dirs.js";
 
-const CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+let CA = "";
 
 describe("login file", () => {
   let dir: string;
   const saved = { ...process.env };
   before(async () => {
     dir = await testDir("constellation-login-");
+    CA = (await createCa("prod")).cert;
   });
   after(async () => {
     process.env = saved;
@@ -40,6 +42,11 @@ describe("login file", () => {
     assert.throws(() => readLogin(file), /bad\.json is not a login \(not JSON\): run constellation login again, or remove it/);
     writeFileSync(file, JSON.stringify({ endpoint: "http://plain", token: "t", ca: CA }));
     assert.throws(() => readLogin(file), /bad\.json is not a login \(endpoint, token and ca are missing or wrong\)/);
+    writeFileSync(file, JSON.stringify({ endpoint: "https://h:7443", token: "bad\ntoken", ca: CA }));
+    assert.throws(() => readLogin(file), /bad\.json is not a login/);
+    writeFileSync(file, JSON.stringify({ endpoint: "https://h:7443", token: "t", ca: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" }));
+    assert.throws(() => readLogin(file), /bad\.json holds a CA that is not a certificate \(damaged\)/);
+    assert.throws(() => readLogin(dir), /cannot be read \(EISDIR\): fix or remove it/);
   });
 
   it("is used when no constellation runs from this machine's data dir, and only then", () => {
@@ -51,6 +58,9 @@ describe("login file", () => {
     delete process.env.CONSTELLATION_ENDPOINT;
     delete process.env.CONSTELLATION_TOKEN;
     assert.deepEqual(resolveConnection(), { endpoint: "https://10.0.0.10:7443", token: "cst_login", ca: CA });
+    // That endpoint given in the environment without its CA: the login's CA.
+    assert.deepEqual(resolveConnection({ endpoint: "https://10.0.0.10:7443", token: "cst_env" }), { endpoint: "https://10.0.0.10:7443", token: "cst_env", ca: CA });
+    assert.deepEqual(resolveConnection({ endpoint: "https://10.0.0.99:7443", token: "cst_env" }), { endpoint: "https://10.0.0.99:7443", token: "cst_env" });
     // A data dir given: that one, even when it has no constellation (a clear error, not the login).
     assert.throws(() => resolveConnection({ dataDir: join(dir, "other") }), /no constellation found in/);
     const local = join(dir, "home", ".constellation");
