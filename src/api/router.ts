@@ -63,15 +63,22 @@ export const REQUEST_TIMEOUT_MS = 30_000;
  * (docs/security.md). Beyond it, new connections are closed at once.
  */
 export function defaultMaxConnections(limitsFile = "/proc/self/limits"): number {
-  let soft = 1024;
+  return Math.max(64, Math.min(8192, Math.floor(openFileLimit(limitsFile) / 2)));
+}
+
+/** This process's open-file limit (soft). */
+export function openFileLimit(limitsFile = "/proc/self/limits"): number {
   try {
     const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(limitsFile, "utf8"));
-    if (m) soft = m[1] === "unlimited" ? 1 << 20 : Number(m[1]);
+    if (m) return m[1] === "unlimited" ? 1 << 20 : Number(m[1]);
   } catch {
     // not Linux: the usual default
   }
-  return Math.max(64, Math.min(8192, Math.floor(soft / 2)));
+  return 1024;
 }
+
+/** Connections one address may hold on the HTTPS API (a CLI or SDK keeps at most 16). */
+export const HTTPS_PER_ADDRESS = 128;
 
 /** The HTTPS API's certificate and key (PEM), and the CA that signed it. */
 export interface ApiTls {
@@ -204,7 +211,28 @@ export class Router {
    */
   listen(port: number, host: string, tls?: ApiTls): Promise<string> {
     const server = this.makeServer(tls);
-    server.maxConnections = this.options.maxConnections ?? defaultMaxConnections();
+    const budget = this.options.maxConnections ?? defaultMaxConnections();
+    server.maxConnections = budget;
+    if (tls) {
+      // One budget for the API: the HTTPS listener and the local one take half each.
+      for (const s of this.servers) if (s.maxConnections === budget) s.maxConnections = Math.max(32, Math.floor(budget / 2));
+      // And no one address holds more than its share of the HTTPS port.
+      const byAddress = new Map<string, number>();
+      server.on("connection", (socket: Socket) => {
+        const address = socket.remoteAddress ?? "?";
+        const n = byAddress.get(address) ?? 0;
+        if (n >= HTTPS_PER_ADDRESS) {
+          socket.destroy();
+          return;
+        }
+        byAddress.set(address, n + 1);
+        socket.once("close", () => {
+          const left = (byAddress.get(address) ?? 1) - 1;
+          if (left > 0) byAddress.set(address, left);
+          else byAddress.delete(address);
+        });
+      });
+    }
     let warned = 0;
     server.on("drop", () => {
       if (Date.now() - warned < 60_000) return;

@@ -24,6 +24,7 @@ import { type ClusterFiles, checkClusterName, readClusterFiles, replaceNodeCert,
 import { admit, createJoinToken, renew, revokeJoinToken } from "../cluster/join.js";
 import { ClusterNodes } from "../cluster/nodes.js";
 import { type ClusterServer, serveCluster } from "../cluster/server.js";
+import { openFileLimit } from "../api/router.js";
 import { VERSION } from "../model/version.js";
 import { fingerprint, identityOf, renewAt } from "../cluster/tls/identity.js";
 import { createCa, createCsr, signCsr } from "../cluster/tls/signer.js";
@@ -293,6 +294,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
           renew: (node, serial, body) => renew(store, ca, files.name, node, serial, body, serveOptions.certValidDays),
           nodes: nodes!,
           api: () => httpsApi.url,
+          // A quarter of the open-file limit (the API takes half, split between its listeners).
+          maxConnections: Math.max(64, Math.min(8192, Math.floor(openFileLimit() / 4))),
           ...(ttl ? { nodeTtlSeconds: ttl } : {}),
           ...(serveOptions.log ? { log: serveOptions.log } : {}),
         });
