@@ -80,8 +80,23 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
     if (inWindow++ < 20) log(line);
     else untold++;
   };
-  /** A connection known now as a node's no longer counts against its address (set below). */
-  let release: (address: string, port: number | undefined) => void = () => undefined;
+  // Connections not yet known as a node's, by address (a node's is released once it is known).
+  const pendingByAddress = new Map<string, number>();
+  const pending = new Set<string>();
+  const maxPending = options.maxPendingPerAddress ?? 64;
+  let warnedAt = 0;
+  const warn = (line: string) => {
+    if (Date.now() - warnedAt < 10_000) return; // a flood is said once in a while, not per connection
+    warnedAt = Date.now();
+    log(line);
+  };
+  /** A connection known now as a node's no longer counts against its address. */
+  const release = (address: string, port: number | undefined) => {
+    if (!pending.delete(`${address}|${port}`)) return;
+    const n = (pendingByAddress.get(address) ?? 1) - 1;
+    if (n > 0) pendingByAddress.set(address, n);
+    else pendingByAddress.delete(address);
+  };
   const peers = new Map<RnpPeer, string>();
   const server = createServer(
     {
@@ -153,22 +168,6 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
       );
     },
   );
-  // Connections not yet known as a node's, by address (a node's is released once it is known).
-  const pendingByAddress = new Map<string, number>();
-  const pending = new Set<string>();
-  const maxPending = options.maxPendingPerAddress ?? 64;
-  let warnedAt = 0;
-  const warn = (line: string) => {
-    if (Date.now() - warnedAt < 10_000) return; // a flood is said once in a while, not per connection
-    warnedAt = Date.now();
-    log(line);
-  };
-  release = (address, port) => {
-    if (!pending.delete(`${address}|${port}`)) return;
-    const n = (pendingByAddress.get(address) ?? 1) - 1;
-    if (n > 0) pendingByAddress.set(address, n);
-    else pendingByAddress.delete(address);
-  };
   server.maxConnections = options.maxConnections ?? 8192;
   server.on("drop", (d?: { remoteAddress?: string }) => warn(`cluster port: refused ${d?.remoteAddress ?? "a connection"}: ${server.maxConnections} connections are open, the most this port takes`));
   server.on("connection", (raw: Socket) => {

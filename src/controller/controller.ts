@@ -257,9 +257,7 @@ export class Controller {
 
   /** Every star `by` may see, with what its node reports. */
   async list(by?: Principal): Promise<StarView[]> {
-    const [records, observed] = await this.readAll();
-    const seen = by?.star ? subtree(records, by.star) : records;
-    return seen.map((r) => viewOf(r, observed.get(r.name)));
+    return viewsFor(...(await this.readAll()), by);
   }
 
   /** The star, if `by` may see it (else: no such star, as if it did not exist). */
@@ -369,13 +367,14 @@ export class Controller {
 
   /** Nodes, capacity, and the stars `by` may see by state. */
   async summary(by?: Principal): Promise<ClusterSummary> {
-    const [all, stars, alive, cordons] = await Promise.all([this.nodes(), this.list(by), this.aliveNodes(), this.cordons()]);
+    const [all, [records, observed], alive, cordons] = await Promise.all([this.nodes(), this.readAll(), this.aliveNodes(), this.cordons()]);
+    const stars = viewsFor(records, observed, by);
     // A node's state: up while its lease holds (or within the grace after the controller's start).
     const graceOver = monotonic() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
     // What each node's stars that should run take (the admin's view: every star, not `by`'s).
     const used = new Map<string, { stars: number; cpuCores: number; memoryBytes: number }>();
     const limitsByNode = new Map(all.map((n) => [n.name, limitsOfNode(n)]));
-    for (const { value: r } of await this.records.all()) {
+    for (const r of records) {
       if (r.desired !== "running" || r.node === undefined || !limitsByNode.has(r.node)) continue;
       const l = effectiveLimits(this.specOf(r), limitsByNode.get(r.node)!);
       const u = used.get(r.node) ?? { stars: 0, cpuCores: 0, memoryBytes: 0 };
@@ -758,7 +757,11 @@ export class Controller {
 
 }
 
-/** The node new stars go to (one node for now: the first; the scheduler of a later issue decides). */
+/** The stars `by` may see (a star's token: its own subtree), as the API shows them. */
+function viewsFor(records: StarRecord[], observed: Map<string, StarObserved>, by?: Principal): StarView[] {
+  return (by?.star ? subtree(records, by.star) : records).map((r) => viewOf(r, observed.get(r.name)));
+}
+
 /** How many stars that should run each node holds. */
 function heldBy(nodes: NodeRecord[], records: StarRecord[]): Map<string, number> {
   const held = new Map<string, number>(nodes.map((n) => [n.name, 0]));
