@@ -122,7 +122,8 @@ export function resolveConnection(options: ConnectOptions = {}): { endpoint: str
   // (Inside a star on a joined node: the cluster's CA comes with the endpoint, in CONSTELLATION_CA.)
   let caPem = options.ca ?? (options.dataDir ? undefined : process.env.CONSTELLATION_CA || undefined);
   // An https endpoint given without its CA: the login's, if it is that endpoint's.
-  if (caPem === undefined && endpoint?.startsWith("https:") && !options.dataDir) {
+  // (An endpoint that is no URL is left to the client, which says so.)
+  if (caPem === undefined && endpoint?.startsWith("https:") && URL.canParse(endpoint) && !options.dataDir) {
     const login = readLogin();
     if (login && login.endpoint === new URL(endpoint).origin) caPem = login.ca;
   }

@@ -61,6 +61,8 @@ describe("login file", () => {
     // That endpoint given in the environment without its CA: the login's CA.
     assert.deepEqual(resolveConnection({ endpoint: "https://10.0.0.10:7443", token: "cst_env" }), { endpoint: "https://10.0.0.10:7443", token: "cst_env", ca: CA });
     assert.deepEqual(resolveConnection({ endpoint: "https://10.0.0.99:7443", token: "cst_env" }), { endpoint: "https://10.0.0.99:7443", token: "cst_env" });
+    // An endpoint that is no URL is left to the client, which says so (not a TypeError here).
+    assert.deepEqual(resolveConnection({ endpoint: "https://", token: "cst_env" }), { endpoint: "https://", token: "cst_env" });
     // A data dir given: that one, even when it has no constellation (a clear error, not the login).
     assert.throws(() => resolveConnection({ dataDir: join(dir, "other") }), /no constellation found in/);
     const local = join(dir, "home", ".constellation");
