@@ -46,10 +46,12 @@ export class AgentService implements AgentLink {
   }
 
   async *watchAssignments(fromRevision: number, signal: AbortSignal, held?: Iterable<string>): AsyncIterable<AssignmentBatch> {
-    // The names this node has: it hears of a change to one of them, and of stars assigned to it
-    // (none given: none; a node hears of no star that is not its own).
+    // A node hears of stars assigned to it, and of a change that takes one of its stars away
+    // (moved, removed): one whose value before the change was assigned to it. Of other stars it
+    // hears nothing, whatever names it says it holds: it cannot learn by guessing that a star of
+    // some name exists. (`held` counts only where the store kept no value before the change.)
     const known = new Set(held ?? []);
-    const watch = this.store.watch({ prefix: KEYS.stars }, { fromRevision });
+    const watch = this.store.watch({ prefix: KEYS.stars }, { fromRevision, prevKv: true });
     const onAbort = () => watch.close();
     signal.addEventListener("abort", onAbort);
     try {
@@ -57,15 +59,16 @@ export class AgentService implements AgentLink {
         const changes: AssignmentChange[] = [];
         for (const e of batch.events) {
           const name = e.kv.key.slice(KEYS.stars.length);
-          if (e.type === "delete") {
-            if (known.delete(name)) changes.push({ name, deleted: true });
-            continue;
-          }
-          const record = JSON.parse(e.kv.value) as StarRecord;
-          if (record.node === this.node) {
+          const record = e.type === "put" ? (JSON.parse(e.kv.value) as StarRecord) : undefined;
+          if (record?.node === this.node) {
             known.add(name);
             changes.push({ name, record });
-          } else if (known.delete(name)) changes.push({ name, deleted: false });
+            continue;
+          }
+          const created = e.type === "put" && e.kv.version === 1;
+          const wasOurs = e.prevKv ? (JSON.parse(e.prevKv.value) as StarRecord).node === this.node : !created && known.has(name);
+          known.delete(name);
+          if (wasOurs) changes.push({ name, deleted: e.type === "delete" });
         }
         yield { revision: batch.revision, changes };
       }

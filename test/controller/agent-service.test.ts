@@ -65,4 +65,29 @@ describe("AgentService.watchAssignments", () => {
       await store.close();
     }
   });
+  it("a node that names other nodes' stars as its own learns nothing of them (not even that they exist)", async () => {
+    const store = await openStore({ backend: "sqlite", path: ":memory:" });
+    const ac = new AbortController();
+    try {
+      await store.put(starKey("payroll"), JSON.stringify(record("payroll", "n2")));
+      const from = (await store.revision()) + 1;
+      const heard: AssignmentBatch["changes"] = [];
+      const watching = (async () => {
+        for await (const b of new AgentService(store, "n1").watchAssignments(from, ac.signal, ["payroll", "ghost"])) heard.push(...b.changes);
+      })();
+      await store.put(starKey("payroll"), JSON.stringify(record("payroll", "n3"))); // moved, never n1's
+      await store.put(starKey("ghost"), JSON.stringify(record("ghost", "n2"))); // made after the guess
+      await store.delete({ key: starKey("payroll") });
+      await store.delete({ key: starKey("ghost") });
+      await store.put(starKey("mine"), JSON.stringify(record("mine", "n1")));
+      const deadline = Date.now() + 5000;
+      while (!heard.some((c) => c.name === "mine") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(heard.map((c) => c.name), ["mine"]);
+      ac.abort();
+      await watching;
+    } finally {
+      ac.abort();
+      await store.close();
+    }
+  });
 });
