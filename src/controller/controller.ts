@@ -25,9 +25,9 @@ import {
   UnauthorizedError,
 } from "../model/errors.js";
 import { resolveProgram } from "../runtime/script.js";
-import { DEFAULT_NODE_LIMITS, DNS_LABEL, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../model/spec.js";
+import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Footprint, type StarSpec, type StarSpecInput, cpuMillisOf, limitsOf, memoryBytesOf, parseStarSpec } from "../model/spec.js";
 import type { Compare, KeyValue, Store } from "../store/types.js";
-import { adminOnlyField, effectiveLimits, fits, mb, memoryBudget, withinParent } from "./admission.js";
+import { adminOnlyField, fits, mb, memoryBudget, withinParent } from "./admission.js";
 import { NODE_TTL_S } from "./agent-service.js";
 import { EventLog } from "./events.js";
 import { type Cached, RecordCache } from "./record-cache.js";
@@ -117,6 +117,9 @@ export function leftoverMemory(records: StarRecord[], observed: Map<string, Star
   return out;
 }
 
+/** What the controller's loops need of a star's spec. */
+type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms">;
+
 function isActiveState(o: StarObserved): boolean {
   const s = o.status;
   return s.state === "running" || s.state === "starting" || s.state === "pending" || s.restartAt !== undefined;
@@ -128,8 +131,8 @@ export class Controller {
   private loop: Promise<void> | undefined;
   /** Creates and starts, one at a time: each sees the memory the ones before it took. */
   private admitting: Promise<unknown> = Promise.resolve();
-  /** Parsed specs by uid (a star's spec never changes), for the memory sums. */
-  private specs = new Map<string, StarSpec>();
+  /** What the loops need of each star's spec, by uid (a star's spec never changes): kept small, for 10,000s of stars. */
+  private facts = new Map<string, StarFacts>();
   /** Every star's record and report, as fresh as the store's, re-read only where they changed. */
   private readonly records: RecordCache<StarRecord>;
   private readonly reports: RecordCache<StarObserved>;
@@ -283,7 +286,7 @@ export class Controller {
         const settled = await this.isSettled(name, record);
         // Asking a star that has ended to run again is a new start too (`start` after it exited).
         if (record.desired === desired && !(desired === "running" && settled)) return this.get(name);
-        if (desired === "running") await this.checkMemory(this.specOf(record), await this.nodes(), record, by);
+        if (desired === "running") await this.checkMemory(this.factsOf(record), await this.nodes(), record, by);
         const next: StarRecord = { ...record, desired, generation: record.generation + 1 };
         if (await this.casRecord(kv, next)) {
           await this.events.record(desired === "running" ? "star.start-requested" : "star.stop-requested", `${desired === "running" ? "start" : "stop"} requested`, { star: name, uid: record.uid });
@@ -376,9 +379,9 @@ export class Controller {
     const limitsByNode = new Map(all.map((n) => [n.name, limitsOfNode(n)]));
     for (const r of records) {
       if (r.desired !== "running" || r.node === undefined || !limitsByNode.has(r.node)) continue;
-      const l = effectiveLimits(this.specOf(r), limitsByNode.get(r.node)!);
+      const f = this.factsOf(r);
       const u = used.get(r.node) ?? { stars: 0, cpuCores: 0, memoryBytes: 0 };
-      used.set(r.node, { stars: u.stars + 1, cpuCores: u.cpuCores + (l.cpuMillis ?? 0) / 1000, memoryBytes: u.memoryBytes + (l.memoryBytes ?? 0) });
+      used.set(r.node, { stars: u.stars + 1, cpuCores: u.cpuCores + (cpuMillisOf(f) ?? 0) / 1000, memoryBytes: u.memoryBytes + memoryBytesOf(f, limitsByNode.get(r.node)!) });
     }
     const nodes = all.map((n) => ({
       ...n,
@@ -400,8 +403,8 @@ export class Controller {
   }
 
   private startedAt = 0;
-  /** Stars left on a dead node (said once each). */
-  private readonly leftOnDead = new Set<string>();
+  /** Stars left on a dead node, by uid, with that node (said once each; only those still left are kept). */
+  private leftOnDead = new Map<string, string>();
   /** Since when (this controller saw) each dead node has been dead. */
   private readonly deadSince = new Map<string, number>();
   /** A pass asked for later (an exclusive star's wait on a dead node ends then). */
@@ -525,7 +528,7 @@ export class Controller {
   private async drainOne(kv: Cached<StarRecord>, from: string, open: NodeRecord[], held: Map<string, number>, o: StarObserved | undefined): Promise<boolean> {
     const record = kv.value;
     if (record.desired !== "running" && record.movingFrom === undefined) return true; // stopped: stays (it holds nothing)
-    const exclusive = this.specOf(record).exclusive;
+    const exclusive = this.factsOf(record).exclusive;
     if (exclusive && record.movingFrom === undefined) {
       if (await this.casRecord(kv, { ...record, desired: "stopped", movingFrom: from, generation: record.generation + 1 })) {
         await this.events.record("star.stop-requested", `stopping it on draining node ${from} to start it elsewhere (exclusive: one copy at a time)`, { star: record.name, uid: record.uid });
@@ -603,6 +606,7 @@ export class Controller {
     const observed = new Map(draining ? (await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]) : []);
     // Stars stopped to be moved: their nodes' reports (their copy ended) are looked at too.
     this.moving = kvs.filter((kv) => kv.value.movingFrom !== undefined).length;
+    const leftOnDead = new Map<string, string>();
     for (const kv of kvs) {
       const record = kv.value;
       const on = record.node === undefined ? undefined : nodes.find((n) => n.name === record.node);
@@ -620,18 +624,19 @@ export class Controller {
         // Its node is dead (its lease expired). A star that should run and may be restarted is
         // made again elsewhere; its old copy, should that node come back, is superseded (its
         // node no longer holds the assignment: the node's agent ends it).
-        if (record.desired !== "running" || this.specOf(record).restart === "never") {
-          if (!this.leftOnDead.has(`${record.name}/${record.uid}/${on.name}`)) {
-            this.leftOnDead.add(`${record.name}/${record.uid}/${on.name}`);
+        if (record.desired !== "running" || this.factsOf(record).restart === "never") {
+          leftOnDead.set(record.uid, on.name);
+          if (this.leftOnDead.get(record.uid) !== on.name) {
+            this.leftOnDead.set(record.uid, on.name);
             const why = record.desired !== "running" ? "it is stopped" : "its restart policy is never";
             await this.events.record("star.node-dead", `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s); not moved: ${why} (start it to run it elsewhere)`, { star: record.name, uid: record.uid, node: on.name });
           }
           continue;
         }
-        if (this.specOf(record).exclusive) {
+        if (this.factsOf(record).exclusive) {
           // At most once: its node stopped it by half its lease's TTL without a heartbeat; it is
           // run here only once that lease has surely expired and its stop has surely ended.
-          const safeAt = this.deadSince.get(on.name)! + ttlMs + this.specOf(record).stop_grace_ms;
+          const safeAt = this.deadSince.get(on.name)! + ttlMs + this.factsOf(record).stop_grace_ms;
           if (monotonic() < safeAt) {
             this.passAt(safeAt);
             continue;
@@ -645,6 +650,7 @@ export class Controller {
         await this.events.record(on ? "star.moved" : "star.assigned", message, { star: record.name, uid: record.uid, node: node.name });
       }
     }
+    this.leftOnDead = leftOnDead;
   }
 
   /**
@@ -674,7 +680,7 @@ export class Controller {
    * Refuses a star (`spec`; `record` when it exists) whose memory would take its node past
    * memoryOvercommit × the node's memory, counting every other star there that should run.
    */
-  private async checkMemory(spec: StarSpec, nodes: NodeRecord[], record?: StarRecord, by?: Principal): Promise<void> {
+  private async checkMemory(spec: Footprint, nodes: NodeRecord[], record?: StarRecord, by?: Principal): Promise<void> {
     const [records, observed] = await this.readAll();
     const next = placement(nodes, heldBy(nodes, records));
     const node = nodes.find((n) => n.name === record?.node) ?? next;
@@ -683,10 +689,10 @@ export class Controller {
     const onNode = (r: StarRecord) => r.node === node.name || (node === next && !nodes.some((n) => n.name === r.node));
     const used = records
       .filter((r) => r.name !== record?.name && onNode(r) && holdsMemory(r, observed.get(r.name)))
-      .map((r) => effectiveLimits(this.specOf(r), limits).memoryBytes!)
+      .map((r) => memoryBytesOf(this.factsOf(r), limits))
       .concat(leftoverMemory(records, observed, node.name, limits.defaultRamMb * 2 ** 20));
     const budget = memoryBudget(node.memoryBytes, limits.memoryOvercommit, used);
-    const bytes = effectiveLimits(spec, limits).memoryBytes!;
+    const bytes = memoryBytesOf(spec, limits);
     if (!fits(budget, bytes)) {
       // The node's totals are the operator's to know, not a star's.
       const detail = by === undefined || by.scope === "admin";
@@ -694,7 +700,7 @@ export class Controller {
     }
     // Forget the specs of stars that are gone.
     const uids = new Set(records.map((r) => r.uid));
-    for (const uid of this.specs.keys()) if (!uids.has(uid)) this.specs.delete(uid);
+    for (const uid of this.facts.keys()) if (!uids.has(uid)) this.facts.delete(uid);
   }
 
   /** The top of `star`'s tree (an admin's star, with no owner): `star` itself if it has none. */
@@ -723,13 +729,15 @@ export class Controller {
     if (bytes > quotas.specBytes) throw new QuotaExceededError("spec bytes", root.name, bytes, quotas.specBytes);
   }
 
-  private specOf(record: StarRecord): StarSpec {
-    let spec = this.specs.get(record.uid);
-    if (!spec) {
-      spec = parseStarSpec(record.spec);
-      this.specs.set(record.uid, spec);
+  private factsOf(record: StarRecord): StarFacts {
+    let facts = this.facts.get(record.uid);
+    if (!facts) {
+      const spec = parseStarSpec(record.spec);
+      facts = { restart: spec.restart, exclusive: spec.exclusive, stop_grace_ms: spec.stop_grace_ms };
+      for (const f of ["cpu_cores", "cpu_percent", "ram_mb", "ram_gb"] as const) if (spec[f] !== undefined) facts[f] = spec[f];
+      this.facts.set(record.uid, facts);
     }
-    return spec;
+    return facts;
   }
 
   /** Every star record, and what the nodes report by star name. */

@@ -292,6 +292,23 @@ export function parseStarSpec(input: unknown): StarSpec {
   ]);
 }
 
+/** The fields of a spec that say what it takes of a node's CPU and memory. */
+export type Footprint = Pick<StarSpec, "cpu_cores" | "cpu_percent" | "ram_mb" | "ram_gb">;
+
+/** The CPU a spec asks for, in thousandths of a core (undefined: no limit). */
+export function cpuMillisOf(spec: Footprint): number | undefined {
+  if (spec.cpu_cores !== undefined) return Math.round(spec.cpu_cores * 1000);
+  if (spec.cpu_percent !== undefined) return Math.round(spec.cpu_percent * 10);
+  return undefined;
+}
+
+/** The memory a spec asks for, in bytes, with the node's default when it says none. */
+export function memoryBytesOf(spec: Footprint, node: Pick<NodeLimits, "defaultRamMb"> = DEFAULT_NODE_LIMITS): number {
+  if (spec.ram_gb !== undefined) return Math.round(spec.ram_gb * 2 ** 30);
+  if (spec.ram_mb !== undefined) return Math.round(spec.ram_mb * 2 ** 20);
+  return Math.round(node.defaultRamMb * 2 ** 20);
+}
+
 /**
  * The spec's limits in kernel units, with the node's defaults for what the spec leaves out,
  * checked against the node's capacity and ceilings (CapacityExceededError naming the field).
@@ -300,11 +317,9 @@ export function limitsOf(spec: StarSpec, capacity?: NodeCapacity): Limits {
   const node = capacity?.limits ?? DEFAULT_NODE_LIMITS;
   const nofile = spec.nofile ?? node.defaultNofile;
   const limits: Limits = { pids: spec.pids ?? node.defaultPids, nofile };
-  if (spec.cpu_percent !== undefined) limits.cpuMillis = Math.round(spec.cpu_percent * 10);
-  if (spec.cpu_cores !== undefined) limits.cpuMillis = Math.round(spec.cpu_cores * 1000);
-  limits.memoryBytes = Math.round(node.defaultRamMb * 2 ** 20);
-  if (spec.ram_mb !== undefined) limits.memoryBytes = Math.round(spec.ram_mb * 2 ** 20);
-  if (spec.ram_gb !== undefined) limits.memoryBytes = Math.round(spec.ram_gb * 2 ** 30);
+  const cpuMillis = cpuMillisOf(spec);
+  if (cpuMillis !== undefined) limits.cpuMillis = cpuMillis;
+  limits.memoryBytes = memoryBytesOf(spec, node);
   const diskMb = spec.disk_mb ?? node.defaultDiskMb;
   if (diskMb !== undefined) limits.diskBytes = Math.round(diskMb * 2 ** 20);
   if (limits.pids > node.maxPids) throw new CapacityExceededError("pids", limits.pids, node.maxPids, "processes (the node's ceiling)");
