@@ -22,6 +22,7 @@ import { createCa, createCsr, signCsr } from "../../src/cluster/tls/signer.js";
 import { Controller } from "../../src/controller/controller.js";
 import { type CertRecord, KEYS } from "../../src/model/records.js";
 import { openStore } from "../../src/store/open.js";
+import { keepTrimmingMalloc, trimMalloc } from "../../src/server/memory.js";
 import { machine, markdownTable } from "../lib/report.js";
 
 const { values } = parseArgs({ options: { nodes: { type: "string", default: "100" }, stars: { type: "string", default: "10000" }, "steady-s": { type: "string", default: "30" }, child: { type: "boolean", default: false } } });
@@ -68,6 +69,8 @@ const certs = [];
 for (let i = 0; i < NODES; i++) certs.push(await issue(`sim-${String(i).padStart(3, "0")}`, "agent"));
 const controller = new Controller({ store });
 controller.start();
+// As a node's process does (src/server/memory.ts): malloc's free pages given back every 10 s.
+keepTrimmingMalloc();
 const nodes = new ClusterNodes();
 const server: ClusterServer = await serveCluster({ store, cluster: "bench", caCert: ca.cert, cert: controllerCert.cert, key: controllerCert.key, host: "127.0.0.1", port: 0, nodes, log: () => undefined });
 
@@ -95,6 +98,7 @@ if (profiler) {
   await profiler.post("Profiler.enable");
   await profiler.post("Profiler.start");
 }
+console.error(`all ${STARS} stars running after ${allRunningS.toFixed(1)} s; steady state: measuring for ${STEADY_S} s`);
 const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 let rssMax = 0;
@@ -106,8 +110,16 @@ if (profiler) {
   const { profile } = await profiler.post("Profiler.stop");
   (await import("node:fs")).writeFileSync(process.env.BENCH_CPU_PROFILE!, JSON.stringify(profile));
 }
+const trimStart = performance.now();
+const trimmed = trimMalloc();
+console.error(`one malloc trim: ${(performance.now() - trimStart).toFixed(2)} ms (${trimmed === undefined ? "not available" : "available"})`);
 const mem = process.memoryUsage();
 if (process.env.BENCH_HEAP_SNAPSHOT) console.error(`heap snapshot: ${(await import("node:v8")).writeHeapSnapshot(process.env.BENCH_HEAP_SNAPSHOT)}`);
+// BENCH_EXIT_AT_STEADY=1: exit here, holding everything (for a native heap profiler's "leaked" view).
+if (process.env.BENCH_EXIT_AT_STEADY) {
+  child.kill("SIGKILL");
+  process.exit(0);
+}
 console.error(`memory: rss ${(mem.rss / 2 ** 20).toFixed(1)} MB, heap used ${(mem.heapUsed / 2 ** 20).toFixed(1)} of ${(mem.heapTotal / 2 ** 20).toFixed(1)} MB, external ${(mem.external / 2 ** 20).toFixed(1)} MB, array buffers ${(mem.arrayBuffers / 2 ** 20).toFixed(1)} MB`);
 const cpuShare = ((cpu.user + cpu.system) / 1000 / (performance.now() - t0)) * 100;
 const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MB`;

@@ -23,6 +23,7 @@ import type { NodeLimits, NodeCapacity } from "../model/spec.js";
 import type { NodeLink } from "../model/agent-link.js";
 import { VERSION } from "../model/version.js";
 import { RENEW_CHECK_MS, advertised, hostAddresses, makeRuntimes, nodeLimitsOf, nodeNameOf } from "./single-node.js";
+import { keepTrimmingMalloc } from "./memory.js";
 
 /** Whether `cert` is signed by the CA `caCert`. */
 function signedBy(cert: string, caCert: string): boolean {
@@ -91,7 +92,8 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
   chmodSync(dataDir, 0o711);
   const files = await identity(dataDir, options);
   const log = options.log ?? ((l: string) => console.error(l));
-  const closers: Array<() => Promise<void>> = [];
+  const stopTrimming = keepTrimmingMalloc();
+  const closers: Array<() => Promise<void>> = [async () => stopTrimming()];
   const close = async () => {
     for (const c of closers.reverse()) await c().catch(() => undefined);
   };

@@ -37,6 +37,7 @@ import { DEFAULT_NODE_LIMITS, type NodeCapacity, type NodeLimits, type StarSpecI
 import type { Runtime } from "../runtime/types.js";
 import { openStore } from "../store/open.js";
 import type { Store } from "../store/types.js";
+import { keepTrimmingMalloc } from "./memory.js";
 
 /** How often a node looks whether its certificate is due for renewal. */
 export const RENEW_CHECK_MS = 1000;
@@ -191,7 +192,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     await store.close();
     throw new StoreLostError(dbPath, known.length);
   }
-  const closers: Array<() => Promise<void>> = [() => store.close()];
+  const stopTrimming = keepTrimmingMalloc();
+  const closers: Array<() => Promise<void>> = [async () => stopTrimming(), () => store.close()];
   const close = async () => {
     for (const c of closers.reverse()) await c().catch(() => undefined);
   };
