@@ -13,14 +13,15 @@ if (!existsSync(cli) || !existsSync(join(root, "dist/native/star-shim"))) {
 }
 const isRoot = process.getuid?.() === 0;
 const data = process.env.CONSTELLATION_DATA ?? join(root, ".constellation");
-// The flag is the one in the CLI's #! line (a small young generation for a long-running daemon).
-const args = ["--max-semi-space-size=1", "--optimize-for-size", cli, "up", "--data", data, ...process.argv.slice(2)];
+// With a node's flags and environment, as `init` starts one (src/model/node-files.ts).
+const { DAEMON_ENV, DAEMON_NODE_FLAGS } = await import(join(root, "dist/src/model/node-files.js"));
+const args = [...DAEMON_NODE_FLAGS, cli, "up", "--data", data, ...process.argv.slice(2)];
 if (!isRoot && !args.includes("--dev")) {
   args.push("--dev");
   console.log("not root: starting in dev mode — stars run as plain processes and are marked \"limits not enforced\".");
   console.log("For real isolation (cgroups, namespaces, a user per star): sudo npm start\n");
 }
-const up = spawn(process.execPath, args, { stdio: ["inherit", "pipe", "inherit"] });
+const up = spawn(process.execPath, args, { stdio: ["inherit", "pipe", "inherit"], env: { ...process.env, ...DAEMON_ENV } });
 let out = "";
 let created = false;
 up.stdout.on("data", async (d) => {

@@ -6,9 +6,10 @@
  * its RSS once every star runs, and its CPU share at steady state (heartbeats every ~3.3 s,
  * usage sent every 5 s by each node), against the targets < 100 MB and < 5 % of a core.
  *
- *   node --expose-gc --max-semi-space-size=1 --optimize-for-size dist/bench/cluster/controller-bench.js [--nodes 100] [--stars 10000] [--steady-s 30]
+ *   node --expose-gc dist/bench/cluster/controller-bench.js [--nodes 100] [--stars 10000] [--steady-s 30]
  *
- * (The V8 flags a node's process runs with: DAEMON_NODE_FLAGS in src/model/node-files.ts.)
+ * (It runs with the flags and environment of a node's process, DAEMON_NODE_FLAGS and DAEMON_ENV
+ * in src/model/node-files.ts, starting itself again with them if it was not given them.)
  */
 import { fork } from "node:child_process";
 import type { Duplex } from "node:stream";
@@ -29,6 +30,16 @@ const { values } = parseArgs({ options: { nodes: { type: "string", default: "100
 const NODES = Number(values.nodes);
 const STARS = Number(values.stars);
 const STEADY_S = Number(values["steady-s"]);
+
+// The controller runs with a node's flags and environment, as `init` starts it: if this process
+// was not started so, it starts itself again so.
+const { DAEMON_ENV, DAEMON_NODE_FLAGS } = await import("../../src/model/node-files.js");
+if (!values.child && (DAEMON_NODE_FLAGS.some((f) => !process.execArgv.includes(f)) || Object.entries(DAEMON_ENV).some(([k, v]) => process.env[k] !== v))) {
+  const { spawnSync } = await import("node:child_process");
+  const flags = [...new Set([...process.execArgv, ...DAEMON_NODE_FLAGS])];
+  const res = spawnSync(process.execPath, [...flags, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: "inherit", env: { ...process.env, ...DAEMON_ENV } });
+  process.exit(res.status ?? 1);
+}
 
 if (values.child) {
   // The simulated nodes: one Agent each, a fake runtime, an RNP client with its own certificate.

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { InvalidArgumentError, RuntimeUnavailableError } from "../model/errors.js";
 import { LABEL_KEY, LABEL_VALUE } from "../model/version.js";
-import { DAEMON_NODE_FLAGS, type NodeReady, dataDirOf, readReady, readyFile } from "../model/node-files.js";
+import { DAEMON_ENV, DAEMON_NODE_FLAGS, type NodeReady, dataDirOf, readReady, readyFile } from "../model/node-files.js";
 import { connect } from "../sdk/client.js";
 import { color } from "./output.js";
 
@@ -95,7 +95,7 @@ async function run(o: InitOptions, cmd: Command): Promise<void> {
   const out = openSync(log, "a", 0o600);
   const args = [process.argv[1]!, "--data", dataDir, ...process.argv.slice(2).filter((a, i, all) => a !== "--data" && all[i - 1] !== "--data"), "--foreground"];
   // With the V8 flags of a node's long-running process (a small young generation, sized for memory).
-  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...args], { detached: true, stdio: ["ignore", out, out] });
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...args], { detached: true, stdio: ["ignore", out, out], env: { ...process.env, ...DAEMON_ENV } });
   closeSync(out);
   let ended: number | null | undefined;
   child.once("exit", (code) => (ended = code ?? 1));

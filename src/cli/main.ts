@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --optimize-for-size
+#!/usr/bin/env -S node --max-semi-space-size=1 --optimize-for-size --single-threaded
 /**
  * (The V8 flag in the first line keeps the young generation small: `up` is a long-running daemon
  * whose young generation otherwise grows to 2 × 16 MB after a burst of work and stays there —

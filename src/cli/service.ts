@@ -3,7 +3,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError as CommanderArgError } from "commander";
-import { DAEMON_NODE_FLAGS, dataDirOf } from "../model/node-files.js";
+import { DAEMON_ENV, DAEMON_NODE_FLAGS, dataDirOf } from "../model/node-files.js";
 
 export interface UnitOptions {
   /** The Node.js binary and the CLI script that ExecStart runs. */
@@ -36,6 +36,7 @@ Wants=network-online.target
 [Service]
 Type=simple
 ExecStart=${exec.map(unitWord).join(" ")}
+${Object.entries(DAEMON_ENV).map(([k, v]) => `Environment=${k}=${v}`).join("\n")}
 Restart=on-failure
 RestartSec=2s
 # Stars outlive the control plane; a restart takes them back.

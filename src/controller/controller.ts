@@ -13,6 +13,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
+import type { StarState } from "../model/status.js";
 import {
   DuplicateStarError,
   FieldForbiddenError,
@@ -97,7 +98,7 @@ export const TREE_QUOTAS: TreeQuotas = { stars: 1000, specBytes: 16 * 2 ** 20 };
  * Whether a star's memory counts against its node: it should run and has not ended for good on
  * the latest request, or it still runs whatever was asked (a stop's grace period).
  */
-export function holdsMemory(record: StarRecord, observed: StarObserved | undefined): boolean {
+export function holdsMemory(record: StarRecord, observed: ReportFacts | undefined): boolean {
   const current = observed !== undefined && observed.uid === record.uid;
   if (current && isActiveState(observed)) return true;
   // No report on the latest request yet: it is about to run.
@@ -108,11 +109,11 @@ export function holdsMemory(record: StarRecord, observed: StarObserved | undefin
  * Runs a node reports whose star is gone (removed, or made again under its name) that still
  * run: their memory is taken until they end. In bytes, as their report gives them.
  */
-export function leftoverMemory(records: StarRecord[], observed: Map<string, StarObserved>, node: string, fallbackBytes: number): number[] {
+export function leftoverMemory(records: StarRecord[], observed: Map<string, ReportFacts>, node: string, fallbackBytes: number): number[] {
   const uidOf = new Map(records.map((r) => [r.name, r.uid]));
   const out: number[] = [];
   for (const [name, o] of observed) {
-    if (o.node === node && uidOf.get(name) !== o.uid && isActiveState(o)) out.push(o.status.limits.memoryBytes ?? fallbackBytes);
+    if (o.node === node && uidOf.get(name) !== o.uid && isActiveState(o)) out.push(o.memoryBytes ?? fallbackBytes);
   }
   return out;
 }
@@ -120,9 +121,28 @@ export function leftoverMemory(records: StarRecord[], observed: Map<string, Star
 /** What the controller's loops need of a star's spec. */
 type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms">;
 
-function isActiveState(o: StarObserved): boolean {
-  const s = o.status;
-  return s.state === "running" || s.state === "starting" || s.state === "pending" || s.restartAt !== undefined;
+function isActiveState(o: Pick<ReportFacts, "state" | "restartAt">): boolean {
+  return o.state === "running" || o.state === "starting" || o.state === "pending" || o.restartAt !== undefined;
+}
+
+/**
+ * What the controller keeps of a node's report on a star, for its memory sums, drains and
+ * counts (a fraction of the report; a view of a star reads the whole report from the store).
+ */
+export interface ReportFacts {
+  uid: string;
+  node: string;
+  generation: number;
+  state: StarState;
+  restartAt?: number;
+  memoryBytes?: number;
+}
+
+export function reportFacts(o: StarObserved): ReportFacts {
+  const facts: ReportFacts = { uid: o.uid, node: o.node, generation: o.generation, state: o.status.state };
+  if (o.status.restartAt !== undefined) facts.restartAt = o.status.restartAt;
+  if (o.status.limits?.memoryBytes !== undefined) facts.memoryBytes = o.status.limits.memoryBytes;
+  return facts;
 }
 
 export class Controller {
@@ -135,12 +155,12 @@ export class Controller {
   private facts = new Map<string, StarFacts>();
   /** Every star's record and report, as fresh as the store's, re-read only where they changed. */
   private readonly records: RecordCache<StarRecord>;
-  private readonly reports: RecordCache<StarObserved>;
+  private readonly reports: RecordCache<ReportFacts>;
 
   constructor(private readonly options: ControllerOptions) {
     this.events = new EventLog(options.store, "controller");
     this.records = new RecordCache(options.store, KEYS.stars);
-    this.reports = new RecordCache(options.store, KEYS.status);
+    this.reports = new RecordCache(options.store, KEYS.status, (value) => reportFacts(JSON.parse(value) as StarObserved));
   }
 
   private get store(): Store {
@@ -260,7 +280,13 @@ export class Controller {
 
   /** Every star `by` may see, with what its node reports. */
   async list(by?: Principal): Promise<StarView[]> {
-    return viewsFor(...(await this.readAll()), by);
+    const [records, { kvs }] = await Promise.all([this.records.all(), this.store.range({ prefix: KEYS.status })]);
+    const observed = new Map(kvs.map((kv) => [kv.key.slice(KEYS.status.length), JSON.parse(kv.value) as StarObserved]));
+    return viewsFor(
+      records.map((kv) => kv.value),
+      observed,
+      by,
+    );
   }
 
   /** The star, if `by` may see it (else: no such star, as if it did not exist). */
@@ -371,7 +397,7 @@ export class Controller {
   /** Nodes, capacity, and the stars `by` may see by state. */
   async summary(by?: Principal): Promise<ClusterSummary> {
     const [all, [records, observed], alive, cordons] = await Promise.all([this.nodes(), this.readAll(), this.aliveNodes(), this.cordons()]);
-    const stars = viewsFor(records, observed, by);
+    const stars = by?.star ? subtree(records, by.star) : records;
     // A node's state: up while its lease holds (or within the grace after the controller's start).
     const graceOver = monotonic() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
     // What each node's stars that should run take (the admin's view: every star, not `by`'s).
@@ -391,7 +417,9 @@ export class Controller {
     }));
     const byState: Record<string, number> = {};
     for (const s of stars) {
-      const state = s.status?.state ?? (s.desired === "running" ? "pending" : "stopped");
+      // (A report about an earlier star of the name is not this one's.)
+      const o = observed.get(s.name);
+      const state = o !== undefined && o.uid === s.uid ? o.state : s.desired === "running" ? "pending" : "stopped";
       byState[state] = (byState[state] ?? 0) + 1;
     }
     return {
@@ -525,7 +553,7 @@ export class Controller {
    * new assignment), or for an exclusive star stopped there first and moved once that copy
    * has ended. True when there is nothing more to do for it in this pass.
    */
-  private async drainOne(kv: Cached<StarRecord>, from: string, open: NodeRecord[], held: Map<string, number>, o: StarObserved | undefined): Promise<boolean> {
+  private async drainOne(kv: Cached<StarRecord>, from: string, open: NodeRecord[], held: Map<string, number>, o: ReportFacts | undefined): Promise<boolean> {
     const record = kv.value;
     if (record.desired !== "running" && record.movingFrom === undefined) return true; // stopped: stays (it holds nothing)
     const exclusive = this.factsOf(record).exclusive;
@@ -741,7 +769,7 @@ export class Controller {
   }
 
   /** Every star record, and what the nodes report by star name. */
-  private async readAll(): Promise<[StarRecord[], Map<string, StarObserved>]> {
+  private async readAll(): Promise<[StarRecord[], Map<string, ReportFacts>]> {
     const [stars, status] = await Promise.all([this.records.all(), this.reports.all()]);
     const observed = new Map(status.map((kv) => [kv.key.slice(KEYS.status.length), kv.value]));
     return [stars.map((kv) => kv.value), observed];
@@ -759,7 +787,7 @@ export class Controller {
   private async isSettled(name: string, record: StarRecord): Promise<boolean> {
     const obs = await this.store.get(statusKey(name));
     if (!obs) return record.desired === "stopped";
-    const o = JSON.parse(obs.value) as StarObserved;
+    const o = reportFacts(JSON.parse(obs.value) as StarObserved);
     return o.uid !== record.uid || !isActiveState(o);
   }
 

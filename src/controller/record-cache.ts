@@ -22,9 +22,11 @@ export class RecordCache<T> {
   /** `entries` in key order, until the next change. */
   private list: Array<Cached<T>> | undefined;
 
+  /** `parse` makes what is kept of a value (default: the parsed JSON). */
   constructor(
     private readonly store: Store,
     private readonly prefix: string,
+    private readonly parse: (value: string) => T = (value) => JSON.parse(value) as T,
   ) {}
 
   /** The read in progress: reads run one at a time (an older answer applied after a newer one could drop a key made again). */
@@ -76,7 +78,7 @@ export class RecordCache<T> {
 
   private keep(key: string, modRevision: number, value: string): void {
     if ((this.entries.get(key)?.modRevision ?? 0) >= modRevision) return; // a newer copy is kept already
-    this.entries.set(key, { key, modRevision, value: JSON.parse(value) as T });
+    this.entries.set(key, { key, modRevision, value: this.parse(value) });
     this.list = undefined;
   }
 

@@ -8,10 +8,18 @@ import { join, resolve } from "node:path";
 
 /**
  * Node's flags for a node's long-running process (`up`, `init`; the CLI's #! line has them too):
- * a small young generation and V8's memory-saving mode. Measured with 100 nodes and 10,000
- * stars (bench/cluster/controller-bench.ts): the controller's RSS 207 → 133 MB, CPU 3.3 → 4.1 %.
+ * a small young generation, V8's memory-saving mode, and no V8 helper threads (their malloc
+ * arenas held ~10 MB, mostly free). Measured with 100 nodes and 10,000 stars
+ * (bench/cluster/controller-bench.ts, docs/benchmarks.md).
  */
-export const DAEMON_NODE_FLAGS = ["--max-semi-space-size=1", "--optimize-for-size"];
+export const DAEMON_NODE_FLAGS = ["--max-semi-space-size=1", "--optimize-for-size", "--single-threaded"];
+
+/**
+ * The environment a node's long-running process gets where it is started for the user (`init`'s
+ * detached process, the SDK's init, the systemd unit, `npm start`): one malloc arena, so what the
+ * process's threads free is one pool to reuse and give back (src/server/memory.ts), not one each.
+ */
+export const DAEMON_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: "1" };
 
 /** The data directory: the one given, else $CONSTELLATION_DATA, else ~/.constellation. */
 export function dataDirOf(given?: string): string {

@@ -13,7 +13,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
 import { ApiUnavailableError, InvalidArgumentError } from "../model/errors.js";
-import { DAEMON_NODE_FLAGS, dataDirOf, readReady } from "../model/node-files.js";
+import { DAEMON_ENV, DAEMON_NODE_FLAGS, dataDirOf, readReady } from "../model/node-files.js";
 import type { ClusterSummary, Event, StarView, TokenInfo } from "../model/records.js";
 import type { StarSpecInput } from "../model/spec.js";
 import type { LogLine, StarStatus } from "../model/status.js";
@@ -479,7 +479,7 @@ async function initNode(o: InitOptions): Promise<InitResult> {
     for (const [k, v] of Object.entries(o.labels ?? {})) args.push("--label", `${k}=${v}`);
     if (o.dev) args.push("--dev");
     const { code, err } = await new Promise<{ code: number | null; err: string }>((done) => {
-      const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
+      const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...DAEMON_ENV } });
       let err = "";
       child.stderr.on("data", (d: Buffer) => (err += d.toString()));
       child.once("exit", (code) => done({ code, err }));

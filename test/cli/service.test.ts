@@ -21,8 +21,9 @@ describe("constellation service", () => {
     assert.equal(r.code, 0, r.stderr);
     const exec = /^ExecStart=(.*)$/m.exec(r.stdout)?.[1];
     assert.ok(exec, r.stdout);
-    assert.match(exec, new RegExp(`^${process.execPath} --max-semi-space-size=1 --optimize-for-size \\S+constellation\\.mjs up --data "${data}" --port 7421$`));
+    assert.match(exec, new RegExp(`^${process.execPath} --max-semi-space-size=1 --optimize-for-size --single-threaded \\S+constellation\\.mjs up --data "${data}" --port 7421$`));
     assert.match(r.stdout, /^KillMode=process$/m);
+    assert.match(r.stdout, /^Environment=MALLOC_ARENA_MAX=1$/m, "one malloc arena, as init's process has");
     // systemd would expand $VAR in ExecStart: a $ in a path is doubled.
     const odd = await cli("/var/lib/d$HOME;x", ["service", "install", "--print"]);
     assert.match(odd.stdout, /--data "\/var\/lib\/d\$\$HOME;x"$/m, odd.stdout);

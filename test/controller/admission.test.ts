@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { effectiveLimits, fits, memoryBudget, withinParent } from "../../src/controller/admission.js";
-import { holdsMemory, leftoverMemory } from "../../src/controller/controller.js";
+import { holdsMemory, leftoverMemory, reportFacts } from "../../src/controller/controller.js";
 import { orphans, subtree } from "../../src/controller/family.js";
 import type { StarObserved, StarRecord } from "../../src/model/records.js";
 import { ParentLimitError } from "../../src/model/errors.js";
@@ -51,8 +51,8 @@ describe("memory budget", () => {
 
   it("a star holds memory while it should run and has not ended for good on the latest request", () => {
     const record: StarRecord = { name: "s", uid: "u", spec: { name: "s", command: ["x"] }, desired: "running", createdAt: 0, generation: 2 };
-    const report = (state: string, generation = 2, extra: object = {}): StarObserved =>
-      ({ uid: "u", node: "n", generation, updatedAt: 0, status: { id: "s", name: "s", state, restarts: 0, limits: { pids: 1 }, ready: false, limitsEnforced: true, ...extra } }) as StarObserved;
+    const report = (state: string, generation = 2, extra: object = {}) =>
+      reportFacts({ uid: "u", node: "n", generation, updatedAt: 0, status: { id: "s", name: "s", state, restarts: 0, limits: { pids: 1 }, ready: false, limitsEnforced: true, ...extra } } as StarObserved);
     assert.equal(holdsMemory(record, undefined), true, "not started yet");
     assert.equal(holdsMemory(record, report("running")), true);
     assert.equal(holdsMemory(record, report("exited")), false);
@@ -66,9 +66,9 @@ describe("memory budget", () => {
 
   it("a run whose star is gone or made again holds its memory until it ends", () => {
     const records: StarRecord[] = [{ name: "a", uid: "a2", spec: { name: "a", command: ["x"] }, desired: "running", createdAt: 0, generation: 1 }];
-    const run = (uid: string, state: string, node = "n", memoryBytes?: number): StarObserved =>
-      ({ uid, node, generation: 1, updatedAt: 0, status: { id: "x", name: "x", state, restarts: 0, limits: { pids: 1, memoryBytes }, ready: false, limitsEnforced: true } }) as StarObserved;
-    const observed = new Map<string, StarObserved>([
+    const run = (uid: string, state: string, node = "n", memoryBytes?: number) =>
+      reportFacts({ uid, node, generation: 1, updatedAt: 0, status: { id: "x", name: "x", state, restarts: 0, limits: { pids: 1, memoryBytes }, ready: false, limitsEnforced: true } } as StarObserved);
+    const observed = new Map([
       ["a", run("a1", "running", "n", 100)], // made again: the old run still goes
       ["gone", run("g", "running", "n")], // removed, still stopping (no limit reported: the fallback)
       ["done", run("d", "stopped", "n", 300)],

@@ -78,7 +78,7 @@ export interface SqliteStoreOptions {
    * see docs/store.md). Shared mode is for tools and tests that need several processes.
    */
   shared?: boolean;
-  /** SQLite's page cache, in KiB (default 4096). */
+  /** SQLite's page cache, in KiB (default 1024). */
   cacheKib?: number;
   /** Shared mode: how often to look for writes by other processes while a watch is open (default 25 ms). */
   pollIntervalMs?: number;
@@ -135,9 +135,9 @@ export class SqliteStore implements Store {
       // checkpoints (each one fsyncs); the WAL is truncated back to 64 MB at most afterwards.
       this.db.pragma("wal_autocheckpoint = 10000");
       this.db.pragma("journal_size_limit = 67108864");
-      // A page cache of 4 MiB (better-sqlite3 builds SQLite with 16 MiB): the controller's memory
+      // A page cache of 1 MiB (better-sqlite3 builds SQLite with 16 MiB): the controller's memory
       // at 10,000 stars is its budget (issue 11); pages beyond it come from the OS's cache.
-      this.db.pragma(`cache_size = -${options.cacheKib ?? 4096}`);
+      this.db.pragma(`cache_size = -${options.cacheKib ?? 1024}`);
       this.db.exec(DDL); // also takes the exclusive lock now, not at the first request
     } catch (err) {
       this.db.close();
