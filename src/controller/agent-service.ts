@@ -50,7 +50,7 @@ export class AgentService implements AgentLink {
     // (moved, removed): one whose value before the change was assigned to it. Of other stars it
     // hears nothing, whatever names it says it holds: it cannot learn by guessing that a star of
     // some name exists. (`held` counts only where the store kept no value before the change.)
-    const known = new Set(held ?? []);
+    void held; // no longer needed: what was the node's is read from the store
     const watch = this.store.watch({ prefix: KEYS.stars }, { fromRevision, prevKv: true });
     const onAbort = () => watch.close();
     signal.addEventListener("abort", onAbort);
@@ -61,14 +61,14 @@ export class AgentService implements AgentLink {
           const name = e.kv.key.slice(KEYS.stars.length);
           const record = e.type === "put" ? (JSON.parse(e.kv.value) as StarRecord) : undefined;
           if (record?.node === this.node) {
-            known.add(name);
             changes.push({ name, record });
             continue;
           }
-          const created = e.type === "put" && e.kv.version === 1;
-          const wasOurs = e.prevKv ? (JSON.parse(e.prevKv.value) as StarRecord).node === this.node : !created && known.has(name);
-          known.delete(name);
-          if (wasOurs) changes.push({ name, deleted: e.type === "delete" });
+          if (e.type === "put" && e.kv.version === 1) continue; // made now: no value before it
+          // The value before the change is gone from history (etcd: compacted meanwhile): never
+          // guess from the node's word; it reads all its assignments again.
+          if (!e.prevKv) throw new AssignmentsCompactedError(fromRevision);
+          if ((JSON.parse(e.prevKv.value) as StarRecord).node === this.node) changes.push({ name, deleted: e.type === "delete" });
         }
         yield { revision: batch.revision, changes };
       }
