@@ -634,7 +634,6 @@ export class Controller {
     const observed = new Map(draining ? (await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]) : []);
     // Stars stopped to be moved: their nodes' reports (their copy ended) are looked at too.
     this.moving = kvs.filter((kv) => kv.value.movingFrom !== undefined).length;
-    const leftOnDead = new Map<string, string>();
     for (const kv of kvs) {
       const record = kv.value;
       const on = record.node === undefined ? undefined : nodes.find((n) => n.name === record.node);
@@ -653,7 +652,6 @@ export class Controller {
         // made again elsewhere; its old copy, should that node come back, is superseded (its
         // node no longer holds the assignment: the node's agent ends it).
         if (record.desired !== "running" || this.factsOf(record).restart === "never") {
-          leftOnDead.set(record.uid, on.name);
           if (this.leftOnDead.get(record.uid) !== on.name) {
             this.leftOnDead.set(record.uid, on.name);
             const why = record.desired !== "running" ? "it is stopped" : "its restart policy is never";
@@ -678,7 +676,10 @@ export class Controller {
         await this.events.record(on ? "star.moved" : "star.assigned", message, { star: record.name, uid: record.uid, node: node.name });
       }
     }
-    this.leftOnDead = leftOnDead;
+    // Forget only stars that are gone or no longer on that node (a pass that skipped them, with
+    // no node alive, says nothing about them).
+    const onNode = new Map(kvs.map((kv) => [kv.value.uid, kv.value.node]));
+    for (const [uid, n] of this.leftOnDead) if (onNode.get(uid) !== n) this.leftOnDead.delete(uid);
   }
 
   /**
