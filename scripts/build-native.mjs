@@ -24,5 +24,5 @@ if (res.status !== 0) {
 }
 
 // The memory addon needs glibc (malloc_trim); without it a node runs as well, keeping the memory.
-res = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-o", "dist/native/malloc-trim.node", "src/server/native/malloc-trim.c"], { stdio: "inherit" });
+res = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-shared", "-fPIC", "-o", "dist/native/malloc-trim.node", "src/server/native/malloc-trim.c"], { stdio: "inherit" });
 if (res.status !== 0) console.log("build-native: the malloc-trim addon did not build (not glibc?): a node's process will not give freed memory back");

@@ -45,12 +45,11 @@ export class AgentService implements AgentLink {
     return { records, revision };
   }
 
-  async *watchAssignments(fromRevision: number, signal: AbortSignal, held?: Iterable<string>): AsyncIterable<AssignmentBatch> {
+  async *watchAssignments(fromRevision: number, signal: AbortSignal, _held?: Iterable<string>): AsyncIterable<AssignmentBatch> {
     // A node hears of stars assigned to it, and of a change that takes one of its stars away
     // (moved, removed): one whose value before the change was assigned to it. Of other stars it
-    // hears nothing, whatever names it says it holds: it cannot learn by guessing that a star of
-    // some name exists. (`held` counts only where the store kept no value before the change.)
-    void held; // no longer needed: what was the node's is read from the store
+    // hears nothing, whatever names it says it holds (`_held`, the protocol's, is not trusted): it
+    // cannot learn by guessing that a star of some name exists.
     const watch = this.store.watch({ prefix: KEYS.stars }, { fromRevision, prevKv: true });
     const onAbort = () => watch.close();
     signal.addEventListener("abort", onAbort);

@@ -23,12 +23,17 @@ let trimmer: (() => boolean) | null | undefined;
 export function trimMalloc(): boolean | undefined {
   if (trimmer === undefined) {
     try {
-      trimmer = (createRequire(import.meta.url)(ADDON) as { trim: () => boolean }).trim;
+      const trim = (createRequire(import.meta.url)(ADDON) as { trim?: unknown }).trim;
+      trimmer = typeof trim === "function" ? (trim as () => boolean) : null;
     } catch {
-      trimmer = null;
+      trimmer = null; // not built here (not glibc), or not loadable: memory is kept, nothing else
     }
   }
-  return trimmer === null ? undefined : trimmer();
+  try {
+    return trimmer === null ? undefined : trimmer();
+  } catch {
+    return undefined;
+  }
 }
 
 /** Gives back the free memory now and every `everyMs` until the returned function is called. */

@@ -1,8 +1,8 @@
 /**
- * Review of issue-11: on etcd, a watch event whose previous value was compacted comes without
- * prevKv (etcd reads it at rev-1), and watchAssignments then trusts the node's `held` names.
- * A node that starts its watch at the compact revision (it chooses `from`) and names another
- * node's star learns that the star exists and changed.
+ * On etcd, a watch event whose previous value was compacted away comes without it (etcd reads it
+ * at the event's revision − 1). A node, which chooses where its watch starts, must still learn
+ * nothing of another node's star by naming it (it is told to read its assignments again), and
+ * must still learn that its own star was moved away.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
