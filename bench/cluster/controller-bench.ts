@@ -85,7 +85,8 @@ keepTrimmingMalloc();
 const nodes = new ClusterNodes();
 const server: ClusterServer = await serveCluster({ store, cluster: "bench", caCert: ca.cert, cert: controllerCert.cert, key: controllerCert.key, host: "127.0.0.1", port: 0, nodes, log: () => undefined });
 
-const child = fork(fileURLToPath(import.meta.url), ["--child"], { stdio: "inherit" });
+// (Without LD_PRELOAD: a native heap profiler run on the controller, e.g. heaptrack, profiles it alone.)
+const child = fork(fileURLToPath(import.meta.url), ["--child"], { stdio: "inherit", env: { ...process.env, LD_PRELOAD: undefined } });
 child.send({ port: server.port, ca: ca.cert, certs });
 await new Promise((r) => child.once("message", r));
 console.error(`${NODES} nodes connected: ${server.connected().length}`);
