@@ -63,6 +63,14 @@ if (values.child) {
     await agent.start();
   }
   process.send!("ready");
+  // A late heartbeat here is the simulation's, not the controller's: say when this process lags.
+  const { monitorEventLoopDelay } = await import("node:perf_hooks");
+  const lag = monitorEventLoopDelay();
+  lag.enable();
+  setInterval(() => {
+    if (lag.max > 1e9) console.error(`simulated nodes' process: event loop delayed up to ${(lag.max / 1e6).toFixed(0)} ms in the last 10 s`);
+    lag.reset();
+  }, 10_000).unref();
   await new Promise(() => undefined);
 }
 
@@ -82,6 +90,13 @@ const controller = new Controller({ store });
 controller.start();
 // As a node's process does (src/server/memory.ts): malloc's free pages given back every 10 s.
 keepTrimmingMalloc();
+// Events by kind: a node taken for dead during the run (it missed its heartbeats) is reported.
+const kinds = new Map<string, number>();
+const record = controller.events.record.bind(controller.events);
+controller.events.record = (kind, ...rest) => {
+  kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+  return record(kind, ...rest);
+};
 const nodes = new ClusterNodes();
 const server: ClusterServer = await serveCluster({ store, cluster: "bench", caCert: ca.cert, cert: controllerCert.cert, key: controllerCert.key, host: "127.0.0.1", port: 0, nodes, log: () => undefined });
 
@@ -91,6 +106,9 @@ child.send({ port: server.port, ca: ca.cert, certs });
 await new Promise((r) => child.once("message", r));
 console.error(`${NODES} nodes connected: ${server.connected().length}`);
 
+const { monitorEventLoopDelay } = await import("node:perf_hooks");
+const lag = monitorEventLoopDelay();
+lag.enable();
 const created = performance.now();
 for (let i = 0; i < STARS; i++) await controller.create({ name: `s-${i}`, command: ["sleep", "600"], ram_mb: 64 });
 const createS = (performance.now() - created) / 1000;
@@ -122,6 +140,7 @@ if (profiler) {
   const { profile } = await profiler.post("Profiler.stop");
   (await import("node:fs")).writeFileSync(process.env.BENCH_CPU_PROFILE!, JSON.stringify(profile));
 }
+console.error(`events: ${[...kinds].map(([k, n]) => `${k} ${n}`).join(", ")}; the controller's event loop delayed up to ${(lag.max / 1e6).toFixed(0)} ms (p99 ${(lag.percentile(99) / 1e6).toFixed(0)} ms)`);
 const trimStart = performance.now();
 const trimmed = trimMalloc();
 console.error(`one malloc trim: ${(performance.now() - trimStart).toFixed(2)} ms (${trimmed === undefined ? "not available" : "available"})`);

@@ -676,10 +676,12 @@ export class Controller {
         await this.events.record(on ? "star.moved" : "star.assigned", message, { star: record.name, uid: record.uid, node: node.name });
       }
     }
-    // Forget only stars that are gone or no longer on that node (a pass that skipped them, with
-    // no node alive, says nothing about them).
+    // Forget stars that are gone, no longer on that node, or whose node is alive again (should it
+    // die again, that is said again). A pass with no node alive judges no node: it forgets none.
     const onNode = new Map(kvs.map((kv) => [kv.value.uid, kv.value.node]));
-    for (const [uid, n] of this.leftOnDead) if (onNode.get(uid) !== n) this.leftOnDead.delete(uid);
+    for (const [uid, n] of this.leftOnDead) {
+      if (onNode.get(uid) !== n || (moving && live.some((l) => l.name === n))) this.leftOnDead.delete(uid);
+    }
   }
 
   /**
