@@ -12,7 +12,7 @@
  * descendants (anything else is "no such star"); admin and read tokens see everything.
  */
 import { randomUUID } from "node:crypto";
-import { setTimeout as delay } from "node:timers/promises";
+import { setTimeout as delay, setImmediate as nextTurn } from "node:timers/promises";
 import type { StarState } from "../model/status.js";
 import {
   DuplicateStarError,
@@ -54,6 +54,12 @@ import {
 
 /** The pause of a control loop after the store failed it. */
 const LOOP_RETRY_MS = 1000;
+/**
+ * A pass lets the event loop turn after this many writes: the store answers at once (SQLite
+ * writes are synchronous), so a pass that places thousands of stars would otherwise hold the
+ * process for seconds, and every node's heartbeat with it (their leases expired meanwhile).
+ */
+const WRITES_PER_TURN = 32;
 /**
  * Time for the controller's own waits (a node dead since, the grace after a start): monotonic,
  * so a clock set forward or back neither shortens nor stretches them.
@@ -634,15 +640,22 @@ export class Controller {
     const observed = new Map(draining ? (await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]) : []);
     // Stars stopped to be moved: their nodes' reports (their copy ended) are looked at too.
     this.moving = kvs.filter((kv) => kv.value.movingFrom !== undefined).length;
+    let writes = 0;
     for (const kv of kvs) {
+      if (writes >= WRITES_PER_TURN) {
+        writes = 0;
+        await nextTurn();
+      }
       const record = kv.value;
       const on = record.node === undefined ? undefined : nodes.find((n) => n.name === record.node);
       if (on && (live.includes(on) || !moving) && cordons.get(on.name)?.drain === true && open.length > 0) {
+        writes++;
         if (await this.drainOne(kv, on.name, open, held, observed.get(record.name))) continue;
       }
       if (record.movingFrom !== undefined && cordons.get(record.node ?? "")?.drain !== true) {
         // Its node is no longer drained (uncordoned meanwhile): it runs where it was.
         const { movingFrom: _, ...rest } = record;
+        writes++;
         await this.casRecord(kv, { ...rest, desired: "running", generation: record.generation + 1 });
         continue;
       }
@@ -654,6 +667,7 @@ export class Controller {
         if (record.desired !== "running" || this.factsOf(record).restart === "never") {
           if (this.leftOnDead.get(record.uid) !== on.name) {
             this.leftOnDead.set(record.uid, on.name);
+            writes++;
             const why = record.desired !== "running" ? "it is stopped" : "its restart policy is never";
             await this.events.record("star.node-dead", `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s); not moved: ${why} (start it to run it elsewhere)`, { star: record.name, uid: record.uid, node: on.name });
           }
@@ -670,6 +684,7 @@ export class Controller {
         }
       }
       const node = placement(targets, held)!;
+      writes++;
       if (await this.casRecord(kv, { ...record, node: node.name })) {
         if (record.desired === "running") held.set(node.name, held.get(node.name)! + 1);
         const message = on ? `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s): moved to node ${node.name}` : `assigned to node ${node.name}`;
