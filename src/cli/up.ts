@@ -79,6 +79,10 @@ export function registerUp(program: Command): void {
           `  ${cliCommand()} create --name greeting -- echo hello world`,
           `  ${cliCommand()} list`,
           "",
+          "Add machines: `up` is one machine; a cluster is made with init (stop this one first, or give",
+          "init another --data), and init prints the command that joins each next machine:",
+          `  sudo ${cliCommand()} init --cluster default`,
+          "",
         ].join("\n"),
       );
       await new Promise<void>((done) => {

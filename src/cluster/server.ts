@@ -185,7 +185,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
   server.on("tlsClientError", (err, socket) => {
     // (A connection the cap closed before its handshake is said by the cap's own line.)
     if (socket.remoteAddress === undefined) return;
-    refusal(`cluster port: refused ${socket.remoteAddress}:${socket.remotePort ?? "?"}: ${err.message}`);
+    refusal(`cluster port: refused ${socket.remoteAddress}:${socket.remotePort ?? "?"}: ${tlsRefusal(err)}`);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -206,4 +206,20 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** What a failed TLS handshake means, in a line (not OpenSSL's). */
+function tlsRefusal(err: Error & { code?: string; reason?: string }): string {
+  switch (err.code) {
+    case "ERR_SSL_UNSUPPORTED_PROTOCOL":
+      return "it speaks a TLS version older than 1.3, which this port refuses";
+    case "ERR_SSL_HTTP_REQUEST":
+    case "ERR_SSL_HTTPS_PROXY_REQUEST":
+      return "it speaks plain HTTP, not TLS (the cluster port is for nodes; the API is elsewhere)";
+    case "ERR_SSL_WRONG_VERSION_NUMBER":
+    case "ERR_SSL_PACKET_LENGTH_TOO_LONG":
+      return "it does not speak TLS";
+    default:
+      return `its TLS handshake failed (${err.reason ?? err.code ?? err.message.split(":").at(-2) ?? "unknown"})`;
+  }
 }

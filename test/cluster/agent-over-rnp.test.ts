@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { Agent } from "../../src/agent/agent.js";
 import { RnpAgentLink, nodeHandlers } from "../../src/cluster/agent-protocol.js";
 import { ClusterNodes } from "../../src/cluster/nodes.js";
+import { EventLog } from "../../src/controller/events.js";
 import { RnpClient } from "../../src/cluster/rnp/client.js";
 import { RnpError } from "../../src/cluster/rnp/peer.js";
 import { type ClusterServer, serveCluster } from "../../src/cluster/server.js";
@@ -25,9 +26,9 @@ import type { Store } from "../../src/store/types.js";
 import { waitFor } from "../helpers/wait.js";
 
 /** A node certificate, recorded as issued (as a join records it) unless `record` is false. */
-async function issue(ca: CertAndKey, cluster: string, node: string, role: "controller" | "agent", store?: Store): Promise<CertAndKey & { serial: string }> {
+async function issue(ca: CertAndKey, cluster: string, node: string, role: "controller" | "agent", store?: Store, signedAt = Date.now()): Promise<CertAndKey & { serial: string }> {
   const { csr, key } = await createCsr(node);
-  const signed = await signCsr(ca, csr, { cluster, node, role, addresses: ["127.0.0.1"] });
+  const signed = await signCsr(ca, csr, { cluster, node, role, addresses: ["127.0.0.1"] }, signedAt);
   if (store) await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify({ node, role, issuedAt: Date.now(), notAfter: signed.notAfter } satisfies CertRecord));
   return { cert: signed.cert, key, serial: signed.serial };
 }
@@ -84,6 +85,10 @@ describe("an agent over RNP", () => {
         const kv = await store.get(statusKey("web"));
         return kv && (JSON.parse(kv.value) as StarObserved).status.state === "running" ? true : undefined;
       });
+      // Its events (node up, the star started) came over RNP, recorded as the node's.
+      const told = await new EventLog(store, "test").list();
+      assert.ok(told.some((e) => e.kind === "node.up" && e.node === "node-2"), `node-2's node.up event: ${JSON.stringify(told)}`);
+      assert.ok(told.some((e) => e.star === "web" && e.node === "node-2"), "an event of star web from node-2");
       // The controller's API asks for the star's logs and usage: from its node, over RNP.
       placed.set("web", "node-2");
       runtime.log("web", "hello from node-2");
@@ -149,13 +154,24 @@ describe("an agent over RNP", () => {
     }
   });
 
-  it("refuses, with a log line, a client of another CA, of another cluster, with a certificate the controller did not issue, without a certificate (no joins here), or not speaking TLS", async () => {
+  it("refuses, with a log line, a client of another CA, of another cluster, with a certificate the controller did not issue or one expired, without a certificate (no joins here), speaking TLS 1.2, or not speaking TLS", async () => {
     log.length = 0;
     const other = await createCa("prod");
     const attempts: Array<[string, () => Promise<unknown>]> = [
       ["another CA", dialer(() => server.port, await issue(other, "prod", "node-x", "agent"), ca.cert)],
       ["another cluster", dialer(() => server.port, await issue(ca, "staging", "node-y", "agent", store))],
       ["not issued by the controller", dialer(() => server.port, await issue(ca, "prod", "node-z", "agent"))],
+      // Issued (and recorded) 100 days ago for 90 days: expired 10 days ago.
+      ["expired", dialer(() => server.port, await issue(ca, "prod", "node-old", "agent", store, Date.now() - 100 * 86_400_000))],
+      [
+        "TLS 1.2",
+        () =>
+          new Promise((resolve, reject) => {
+            const s = connect({ host: "127.0.0.1", port: server.port, ...ctl, ca: ca.cert, checkServerIdentity: () => undefined, maxVersion: "TLSv1.2" });
+            s.once("secureConnect", () => resolve(s));
+            s.once("error", reject);
+          }),
+      ],
       [
         "no certificate",
         () =>
@@ -174,12 +190,16 @@ describe("an agent over RNP", () => {
     await new Promise<void>((resolve) => plain.connect(server.port, "127.0.0.1", resolve));
     plain.end("GET / HTTP/1.1\r\n\r\n");
     await new Promise((resolve) => plain.once("close", resolve));
-    await waitFor("five refusals logged", () => (log.filter((l) => /refused/.test(l)).length >= 5 ? true : undefined));
+    await waitFor("seven refusals logged", () => (log.filter((l) => /refused/.test(l)).length >= 7 ? true : undefined));
     const text = log.join("\n");
     assert.match(text, /no certificate of this cluster's CA/);
     assert.match(text, /no certificate, and this controller admits no joins/);
     assert.match(text, /the certificate of node node-z \(serial [0-9a-f]+\) was not issued by this cluster's controller/);
     assert.match(text, /for cluster "staging", this is "prod"/);
+    assert.match(text, /no certificate of this cluster's CA \(CERT_HAS_EXPIRED\)/);
+    assert.match(text, /refused 127\.0\.0\.1:\d+: it speaks a TLS version older than 1\.3/);
+    assert.match(text, /refused 127\.0\.0\.1:\d+: it speaks plain HTTP, not TLS/);
+    assert.doesNotMatch(text, /SSL routines/, "no OpenSSL text");
     assert.doesNotMatch(text, /at .*\.js:\d+/, "no stack traces");
   });
   it("a flood of connections from one address takes the port from no one else: past the cap they are closed with a log line", async () => {

@@ -149,4 +149,43 @@ describe("RNP connections", () => {
     c.close();
     await assert.rejects(pending, (e: unknown) => e instanceof RnpError && e.code === "unavailable");
   });
+  it("backpressure: calls past the peer's in-flight limit are answered unavailable; a sender to a peer that does not read stops at its high-water mark", async () => {
+    // The server answers at most 4 requests at once; the rest are refused, not queued.
+    const release: Array<() => void> = [];
+    const { client } = await serve({ hold: () => new Promise<string>((resolve) => release.push(() => resolve("done"))) }, { maxInFlight: 4 });
+    const c = await client();
+    const calls = Array.from({ length: 10 }, () => c.call("hold", null).then((v) => ({ ok: v }), (e: unknown) => ({ err: e })));
+    await waitFor("four requests held", () => release.length === 4);
+    const refused = (await Promise.all(calls.slice(4))) as Array<{ err?: unknown }>;
+    for (const r of refused) assert.ok(r.err instanceof RnpError && r.err.code === "unavailable" && /too many requests under way/.test(r.err.message), String(r.err));
+    for (const r of release) r();
+    assert.deepEqual(await Promise.all(calls.slice(0, 4)), Array.from({ length: 4 }, () => ({ ok: "done" })));
+
+    // A peer that said hello and then reads nothing: the sender's buffer stops at its
+    // high-water mark (the rest of the sends wait), it does not take every frame.
+    const deaf = createServer((sock) => {
+      sock.write(encodeFrame(packr.pack([T.hello, { versions: [1] }])));
+      sock.pause();
+    });
+    servers.push(deaf);
+    await new Promise<void>((resolve) => deaf.listen(0, "127.0.0.1", resolve));
+    const sock = connect((deaf.address() as AddressInfo).port, "127.0.0.1");
+    const sender = new RnpPeer(sock, { role: "client", hello: { node: "cli" }, highWater: 2 ** 20, heartbeatMs: 60_000 });
+    peers.push(sender);
+    await sender.ready;
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on("unhandledRejection", onUnhandled);
+    const body = "x".repeat(64 * 1024);
+    for (let i = 0; i < 400; i++) void sender.call("deaf.take", body).catch(() => undefined); // 25 MiB asked
+    await waitFor("the sender's buffer past its high-water mark", () => sock.writableLength > 2 ** 20);
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(sock.writableLength < 2 ** 20 + 2 * 70_000, `buffered ${sock.writableLength} bytes: the sends did not wait`);
+    // Closed with sends still waiting: each call fails, and none is an unhandled rejection (one
+    // would end a node's process).
+    sender.close();
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    process.off("unhandledRejection", onUnhandled);
+    assert.deepEqual(unhandled, []);
+  });
 });

@@ -52,6 +52,12 @@ describe("single-node constellation (constellation up, CLI, SDK)", { skip }, () 
     const ran = spawnSync("sh", ["-c", suggested], { encoding: "utf8", env: { ...process.env, CONSTELLATION_DATA: node.dataDir, CONSTELLATION_ENDPOINT: "", CONSTELLATION_TOKEN: "" } });
     assert.equal(ran.status, 0, ran.stderr);
     await sdk.star("greeting").remove({ force: true });
+    // How to add machines: the command that makes a cluster (init prints the join command).
+    const init = /^\s+sudo (.* init --cluster default)$/m.exec(node.output())?.[1];
+    assert.ok(init, node.output());
+    const help = spawnSync("sh", ["-c", `${init.replace(/ init --cluster default$/, " init --help")}`], { encoding: "utf8" });
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /--cluster <name>/);
   });
 
   it("CLI: create with limits (really applied), list, inspect, logs, stop, start, rm", async () => {

@@ -134,6 +134,9 @@ export class RnpPeer extends EventEmitter {
     if (this.closed) throw this.closed;
     const id = this.nextId++;
     const answer = new Promise<unknown>((resolve, reject) => this.calls.set(id, { resolve, reject }));
+    // A close while the request still waits to be sent (the peer reads nothing) rejects it before
+    // anyone awaits it: taken here, or it is an unhandled rejection that ends the process.
+    answer.catch(() => undefined);
     const stop = (err: Error) => {
       const p = this.calls.get(id);
       if (!p) return;
