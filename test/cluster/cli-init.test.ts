@@ -132,4 +132,30 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
     const logs = await waitFor("its line", () => cli("n1", "logs", remote.name).stdout.trim() || undefined);
     assert.equal(logs, `on ${remote.name}`);
   });
+  it("status counts stars by state; drain (the CLI) moves the joined node's star away and places nothing new there; uncordon lets it take stars again", async () => {
+    const status = cli("n1", "status");
+    assert.equal(status.status, 0, status.stderr);
+    assert.match(status.stdout, /stars +2: 2 running/);
+    const before = JSON.parse(cli("n1", "list", "--json").stdout) as Array<{ name: string; node: string }>;
+    const moved = before.find((s) => s.node === "node-2");
+    assert.ok(moved, JSON.stringify(before));
+    const drained = cli("n1", "drain", "node-2");
+    assert.equal(drained.status, 0, drained.stderr);
+    assert.match(drained.stdout, /draining/);
+    await waitFor("its star moved to node-1 and running there", () => {
+      const l = JSON.parse(cli("n1", "list", "--json").stdout) as Array<{ name: string; node: string; status?: { state: string } }>;
+      const s = l.find((x) => x.name === moved.name);
+      return s?.node === "node-1" && s.status?.state === "running" ? true : undefined;
+    });
+    assert.match(cli("n1", "nodes").stdout, /node-2\s+draining/);
+    for (const name of ["r", "s"]) assert.equal(cli("n1", "create", "--name", name, "--", "sleep", "600").status, 0);
+    const placed = JSON.parse(cli("n1", "list", "--json").stdout) as Array<{ name: string; node: string }>;
+    assert.deepEqual(placed.filter((s) => s.node === "node-2"), [], "nothing placed on a drained node");
+    assert.equal(cli("n1", "uncordon", "node-2").status, 0);
+    assert.match(cli("n1", "nodes").stdout, /node-2\s+ready/);
+    assert.equal(cli("n1", "create", "--name", "t", "--", "sleep", "600").status, 0);
+    // The node with fewest stars takes the next one: node-2 (none) against node-1 (four).
+    const t = (JSON.parse(cli("n1", "list", "--json").stdout) as Array<{ name: string; node: string }>).find((s) => s.name === "t");
+    assert.equal(t?.node, "node-2");
+  });
 });

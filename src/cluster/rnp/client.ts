@@ -17,6 +17,16 @@ export interface ClientOptions extends Omit<PeerOptions, "role"> {
   onConnect?: (peer: RnpPeer) => void;
 }
 
+/**
+ * The wait before reconnect attempt `attempt` (0 first): a cap doubling from `min` to `max`, and
+ * a delay drawn evenly below it ("full jitter": a restarted controller is not met by every agent
+ * at once).
+ */
+export function backoffDelay(attempt: number, bounds: { min: number; max: number }, random: () => number = Math.random): number {
+  const cap = Math.min(bounds.max, bounds.min * 2 ** Math.min(attempt, 52));
+  return random() * cap;
+}
+
 export class RnpClient {
   private peer: RnpPeer | undefined;
   private waiters: Array<{ done: (p: RnpPeer) => void; fail: (e: Error) => void }> = [];
@@ -112,9 +122,7 @@ export class RnpClient {
 
   private retry(): void {
     if (this.closed || this.timer) return;
-    const { min, max } = this.options.backoffMs ?? { min: 100, max: 10_000 };
-    const cap = Math.min(max, min * 2 ** this.attempt++);
-    const delay = Math.random() * cap; // full jitter: a restarted controller is not met by every agent at once
+    const delay = backoffDelay(this.attempt++, this.options.backoffMs ?? { min: 100, max: 10_000 });
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.connect();
