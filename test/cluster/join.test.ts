@@ -105,6 +105,26 @@ describe("joining a cluster", () => {
     assert.deepEqual(names.filter((n) => n !== "node-2"), []);
   });
 
+  it("a client without a certificate may only ask to join: no agent method is there for it", async () => {
+    const client = new RnpClient({
+      dial: () =>
+        new Promise<Duplex>((resolve, reject) => {
+          const s = connect({ host: "127.0.0.1", port: server.port, ca: ca.cert, checkServerIdentity: () => undefined, minVersion: "TLSv1.3" });
+          s.once("secureConnect", () => resolve(s));
+          s.once("error", reject);
+        }),
+    });
+    try {
+      for (const method of ["agent.reports", "agent.assignments", "agent.heartbeat", "cluster.renew"]) {
+        await assert.rejects(client.call(method, null, { timeoutMs: 5000 }), refusedWith("not-found", new RegExp(`no method "${method.replace(".", "\\.")}" here`)));
+      }
+      // Joining is what it may do (here with no certificate request: refused for that).
+      await assert.rejects(client.call("cluster.join", { token: "hello", node: "x" }, { timeoutMs: 5000 }), refusedWith("bad-request", /csr/));
+    } finally {
+      client.close();
+    }
+  });
+
   it("one name, one node: of joins under one name at once exactly one wins, and a later one is refused; addresses must be IPs or names", async () => {
     const good = await createJoinToken(store, ca.cert);
     const tries = await Promise.allSettled(Array.from({ length: 5 }, () => joinCluster({ address: address(), token: good.token, node: "victim" })));
