@@ -31,6 +31,7 @@ import type { Compare, KeyValue, Store } from "../store/types.js";
 import { adminOnlyField, fits, mb, memoryBudget, withinParent } from "./admission.js";
 import { NODE_TTL_S } from "./agent-service.js";
 import { EventLog } from "./events.js";
+import { indexStarTokens } from "./tokens.js";
 import { type Cached, RecordCache } from "./record-cache.js";
 import { orphans, subtree } from "./family.js";
 import {
@@ -60,6 +61,8 @@ const LOOP_RETRY_MS = 1000;
  * process for seconds, and every node's heartbeat with it (their leases expired meanwhile).
  */
 const WRITES_PER_TURN = 32;
+/** How often the event log is pruned to its newest EVENTS_KEPT. */
+const PRUNE_EVERY_MS = 60_000;
 /**
  * Time for the controller's own waits (a node dead since, the grace after a start): monotonic,
  * so a clock set forward or back neither shortens nor stretches them.
@@ -85,6 +88,8 @@ export interface ControllerOptions {
    * after the controller starts, no node is taken for dead (its nodes reconnect meanwhile).
    */
   nodeTtlSeconds?: number;
+  /** How often the event log is pruned to its newest EVENTS_KEPT (default every minute). */
+  pruneEveryMs?: number;
 }
 
 /**
@@ -451,13 +456,27 @@ export class Controller {
     // When the grace after the start ends, a node that died within it is seen (no write says so).
     const graceEnd = setTimeout(() => void this.assignAll().catch(() => undefined), 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000 + 100);
     graceEnd.unref();
-    this.abort.signal.addEventListener("abort", () => clearTimeout(graceEnd));
+    // The event log keeps its newest EVENTS_KEPT events: pruned every minute while it runs (not
+    // only when the loop starts again: a storm of creates left 120,000 events, and every list of
+    // them held the process for seconds).
+    const pruner = setInterval(() => void this.events.prune().catch(() => undefined), this.options.pruneEveryMs ?? PRUNE_EVERY_MS);
+    pruner.unref();
+    this.abort.signal.addEventListener("abort", () => {
+      clearTimeout(graceEnd);
+      clearInterval(pruner);
+    });
   }
 
   /** The cordoned nodes (by name: draining or not). */
   private async cordons(): Promise<Map<string, CordonRecord>> {
+    return (await this.cordonsRead()).cordons;
+  }
+
+  /** The cordons, and the revision each was read at (a pass's writes hold only while they stand). */
+  private async cordonsRead(): Promise<{ cordons: Map<string, CordonRecord>; revisions: Map<string, number> }> {
     const { kvs } = await this.store.range({ prefix: KEYS.cordons });
-    return new Map(kvs.map((kv) => [kv.key.slice(KEYS.cordons.length), JSON.parse(kv.value) as CordonRecord]));
+    const name = (key: string) => key.slice(KEYS.cordons.length);
+    return { cordons: new Map(kvs.map((kv) => [name(kv.key), JSON.parse(kv.value) as CordonRecord])), revisions: new Map(kvs.map((kv) => [name(kv.key), kv.modRevision])) };
   }
 
   /**
@@ -519,14 +538,15 @@ export class Controller {
    * memory among those registered (the scheduler of a later issue takes over this choice).
    */
   private async assignLoop(signal: AbortSignal): Promise<void> {
-    let prunedAt = 0;
+    let pruned = false;
     while (!signal.aborted) {
       try {
         const { revision } = await this.store.range({ prefix: KEYS.stars }, { countOnly: true });
         await this.assignAll();
-        if (Date.now() - prunedAt > 60_000) {
-          prunedAt = Date.now();
+        if (!pruned) {
+          pruned = true;
           await this.events.prune();
+          await indexStarTokens(this.store); // tokens saved before their index existed
         }
         const watch = this.store.watch({ prefix: PREFIX }, { fromRevision: revision + 1 });
         const onAbort = () => watch.close();
@@ -559,12 +579,19 @@ export class Controller {
    * new assignment), or for an exclusive star stopped there first and moved once that copy
    * has ended. True when there is nothing more to do for it in this pass.
    */
-  private async drainOne(kv: Cached<StarRecord>, from: string, open: NodeRecord[], held: Map<string, number>, o: ReportFacts | undefined): Promise<boolean> {
+  private async drainOne(
+    kv: Cached<StarRecord>,
+    from: string,
+    open: NodeRecord[],
+    held: Map<string, number>,
+    o: ReportFacts | undefined,
+    cordonAsRead: (node: string) => Compare,
+  ): Promise<boolean> {
     const record = kv.value;
     if (record.desired !== "running" && record.movingFrom === undefined) return true; // stopped: stays (it holds nothing)
     const exclusive = this.factsOf(record).exclusive;
     if (exclusive && record.movingFrom === undefined) {
-      if (await this.casRecord(kv, { ...record, desired: "stopped", movingFrom: from, generation: record.generation + 1 })) {
+      if (await this.casRecord(kv, { ...record, desired: "stopped", movingFrom: from, generation: record.generation + 1 }, [cordonAsRead(from)])) {
         await this.events.record("star.stop-requested", `stopping it on draining node ${from} to start it elsewhere (exclusive: one copy at a time)`, { star: record.name, uid: record.uid });
       }
       return true;
@@ -572,7 +599,7 @@ export class Controller {
     if (exclusive && o !== undefined && o.uid === record.uid && o.node === from && isActiveState(o)) return true; // its copy there still runs
     const node = placement(open, held)!;
     const { movingFrom: _, ...rest } = record;
-    if (await this.casRecord(kv, { ...rest, node: node.name, desired: "running", generation: record.generation + (exclusive ? 1 : 0) })) {
+    if (await this.casRecord(kv, { ...rest, node: node.name, desired: "running", generation: record.generation + (exclusive ? 1 : 0) }, [cordonAsRead(from), cordonAsRead(node.name)])) {
       held.set(node.name, held.get(node.name)! + 1);
       await this.events.record("star.moved", `node ${from} is draining: moved to node ${node.name}`, { star: record.name, uid: record.uid, node: node.name });
     }
@@ -622,7 +649,17 @@ export class Controller {
     const ttlMs = (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
     const judging = monotonic() - this.startedAt > 2 * ttlMs;
     // Cordoned nodes take nothing new; draining ones give their stars away; revoked ones are dead.
-    const cordons = await this.cordons();
+    const { cordons, revisions } = await this.cordonsRead();
+    // A pass lets the event loop turn as it goes, so what it read at its start may change under
+    // it: each write holds only if what it was decided on still stands — the node's cordon as
+    // read (a node cordoned meanwhile takes nothing), and a dead node still dead (one whose
+    // heartbeat was answered meanwhile may run its exclusive star again: it is not moved).
+    const cordonAsRead = (node: string): Compare => {
+      const rev = revisions.get(node);
+      const key = `${KEYS.cordons}${node}`;
+      return rev === undefined ? { key, target: "version", op: "=", value: 0 } : { key, target: "modRevision", op: "=", value: rev };
+    };
+    const stillDead = (node: string): Compare => ({ key: `${KEYS.alive}${node}`, target: "version", op: "=", value: 0 });
     const aliveNow = (judging ? nodes.filter((n) => alive.has(n.name)) : nodes).filter((n) => cordons.get(n.name)?.revoked !== true);
     // With no node alive, new stars still get one (they run when it is back); none is moved.
     const live = aliveNow.length > 0 ? aliveNow : nodes;
@@ -650,13 +687,13 @@ export class Controller {
       const on = record.node === undefined ? undefined : nodes.find((n) => n.name === record.node);
       if (on && (live.includes(on) || !moving) && cordons.get(on.name)?.drain === true && open.length > 0) {
         writes++;
-        if (await this.drainOne(kv, on.name, open, held, observed.get(record.name))) continue;
+        if (await this.drainOne(kv, on.name, open, held, observed.get(record.name), cordonAsRead)) continue;
       }
       if (record.movingFrom !== undefined && cordons.get(record.node ?? "")?.drain !== true) {
         // Its node is no longer drained (uncordoned meanwhile): it runs where it was.
         const { movingFrom: _, ...rest } = record;
         writes++;
-        await this.casRecord(kv, { ...rest, desired: "running", generation: record.generation + 1 });
+        await this.casRecord(kv, { ...rest, desired: "running", generation: record.generation + 1 }, [cordonAsRead(record.node ?? "")]);
         continue;
       }
       if (on && (live.includes(on) || !moving)) continue;
@@ -685,7 +722,7 @@ export class Controller {
       }
       const node = placement(targets, held)!;
       writes++;
-      if (await this.casRecord(kv, { ...record, node: node.name })) {
+      if (await this.casRecord(kv, { ...record, node: node.name }, [cordonAsRead(node.name), ...(on ? [stillDead(on.name)] : [])])) {
         if (record.desired === "running") held.set(node.name, held.get(node.name)! + 1);
         const message = on ? `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s): moved to node ${node.name}` : `assigned to node ${node.name}`;
         await this.events.record(on ? "star.moved" : "star.assigned", message, { star: record.name, uid: record.uid, node: node.name });
@@ -793,9 +830,9 @@ export class Controller {
     return [stars.map((kv) => kv.value), observed];
   }
 
-  private async casRecord(kv: Pick<KeyValue, "key" | "modRevision">, next: StarRecord): Promise<boolean> {
+  private async casRecord(kv: Pick<KeyValue, "key" | "modRevision">, next: StarRecord, also: Compare[] = []): Promise<boolean> {
     const res = await this.store.txn({
-      compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
+      compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }, ...also],
       success: [{ type: "put", key: kv.key, value: JSON.stringify(next) }],
     });
     return res.succeeded;

@@ -4,6 +4,7 @@
  * store revision that wrote it, so events read back in the order the store took them, and
  * `since` a seq resumes exactly.
  */
+import { setImmediate } from "node:timers/promises";
 import type { KeyValue, Store } from "../store/types.js";
 import { type Event, type EventKind, KEYS } from "../model/records.js";
 
@@ -43,6 +44,7 @@ export class EventLog {
     const old = [...kvs].sort((a, b) => a.modRevision - b.modRevision).slice(0, count - EVENTS_KEPT);
     for (let i = 0; i < old.length; i += 100) {
       await this.store.txn({ success: old.slice(i, i + 100).map((kv) => ({ type: "delete" as const, range: { key: kv.key } })) });
+      await setImmediate(); // the store answers at once: let the event loop turn between batches
     }
     return old.length;
   }

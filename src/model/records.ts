@@ -22,6 +22,8 @@ export const KEYS = {
   events: `${PREFIX}events/`,
   nodes: `${PREFIX}nodes/`,
   tokens: `${PREFIX}tokens/`,
+  /** Each star's tokens, by star name and token hash (the key alone: tokens.ts dropStarTokens). */
+  starTokens: `${PREFIX}star-tokens/`,
   joinTokens: `${PREFIX}join-tokens/`,
   certs: `${PREFIX}certs/`,
   /** A node name taken by a join (made once, atomically: two joins under one name cannot both win). */
