@@ -94,6 +94,7 @@ export interface Change {
   member: string;
   state: MemberState;
   before: MemberState | undefined;
+  incarnation: number;
 }
 
 /** One simulated member: its state machine, and whether it is up. */
@@ -157,7 +158,7 @@ export class SimNetwork {
       meta: { v: "1.0.0" },
       config: { ...this.options.config, ...config },
       env,
-      onChange: (m: MemberView, before) => this.changes.push({ at: this.now, observer: name, member: m.name, state: m.state, before }),
+      onChange: (m: MemberView, before) => this.changes.push({ at: this.now, observer: name, member: m.name, state: m.state, before, incarnation: m.incarnation }),
     });
     this.members.set(name, sim);
     this.byAddress.set(address, sim);

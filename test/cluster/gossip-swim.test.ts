@@ -51,8 +51,10 @@ describe("gossip: SWIM with Lifeguard, simulated", () => {
       { t: "nope", f: "a" },
       { t: "ack", q: 1, f: "a", g: [{ k: "x", n: "a", i: 1 }] },
       { t: "ack", q: 1, f: "a", g: Array.from({ length: 300 }, () => ({ k: "s", n: "a", i: 1, f: "b" })) },
-      { t: "push", f: "a", a: "x:1", j: "yes", s: [] },
-      { t: "pull", f: "a", s: [{ n: "a", ad: "x", i: 0, st: 7, m: {} }] },
+      { t: "push", f: "a", a: "x:1", j: "yes", k: 0, s: [] },
+      { t: "push", f: "a", a: "x:1", j: true, s: [] },
+      { t: "pull", f: "a", k: 0, s: [{ n: "a", ad: "x", i: 0, st: 7, m: {} }] },
+      { t: "pull", f: "a", k: 0, s: Array.from({ length: 2000 }, () => ({ n: "a", ad: "x", i: 0, st: 0, m: {} })) },
       { t: "gos", f: "a", g: [{ k: "a", n: "b", i: 0, ad: "x", m: [] }] },
     ];
     for (const p of bad) assert.throws(() => parsePacket(p), GossipProtocolError, JSON.stringify(p)?.slice(0, 80));

@@ -1,7 +1,9 @@
 /**
  * News waiting to be told (memberlist's TransmitLimitedQueue): each piece is piggybacked on
  * packets until it has been sent `limit` times, the least-sent first; news of a member replaces
- * older news of that member (only the latest matters).
+ * older news of that member (only the latest matters). Kept in buckets by times sent, so taking
+ * a packet's worth costs the few pieces taken, not a sort of the whole queue (a thousand members
+ * joining is a thousand pieces of news).
  */
 import type { News } from "./messages.js";
 
@@ -9,8 +11,6 @@ interface Item {
   news: News;
   size: number;
   sent: number;
-  /** Order of arrival: among equally-sent news, the newest goes first. */
-  order: number;
 }
 
 /** A packet's bytes for a piece of news, about (its JSON's length: a little more than its MessagePack). */
@@ -20,7 +20,8 @@ export function newsSize(news: News): number {
 
 export class Broadcasts {
   private readonly items = new Map<string, Item>();
-  private order = 0;
+  /** Items by times sent. */
+  private readonly buckets: Array<Set<Item>> = [];
 
   get size(): number {
     return this.items.size;
@@ -28,7 +29,11 @@ export class Broadcasts {
 
   /** News to tell: replaces any news of the same member not yet told out. */
   add(news: News): void {
-    this.items.set(news.n, { news, size: newsSize(news), sent: 0, order: this.order++ });
+    const old = this.items.get(news.n);
+    if (old) this.buckets[old.sent]!.delete(old);
+    const item: Item = { news, size: newsSize(news), sent: 0 };
+    this.items.set(news.n, item);
+    (this.buckets[0] ??= new Set()).add(item);
   }
 
   /** The news of a member waiting to be told, if any. */
@@ -43,20 +48,27 @@ export class Broadcasts {
    */
   take(budget: number, limit: number, first?: string): News[] {
     if (this.items.size === 0) return [];
-    const sorted = [...this.items.values()].sort((a, b) => a.sent - b.sent || b.order - a.order);
-    const lead = first === undefined ? undefined : this.items.get(first);
-    if (lead) sorted.unshift(lead);
-    const out: News[] = [];
-    const taken = new Set<Item>();
+    const taken: Item[] = [];
     let left = budget;
-    for (const item of sorted) {
-      if (taken.has(item) || item.size > left) continue;
-      taken.add(item);
-      left -= item.size;
-      out.push(item.news);
-      if (++item.sent >= limit) this.items.delete(item.news.n);
-      if (left < 16) break;
+    const lead = first === undefined ? undefined : this.items.get(first);
+    if (lead && lead.size <= left) {
+      taken.push(lead);
+      left -= lead.size;
     }
-    return out;
+    scan: for (const bucket of this.buckets) {
+      if (!bucket) continue;
+      for (const item of bucket) {
+        if (left < 16) break scan;
+        if (item === lead || item.size > left) continue;
+        taken.push(item);
+        left -= item.size;
+      }
+    }
+    for (const item of taken) {
+      this.buckets[item.sent]!.delete(item);
+      if (++item.sent >= limit) this.items.delete(item.news.n);
+      else (this.buckets[item.sent] ??= new Set()).add(item);
+    }
+    return taken.map((i) => i.news);
   }
 }

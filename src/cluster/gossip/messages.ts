@@ -31,17 +31,20 @@ export type Packet =
   /** I asked `n` for you and heard nothing (so you know your own link is fine). */
   | { t: "nack"; q: number; f: string }
   | { t: "gos"; f: string; g: News[] }
-  /** Full state: sent (`push`, `j` when joining), answered with the receiver's (`pull`). */
-  | { t: "push"; f: string; a: string; j: boolean; s: StateEntry[] }
-  | { t: "pull"; f: string; s: StateEntry[] };
+  /**
+   * Full state, in parts that each fit a packet (`k`: the part's index; each part stands alone):
+   * sent (`push`, `j` when joining), and answered with the receiver's (`pull`) to part 0.
+   */
+  | { t: "push"; f: string; a: string; j: boolean; k: number; s: StateEntry[] }
+  | { t: "pull"; f: string; k: number; s: StateEntry[] };
 
 export class GossipProtocolError extends Error {
   override readonly name = "GossipProtocolError";
   readonly code = "GOSSIP_BAD_PACKET";
 }
 
-/** Most members one state exchange may carry. */
-export const MAX_STATE_ENTRIES = 20_000;
+/** Most members one part of a state exchange may carry. */
+export const MAX_STATE_ENTRIES = 1024;
 /** Most news one packet may carry. */
 const MAX_NEWS = 256;
 const MAX_META_KEYS = 64;
@@ -126,9 +129,9 @@ export function parsePacket(x: unknown): Packet {
       return { t: "gos", f, g: newsList(x.g) ?? bad("g: news") };
     case "push":
       if (typeof x.j !== "boolean") bad("j: true or false");
-      return { t: "push", f, a: address(x.a, "a"), j: x.j, s: state(x.s) };
+      return { t: "push", f, a: address(x.a, "a"), j: x.j, k: counter(x.k, "k"), s: state(x.s) };
     case "pull":
-      return { t: "pull", f, s: state(x.s) };
+      return { t: "pull", f, k: counter(x.k, "k"), s: state(x.s) };
     default:
       return bad(`t: not a packet type (${String(x.t).slice(0, 20)})`);
   }

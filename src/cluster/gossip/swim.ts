@@ -90,6 +90,8 @@ export class Swim {
   private readonly env: GossipEnv;
   private readonly self: MemberView;
   private readonly members = new Map<string, MemberView>();
+  /** The members' values, as a list (picking at random from it costs no copy). */
+  private all: MemberView[] = [];
   private readonly broadcasts = new Broadcasts();
   private readonly suspicions = new Map<string, Suspicion>();
   private readonly probes = new Map<number, Probe>();
@@ -190,15 +192,24 @@ export class Swim {
 
   /** Members alive or suspect, this one included (the cluster's size, for timeouts). */
   get size(): number {
-    let n = 1;
-    for (const m of this.members.values()) if (m.state === "alive" || m.state === "suspect") n++;
-    return n;
+    return this.liveCount + 1;
   }
+
+  /** Members alive or suspect (kept as states change: `size` is asked for every packet). */
+  private liveCount = 0;
 
   /** A packet from `from` (the address it came from). */
   receive(from: string, p: Packet): void {
     if (!this.running) return;
-    if ("g" in p && p.g) for (const n of p.g) this.apply(n);
+    if ("g" in p && p.g) {
+      // News older than what is known here (a suspicion already refuted) is answered at once,
+      // to its sender, with the newer news: one member that missed a refutation would otherwise
+      // keep its suspicion and, its timeout over, declare a live member dead.
+      const newer: News[] = [];
+      for (const n of p.g) if (this.isStale(n)) newer.push(this.newsOf(n.n)!);
+      else this.apply(n);
+      if (newer.length > 0) this.env.send(from, { t: "gos", f: this.self.name, g: newer.slice(0, 8) });
+    }
     switch (p.t) {
       case "ping":
         // Meant for another member (an address reused): not answered, so it is not taken for alive.
@@ -238,7 +249,8 @@ export class Swim {
         return;
       case "push":
         this.merge(p.f, p.s);
-        this.env.send(from, { t: "pull", f: this.self.name, s: this.state() });
+        // Answered once per exchange (to its first part), with all of this member's parts.
+        if (p.k === 0) for (const [k, s] of this.stateParts().entries()) this.env.send(from, { t: "pull", f: this.self.name, k, s });
         return;
       case "pull":
         this.joined = true;
@@ -337,6 +349,8 @@ export class Swim {
   }
 
   private changed(m: MemberView, before: MemberState | undefined): void {
+    const live = (s: MemberState | undefined) => s === "alive" || s === "suspect";
+    this.liveCount += (live(m.state) ? 1 : 0) - (live(before) ? 1 : 0);
     this.options.onChange?.({ ...m }, before);
   }
 
@@ -352,6 +366,7 @@ export class Swim {
         if (!known) {
           const m: MemberView = { name: n.n, address: n.ad, meta: n.m, incarnation: n.i, state: "alive", since: this.env.now() };
           this.members.set(n.n, m);
+          this.all.push(m);
           // A newcomer goes at a random place of the probe order (not everyone probes it next).
           this.order.splice(this.orderAt + Math.floor(this.env.random() * (this.order.length - this.orderAt + 1)), 0, n.n);
           this.broadcasts.add(n);
@@ -405,6 +420,19 @@ export class Swim {
         return;
       }
     }
+  }
+
+  /** Suspicion or death of a member at an incarnation older than the alive one known here. */
+  private isStale(n: News): boolean {
+    if (n.k === "a") return false;
+    const known = n.n === this.self.name ? (this.leaving ? undefined : this.self) : this.members.get(n.n);
+    return known !== undefined && known.state === "alive" && n.i < known.incarnation;
+  }
+
+  /** What is known here of a member, as news. */
+  private newsOf(name: string): News | undefined {
+    const m = name === this.self.name ? this.self : this.members.get(name);
+    return m && { k: "a", n: m.name, i: m.incarnation, ad: m.address, m: m.meta };
   }
 
   private aboutSelf(n: News): void {
@@ -480,8 +508,24 @@ export class Swim {
     return out;
   }
 
+  /** This member's state in parts that each fit one packet. */
+  private stateParts(): StateEntry[][] {
+    const parts: StateEntry[][] = [[]];
+    let bytes = 0;
+    for (const e of this.state()) {
+      const size = JSON.stringify(e).length;
+      if (bytes + size > this.config.maxPiggybackBytes && parts.at(-1)!.length > 0) {
+        parts.push([]);
+        bytes = 0;
+      }
+      parts.at(-1)!.push(e);
+      bytes += size;
+    }
+    return parts;
+  }
+
   private pushTo(address: string, join: boolean): void {
-    this.env.send(address, { t: "push", f: this.self.name, a: this.self.address, j: join, s: this.state() });
+    for (const [k, s] of this.stateParts().entries()) this.env.send(address, { t: "push", f: this.self.name, a: this.self.address, j: join, k, s });
   }
 
   /** Another member's whole view: what it says dead is only suspected here (its word alone kills no one). */
@@ -512,6 +556,7 @@ export class Swim {
       for (const [name, m] of this.members) {
         if ((m.state === "dead" || m.state === "left") && now - m.since > FORGET_DEAD_MS) this.members.delete(name);
       }
+      if (this.all.length !== this.members.size) this.all = [...this.members.values()];
       this.forgetDead();
     });
   }
@@ -520,7 +565,7 @@ export class Swim {
 
   /** Up to `k` distinct random members that pass `ok`. */
   private pick(k: number, ok: (m: MemberView) => boolean): MemberView[] {
-    const all = [...this.members.values()];
+    const all = this.all;
     const out: MemberView[] = [];
     // Random probes first (cheap at 1,000 members), then a full scan if too few were found.
     for (let tries = 0; tries < 3 * k && out.length < k && all.length > 0; tries++) {
