@@ -1,0 +1,244 @@
+/**
+ * A simulated network for the gossip (src/cluster/gossip/swim.ts): a discrete-event clock, and
+ * members that send each other packets over links that lose a share of them and take a little
+ * time. Each member is the real state machine; only time, chance and the wire are simulated, so
+ * 1,000 members run for minutes of simulated time in seconds. Deterministic for a seed.
+ *
+ * Used by bench/gossip/gossip-bench.ts and the gossip tests.
+ */
+import { Packr } from "msgpackr";
+import type { GossipConfig } from "../../src/cluster/gossip/config.js";
+import type { Packet } from "../../src/cluster/gossip/messages.js";
+import { type MemberState, type MemberView, Swim } from "../../src/cluster/gossip/swim.js";
+
+/** A small, fast, seeded PRNG (mulberry32). */
+export function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Timer {
+  at: number;
+  seq: number;
+  fn: () => void;
+  cancelled: boolean;
+}
+
+/** A binary min-heap of timers by (at, seq). */
+class Timers {
+  private readonly heap: Timer[] = [];
+  get size(): number {
+    return this.heap.length;
+  }
+  push(t: Timer): void {
+    const h = this.heap;
+    h.push(t);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (before(h[p]!, h[i]!)) break;
+      [h[p], h[i]] = [h[i]!, h[p]!];
+      i = p;
+    }
+  }
+  peek(): Timer | undefined {
+    return this.heap[0];
+  }
+  pop(): Timer | undefined {
+    const h = this.heap;
+    const top = h[0];
+    const last = h.pop();
+    if (h.length > 0 && last) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && before(h[l]!, h[m]!)) m = l;
+        if (r < h.length && before(h[r]!, h[m]!)) m = r;
+        if (m === i) break;
+        [h[m], h[i]] = [h[i]!, h[m]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+
+function before(a: Timer, b: Timer): boolean {
+  return a.at < b.at || (a.at === b.at && a.seq < b.seq);
+}
+
+export interface NetworkOptions {
+  seed?: number;
+  /** Share of packets lost, 0 to 1 (each packet on its own). */
+  loss?: number;
+  /** One-way delay of a packet: at least this, plus up to `jitterMs` (ms). */
+  latencyMs?: number;
+  jitterMs?: number;
+  config?: Partial<GossipConfig>;
+  /** Count the bytes of every packet (MessagePack, as on the wire, plus 28 for the AEAD): slower. */
+  countBytes?: boolean;
+}
+
+export interface Change {
+  at: number;
+  observer: string;
+  member: string;
+  state: MemberState;
+  before: MemberState | undefined;
+  incarnation: number;
+}
+
+/** One simulated member: its state machine, and whether it is up. */
+export interface SimMember {
+  name: string;
+  address: string;
+  swim: Swim;
+  up: boolean;
+  /**
+   * Extra delay of the packets this member sends and hears (a starved CPU: they wait to be
+   * handled while its timers, which it checks first, still fire about on time).
+   */
+  slowMs: number;
+  bytesSent: number;
+}
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+/** Bytes the AEAD adds to a packet (nonce 12, tag 16). */
+const SEAL_BYTES = 28;
+
+export class SimNetwork {
+  now = 0;
+  readonly random: () => number;
+  readonly members = new Map<string, SimMember>();
+  private readonly byAddress = new Map<string, SimMember>();
+  private readonly timers = new Timers();
+  private seq = 0;
+  readonly changes: Change[] = [];
+  /** Packets sent and lost, for the report. */
+  sent = 0;
+  lost = 0;
+  loss: number;
+  /** Pairs of members that cannot reach each other ("a|b", both ways). */
+  private readonly cut = new Set<string>();
+
+  constructor(private readonly options: NetworkOptions = {}) {
+    this.random = seeded(options.seed ?? 1);
+    this.loss = options.loss ?? 0;
+  }
+
+  /** Calls `fn` at `now + ms`; the function returned cancels it. */
+  after(ms: number, fn: () => void): () => void {
+    const t: Timer = { at: this.now + Math.max(0, ms), seq: this.seq++, fn, cancelled: false };
+    this.timers.push(t);
+    return () => (t.cancelled = true);
+  }
+
+  /** A member named `name` at address `name`, started (joining through `seeds`, names of members). */
+  add(name: string, seeds: string[] = [], config: Partial<GossipConfig> = {}): SimMember {
+    const address = name;
+    const sim: SimMember = { name, address, swim: undefined as unknown as Swim, up: true, slowMs: 0, bytesSent: 0 };
+    const env = {
+      now: () => this.now,
+      after: (ms: number, fn: () => void) => this.after(ms, () => sim.up && fn()),
+      send: (to: string, p: Packet) => this.send(sim, to, p),
+      random: this.random,
+    };
+    sim.swim = new Swim({
+      name,
+      address,
+      meta: { v: "1.0.0" },
+      config: { ...this.options.config, ...config },
+      env,
+      onChange: (m: MemberView, before) => this.changes.push({ at: this.now, observer: name, member: m.name, state: m.state, before, incarnation: m.incarnation }),
+    });
+    this.members.set(name, sim);
+    this.byAddress.set(address, sim);
+    sim.swim.start(seeds);
+    return sim;
+  }
+
+  /** The member stops at once (as a SIGKILL): it sends and hears nothing more. */
+  kill(name: string): void {
+    const m = this.members.get(name)!;
+    m.up = false;
+    m.swim.stop();
+  }
+
+  /** A killed member comes back as a new process (incarnation 0), joining through `seeds`. */
+  restart(name: string, seeds: string[]): SimMember {
+    this.kill(name);
+    return this.add(name, seeds);
+  }
+
+  /** Cuts (or heals) the link between two members. */
+  setCut(a: string, b: string, cut: boolean): void {
+    const k = a < b ? `${a}|${b}` : `${b}|${a}`;
+    if (cut) this.cut.add(k);
+    else this.cut.delete(k);
+  }
+
+  private send(from: SimMember, to: string, p: Packet): void {
+    if (!from.up) return;
+    this.sent++;
+    if (this.options.countBytes) {
+      const bytes = packr.pack(p).length + SEAL_BYTES;
+      from.bytesSent += bytes;
+    }
+    const dest = this.byAddress.get(to);
+    const k = from.name < to ? `${from.name}|${to}` : `${to}|${from.name}`;
+    if (!dest || this.random() < this.loss || this.cut.has(k)) {
+      this.lost++;
+      return;
+    }
+    const delay = (this.options.latencyMs ?? 0.2) + this.random() * (this.options.jitterMs ?? 0.3) + from.slowMs + dest.slowMs;
+    this.after(delay, () => {
+      if (dest.up && this.byAddress.get(to) === dest) dest.swim.receive(from.address, p);
+    });
+  }
+
+  /** Runs simulated time forward by `ms`. */
+  run(ms: number): void {
+    this.runUntil(this.now + ms);
+  }
+
+  runUntil(at: number): void {
+    for (;;) {
+      const t = this.timers.peek();
+      if (!t || t.at > at) break;
+      this.timers.pop();
+      if (t.cancelled) continue;
+      this.now = t.at;
+      t.fn();
+    }
+    this.now = at;
+  }
+
+  /** Runs until `done()` holds (checked every `stepMs`), at most `limitMs`; the time it took, or undefined. */
+  runUntilTrue(done: () => boolean, limitMs: number, stepMs = 50): number | undefined {
+    const start = this.now;
+    while (this.now - start <= limitMs) {
+      if (done()) return this.now - start;
+      this.run(stepMs);
+    }
+    return undefined;
+  }
+
+  /** What `observer` thinks of `member` now. */
+  stateOf(observer: string, member: string): MemberState | undefined {
+    return this.members.get(observer)!.swim.member(member)?.state;
+  }
+
+  /** Members up now. */
+  live(): SimMember[] {
+    return [...this.members.values()].filter((m) => m.up);
+  }
+}
