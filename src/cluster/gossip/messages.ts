@@ -72,15 +72,45 @@ function counter(x: unknown, what: string): number {
   return x;
 }
 
-function meta(x: unknown): Meta {
+/**
+ * A member's meta: plain JSON (strings, finite numbers, booleans, null, lists, objects) at most
+ * META_DEPTH deep and META_BYTES long as JSON — so it always fits a packet with room for a
+ * refutation (memberlist's limit is 512 bytes), and nothing in it can fail to be sent on.
+ */
+export function checkMeta(x: unknown): Meta {
   if (!isObject(x) || Object.keys(x).length > MAX_META_KEYS) bad(`meta: an object of at most ${MAX_META_KEYS} keys`);
+  const plain = (v: unknown, depth: number): boolean => {
+    if (v === null || typeof v === "string" || typeof v === "boolean") return true;
+    if (typeof v === "number") return Number.isFinite(v);
+    if (depth >= META_DEPTH || typeof v !== "object") return false;
+    return Array.isArray(v) ? v.every((e) => plain(e, depth + 1)) : Object.values(v).every((e) => plain(e, depth + 1));
+  };
+  if (!plain(x, 0)) bad(`meta: plain JSON values only, at most ${META_DEPTH} deep`);
+  if (JSON.stringify(x).length > META_BYTES) bad(`meta: at most ${META_BYTES} bytes as JSON`);
   return x;
+}
+const meta = checkMeta;
+
+/** Meta's limits (see checkMeta). */
+export const META_BYTES = 512;
+const META_DEPTH = 4;
+
+/**
+ * Incarnations past this are refused: a refutation is the incarnation heard plus one, so a
+ * member pushed to the largest one could never refute again (a key holder's attack).
+ */
+export const MAX_INCARNATION = 2 ** 48;
+
+function incarnation(x: unknown, what: string): number {
+  const i = counter(x, what);
+  if (i > MAX_INCARNATION) bad(`${what}: an incarnation of at most 2^48`);
+  return i;
 }
 
 function news(x: unknown): News {
   if (!isObject(x)) bad("news: an object");
   const n = name(x.n, "news.n");
-  const i = counter(x.i, "news.i");
+  const i = incarnation(x.i, "news.i");
   switch (x.k) {
     case "a":
       return { k: "a", n, i, ad: address(x.ad, "news.ad"), m: meta(x.m) };
@@ -104,7 +134,7 @@ function state(x: unknown): StateEntry[] {
     if (!isObject(e)) bad("s[]: an object");
     const st = e.st;
     if (st !== 0 && st !== 1 && st !== 2 && st !== 3) bad("s[].st: 0, 1, 2 or 3");
-    return { n: name(e.n, "s[].n"), ad: address(e.ad, "s[].ad"), i: counter(e.i, "s[].i"), st, m: meta(e.m) };
+    return { n: name(e.n, "s[].n"), ad: address(e.ad, "s[].ad"), i: incarnation(e.i, "s[].i"), st, m: meta(e.m) };
   });
 }
 

@@ -22,7 +22,7 @@
  */
 import { Broadcasts } from "./broadcasts.js";
 import { DEFAULT_GOSSIP, type GossipConfig, pushPullInterval, retransmitLimit, suspicionBounds, suspicionTimeout } from "./config.js";
-import type { Meta, News, Packet, StateEntry } from "./messages.js";
+import { type Meta, type News, type Packet, type StateEntry, checkMeta } from "./messages.js";
 
 export type MemberState = "alive" | "suspect" | "dead" | "left";
 
@@ -82,8 +82,19 @@ interface Relay {
   answered: boolean;
 }
 
-/** Members dead or left this long are forgotten. */
-const FORGET_DEAD_MS = 10 * 60_000;
+/**
+ * Members dead or left this long are forgotten. Until then a member dead to this one is still
+ * tried now and then (a state exchange with one of them each push-pull round), so the two sides
+ * of a healed partition find each other again (Serf's reconnect, 24 h as its default).
+ */
+const FORGET_DEAD_MS = 24 * 3600_000;
+
+/**
+ * News of a known member whose incarnation jumps further than this is ignored: a member only
+ * ever adds one at a time, and a key holder's news at an enormous incarnation would otherwise
+ * leave its victim no incarnation to refute with.
+ */
+const MAX_JUMP = 10_000;
 
 export class Swim {
   readonly config: GossipConfig;
@@ -110,7 +121,7 @@ export class Swim {
   constructor(private readonly options: SwimOptions) {
     this.config = { ...DEFAULT_GOSSIP, ...options.config };
     this.env = options.env;
-    this.self = { name: options.name, address: options.address, meta: options.meta ?? {}, incarnation: 0, state: "alive", since: this.env.now() };
+    this.self = { name: options.name, address: options.address, meta: checkMeta(options.meta ?? {}), incarnation: 0, state: "alive", since: this.env.now() };
   }
 
   /** Starts probing and gossiping; joins through `seeds` (addresses of members) if any. */
@@ -162,7 +173,7 @@ export class Swim {
 
   /** New meta for this member (told to all with a higher incarnation). */
   setMeta(meta: Meta): void {
-    this.self.meta = meta;
+    this.self.meta = checkMeta(meta);
     this.self.incarnation++;
     this.broadcasts.add(this.aliveNews());
   }
@@ -233,7 +244,9 @@ export class Swim {
         const q = this.seq++;
         this.relays.set(q, { origin: from, seq: p.q, answered: false });
         this.env.send(p.a, this.withNews({ t: "ping", q, f: this.self.name, n: p.n }, p.n));
-        this.schedule(this.scaled(this.config.probeTimeoutMs), () => {
+        // (Unscaled by this member's health, as memberlist: a slow relay's late nack would count
+        // against a healthy prober.)
+        this.schedule(this.config.probeTimeoutMs, () => {
           const r = this.relays.get(q);
           if (r && !r.answered) this.env.send(from, { t: "nack", q: p.q, f: this.self.name });
         });
@@ -250,7 +263,10 @@ export class Swim {
       case "push":
         this.merge(p.f, p.s);
         // Answered once per exchange (to its first part), with all of this member's parts.
-        if (p.k === 0) for (const [k, s] of this.stateParts().entries()) this.env.send(from, { t: "pull", f: this.self.name, k, s });
+        // The answer goes to the address the sender gave (sealed with the cluster key), not to
+        // where the packet came from: a captured push replayed from elsewhere makes no one send
+        // its whole state to a third party.
+        if (p.k === 0) for (const [k, s] of this.stateParts().entries()) this.env.send(p.a, { t: "pull", f: this.self.name, k, s });
         return;
       case "pull":
         this.joined = true;
@@ -361,6 +377,7 @@ export class Swim {
       return;
     }
     const known = this.members.get(n.n);
+    if (known && n.i > known.incarnation + MAX_JUMP) return;
     switch (n.k) {
       case "a": {
         if (!known) {
@@ -436,7 +453,7 @@ export class Swim {
   }
 
   private aboutSelf(n: News): void {
-    if (this.leaving) return;
+    if (this.leaving || n.i > this.self.incarnation + MAX_JUMP) return;
     switch (n.k) {
       case "a":
         // Our own news coming back is nothing; a claim of our name from elsewhere, or at an
@@ -546,6 +563,8 @@ export class Swim {
     this.schedule(this.randomDelay(wait), () => {
       const [peer] = this.pick(1, (m) => m.state === "alive");
       if (peer) this.pushTo(peer.address, false);
+      const [gone] = this.pick(1, (m) => m.state === "dead");
+      if (gone) this.pushTo(gone.address, false);
       this.schedulePushPull();
     });
   }

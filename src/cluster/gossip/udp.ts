@@ -139,7 +139,9 @@ export class GossipNode {
     const where = splitAddress(to);
     if (!where) return;
     const sealed = this.options.keyring.seal(codec.pack([this.epoch, this.counter++, p]));
-    this.socket.send(sealed, where.port, where.host);
+    this.socket.send(sealed, where.port, where.host, (err) => {
+      if (err) this.sendFailed(to, err);
+    });
   }
 
   private receive(msg: Buffer, from: string): void {
@@ -159,7 +161,21 @@ export class GossipNode {
       return this.drop("malformed", from);
     }
     if (!this.replay.accept(packet.f, epoch as string, counter as number)) return this.drop("replayed", from);
-    this.swim.receive(from, packet);
+    try {
+      this.swim.receive(from, packet);
+    } catch (err) {
+      // Never out of the socket's handler (it would end the process): said, and the packet dropped.
+      this.options.log?.(`gossip: a packet from ${from} could not be taken in: ${(err as Error).message}`);
+    }
+  }
+
+  private sendFailedAt = 0;
+  /** A packet that could not be sent: said at most every 10 s. */
+  private sendFailed(to: string, err: Error): void {
+    const now = Date.now();
+    if (now - this.sendFailedAt < LOG_EVERY_MS) return;
+    this.sendFailedAt = now;
+    this.options.log?.(`gossip: a packet to ${to} could not be sent: ${err.message}`);
   }
 
   private drop(why: keyof DropCounts, from: string): void {
