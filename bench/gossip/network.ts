@@ -242,3 +242,17 @@ export class SimNetwork {
     return [...this.members.values()].filter((m) => m.up);
   }
 }
+
+/** A network of `n` members m0…m(n-1), each joined through m0. */
+export function simCluster(n: number, options: NetworkOptions = {}): SimNetwork {
+  const net = new SimNetwork(options);
+  net.add("m0");
+  for (let i = 1; i < n; i++) net.add(`m${i}`, ["m0"]);
+  return net;
+}
+
+/** Every live member holds every other live member alive. */
+export function everyoneKnowsEveryone(net: SimNetwork): boolean {
+  const live = net.live();
+  return live.every((a) => live.every((b) => a === b || net.stateOf(a.name, b.name) === "alive"));
+}

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { createSocket } from "node:dgram";
 import { after, describe, it } from "node:test";
 import { Packr } from "msgpackr";
-import { SimNetwork } from "../../bench/gossip/network.js";
+import { everyoneKnowsEveryone, simCluster } from "../../bench/gossip/network.js";
 import { Keyring, newGossipKey } from "../../src/cluster/gossip/keyring.js";
 import { GossipProtocolError } from "../../src/cluster/gossip/messages.js";
 import { GossipNode } from "../../src/cluster/gossip/udp.js";
@@ -22,16 +22,7 @@ import { waitFor } from "../helpers/wait.js";
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
 const config = { probeIntervalMs: 100, probeTimeoutMs: 40, gossipIntervalMs: 20, pushPullIntervalMs: 2000 };
 
-function cluster(n: number, seed: number): SimNetwork {
-  const net = new SimNetwork({ seed });
-  net.add("m0");
-  for (let i = 1; i < n; i++) net.add(`m${i}`, ["m0"]);
-  return net;
-}
-const everyoneKnowsEveryone = (net: SimNetwork) => {
-  const live = net.live();
-  return live.every((a) => live.every((b) => a === b || net.stateOf(a.name, b.name) === "alive"));
-};
+const cluster = (n: number, seed: number) => simCluster(n, { seed });
 
 describe("gossip under faults and attack: protocol (simulated)", () => {
   it("a partition of 15 s between two halves heals: both sides alive to each other again", () => {

@@ -7,22 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { SimNetwork } from "../../bench/gossip/network.js";
+import { everyoneKnowsEveryone, simCluster } from "../../bench/gossip/network.js";
 import { suspicionBounds, suspicionTimeout, retransmitLimit, pushPullInterval, DEFAULT_GOSSIP } from "../../src/cluster/gossip/config.js";
 import { GossipProtocolError, parsePacket } from "../../src/cluster/gossip/messages.js";
 
 /** A network of `n` members m0…m(n-1), each joined through m0. */
-function cluster(n: number, options: ConstructorParameters<typeof SimNetwork>[0] = {}): SimNetwork {
-  const net = new SimNetwork(options);
-  net.add("m0");
-  for (let i = 1; i < n; i++) net.add(`m${i}`, ["m0"]);
-  return net;
-}
-
-const everyoneKnowsEveryone = (net: SimNetwork) => {
-  const live = net.live();
-  return live.every((a) => live.every((b) => a === b || net.stateOf(a.name, b.name) === "alive"));
-};
+const cluster = simCluster;
 
 describe("gossip: SWIM with Lifeguard, simulated", () => {
   it("the arithmetic: suspicion shrinks with confirmations, news is told log(N) times, push-pull slows past 32", () => {

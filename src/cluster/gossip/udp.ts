@@ -109,7 +109,13 @@ export class GossipNode {
     });
     socket.on("error", (err) => options.log?.(`gossip: socket error: ${err.message}`));
     const bound = socket.address();
-    const node = new GossipNode(socket, options.advertise ?? joinAddress(options.host, bound.port), options);
+    let node: GossipNode;
+    try {
+      node = new GossipNode(socket, options.advertise ?? joinAddress(options.host, bound.port), options);
+    } catch (err) {
+      socket.close(); // refused (its meta, say): nothing is left open
+      throw err;
+    }
     node.swim.start(options.seeds ?? []);
     return node;
   }
