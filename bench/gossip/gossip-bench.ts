@@ -35,7 +35,7 @@ function allAlive(net: SimNetwork): boolean {
 }
 
 function run(profile: string, config: GossipConfig, loss: number): Result {
-  const net = new SimNetwork({ seed: 42, loss, config, countBytes: false });
+  const net = new SimNetwork({ seed: 42, loss, config });
   net.add("m0");
   // Members join through m0, a few at a time (as machines are added), then all converge.
   for (let i = 1; i < N; i++) {
@@ -48,9 +48,9 @@ function run(profile: string, config: GossipConfig, loss: number): Result {
   // Steady: false positives and bytes over STEADY_MS.
   const t0 = net.now;
   for (const m of net.members.values()) m.bytesSent = 0;
-  (net as unknown as { options: { countBytes: boolean } }).options.countBytes = true;
+  net.countBytes = true;
   net.run(STEADY_MS);
-  (net as unknown as { options: { countBytes: boolean } }).options.countBytes = false;
+  net.countBytes = false;
   const bytes = [...net.members.values()].reduce((s, m) => s + m.bytesSent, 0);
   const steady = net.changes.filter((c) => c.at >= t0);
   const falseDead = steady.filter((c) => c.state === "dead").length;
@@ -71,11 +71,9 @@ function run(profile: string, config: GossipConfig, loss: number): Result {
     net.run(5000);
     // A newcomer: time until every live member knows it alive.
     const name = `new${t}`;
-    const joinAt = net.now;
     net.add(name, [`m0`]);
     const known = net.runUntilTrue(() => net.live().every((m) => m.name === name || net.stateOf(m.name, name) === "alive"), 120_000, 50);
     joinMs.push(known ?? Number.POSITIVE_INFINITY);
-    void joinAt;
     net.run(5000);
   }
   return { profile, loss, firstMs, allMs, falseDead, suspicions, joinMs, bytesPerS: bytes / N / (STEADY_MS / 1000) };

@@ -7,6 +7,7 @@
  * Used by bench/gossip/gossip-bench.ts and the gossip tests.
  */
 import { Packr } from "msgpackr";
+import { SEAL_OVERHEAD } from "../../src/cluster/gossip/keyring.js";
 import type { GossipConfig } from "../../src/cluster/gossip/config.js";
 import type { Packet } from "../../src/cluster/gossip/messages.js";
 import { type MemberState, type MemberView, Swim } from "../../src/cluster/gossip/swim.js";
@@ -84,7 +85,7 @@ export interface NetworkOptions {
   latencyMs?: number;
   jitterMs?: number;
   config?: Partial<GossipConfig>;
-  /** Count the bytes of every packet (MessagePack, as on the wire, plus 28 for the AEAD): slower. */
+  /** Count the bytes of every packet, as udp.ts sends it (sealed [epoch, counter, packet]): slower. */
   countBytes?: boolean;
 }
 
@@ -112,8 +113,8 @@ export interface SimMember {
 }
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
-/** Bytes the AEAD adds to a packet (nonce 12, tag 16). */
-const SEAL_BYTES = 28;
+/** An epoch as udp.ts makes one (16 hex digits): packets are counted in their envelope. */
+const EPOCH = "0123456789abcdef";
 
 export class SimNetwork {
   now = 0;
@@ -127,12 +128,15 @@ export class SimNetwork {
   sent = 0;
   lost = 0;
   loss: number;
+  /** Whether packets' bytes are counted now (NetworkOptions.countBytes). */
+  countBytes: boolean;
   /** Pairs of members that cannot reach each other ("a|b", both ways). */
   private readonly cut = new Set<string>();
 
   constructor(private readonly options: NetworkOptions = {}) {
     this.random = seeded(options.seed ?? 1);
     this.loss = options.loss ?? 0;
+    this.countBytes = options.countBytes ?? false;
   }
 
   /** Calls `fn` at `now + ms`; the function returned cancels it. */
@@ -189,8 +193,8 @@ export class SimNetwork {
   private send(from: SimMember, to: string, p: Packet): void {
     if (!from.up) return;
     this.sent++;
-    if (this.options.countBytes) {
-      const bytes = packr.pack(p).length + SEAL_BYTES;
+    if (this.countBytes) {
+      const bytes = packr.pack([EPOCH, this.sent, p]).length + SEAL_OVERHEAD; // as udp.ts sends it
       from.bytesSent += bytes;
     }
     const dest = this.byAddress.get(to);

@@ -36,11 +36,6 @@ export class Broadcasts {
     (this.buckets[0] ??= new Set()).add(item);
   }
 
-  /** The news of a member waiting to be told, if any. */
-  about(member: string): News | undefined {
-    return this.items.get(member)?.news;
-  }
-
   /**
    * News for one packet: up to `budget` bytes, the least-sent first (`first`, if waiting, before
    * all: the buddy system tells a suspected member of its suspicion on the probe itself). Each
