@@ -32,9 +32,9 @@ const src = join(fileURLToPath(new URL(".", import.meta.url)), "../../../bench/r
 if (spawnSync("cc", ["-O2", "-static", "-o", tiny, src], { stdio: "inherit" }).status !== 0) throw new Error("cannot compile tiny.c (needs cc)");
 
 const single = await startSingleNode({ dataDir: join(work, "single"), port: 0, nodeName: "single" });
-const ctl = await startSingleNode({ dataDir: join(work, "ctl"), port: 0, nodeName: "ctl", cluster: { name: "bench", port: 0, apiPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: () => undefined } });
+const ctl = await startSingleNode({ dataDir: join(work, "ctl"), port: 0, nodeName: "ctl", cluster: { name: "bench", port: 0, apiPort: 0, gossipPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: () => undefined } });
 const { token } = await ctl.cluster!.joinToken();
-const remote = await startAgentNode({ dataDir: join(work, "remote"), nodeName: "remote", join: { address: `127.0.0.1:${ctl.cluster!.port}`, token }, addresses: ["127.0.0.1"], log: () => undefined });
+const remote = await startAgentNode({ gossipPort: 0, dataDir: join(work, "remote"), nodeName: "remote", join: { address: `127.0.0.1:${ctl.cluster!.port}`, token }, addresses: ["127.0.0.1"], log: () => undefined });
 const onSingle = connect({ endpoint: single.url, token: single.token });
 const onCluster = connect({ endpoint: ctl.url, token: ctl.token });
 await onCluster.cordon("ctl"); // every star goes to the joined node

@@ -57,6 +57,8 @@ export const joinTokenBody = z.strictObject({
   /** Seconds until it expires (default a day). */
   ttl_s: z.number({ error: TTL_RULE }).int(TTL_RULE).min(1, TTL_RULE).max(MAX_TOKEN_TTL_S, TTL_RULE).optional(),
 });
+/** A gossip key to install (none: a new random one, shown once). */
+export const gossipKeyBody = z.strictObject({ key: z.string().max(64).optional() });
 export const nameParams = z.strictObject({ name: z.string() });
 export const tokenParams = z.strictObject({ id: z.string() });
 

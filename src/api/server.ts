@@ -25,6 +25,8 @@ import type { Store } from "../store/types.js";
 import { TOKEN_ID_LENGTH, listTokens, lookupToken, newToken, revokeToken, saveToken, tokenKey } from "../controller/tokens.js";
 import { type ApiTls, type Request, Router } from "./router.js";
 import { createJoinToken, listJoinTokens, revokeJoinToken } from "../cluster/join.js";
+import { gossipKeyId } from "../cluster/gossip/keyring.js";
+import { ensureGossipKeyring, installGossipKey, removeGossipKey, useGossipKey, viewKeyring } from "../controller/gossip-keys.js";
 import type {
   STAR_FIELDS} from "./schemas.js";
 import {
@@ -36,6 +38,7 @@ import {
   noQuery,
   parse,
   removeQuery,
+  gossipKeyBody,
   joinTokenBody,
   tokenBody,
   tokenParams,
@@ -246,7 +249,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       req.auth = who;
       const reading = req.method === "GET" || req.method === "HEAD";
       if (who.scope === "read" && !reading) throw new ForbiddenError(who.scope, "admin");
-      if (who.scope !== "admin" && (req.path.startsWith("/v1/tokens") || req.path.startsWith("/v1/join-tokens") || req.path.startsWith("/v1/nodes/"))) throw new ForbiddenError(who.scope, "admin");
+      if (who.scope !== "admin" && (req.path.startsWith("/v1/tokens") || req.path.startsWith("/v1/join-tokens") || req.path.startsWith("/v1/nodes/") || req.path.startsWith("/v1/gossip/"))) throw new ForbiddenError(who.scope, "admin");
     },
   });
   const name = (req: Request) => parse(nameParams, req.params, "path").name;
@@ -330,6 +333,26 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("POST", "/v1/nodes/:name/uncordon", async (req) => {
       await controller.uncordon(parse(nameParams, req.params, "path").name);
       return { status: 204 };
+    })
+    // The gossip keyring (admin only): keys are shown by id; a key is shown once, when installed.
+    .route("GET", "/v1/gossip/keys", async (req) => {
+      parse(noQuery, req.query, "query");
+      clusterOf();
+      return { body: viewKeyring(await ensureGossipKeyring(store)) };
+    })
+    .route("POST", "/v1/gossip/keys", async (req) => {
+      const body = parse(gossipKeyBody, req.body, "body");
+      clusterOf();
+      const { keyring, key } = await installGossipKey(store, body.key);
+      return { status: 201, body: { ...viewKeyring(keyring), id: gossipKeyId(key), ...(body.key === undefined ? { key } : {}) } };
+    })
+    .route("POST", "/v1/gossip/keys/:id/use", async (req) => {
+      clusterOf();
+      return { body: viewKeyring(await useGossipKey(store, parse(tokenParams, req.params, "path").id)) };
+    })
+    .route("DELETE", "/v1/gossip/keys/:id", async (req) => {
+      clusterOf();
+      return { body: viewKeyring(await removeGossipKey(store, parse(tokenParams, req.params, "path").id)) };
     })
     .route("GET", "/v1/stars", async (req) => {
       // A page at a time, by name, with only the fields asked for: a list costs what it shows.

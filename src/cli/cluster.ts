@@ -25,10 +25,11 @@ function expiry(at: number | undefined, now = Date.now()): string {
 /** Nodes as a table. */
 function nodeTable(nodes: ClusterSummary["nodes"]): string {
   return table(
-    ["NODE", "STATE", "ADDRESS", "STARS", "CPU (used/total)", "MEMORY (used/total)", "LABELS", "VERSION", "LIMITS"],
+    ["NODE", "STATE", "GOSSIP", "ADDRESS", "STARS", "CPU (used/total)", "MEMORY (used/total)", "LABELS", "VERSION", "LIMITS"],
     nodes.map((n) => [
       n.name,
       n.revoked ? color.red("revoked") : n.state === "down" ? color.red("down") : n.draining ? color.yellow("draining") : n.cordoned ? color.yellow("cordoned") : n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
+      n.gossip ? `${n.gossip.state === "alive" ? color.green("alive") : n.gossip.state === "suspect" ? color.yellow("suspect") : color.red(n.gossip.state)} ${age(n.gossip.since)}` : "-",
       n.address ?? "-",
       String(n.used?.stars ?? 0),
       `${Number((n.used?.cpuCores ?? 0).toFixed(2))}/${n.cpuCores}`,
@@ -127,6 +128,35 @@ export function registerClusterCommands(program: Command): void {
   nodeCommand("cordon", "place nothing new on a node (its stars stay)", (c, n) => c.cordon(n), "cordoned");
   nodeCommand("drain", "move a node's stars to other nodes, and place nothing new there (an exclusive star is stopped first)", (c, n) => c.cordon(n, { drain: true }), "draining: its stars move to other nodes");
   nodeCommand("uncordon", "let stars be placed on a node again", (c, n) => c.uncordon(n), "uncordoned");
+
+  const gossip = program.command("gossip").description("the cluster's gossip (membership and failure detection between nodes)");
+  const key = gossip
+    .command("key")
+    .description("the keys that seal gossip: rotate with install, use, remove (memberlist's way)")
+    .addHelpText("after", examples(["constellation gossip key ls", "constellation gossip key install        # a new key, shown once", "constellation gossip key use 1a2b3c4d", "constellation gossip key remove 9f8e7d6c"]));
+  const keyTable = (k: { version: number; keys: Array<{ id: string; primary: boolean }> }) =>
+    `${table(["KEY", "IN USE"], k.keys.map((x) => [x.id, x.primary ? color.green("yes (seals)") : "opens only"]))}\nkeyring version ${k.version}\n`;
+  const keyAction = (name: string, description: string, act: (c: ReturnType<typeof clientOf>, key: string | undefined) => Promise<{ version: number; keys: Array<{ id: string; primary: boolean }>; id?: string; key?: string }>, arg?: string) => {
+    const cmd = key.command(name).description(description).option("--json", "print JSON");
+    if (arg) cmd.argument(arg, "a key's id (gossip key ls), or the key");
+    cmd.action(async (...args: unknown[]) => {
+      const command = args.at(-1) as Command;
+      const o = command.opts<{ json?: boolean }>();
+      const c = clientOf(command);
+      try {
+        const r = await act(c, typeof args[0] === "string" ? args[0] : undefined);
+        if (o.json) return printJson(r);
+        if (r.key) process.stdout.write(`installed key ${r.id}: ${r.key}\n(shown this once; every node opens packets sealed with it within a heartbeat. Next: constellation gossip key use ${r.id})\n\n`);
+        process.stdout.write(keyTable(r));
+      } finally {
+        c.close();
+      }
+    });
+  };
+  keyAction("ls", "the keys, by id, and which one seals", (c) => c.gossipKeys());
+  keyAction("install", "install a key on every node (a new random one when none is given)", (c, k) => c.installGossipKey(k), "[key]");
+  keyAction("use", "seal gossip with an installed key from now on", (c, k) => c.useGossipKey(k!), "<key>");
+  keyAction("remove", "remove a key that no longer seals", (c, k) => c.removeGossipKey(k!), "<key>");
 
   const token = program
     .command("token")

@@ -24,6 +24,7 @@ interface InitOptions {
   port: number;
   clusterPort: number;
   apiPort: number;
+  gossipPort: number;
   label?: Record<string, string>;
   dev?: boolean;
   foreground?: boolean;
@@ -57,6 +58,7 @@ export function registerInit(program: Command): void {
     .option("--port <n>", "the API's port on 127.0.0.1, on a controller (0: any free port)", port("--port"), 7070)
     .option("--cluster-port <n>", "the port nodes join and connect on, on a controller (0: any free port)", port("--cluster-port"), 7946)
     .option("--api-port <n>", "the API over HTTPS for other machines (constellation login), on a controller (0: any free port)", port("--api-port"), 7443)
+    .option("--gossip-port <n>", "the UDP port of this node's gossip member (0: any free port)", port("--gossip-port"), 7947)
     .option("--label <key=value>", "a label of this node (repeat for more): zone=a, disk=ssd", label, {})
     .option("--dev", "run without root: limits are not enforced, and every star says so")
     .option("--foreground", "run in this process (under a service manager) instead of detached")
@@ -71,6 +73,7 @@ export function registerInit(program: Command): void {
     .description("join a cluster: this machine becomes one of its nodes (the same as init --join)")
     .argument("<host:port>", "the controller's cluster address, as `constellation init` printed it")
     .option("--node <name>", "this node's name, a DNS label (default: the host name)")
+    .option("--gossip-port <n>", "the UDP port of this node's gossip member (0: any free port)", port("--gossip-port"), 7947)
     .option("--label <key=value>", "a label of this node (repeat for more): zone=a, disk=ssd", label, {})
     .option("--dev", "run without root: limits are not enforced, and every star says so")
     .option("--foreground", "run in this process (under a service manager) instead of detached")
@@ -158,6 +161,7 @@ async function foreground(o: InitOptions, dataDir: string, token: string | undef
       ...(o.node ? { nodeName: o.node } : {}),
       ...(o.join !== undefined && token !== undefined ? { join: { address: o.join, token } } : {}),
       ...(o.label ? { labels: o.label } : {}),
+      gossipPort: o.gossipPort,
       devMode: o.dev === true,
     });
     ready = { role: "agent", cluster: node.cluster, node: node.name, address: node.controller };
@@ -170,7 +174,7 @@ async function foreground(o: InitOptions, dataDir: string, token: string | undef
       devMode: o.dev === true,
       ...(o.node ? { nodeName: o.node } : {}),
       ...(o.label ? { labels: o.label } : {}),
-      cluster: { ...(o.cluster ? { name: o.cluster } : {}), port: o.clusterPort, apiPort: o.apiPort },
+      cluster: { ...(o.cluster ? { name: o.cluster } : {}), port: o.clusterPort, apiPort: o.apiPort, gossipPort: o.gossipPort },
     });
     const c = node.cluster!;
     ready = { role: "controller", cluster: c.name, node: c.node, url: node.url, address: c.address, httpsUrl: c.httpsUrl, caFingerprint: c.caFingerprint };

@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { LABEL_KEY, LABEL_VALUE } from "../model/version.js";
 import { type AgentLink, type AssignmentBatch, AssignmentsCompactedError, type NodeLink, type StarUsage } from "../model/agent-link.js";
-import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "../model/records.js";
+import type { EventKind, GossipKeyring, NodeRecord, StarObserved, StarRecord, StarRef } from "../model/records.js";
 import { type Handler, RnpError } from "./rnp/peer.js";
 
 const NAME = z.string().min(1).max(253);
@@ -77,6 +77,7 @@ export const AGENT_METHODS = {
   starToken: z.strictObject({ name: NAME, uid: z.string().max(64), keepOld: z.boolean() }),
   dropStarTokens: z.strictObject({ name: NAME }),
   heartbeat: z.null(),
+  gossipKeys: z.null(),
   usage: z.strictObject({
     stars: z.array(z.strictObject({ name: NAME, uid: z.string().max(64), cpuPercent: z.number().min(0), memoryBytes: z.number().min(0), at: z.number().int().min(0) })).max(100_000),
   }),
@@ -165,6 +166,14 @@ export function agentHandlers(link: AgentLink): Record<string, Handler> {
     "agent.dropStarTokens": (b) => answer(link.dropStarTokens(body("dropStarTokens", b).name)),
     "agent.usage": (b) => answer((async () => link.usage?.(body("usage", b).stars))()),
     "agent.heartbeat": (b) => answer((async () => (body("heartbeat", b), (await link.heartbeat?.()) ?? null))()),
+    "agent.gossipKeys": (b) =>
+      answer(
+        (async () => {
+          body("gossipKeys", b);
+          if (!link.gossipKeys) throw new RnpError("not-found", "this controller has no gossip keyring");
+          return link.gossipKeys();
+        })(),
+      ),
   };
 }
 
@@ -235,9 +244,17 @@ export class RnpAgentLink implements AgentLink {
     await this.call("usage", { stars });
   }
 
-  async heartbeat(): Promise<{ ttlMs: number }> {
-    const a = (await this.call("heartbeat", null)) as { ttlMs?: unknown } | null;
+  async heartbeat(): Promise<{ ttlMs: number; gossipKeys?: number }> {
+    const a = (await this.call("heartbeat", null)) as { ttlMs?: unknown; gossipKeys?: unknown } | null;
     const ttlMs = typeof a?.ttlMs === "number" && a.ttlMs >= 1000 ? a.ttlMs : 10_000;
-    return { ttlMs };
+    return { ttlMs, ...(Number.isSafeInteger(a?.gossipKeys) ? { gossipKeys: a!.gossipKeys as number } : {}) };
+  }
+
+  async gossipKeys(): Promise<GossipKeyring> {
+    const r = (await this.call("gossipKeys", null)) as GossipKeyring | null;
+    if (!r || !Number.isSafeInteger(r.version) || typeof r.primary !== "string" || !Array.isArray(r.keys) || !r.keys.every((k) => typeof k === "string")) {
+      throw new RnpError("bad-request", "the controller's gossip keyring is not one");
+    }
+    return { version: r.version, primary: r.primary, keys: r.keys };
   }
 }

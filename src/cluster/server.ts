@@ -9,7 +9,7 @@
 import type { AddressInfo, Socket } from "node:net";
 import { type TLSSocket, createServer } from "node:tls";
 import { AgentService } from "../controller/agent-service.js";
-import { type CertRecord, KEYS } from "../model/records.js";
+import { type CertRecord, type GossipKeyring, KEYS } from "../model/records.js";
 import type { Store } from "../store/types.js";
 import { agentHandlers } from "./agent-protocol.js";
 import type { ClusterNodes } from "./nodes.js";
@@ -44,6 +44,11 @@ export interface ClusterServerOptions {
   joinDeadlineMs?: number;
   /** Renews a connected node's certificate (join.ts `renew`); absent: no renewals here. */
   renew?: (node: string, serial: string, body: unknown) => Promise<unknown>;
+  /**
+   * The cluster's gossip: the controller's member (told in the hello: nodes join through it) and
+   * the keyring (its version in each heartbeat's answer; the keyring itself when a node asks).
+   */
+  gossip?: { address(): string | undefined; version(): number | undefined; keyring(): Promise<GossipKeyring> };
   /** Connections at most, of all kinds (default 8192); more are closed at once. */
   maxConnections?: number;
   /**
@@ -148,11 +153,13 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
           const issued = kv ? (JSON.parse(kv.value) as CertRecord) : undefined;
           if (!issued || issued.node !== id.node) return refuse(`the certificate of node ${id.node} (serial ${id.serial}) was not issued by this cluster's controller`);
           if (issued.revokedAt !== undefined) return refuse(`the certificate of node ${id.node} (serial ${id.serial}) is revoked`);
+          const link = new AgentService(options.store, id.node, (stars) => options.nodes?.setUsage(id.node, stars), options.nodeTtlSeconds, options.gossip);
+          const gossipAt = options.gossip?.address();
           const peer = new RnpPeer(socket, {
             role: "server",
-            hello: { node: "controller", cluster: options.cluster, ...(options.api?.() ? { api: options.api()! } : {}) },
+            hello: { node: "controller", cluster: options.cluster, ...(options.api?.() ? { api: options.api()! } : {}), ...(gossipAt ? { gossip: gossipAt } : {}) },
             handlers: {
-              ...agentHandlers(new AgentService(options.store, id.node, (stars) => options.nodes?.setUsage(id.node, stars), options.nodeTtlSeconds)),
+              ...agentHandlers(link),
               ...(options.renew ? { "cluster.renew": (body: unknown) => options.renew!(id.node, id.serial, body) } : {}),
             },
             log: (l) => log(`cluster port: node ${id.node} (${from}): ${l}`),

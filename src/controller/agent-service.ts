@@ -5,7 +5,7 @@
  */
 import type { AgentLink, AssignmentBatch, AssignmentChange, StarUsage } from "../model/agent-link.js";
 import { AssignmentsCompactedError } from "../model/agent-link.js";
-import { type EventKind, KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, starKey, statusKey } from "../model/records.js";
+import { type EventKind, type GossipKeyring, KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, starKey, statusKey } from "../model/records.js";
 import { CompactedError, LeaseNotFoundError, NoSuchStarError } from "../model/errors.js";
 import type { Store } from "../store/types.js";
 import { EventLog } from "./events.js";
@@ -25,6 +25,8 @@ export class AgentService implements AgentLink {
     private readonly onUsage?: (stars: StarUsage[]) => void,
     /** The node's lease TTL: it is dead this long after its last heartbeat. */
     private readonly ttlSeconds = NODE_TTL_S,
+    /** The cluster's gossip keyring: its version told in each heartbeat's answer, and given when asked. */
+    private readonly gossip?: { version(): number | undefined; keyring(): Promise<GossipKeyring> },
   ) {
     this.events = new EventLog(store, `node-${node}`);
   }
@@ -141,11 +143,13 @@ export class AgentService implements AgentLink {
   /** The node's lease, once its first heartbeat made it. */
   private lease: string | undefined;
 
-  async heartbeat(): Promise<{ ttlMs: number }> {
+  async heartbeat(): Promise<{ ttlMs: number; gossipKeys?: number }> {
+    const version = this.gossip?.version();
+    const answer = { ttlMs: this.ttlSeconds * 1000, ...(version === undefined ? {} : { gossipKeys: version }) };
     if (this.lease !== undefined) {
       try {
         await this.store.keepAliveOnce(this.lease);
-        return { ttlMs: this.ttlSeconds * 1000 };
+        return answer;
       } catch (err) {
         if (!(err instanceof LeaseNotFoundError)) throw err;
         this.lease = undefined; // expired meanwhile (the node was dead for a while): a new one
@@ -155,7 +159,12 @@ export class AgentService implements AgentLink {
     // The key moves to the new lease (an older one, of an earlier connection, expires alone).
     await this.store.put(`${KEYS.alive}${this.node}`, JSON.stringify({ node: this.node, since: Date.now() }), { lease: id });
     this.lease = id;
-    return { ttlMs: this.ttlSeconds * 1000 };
+    return answer;
+  }
+
+  async gossipKeys(): Promise<GossipKeyring> {
+    if (!this.gossip) throw new Error("this controller runs no gossip");
+    return this.gossip.keyring();
   }
 
   async usage(stars: StarUsage[]): Promise<void> {

@@ -34,6 +34,7 @@ import { EventLog } from "./events.js";
 import { indexStarTokens } from "./tokens.js";
 import { type Cached, RecordCache } from "./record-cache.js";
 import { orphans, subtree } from "./family.js";
+import { LEASE_ONLY_AFTER, isDead } from "./liveness.js";
 import {
   type ClusterSummary,
   type CertRecord,
@@ -83,6 +84,11 @@ export interface ControllerOptions {
   validate?: (spec: StarSpecInput, options: { trusted: boolean }) => Promise<void>;
   /** What a tree of stars may hold (TREE_QUOTAS when absent). */
   quotas?: Partial<TreeQuotas>;
+  /**
+   * What the controller's gossip member says of a node (server/gossip.ts); absent: no gossip
+   * here, and a node is dead once its lease expired (liveness.ts).
+   */
+  gossip?: { state(node: string): { state: "alive" | "suspect" | "dead" | "left"; since: number } | undefined };
   /**
    * Nodes' lease TTL (AgentService): a node is dead once its lease expired. For that long twice
    * after the controller starts, no node is taken for dead (its nodes reconnect meanwhile).
@@ -411,6 +417,7 @@ export class Controller {
     const stars = by?.star ? subtree(records, by.star) : records;
     // A node's state: up while its lease holds (or within the grace after the controller's start).
     const graceOver = monotonic() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
+    const dead = this.judge(all, alive);
     // What each node's stars that should run take (the admin's view: every star, not `by`'s).
     const used = new Map<string, { stars: number; cpuCores: number; memoryBytes: number }>();
     const limitsByNode = new Map(all.map((n) => [n.name, limitsOfNode(n)]));
@@ -423,7 +430,8 @@ export class Controller {
     const nodes = all.map((n) => ({
       ...n,
       used: used.get(n.name) ?? { stars: 0, cpuCores: 0, memoryBytes: 0 },
-      state: (alive.has(n.name) || !graceOver) && cordons.get(n.name)?.revoked !== true ? ("up" as const) : ("down" as const),
+      state: (!dead.has(n.name) || !graceOver) && cordons.get(n.name)?.revoked !== true ? ("up" as const) : ("down" as const),
+      ...(this.options.gossip?.state(n.name) ? { gossip: this.options.gossip.state(n.name)! } : {}),
       ...(cordons.has(n.name) ? { cordoned: true, draining: cordons.get(n.name)!.drain, ...(cordons.get(n.name)!.revoked ? { revoked: true } : {}) } : {}),
     }));
     const byState: Record<string, number> = {};
@@ -519,6 +527,38 @@ export class Controller {
     if ((await this.cordons()).get(node)?.revoked) throw new InvalidArgumentError("node", `node ${node} was revoked: it cannot come back (join the machine again under another name)`);
     const { deleted } = await this.store.delete({ key: `${KEYS.cordons}${node}` });
     if (deleted > 0) await this.events.record("node.uncordoned", `node ${node} uncordoned: stars may be placed there again`, { node });
+  }
+
+  /** Since when (monotonic) each node's lease has been gone, as this controller saw. */
+  private readonly leaseGoneSince = new Map<string, number>();
+
+  /**
+   * The nodes dead to the controller (liveness.ts): lease gone and gossip agreeing. A node whose
+   * lease is gone while gossip says it lives is judged again when the lease alone would do.
+   */
+  private judge(nodes: NodeRecord[], alive: Set<string>): Set<string> {
+    const ttlMs = (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
+    const now = monotonic();
+    const dead = new Set<string>();
+    for (const n of nodes) {
+      if (alive.has(n.name)) {
+        this.leaseGoneSince.delete(n.name);
+        continue;
+      }
+      const since = this.leaseGoneSince.get(n.name) ?? now;
+      this.leaseGoneSince.set(n.name, since);
+      const gossip = this.options.gossip?.state(n.name)?.state;
+      if (isDead({ leaseHeld: false, leaseGoneForMs: now - since, ...(gossip ? { gossip } : {}) }, ttlMs)) dead.add(n.name);
+      else this.passAt(since + LEASE_ONLY_AFTER * ttlMs);
+    }
+    for (const name of this.leaseGoneSince.keys()) if (!nodes.some((n) => n.name === name)) this.leaseGoneSince.delete(name);
+    return dead;
+  }
+
+  /** Looks again at once (gossip's word on a node changed). */
+  nudge(): void {
+    if (this.loop === undefined || this.abort.signal.aborted) return;
+    void this.assignAll().catch(() => undefined);
   }
 
   /** The nodes whose lease holds now (names). */
@@ -660,7 +700,8 @@ export class Controller {
       return rev === undefined ? { key, target: "version", op: "=", value: 0 } : { key, target: "modRevision", op: "=", value: rev };
     };
     const stillDead = (node: string): Compare => ({ key: `${KEYS.alive}${node}`, target: "version", op: "=", value: 0 });
-    const aliveNow = (judging ? nodes.filter((n) => alive.has(n.name)) : nodes).filter((n) => cordons.get(n.name)?.revoked !== true);
+    const dead = this.judge(nodes, alive);
+    const aliveNow = (judging ? nodes.filter((n) => !dead.has(n.name)) : nodes).filter((n) => cordons.get(n.name)?.revoked !== true);
     // With no node alive, new stars still get one (they run when it is back); none is moved.
     const live = aliveNow.length > 0 ? aliveNow : nodes;
     const moving = aliveNow.length > 0;

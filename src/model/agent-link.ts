@@ -6,7 +6,7 @@
  * call is about the calling node: the controller knows which node asks (over RNP, from its
  * certificate) and refuses a node's word on another node's stars.
  */
-import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "./records.js";
+import type { EventKind, GossipKeyring, NodeRecord, StarObserved, StarRecord, StarRef } from "./records.js";
 import type { LogLine, LogOptions } from "./status.js";
 
 /** One change to a node's assignments. */
@@ -67,9 +67,12 @@ export interface AgentLink {
   /**
    * The node is alive: renews its lease with the controller (made at the first call). A node
    * whose lease expires is dead to the controller. Answers the lease's TTL: call again well
-   * within it (a third of it).
+   * within it (a third of it). `gossipKeys`: the cluster's gossip keyring version (a node whose
+   * copy is older asks for it: `gossipKeys()`).
    */
-  heartbeat?(): Promise<{ ttlMs: number }>;
+  heartbeat?(): Promise<{ ttlMs: number; gossipKeys?: number }>;
+  /** The cluster's gossip keyring (a node's copy of it seals its gossip). */
+  gossipKeys?(): Promise<GossipKeyring>;
 }
 
 /** One star's usage as its node sampled it. */

@@ -33,7 +33,20 @@ export const KEYS = {
   /** A node's liveness: a key on its lease (AgentService.heartbeat); gone when the lease expires. */
   alive: `${PREFIX}alive/`,
   eventSeq: `${PREFIX}meta/event-seq`,
+  /** The cluster's gossip keyring (GossipKeyring): made by init, rotated by `gossip key`. */
+  gossipKeyring: `${PREFIX}gossip/keyring`,
 } as const;
+
+/**
+ * The keys that seal gossip packets (cluster/gossip/keyring.ts): `primary` seals, every one of
+ * `keys` (the primary among them) opens. `version` grows with each change, so a node knows
+ * whether the copy it keeps is the latest (its heartbeat's answer names the version).
+ */
+export interface GossipKeyring {
+  version: number;
+  primary: string;
+  keys: string[];
+}
 
 export const starKey = (name: string) => `${KEYS.stars}${name}`;
 export const statusKey = (name: string) => `${KEYS.status}${name}`;
@@ -146,10 +159,15 @@ export interface TokenInfo {
 
 /** The cluster at a glance (`constellation status`). */
 export interface ClusterSummary {
-  /** Each node, "down" once its lease with the controller expired (no heartbeat for its TTL). */
+  /**
+   * Each node, "down" once it is dead to the controller: its lease expired (no heartbeat for its
+   * TTL) and gossip says it is dead or left, or has no word of it (controller/liveness.ts).
+   */
   nodes: Array<
     NodeRecord & {
       state?: "up" | "down";
+      /** What the controller's gossip member says of the node, and since when (ms since the epoch). */
+      gossip?: { state: "alive" | "suspect" | "dead" | "left"; since: number };
       cordoned?: boolean;
       draining?: boolean;
       revoked?: boolean;

@@ -52,6 +52,8 @@ export interface InitOptions {
   cluster_port?: number;
   /** A controller's API over HTTPS for other machines (default 7443; 0: any free port). */
   api_port?: number;
+  /** This node's gossip UDP port (default 7947; 0: any free port). */
+  gossip_port?: number;
   /** This node's labels. */
   labels?: Record<string, string>;
   /** Without root: limits not enforced (a developer's machine). */
@@ -84,6 +86,12 @@ export interface NewJoinToken {
 }
 
 /** A join token as listed (never the token itself). */
+/** The cluster's gossip keyring as shown: its version and keys by id (the one in use `primary`). */
+export interface GossipKeys {
+  version: number;
+  keys: Array<{ id: string; primary: boolean }>;
+}
+
 export interface JoinTokenInfo {
   id: string;
   role: "agent" | "controller";
@@ -354,6 +362,43 @@ export class Constellation {
   }
 
   /**
+   * The cluster's gossip keys, by id (a key itself is shown only when it is installed).
+   * @example
+   * const { keys } = await c.gossipKeys(); // [{ id: "1a2b3c4d", primary: true }]
+   */
+  async gossipKeys(): Promise<GossipKeys> {
+    return this.http.request("GET", "/v1/gossip/keys");
+  }
+
+  /**
+   * Installs a gossip key on every node (a new random one when none is given; then `key` in the
+   * answer is it, shown this once). Step one of a rotation: install, use, remove the old one.
+   * @example
+   * const { id } = await c.installGossipKey(); await c.useGossipKey(id);
+   */
+  async installGossipKey(key?: string): Promise<GossipKeys & { id: string; key?: string }> {
+    return this.http.request("POST", "/v1/gossip/keys", key === undefined ? {} : { key });
+  }
+
+  /**
+   * Seals gossip with an installed key (by its id or itself) from now on.
+   * @example
+   * await c.useGossipKey("1a2b3c4d");
+   */
+  async useGossipKey(keyOrId: string): Promise<GossipKeys> {
+    return this.http.request("POST", `/v1/gossip/keys/${encodeURIComponent(keyOrId)}/use`);
+  }
+
+  /**
+   * Removes a gossip key no longer in use: packets sealed with it are dropped from then on.
+   * @example
+   * await c.removeGossipKey("1a2b3c4d");
+   */
+  async removeGossipKey(keyOrId: string): Promise<GossipKeys> {
+    return this.http.request("DELETE", `/v1/gossip/keys/${encodeURIComponent(keyOrId)}`);
+  }
+
+  /**
    * Closes idle connections (lets the process exit).
    * @example
    * const c = connect();
@@ -476,6 +521,7 @@ async function initNode(o: InitOptions): Promise<InitResult> {
     if (o.port !== undefined) args.push("--port", String(o.port));
     if (o.cluster_port !== undefined) args.push("--cluster-port", String(o.cluster_port));
     if (o.api_port !== undefined) args.push("--api-port", String(o.api_port));
+    if (o.gossip_port !== undefined) args.push("--gossip-port", String(o.gossip_port));
     for (const [k, v] of Object.entries(o.labels ?? {})) args.push("--label", `${k}=${v}`);
     if (o.dev) args.push("--dev");
     const { code, err } = await new Promise<{ code: number | null; err: string }>((done) => {

@@ -24,6 +24,9 @@ import type { NodeLink } from "../model/agent-link.js";
 import { VERSION } from "../model/version.js";
 import { RENEW_CHECK_MS, advertised, hostAddresses, makeRuntimes, nodeLimitsOf, nodeNameOf } from "./single-node.js";
 import { keepTrimmingMalloc } from "./memory.js";
+import { type NodeGossip, nodeMeta, readGossipCache, startNodeGossip } from "./gossip.js";
+import type { GossipConfig } from "../cluster/gossip/config.js";
+import type { GossipKeyring, NodeRecord } from "../model/records.js";
 
 /** Whether `cert` is signed by the CA `caCert`. */
 function signedBy(cert: string, caCert: string): boolean {
@@ -50,6 +53,10 @@ export interface AgentNodeOptions {
   log?: (line: string) => void;
   /** Heartbeat interval on the controller link (default RNP's). */
   heartbeatMs?: number;
+  /** The gossip's UDP port (default 7947; 0: the last start's if free, else any free port). */
+  gossipPort?: number;
+  /** Gossip timings (tests; default DEFAULT_GOSSIP). */
+  gossipConfig?: Partial<GossipConfig>;
 }
 
 export interface AgentNode {
@@ -59,6 +66,8 @@ export interface AgentNode {
   controller: string;
   /** Whether the link to the controller is up now. */
   connected(): boolean;
+  /** This node's gossip member, once it has the cluster's keyring. */
+  gossip(): NodeGossip | undefined;
   close(): Promise<void>;
 }
 
@@ -131,6 +140,60 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     let up = false;
     /** The controller's HTTPS API (it says where in its hello): stars here get it and a token. */
     let api: string | undefined;
+    const addresses = options.addresses ?? hostAddresses();
+    const record: NodeRecord = {
+      name: files.node,
+      ...capacity,
+      runtimes: Object.keys(runtimes),
+      limitsEnforced: !devMode,
+      startedAt: Date.now(),
+      address: advertised(addresses).replace(/^\[|\]$/g, ""),
+      version: VERSION,
+      ...(options.labels && Object.keys(options.labels).length > 0 ? { labels: options.labels } : {}),
+    };
+    // Gossip (server/gossip.ts): at once from the keyring kept here, else once the controller gives it.
+    const gossip: { member?: NodeGossip; starting?: Promise<void>; seed?: string } = {};
+    const startGossip = async (keyring: GossipKeyring, seeds: string[]) => {
+      const member = await startNodeGossip({
+        dataDir,
+        name: files.node,
+        ...(options.gossipPort === undefined ? {} : { port: options.gossipPort }),
+        advertise: advertised(addresses),
+        keyring,
+        meta: nodeMeta(record, addresses),
+        seeds,
+        ...(options.gossipConfig ? { config: options.gossipConfig } : {}),
+        log: (l) => log(`node ${files.node}: ${l}`),
+      });
+      if (closed) return member.close();
+      gossip.member = member;
+      closers.push(() => member.leave());
+      log(`node ${files.node}: gossiping at ${member.address}${seeds.length > 0 ? ` (joining through ${seeds.join(", ")})` : ""}`);
+    };
+    /** The controller named its member (hello) or a newer keyring (heartbeat): take it in. */
+    const keepGossip = async (seed: string | undefined, version: number | undefined) => {
+      if (seed) gossip.seed = seed;
+      if (gossip.starting) await gossip.starting;
+      const member = gossip.member;
+      if (!member) {
+        gossip.starting = (async () => startGossip(await link.gossipKeys(), gossip.seed ? [gossip.seed] : []))().finally(() => (gossip.starting = undefined));
+        return gossip.starting;
+      }
+      if (version !== undefined && version > member.version) member.setKeyring(await link.gossipKeys());
+      // Through the controller's member, when it is one this member does not know alive.
+      if (seed && !member.members().some((m) => m.address === seed && (m.state === "alive" || m.state === "suspect"))) member.join([seed]);
+    };
+    // Said once per reason (it is tried again at every heartbeat).
+    let lastFailure = "";
+    const gossipFailed = (err: Error) => {
+      if (err.message === lastFailure) return;
+      lastFailure = err.message;
+      log(`node ${files.node}: gossip could not start or follow the keyring (${err.message}); trying again at the next heartbeat`);
+    };
+    let closed = false;
+    closers.push(async () => void (closed = true));
+    const cached = readGossipCache(dataDir);
+    if (cached) await startGossip(cached.keyring, cached.seeds ?? []);
     const client = new RnpClient({
       dial,
       // One controller to reach: try again often (a healed partition is noticed within 2 s, and
@@ -141,6 +204,7 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
       ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
       onConnect: (peer) => {
         if (peer.peer?.api?.startsWith("https://")) api = peer.peer.api;
+        if (peer.peer?.gossip) void keepGossip(peer.peer.gossip, undefined).catch(gossipFailed);
         if (!up) log(`node ${files.node}: connected to the controller of cluster ${files.name} at ${files.controller}`);
         up = true;
         peer.once("close", () => {
@@ -152,18 +216,16 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     });
     closers.push(async () => client.close());
     const link = new RnpAgentLink(client);
+    // Each heartbeat's answer names the keyring's version: a newer one is fetched and used.
+    const beat = link.heartbeat.bind(link);
+    link.heartbeat = async () => {
+      const a = await beat();
+      if (a.gossipKeys !== undefined && (gossip.member === undefined || a.gossipKeys > gossip.member.version)) void keepGossip(undefined, a.gossipKeys).catch(gossipFailed);
+      return a;
+    };
     const agent: Agent = new Agent({
       link,
-      node: {
-        name: files.node,
-        ...capacity,
-        runtimes: Object.keys(runtimes),
-        limitsEnforced: !devMode,
-        startedAt: Date.now(),
-        address: advertised(options.addresses ?? hostAddresses()).replace(/^\[|\]$/g, ""),
-        version: VERSION,
-        ...(options.labels && Object.keys(options.labels).length > 0 ? { labels: options.labels } : {}),
-      },
+      node: record,
       runtimes,
       endpoint: () => api,
       ca: files.caCert,
@@ -201,7 +263,7 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     }, RENEW_CHECK_MS);
     renewal.unref();
     closers.push(async () => clearInterval(renewal));
-    return { name: files.node, cluster: files.name, controller: files.controller!, connected: () => client.connected, close };
+    return { name: files.node, cluster: files.name, controller: files.controller!, connected: () => client.connected, gossip: () => gossip.member, close };
   } catch (err) {
     await close();
     throw err;

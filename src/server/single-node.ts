@@ -38,6 +38,9 @@ import type { Runtime } from "../runtime/types.js";
 import { openStore } from "../store/open.js";
 import type { Store } from "../store/types.js";
 import { keepTrimmingMalloc } from "./memory.js";
+import { type NodeGossip, nodeMeta, startNodeGossip } from "./gossip.js";
+import type { GossipConfig } from "../cluster/gossip/config.js";
+import { ensureGossipKeyring, followGossipKeyring } from "../controller/gossip-keys.js";
 
 /** How often a node looks whether its certificate is due for renewal. */
 export const RENEW_CHECK_MS = 1000;
@@ -87,6 +90,10 @@ export interface ClusterServeOptions {
   nodeTtlSeconds?: number;
   /** Node certificates are valid this long (default 90 days); each is renewed at two thirds of its life. */
   certValidDays?: number;
+  /** The gossip's UDP port (default 7947; 0: the last start's if free, else any free port). */
+  gossipPort?: number;
+  /** Gossip timings (tests; default DEFAULT_GOSSIP). */
+  gossipConfig?: Partial<GossipConfig>;
   /**
    * The API over HTTPS, on the cluster's host, for the CLI and SDK of other machines
    * (`constellation login`; default 7443; 0: any free port). Its certificate is this node's.
@@ -233,7 +240,15 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     // The store was lost and the operator said --adopt: the node's stars become its records again.
     if (lost && options.adopt === true) await adoptStars(store, node.name, Object.values(runtimes));
     const ttl = options.cluster?.nodeTtlSeconds;
-    const controller = new Controller({ store, validate, ...(options.quotas ? { quotas: options.quotas } : {}), ...(ttl ? { nodeTtlSeconds: ttl } : {}) });
+    // The controller's gossip member, once it runs: the controller judges nodes by its word too.
+    const gossip: { member?: NodeGossip; version?: number } = {};
+    const controller = new Controller({
+      store,
+      validate,
+      ...(options.quotas ? { quotas: options.quotas } : {}),
+      ...(ttl ? { nodeTtlSeconds: ttl } : {}),
+      ...(clusterFiles ? { gossip: { state: (n: string) => gossip.member?.state(n) } } : {}),
+    });
     const served: { url?: string } = {}; // known once the API listens
     const agent = new Agent({ link: new AgentService(store, node.name, undefined, ttl), node, runtimes, endpoint: () => served.url });
     // A cluster's API asks each star's own node (its logs, its usage) over that node's link.
@@ -300,6 +315,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
           maxConnections: Math.max(64, Math.min(8192, Math.floor(openFileLimit() / 4))),
           ...(ttl ? { nodeTtlSeconds: ttl } : {}),
           ...(serveOptions.log ? { log: serveOptions.log } : {}),
+          gossip: { address: () => gossip.member?.address, version: () => gossip.version, keyring: () => ensureGossipKeyring(store) },
         });
       try {
         server =
@@ -318,6 +334,45 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       }
       closers.push(() => server.close());
       port_.server = server;
+      // The controller's own gossip member: nodes join through it (its address is in the hello).
+      const log = serveOptions.log ?? ((l: string) => console.error(l));
+      const keyring = await ensureGossipKeyring(store);
+      gossip.version = keyring.version;
+      const addresses = options.cluster?.addresses ?? hostAddresses();
+      const member = await startNodeGossip({
+        dataDir,
+        name: node.name,
+        ...(serveOptions.host ? { host: serveOptions.host } : {}),
+        ...(serveOptions.gossipPort === undefined ? {} : { port: serveOptions.gossipPort }),
+        advertise: joinAt.host,
+        keyring,
+        meta: nodeMeta(node, addresses),
+        ...(serveOptions.gossipConfig ? { config: serveOptions.gossipConfig } : {}),
+        onChange: (m, before) => {
+          if (m.name === node.name) return;
+          if (before !== undefined || m.state !== "alive") log(`gossip: node ${m.name} is ${m.state}${before ? ` (was ${before})` : ""}`);
+          controller.nudge();
+        },
+        log: (l) => log(l),
+      });
+      gossip.member = member;
+      closers.push(() => member.leave());
+      // A rotation (gossip key install|use|remove, on any controller) reaches this member and, by
+      // the version in their heartbeats' answers, every node.
+      const following = new AbortController();
+      const follow = followGossipKeyring(
+        store,
+        (r) => {
+          gossip.version = r.version;
+          member.setKeyring(r);
+        },
+        following.signal,
+        log,
+      );
+      closers.push(async () => {
+        following.abort();
+        await follow;
+      });
       // The controller's own certificate is renewed as its nodes' are: at two thirds of its life.
       let own = files;
       const renewOwn = async () => {

@@ -39,8 +39,8 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("makes a controller, prints how to add a machine; a node joins with that token; both are in `nodes`", () => {
-    const up = cli("n1", "init", "--cluster", "prod", "--node", "node-1", "--port", "0", "--cluster-port", "0", "--api-port", "0", "--label", "zone=a", ...dev);
+  it("makes a controller, prints how to add a machine; a node joins with that token; both are in `nodes`", async () => {
+    const up = cli("n1", "init", "--cluster", "prod", "--node", "node-1", "--port", "0", "--cluster-port", "0", "--api-port", "0", "--gossip-port", "0", "--label", "zone=a", ...dev);
     assert.equal(up.status, 0, up.stderr);
     assert.match(up.stdout, /constellation is up {2}node node-1 of cluster prod \(controller\)/);
     const printed = /constellation join (\S+) --token (cjt1\.\S+)/.exec(up.stdout);
@@ -50,7 +50,7 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
     const badLabel = cli("n2", "join", `127.0.0.1:${port}`, "--node", "node-2", "--token", printed[2]!, "--label", "zone=a b", ...dev);
     assert.equal(badLabel.status, 2);
     assert.match(badLabel.stderr, /--label takes key=value .*got "zone=a b"/);
-    const joined = cli("n2", "join", `127.0.0.1:${port}`, "--node", "node-2", "--token", printed[2]!, "--label", "zone=b", "--label", "disk=ssd", ...dev);
+    const joined = cli("n2", "join", `127.0.0.1:${port}`, "--node", "node-2", "--token", printed[2]!, "--label", "zone=b", "--label", "disk=ssd", "--gossip-port", "0", ...dev);
     assert.equal(joined.status, 0, joined.stderr);
     assert.match(joined.stdout, new RegExp(`node node-2 of cluster prod \\(joined to 127\\.0\\.0\\.1:${port}\\)`));
     const nodes = cli("n1", "nodes", "--json");
@@ -62,7 +62,12 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
     assert.match(n2.version ?? "", /^\d+\.\d+\.\d+/);
     assert.ok(n2.address, "an address");
     assert.equal(n2.used?.stars, 0);
-    assert.match(cli("n1", "nodes").stdout, /NODE +STATE +ADDRESS +STARS +CPU \(used\/total\) +MEMORY \(used\/total\) +LABELS +VERSION/);
+    assert.match(cli("n1", "nodes").stdout, /NODE +STATE +GOSSIP +ADDRESS +STARS +CPU \(used\/total\) +MEMORY \(used\/total\) +LABELS +VERSION/);
+    // Both gossip (the node joined the controller's member), and nodes shows it with the time of the change.
+    await waitFor("node-2 alive by gossip", () => (/node-2 +ready +alive \d+[smhd] /.test(cli("n1", "nodes").stdout) ? true : undefined));
+    const keys = cli("n1", "gossip", "key", "ls");
+    assert.equal(keys.status, 0, keys.stderr);
+    assert.match(keys.stdout, /KEY +IN USE\n[0-9a-f]{8} +yes \(seals\)/);
     assert.equal(ready("n2").role, "agent");
     // status: nodes by state, stars, and the controller with where to reach it.
     const status = cli("n1", "status");
@@ -106,7 +111,7 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
     assert.equal(cli("n1", "token", "rm", "--join", id).status, 0);
     const { address } = ready("n1");
     const port = address.split(":").at(-1)!;
-    const refused = cli("n3", "join", `127.0.0.1:${port}`, "--node", "node-3", "--token", token, ...dev);
+    const refused = cli("n3", "join", `127.0.0.1:${port}`, "--node", "node-3", "--token", token, "--gossip-port", "0", ...dev);
     assert.equal(refused.status, 1);
     assert.match(refused.stderr, /join token [0-9a-f]{12} was revoked: make a new one/);
     assert.equal(existsSync(join(data("n3"), "cluster")), false, "nothing of a refused join is kept");

@@ -32,7 +32,7 @@ describe("a controller and a node that joined it", () => {
 
   before(async () => {
     dir = await testDir("constellation-cluster-");
-    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, nodeName: "node-1", cluster: { name: "prod", port: 0, apiPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l), nodeTtlSeconds: TTL_S } });
+    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, nodeName: "node-1", cluster: { name: "prod", port: 0, apiPort: 0, gossipPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l), nodeTtlSeconds: TTL_S } });
     c = connect({ endpoint: ctl.url, token: ctl.token });
   });
   after(async () => {
@@ -73,7 +73,7 @@ describe("a controller and a node that joined it", () => {
   it("refuses a join with a bad, revoked or expired token, and a name in use; nothing is left of the attempt", async () => {
     const tryJoin = async (name: string, token: string) => {
       const data = join(dir, `try-${name}-${Math.random().toString(16).slice(2, 8)}`);
-      const err = await startAgentNode({ dataDir: data, nodeName: name, join: { address: address(), token }, addresses: ["127.0.0.1"] }).then(
+      const err = await startAgentNode({ gossipPort: 0, dataDir: data, nodeName: name, join: { address: address(), token }, addresses: ["127.0.0.1"] }).then(
         async (n) => {
           await n.close();
           return undefined;
@@ -99,7 +99,7 @@ describe("a controller and a node that joined it", () => {
 
   it("a joined node gets stars, runs them, and its logs and stop work through the controller", async () => {
     const { token } = await ctl.cluster!.joinToken();
-    node2 = await startAgentNode({ dataDir: join(dir, "node-2"), nodeName: "node-2", join: { address: address(), token }, addresses: ["127.0.0.1"], log: (l) => log.push(l) });
+    node2 = await startAgentNode({ gossipPort: 0, dataDir: join(dir, "node-2"), nodeName: "node-2", join: { address: address(), token }, addresses: ["127.0.0.1"], log: (l) => log.push(l) });
     assert.deepEqual(JSON.parse(readFileSync(join(dir, "node-2", "cluster", "cluster.json"), "utf8")), { name: "prod", node: "node-2", role: "agent", controller: address() });
     assert.equal(existsSync(join(dir, "node-2", "store.db")), false, "a joined node keeps no store");
     await waitFor("both nodes in the cluster", async () => ((await c.status()).nodes.map((n) => n.name).sort().join() === "node-1,node-2" ? true : undefined));
@@ -136,7 +136,7 @@ describe("a controller and a node that joined it", () => {
     const remote = before.find((s) => s.node === "node-2")!;
     const pid = remote.status!.pid;
     await node2!.close();
-    node2 = await startAgentNode({ dataDir: join(dir, "node-2"), log: (l) => log.push(l) }); // no token: it is a member already
+    node2 = await startAgentNode({ gossipPort: 0, dataDir: join(dir, "node-2"), log: (l) => log.push(l) }); // no token: it is a member already
     assert.equal(node2.name, "node-2");
     await waitFor("connected again", () => node2!.connected() || undefined);
     const after = await c.star(remote.name).info();
@@ -152,7 +152,7 @@ describe("a controller and a node that joined it", () => {
     const remote = before.find((s) => s.node === "node-2")!;
     c.close();
     await ctl.close();
-    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, cluster: { port: 0, apiPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l), nodeTtlSeconds: TTL_S } });
+    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode, cluster: { port: 0, apiPort: 0, gossipPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l), nodeTtlSeconds: TTL_S } });
     c = connect({ endpoint: ctl.url, token: ctl.token });
     // Load while the node comes back: twenty creates at once.
     const burst = Array.from({ length: 20 }, (_, i) => c.create({ name: `load${i}`, command: ["sh", "-c", "exec sleep 600"], ram_mb: 16 }));
@@ -195,7 +195,7 @@ describe("a controller and a node that joined it", () => {
       assert.ok((await c.events({ star: stays.name })).some((e) => e.kind === "star.node-dead"), "and an event says why");
     }
     // node-2 back: the copies it still runs were superseded, and it ends them.
-    node2 = await startAgentNode({ dataDir: join(dir, "node-2"), log: (l) => log.push(l) });
+    node2 = await startAgentNode({ gossipPort: 0, dataDir: join(dir, "node-2"), log: (l) => log.push(l) });
     const back = Date.now();
     await waitFor("node-2's old copies ended", () => (moving.every((n) => !existsSync(join(dir, "node-2", "runtime", "stars", n))) ? true : undefined));
     assert.ok(Date.now() - back < 5000, `ended ${Date.now() - back} ms after it was back`);

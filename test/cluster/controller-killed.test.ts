@@ -56,14 +56,14 @@ describe("the controller killed under load and started again", () => {
   });
 
   it("stars run on untouched, the node reconnects, nothing moves or runs twice, every create said done is there", async () => {
-    const ports = ["--port", String(await freePort()), "--cluster-port", String(await freePort()), "--api-port", String(await freePort())];
+    const ports = ["--port", String(await freePort()), "--cluster-port", String(await freePort()), "--api-port", String(await freePort()), "--gossip-port", "0"];
     const init = () => cli("c1", "init", "--cluster", "crash", "--node", "c-1", ...ports, ...dev);
     const up = init();
     assert.equal(up.status, 0, up.stderr);
     const printed = /constellation join (\S+) --token (cjt1\.\S+)/.exec(up.stdout);
     assert.ok(printed, up.stdout);
     const port = printed[1]!.split(":").at(-1)!;
-    const joined = cli("c2", "join", `127.0.0.1:${port}`, "--node", "c-2", "--token", printed[2]!, ...dev);
+    const joined = cli("c2", "join", `127.0.0.1:${port}`, "--node", "c-2", "--token", printed[2]!, "--gossip-port", "0", ...dev);
     assert.equal(joined.status, 0, joined.stderr);
     for (let i = 0; i < 6; i++) assert.equal(cli("c1", "create", "--name", `s${i}`, "--", "sleep", "600").status, 0);
     const before = await waitFor("six running", () => {

@@ -27,7 +27,7 @@ describe("certificate rotation", () => {
 
   before(async () => {
     dir = await testDir("constellation-rotation-");
-    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode: process.getuid?.() !== 0, nodeName: "node-1", cluster: { name: "rot", port: 0, apiPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], certValidDays: LIFE_S / 86_400, nodeTtlSeconds: 2, log: () => undefined } });
+    ctl = await startSingleNode({ dataDir: join(dir, "node-1"), port: 0, devMode: process.getuid?.() !== 0, nodeName: "node-1", cluster: { name: "rot", port: 0, apiPort: 0, gossipPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], certValidDays: LIFE_S / 86_400, nodeTtlSeconds: 2, log: () => undefined } });
     c = connect({ endpoint: ctl.url, token: ctl.token });
   });
   after(async () => {
@@ -38,7 +38,7 @@ describe("certificate rotation", () => {
 
   it("renews every certificate at two thirds of its life, keeps the node up; a restart after they expired connects with the new ones", async () => {
     const { token } = await ctl.cluster!.joinToken();
-    node2 = await startAgentNode({ dataDir: join(dir, "node-2"), nodeName: "node-2", join: { address: `127.0.0.1:${ctl.cluster!.port}`, token }, addresses: ["127.0.0.1"], log: () => undefined });
+    node2 = await startAgentNode({ gossipPort: 0, dataDir: join(dir, "node-2"), nodeName: "node-2", join: { address: `127.0.0.1:${ctl.cluster!.port}`, token }, addresses: ["127.0.0.1"], log: () => undefined });
     const first = { node1: serial("node-1"), node2: serial("node-2") };
     const expires = identityOf(readFileSync(join(dir, "node-2", "cluster", "node.crt"), "utf8"))!.notAfter;
     // Two renewals each, while the node stays up.
@@ -56,7 +56,7 @@ describe("certificate rotation", () => {
     await waitFor("the first certificates expired", () => (Date.now() > expires + 500 ? true : undefined));
     // Restarted, the node connects with what it holds now, to the controller's current one.
     await node2.close();
-    node2 = await startAgentNode({ dataDir: join(dir, "node-2"), log: () => undefined });
+    node2 = await startAgentNode({ gossipPort: 0, dataDir: join(dir, "node-2"), log: () => undefined });
     await waitFor("connected again", () => node2!.connected() || undefined);
     assert.equal((await c.status()).nodes.find((n) => n.name === "node-2")?.state, "up");
   });

@@ -27,7 +27,7 @@ describe("constellation.init", () => {
 
   it("starts the controller, finds it again, refuses another cluster's name; a second node joins through the listed controllers", async () => {
     const a = join(dir, "a");
-    const first = await constellation.init({ cluster_name: "sdk", node_name: "s1", data_dir: a, port: 0, cluster_port: 0, api_port: 0, dev });
+    const first = await constellation.init({ cluster_name: "sdk", node_name: "s1", data_dir: a, port: 0, cluster_port: 0, api_port: 0, gossip_port: 0, dev });
     pids.push(first.pid);
     assert.equal(first.role, "controller");
     assert.equal(first.already, false);
@@ -40,7 +40,7 @@ describe("constellation.init", () => {
     const admin = connect({ dataDir: a });
     const { token } = await admin.createJoinToken({ ttlSeconds: 600 });
     const port = first.address.split(":").at(-1)!;
-    const second = await constellation.init({ cluster_name: "sdk", node_name: "s2", data_dir: join(dir, "b"), join_nodes: ["127.0.0.1:1", `127.0.0.1:${port}`], token, dev });
+    const second = await constellation.init({ cluster_name: "sdk", node_name: "s2", data_dir: join(dir, "b"), join_nodes: ["127.0.0.1:1", `127.0.0.1:${port}`], token, gossip_port: 0, dev });
     pids.push(second.pid);
     assert.equal(second.role, "agent");
     assert.equal(second.address, `127.0.0.1:${port}`);

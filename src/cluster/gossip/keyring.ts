@@ -34,6 +34,17 @@ function keyId(raw: Buffer): Buffer {
   return createHash("sha256").update(raw).digest().subarray(0, 4);
 }
 
+/** A key's id as shown (8 hex digits: the first 4 bytes of its SHA-256, as in every packet). */
+export function gossipKeyId(key: string): string {
+  return keyId(decodeKey(key)).toString("hex");
+}
+
+/** Refuses a key that is not one (32 bytes in base64): a clear GossipKeyError. */
+export function checkGossipKey(key: string): string {
+  decodeKey(key);
+  return key;
+}
+
 export class Keyring {
   private readonly keys = new Map<string, Buffer>();
   private primary: { id: Buffer; key: Buffer };
@@ -64,6 +75,14 @@ export class Keyring {
     const id = keyId(decodeKey(key));
     if (id.equals(this.primary.id)) throw new GossipKeyError("the key in use cannot be removed: use another first");
     this.keys.delete(id.toString("hex"));
+  }
+
+  /** Exactly these keys from now on: `primary` seals, it and `others` open (a keyring's new version). */
+  set(primary: string, others: string[]): void {
+    const next = new Keyring(primary, others);
+    this.keys.clear();
+    for (const [id, key] of next.keys) this.keys.set(id, key);
+    this.primary = next.primary;
   }
 
   /** How many keys open packets. */

@@ -21,6 +21,8 @@ export interface GossipNodeOptions {
   port: number;
   /** Where others reach this member (default: the address listened on). */
   advertise?: string;
+  /** The host others reach this member at, on the port bound (when `advertise` is not given). */
+  advertiseHost?: string;
   keyring: Keyring;
   meta?: Meta;
   config?: Partial<GossipConfig>;
@@ -111,7 +113,7 @@ export class GossipNode {
     const bound = socket.address();
     let node: GossipNode;
     try {
-      node = new GossipNode(socket, options.advertise ?? joinAddress(options.host, bound.port), options);
+      node = new GossipNode(socket, options.advertise ?? joinAddress(options.advertiseHost ?? options.host, bound.port), options);
     } catch (err) {
       socket.close(); // refused (its meta, say): nothing is left open
       throw err;

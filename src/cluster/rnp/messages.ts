@@ -41,6 +41,8 @@ export interface Hello {
   cluster?: string;
   /** A controller's API over HTTPS (its URL), for what runs on the nodes (stars' SDK). */
   api?: string;
+  /** A controller's gossip member (host:port), through which a node joins the gossip. */
+  gossip?: string;
   maxFrame?: number;
 }
 
@@ -144,7 +146,7 @@ function parseHello(h: unknown): Hello {
     throw new ProtocolError("a hello lists the protocol versions it speaks (1 to 16 whole numbers)");
   }
   const hello: Hello = { versions: versions as number[] };
-  for (const k of ["node", "cluster", "api"] as const) {
+  for (const k of ["node", "cluster", "api", "gossip"] as const) {
     const s = o[k];
     if (s === undefined) continue;
     if (typeof s !== "string" || s.length > 253) throw new ProtocolError(`a hello's ${k} is a name of at most 253 characters`);
