@@ -109,6 +109,12 @@ export interface SimMember {
    * handled while its timers, which it checks first, still fire about on time).
    */
   slowMs: number;
+  /**
+   * A member held to a CPU quota (a cgroup's, throttled): it runs only the first `runMs` of
+   * every `periodMs`; what falls due meanwhile waits for its next run — its timers first, then
+   * the packets that came (a Node process's event loop: timers, then I/O).
+   */
+  throttle?: { periodMs: number; runMs: number };
   bytesSent: number;
 }
 
@@ -152,7 +158,7 @@ export class SimNetwork {
     const sim: SimMember = { name, address, swim: undefined as unknown as Swim, up: true, slowMs: 0, bytesSent: 0 };
     const env = {
       now: () => this.now,
-      after: (ms: number, fn: () => void) => this.after(ms, () => sim.up && fn()),
+      after: (ms: number, fn: () => void) => this.after(ms, () => sim.up && this.whenRunning(sim, fn, 0)),
       send: (to: string, p: Packet) => this.send(sim, to, p),
       random: this.random,
     };
@@ -204,9 +210,20 @@ export class SimNetwork {
       return;
     }
     const delay = (this.options.latencyMs ?? 0.2) + this.random() * (this.options.jitterMs ?? 0.3) + from.slowMs + dest.slowMs;
-    this.after(delay, () => {
-      if (dest.up && this.byAddress.get(to) === dest) dest.swim.receive(from.address, p);
-    });
+    this.after(delay, () =>
+      this.whenRunning(dest, () => {
+        if (dest.up && this.byAddress.get(to) === dest) dest.swim.receive(from.address, p);
+      }, 0.001),
+    );
+  }
+
+  /** Runs `fn` now if `m` runs now, else at its next run (`phase` later: packets after timers). */
+  private whenRunning(m: SimMember, fn: () => void, phase: number): void {
+    const t = m.throttle;
+    if (!t) return fn();
+    const into = this.now % t.periodMs;
+    if (into < t.runMs) return fn();
+    this.after(t.periodMs - into + phase, () => m.up && fn());
   }
 
   /** Runs simulated time forward by `ms`. */

@@ -1,6 +1,9 @@
 /** Cluster commands: status, token (make, ls, rm), events. */
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import type { ClusterSummary } from "../model/records.js";
+import { readFileSync } from "node:fs";
+import { InvalidArgumentError } from "../model/errors.js";
+import { type MembersView, dataDirOf, membersFile } from "../model/node-files.js";
 import { clientOf } from "./stars.js";
 import { age, bytes, color, printJson, stateText, table } from "./output.js";
 
@@ -130,6 +133,29 @@ export function registerClusterCommands(program: Command): void {
   nodeCommand("uncordon", "let stars be placed on a node again", (c, n) => c.uncordon(n), "uncordoned");
 
   const gossip = program.command("gossip").description("the cluster's gossip (membership and failure detection between nodes)");
+  gossip
+    .command("members")
+    .description("the members this node's gossip knows, as it sees them (read from its data dir: run it on the node)")
+    .option("--json", "print JSON")
+    .addHelpText("after", examples(["constellation gossip members", "sudo constellation --data /var/lib/constellation gossip members --json"]))
+    .action((o: { json?: boolean }, cmd: Command) => {
+      const dataDir = dataDirOf(cmd.optsWithGlobals<{ data?: string }>().data);
+      let view: MembersView;
+      try {
+        view = JSON.parse(readFileSync(membersFile(dataDir), "utf8")) as MembersView;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new InvalidArgumentError("data", code === "ENOENT" ? `${dataDir} runs no gossip member (not a node of a cluster, or not started yet): give the node's --data` : `${membersFile(dataDir)} could not be read (${(err as Error).message}): run it as the node's user (root)`);
+      }
+      if (o.json) return printJson(view);
+      const tint = (st: string) => (st === "alive" ? color.green(st) : st === "suspect" ? color.yellow(st) : color.red(st));
+      process.stdout.write(
+        `${table(
+          ["NODE", "STATE", "SINCE", "ADDRESS", "INCARNATION"],
+          view.members.map((m) => [m.name === view.self ? `${m.name} (this node)` : m.name, tint(m.state), `${age(m.since)} ago`, m.address, String(m.incarnation)]),
+        )}\n`,
+      );
+    });
   const key = gossip
     .command("key")
     .description("the keys that seal gossip: rotate with install, use, remove (memberlist's way)")

@@ -63,3 +63,24 @@ export function readReady(dataDir: string): NodeReady | undefined {
     return undefined;
   }
 }
+
+/** This node's view of the members (`constellation gossip members` reads it), kept as it changes. */
+export const membersFile = (dataDir: string) => join(dataDir, "gossip-members.json");
+
+/** A member as the view file and `gossip members` show it: `since` in ms since the epoch. */
+export interface MemberRow {
+  name: string;
+  address: string;
+  state: "alive" | "suspect" | "dead" | "left";
+  since: number;
+  incarnation: number;
+  meta: Record<string, unknown>;
+}
+
+/** What the view file holds. */
+export interface MembersView {
+  /** The member whose view this is. */
+  self: string;
+  at: number;
+  members: MemberRow[];
+}

@@ -16,6 +16,7 @@ import type { MemberState, MemberView } from "../cluster/gossip/swim.js";
 import { GossipNode } from "../cluster/gossip/udp.js";
 import { RuntimeUnavailableError } from "../model/errors.js";
 import type { GossipKeyring, NodeRecord } from "../model/records.js";
+import { type MembersView, membersFile } from "../model/node-files.js";
 
 /** The gossip's UDP port when none is given. */
 export const GOSSIP_PORT = 7947;
@@ -126,9 +127,13 @@ export async function startNodeGossip(o: NodeGossipOptions): Promise<NodeGossip>
       meta: o.meta,
       ...(o.config ? { config: o.config } : {}),
       seeds: o.seeds ?? [],
-      ...(o.onChange ? { onChange: o.onChange } : {}),
+      onChange: (m, before) => {
+        for (const f of changes) f(m, before);
+        o.onChange?.(m, before);
+      },
       log: o.log,
     });
+  const changes: Array<(m: MemberView, before: MemberState | undefined) => void> = [];
   let node: GossipNode;
   try {
     // Port 0: the advertised port must be the bound one, known only once bound.
@@ -149,7 +154,33 @@ export async function startNodeGossip(o: NodeGossipOptions): Promise<NodeGossip>
   };
   let seeds = o.seeds;
   save(seeds);
-  const wall = (since: number) => Date.now() - (performance.now() - since);
+  const wall = (since: number) => Math.round(Date.now() - (performance.now() - since));
+  // The view on disk, written at most every 200 ms while members change (and once at the start).
+  let writing: NodeJS.Timeout | undefined;
+  const writeView = () => {
+    writing = undefined;
+    const view: MembersView = { self: o.name, at: Date.now(), members: node.swim.list().map((m) => ({ name: m.name, address: m.address, state: m.state, since: wall(m.since), incarnation: m.incarnation, meta: m.meta })) };
+    try {
+      const file = membersFile(o.dataDir);
+      writeFileSync(`${file}.tmp`, `${JSON.stringify(view)}\n`, { mode: 0o600 });
+      renameSync(`${file}.tmp`, file);
+    } catch {
+      // (a full disk: the view is written again at the next change)
+    }
+  };
+  const viewChanged = () => {
+    if (writing === undefined && !stopped) {
+      writing = setTimeout(writeView, 200);
+      writing.unref();
+    }
+  };
+  let stopped = false;
+  changes.push((m, before) => {
+    viewChanged();
+    // Rare in a healthy cluster, and what an operator looks for: each member not alive, said.
+    if (m.name !== o.name && (m.state !== "alive" || (before !== undefined && before !== "alive"))) o.log(`gossip: node ${m.name} is ${m.state}${before ? ` (was ${before})` : ""}`);
+  });
+  writeView();
   return {
     address: node.address,
     port,
@@ -174,7 +205,15 @@ export async function startNodeGossip(o: NodeGossipOptions): Promise<NodeGossip>
     },
     members: () => node.swim.list(),
     node,
-    leave: () => node.leave(),
-    close: () => node.close(),
+    leave: async () => {
+      await node.leave();
+      stopped = true;
+      clearTimeout(writing);
+    },
+    close: () => {
+      stopped = true;
+      clearTimeout(writing);
+      node.close();
+    },
   };
 }

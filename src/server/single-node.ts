@@ -348,10 +348,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         keyring,
         meta: nodeMeta(node, addresses),
         ...(serveOptions.gossipConfig ? { config: serveOptions.gossipConfig } : {}),
-        onChange: (m, before) => {
-          if (m.name === node.name) return;
-          if (before !== undefined || m.state !== "alive") log(`gossip: node ${m.name} is ${m.state}${before ? ` (was ${before})` : ""}`);
-          controller.nudge();
+        onChange: (m) => {
+          if (m.name !== node.name) controller.nudge();
         },
         log: (l) => log(l),
       });

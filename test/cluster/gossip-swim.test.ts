@@ -120,6 +120,19 @@ describe("gossip: SWIM with Lifeguard, simulated", () => {
     assert.ok(lifeguard.all * 10 <= plain.all, `suspicions of healthy members: ${lifeguard.all} with Lifeguard, ${plain.all} without`);
   });
 
+  it("a member starved of CPU (it runs 0.1 ms of every 0.6 s: its timers fire late, its packets wait behind them) accuses no one: it takes its late timers for its own stall", () => {
+    const net = cluster(30, { seed: 17 });
+    assert.ok(net.runUntilTrue(() => everyoneKnowsEveryone(net), 30_000) !== undefined);
+    const slow = net.members.get("m7")!;
+    // It runs 0.1 ms of every 0.6 s (a cgroup quota shared with a busy loop): its timers fire late,
+    // and the answers to its pings wait behind them.
+    slow.throttle = { periodMs: 600, runMs: 0.1 };
+    const t0 = net.now;
+    net.run(60_000);
+    const later = net.changes.filter((c) => c.at >= t0 && c.member !== "m7");
+    assert.deepEqual(later.filter((c) => c.state === "suspect" || c.state === "dead").map((c) => `${c.member} ${c.state} by ${c.observer}`), [], "healthy members suspected");
+  });
+
   it("a killed member that comes back (a new process, incarnation 0) is alive to all again", () => {
     const net = cluster(20, { seed: 13 });
     assert.ok(net.runUntilTrue(() => everyoneKnowsEveryone(net), 30_000) !== undefined);

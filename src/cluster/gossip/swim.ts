@@ -298,6 +298,21 @@ export class Swim {
     return undefined;
   }
 
+  /**
+   * Runs `fn` after `ms`, and says whether this member's own clock let it run on time: a timer
+   * that fires much later than asked means this member was stalled (starved of CPU, paused), so
+   * what it measured meanwhile — answers that did not come — is not to be trusted.
+   */
+  private timed(ms: number, fn: (stalled: boolean) => void): void {
+    const due = this.env.now() + ms;
+    this.schedule(ms, () => fn(this.env.now() - due > this.stallMs()));
+  }
+
+  /** How late a timer may fire before this member takes itself for stalled. */
+  private stallMs(): number {
+    return this.config.probeTimeoutMs / 4;
+  }
+
   private probe(): void {
     if (!this.running) return;
     const interval = this.scaled(this.config.probeIntervalMs);
@@ -311,27 +326,41 @@ export class Swim {
     this.probes.set(q, probe);
     this.env.send(target.address, this.withNews({ t: "ping", q, f: this.self.name, n: target.name }, target.name));
     let asked = 0;
-    this.schedule(this.scaled(this.config.probeTimeoutMs), () => {
+    let stalled = false;
+    this.timed(this.scaled(this.config.probeTimeoutMs), (late) => {
+      stalled ||= late;
       if (probe.acked) return;
       const relays = this.pick(this.config.indirectChecks, (m) => m.state === "alive" && m.name !== target.name);
       asked = relays.length;
       for (const r of relays) this.env.send(r.address, this.withNews({ t: "preq", q, f: this.self.name, n: target.name, a: target.address }, r.name));
     });
-    this.schedule(interval, () => {
-      this.probes.delete(q);
-      if (probe.acked) this.adjustHealth(-1);
-      else {
-        // Lifeguard: relays that did not even say "no answer" point at this member's own trouble.
-        this.adjustHealth(asked > 0 ? asked - probe.nacks : 1);
-        const now = this.members.get(target.name);
-        if (now && now.state === "alive" && now.incarnation === target.incarnation) {
-          this.apply({ k: "s", n: target.name, i: target.incarnation, f: this.self.name });
-        } else if (now && now.state === "suspect") {
-          this.apply({ k: "s", n: target.name, i: now.incarnation, f: this.self.name });
-        }
-      }
-      this.probe();
+    this.timed(interval, (late) => {
+      stalled ||= late;
+      // Judged a turn later: what came while this member was busy or stalled (an ack waiting in
+      // its socket behind the timers) is read first.
+      this.schedule(0, () => this.judge(q, probe, target, asked, stalled));
     });
+  }
+
+  /** The end of a probe: an answer, or a suspicion — unless this member was the slow one. */
+  private judge(q: number, probe: Probe, target: MemberView, asked: number, stalled: boolean): void {
+    this.probes.delete(q);
+    if (probe.acked) this.adjustHealth(-1);
+    else if (stalled) {
+      // Its own timers ran late: it cannot tell a silent target from its own stall. It accuses
+      // no one, and slows its detector (Lifeguard's local health, measured directly).
+      this.adjustHealth(1);
+    } else {
+      // Lifeguard: relays that did not even say "no answer" point at this member's own trouble.
+      this.adjustHealth(asked > 0 ? asked - probe.nacks : 1);
+      const now = this.members.get(target.name);
+      if (now && now.state === "alive" && now.incarnation === target.incarnation) {
+        this.apply({ k: "s", n: target.name, i: target.incarnation, f: this.self.name });
+      } else if (now && now.state === "suspect") {
+        this.apply({ k: "s", n: target.name, i: now.incarnation, f: this.self.name });
+      }
+    }
+    this.probe();
   }
 
   // ---- news ------------------------------------------------------------------------------
@@ -481,7 +510,23 @@ export class Swim {
     const expected = this.expectedConfirmations();
     const s: Suspicion = { incarnation: m.incarnation, confirmers: new Set([from]), startedAt: this.env.now(), cancel: () => undefined };
     this.suspicions.set(m.name, s);
-    s.cancel = this.env.after(suspicionTimeout(bounds, 0, expected), () => this.suspicionOver(m.name, s));
+    s.cancel = this.suspicionTimer(m.name, s, suspicionTimeout(bounds, 0, expected));
+  }
+
+  /**
+   * Ends suspicion `s` after `ms` — a turn later (a refutation waiting in the socket is read
+   * first), and later still if this member's timer ran late (it was stalled: the refutation may
+   * not have reached it yet).
+   */
+  private suspicionTimer(name: string, s: Suspicion, ms: number): () => void {
+    let cancel: () => void;
+    const due = this.env.now() + ms;
+    cancel = this.env.after(ms, () => {
+      const stalled = this.env.now() - due > this.stallMs();
+      if (stalled) this.adjustHealth(1);
+      cancel = this.env.after(stalled ? this.scaled(this.config.probeIntervalMs) : 0, () => this.suspicionOver(name, s));
+    });
+    return () => cancel();
   }
 
   private expectedConfirmations(): number {
@@ -499,7 +544,7 @@ export class Swim {
     const timeout = suspicionTimeout(bounds, s.confirmers.size - 1, this.expectedConfirmations());
     s.cancel();
     const left = Math.max(0, s.startedAt + timeout - this.env.now());
-    s.cancel = this.env.after(left, () => this.suspicionOver(m.name, s));
+    s.cancel = this.suspicionTimer(m.name, s, left);
   }
 
   private suspicionOver(name: string, s: Suspicion): void {
