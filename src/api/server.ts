@@ -51,7 +51,15 @@ export interface ApiOptions {
   /** This node's agent, for logs and usage (one node for now). */
   node: NodeLink;
   /** When this constellation is a cluster: its CA's certificate (join tokens name it) and where nodes join (HOST:PORT). */
-  cluster?: { caCert: string; address(): string; disconnect?(node: string): void; node?: string; api?(): string | undefined };
+  cluster?: {
+    caCert: string;
+    address(): string;
+    disconnect?(node: string): void;
+    node?: string;
+    api?(): string | undefined;
+    /** An HA cluster's controllers running now, and which one leads the loops (absent: this one alone). */
+    controllers?(): Promise<Array<{ node: string; address: string; api?: string; leads: boolean }>>;
+  };
   /** The controller's own node (it cannot be revoked). */
   ownNode?: string;
   /** Connections at once, and how long headers may take (tests shorten them). */
@@ -278,8 +286,9 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const summary = await controller.summary(who(req));
       const c = options.cluster;
       if (!c) return { body: summary };
+      if (c.controllers) return { body: { ...summary, controllers: await c.controllers() } };
       const api = c.api?.();
-      return { body: { ...summary, controllers: [{ node: c.node ?? options.ownNode ?? "controller", address: c.address(), ...(api ? { api } : {}) }] } };
+      return { body: { ...summary, controllers: [{ node: c.node ?? options.ownNode ?? "controller", address: c.address(), ...(api ? { api } : {}), leads: true }] } };
     })
     // Tokens (admin only, see `before`). A new one is shown once and stored only as its hash.
     .route("POST", "/v1/tokens", async (req) => {

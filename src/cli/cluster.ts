@@ -75,7 +75,8 @@ export function registerClusterCommands(program: Command): void {
           `${color.bold("nodes")}        ${s.nodes.length}: ${byState || "none"}  (up: ${s.capacity.cpuCores} cores, ${bytes(s.capacity.memoryBytes)})`,
           `${color.bold("stars")}        ${s.stars.total}: ${states}`,
         ];
-        for (const c of s.controllers ?? []) lines.push(`${color.bold("controller")}   ${c.node}  cluster ${c.address}${c.api ? `  https ${c.api}` : ""}`);
+        const several = (s.controllers ?? []).length > 1;
+        for (const c of s.controllers ?? []) lines.push(`${color.bold("controller")}   ${c.node}  cluster ${c.address}${c.api ? `  https ${c.api}` : ""}${several && c.leads ? `  ${color.green("leads the loops")}` : ""}`);
         process.stdout.write([...lines, "", nodeTable(s.nodes)].join("\n") + "\n");
       } finally {
         c.close();

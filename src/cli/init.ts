@@ -15,6 +15,7 @@ import { InvalidArgumentError, RuntimeUnavailableError } from "../model/errors.j
 import { LABEL_KEY, LABEL_VALUE } from "../model/version.js";
 import { DAEMON_ENV, DAEMON_NODE_FLAGS, type NodeReady, dataDirOf, readReady, readyFile } from "../model/node-files.js";
 import { connect } from "../sdk/client.js";
+import { parseStoreUrl } from "../model/store-url.js";
 import { color } from "./output.js";
 
 interface InitOptions {
@@ -25,6 +26,8 @@ interface InitOptions {
   clusterPort: number;
   apiPort: number;
   gossipPort: number;
+  store?: string;
+  server?: boolean;
   label?: Record<string, string>;
   dev?: boolean;
   foreground?: boolean;
@@ -59,12 +62,14 @@ export function registerInit(program: Command): void {
     .option("--cluster-port <n>", "the port nodes join and connect on, on a controller (0: any free port)", port("--cluster-port"), 7946)
     .option("--api-port <n>", "the API over HTTPS for other machines (constellation login), on a controller (0: any free port)", port("--api-port"), 7443)
     .option("--gossip-port <n>", "the UDP port of this node's gossip member (0: any free port)", port("--gossip-port"), 7947)
+    .option("--store <etcd://host:port,...>", "keep the cluster's state in etcd (its members' client addresses), for several controllers (HA)")
+    .option("--server", "be one of the cluster's controllers on the --store etcd (the first makes the cluster; the others join it)")
     .option("--label <key=value>", "a label of this node (repeat for more): zone=a, disk=ssd", label, {})
     .option("--dev", "run without root: limits are not enforced, and every star says so")
     .option("--foreground", "run in this process (under a service manager) instead of detached")
     .addHelpText(
       "after",
-      `\nExamples:\n  $ sudo constellation init --cluster production --node node-1\n  $ sudo constellation init --cluster production --node node-2 --join 10.0.0.10:7946 --token cjt1...\n  $ constellation token --join --ttl 1h          # on the controller: a token for the next machine\n`,
+      `\nExamples:\n  $ sudo constellation init --cluster production --node node-1\n  $ sudo constellation init --cluster production --node node-2 --join 10.0.0.10:7946 --token cjt1...\n  $ sudo constellation init --cluster production --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --server   # on each controller (HA)\n  $ constellation token --join --ttl 1h          # on the controller: a token for the next machine\n`,
     )
     .action((o: InitOptions, cmd: Command) => run(o, cmd));
   void init;
@@ -84,6 +89,16 @@ export function registerInit(program: Command): void {
 async function run(o: InitOptions, cmd: Command): Promise<void> {
   const g = cmd.optsWithGlobals<{ data?: string; token?: string }>();
   const dataDir = dataDirOf(g.data);
+  if (o.server && o.join !== undefined) cmd.error("error: a controller (--server) joins through the store, not a token: give --store etcd://HOST:PORT,... and no --join", { exitCode: 2 });
+  if (o.server && o.store === undefined) cmd.error("error: --server needs the cluster's etcd: --store etcd://HOST:PORT,... (the same on every controller)", { exitCode: 2 });
+  if (o.store !== undefined && o.join !== undefined) cmd.error("error: --store is for controllers; a node joins with --join HOST:PORT --token T and no store", { exitCode: 2 });
+  if (o.store !== undefined) {
+    try {
+      parseStoreUrl(o.store);
+    } catch (err) {
+      cmd.error(`error: ${(err as Error).message}`, { exitCode: 2 });
+    }
+  }
   if (o.join !== undefined && g.token === undefined && !existsSync(join(dataDir, "cluster", "cluster.json"))) {
     cmd.error(`error: joining needs the token the controller made: --token T (on the controller: constellation token --join)`, { exitCode: 2 });
   }
@@ -174,6 +189,7 @@ async function foreground(o: InitOptions, dataDir: string, token: string | undef
       devMode: o.dev === true,
       ...(o.node ? { nodeName: o.node } : {}),
       ...(o.label ? { labels: o.label } : {}),
+      ...(o.store !== undefined ? { store: parseStoreUrl(o.store) } : {}),
       cluster: { ...(o.cluster ? { name: o.cluster } : {}), port: o.clusterPort, apiPort: o.apiPort, gossipPort: o.gossipPort },
     });
     const c = node.cluster!;

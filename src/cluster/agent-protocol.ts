@@ -244,10 +244,12 @@ export class RnpAgentLink implements AgentLink {
     await this.call("usage", { stars });
   }
 
-  async heartbeat(): Promise<{ ttlMs: number; gossipKeys?: number }> {
-    const a = (await this.call("heartbeat", null)) as { ttlMs?: unknown; gossipKeys?: unknown } | null;
+  async heartbeat(): Promise<{ ttlMs: number; gossipKeys?: number; controllers?: string[] }> {
+    const a = (await this.call("heartbeat", null)) as { ttlMs?: unknown; gossipKeys?: unknown; controllers?: unknown } | null;
     const ttlMs = typeof a?.ttlMs === "number" && a.ttlMs >= 1000 ? a.ttlMs : 10_000;
-    return { ttlMs, ...(Number.isSafeInteger(a?.gossipKeys) ? { gossipKeys: a!.gossipKeys as number } : {}) };
+    const list = a?.controllers;
+    const controllers = Array.isArray(list) && list.length <= 16 && list.every((c) => typeof c === "string" && c.length <= 300) ? (list as string[]) : undefined;
+    return { ttlMs, ...(Number.isSafeInteger(a?.gossipKeys) ? { gossipKeys: a!.gossipKeys as number } : {}), ...(controllers ? { controllers } : {}) };
   }
 
   async gossipKeys(): Promise<GossipKeyring> {

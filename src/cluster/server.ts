@@ -8,8 +8,8 @@
  */
 import type { AddressInfo, Socket } from "node:net";
 import { type TLSSocket, createServer } from "node:tls";
-import { AgentService } from "../controller/agent-service.js";
-import { type CertRecord, type GossipKeyring, KEYS } from "../model/records.js";
+import { AgentService, type ClusterFacts } from "../controller/agent-service.js";
+import { type CertRecord, KEYS } from "../model/records.js";
 import type { Store } from "../store/types.js";
 import { agentHandlers } from "./agent-protocol.js";
 import type { ClusterNodes } from "./nodes.js";
@@ -48,7 +48,7 @@ export interface ClusterServerOptions {
    * The cluster's gossip: the controller's member (told in the hello: nodes join through it) and
    * the keyring (its version in each heartbeat's answer; the keyring itself when a node asks).
    */
-  gossip?: { address(): string | undefined; version(): number | undefined; keyring(): Promise<GossipKeyring> };
+  gossip?: ClusterFacts & { address(): string | undefined };
   /** Connections at most, of all kinds (default 8192); more are closed at once. */
   maxConnections?: number;
   /**

@@ -11,6 +11,15 @@ import type { Store } from "../store/types.js";
 import { EventLog } from "./events.js";
 import { dropStarTokens, newToken, saveToken } from "./tokens.js";
 
+/** What a controller tells its nodes of the cluster beside their leases (AgentService). */
+export interface ClusterFacts {
+  /** The gossip keyring's version (a node with an older copy asks for it). */
+  version(): number | undefined;
+  keyring(): Promise<GossipKeyring>;
+  /** The controllers' cluster addresses (host:port), where a node may connect. */
+  controllers?(): string[];
+}
+
 /** A node is dead this long after its last heartbeat (the issue's ceiling: 10 s). */
 export const NODE_TTL_S = 10;
 
@@ -25,8 +34,11 @@ export class AgentService implements AgentLink {
     private readonly onUsage?: (stars: StarUsage[]) => void,
     /** The node's lease TTL: it is dead this long after its last heartbeat. */
     private readonly ttlSeconds = NODE_TTL_S,
-    /** The cluster's gossip keyring: its version told in each heartbeat's answer, and given when asked. */
-    private readonly gossip?: { version(): number | undefined; keyring(): Promise<GossipKeyring> },
+    /**
+     * What each heartbeat's answer tells a node of its cluster: the gossip keyring's version (the
+     * keyring itself given when asked) and the controllers running now (where to fail over).
+     */
+    private readonly gossip?: ClusterFacts,
   ) {
     this.events = new EventLog(store, `node-${node}`);
   }
@@ -143,9 +155,10 @@ export class AgentService implements AgentLink {
   /** The node's lease, once its first heartbeat made it. */
   private lease: string | undefined;
 
-  async heartbeat(): Promise<{ ttlMs: number; gossipKeys?: number }> {
+  async heartbeat(): Promise<{ ttlMs: number; gossipKeys?: number; controllers?: string[] }> {
     const version = this.gossip?.version();
-    const answer = { ttlMs: this.ttlSeconds * 1000, ...(version === undefined ? {} : { gossipKeys: version }) };
+    const controllers = this.gossip?.controllers?.();
+    const answer = { ttlMs: this.ttlSeconds * 1000, ...(version === undefined ? {} : { gossipKeys: version }), ...(controllers && controllers.length > 0 ? { controllers } : {}) };
     if (this.lease !== undefined) {
       try {
         await this.store.keepAliveOnce(this.lease);

@@ -457,8 +457,17 @@ export class Controller {
   /** A pass asked for later (an exclusive star's wait on a dead node ends then). */
   private later: NodeJS.Timeout | undefined;
 
-  /** Runs the control loops until stop(). */
-  start(): void {
+  /** A compare that holds only while this controller leads (its election's fence), if it campaigns. */
+  private fence: Compare | undefined;
+
+  /**
+   * Runs the control loops until stop() (and again after it). With `fence` (an HA controller's
+   * leadership), every decision the loops write holds only while that leadership does: a
+   * controller that lost office without knowing it yet (paused) writes nothing.
+   */
+  start(fence?: Compare): void {
+    if (this.loop !== undefined) return;
+    this.fence = fence;
     this.startedAt = monotonic();
     this.loop ??= this.assignLoop(this.abort.signal);
     // When the grace after the start ends, a node that died within it is seen (no write says so).
@@ -569,8 +578,18 @@ export class Controller {
 
   async stop(): Promise<void> {
     this.abort.abort();
+    clearTimeout(this.later);
+    this.later = undefined;
     await this.loop?.catch(() => undefined);
     await this.assigning; // a pass the loop asked for and did not wait for
+    // Ready to start again (an HA controller that leads again).
+    this.loop = undefined;
+    this.abort = new AbortController();
+  }
+
+  /** Whether the control loops run here. */
+  get running(): boolean {
+    return this.loop !== undefined && !this.abort.signal.aborted;
   }
 
   /**
@@ -786,7 +805,7 @@ export class Controller {
     for (const r of orphans(records)) {
       const kv = kvs.find((k) => k.key === starKey(r.name))!;
       const res = await this.store.txn({
-        compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }],
+        compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }, ...(this.fence ? [this.fence] : [])],
         success: [{ type: "delete", range: { key: kv.key } }],
       });
       if (res.succeeded) await this.events.record("star.removed", `removed: the star that made it (${r.owner?.name}) is gone`, { star: r.name, uid: r.uid });
@@ -873,7 +892,7 @@ export class Controller {
 
   private async casRecord(kv: Pick<KeyValue, "key" | "modRevision">, next: StarRecord, also: Compare[] = []): Promise<boolean> {
     const res = await this.store.txn({
-      compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }, ...also],
+      compare: [{ key: kv.key, target: "modRevision", op: "=", value: kv.modRevision }, ...also, ...(this.fence ? [this.fence] : [])],
       success: [{ type: "put", key: kv.key, value: JSON.stringify(next) }],
     });
     return res.succeeded;

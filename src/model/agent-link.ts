@@ -68,9 +68,10 @@ export interface AgentLink {
    * The node is alive: renews its lease with the controller (made at the first call). A node
    * whose lease expires is dead to the controller. Answers the lease's TTL: call again well
    * within it (a third of it). `gossipKeys`: the cluster's gossip keyring version (a node whose
-   * copy is older asks for it: `gossipKeys()`).
+   * copy is older asks for it: `gossipKeys()`); `controllers`: the cluster addresses of the
+   * controllers running now (an HA cluster's: where the node fails over to).
    */
-  heartbeat?(): Promise<{ ttlMs: number; gossipKeys?: number }>;
+  heartbeat?(): Promise<{ ttlMs: number; gossipKeys?: number; controllers?: string[] }>;
   /** The cluster's gossip keyring (a node's copy of it seals its gossip). */
   gossipKeys?(): Promise<GossipKeyring>;
 }

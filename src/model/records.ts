@@ -33,9 +33,24 @@ export const KEYS = {
   /** A node's liveness: a key on its lease (AgentService.heartbeat); gone when the lease expires. */
   alive: `${PREFIX}alive/`,
   eventSeq: `${PREFIX}meta/event-seq`,
+  /** An HA cluster's CA (cert and key), shared by its controllers (server/ha.ts). */
+  clusterCa: `${PREFIX}cluster/ca`,
+  /** The controllers running now, each on a lease (ControllerRecord). */
+  controllers: `${PREFIX}controllers/`,
+  /** The controllers' elections (the control loops' leader). */
+  elections: `${PREFIX}elections/`,
   /** The cluster's gossip keyring (GossipKeyring): made by init, rotated by `gossip key`. */
   gossipKeyring: `${PREFIX}gossip/keyring`,
 } as const;
+
+/** A controller running now: where nodes connect to it, its HTTPS API, its gossip member. */
+export interface ControllerRecord {
+  node: string;
+  /** The cluster port (host:port). */
+  address: string;
+  api?: string;
+  gossip?: string;
+}
 
 /**
  * The keys that seal gossip packets (cluster/gossip/keyring.ts): `primary` seals, every one of
@@ -177,8 +192,8 @@ export interface ClusterSummary {
   >;
   stars: { total: number; byState: Record<string, number>; desiredRunning: number };
   capacity: { cpuCores: number; memoryBytes: number };
-  /** A cluster's controllers: each one's node, where nodes join it, and its HTTPS API. */
-  controllers?: Array<{ node: string; address: string; api?: string }>;
+  /** A cluster's controllers: each one's node, where nodes join it, its HTTPS API, and whether it leads the loops. */
+  controllers?: Array<{ node: string; address: string; api?: string; leads?: boolean }>;
   revision: number;
 }
 

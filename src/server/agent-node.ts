@@ -6,11 +6,11 @@
  * certificate it is given in the data dir (cluster/, files.ts); later starts just connect.
  */
 import { X509Certificate } from "node:crypto";
-import { chmodSync, mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { availableParallelism, hostname, totalmem } from "node:os";
 import type { Duplex } from "node:stream";
 import { connect } from "node:tls";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
 import { RnpAgentLink, nodeHandlers } from "../cluster/agent-protocol.js";
 import { type ClusterFiles, readClusterFiles, replaceNodeCert, writeClusterFiles } from "../cluster/files.js";
@@ -27,6 +27,27 @@ import { keepTrimmingMalloc } from "./memory.js";
 import { type NodeGossip, nodeMeta, readGossipCache, startNodeGossip } from "./gossip.js";
 import type { GossipConfig } from "../cluster/gossip/config.js";
 import type { GossipKeyring, NodeRecord } from "../model/records.js";
+
+const controllersFile = (dataDir: string) => join(dataDir, "cluster", "controllers.json");
+
+/** The controllers an HA cluster's heartbeats named, as kept (none if unreadable). */
+function readControllers(dataDir: string): string[] {
+  try {
+    const list = JSON.parse(readFileSync(controllersFile(dataDir), "utf8")) as unknown;
+    return Array.isArray(list) ? list.filter((c): c is string => typeof c === "string" && /^.+:\d{1,5}$/.test(c)).slice(0, 16) : [];
+  } catch {
+    return [];
+  }
+}
+
+function writeControllers(dataDir: string, list: string[]): void {
+  try {
+    writeFileSync(`${controllersFile(dataDir)}.tmp`, `${JSON.stringify(list)}\n`, { mode: 0o644 });
+    renameSync(`${controllersFile(dataDir)}.tmp`, controllersFile(dataDir));
+  } catch {
+    // (kept again at the next change)
+  }
+}
 
 /** Whether `cert` is signed by the CA `caCert`. */
 function signedBy(cert: string, caCert: string): boolean {
@@ -110,11 +131,17 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     const devMode = options.devMode === true;
     const capacity: Required<Omit<NodeCapacity, "diskBytes">> = { cpuCores: availableParallelism(), memoryBytes: totalmem(), limits: nodeLimitsOf(options.limits) };
     const runtimes = await makeRuntimes(dataDir, devMode, capacity, closers);
-    const [host, port] = splitAddress(files.controller!);
+    // The controllers to connect to: the one joined, and those an HA cluster's heartbeats name
+    // (kept in the data dir: after a restart the node finds one even if the one joined is gone).
+    let controllers = [files.controller!, ...readControllers(dataDir).filter((c) => c !== files.controller)];
+    let at = 0;
     const mine = { cert: files.cert, key: files.key };
-    // Only the cluster's CA is trusted, and only a controller of this cluster is talked to.
+    // Only the cluster's CA is trusted, and only a controller of this cluster is talked to. A
+    // controller that does not answer within 3 s (its machine gone) is given up for the next.
     const dial = () =>
       new Promise<Duplex>((done, fail) => {
+        const target = controllers[at % controllers.length]!;
+        const [host, port] = splitAddress(target);
         const s = connect({
           host,
           port: Number(port),
@@ -125,16 +152,32 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
           minVersion: "TLSv1.3",
           checkServerIdentity: (_name, cert) => {
             const id = identityOf(cert.raw);
-            if (!id || id.role !== "controller" || id.cluster !== files.name) return new Error(`${files.controller} is not a controller of cluster ${files.name}`);
+            if (!id || id.role !== "controller" || id.cluster !== files.name) return new Error(`${target} is not a controller of cluster ${files.name}`);
             return undefined;
           },
         });
+        const timer = setTimeout(() => s.destroy(new Error(`${target} did not answer within 3 s`)), 3000);
         s.once("secureConnect", () => {
+          clearTimeout(timer);
           s.setNoDelay(true); // small frames, answered at once: no Nagle delay behind a delayed ACK
+          connectedTo = target;
           done(s);
         });
-        s.once("error", fail);
+        s.once("error", (err) => {
+          clearTimeout(timer);
+          at++; // the next controller, if there are others
+          fail(err);
+        });
       });
+    let connectedTo = files.controller!;
+    /** An HA cluster's heartbeat named its controllers: kept, and dialled in turn when one fails. */
+    const knowControllers = (list: string[]) => {
+      const next = [...new Set([...list, files.controller!])];
+      if (next.join(",") === controllers.join(",")) return;
+      controllers = next;
+      at = Math.max(0, controllers.indexOf(connectedTo));
+      writeControllers(dataDir, controllers);
+    };
     // The agent answers its controller's questions about its stars (their logs) on the same link.
     const asked: NodeLink = { logs: (s, o) => agent.logs(s, o), usage: (s) => agent.usage(s), unsentStatus: (s) => agent.unsentStatus(s) };
     let up = false;
@@ -205,10 +248,11 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
       onConnect: (peer) => {
         if (peer.peer?.api?.startsWith("https://")) api = peer.peer.api;
         if (peer.peer?.gossip) void keepGossip(peer.peer.gossip, undefined).catch(gossipFailed);
-        if (!up) log(`node ${files.node}: connected to the controller of cluster ${files.name} at ${files.controller}`);
+        if (!up) log(`node ${files.node}: connected to the controller of cluster ${files.name} at ${connectedTo}`);
         up = true;
         peer.once("close", () => {
-          if (up) log(`node ${files.node}: the link to ${files.controller} is down; trying again (stars run on)`);
+          if (up) log(`node ${files.node}: the link to ${connectedTo} is down; trying again (stars run on)`);
+          at++; // the next controller first, if there are others
           up = false;
         });
       },
@@ -220,6 +264,7 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     const beat = link.heartbeat.bind(link);
     link.heartbeat = async () => {
       const a = await beat();
+      if (a.controllers) knowControllers(a.controllers);
       if (a.gossipKeys !== undefined && (gossip.member === undefined || a.gossipKeys > gossip.member.version)) void keepGossip(undefined, a.gossipKeys).catch(gossipFailed);
       return a;
     };

@@ -19,7 +19,7 @@ import { InvalidArgumentError, RuntimeUnavailableError, StoreLostError } from ".
 import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
 import { Controller, type TreeQuotas } from "../controller/controller.js";
-import { type CertRecord, KEYS, type NodeRecord, PREFIX } from "../model/records.js";
+import { type CertRecord, KEYS, type NodeRecord, PREFIX, nodeKey } from "../model/records.js";
 import { type ClusterFiles, checkClusterName, readClusterFiles, replaceNodeCert, writeClusterFiles } from "../cluster/files.js";
 import { admit, createJoinToken, renew, revokeJoinToken } from "../cluster/join.js";
 import { ClusterNodes } from "../cluster/nodes.js";
@@ -41,6 +41,9 @@ import { keepTrimmingMalloc } from "./memory.js";
 import { type NodeGossip, nodeMeta, startNodeGossip } from "./gossip.js";
 import type { GossipConfig } from "../cluster/gossip/config.js";
 import { ensureGossipKeyring, followGossipKeyring } from "../controller/gossip-keys.js";
+import { leadLoops, listControllers, registerController, sharedCa } from "./ha.js";
+import { Election } from "../store/election.js";
+import type { EtcdStoreConfig } from "../model/store-url.js";
 
 /** How often a node looks whether its certificate is due for renewal. */
 export const RENEW_CHECK_MS = 1000;
@@ -67,6 +70,13 @@ export interface SingleNodeOptions {
   reset?: boolean;
   /** Start even if the store is empty while stars' files are on this node: their records are rebuilt from them (adopt.ts). */
   adopt?: boolean;
+  /**
+   * The store: etcd (HA: `init --store etcd://… --server`, server/ha.ts) instead of the embedded
+   * SQLite file. Kept in the data dir (store.json): later starts use it without being told.
+   */
+  store?: EtcdStoreConfig;
+  /** Lease TTL (s) of the control loops' election on etcd (default LEADER_TTL_S). */
+  leaderTtlSeconds?: number;
   /**
    * Be the controller of a cluster (issue 11): its CA and this node's certificate are made on
    * the first start (cluster/ in the data dir), and other nodes join and connect on the
@@ -135,6 +145,8 @@ export interface SingleNode {
     httpsUrl: string;
     /** The SHA-256 fingerprint of the cluster's CA (hex): what `login` pins. */
     caFingerprint: string;
+    /** Whether the control loops run here (always, but on etcd: while this controller leads). */
+    leads(): boolean;
   };
   /** The admin token (also in <dataDir>/admin.token). */
   token: string;
@@ -183,10 +195,18 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
   // store (which holds stars' env) and the admin token are 0600.
   mkdirSync(dataDir, { recursive: true, mode: 0o711 });
   chmodSync(dataDir, 0o711);
+  const etcd = storeConfigOf(dataDir, options.store);
   const dbPath = join(dataDir, "store.db");
-  closeSync(openSync(dbPath, "a", 0o600)); // SQLite gives its -wal and -shm files the db's mode
-  for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
-  const store = await openStore({ backend: "sqlite", path: dbPath });
+  let store: Store;
+  if (etcd) {
+    if (!options.cluster) throw new InvalidArgumentError("store", "an etcd store is for a cluster's controllers: give --cluster NAME (or --server)");
+    store = await openStore({ backend: "etcd", endpoints: etcd.endpoints });
+    if (options.store) writeFileSync(join(dataDir, "store.json"), `${JSON.stringify(etcd)}\n`, { mode: 0o600 });
+  } else {
+    closeSync(openSync(dbPath, "a", 0o600)); // SQLite gives its -wal and -shm files the db's mode
+    for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+    store = await openStore({ backend: "sqlite", path: dbPath });
+  }
   // Recovery from facts, never from absence: a store with nothing in it on a node that has stars'
   // files was lost or replaced, and starting on it would end every star (issue 9).
   if (options.reset === true && options.adopt === true) {
@@ -216,7 +236,9 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     if (known && options.nodeName !== undefined && options.nodeName !== known.node) {
       throw new InvalidArgumentError("node", `${dataDir} is node ${known.node} of cluster ${known.name}, not ${options.nodeName}: give that name, or another --data`);
     }
-    const clusterFiles = known ?? (options.cluster ? await newController(dataDir, store, checkClusterName(options.cluster.name ?? "default"), options.nodeName ?? nodeNameOf(hostname()), options.cluster.addresses ?? hostAddresses(), options.cluster.certValidDays) : undefined);
+    const clusterFiles = etcd
+      ? await haController(dataDir, store, known, options.cluster?.name, options.nodeName ?? nodeNameOf(hostname()), options.cluster?.addresses ?? hostAddresses(), options.cluster?.certValidDays)
+      : (known ?? (options.cluster ? await newController(dataDir, store, checkClusterName(options.cluster.name ?? "default"), options.nodeName ?? nodeNameOf(hostname()), options.cluster.addresses ?? hostAddresses(), options.cluster.certValidDays) : undefined));
     const token = await adminToken(store, dataDir);
     const devMode = options.devMode === true;
     // The runtimes and the controller apply the same defaults and ceilings.
@@ -250,6 +272,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       ...(clusterFiles ? { gossip: { state: (n: string) => gossip.member?.state(n) } } : {}),
     });
     const served: { url?: string } = {}; // known once the API listens
+    let leads = () => true;
     const agent = new Agent({ link: new AgentService(store, node.name, undefined, ttl), node, runtimes, endpoint: () => served.url });
     // A cluster's API asks each star's own node (its logs, its usage) over that node's link.
     const nodes = clusterFiles ? new ClusterNodes({ name: node.name, link: agent }) : undefined;
@@ -261,7 +284,19 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     const disconnect = (n: string) => port_.server?.disconnect(n);
     // The HTTPS API's URL once it listens (told to nodes as they connect, and shown in status).
     const httpsApi: { url?: string } = {};
-    const api = await buildApi({ store, controller, node: nodes ?? agent, ownNode: node.name, ...(clusterFiles ? { cluster: { caCert: clusterFiles.caCert, address: joinAddress, disconnect, node: node.name, api: () => httpsApi.url } } : {}) });
+    // An HA cluster's controllers, and which leads (the election's leader: its value is its node).
+    const election = new Election(store, "controller", { prefix: KEYS.elections });
+    const listed = async () => {
+      const [list, leader] = await Promise.all([listControllers(store), election.leader()]);
+      return list.map((c) => ({ ...c, leads: c.node === leader?.value }));
+    };
+    const api = await buildApi({
+      store,
+      controller,
+      node: nodes ?? agent,
+      ownNode: node.name,
+      ...(clusterFiles ? { cluster: { caCert: clusterFiles.caCert, address: joinAddress, disconnect, node: node.name, api: () => httpsApi.url, ...(etcd ? { controllers: listed } : {}) } } : {}),
+    });
     closers.push(() => api.close());
     // Listen first: stars started from here on get the API's URL (and a token) in their env.
     const port = options.port ?? 7070;
@@ -286,9 +321,19 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     else process.emitWarning(`constellation: ${socket} is too long for a unix socket; the CLI will use ${url}`);
     await agent.start();
     closers.push(() => agent.stop());
-    controller.start();
-    closers.push(() => controller.stop());
+    // On etcd (HA), the loops run on the elected controller only; alone, here.
+    const loopsLog = options.cluster?.log ?? ((l: string) => console.error(l));
+    if (etcd) {
+      const leader = leadLoops(store, node.name, controller, loopsLog, options.leaderTtlSeconds);
+      closers.push(() => leader.close());
+      leads = () => leader.leads();
+    } else {
+      controller.start();
+      closers.push(() => controller.stop());
+    }
     let cluster: SingleNode["cluster"];
+    /** The controllers running now (cluster addresses), told to nodes in their heartbeats' answers. */
+    let controllers: string[] = [];
     if (clusterFiles) {
       const files = clusterFiles;
       const ca = { cert: files.caCert, key: files.caKey! };
@@ -315,7 +360,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
           maxConnections: Math.max(64, Math.min(8192, Math.floor(openFileLimit() / 4))),
           ...(ttl ? { nodeTtlSeconds: ttl } : {}),
           ...(serveOptions.log ? { log: serveOptions.log } : {}),
-          gossip: { address: () => gossip.member?.address, version: () => gossip.version, keyring: () => ensureGossipKeyring(store) },
+          gossip: { address: () => gossip.member?.address, version: () => gossip.version, keyring: () => ensureGossipKeyring(store), controllers: () => controllers },
         });
       try {
         server =
@@ -403,6 +448,19 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       writeFileSync(join(dataDir, "https.port"), `${httpsPort}\n`, { mode: 0o644 });
       joinAt.port = server.port;
       writeFileSync(join(dataDir, "cluster.port"), `${server.port}\n`, { mode: 0o644 });
+      // This controller in the store's list (on a lease), and the list kept for nodes' heartbeats.
+      const registration = await registerController(store, () => ({ node: node.name, address: joinAddress(), api: httpsApi.url!, gossip: member.address }), log);
+      closers.push(() => registration.close());
+      // The other controllers' gossip members: this one joins them (nodes join through any).
+      const others = (await listControllers(store)).filter((c) => c.node !== node.name && c.gossip).map((c) => c.gossip!);
+      if (others.length > 0) member.join(others);
+      const refresh = async () => {
+        controllers = (await listControllers(store)).map((c) => c.address).sort();
+      };
+      await refresh();
+      const refreshing = setInterval(() => void refresh().catch(() => undefined), 2000);
+      refreshing.unref();
+      closers.push(async () => clearInterval(refreshing));
       cluster = {
         address: joinAddress(),
         node: node.name,
@@ -413,6 +471,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         connected: () => server.connected(),
         httpsUrl: httpsApi.url!,
         caFingerprint: fingerprint(files.caCert),
+        leads: () => leads(),
       };
     }
     writeFileSync(join(dataDir, "endpoint"), `${url}\n`, { mode: 0o644 });
@@ -434,6 +493,55 @@ async function newController(dataDir: string, store: Store, name: string, node: 
   const issued: CertRecord = { node, role: "controller", issuedAt: Date.now(), notAfter: signed.notAfter };
   await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify(issued));
   const files: ClusterFiles = { name, node, role: "controller", caCert: ca.cert, caKey: ca.key, cert: signed.cert, key };
+  writeClusterFiles(dataDir, files);
+  return files;
+}
+
+/** The etcd store this data dir is on: the one given (it must match the one kept), or the one kept (store.json). */
+function storeConfigOf(dataDir: string, given: EtcdStoreConfig | undefined): EtcdStoreConfig | undefined {
+  let kept: EtcdStoreConfig | undefined;
+  try {
+    kept = JSON.parse(readFileSync(join(dataDir, "store.json"), "utf8")) as EtcdStoreConfig;
+  } catch {
+    kept = undefined;
+  }
+  if (given && !kept && existsSync(join(dataDir, "store.db")) && readClusterFiles(dataDir)) {
+    throw new InvalidArgumentError("store", `${dataDir} is a controller on its own store (store.db): it cannot move to etcd by a flag; give another --data`);
+  }
+  if (given && kept && given.endpoints.join(",") !== kept.endpoints.join(",")) {
+    throw new InvalidArgumentError("store", `${dataDir} is a controller on etcd ${kept.endpoints.join(",")}, not ${given.endpoints.join(",")}: give that store, or another --data`);
+  }
+  return given ?? kept;
+}
+
+/**
+ * An HA controller's identity: the cluster's CA from the store (made there by the first
+ * controller), and this controller's certificate signed with it, written to the data dir once.
+ * A data dir of another cluster than the store's is refused.
+ */
+async function haController(dataDir: string, store: Store, known: ClusterFiles | undefined, name: string | undefined, node: string, addresses: string[], validDays?: number): Promise<ClusterFiles> {
+  const { ca } = await sharedCa(store, async () => {
+    const cluster = checkClusterName(name ?? known?.name ?? "default");
+    if (known) return { name: known.name, cert: known.caCert, key: known.caKey! }; // (its store was emptied: its CA again)
+    const made = await createCa(cluster);
+    return { name: cluster, cert: made.cert, key: made.key };
+  });
+  if (name !== undefined && name !== ca.name) throw new InvalidArgumentError("cluster", `the store holds cluster ${ca.name}, not ${name}: give that name (or none), or another store`);
+  if (known) {
+    if (fingerprint(known.caCert) !== fingerprint(ca.cert)) throw new InvalidArgumentError("store", `${dataDir} is a controller of cluster ${known.name}, and this store holds another cluster's CA (${ca.name}): give its own store, or another --data`);
+    return known;
+  }
+  // The node's name is taken once in the cluster (a joining node could not take it after, nor this one a node's).
+  const nameKey = `${KEYS.nodeNames}${node}`;
+  const taken = await store.txn({ compare: [{ key: nameKey, target: "createRevision", op: "=", value: 0 }], success: [{ type: "put", key: nameKey, value: JSON.stringify({ at: Date.now(), controller: true }) }] });
+  if (!taken.succeeded || (await store.get(nodeKey(node)))) {
+    if (taken.succeeded) await store.delete({ key: nameKey });
+    throw new InvalidArgumentError("node", `a node named ${node} is already in cluster ${ca.name}: give this controller another name (--node)`);
+  }
+  const { csr, key } = await createCsr(node);
+  const signed = await signCsr(ca, csr, { cluster: ca.name, node, role: "controller", addresses, ...(validDays ? { validDays } : {}) });
+  await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify({ node, role: "controller", issuedAt: Date.now(), notAfter: signed.notAfter } satisfies CertRecord));
+  const files: ClusterFiles = { name: ca.name, node, role: "controller", caCert: ca.cert, caKey: ca.key, cert: signed.cert, key };
   writeClusterFiles(dataDir, files);
   return files;
 }

@@ -1,0 +1,140 @@
+/**
+ * A highly-available control plane (issue 12, docs/ha.md): several controllers on one etcd.
+ *
+ *   init --store etcd://h1:2379,h2:2379,h3:2379 --server     (on each controller machine)
+ *
+ *   the first to start makes the cluster's CA and keeps it in the store (once: a txn); the
+ *   others find it there and sign their own controller certificates with it. Every controller
+ *   serves the API and takes agents; each registers itself under KEYS.controllers on a lease
+ *   (gone when it dies), and agents learn the list from their heartbeats' answers so they can
+ *   fail over. The control loops run on one of them: the leader of the "controller" election
+ *   (store/election.ts), whose fence guards every write of the loops.
+ *
+ *   campaign ─▶ leader ─▶ controller.start(fence) ─▶ … lease lost / key gone ─▶ controller.stop() ─▶ campaign
+ */
+import { setTimeout as delay } from "node:timers/promises";
+import type { Controller } from "../controller/controller.js";
+import { type ControllerRecord, KEYS } from "../model/records.js";
+import { Election } from "../store/election.js";
+import { LeaseKeeper } from "../store/lease-keeper.js";
+import type { Store } from "../store/types.js";
+
+/** The loops' election: its lease's TTL (s) is how long a dead leader holds them. */
+export const LEADER_TTL_S = 2;
+/** A controller's registration lasts this long after it stops renewing it. */
+export const CONTROLLER_TTL_S = 10;
+
+/** The cluster's CA as kept in the store (an HA cluster's controllers share it). */
+export interface StoredCa {
+  name: string;
+  cert: string;
+  key: string;
+}
+
+/**
+ * The cluster's CA from the store, or `make()`'s kept there if the store has none (once: of two
+ * controllers starting together, one makes it and the other takes it).
+ */
+export async function sharedCa(store: Store, make: () => Promise<StoredCa>): Promise<{ ca: StoredCa; made: boolean }> {
+  const kv = await store.get(KEYS.clusterCa);
+  if (kv) return { ca: JSON.parse(kv.value) as StoredCa, made: false };
+  const ca = await make();
+  const r = await store.txn({
+    compare: [{ key: KEYS.clusterCa, target: "version", op: "=", value: 0 }],
+    success: [{ type: "put", key: KEYS.clusterCa, value: JSON.stringify(ca) }],
+  });
+  if (r.succeeded) return { ca, made: true };
+  return { ca: JSON.parse((await store.get(KEYS.clusterCa))!.value) as StoredCa, made: false };
+}
+
+/** Keeps this controller in the store's list (on a lease) until closed. */
+export async function registerController(store: Store, record: () => ControllerRecord, log: (line: string) => void): Promise<{ close(): Promise<void> }> {
+  let closed = false;
+  let keeper: LeaseKeeper | undefined;
+  const put = async () => {
+    const { id, ttl } = await store.grantLease(CONTROLLER_TTL_S);
+    await store.put(`${KEYS.controllers}${record().node}`, JSON.stringify(record()), { lease: id });
+    keeper = new LeaseKeeper(store, id, ttl);
+    // Lost (the store was away longer than the TTL): registered again.
+    keeper.onLost(() => void again());
+  };
+  const again = async () => {
+    for (let wait = 200; !closed; wait = Math.min(5000, wait * 2)) {
+      try {
+        await put();
+        return;
+      } catch (err) {
+        log(`controller: registering in the store failed (${(err as Error).message}); trying again`);
+        await delay(wait);
+      }
+    }
+  };
+  await put();
+  return {
+    close: async () => {
+      closed = true;
+      keeper?.stop();
+      await store.delete({ key: `${KEYS.controllers}${record().node}` }).catch(() => undefined);
+    },
+  };
+}
+
+/** The controllers registered now. */
+export async function listControllers(store: Store): Promise<ControllerRecord[]> {
+  const { kvs } = await store.range({ prefix: KEYS.controllers });
+  return kvs.map((kv) => JSON.parse(kv.value) as ControllerRecord);
+}
+
+export interface LoopsLeader {
+  /** Whether this controller runs the loops now. */
+  leads(): boolean;
+  /** Stops campaigning; if it leads, hands over at once (resigns). */
+  close(): Promise<void>;
+}
+
+/**
+ * Campaigns for the control loops for as long as it runs: while this controller leads, its
+ * loops run, fenced by its leadership; when it loses office, they stop and it queues again.
+ */
+export function leadLoops(store: Store, node: string, controller: Controller, log: (line: string) => void, ttlSeconds = LEADER_TTL_S): LoopsLeader {
+  const election = new Election(store, "controller", { ttl: ttlSeconds, prefix: KEYS.elections });
+  const abort = new AbortController();
+  let leading = false;
+  const run = async () => {
+    let failures = 0;
+    while (!abort.signal.aborted) {
+      try {
+        const leadership = await election.campaign(node, { signal: abort.signal });
+        failures = 0;
+        if (abort.signal.aborted) {
+          await leadership.resign();
+          return;
+        }
+        leading = true;
+        controller.start(leadership.fence());
+        log(`controller ${node}: leads the control loops (token ${leadership.token})`);
+        const closed = new Promise<void>((r) => abort.signal.addEventListener("abort", () => r(), { once: true }));
+        await Promise.race([leadership.lost, closed]);
+        leading = false;
+        await controller.stop();
+        if (abort.signal.aborted) {
+          await leadership.resign().catch(() => undefined);
+          return;
+        }
+        log(`controller ${node}: lost the lead of the control loops (its lease lapsed); queueing again`);
+      } catch (err) {
+        if (abort.signal.aborted) return;
+        if (failures++ === 0) log(`controller ${node}: campaigning for the control loops failed (${(err as Error).message}); trying again`);
+        await delay(Math.min(2000, 100 * 2 ** failures));
+      }
+    }
+  };
+  const running = run();
+  return {
+    leads: () => leading,
+    close: async () => {
+      abort.abort();
+      await running;
+    },
+  };
+}
