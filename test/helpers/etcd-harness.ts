@@ -55,6 +55,11 @@ export interface EtcdCluster {
 
 export interface StartEtcdOptions {
   members?: 1 | 3;
+  /**
+   * Member i runs in network namespace `netns(i)` at `address(i)` (ports 2379 and 2380), as on
+   * a host of its own (test/helpers/hosts.ts, made `reachable` so this process can check it).
+   */
+  hosts?: { netns(i: number): string; address(i: number): string };
   /** Extra etcd flags for every member (e.g. "--experimental-watch-progress-notify-interval=1s"). */
   extraArgs?: string[];
 }
@@ -114,6 +119,8 @@ class Member implements EtcdMember {
     readonly dataDir: string,
     readonly logFile: string,
     readonly args: string[],
+    /** The network namespace it runs in (absent: this one). */
+    readonly netns?: string,
   ) {}
 
   get running(): boolean {
@@ -124,7 +131,10 @@ class Member implements EtcdMember {
     const fd = openSync(this.logFile, "a");
     let child: ChildProcess;
     try {
-      child = spawn(ETCD_BIN, this.args, { stdio: ["ignore", fd, fd], env: etcdEnv() });
+      // (nsenter enters the namespace and execs etcd: the child is etcd itself.)
+      child = this.netns
+        ? spawn("nsenter", [`--net=/var/run/netns/${this.netns}`, "--", ETCD_BIN, ...this.args], { stdio: ["ignore", fd, fd], env: etcdEnv() })
+        : spawn(ETCD_BIN, this.args, { stdio: ["ignore", fd, fd], env: etcdEnv() });
     } finally {
       closeSync(fd);
     }
@@ -294,7 +304,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     const dir = await mkdtemp(join(tmpdir(), "constellation-etcd-"));
     liveDirs.add(dir);
-    const members = await defineMembers(dir, count, opts.extraArgs ?? []);
+    const members = await defineMembers(dir, count, opts.extraArgs ?? [], opts.hosts);
     try {
       for (const m of members) m.spawn();
       await waitHealthy(members, HEALTH_DEADLINE_MS);
@@ -311,16 +321,16 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
   throw lastError;
 }
 
-async function defineMembers(dir: string, count: number, extraArgs: string[]): Promise<Member[]> {
-  const ports = await freePorts(count * 2);
+async function defineMembers(dir: string, count: number, extraArgs: string[], hosts?: StartEtcdOptions["hosts"]): Promise<Member[]> {
+  const ports = hosts ? [] : await freePorts(count * 2);
   const token = `constellation-test-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
   const specs = Array.from({ length: count }, (_, i) => ({
     name: `m${i}`,
-    clientUrl: `http://127.0.0.1:${ports[2 * i]!}`,
-    peerUrl: `http://127.0.0.1:${ports[2 * i + 1]!}`,
+    clientUrl: hosts ? `http://${hosts.address(i)}:2379` : `http://127.0.0.1:${ports[2 * i]!}`,
+    peerUrl: hosts ? `http://${hosts.address(i)}:2380` : `http://127.0.0.1:${ports[2 * i + 1]!}`,
   }));
   const initialCluster = specs.map((s) => `${s.name}=${s.peerUrl}`).join(",");
-  return specs.map((s) => {
+  return specs.map((s, i) => {
     const dataDir = join(dir, `${s.name}.etcd`);
     const logFile = join(dir, `${s.name}.log`);
     const args = [
@@ -338,7 +348,7 @@ async function defineMembers(dir: string, count: number, extraArgs: string[]): P
       "--log-outputs=stderr", // stderr is the member's log file
       ...extraArgs,
     ];
-    return new Member(s.name, s.clientUrl, s.peerUrl, dataDir, logFile, args);
+    return new Member(s.name, s.clientUrl, s.peerUrl, dataDir, logFile, args, hosts?.netns(i));
   });
 }
 

@@ -28,10 +28,14 @@ export class Hosts {
   private readonly made: number[] = [];
   private bridge = false;
 
-  private constructor(readonly count: number) {}
+  private constructor(
+    readonly count: number,
+    /** The bridge has an address of its own (bridgeAddress): this process reaches the hosts. */
+    readonly reachable = false,
+  ) {}
 
-  static async create(count: number): Promise<Hosts> {
-    const h = new Hosts(count);
+  static async create(count: number, options: { reachable?: boolean } = {}): Promise<Hosts> {
+    const h = new Hosts(count, options.reachable === true);
     try {
       h.setUp();
     } catch (err) {
@@ -58,11 +62,18 @@ export class Hosts {
     return `${this.net}.${i + 1}`;
   }
 
+  /** This machine's address on the bridge (a `reachable` harness's). */
+  get bridgeAddress(): string {
+    return `${this.net}.254`;
+  }
+
   private setUp(): void {
     if (sh(["ip", "-4", "addr"]).stdout.includes(`${this.net}.`)) throw new Error(`${this.net}.0/24 is in use on this machine`);
     sh(["ip", "link", "add", this.bridgeName, "type", "bridge"]);
     this.bridge = true;
     sh(["ip", "link", "set", this.bridgeName, "up"]);
+    // (The hosts have no route past the bridge's network: they reach nothing outside it.)
+    if (this.reachable) sh(["ip", "addr", "add", `${this.bridgeAddress}/24`, "dev", this.bridgeName]);
     for (let i = 0; i < this.count; i++) {
       const ns = this.ns(i);
       sh(["ip", "netns", "add", ns]);
