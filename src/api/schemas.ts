@@ -59,6 +59,8 @@ export const joinTokenBody = z.strictObject({
 });
 /** A gossip key to install (none: a new random one, shown once). */
 export const gossipKeyBody = z.strictObject({ key: z.string().max(64).optional() });
+/** `gossip key use --force`: even while some node does not hold the latest keyring. */
+export const gossipUseBody = z.strictObject({ force: z.boolean().optional() });
 export const nameParams = z.strictObject({ name: z.string() });
 export const tokenParams = z.strictObject({ id: z.string() });
 

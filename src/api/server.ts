@@ -26,7 +26,7 @@ import { TOKEN_ID_LENGTH, listTokens, lookupToken, newToken, revokeToken, saveTo
 import { type ApiTls, type Request, Router } from "./router.js";
 import { createJoinToken, listJoinTokens, revokeJoinToken } from "../cluster/join.js";
 import { gossipKeyId } from "../cluster/gossip/keyring.js";
-import { ensureGossipKeyring, installGossipKey, removeGossipKey, useGossipKey, viewKeyring } from "../controller/gossip-keys.js";
+import { ensureGossipKeyring, findGossipKey, installGossipKey, removeGossipKey, useGossipKey, viewKeyring } from "../controller/gossip-keys.js";
 import type {
   STAR_FIELDS} from "./schemas.js";
 import {
@@ -39,6 +39,7 @@ import {
   parse,
   removeQuery,
   gossipKeyBody,
+  gossipUseBody,
   joinTokenBody,
   tokenBody,
   tokenParams,
@@ -57,6 +58,8 @@ export interface ApiOptions {
     disconnect?(node: string): void;
     node?: string;
     api?(): string | undefined;
+    /** The members this controller's gossip knows alive or suspect, and the keyring version each holds. */
+    gossipMembers?(): Array<{ node: string; keys?: number }>;
     /** An HA cluster's controllers running now, and which one leads the loops (absent: this one alone). */
     controllers?(): Promise<Array<{ node: string; address: string; api?: string; leads: boolean }>>;
   };
@@ -346,8 +349,9 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     // The gossip keyring (admin only): keys are shown by id; a key is shown once, when installed.
     .route("GET", "/v1/gossip/keys", async (req) => {
       parse(noQuery, req.query, "query");
-      clusterOf();
-      return { body: viewKeyring(await ensureGossipKeyring(store)) };
+      const c = clusterOf();
+      const keyring = viewKeyring(await ensureGossipKeyring(store));
+      return { body: { ...keyring, nodes: (c.gossipMembers?.() ?? []).map((m) => ({ node: m.node, version: m.keys ?? null })) } };
     })
     .route("POST", "/v1/gossip/keys", async (req) => {
       const body = parse(gossipKeyBody, req.body, "body");
@@ -356,7 +360,19 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       return { status: 201, body: { ...viewKeyring(keyring), id: gossipKeyId(key), ...(body.key === undefined ? { key } : {}) } };
     })
     .route("POST", "/v1/gossip/keys/:id/use", async (req) => {
-      clusterOf();
+      const c = clusterOf();
+      const { force } = parse(gossipUseBody, req.body ?? {}, "body");
+      // Every node must open packets sealed with the key before anyone seals with it: nodes
+      // that do not hold the latest keyring (their gossip meta says which they hold) would drop
+      // them and take their peers for dead.
+      const keyring = await ensureGossipKeyring(store);
+      findGossipKey(keyring, parse(tokenParams, req.params, "path").id); // no such key: said first
+      const latest = keyring.version;
+      const behind = (c.gossipMembers?.() ?? []).filter((m) => m.keys !== latest);
+      if (behind.length > 0 && force !== true) {
+        const names = behind.slice(0, 5).map((m) => `${m.node} (${m.keys === undefined ? "unknown" : `version ${m.keys}`})`).join(", ");
+        throw new InvalidArgumentError("key", `not every node holds keyring version ${latest} yet: ${names}${behind.length > 5 ? ` and ${behind.length - 5} more` : ""}; wait until \`constellation gossip key ls\` shows them all (within a heartbeat, if they are up), or --force`);
+      }
       return { body: viewKeyring(await useGossipKey(store, parse(tokenParams, req.params, "path").id)) };
     })
     .route("DELETE", "/v1/gossip/keys/:id", async (req) => {

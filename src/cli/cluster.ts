@@ -3,7 +3,7 @@ import { type Command, InvalidArgumentError as CommanderArgError, Option } from 
 import type { ClusterSummary } from "../model/records.js";
 import { readFileSync } from "node:fs";
 import { InvalidArgumentError } from "../model/errors.js";
-import { type MembersView, dataDirOf, membersFile } from "../model/node-files.js";
+import { VIEW_EVERY_MS, dataDirOf, membersFile, membersViewOf } from "../model/node-files.js";
 import { clientOf } from "./stars.js";
 import { age, bytes, color, printJson, stateText, table } from "./output.js";
 
@@ -25,13 +25,15 @@ function expiry(at: number | undefined, now = Date.now()): string {
   return at > now ? `in ${age(now, at)}` : color.red(`expired ${age(at, now)} ago`);
 }
 
+const VIEW_EVERY_S = VIEW_EVERY_MS / 1000;
+
 /** Nodes as a table. */
 function nodeTable(nodes: ClusterSummary["nodes"]): string {
   return table(
     ["NODE", "STATE", "GOSSIP", "ADDRESS", "STARS", "CPU (used/total)", "MEMORY (used/total)", "LABELS", "VERSION", "LIMITS"],
     nodes.map((n) => [
       n.name,
-      n.revoked ? color.red("revoked") : n.state === "down" ? color.red("down") : n.draining ? color.yellow("draining") : n.cordoned ? color.yellow("cordoned") : n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
+      n.revoked ? color.red("revoked") : n.state === "down" ? color.red("down") : n.leaseExpired ? color.yellow("no heartbeat") : n.draining ? color.yellow("draining") : n.cordoned ? color.yellow("cordoned") : n.degraded ? color.yellow(`degraded: ${n.degraded.reason}`) : "ready",
       n.gossip ? `${n.gossip.state === "alive" ? color.green("alive") : n.gossip.state === "suspect" ? color.yellow("suspect") : color.red(n.gossip.state)} ${age(n.gossip.since)}` : "-",
       n.address ?? "-",
       String(n.used?.stars ?? 0),
@@ -108,7 +110,7 @@ export function registerClusterCommands(program: Command): void {
       const c = clientOf(cmd);
       try {
         const r = await c.revokeNode(node);
-        process.stdout.write(`${node}: revoked (${r.certificates} certificate${r.certificates === 1 ? "" : "s"}); it cannot connect again\n`);
+        process.stdout.write(`${node}: revoked (${r.certificates} certificate${r.certificates === 1 ? "" : "s"}); it cannot connect again${r.gossipKeyReplaced ? "; the gossip key was replaced (its copy opens nothing now)" : ""}\n`);
       } finally {
         c.close();
       }
@@ -141,13 +143,20 @@ export function registerClusterCommands(program: Command): void {
     .addHelpText("after", examples(["constellation gossip members", "sudo constellation --data /var/lib/constellation gossip members --json"]))
     .action((o: { json?: boolean }, cmd: Command) => {
       const dataDir = dataDirOf(cmd.optsWithGlobals<{ data?: string }>().data);
-      let view: MembersView;
+      let text: string;
       try {
-        view = JSON.parse(readFileSync(membersFile(dataDir), "utf8")) as MembersView;
+        text = readFileSync(membersFile(dataDir), "utf8");
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        throw new InvalidArgumentError("data", code === "ENOENT" ? `${dataDir} runs no gossip member (not a node of a cluster, or not started yet): give the node's --data` : `${membersFile(dataDir)} could not be read (${(err as Error).message}): run it as the node's user (root)`);
+        throw new InvalidArgumentError(
+          "data",
+          code === "ENOENT" ? `${dataDir} runs no gossip member (not a node of a cluster, or not started yet): give the node's --data` : code === "EACCES" ? `${membersFile(dataDir)} is root's: run it as root` : `${membersFile(dataDir)} could not be read (${(err as Error).message})`,
+        );
       }
+      const view = membersViewOf(text);
+      if (!view) throw new InvalidArgumentError("data", `${membersFile(dataDir)} is not a gossip view (damaged?): it is written again within ${VIEW_EVERY_S} s while the node runs`);
+      const old = Date.now() - view.at > 3 * VIEW_EVERY_S * 1000;
+      if (old && !o.json) process.stderr.write(`${color.yellow("warning")}: this view was written ${age(view.at)} ago: the node is not running (it is written every ${VIEW_EVERY_S} s while it runs)\n`);
       if (o.json) return printJson(view);
       const tint = (st: string) => (st === "alive" ? color.green(st) : st === "suspect" ? color.yellow(st) : color.red(st));
       process.stdout.write(
@@ -161,19 +170,35 @@ export function registerClusterCommands(program: Command): void {
     .command("key")
     .description("the keys that seal gossip: rotate with install, use, remove (memberlist's way)")
     .addHelpText("after", examples(["constellation gossip key ls", "constellation gossip key install        # a new key, shown once", "constellation gossip key use 1a2b3c4d", "constellation gossip key remove 9f8e7d6c"]));
-  const keyTable = (k: { version: number; keys: Array<{ id: string; primary: boolean }> }) =>
-    `${table(["KEY", "IN USE"], k.keys.map((x) => [x.id, x.primary ? color.green("yes (seals)") : "opens only"]))}\nkeyring version ${k.version}\n`;
-  const keyAction = (name: string, description: string, act: (c: ReturnType<typeof clientOf>, key: string | undefined) => Promise<{ version: number; keys: Array<{ id: string; primary: boolean }>; id?: string; key?: string }>, arg?: string) => {
+  const keyTable = (k: { version: number; keys: Array<{ id: string; primary: boolean }>; nodes?: Array<{ node: string; version: number | null }> }) => {
+    const lines = [table(["KEY", "IN USE"], k.keys.map((x) => [x.id, x.primary ? color.green("yes (seals)") : "opens only"])), `keyring version ${k.version}`];
+    if (k.nodes) {
+      const behind = k.nodes.filter((n) => n.version !== k.version);
+      lines.push(
+        behind.length === 0
+          ? `nodes holding it: all ${k.nodes.length} that gossip knows up`
+          : `nodes holding it: ${k.nodes.length - behind.length} of ${k.nodes.length}; not yet: ${behind.map((n) => `${n.node} (${n.version ?? "unknown"})`).join(", ")}`,
+      );
+    }
+    return `${lines.join("\n")}\n`;
+  };
+  const keyAction = (
+    name: string,
+    description: string,
+    act: (c: ReturnType<typeof clientOf>, key: string | undefined, force: boolean) => Promise<{ version: number; keys: Array<{ id: string; primary: boolean }>; id?: string; key?: string }>,
+    arg?: string,
+  ) => {
     const cmd = key.command(name).description(description).option("--json", "print JSON");
+    if (name === "use") cmd.option("--force", "use it even while some node does not hold it yet (those drop gossip until they do)");
     if (arg) cmd.argument(arg, "a key's id (gossip key ls), or the key");
     cmd.action(async (...args: unknown[]) => {
       const command = args.at(-1) as Command;
-      const o = command.opts<{ json?: boolean }>();
+      const o = command.opts<{ json?: boolean; force?: boolean }>();
       const c = clientOf(command);
       try {
-        const r = await act(c, typeof args[0] === "string" ? args[0] : undefined);
+        const r = await act(c, typeof args[0] === "string" ? args[0] : undefined, o.force === true);
         if (o.json) return printJson(r);
-        if (r.key) process.stdout.write(`installed key ${r.id}: ${r.key}\n(shown this once; every node opens packets sealed with it within a heartbeat. Next: constellation gossip key use ${r.id})\n\n`);
+        if (r.key) process.stdout.write(`installed key ${r.id}: ${r.key}\n(shown this once; every node up opens packets sealed with it within a heartbeat. Next, once \`constellation gossip key ls\` shows every node holds it: constellation gossip key use ${r.id})\n\n`);
         process.stdout.write(keyTable(r));
       } finally {
         c.close();
@@ -182,7 +207,7 @@ export function registerClusterCommands(program: Command): void {
   };
   keyAction("ls", "the keys, by id, and which one seals", (c) => c.gossipKeys());
   keyAction("install", "install a key on every node (a new random one when none is given)", (c, k) => c.installGossipKey(k), "[key]");
-  keyAction("use", "seal gossip with an installed key from now on", (c, k) => c.useGossipKey(k!), "<key>");
+  keyAction("use", "seal gossip with an installed key from now on (once every node holds it)", (c, k, force) => c.useGossipKey(k!, { force }), "<key>");
   keyAction("remove", "remove a key that no longer seals", (c, k) => c.removeGossipKey(k!), "<key>");
 
   const token = program

@@ -46,7 +46,7 @@ const label = (v: string, all: Record<string, string>) => {
 };
 
 const port = (flag: string) => (v: string) => {
-  const n = Number(v);
+  const n = /^\d{1,5}$/.test(v) ? Number(v) : NaN;
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CommanderArgError(`${flag} takes a port number 0-65535, got "${v}"`);
   return n;
 };

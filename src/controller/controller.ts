@@ -35,6 +35,7 @@ import { indexStarTokens } from "./tokens.js";
 import { type Cached, RecordCache } from "./record-cache.js";
 import { orphans, subtree } from "./family.js";
 import { LEASE_ONLY_AFTER, isDead } from "./liveness.js";
+import { replaceGossipKeyring } from "./gossip-keys.js";
 import {
   type ClusterSummary,
   type CertRecord,
@@ -431,6 +432,8 @@ export class Controller {
       ...n,
       used: used.get(n.name) ?? { stars: 0, cpuCores: 0, memoryBytes: 0 },
       state: (!dead.has(n.name) || !graceOver) && cordons.get(n.name)?.revoked !== true ? ("up" as const) : ("down" as const),
+      // Up, but its lease is gone (gossip says it lives): moved only if gossip agrees, or in 3 TTLs.
+      ...(graceOver && !alive.has(n.name) && !dead.has(n.name) ? { leaseExpired: true } : {}),
       ...(this.options.gossip?.state(n.name) ? { gossip: this.options.gossip.state(n.name)! } : {}),
       ...(cordons.has(n.name) ? { cordoned: true, draining: cordons.get(n.name)!.drain, ...(cordons.get(n.name)!.revoked ? { revoked: true } : {}) } : {}),
     }));
@@ -512,7 +515,7 @@ export class Controller {
    * exclusive one only once its lease's TTL and stop have surely passed). The controller's own
    * node cannot be revoked.
    */
-  async revokeNode(node: string, own: string | undefined, onRevoke?: (node: string) => void): Promise<{ certificates: number }> {
+  async revokeNode(node: string, own: string | undefined, onRevoke?: (node: string) => void): Promise<{ certificates: number; gossipKeyReplaced: boolean }> {
     if (!(await this.store.get(nodeKey(node)))) throw new NodeNotFoundError(node);
     if (node === own) throw new InvalidArgumentError("node", `node ${node} is this controller's own: it cannot be revoked`);
     // The node first: from here on no renewal of its certificates succeeds (cluster.renew compares it).
@@ -527,8 +530,11 @@ export class Controller {
     }
     onRevoke?.(node);
     await this.store.delete({ key: `${KEYS.alive}${node}` });
-    await this.events.record("node.revoked", `node ${node} revoked (${certificates} certificate${certificates === 1 ? "" : "s"}): it may not connect again; its stars move as for a dead node`, { node });
-    return { certificates };
+    // Its copy of the gossip keyring must open nothing more: a new one for everyone else.
+    const rotated = (await this.store.get(KEYS.gossipKeyring)) !== undefined;
+    if (rotated) await replaceGossipKeyring(this.store);
+    await this.events.record("node.revoked", `node ${node} revoked (${certificates} certificate${certificates === 1 ? "" : "s"}): it may not connect again; its stars move as for a dead node${rotated ? "; the gossip key was replaced" : ""}`, { node });
+    return { certificates, gossipKeyReplaced: rotated };
   }
 
   async uncordon(node: string): Promise<void> {
@@ -707,6 +713,8 @@ export class Controller {
     // Within the grace after a start, every node counts as alive (they reconnect meanwhile).
     const ttlMs = (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
     const judging = monotonic() - this.startedAt > 2 * ttlMs;
+    /** How long a node has had no heartbeat (its lease's TTL, and since it lapsed), in seconds. */
+    const silentFor = (node: string) => Math.round((ttlMs + monotonic() - (this.leaseGoneSince.get(node) ?? monotonic())) / 1000);
     // Cordoned nodes take nothing new; draining ones give their stars away; revoked ones are dead.
     const { cordons, revisions } = await this.cordonsRead();
     // A pass lets the event loop turn as it goes, so what it read at its start may change under
@@ -766,7 +774,7 @@ export class Controller {
             this.leftOnDead.set(record.uid, on.name);
             writes++;
             const why = record.desired !== "running" ? "it is stopped" : "its restart policy is never";
-            await this.events.record("star.node-dead", `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s); not moved: ${why} (start it to run it elsewhere)`, { star: record.name, uid: record.uid, node: on.name });
+            await this.events.record("star.node-dead", `node ${on.name} is dead (no heartbeat for ${silentFor(on.name)} s); not moved: ${why} (start it to run it elsewhere)`, { star: record.name, uid: record.uid, node: on.name });
           }
           continue;
         }
@@ -784,7 +792,7 @@ export class Controller {
       writes++;
       if (await this.casRecord(kv, { ...record, node: node.name }, [cordonAsRead(node.name), ...(on ? [stillDead(on.name)] : [])])) {
         if (record.desired === "running") held.set(node.name, held.get(node.name)! + 1);
-        const message = on ? `node ${on.name} is dead (no heartbeat for ${ttlMs / 1000} s): moved to node ${node.name}` : `assigned to node ${node.name}`;
+        const message = on ? `node ${on.name} is dead (no heartbeat for ${silentFor(on.name)} s): moved to node ${node.name}` : `assigned to node ${node.name}`;
         await this.events.record(on ? "star.moved" : "star.assigned", message, { star: record.name, uid: record.uid, node: node.name });
       }
     }

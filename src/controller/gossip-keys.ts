@@ -53,8 +53,8 @@ export function viewKeyring(r: GossipKeyring): { version: number; keys: GossipKe
   return { version: r.version, keys: ids };
 }
 
-/** A key of the ring named by itself or by its id. */
-function find(r: GossipKeyring, keyOrId: string): string {
+/** A key of the ring named by itself or by its id (TokenNotFoundError if none). */
+export function findGossipKey(r: GossipKeyring, keyOrId: string): string {
   const k = r.keys.find((key) => key === keyOrId || gossipKeyId(key) === keyOrId.toLowerCase());
   if (!k) throw new TokenNotFoundError(keyOrId, "gossip key", "constellation gossip key ls");
   return k;
@@ -77,6 +77,16 @@ async function change(store: Store, f: (r: GossipKeyring) => Omit<GossipKeyring,
   }
 }
 
+/**
+ * Replaces every key with one new one (a node revoked: its copy of the keyring opens nothing
+ * from now on). Nodes take the new keyring at their next heartbeat, or as soon as a packet
+ * sealed with it reaches them.
+ */
+export function replaceGossipKeyring(store: Store): Promise<GossipKeyring> {
+  const key = newGossipKey();
+  return change(store, () => ({ primary: key, keys: [key] }));
+}
+
 /** Installs a key (a new random one if none is given): nodes open packets sealed with it. */
 export async function installGossipKey(store: Store, key = newGossipKey()): Promise<{ keyring: GossipKeyring; key: string }> {
   try {
@@ -94,13 +104,13 @@ export async function installGossipKey(store: Store, key = newGossipKey()): Prom
 
 /** Makes an installed key the one that seals (every node must have it installed first). */
 export function useGossipKey(store: Store, keyOrId: string): Promise<GossipKeyring> {
-  return change(store, (r) => ({ primary: find(r, keyOrId), keys: r.keys }));
+  return change(store, (r) => ({ primary: findGossipKey(r, keyOrId), keys: r.keys }));
 }
 
 /** Removes a key that no longer seals: packets sealed with it are dropped from then on. */
 export function removeGossipKey(store: Store, keyOrId: string): Promise<GossipKeyring> {
   return change(store, (r) => {
-    const k = find(r, keyOrId);
+    const k = findGossipKey(r, keyOrId);
     if (k === r.primary) throw new InvalidArgumentError("key", `key ${gossipKeyId(k)} is the one in use: \`constellation gossip key use\` another first`);
     return { primary: r.primary, keys: r.keys.filter((x) => x !== k) };
   });

@@ -64,6 +64,9 @@ export function readReady(dataDir: string): NodeReady | undefined {
   }
 }
 
+/** A node's gossip view file is written at least this often while it runs (its `at` says so). */
+export const VIEW_EVERY_MS = 10_000;
+
 /** This node's view of the members (`constellation gossip members` reads it), kept as it changes. */
 export const membersFile = (dataDir: string) => join(dataDir, "gossip-members.json");
 
@@ -83,4 +86,18 @@ export interface MembersView {
   self: string;
   at: number;
   members: MemberRow[];
+}
+
+/** A gossip view file's text → the view, or undefined if it is not one. */
+export function membersViewOf(text: string): MembersView | undefined {
+  let v: Partial<MembersView>;
+  try {
+    v = JSON.parse(text) as Partial<MembersView>;
+  } catch {
+    return undefined;
+  }
+  if (v === null || typeof v !== "object" || typeof v.self !== "string" || typeof v.at !== "number" || !Array.isArray(v.members)) return undefined;
+  const states = new Set(["alive", "suspect", "dead", "left"]);
+  const ok = v.members.every((m: Partial<MemberRow>) => m !== null && typeof m === "object" && typeof m.name === "string" && typeof m.address === "string" && states.has(m.state as string) && typeof m.since === "number" && typeof m.incarnation === "number");
+  return ok ? (v as MembersView) : undefined;
 }

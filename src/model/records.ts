@@ -183,6 +183,8 @@ export interface ClusterSummary {
       state?: "up" | "down";
       /** What the controller's gossip member says of the node, and since when (ms since the epoch). */
       gossip?: { state: "alive" | "suspect" | "dead" | "left"; since: number };
+      /** Up, but its lease has lapsed (no heartbeat): dead once gossip agrees, or after 3 TTLs. */
+      leaseExpired?: boolean;
       cordoned?: boolean;
       draining?: boolean;
       revoked?: boolean;

@@ -90,6 +90,8 @@ export interface NewJoinToken {
 export interface GossipKeys {
   version: number;
   keys: Array<{ id: string; primary: boolean }>;
+  /** (`gossipKeys()`) The nodes gossip knows up, and the keyring version each holds (null: unknown). */
+  nodes?: Array<{ node: string; version: number | null }>;
 }
 
 export interface JoinTokenInfo {
@@ -348,7 +350,7 @@ export class Constellation {
    * @example
    * await c.revokeNode("node-2");
    */
-  async revokeNode(node: string): Promise<{ certificates: number }> {
+  async revokeNode(node: string): Promise<{ certificates: number; gossipKeyReplaced?: boolean }> {
     return this.http.request("POST", `/v1/nodes/${encodeURIComponent(node)}/revoke`);
   }
 
@@ -381,12 +383,13 @@ export class Constellation {
   }
 
   /**
-   * Seals gossip with an installed key (by its id or itself) from now on.
+   * Seals gossip with an installed key (by its id or itself) from now on. Refused while some node
+   * does not hold the latest keyring (it would drop what is sealed with the key), unless `force`.
    * @example
    * await c.useGossipKey("1a2b3c4d");
    */
-  async useGossipKey(keyOrId: string): Promise<GossipKeys> {
-    return this.http.request("POST", `/v1/gossip/keys/${encodeURIComponent(keyOrId)}/use`);
+  async useGossipKey(keyOrId: string, options: { force?: boolean } = {}): Promise<GossipKeys> {
+    return this.http.request("POST", `/v1/gossip/keys/${encodeURIComponent(keyOrId)}/use`, options.force ? { force: true } : {});
   }
 
   /**

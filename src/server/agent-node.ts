@@ -196,6 +196,7 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     };
     // Gossip (server/gossip.ts): at once from the keyring kept here, else once the controller gives it.
     const gossip: { member?: NodeGossip; starting?: Promise<void>; seed?: string } = {};
+    let askedAt = -Infinity;
     const startGossip = async (keyring: GossipKeyring, seeds: string[]) => {
       const member = await startNodeGossip({
         dataDir,
@@ -206,6 +207,16 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
         meta: nodeMeta(record, addresses),
         seeds,
         ...(options.gossipConfig ? { config: options.gossipConfig } : {}),
+        // A packet no key here opens: a rotation not heard of yet? The keyring is asked for at
+        // once (at most every 2 s), not at the next heartbeat.
+        onUnknownKey: () => {
+          if (performance.now() - askedAt < 2000 || !client.connected) return;
+          askedAt = performance.now();
+          void link
+            .gossipKeys()
+            .then((r) => gossip.member?.setKeyring(r))
+            .catch(gossipFailed);
+        },
         log: (l) => log(`node ${files.node}: ${l}`),
       });
       if (closed) return member.close();
@@ -222,7 +233,7 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
         gossip.starting = (async () => startGossip(await link.gossipKeys(), gossip.seed ? [gossip.seed] : []))().finally(() => (gossip.starting = undefined));
         return gossip.starting;
       }
-      if (version !== undefined && version > member.version) member.setKeyring(await link.gossipKeys());
+      if (version !== undefined && version !== member.version) member.setKeyring(await link.gossipKeys());
       // Through the controller's member, when it is one this member does not know alive.
       if (seed && !member.members().some((m) => m.address === seed && (m.state === "alive" || m.state === "suspect"))) member.join([seed]);
     };
@@ -235,8 +246,6 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     };
     let closed = false;
     closers.push(async () => void (closed = true));
-    const cached = readGossipCache(dataDir);
-    if (cached) await startGossip(cached.keyring, cached.seeds ?? []);
     const client = new RnpClient({
       dial,
       // One controller to reach: try again often (a healed partition is noticed within 2 s, and
@@ -265,7 +274,7 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     link.heartbeat = async () => {
       const a = await beat();
       if (a.controllers) knowControllers(a.controllers);
-      if (a.gossipKeys !== undefined && (gossip.member === undefined || a.gossipKeys > gossip.member.version)) void keepGossip(undefined, a.gossipKeys).catch(gossipFailed);
+      if (a.gossipKeys !== undefined && (gossip.member === undefined || a.gossipKeys !== gossip.member.version)) void keepGossip(undefined, a.gossipKeys).catch(gossipFailed);
       return a;
     };
     const agent: Agent = new Agent({
@@ -275,6 +284,12 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
       endpoint: () => api,
       ca: files.caCert,
     });
+    // Gossip at once with the keyring kept here (the controller may be away).
+    const cached = readGossipCache(dataDir);
+    if (cached) {
+      gossip.starting = startGossip(cached.keyring, cached.seeds ?? []).finally(() => (gossip.starting = undefined));
+      await gossip.starting;
+    }
     // The controller may be down as this node starts: wait for it (its stars run on meanwhile).
     for (let waited = false; ; waited = true) {
       try {

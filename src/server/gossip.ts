@@ -6,7 +6,7 @@
  * and where it joined in its data dir (cluster/gossip.json, root's only), so after a restart it
  * gossips at once — while its controller is away too — on the same address.
  */
-import { chmodSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CLUSTER_DIR } from "../cluster/files.js";
 import type { GossipConfig } from "../cluster/gossip/config.js";
@@ -16,7 +16,7 @@ import type { MemberState, MemberView } from "../cluster/gossip/swim.js";
 import { GossipNode } from "../cluster/gossip/udp.js";
 import { RuntimeUnavailableError } from "../model/errors.js";
 import type { GossipKeyring, NodeRecord } from "../model/records.js";
-import { type MembersView, membersFile } from "../model/node-files.js";
+import { type MembersView, VIEW_EVERY_MS, membersFile } from "../model/node-files.js";
 
 /** The gossip's UDP port when none is given. */
 export const GOSSIP_PORT = 7947;
@@ -60,6 +60,8 @@ export interface NodeGossipOptions {
   seeds?: string[];
   config?: Partial<GossipConfig>;
   onChange?: (member: MemberView, before: MemberState | undefined) => void;
+  /** A packet came that no key of the ring opens (a rotation this node has not heard of?). */
+  onUnknownKey?: () => void;
   log: (line: string) => void;
 }
 
@@ -74,22 +76,36 @@ const cacheFile = (dataDir: string) => join(dataDir, CLUSTER_DIR, "gossip.json")
 
 /** The node's kept copy of its gossip's keyring, port and seeds, if any (a broken file is none). */
 export function readGossipCache(dataDir: string): GossipCache | undefined {
+  let c: Partial<GossipCache>;
   try {
-    const c = JSON.parse(readFileSync(cacheFile(dataDir), "utf8")) as GossipCache;
-    new Keyring(c.keyring.primary, c.keyring.keys); // each key is one
-    if (!Number.isSafeInteger(c.keyring.version)) return undefined;
-    return c;
+    c = JSON.parse(readFileSync(cacheFile(dataDir), "utf8")) as Partial<GossipCache>;
+    const r = c.keyring!;
+    if (!Number.isSafeInteger(r.version) || !Array.isArray(r.keys) || !r.keys.every((k) => typeof k === "string") || typeof r.primary !== "string") return undefined;
+    new Keyring(r.primary, r.keys); // each key is one
   } catch {
     return undefined;
   }
+  // What else is wrong in it is left out (the port and seeds come again from the controller).
+  const port = Number.isInteger(c.port) && c.port! > 0 && c.port! < 65536 ? c.port : undefined;
+  const seeds = Array.isArray(c.seeds) ? c.seeds.filter((s): s is string => typeof s === "string" && s.length <= 300).slice(0, 16) : undefined;
+  return { keyring: { version: c.keyring!.version, primary: c.keyring!.primary, keys: c.keyring!.keys }, ...(port ? { port } : {}), ...(seeds ? { seeds } : {}) };
 }
 
-/** Keeps the cache whole (written beside, then renamed), root's only: it holds the cluster key. */
+/**
+ * Writes a file whole (beside it, then renamed over it) with `mode`; whatever was at the side
+ * name (a planted symlink) is removed first and never followed.
+ */
+export function writeWhole(file: string, text: string, mode: number): void {
+  const tmp = `${file}.tmp`;
+  rmSync(tmp, { force: true });
+  writeFileSync(tmp, text, { mode, flag: "wx" });
+  chmodSync(tmp, mode);
+  renameSync(tmp, file);
+}
+
+/** Keeps the cache whole, root's only: it holds the cluster key. */
 export function writeGossipCache(dataDir: string, cache: GossipCache): void {
-  const file = cacheFile(dataDir);
-  writeFileSync(`${file}.tmp`, `${JSON.stringify(cache)}\n`, { mode: 0o600 });
-  chmodSync(`${file}.tmp`, 0o600);
-  renameSync(`${file}.tmp`, file);
+  writeWhole(cacheFile(dataDir), `${JSON.stringify(cache)}\n`, 0o600);
 }
 
 /**
@@ -124,9 +140,10 @@ export async function startNodeGossip(o: NodeGossipOptions): Promise<NodeGossip>
       port,
       advertiseHost: o.advertise.replace(/^\[|\]$/g, ""),
       keyring,
-      meta: o.meta,
+      meta: { ...o.meta, keys: version },
       ...(o.config ? { config: o.config } : {}),
       seeds: o.seeds ?? [],
+      ...(o.onUnknownKey ? { onUnsealed: o.onUnknownKey } : {}),
       onChange: (m, before) => {
         for (const f of changes) f(m, before);
         o.onChange?.(m, before);
@@ -161,9 +178,7 @@ export async function startNodeGossip(o: NodeGossipOptions): Promise<NodeGossip>
     writing = undefined;
     const view: MembersView = { self: o.name, at: Date.now(), members: node.swim.list().map((m) => ({ name: m.name, address: m.address, state: m.state, since: wall(m.since), incarnation: m.incarnation, meta: m.meta })) };
     try {
-      const file = membersFile(o.dataDir);
-      writeFileSync(`${file}.tmp`, `${JSON.stringify(view)}\n`, { mode: 0o600 });
-      renameSync(`${file}.tmp`, file);
+      writeWhole(membersFile(o.dataDir), `${JSON.stringify(view)}\n`, 0o600);
     } catch {
       // (a full disk: the view is written again at the next change)
     }
@@ -181,6 +196,9 @@ export async function startNodeGossip(o: NodeGossipOptions): Promise<NodeGossip>
     if (m.name !== o.name && (m.state !== "alive" || (before !== undefined && before !== "alive"))) o.log(`gossip: node ${m.name} is ${m.state}${before ? ` (was ${before})` : ""}`);
   });
   writeView();
+  // Written again now and then, so its time says the node still runs.
+  const refresh = setInterval(() => viewChanged(), VIEW_EVERY_MS);
+  refresh.unref();
   return {
     address: node.address,
     port,
@@ -188,11 +206,14 @@ export async function startNodeGossip(o: NodeGossipOptions): Promise<NodeGossip>
       return version;
     },
     setKeyring(r) {
-      if (r.version <= version) return;
+      // Any other keyring than the one in use (a store restored from a backup may hold an older
+      // version: the store's word is taken, not the higher number).
+      if (r.version === version && r.primary === o.keyring.primary && r.keys.join() === o.keyring.keys.join()) return;
       keyring.set(r.primary, r.keys.filter((k) => k !== r.primary));
       version = r.version;
       o.keyring = r;
       save(seeds);
+      node.swim.setMeta({ ...o.meta, keys: version }); // others see which keyring it holds
     },
     join(s) {
       seeds = s;
@@ -208,10 +229,13 @@ export async function startNodeGossip(o: NodeGossipOptions): Promise<NodeGossip>
     leave: async () => {
       await node.leave();
       stopped = true;
+      clearInterval(refresh);
       clearTimeout(writing);
+      writeView(); // the last view: this node left
     },
     close: () => {
       stopped = true;
+      clearInterval(refresh);
       clearTimeout(writing);
       node.close();
     },

@@ -295,7 +295,20 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       controller,
       node: nodes ?? agent,
       ownNode: node.name,
-      ...(clusterFiles ? { cluster: { caCert: clusterFiles.caCert, address: joinAddress, disconnect, node: node.name, api: () => httpsApi.url, ...(etcd ? { controllers: listed } : {}) } } : {}),
+      ...(clusterFiles
+        ? {
+            cluster: {
+              caCert: clusterFiles.caCert,
+              address: joinAddress,
+              disconnect,
+              node: node.name,
+              api: () => httpsApi.url,
+              gossipMembers: () =>
+                (gossip.member?.members() ?? []).filter((m) => m.state === "alive" || m.state === "suspect").map((m) => ({ node: m.name, ...(typeof m.meta.keys === "number" ? { keys: m.meta.keys } : {}) })),
+              ...(etcd ? { controllers: listed } : {}),
+            },
+          }
+        : {}),
     });
     closers.push(() => api.close());
     // Listen first: stars started from here on get the API's URL (and a token) in their env.

@@ -50,6 +50,11 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
     const badLabel = cli("n2", "join", `127.0.0.1:${port}`, "--node", "node-2", "--token", printed[2]!, "--label", "zone=a b", ...dev);
     assert.equal(badLabel.status, 2);
     assert.match(badLabel.stderr, /--label takes key=value .*got "zone=a b"/);
+    for (const bad of ["", " 5 ", "1e3", "0x1F", "-1", "70000"]) {
+      const r = cli("n2", "join", `127.0.0.1:${port}`, "--token", printed[2]!, "--gossip-port", bad, ...dev);
+      assert.equal(r.status, 2, `--gossip-port "${bad}"`);
+      assert.match(r.stderr, /--gossip-port takes a port number 0-65535/);
+    }
     const joined = cli("n2", "join", `127.0.0.1:${port}`, "--node", "node-2", "--token", printed[2]!, "--label", "zone=b", "--label", "disk=ssd", "--gossip-port", "0", ...dev);
     assert.equal(joined.status, 0, joined.stderr);
     assert.match(joined.stdout, new RegExp(`node node-2 of cluster prod \\(joined to 127\\.0\\.0\\.1:${port}\\)`));

@@ -74,17 +74,30 @@ describe("gossip between a controller and its nodes", () => {
     assert.equal(members(), 3);
     const before = await c.gossipKeys();
     const old = before.keys[0]!.id;
+    // A member that holds an older keyring (its meta says which): `use` waits for it.
+    const kept = JSON.parse(readFileSync(join(dir, "node-2", "cluster", "gossip.json"), "utf8")) as { keyring: { primary: string } };
+    const laggard = await GossipNode.start({ name: "laggard", host: "127.0.0.1", port: 0, keyring: new Keyring(kept.keyring.primary), meta: { keys: 0 }, seeds: [nodes["node-2"]!.gossip()!.address], log: () => undefined });
+    await waitFor("the controller to see the laggard", async () => ((await c.gossipKeys()).nodes?.some((n) => n.node === "laggard") ? true : undefined));
     const installed = await c.installGossipKey();
     assert.ok(installed.key && installed.id !== old, "a new key is made and shown once");
-    const latest = async (version: number) => (Object.values(nodes).every((n) => n.gossip()!.version >= version) ? true : undefined);
+    const latest = async (version: number) => (Object.values(nodes).every((n) => n.gossip()!.version === version) ? true : undefined);
     await waitFor("every node to have the new keyring", () => latest(installed.version), { timeoutMs: 15_000 });
-    const used = await c.useGossipKey(installed.id);
+    // Each node's gossip meta says it holds the new keyring (told to the controller by gossip).
+    const listed = await waitFor("the controller to see every node's new keyring", async () => {
+      const l = await c.gossipKeys();
+      return l.nodes?.filter((n) => n.node !== "laggard").every((n) => n.version === installed.version) ? l : undefined;
+    });
+    assert.deepEqual(listed.nodes?.find((n) => n.node === "laggard"), { node: "laggard", version: 0 });
+    await assert.rejects(c.useGossipKey(installed.id), /not every node holds keyring version \d+ yet: laggard \(version 0\)/);
+    await laggard.leave(50);
+    const used = await waitFor("use to be allowed once the laggard left", () => c.useGossipKey(installed.id).catch(() => undefined));
     await waitFor("every node to use the new key", () => latest(used.version), { timeoutMs: 15_000 });
+    assert.ok(!log.some((l) => / is dead/.test(l)), `somebody was taken for dead during the rotation:\n${log.filter((l) => /gossip/.test(l)).join("\n")}`);
     const removed = await c.removeGossipKey(old);
     assert.deepEqual(removed.keys, [{ id: installed.id, primary: true }]);
     await waitFor("every node to drop the old key", () => latest(removed.version), { timeoutMs: 15_000 });
     for (const name of ["node-2", "node-3"]) assert.equal(await gossipOf(name), "alive", `${name} after the rotation`);
-    assert.ok(!log.some((l) => / is (suspect|dead)/.test(l)), `somebody was suspected during the rotation:\n${log.filter((l) => /gossip/.test(l)).join("\n")}`);
+    assert.ok(!log.some((l) => / node-\d is (suspect|dead)/.test(l)), `a node was suspected during the rotation:\n${log.filter((l) => /gossip/.test(l)).join("\n")}`);
     // A member still sealing with the old key is dropped by everyone.
     const cache = JSON.parse(readFileSync(join(dir, "node-2", "cluster", "gossip.json"), "utf8")) as { keyring: { primary: string; keys: string[] } };
     assert.equal(gossipKeyId(cache.keyring.primary), installed.id, "the node keeps the new keyring");
@@ -129,5 +142,51 @@ describe("gossip between a controller and its nodes", () => {
     await waitFor("node-3 down", async () => ((await c.status()).nodes.find((n) => n.name === "node-3")?.state === "down" ? true : undefined), { timeoutMs: 20_000 });
     assert.equal(await gossipOf("node-3"), "dead");
     assert.ok(Date.now() - crashed < (TTL_S + 8) * 1000, `node-3 down ${Date.now() - crashed} ms after it crashed`);
+  });
+});
+
+describe("a rotation a node has not heard of, and a revoked node's key", () => {
+  let dir: string;
+  let ctl: SingleNode;
+  let node: AgentNode | undefined;
+  let c: Constellation;
+  const log: string[] = [];
+
+  before(async () => {
+    dir = await testDir("constellation-gossip-rot-");
+    // A long lease: heartbeats (which name the keyring's version) come only every 10 s.
+    ctl = await startSingleNode({ dataDir: join(dir, "c"), port: 0, devMode, nodeName: "c", cluster: { name: "r", port: 0, apiPort: 0, gossipPort: 0, host: "127.0.0.1", addresses: ["127.0.0.1"], log: (l) => log.push(l), nodeTtlSeconds: 30 } });
+    c = connect({ endpoint: ctl.url, token: ctl.token });
+    const { token } = await c.createJoinToken();
+    node = await startAgentNode({ dataDir: join(dir, "n"), nodeName: "n", gossipPort: 0, devMode, join: { address: `127.0.0.1:${ctl.cluster!.port}`, token }, addresses: ["127.0.0.1"], log: (l) => log.push(l) });
+    await waitFor("n alive by gossip", async () => ((await c.status()).nodes.find((x) => x.name === "n")?.gossip?.state === "alive" ? true : undefined));
+  });
+  after(async () => {
+    if (process.env.DEBUG_LOG) console.log(log.join("\n"));
+    try {
+      await node?.close();
+    } finally {
+      c.close();
+      await ctl.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a node that gets a packet sealed with a key it lacks asks for the keyring at once, not at its next heartbeat", async () => {
+    const { id } = await c.installGossipKey();
+    const at = Date.now();
+    const used = await c.useGossipKey(id, { force: true });
+    await waitFor("n to take the new keyring", () => (node!.gossip()!.version === used.version ? true : undefined), { timeoutMs: 8000 });
+    assert.ok(Date.now() - at < 3000, `n took ${Date.now() - at} ms (its heartbeats come every 10 s)`);
+  });
+
+  it("revoking a node replaces the gossip key: its copy opens nothing, and gossip takes it for dead", async () => {
+    const before = await c.gossipKeys();
+    const r = await c.revokeNode("n");
+    assert.equal(r.gossipKeyReplaced, true);
+    const after = await c.gossipKeys();
+    assert.equal(after.keys.length, 1);
+    assert.ok(!before.keys.some((k) => k.id === after.keys[0]!.id), "a new key");
+    await waitFor("the revoked node dead to gossip", async () => (["dead", "left"].includes((await c.status()).nodes.find((x) => x.name === "n")?.gossip?.state ?? "") ? true : undefined), { timeoutMs: 20_000 });
   });
 });

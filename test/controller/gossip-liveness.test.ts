@@ -82,7 +82,9 @@ describe("a node's death is its lease and gossip agreeing", () => {
       await t.store.delete({ key: `${KEYS.alive}a` });
       await delay(TTL_S * 1000 * 1.5);
       assert.equal(await t.nodeOf("r"), "a", "moved while gossip said its node was alive");
-      assert.equal((await t.controller.summary()).nodes.find((n) => n.name === "a")?.state, "up");
+      const a = (await t.controller.summary()).nodes.find((n) => n.name === "a");
+      assert.equal(a?.state, "up");
+      assert.equal(a?.leaseExpired, true, "nodes says its heartbeats stopped");
       await until("r moved to b once the lease alone says dead", async () => ((await t.nodeOf("r")) === "b" ? true : undefined));
       const after = performance.now() - lapsed;
       assert.ok(after >= LEASE_ONLY_AFTER * TTL_S * 1000 - 50, `moved ${after} ms after the lease lapsed, before ${LEASE_ONLY_AFTER} TTLs`);

@@ -29,6 +29,8 @@ export interface GossipNodeOptions {
   /** Members to join through (host:port). */
   seeds?: string[];
   onChange?: (member: MemberView, before: MemberState | undefined) => void;
+  /** A packet came that no key of the ring opens. */
+  onUnsealed?: () => void;
   log?: (line: string) => void;
 }
 
@@ -155,7 +157,10 @@ export class GossipNode {
   private receive(msg: Buffer, from: string): void {
     if (this.closed) return;
     const plain = this.options.keyring.open(msg);
-    if (!plain) return this.drop("unsealed", from);
+    if (!plain) {
+      this.options.onUnsealed?.();
+      return this.drop("unsealed", from);
+    }
     let packet: Packet;
     let epoch: unknown;
     let counter: unknown;
