@@ -153,11 +153,12 @@ export class SimNetwork {
   }
 
   /** A member named `name` at address `name`, started (joining through `seeds`, names of members). */
-  add(name: string, seeds: string[] = [], config: Partial<GossipConfig> = {}): SimMember {
+  add(name: string, seeds: string[] = [], config: Partial<GossipConfig> = {}, clockOffsetMs = 0): SimMember {
     const address = name;
     const sim: SimMember = { name, address, swim: undefined as unknown as Swim, up: true, slowMs: 0, bytesSent: 0 };
     const env = {
-      now: () => this.now,
+      // (A member's clock may be far off the others': its own time is all it measures by.)
+      now: () => this.now + clockOffsetMs,
       after: (ms: number, fn: () => void) => this.after(ms, () => sim.up && this.whenRunning(sim, fn, 0)),
       send: (to: string, p: Packet) => this.send(sim, to, p),
       random: this.random,

@@ -241,7 +241,7 @@ describe("a controller and a node that joined it", () => {
     }).catch(() => undefined);
     const before = await c.star("r1").info();
     await assert.rejects(c.revokeNode("node-1"), /this controller's own: it cannot be revoked/);
-    assert.deepEqual(await c.revokeNode("node-2"), { certificates: 1 });
+    assert.deepEqual(await c.revokeNode("node-2"), { certificates: 1, gossipKeyReplaced: true });
     const n2 = (await c.status()).nodes.find((n) => n.name === "node-2")!;
     assert.equal(n2.state, "down");
     assert.equal(n2.revoked, true);

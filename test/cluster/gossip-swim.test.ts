@@ -133,6 +133,19 @@ describe("gossip: SWIM with Lifeguard, simulated", () => {
     assert.deepEqual(later.filter((c) => c.state === "suspect" || c.state === "dead").map((c) => `${c.member} ${c.state} by ${c.observer}`), [], "healthy members suspected");
   });
 
+  it("members whose clocks are far off (a year ahead, a year behind) gossip as well as any: no timestamps cross the wire", () => {
+    const net = cluster(10, { seed: 19 });
+    const YEAR = 365 * 86_400_000;
+    net.add("ahead", ["m0"], {}, YEAR);
+    net.add("behind", ["m0"], {}, -YEAR);
+    assert.ok(net.runUntilTrue(() => everyoneKnowsEveryone(net), 30_000) !== undefined, "they joined");
+    const t0 = net.now;
+    net.run(30_000);
+    assert.deepEqual(net.changes.filter((c) => c.at >= t0 && c.state !== "alive").map((c) => `${c.member} ${c.state} by ${c.observer}`), [], "someone was suspected");
+    net.kill("m4");
+    assert.ok(net.runUntilTrue(() => ["ahead", "behind"].every((o) => net.stateOf(o, "m4") === "dead"), 20_000) !== undefined, "they see a failure like everyone");
+  });
+
   it("a killed member that comes back (a new process, incarnation 0) is alive to all again", () => {
     const net = cluster(20, { seed: 13 });
     assert.ok(net.runUntilTrue(() => everyoneKnowsEveryone(net), 30_000) !== undefined);
