@@ -46,14 +46,14 @@ const leader = () => {
 const times: number[] = [];
 try {
   for (const n of CONTROLLERS) start(n);
-  for (const n of CONTROLLERS) if (cli(CONTROLLERS[0]!, "cordon", n).status !== 0) throw new Error("cordon");
   for (let t = 0; t < TRIALS; t++) {
     const l = await waitFor("a leader", () => leader(), { timeoutMs: 30_000, intervalMs: 200 });
     const survivor = CONTROLLERS.find((n) => n !== l)!;
     const name = `t${t}`;
     const at = Date.now();
     process.kill(pidOf(l), "SIGKILL");
-    if (cli(survivor, "create", "--name", name, "--restart", "never", "--ram-mb", "16", "--", "true").status !== 0) throw new Error("create");
+    const made = cli(survivor, "create", "--name", name, "--no-wait", "--restart", "never", "--ram-mb", "16", "--", "true");
+    if (made.status !== 0) throw new Error(`create: ${made.status} ${made.stdout} ${made.stderr} ${String(made.error)}`);
     const placedAt = await waitFor(
       `${name} placed`,
       () =>

@@ -736,7 +736,10 @@ export class Controller {
       if (live.includes(n) || !moving) this.deadSince.delete(n.name);
       else if (!this.deadSince.has(n.name)) this.deadSince.set(n.name, monotonic());
     }
-    const open = live.filter((n) => !cordons.has(n.name));
+    // Nothing new goes to a node gossip says is gone, even while it is not judged yet (the grace
+    // after this controller's start, or its lease not lapsed): it would wait there for nothing.
+    const gone = (n: NodeRecord) => ["dead", "left"].includes(this.options.gossip?.state(n.name)?.state ?? "");
+    const open = live.filter((n) => !cordons.has(n.name) && !gone(n));
     const targets = open.length > 0 ? open : live;
     // Stars each node holds now (those that should run): each new one goes where fewest are.
     const held = heldBy(targets, kvs.map((kv) => kv.value));

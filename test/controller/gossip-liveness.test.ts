@@ -70,6 +70,9 @@ describe("a node's death is its lease and gossip agreeing", () => {
       assert.equal(await t.nodeOf("r"), "a", "a star moved on gossip's word alone");
       assert.equal((await t.controller.summary()).nodes.find((n) => n.name === "a")?.state, "up");
       assert.deepEqual((await t.controller.summary()).nodes.find((n) => n.name === "a")?.gossip?.state, "dead", "nodes shows what gossip says");
+      // Nothing new is placed there meanwhile (it would wait there for nothing).
+      for (const n of ["n1", "n2", "n3"]) await t.store.put(starKey(n), JSON.stringify({ ...star(n, "a"), node: undefined }));
+      for (const n of ["n1", "n2", "n3"]) assert.equal(await until(`${n} placed`, () => t.nodeOf(n)), "b", `${n} placed on a node gossip says is dead`);
     } finally {
       await t.close();
     }
