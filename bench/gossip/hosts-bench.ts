@@ -93,7 +93,10 @@ try {
       const back = cli(VICTIM, "init");
       if (back.status !== 0) throw new Error(back.stderr);
       const started = Date.now();
-      await waitFor("all five alive again", () => allAlive(all) || undefined, { timeoutMs: 60_000, intervalMs: 50 });
+      await waitFor("all five alive again", () => allAlive(all) || undefined, { timeoutMs: 60_000, intervalMs: 50 }).catch((err: Error) => {
+        for (const i of all) process.stderr.write(`h${i}: ${JSON.stringify(view(i)?.members.map((m) => `${m.name} ${m.state} ${m.incarnation} ${m.address}`))}\n${logOf(i).split("\n").slice(-8).join("\n")}\n`);
+        throw err;
+      });
       row.converge.push(Date.now() - started);
     }
     // False positives: live hosts (not the victim) said suspect or dead by anyone meanwhile.

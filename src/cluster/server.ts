@@ -11,9 +11,9 @@ import { type TLSSocket, createServer } from "node:tls";
 import { AgentService, type ClusterFacts } from "../controller/agent-service.js";
 import { type CertRecord, KEYS } from "../model/records.js";
 import type { Store } from "../store/types.js";
-import { agentHandlers } from "./agent-protocol.js";
+import { AGENT_METHODS, agentHandlers } from "./agent-protocol.js";
 import type { ClusterNodes } from "./nodes.js";
-import { RnpPeer } from "./rnp/peer.js";
+import { RnpError, RnpPeer } from "./rnp/peer.js";
 import { identityOf } from "./tls/identity.js";
 
 /** Largest frame from a connection without a certificate (a join), and how long it may stay. */
@@ -103,6 +103,8 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
     else pendingByAddress.delete(address);
   };
   const peers = new Map<RnpPeer, string>();
+  /** Where each node's connection comes from (its remote address). */
+  const addressOf = new Map<RnpPeer, string>();
   const server = createServer(
     {
       cert: `${options.cert.trimEnd()}\n${options.caCert.trimEnd()}\n`, // the chain: a joining node checks the CA its token names
@@ -153,6 +155,29 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
           const issued = kv ? (JSON.parse(kv.value) as CertRecord) : undefined;
           if (!issued || issued.node !== id.node) return refuse(`the certificate of node ${id.node} (serial ${id.serial}) was not issued by this cluster's controller`);
           if (issued.revokedAt !== undefined) return refuse(`the certificate of node ${id.node} (serial ${id.serial}) is revoked`);
+          // One machine per node: a connection as a node already connected from another address
+          // is a second machine with its identity (a copied data dir, a cloned VM). Both would run
+          // its stars: the newcomer is refused — every call answered with why — until the first
+          // connection ends. (From the same address it is the node reconnecting: let in.)
+          const ip = socket.remoteAddress ?? "?";
+          const first = [...peers].find(([p, n]) => n === id.node && addressOf.get(p) !== ip);
+          if (first) {
+            const why = `node ${id.node} is connected from ${addressOf.get(first[0])} already: another machine holds this node's identity (a copied data dir?); refused while that connection lasts`;
+            refusal(`cluster port: refused ${from}: ${why}`);
+            const refuseAll = () => Promise.reject(new RnpError("conflict", why));
+            const twin = new RnpPeer(socket, {
+              role: "server",
+              hello: { node: "controller", cluster: options.cluster },
+              handlers: Object.fromEntries(Object.keys(AGENT_METHODS).map((m) => [`agent.${m}`, refuseAll])),
+              maxInFlight: 4,
+              log: () => undefined,
+            });
+            socket.resume();
+            const end = setTimeout(() => twin.close(), 10_000);
+            end.unref();
+            twin.once("close", () => clearTimeout(end));
+            return;
+          }
           const link = new AgentService(options.store, id.node, (stars) => options.nodes?.setUsage(id.node, stars), options.nodeTtlSeconds, options.gossip);
           const gossipAt = options.gossip?.address();
           const peer = new RnpPeer(socket, {
@@ -169,7 +194,11 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
           release(socket.remoteAddress ?? "?", socket.remotePort);
           options.nodes?.attach(id.node, peer);
           peers.set(peer, id.node);
-          peer.on("close", () => peers.delete(peer));
+          addressOf.set(peer, ip);
+          peer.on("close", () => {
+            peers.delete(peer);
+            addressOf.delete(peer);
+          });
         },
         (err: Error) => refuse(`its certificate could not be checked (the store: ${err.message})`),
       );

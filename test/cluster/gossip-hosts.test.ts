@@ -16,7 +16,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -171,4 +171,22 @@ describe("gossip between five hosts in network namespaces", { skip, timeout: 600
       for (const i of live) for (const o of live) assert.equal(stateIn(i, o)?.state, "alive", `h${o} as h${i} sees it`);
     });
   }
+
+  it("a copy of a node's data dir started on another host is refused by the controller, and gossip keeps the name where it was", async () => {
+    // h4 was killed above: its namespace runs the copy of h1.
+    const copy = join(dir, "h1-copy");
+    cpSync(data(1), copy, { recursive: true });
+    for (const f of ["ready.json", "node.log", "gossip-members.json"]) rmSync(join(copy, f), { force: true });
+    const marks = [0, 1].map((i) => logOf(i).length);
+    const started = hosts!.run(4, [process.execPath, CLI, "--data", copy, "init"]);
+    assert.equal(started.status, 0, started.stderr);
+    assert.match(started.stdout, /cannot reach its controller/);
+    const copyLog = () => readFileSync(join(copy, "node.log"), "utf8");
+    await waitFor("the controller to refuse the copy", () => /refused .*node h1 is connected from \S+ already: another machine holds this node's identity/.test(logOf(0).slice(marks[0])) || undefined, { timeoutMs: 20_000, intervalMs: 200 });
+    assert.match(copyLog(), /another machine holds this node's identity/);
+    await waitFor("gossip to see one name claimed twice", () => /gossip: (member h1 is claimed from .* two members with one name|this member's name h1 is claimed from)/.test(logOf(0).slice(marks[0]) + logOf(1).slice(marks[1])) || undefined, { timeoutMs: 20_000, intervalMs: 200 });
+    for (const i of live) assert.equal(stateIn(i, 1)?.address, `${hosts!.address(1)}:7947`, `h${i} keeps h1 where it was`);
+    hosts!.kill(4);
+  });
 });
+
