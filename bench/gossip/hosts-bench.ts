@@ -91,7 +91,7 @@ try {
       row.all.push(Math.max(...seen));
       // Back: started again from its data dir (it joins through its controller's member).
       const back = cli(VICTIM, "init");
-      if (back.status !== 0) throw new Error(back.stderr);
+      if (back.status !== 0 || !back.stdout.includes("constellation is up")) throw new Error(`h${VICTIM} was not started again: ${back.stdout}${back.stderr}`);
       const started = Date.now();
       await waitFor("all five alive again", () => allAlive(all) || undefined, { timeoutMs: 60_000, intervalMs: 50 }).catch((err: Error) => {
         for (const i of all) process.stderr.write(`h${i}: ${JSON.stringify(view(i)?.members.map((m) => `${m.name} ${m.state} ${m.incarnation} ${m.address}`))}\n${logOf(i).split("\n").slice(-8).join("\n")}\n`);

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { InvalidArgumentError, RuntimeUnavailableError } from "../model/errors.js";
 import { LABEL_KEY, LABEL_VALUE } from "../model/version.js";
-import { DAEMON_ENV, DAEMON_NODE_FLAGS, type NodeReady, dataDirOf, readReady, readyFile } from "../model/node-files.js";
+import { DAEMON_ENV, DAEMON_NODE_FLAGS, type NodeReady, dataDirOf, processStarted, readReady, readyFile } from "../model/node-files.js";
 import { connect } from "../sdk/client.js";
 import { parseStoreUrl } from "../model/store-url.js";
 import { color } from "./output.js";
@@ -197,7 +197,8 @@ async function foreground(o: InitOptions, dataDir: string, token: string | undef
     close = () => node.close();
   }
   const file = readyFile(dataDir);
-  writeFileSync(`${file}.tmp`, `${JSON.stringify({ pid: process.pid, ...ready })}\n`, { mode: 0o644 });
+  const started = processStarted();
+  writeFileSync(`${file}.tmp`, `${JSON.stringify({ pid: process.pid, ...(started === undefined ? {} : { started }), ...ready })}\n`, { mode: 0o644 });
   renameSync(`${file}.tmp`, file);
   process.stdout.write(`${new Date().toISOString()} node ${ready.node} of cluster ${ready.cluster} up (${ready.role})\n`);
   await new Promise<void>((done) => {

@@ -29,6 +29,8 @@ export function dataDirOf(given?: string): string {
 /** What a running node (`init`, `join`) wrote once it was up: <data>/ready.json. */
 export interface NodeReady {
   pid: number;
+  /** When that process started (Linux: /proc/PID/stat's start time, in clock ticks since boot): a pid reused by another process is not the node. */
+  started?: number;
   role: "controller" | "agent";
   cluster: string;
   node: string;
@@ -44,21 +46,44 @@ export interface NodeReady {
 
 export const readyFile = (dataDir: string): string => join(dataDir, "ready.json");
 
-/** Whether a process of this pid exists (one of another user's counts). */
-export function pidAlive(pid: number): boolean {
+/** A process's state and start time from /proc (Linux), if it can be read. */
+function procStat(pid: number): { state: string; started: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // After the command's closing parenthesis: state is the 1st field, start time the 20th.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { state: fields[0]!, started: Number(fields[19]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** When this process started (for ready.json), where the system says. */
+export function processStarted(pid = process.pid): number | undefined {
+  return procStat(pid)?.started;
+}
+
+/**
+ * Whether a process of this pid runs (one of another user's counts): not a zombie (killed, not
+ * yet reaped by its parent), and, when `started` is given, the same process (not the pid reused).
+ */
+export function pidAlive(pid: number, started?: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
   }
+  const stat = procStat(pid);
+  if (!stat) return true; // (no /proc: the signal's word)
+  if (stat.state === "Z" || stat.state === "X") return false;
+  return started === undefined || stat.started === started;
 }
 
 /** The node running from `dataDir`, if one is (a ready.json whose process has ended is none). */
 export function readReady(dataDir: string): NodeReady | undefined {
   try {
     const r = JSON.parse(readFileSync(readyFile(dataDir), "utf8")) as NodeReady;
-    return Number.isInteger(r.pid) && r.pid > 0 && pidAlive(r.pid) ? r : undefined;
+    return Number.isInteger(r.pid) && r.pid > 0 && pidAlive(r.pid, typeof r.started === "number" ? r.started : undefined) ? r : undefined;
   } catch {
     return undefined;
   }
