@@ -736,9 +736,11 @@ export class Controller {
       if (live.includes(n) || !moving) this.deadSince.delete(n.name);
       else if (!this.deadSince.has(n.name)) this.deadSince.set(n.name, monotonic());
     }
-    // Nothing new goes to a node gossip says is gone, even while it is not judged yet (the grace
-    // after this controller's start, or its lease not lapsed): it would wait there for nothing.
-    const gone = (n: NodeRecord) => ["dead", "left"].includes(this.options.gossip?.state(n.name)?.state ?? "");
+    // Nothing new goes to a node whose lease has lapsed and that gossip says is gone, even while
+    // it is not judged yet (the grace after this controller's start): it would wait there for
+    // nothing. (Gossip's word alone keeps nothing away: a node back from a restart is alive to
+    // its lease before gossip has heard it refute its leave.)
+    const gone = (n: NodeRecord) => !alive.has(n.name) && ["dead", "left"].includes(this.options.gossip?.state(n.name)?.state ?? "");
     const open = live.filter((n) => !cordons.has(n.name) && !gone(n));
     const targets = open.length > 0 ? open : live;
     // Stars each node holds now (those that should run): each new one goes where fewest are.

@@ -213,6 +213,10 @@ describe("a controller and a node that joined it", () => {
     const onNode2 = await waitFor("x1 and x2 running on node-2", async () => {
       const l = (await c.list()).filter((s) => s.name === "x1" || s.name === "x2");
       return l.length === 2 && l.every((s) => s.node === "node-2" && s.status?.state === "running") ? l : undefined;
+    }).catch(async (err: Error) => {
+      const l = (await c.list()).filter((s) => s.name === "x1" || s.name === "x2").map((s) => `${s.name} on ${s.node} ${s.status?.state}`);
+      const n = (await c.status()).nodes.map((x) => `${x.name} ${x.state} ${x.gossip?.state ?? "-"}${x.leaseExpired ? " no-heartbeat" : ""} ${x.cordoned ? "cordoned" : ""} stars ${x.used?.stars}`);
+      throw new Error(`${err.message}: ${l.join("; ")} | nodes: ${n.join("; ")}`);
     });
     assert.equal(onNode2.length, 2);
     await c.cordon("node-2", { drain: true });
