@@ -183,11 +183,20 @@ export interface RnpCaller {
   stream(method: string, body: unknown, opts?: { signal?: AbortSignal }): AsyncIterable<unknown>;
 }
 
+/** A heartbeat's answer: the lease's TTL, the gossip keyring's version, the controllers running. */
+export interface HeartbeatAnswer {
+  ttlMs: number;
+  gossipKeys?: number;
+  controllers?: string[];
+}
+
 /** An AgentLink whose every call goes to the controller over RNP. */
 export class RnpAgentLink implements AgentLink {
+  /** `onHeartbeat` sees each heartbeat's answer (the keyring's version, the controllers running). */
   constructor(
     private readonly rnp: RnpCaller,
     private readonly timeoutMs = 10_000,
+    private readonly onHeartbeat?: (answer: HeartbeatAnswer) => void,
   ) {}
 
   private call(method: Method, b: unknown): Promise<unknown> {
@@ -244,12 +253,14 @@ export class RnpAgentLink implements AgentLink {
     await this.call("usage", { stars });
   }
 
-  async heartbeat(): Promise<{ ttlMs: number; gossipKeys?: number; controllers?: string[] }> {
+  async heartbeat(): Promise<HeartbeatAnswer> {
     const a = (await this.call("heartbeat", null)) as { ttlMs?: unknown; gossipKeys?: unknown; controllers?: unknown } | null;
     const ttlMs = typeof a?.ttlMs === "number" && a.ttlMs >= 1000 ? a.ttlMs : 10_000;
     const list = a?.controllers;
     const controllers = Array.isArray(list) && list.length <= 16 && list.every((c) => typeof c === "string" && c.length <= 300) ? (list as string[]) : undefined;
-    return { ttlMs, ...(Number.isSafeInteger(a?.gossipKeys) ? { gossipKeys: a!.gossipKeys as number } : {}), ...(controllers ? { controllers } : {}) };
+    const answer = { ttlMs, ...(Number.isSafeInteger(a?.gossipKeys) ? { gossipKeys: a!.gossipKeys as number } : {}), ...(controllers ? { controllers } : {}) };
+    this.onHeartbeat?.(answer);
+    return answer;
   }
 
   async gossipKeys(): Promise<GossipKeyring> {

@@ -428,15 +428,18 @@ export class Controller {
       const u = used.get(r.node) ?? { stars: 0, cpuCores: 0, memoryBytes: 0 };
       used.set(r.node, { stars: u.stars + 1, cpuCores: u.cpuCores + (cpuMillisOf(f) ?? 0) / 1000, memoryBytes: u.memoryBytes + memoryBytesOf(f, limitsByNode.get(r.node)!) });
     }
-    const nodes = all.map((n) => ({
-      ...n,
-      used: used.get(n.name) ?? { stars: 0, cpuCores: 0, memoryBytes: 0 },
-      state: (!dead.has(n.name) || !graceOver) && cordons.get(n.name)?.revoked !== true ? ("up" as const) : ("down" as const),
-      // Up, but its lease is gone (gossip says it lives): moved only if gossip agrees, or in 3 TTLs.
-      ...(graceOver && !alive.has(n.name) && !dead.has(n.name) ? { leaseExpired: true } : {}),
-      ...(this.options.gossip?.state(n.name) ? { gossip: this.options.gossip.state(n.name)! } : {}),
-      ...(cordons.has(n.name) ? { cordoned: true, draining: cordons.get(n.name)!.drain, ...(cordons.get(n.name)!.revoked ? { revoked: true } : {}) } : {}),
-    }));
+    const nodes = all.map((n) => {
+      const gossip = this.options.gossip?.state(n.name);
+      return {
+        ...n,
+        used: used.get(n.name) ?? { stars: 0, cpuCores: 0, memoryBytes: 0 },
+        state: (!dead.has(n.name) || !graceOver) && cordons.get(n.name)?.revoked !== true ? ("up" as const) : ("down" as const),
+        // Up, but its lease is gone (gossip says it lives): moved only if gossip agrees, or in 3 TTLs.
+        ...(graceOver && !alive.has(n.name) && !dead.has(n.name) ? { leaseExpired: true } : {}),
+        ...(gossip ? { gossip } : {}),
+        ...(cordons.has(n.name) ? { cordoned: true, draining: cordons.get(n.name)!.drain, ...(cordons.get(n.name)!.revoked ? { revoked: true } : {}) } : {}),
+      };
+    });
     const byState: Record<string, number> = {};
     for (const s of stars) {
       // (A report about an earlier star of the name is not this one's.)

@@ -8,6 +8,7 @@
 import { checkGossipKey, gossipKeyId, newGossipKey } from "../cluster/gossip/keyring.js";
 import { InvalidArgumentError, TokenNotFoundError } from "../model/errors.js";
 import { type GossipKeyring, KEYS } from "../model/records.js";
+import { follow } from "../store/follow.js";
 import type { Store } from "../store/types.js";
 
 /** What `gossip key ls` shows of a key: its id, never the key. */
@@ -40,11 +41,6 @@ export async function ensureGossipKeyring(store: Store): Promise<GossipKeyring> 
     });
     if (r.succeeded) return made;
   }
-}
-
-export async function readGossipKeyring(store: Store): Promise<GossipKeyring | undefined> {
-  const kv = await store.get(KEYS.gossipKeyring);
-  return kv ? parse(kv.value) : undefined;
 }
 
 /** The keys by id (the primary first). */
@@ -120,28 +116,16 @@ export function removeGossipKey(store: Store, keyOrId: string): Promise<GossipKe
  * Calls `onChange` with the keyring now and after every change, until `signal` aborts (a watch
  * that breaks is made again from a fresh read).
  */
-export async function followGossipKeyring(store: Store, onChange: (r: GossipKeyring) => void, signal: AbortSignal, log: (line: string) => void): Promise<void> {
-  let failures = 0;
-  while (!signal.aborted) {
-    try {
-      const kv = await store.get(KEYS.gossipKeyring);
-      if (kv) onChange(parse(kv.value));
-      const watch = store.watch({ key: KEYS.gossipKeyring }, { fromRevision: (kv?.modRevision ?? (await store.revision())) + 1 });
-      const stop = () => watch.close();
-      signal.addEventListener("abort", stop);
-      try {
-        for await (const batch of watch) {
-          failures = 0;
-          for (const e of batch.events) if (e.type === "put") onChange(parse(e.kv.value));
-        }
-      } finally {
-        signal.removeEventListener("abort", stop);
-        watch.close();
-      }
-    } catch (err) {
-      if (signal.aborted) return;
-      if (failures++ === 0) log(`gossip: following the keyring in the store failed (${(err as Error).message}); trying again`);
-      await new Promise((r) => setTimeout(r, Math.min(5000, 200 * failures)).unref());
-    }
-  }
+export function followGossipKeyring(store: Store, onChange: (r: GossipKeyring) => void, signal: AbortSignal, log: (line: string) => void): Promise<void> {
+  return follow(
+    store,
+    { key: KEYS.gossipKeyring },
+    (kvs) => {
+      if (kvs[0]) onChange(parse(kvs[0].value));
+    },
+    signal,
+    (err, failures) => {
+      if (failures === 0) log(`gossip: following the keyring in the store failed (${err.message}); trying again`);
+    },
+  );
 }

@@ -268,15 +268,12 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
       log: (l) => log(`node ${files.node}: ${l}`),
     });
     closers.push(async () => client.close());
-    const link = new RnpAgentLink(client);
-    // Each heartbeat's answer names the keyring's version: a newer one is fetched and used.
-    const beat = link.heartbeat.bind(link);
-    link.heartbeat = async () => {
-      const a = await beat();
+    // Each heartbeat's answer names the controllers running and the keyring's version: a newer
+    // keyring is fetched and used.
+    const link = new RnpAgentLink(client, undefined, (a) => {
       if (a.controllers) knowControllers(a.controllers);
       if (a.gossipKeys !== undefined && (gossip.member === undefined || a.gossipKeys !== gossip.member.version)) void keepGossip(undefined, a.gossipKeys).catch(gossipFailed);
-      return a;
-    };
+    });
     const agent: Agent = new Agent({
       link,
       node: record,

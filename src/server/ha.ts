@@ -86,8 +86,6 @@ export async function listControllers(store: Store): Promise<ControllerRecord[]>
 }
 
 export interface LoopsLeader {
-  /** Whether this controller runs the loops now. */
-  leads(): boolean;
   /** Stops campaigning; if it leads, hands over at once (resigns). */
   close(): Promise<void>;
 }
@@ -99,7 +97,6 @@ export interface LoopsLeader {
 export function leadLoops(store: Store, node: string, controller: Controller, log: (line: string) => void, ttlSeconds = LEADER_TTL_S): LoopsLeader {
   const election = new Election(store, "controller", { ttl: ttlSeconds, prefix: KEYS.elections });
   const abort = new AbortController();
-  let leading = false;
   const run = async () => {
     let failures = 0;
     while (!abort.signal.aborted) {
@@ -110,12 +107,10 @@ export function leadLoops(store: Store, node: string, controller: Controller, lo
           await leadership.resign();
           return;
         }
-        leading = true;
         controller.start(leadership.fence());
         log(`controller ${node}: leads the control loops (token ${leadership.token})`);
         const closed = new Promise<void>((r) => abort.signal.addEventListener("abort", () => r(), { once: true }));
         await Promise.race([leadership.lost, closed]);
-        leading = false;
         await controller.stop();
         if (abort.signal.aborted) {
           await leadership.resign().catch(() => undefined);
@@ -131,7 +126,6 @@ export function leadLoops(store: Store, node: string, controller: Controller, lo
   };
   const running = run();
   return {
-    leads: () => leading,
     close: async () => {
       abort.abort();
       await running;

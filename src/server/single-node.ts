@@ -19,7 +19,7 @@ import { InvalidArgumentError, RuntimeUnavailableError, StoreLostError } from ".
 import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
 import { Controller, type TreeQuotas } from "../controller/controller.js";
-import { type CertRecord, KEYS, type NodeRecord, PREFIX, nodeKey } from "../model/records.js";
+import { type CertRecord, type ControllerRecord, KEYS, type NodeRecord, PREFIX, nodeKey } from "../model/records.js";
 import { type ClusterFiles, checkClusterName, readClusterFiles, replaceNodeCert, writeClusterFiles } from "../cluster/files.js";
 import { admit, createJoinToken, renew, revokeJoinToken } from "../cluster/join.js";
 import { ClusterNodes } from "../cluster/nodes.js";
@@ -35,6 +35,7 @@ import { claimNode } from "../runtime/node-claim.js";
 import { adoptStars } from "./adopt.js";
 import { DEFAULT_NODE_LIMITS, type NodeCapacity, type NodeLimits, type StarSpecInput } from "../model/spec.js";
 import type { Runtime } from "../runtime/types.js";
+import { follow } from "../store/follow.js";
 import { openStore } from "../store/open.js";
 import type { Store } from "../store/types.js";
 import { keepTrimmingMalloc } from "./memory.js";
@@ -145,8 +146,6 @@ export interface SingleNode {
     httpsUrl: string;
     /** The SHA-256 fingerprint of the cluster's CA (hex): what `login` pins. */
     caFingerprint: string;
-    /** Whether the control loops run here (always, but on etcd: while this controller leads). */
-    leads(): boolean;
   };
   /** The admin token (also in <dataDir>/admin.token). */
   token: string;
@@ -272,7 +271,6 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       ...(clusterFiles ? { gossip: { state: (n: string) => gossip.member?.state(n) } } : {}),
     });
     const served: { url?: string } = {}; // known once the API listens
-    let leads = () => true;
     const agent = new Agent({ link: new AgentService(store, node.name, undefined, ttl), node, runtimes, endpoint: () => served.url });
     // A cluster's API asks each star's own node (its logs, its usage) over that node's link.
     const nodes = clusterFiles ? new ClusterNodes({ name: node.name, link: agent }) : undefined;
@@ -339,7 +337,6 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     if (etcd) {
       const leader = leadLoops(store, node.name, controller, loopsLog, options.leaderTtlSeconds);
       closers.push(() => leader.close());
-      leads = () => leader.leads();
     } else {
       controller.start();
       closers.push(() => controller.stop());
@@ -415,19 +412,19 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       closers.push(() => member.leave());
       // A rotation (gossip key install|use|remove, on any controller) reaches this member and, by
       // the version in their heartbeats' answers, every node.
-      const following = new AbortController();
-      const follow = followGossipKeyring(
+      const followingKeys = new AbortController();
+      const keysFollowed = followGossipKeyring(
         store,
         (r) => {
           gossip.version = r.version;
           member.setKeyring(r);
         },
-        following.signal,
+        followingKeys.signal,
         log,
       );
       closers.push(async () => {
-        following.abort();
-        await follow;
+        followingKeys.abort();
+        await keysFollowed;
       });
       // The controller's own certificate is renewed as its nodes' are: at two thirds of its life.
       let own = files;
@@ -461,19 +458,26 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       writeFileSync(join(dataDir, "https.port"), `${httpsPort}\n`, { mode: 0o644 });
       joinAt.port = server.port;
       writeFileSync(join(dataDir, "cluster.port"), `${server.port}\n`, { mode: 0o644 });
-      // This controller in the store's list (on a lease), and the list kept for nodes' heartbeats.
-      const registration = await registerController(store, () => ({ node: node.name, address: joinAddress(), api: httpsApi.url!, gossip: member.address }), log);
-      closers.push(() => registration.close());
-      // The other controllers' gossip members: this one joins them (nodes join through any).
-      const others = (await listControllers(store)).filter((c) => c.node !== node.name && c.gossip).map((c) => c.gossip!);
-      if (others.length > 0) member.join(others);
-      const refresh = async () => {
-        controllers = (await listControllers(store)).map((c) => c.address).sort();
-      };
-      await refresh();
-      const refreshing = setInterval(() => void refresh().catch(() => undefined), 2000);
-      refreshing.unref();
-      closers.push(async () => clearInterval(refreshing));
+      if (etcd) {
+        // This controller in the store's list (on a lease), and the list followed for nodes' heartbeats.
+        const registration = await registerController(store, () => ({ node: node.name, address: joinAddress(), api: httpsApi.url!, gossip: member.address }), log);
+        closers.push(() => registration.close());
+        // The other controllers' gossip members: this one joins them (nodes join through any).
+        const others = (await listControllers(store)).filter((c) => c.node !== node.name && c.gossip).map((c) => c.gossip!);
+        if (others.length > 0) member.join(others);
+        const following = new AbortController();
+        const followed = follow(
+          store,
+          { prefix: KEYS.controllers },
+          (kvs) => (controllers = kvs.map((kv) => (JSON.parse(kv.value) as ControllerRecord).address).sort()),
+          following.signal,
+          (err, failures) => failures === 0 && log(`controller: following the list of controllers failed (${err.message}); trying again`),
+        );
+        closers.push(async () => {
+          following.abort();
+          await followed;
+        });
+      } else controllers = [joinAddress()];
       cluster = {
         address: joinAddress(),
         node: node.name,
@@ -484,7 +488,6 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         connected: () => server.connected(),
         httpsUrl: httpsApi.url!,
         caFingerprint: fingerprint(files.caCert),
-        leads: () => leads(),
       };
     }
     writeFileSync(join(dataDir, "endpoint"), `${url}\n`, { mode: 0o644 });

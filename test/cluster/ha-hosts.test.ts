@@ -12,7 +12,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { CLI } from "../helpers/constellation.js";
+import { CLI, type ListedStar, cliReaders } from "../helpers/constellation.js";
 import { removeNodeGroups } from "../helpers/cgroups.js";
 import { testDir } from "../helpers/dirs.js";
 import { type EtcdCluster, startEtcd } from "../helpers/etcd-harness.js";
@@ -21,11 +21,6 @@ import { waitFor } from "../helpers/wait.js";
 
 const skip = hostsSupported();
 
-interface Listed {
-  name: string;
-  node?: string;
-  status?: { state: string; pid?: number };
-}
 interface Status {
   controllers: Array<{ node: string; leads: boolean }>;
 }
@@ -36,19 +31,9 @@ describe("three controllers on a three-member etcd, on hosts", { skip, timeout: 
   let dir: string;
   const data = (i: number) => join(dir, `h${i}`);
   const cli = (i: number, ...args: string[]) => hosts!.run(i, [process.execPath, CLI, "--data", data(i), ...args], { timeoutMs: 90_000 });
-  /** A star's events (`events --json`: one JSON object a line). */
-  const eventsOf = (n: number, star: string) =>
-    cli(n, "events", "--star", star, "--json")
-      .stdout.split("\n")
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { kind: string; at: number });
-  const json = <T>(i: number, ...args: string[]): T => {
-    const r = cli(i, ...args, "--json");
-    if (r.status !== 0) throw new Error(`${args.join(" ")} on h${i}: ${r.stderr}`);
-    return JSON.parse(r.stdout) as T;
-  };
+  const { json, eventsOf } = cliReaders(cli);
   const leaderOf = (i: number) => Number(json<Status>(i, "status").controllers.find((c) => c.leads)?.node.slice(1));
-  const stars = (i: number) => json<Listed[]>(i, "list");
+  const stars = (i: number) => json<ListedStar[]>(i, "list");
 
   before(async () => {
     dir = await testDir("constellation-ha-hosts-");
@@ -99,7 +84,7 @@ describe("three controllers on a three-member etcd, on hosts", { skip, timeout: 
       // The majority: another controller leads, and places what it is asked.
       await waitFor("another leader", () => (leaderOf(other) !== cut ? true : undefined), { timeoutMs: 20_000, intervalMs: 250 });
       assert.equal(cli(other, "create", "--name", "majority", "--restart", "always", "--ram-mb", "32", "--", "sleep", "600").status, 0);
-      await waitFor("majority running on a3", () => (json<Listed>(other, "inspect", "majority").status?.state === "running" ? true : undefined), { timeoutMs: 30_000, intervalMs: 250 });
+      await waitFor("majority running on a3", () => (json<ListedStar>(other, "inspect", "majority").status?.state === "running" ? true : undefined), { timeoutMs: 30_000, intervalMs: 250 });
     } finally {
       hosts!.heal(cut);
     }
@@ -122,7 +107,7 @@ describe("three controllers on a three-member etcd, on hosts", { skip, timeout: 
     const failover = placedAt - at;
     if (process.env.DEBUG_LOG) console.log(`killed c${leader}; the loops ran again after ${failover} ms`);
     assert.ok(failover < 5000, `the loops ran again ${failover} ms after the leader's controller was killed`);
-    await waitFor("after running on a3", () => (json<Listed>(survivor, "inspect", "after").status?.state === "running" ? true : undefined), { timeoutMs: 30_000, intervalMs: 250 });
+    await waitFor("after running on a3", () => (json<ListedStar>(survivor, "inspect", "after").status?.state === "running" ? true : undefined), { timeoutMs: 30_000, intervalMs: 250 });
     const now = stars(survivor);
     for (const s of before) assert.equal(now.find((x) => x.name === s.name)?.status?.pid, s.status?.pid, `${s.name} runs on, the same process`);
     assert.deepEqual(readdirSync(join(data(3), "runtime", "stars")).sort(), ["after", "majority", "s0", "s1", "s2"], "one copy of each star on a3");

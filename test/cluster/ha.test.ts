@@ -11,22 +11,16 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { CLI, type ListedStar, cliReaders } from "../helpers/constellation.js";
 import { testDir } from "../helpers/dirs.js";
 import { type EtcdCluster, startEtcd } from "../helpers/etcd-harness.js";
 import { endProcess, waitFor } from "../helpers/wait.js";
 
-const BIN = fileURLToPath(new URL("../../src/cli/constellation.mjs", import.meta.url));
 const dev = process.getuid?.() === 0 ? [] : ["--dev"];
 const PORTS = ["--port", "0", "--cluster-port", "0", "--api-port", "0", "--gossip-port", "0"];
 const CONTROLLERS = ["c1", "c2", "c3"];
 
-interface Listed {
-  name: string;
-  node?: string;
-  status?: { state: string; pid?: number };
-}
 interface Status {
   nodes: Array<{ name: string; state: string }>;
   controllers: Array<{ node: string; address: string; leads: boolean }>;
@@ -36,21 +30,11 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
   let dir: string;
   let etcd: EtcdCluster | undefined;
   const data = (n: string) => join(dir, n);
-  const cli = (n: string, ...args: string[]) => spawnSync(process.execPath, [BIN, "--data", data(n), ...args], { encoding: "utf8", timeout: 60_000 });
+  const cli = (n: string, ...args: string[]) => spawnSync(process.execPath, [CLI, "--data", data(n), ...args], { encoding: "utf8", timeout: 60_000 });
   const pidOf = (n: string) => (JSON.parse(readFileSync(join(data(n), "ready.json"), "utf8")) as { pid: number }).pid;
   const killed = new Set<string>();
   const alive = () => CONTROLLERS.filter((c) => !killed.has(c));
-  /** A star's events (`events --json`: one JSON object a line). */
-  const eventsOf = (n: string, star: string) =>
-    cli(n, "events", "--star", star, "--json")
-      .stdout.split("\n")
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { kind: string; at: number });
-  const json = <T>(n: string, ...args: string[]): T => {
-    const r = cli(n, ...args, "--json");
-    if (r.status !== 0) throw new Error(`${args.join(" ")} on ${n}: ${r.stderr}`);
-    return JSON.parse(r.stdout) as T;
-  };
+  const { json, eventsOf } = cliReaders(cli);
 
   before(async () => {
     dir = await testDir("constellation-ha-");
@@ -105,13 +89,13 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
     for (const c of CONTROLLERS) assert.equal(cli("c1", "cordon", c).status, 0);
     for (let k = 0; k < 3; k++) assert.equal(cli(CONTROLLERS[k]!, "create", "--name", `s${k}`, "--restart", "always", "--ram-mb", "32", "--", "sleep", "600").status, 0);
     await waitFor("s0..s2 running on a1", () => {
-      const l = json<Listed[]>("c3", "list");
+      const l = json<ListedStar[]>("c3", "list");
       return l.length === 3 && l.every((s) => s.node === "a1" && s.status?.state === "running") ? true : undefined;
     });
   });
 
   it("the leader's process killed: the loops run again on another within 5 s, the node reconnects, no star is lost or run twice", async () => {
-    const before = json<Listed[]>("c2", "list");
+    const before = json<ListedStar[]>("c2", "list");
     const leader = json<Status>("c2", "status").controllers.find((c) => c.leads)!.node;
     const survivor = CONTROLLERS.find((c) => c !== leader)!;
     const at = Date.now();
@@ -128,8 +112,8 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
     const now = json<Status>(survivor, "status");
     assert.notEqual(now.controllers.find((c) => c.leads)?.node, leader, "another controller leads");
     // The node is connected to a live controller (the star placed on it runs), and nothing ran twice.
-    await waitFor("after running on a1", () => (json<Listed>(survivor, "inspect", "after").status?.state === "running" ? true : undefined), { timeoutMs: 20_000 });
-    const list = json<Listed[]>(survivor, "list");
+    await waitFor("after running on a1", () => (json<ListedStar>(survivor, "inspect", "after").status?.state === "running" ? true : undefined), { timeoutMs: 20_000 });
+    const list = json<ListedStar[]>(survivor, "list");
     for (const s of before) {
       const n = list.find((x) => x.name === s.name);
       assert.equal(n?.status?.pid, s.status?.pid, `${s.name} runs on, the same process`);
@@ -147,7 +131,7 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
     const done = await Promise.all(writes);
     for (const r of done) assert.equal(r.status, 0, r.stderr);
     await waitFor("w0..w4 running", () => {
-      const l = json<Listed[]>(c, "list").filter((s) => s.name.startsWith("w"));
+      const l = json<ListedStar[]>(c, "list").filter((s) => s.name.startsWith("w"));
       return l.length === 5 && l.every((s) => s.status?.state === "running") ? true : undefined;
     }, { timeoutMs: 30_000 });
     await etcd!.restartMember(victim);

@@ -128,3 +128,33 @@ export async function upWithClient(prefix: string, extra: string[] = []): Promis
   };
   return f;
 }
+
+/** A CLI run on some machine: what `cliOn(where, ...args)` gives back. */
+type RunCli<W> = (where: W, ...args: string[]) => { status: number | null; stdout: string; stderr: string };
+
+/**
+ * `--json` readers over a CLI run on some machine (a data dir, a host): `json` parses a
+ * command's answer (throwing its stderr if it failed), `eventsOf` a star's events.
+ */
+export function cliReaders<W>(run: RunCli<W>) {
+  return {
+    json: <T>(where: W, ...args: string[]): T => {
+      const r = run(where, ...args, "--json");
+      if (r.status !== 0) throw new Error(`${args.join(" ")} on ${String(where)}: ${r.stderr}`);
+      return JSON.parse(r.stdout) as T;
+    },
+    /** A star's events (`events --json`: one JSON object a line). */
+    eventsOf: (where: W, star: string) =>
+      run(where, "events", "--star", star, "--json")
+        .stdout.split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { kind: string; at: number }),
+  };
+}
+
+/** A star as `list --json` shows it. */
+export interface ListedStar {
+  name: string;
+  node?: string;
+  status?: { state: string; pid?: number };
+}
