@@ -27,12 +27,18 @@ interface InitOptions {
   apiPort: number;
   gossipPort: number;
   store?: string;
+  storeCa?: string;
+  storeCert?: string;
+  storeKey?: string;
   server?: boolean;
   label?: Record<string, string>;
   dev?: boolean;
   foreground?: boolean;
   ttl?: number;
 }
+
+/** The --store-* TLS files given. */
+const storeTls = (o: InitOptions) => ({ ...(o.storeCa ? { ca: o.storeCa } : {}), ...(o.storeCert ? { cert: o.storeCert } : {}), ...(o.storeKey ? { key: o.storeKey } : {}) });
 
 /** --label key=value, repeated: collected into one object. */
 const label = (v: string, all: Record<string, string>) => {
@@ -63,13 +69,16 @@ export function registerInit(program: Command): void {
     .option("--api-port <n>", "the API over HTTPS for other machines (constellation login), on a controller (0: any free port)", port("--api-port"), 7443)
     .option("--gossip-port <n>", "the UDP port of this node's gossip member (0: any free port)", port("--gossip-port"), 7947)
     .option("--store <etcd://host:port,...>", "keep the cluster's state in etcd (its members' client addresses), for several controllers (HA)")
+    .option("--store-ca <file>", "the link to etcd is TLS: the CA certificate (PEM) that signed etcd's certificate")
+    .option("--store-cert <file>", "this controller's client certificate (PEM) for etcd's --client-cert-auth (with --store-key)")
+    .option("--store-key <file>", "the key of --store-cert (PEM, unencrypted)")
     .option("--server", "be one of the cluster's controllers on the --store etcd (the first makes the cluster; the others join it)")
     .option("--label <key=value>", "a label of this node (repeat for more): zone=a, disk=ssd", label, {})
     .option("--dev", "run without root: limits are not enforced, and every star says so")
     .option("--foreground", "run in this process (under a service manager) instead of detached")
     .addHelpText(
       "after",
-      `\nExamples:\n  $ sudo constellation init --cluster production --node node-1\n  $ sudo constellation init --cluster production --node node-2 --join 10.0.0.10:7946 --token cjt1...\n  $ sudo constellation init --cluster production --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --server   # on each controller (HA)\n  $ constellation token --join --ttl 1h          # on the controller: a token for the next machine\n`,
+      `\nExamples:\n  $ sudo constellation init --cluster production --node node-1\n  $ sudo constellation init --cluster production --node node-2 --join 10.0.0.10:7946 --token cjt1...\n  $ sudo constellation init --cluster production --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --server   # on each controller (HA)\n  $ sudo constellation init --cluster production --store etcd://10.0.0.1:2379 --store-ca etcd-ca.pem --store-cert ctl.pem --store-key ctl-key.pem --server\n  $ constellation token --join --ttl 1h          # on the controller: a token for the next machine\n`,
     )
     .action((o: InitOptions, cmd: Command) => run(o, cmd));
   void init;
@@ -92,9 +101,10 @@ async function run(o: InitOptions, cmd: Command): Promise<void> {
   if (o.server && o.join !== undefined) cmd.error("error: a controller (--server) joins through the store, not a token: give --store etcd://HOST:PORT,... and no --join", { exitCode: 2 });
   if (o.server && o.store === undefined) cmd.error("error: --server needs the cluster's etcd: --store etcd://HOST:PORT,... (the same on every controller)", { exitCode: 2 });
   if (o.store !== undefined && o.join !== undefined) cmd.error("error: --store is for controllers; a node joins with --join HOST:PORT --token T and no store", { exitCode: 2 });
+  if (o.store === undefined && (o.storeCa ?? o.storeCert ?? o.storeKey) !== undefined) cmd.error("error: --store-ca, --store-cert and --store-key are for the link to --store etcd://...: give --store too", { exitCode: 2 });
   if (o.store !== undefined) {
     try {
-      parseStoreUrl(o.store);
+      parseStoreUrl(o.store, storeTls(o));
     } catch (err) {
       cmd.error(`error: ${(err as Error).message}`, { exitCode: 2 });
     }
@@ -189,7 +199,7 @@ async function foreground(o: InitOptions, dataDir: string, token: string | undef
       devMode: o.dev === true,
       ...(o.node ? { nodeName: o.node } : {}),
       ...(o.label ? { labels: o.label } : {}),
-      ...(o.store !== undefined ? { store: parseStoreUrl(o.store) } : {}),
+      ...(o.store !== undefined ? { store: parseStoreUrl(o.store, storeTls(o)) } : {}),
       cluster: { ...(o.cluster ? { name: o.cluster } : {}), port: o.clusterPort, apiPort: o.apiPort, gossipPort: o.gossipPort },
     });
     const c = node.cluster!;

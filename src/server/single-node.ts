@@ -44,7 +44,7 @@ import type { GossipConfig } from "../cluster/gossip/config.js";
 import { ensureGossipKeyring, followGossipKeyring } from "../controller/gossip-keys.js";
 import { leadLoops, listControllers, registerController, sharedCa } from "./ha.js";
 import { Election } from "../store/election.js";
-import type { EtcdStoreConfig } from "../model/store-url.js";
+import { type EtcdStoreConfig, readEtcdTls } from "../model/store-url.js";
 
 /** How often a node looks whether its certificate is due for renewal. */
 export const RENEW_CHECK_MS = 1000;
@@ -199,7 +199,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
   let store: Store;
   if (etcd) {
     if (!options.cluster) throw new InvalidArgumentError("store", "an etcd store is for a cluster's controllers: give --cluster NAME (or --server)");
-    store = await openStore({ backend: "etcd", endpoints: etcd.endpoints });
+    store = await openStore({ backend: "etcd", endpoints: etcd.endpoints, ...(etcd.tls ? { tls: readEtcdTls(etcd.tls) } : {}) });
     if (options.store) writeFileSync(join(dataDir, "store.json"), `${JSON.stringify(etcd)}\n`, { mode: 0o600 });
   } else {
     closeSync(openSync(dbPath, "a", 0o600)); // SQLite gives its -wal and -shm files the db's mode
@@ -524,9 +524,11 @@ function storeConfigOf(dataDir: string, given: EtcdStoreConfig | undefined): Etc
   if (given && !kept && existsSync(join(dataDir, "store.db")) && readClusterFiles(dataDir)) {
     throw new InvalidArgumentError("store", `${dataDir} is a controller on its own store (store.db): it cannot move to etcd by a flag; give another --data`);
   }
-  if (given && kept && given.endpoints.join(",") !== kept.endpoints.join(",")) {
+  if (given && kept && given.endpoints.map((e) => e.replace(/^https?:/, "")).join(",") !== kept.endpoints.map((e) => e.replace(/^https?:/, "")).join(",")) {
     throw new InvalidArgumentError("store", `${dataDir} is a controller on etcd ${kept.endpoints.join(",")}, not ${given.endpoints.join(",")}: give that store, or another --data`);
   }
+  // The same store named again without its TLS files: the kept ones.
+  if (given && kept?.tls && !given.tls) return kept;
   return given ?? kept;
 }
 

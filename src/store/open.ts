@@ -8,7 +8,7 @@ import type { Store } from "./types.js";
 
 export type StoreConfig =
   | ({ backend: "sqlite" } & SqliteStoreOptions)
-  | { backend: "etcd"; endpoints: string[]; dialTimeoutMs?: number };
+  | { backend: "etcd"; endpoints: string[]; dialTimeoutMs?: number; tls?: { ca: Buffer; cert?: Buffer; key?: Buffer } };
 
 export async function openStore(config: StoreConfig): Promise<Store> {
   switch (config.backend) {

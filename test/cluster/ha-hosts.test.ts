@@ -1,11 +1,11 @@
 /**
  * The HA control plane on real hosts (issue 12): four hosts in network namespaces on a bridge
- * this test makes; h0–h2 each run an etcd member (a three-member etcd this test starts) and a
- * controller (`init --store etcd://… --server`), h3 a node joined to them. The leader's host cut
- * off (a partition): its side stops writing with a clear error, the majority goes on (another
- * controller leads, the node fails over); healed, it serves again. Then the leader's controller
- * killed (SIGKILL): the loops run again on another within 5 s, the node reconnects by itself, no
- * star is lost or run twice. Everything is torn down even on failure.
+ * this test makes; h0–h2 each run an etcd member (a three-member etcd this test starts, mutual
+ * TLS on every link) and a controller (`init --store etcd://… --store-ca … --server`), h3 a
+ * node joined to them. The leader's host cut off (a partition): its side stops writing with a
+ * clear error, the majority goes on (another controller leads, the node fails over); healed,
+ * it serves again. Then the leader's controller killed (SIGKILL): the loops run again on another
+ * within 5 s, the node reconnects by itself, no star is lost or run twice. Everything is torn down even on failure.
  */
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync } from "node:fs";
@@ -40,7 +40,7 @@ describe("three controllers on a three-member etcd, on hosts", { skip, timeout: 
     hosts = await Hosts.create(4, { reachable: true });
     // --pre-vote (etcd's default from 3.5; Debian's 3.4 has it off): a member back from a
     // partition does not depose the leader, which would extend every lease (the dead leader's too).
-    etcd = await startEtcd({ members: 3, hosts: { netns: (i) => hosts!.ns(i), address: (i) => hosts!.address(i) }, extraArgs: ["--pre-vote"] });
+    etcd = await startEtcd({ members: 3, hosts: { netns: (i) => hosts!.ns(i), address: (i) => hosts!.address(i) }, extraArgs: ["--pre-vote"], tls: true });
   });
   after(async () => {
     try {
@@ -56,7 +56,7 @@ describe("three controllers on a three-member etcd, on hosts", { skip, timeout: 
   it("each of h0–h2 runs a controller on the etcd; h3 joins; its stars run there", async () => {
     const store = `etcd://${[0, 1, 2].map((i) => `${hosts!.address(i)}:2379`).join(",")}`;
     for (const i of [0, 1, 2]) {
-      const r = cli(i, "init", "--store", store, "--server", "--cluster", "ha", "--node", `c${i}`, "--port", "0");
+      const r = cli(i, "init", "--store", store, "--store-ca", etcd!.tls!.ca, "--store-cert", etcd!.tls!.cert, "--store-key", etcd!.tls!.key, "--server", "--cluster", "ha", "--node", `c${i}`, "--port", "0");
       assert.equal(r.status, 0, r.stderr);
     }
     const t = /constellation join (\S+) --token (\S+)/.exec(cli(0, "init").stdout);

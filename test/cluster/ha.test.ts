@@ -1,7 +1,8 @@
 /**
  * A highly-available control plane (issue 12): three controllers on a three-member etcd this
- * test starts, each the built CLI's detached `init --store etcd://… --server` (loopback), and a
- * node joined to one of them. Every controller serves the API; one leads the control loops.
+ * test starts (mutual TLS: a controller without a client certificate is refused), each the
+ * built CLI's detached `init --store etcd://… --store-ca … --server` (loopback), and a node
+ * joined to one of them. Every controller serves the API; one leads the control loops.
  * The leader's process is killed with SIGKILL: the loops run again on another within 5 s, the
  * node reconnects to a live controller by itself, and no star is lost or run twice. An etcd
  * member killed during writes changes nothing a user sees. Every process is ended even on failure.
@@ -38,7 +39,8 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
 
   before(async () => {
     dir = await testDir("constellation-ha-");
-    etcd = await startEtcd({ members: 3 });
+    // Mutual TLS: etcd takes only clients with a certificate its CA signed.
+    etcd = await startEtcd({ members: 3, tls: true });
   });
   after(async () => {
     const any = alive()[0];
@@ -55,20 +57,28 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
   });
 
   it("the first controller makes the cluster in etcd, the others join it through the store; one leads the loops; a node joins any", async () => {
-    const store = `etcd://${etcd!.endpoints.map((e) => e.replace("http://", "")).join(",")}`;
+    const store = `etcd://${etcd!.endpoints.map((e) => e.replace("https://", "")).join(",")}`;
+    const tls = ["--store-ca", etcd!.tls!.ca, "--store-cert", etcd!.tls!.cert, "--store-key", etcd!.tls!.key];
     const bad = cli("c1", "init", "--server", ...PORTS);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--server needs the cluster's etcd: --store etcd:/);
     const badUrl = cli("c1", "init", "--store", "http://x:1", "--server", ...PORTS);
     assert.equal(badUrl.status, 2);
     assert.match(badUrl.stderr, /--store takes etcd:\/\/HOST:PORT/);
+    const halfTls = cli("c1", "init", "--store", store, "--store-ca", etcd!.tls!.ca, "--store-cert", etcd!.tls!.cert, "--server", ...PORTS);
+    assert.equal(halfTls.status, 2);
+    assert.match(halfTls.stderr, /--store-cert and --store-key go together/);
+    // No client certificate: etcd refuses the controller, which says so and registers nothing.
+    const noCert = cli("c5", "init", "--store", store, "--store-ca", etcd!.tls!.ca, "--server", "--cluster", "ha", ...PORTS, ...dev);
+    assert.notEqual(noCert.status, 0);
+    assert.match(noCert.stderr, /etcd refused this controller's client certificate .*give --store-cert and --store-key/);
     for (const c of CONTROLLERS) {
-      const r = cli(c, "init", "--store", store, "--server", "--node", c, ...(c === "c1" ? ["--cluster", "ha"] : []), ...PORTS, ...dev);
+      const r = cli(c, "init", "--store", store, ...tls, "--server", "--node", c, ...(c === "c1" ? ["--cluster", "ha"] : []), ...PORTS, ...dev);
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, new RegExp(`node ${c} of cluster ha \\(controller\\)`), "each is a controller of the one cluster");
     }
     // Another name than the store's cluster is refused.
-    const other = cli("c4", "init", "--store", store, "--server", "--cluster", "other", ...PORTS, ...dev);
+    const other = cli("c4", "init", "--store", store, ...tls, "--server", "--cluster", "other", ...PORTS, ...dev);
     assert.notEqual(other.status, 0);
     assert.match(other.stderr + other.stdout, /the store holds cluster ha, not other/);
     const status = await waitFor("three controllers, one leading", () => {

@@ -9,12 +9,15 @@
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { accessSync, constants as fsConstants, closeSync, openSync, readFileSync, rmSync } from "node:fs";
+import { accessSync, constants as fsConstants, closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import type { Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createCa, createCsr, signCsr } from "../../src/cluster/tls/ca.js";
 
 export const ETCD_BIN = process.env.CONSTELLATION_ETCD_BIN ?? "/usr/bin/etcd";
 
@@ -51,6 +54,8 @@ export interface EtcdCluster {
   logTail(i: number, lines?: number): string;
   /** Index of the member that running members report as leader, if any answers. */
   leaderIndex(): Promise<number | undefined>;
+  /** With `tls`: the CA's and a client's files. */
+  readonly tls?: EtcdTls;
 }
 
 export interface StartEtcdOptions {
@@ -62,6 +67,19 @@ export interface StartEtcdOptions {
   hosts?: { netns(i: number): string; address(i: number): string };
   /** Extra etcd flags for every member (e.g. "--experimental-watch-progress-notify-interval=1s"). */
   extraArgs?: string[];
+  /**
+   * Mutual TLS on every link: clients must show a certificate signed by the members' CA
+   * (`--client-cert-auth`), and so must members to each other. The cluster's `tls` names a
+   * client certificate for the test's own clients.
+   */
+  tls?: boolean;
+}
+
+/** PEM files: the CA that signed the members' certificates, and a client certificate and key it signed. */
+export interface EtcdTls {
+  ca: string;
+  cert: string;
+  key: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,11 +246,37 @@ async function freePorts(n: number): Promise<number[]> {
   }
 }
 
+/** The TLS material of a cluster started with `tls` (PEM contents), for the harness's own requests. */
+const clientTls = new Map<string, { ca: string; cert: string; key: string }>();
+
+/** A request to a member's HTTP gateway (over mutual TLS for an https member): its status and JSON body. */
+function ask(clientUrl: string, path: string, timeoutMs: number, body?: string): Promise<{ ok: boolean; json: unknown }> {
+  const url = new URL(path, clientUrl);
+  const tls = url.protocol === "https:" ? clientTls.get(clientUrl) : undefined;
+  return new Promise((resolve, reject) => {
+    const req = (tls ? httpsRequest : httpRequest)(url, { method: body === undefined ? "GET" : "POST", timeout: timeoutMs, ...(tls ?? {}) }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", reject);
+      res.on("end", () => {
+        try {
+          resolve({ ok: (res.statusCode ?? 500) < 300, json: JSON.parse(Buffer.concat(chunks).toString("utf8")) });
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error("timed out")));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
 async function isHealthy(clientUrl: string): Promise<boolean> {
   try {
-    const res = await fetch(`${clientUrl}/health`, { signal: AbortSignal.timeout(2_000) });
+    const res = await ask(clientUrl, "/health", 2_000);
     if (!res.ok) return false;
-    const body = (await res.json()) as { health?: unknown };
+    const body = res.json as { health?: unknown };
     return body.health === "true" || body.health === true;
   } catch {
     return false;
@@ -242,9 +286,9 @@ async function isHealthy(clientUrl: string): Promise<boolean> {
 /** A member's ID and the leader it knows, from the gRPC gateway's /v3/maintenance/status. */
 async function memberStatus(clientUrl: string): Promise<{ memberId: string; leader: string } | undefined> {
   try {
-    const res = await fetch(`${clientUrl}/v3/maintenance/status`, { method: "POST", body: "{}", signal: AbortSignal.timeout(1_000) });
+    const res = await ask(clientUrl, "/v3/maintenance/status", 1_000, "{}");
     if (!res.ok) return undefined;
-    const body = (await res.json()) as { header?: { member_id?: string }; leader?: string };
+    const body = res.json as { header?: { member_id?: string }; leader?: string };
     if (!body.header?.member_id || !body.leader) return undefined;
     return { memberId: body.header.member_id, leader: body.leader };
   } catch {
@@ -304,11 +348,13 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     const dir = await mkdtemp(join(tmpdir(), "constellation-etcd-"));
     liveDirs.add(dir);
-    const members = await defineMembers(dir, count, opts.extraArgs ?? [], opts.hosts);
+    const tls = opts.tls ? await makeTls(dir, count, opts.hosts) : undefined;
+    const members = await defineMembers(dir, count, opts.extraArgs ?? [], opts.hosts, tls);
     try {
+      if (tls) for (const m of members) clientTls.set(m.clientUrl, { ca: readFileSync(tls.ca, "utf8"), cert: readFileSync(tls.cert, "utf8"), key: readFileSync(tls.key, "utf8") });
       for (const m of members) m.spawn();
       await waitHealthy(members, HEALTH_DEADLINE_MS);
-      return makeCluster(dir, members);
+      return makeCluster(dir, members, tls);
     } catch (err) {
       lastError = err;
       await Promise.all(members.map((m) => m.kill("SIGKILL", STOP_GRACE_MS)));
@@ -321,13 +367,34 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
   throw lastError;
 }
 
-async function defineMembers(dir: string, count: number, extraArgs: string[], hosts?: StartEtcdOptions["hosts"]): Promise<Member[]> {
+/** The members' CA, one certificate for every member (each's address in it), and a client's, as files in `dir/tls`. */
+async function makeTls(dir: string, count: number, hosts?: StartEtcdOptions["hosts"]): Promise<EtcdTls & { member: { cert: string; key: string } }> {
+  const at = join(dir, "tls");
+  mkdirSync(at, { mode: 0o700 });
+  const ca = await createCa("etcd-test");
+  const sign = async (node: string, addresses: string[]) => {
+    const { csr, key } = await createCsr(node);
+    return { cert: (await signCsr(ca, csr, { cluster: "etcd-test", node, role: "controller", addresses })).cert, key };
+  };
+  const member = await sign("etcd-member", hosts ? Array.from({ length: count }, (_, i) => hosts.address(i)) : ["127.0.0.1"]);
+  const client = await sign("etcd-client", []);
+  const file = (name: string, body: string) => (writeFileSync(join(at, name), body, { mode: 0o600 }), join(at, name));
+  return {
+    ca: file("ca.pem", ca.cert),
+    cert: file("client.pem", client.cert),
+    key: file("client-key.pem", client.key),
+    member: { cert: file("member.pem", member.cert), key: file("member-key.pem", member.key) },
+  };
+}
+
+async function defineMembers(dir: string, count: number, extraArgs: string[], hosts?: StartEtcdOptions["hosts"], tls?: Awaited<ReturnType<typeof makeTls>>): Promise<Member[]> {
   const ports = hosts ? [] : await freePorts(count * 2);
+  const scheme = tls ? "https" : "http";
   const token = `constellation-test-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
   const specs = Array.from({ length: count }, (_, i) => ({
     name: `m${i}`,
-    clientUrl: hosts ? `http://${hosts.address(i)}:2379` : `http://127.0.0.1:${ports[2 * i]!}`,
-    peerUrl: hosts ? `http://${hosts.address(i)}:2380` : `http://127.0.0.1:${ports[2 * i + 1]!}`,
+    clientUrl: hosts ? `${scheme}://${hosts.address(i)}:2379` : `${scheme}://127.0.0.1:${ports[2 * i]!}`,
+    peerUrl: hosts ? `${scheme}://${hosts.address(i)}:2380` : `${scheme}://127.0.0.1:${ports[2 * i + 1]!}`,
   }));
   const initialCluster = specs.map((s) => `${s.name}=${s.peerUrl}`).join(",");
   return specs.map((s, i) => {
@@ -346,13 +413,25 @@ async function defineMembers(dir: string, count: number, extraArgs: string[], ho
       `--max-request-bytes=${MAX_REQUEST_BYTES}`,
       "--logger=zap",
       "--log-outputs=stderr", // stderr is the member's log file
+      ...(tls
+        ? [
+            `--cert-file=${tls.member.cert}`,
+            `--key-file=${tls.member.key}`,
+            `--trusted-ca-file=${tls.ca}`,
+            "--client-cert-auth",
+            `--peer-cert-file=${tls.member.cert}`,
+            `--peer-key-file=${tls.member.key}`,
+            `--peer-trusted-ca-file=${tls.ca}`,
+            "--peer-client-cert-auth",
+          ]
+        : []),
       ...extraArgs,
     ];
     return new Member(s.name, s.clientUrl, s.peerUrl, dataDir, logFile, args, hosts?.netns(i));
   });
 }
 
-function makeCluster(dir: string, members: Member[]): EtcdCluster {
+function makeCluster(dir: string, members: Member[], tls?: EtcdTls): EtcdCluster {
   let stopped: Promise<void> | undefined;
   const member = (i: number): Member => {
     const m = members[i];
@@ -363,6 +442,7 @@ function makeCluster(dir: string, members: Member[]): EtcdCluster {
     endpoints: members.map((m) => m.clientUrl),
     members,
     dir,
+    ...(tls ? { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } } : {}),
     stop() {
       stopped ??= (async () => {
         // The leader last: stopped while its followers still run, it first tries to hand over

@@ -136,6 +136,29 @@ export function isEndpointFailure(err: unknown): boolean {
   return code === GrpcCode.UNAVAILABLE || code === GrpcCode.DEADLINE_EXCEEDED || errorMessage(err).includes("etcdserver: no leader");
 }
 
+/** What a TLS failure on the link to etcd means and what to do (undefined: not one). */
+export function tlsFailure(msg: string): string | undefined {
+  if (/alert bad certificate|alert certificate required|alert unknown ca|alert certificate unknown|SSL alert number (42|46|48|116)\b/i.test(msg)) {
+    return "etcd refused this controller's client certificate (etcd has --client-cert-auth): give --store-cert and --store-key, a certificate signed by the CA etcd trusts (its --trusted-ca-file)";
+  }
+  if (/certificate has expired|alert certificate expired|SSL alert number 45\b/i.test(msg)) {
+    return "a certificate on the link to etcd has expired (etcd's, or this controller's --store-cert); if it should not have, is this machine's clock right?";
+  }
+  if (/certificate is not yet valid/i.test(msg)) {
+    return "etcd's certificate is not valid yet: is this machine's clock right (or etcd's certificate dated ahead)?";
+  }
+  if (/unable to verify the first certificate|self[- ]signed certificate|unable to get (local )?issuer certificate/i.test(msg)) {
+    return "etcd's certificate is not signed by --store-ca: give the CA that signed etcd's certificate (its --trusted-ca-file, usually)";
+  }
+  if (/Hostname\/IP does not match|does not match certificate's altnames|ERR_TLS_CERT_ALTNAME_INVALID/i.test(msg)) {
+    return "etcd's certificate does not name the address dialled: give --store with a name or address in its certificate";
+  }
+  if (/wrong version number|packet length too long|http_request/i.test(msg)) {
+    return "TLS was spoken to a plain-HTTP etcd (or the other way round): give http:// or https:// endpoints to match etcd's --listen-client-urls";
+  }
+  return undefined;
+}
+
 /**
  * Maps any error from the etcd3 client, gRPC or etcd to a ConstellationError.
  *
@@ -169,6 +192,9 @@ export function castEtcdError(err: unknown, ctx: EtcdErrorContext = {}): Constel
   if (msg.includes("etcdserver: corrupt cluster")) return new StoreCorruptError(`etcd reports a corrupt cluster (${op}): ${msg}`, err);
   // etcd3's ClientClosedError: "Tried to call a KV method on etcd3, but the client was already closed".
   if (msg.includes("client was already closed")) return new StoreClosedError();
+
+  const tls = tlsFailure(msg);
+  if (tls) return new StoreUnavailableError(`etcd ${op} failed: ${tls}`, err);
 
   const code = grpcCode(err);
   switch (code) {

@@ -56,7 +56,7 @@ import type {
 import type { ByteRange } from "../validate.js";
 import { checkKey, checkLeaseId, checkRangeOptions, checkCompactRevision, checkRevision, checkTtl, checkTxn, checkValue, toByteRange } from "../validate.js";
 import type { EtcdErrorContext } from "./etcd-errors.js";
-import { castEtcdError, isEndpointFailure, isTransient, wasNotApplied } from "./etcd-errors.js";
+import { castEtcdError, isEndpointFailure, isTransient, tlsFailure, wasNotApplied } from "./etcd-errors.js";
 import type { WatchConnection, WatchConnector } from "./etcd-watch.js";
 import { EtcdWatch, toKeyValue } from "./etcd-watch.js";
 
@@ -72,6 +72,8 @@ export interface EtcdStoreOptions {
   requestTimeoutMs?: number;
   /** How long a broken watch keeps trying to reconnect before it fails. Default 30000. */
   watchReconnectTimeoutMs?: number;
+  /** TLS (https endpoints): the CA that signed etcd's certificate, and a client certificate and key for etcd's --client-cert-auth (PEM). */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 type CallOptions = NonNullable<Parameters<WatchClient["watch"]>[0]>;
@@ -298,6 +300,7 @@ export class EtcdStore implements Store {
       url,
       client: new Etcd3({
         hosts: [url],
+        ...(opts.tls ? { credentials: { rootCertificate: opts.tls.ca, ...(opts.tls.cert && opts.tls.key ? { certChain: opts.tls.cert, privateKey: opts.tls.key } : {}) } } : {}),
         faultHandling: { global: passThrough, host: () => passThrough },
         grpcOptions: GRPC_CHANNEL_OPTIONS,
       }),
@@ -325,6 +328,8 @@ export class EtcdStore implements Store {
       this.preferred = await Promise.any(probes);
       this.markUp(this.endpoints[this.preferred]!);
     } catch {
+      const tls = [...new Set(errors.map((e) => tlsFailure(e instanceof Error ? e.message : String(e))))];
+      if (tls.length === 1 && tls[0]) throw new StoreUnavailableError(`etcd at ${this.endpoints.map((e) => e.url).join(", ")}: ${tls[0]}`, errors[0]);
       const detail = errors.map((e) => castEtcdError(e, { op: "connect", timeoutMs }).message).join("; ");
       throw new StoreUnavailableError(`cannot reach etcd at ${this.endpoints.map((e) => e.url).join(", ")} within ${timeoutMs} ms: ${detail}`, errors[0]);
     }
