@@ -16,7 +16,7 @@ import { z } from "zod";
 import { type CertRecord, type JoinTokenRecord, KEYS, nodeKey } from "../model/records.js";
 import type { Store } from "../store/types.js";
 import { RnpError, RnpPeer } from "./rnp/peer.js";
-import { type CertAndKey, fingerprint, identityOf } from "./tls/identity.js";
+import { type CertAndKey, certDatesProblem, fingerprint, identityOf } from "./tls/identity.js";
 import { createCsr, signCsr } from "./tls/signer.js";
 
 const TOKEN = /^cjt1\.([0-9a-f]{64})\.([0-9a-f]{12})\.([A-Za-z0-9_-]{43})$/;
@@ -193,6 +193,14 @@ export async function joinCluster(options: { address: string; token: string; nod
       if (!signed) {
         s.destroy();
         reject(new RnpError("unauthorized", `${options.address} is not a controller of the cluster this token is for (its certificate is not signed by the CA the token names)`));
+        return;
+      }
+      // Its dates by this machine's clock: a clock far off would fail every connection after the join.
+      const now = Date.now();
+      const dates = certDatesProblem(now < Date.parse(leaf.valid_from) ? "CERT_NOT_YET_VALID" : now > Date.parse(leaf.valid_to) ? "CERT_HAS_EXPIRED" : undefined, leaf, `the controller's (${options.address})`, now);
+      if (dates) {
+        s.destroy();
+        reject(new RnpError("unauthorized", dates));
         return;
       }
       resolve(s);

@@ -14,7 +14,7 @@ import type { Store } from "../store/types.js";
 import { AGENT_METHODS, agentHandlers } from "./agent-protocol.js";
 import type { ClusterNodes } from "./nodes.js";
 import { RnpError, RnpPeer } from "./rnp/peer.js";
-import { identityOf } from "./tls/identity.js";
+import { certDatesProblem, identityOf } from "./tls/identity.js";
 
 /** Largest frame from a connection without a certificate (a join), and how long it may stay. */
 export const JOIN_MAX_FRAME = 16 * 1024;
@@ -145,7 +145,10 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
         });
         return;
       }
-      if (!socket.authorized) return refuse(`no certificate of this cluster's CA (${String(socket.authorizationError ?? "none given")})`);
+      if (!socket.authorized) {
+        const dates = certDatesProblem(socket.authorizationError, given, `node ${identityOf(given.raw)?.node ?? "?"}'s`);
+        return refuse(dates ?? `no certificate of this cluster's CA (${String(socket.authorizationError ?? "none given")})`);
+      }
       const id = identityOf(given.raw);
       if (!id) return refuse("its certificate does not name a node");
       if (id.cluster !== options.cluster) return refuse(`its certificate is for cluster "${id.cluster}", this is "${options.cluster}"`);

@@ -9,11 +9,11 @@ import { X509Certificate } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { availableParallelism, hostname, totalmem } from "node:os";
 import type { Duplex } from "node:stream";
-import { connect } from "node:tls";
 import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
 import { RnpAgentLink, nodeHandlers } from "../cluster/agent-protocol.js";
 import { type ClusterFiles, readClusterFiles, replaceNodeCert, writeClusterFiles } from "../cluster/files.js";
+import { dialController } from "../cluster/dial.js";
 import { joinCluster, parseJoinToken, splitAddress } from "../cluster/join.js";
 import { RnpClient } from "../cluster/rnp/client.js";
 import { fingerprint, identityOf, renewAt } from "../cluster/tls/identity.js";
@@ -138,37 +138,19 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
     const mine = { cert: files.cert, key: files.key };
     // Only the cluster's CA is trusted, and only a controller of this cluster is talked to. A
     // controller that does not answer within 3 s (its machine gone) is given up for the next.
-    const dial = () =>
-      new Promise<Duplex>((done, fail) => {
-        const target = controllers[at % controllers.length]!;
-        const [host, port] = splitAddress(target);
-        const s = connect({
-          host,
-          port: Number(port),
-          // The certificate of the moment: a renewal is used from the next connection on.
-          cert: mine.cert,
-          key: mine.key,
-          ca: files.caCert,
-          minVersion: "TLSv1.3",
-          checkServerIdentity: (_name, cert) => {
-            const id = identityOf(cert.raw);
-            if (!id || id.role !== "controller" || id.cluster !== files.name) return new Error(`${target} is not a controller of cluster ${files.name}`);
-            return undefined;
-          },
-        });
-        const timer = setTimeout(() => s.destroy(new Error(`${target} did not answer within 3 s`)), 3000);
-        s.once("secureConnect", () => {
-          clearTimeout(timer);
-          s.setNoDelay(true); // small frames, answered at once: no Nagle delay behind a delayed ACK
-          connectedTo = target;
-          done(s);
-        });
-        s.once("error", (err) => {
-          clearTimeout(timer);
-          at++; // the next controller, if there are others
-          fail(err);
-        });
-      });
+    const dial = async (): Promise<Duplex> => {
+      const target = controllers[at % controllers.length]!;
+      const [host, port] = splitAddress(target);
+      try {
+        // The certificate of the moment: a renewal is used from the next connection on.
+        const s = await dialController({ host, port: Number(port), cert: mine.cert, key: mine.key, ca: files.caCert, cluster: files.name, timeoutMs: 3000, target });
+        connectedTo = target;
+        return s;
+      } catch (err) {
+        at++; // the next controller, if there are others
+        throw err;
+      }
+    };
     let connectedTo = files.controller!;
     /** An HA cluster's heartbeat named its controllers: kept, and dialled in turn when one fails. */
     const knowControllers = (list: string[]) => {

@@ -15,6 +15,7 @@ import { RnpClient } from "../../src/cluster/rnp/client.js";
 import { RnpError } from "../../src/cluster/rnp/peer.js";
 import { type ClusterServer, serveCluster } from "../../src/cluster/server.js";
 import { type CertAndKey, createCa, createCsr, identityOf, signCsr } from "../../src/cluster/tls/ca.js";
+import { dialController } from "../../src/cluster/dial.js";
 import { type CertRecord, KEYS, nodeKey } from "../../src/model/records.js";
 import { openStore } from "../../src/store/open.js";
 import type { Store } from "../../src/store/types.js";
@@ -151,6 +152,49 @@ describe("joining a cluster", () => {
       assert.equal(received, 0, "nothing was sent to it");
     } finally {
       fake.close();
+    }
+  });
+
+  it("a clock far off is named: a controller's certificate not yet valid or expired here, a node's at the controller", async () => {
+    const DAY = 86_400_000;
+    // The controller's certificate is dated two days ahead: as a node whose clock lags two days sees it.
+    const { csr, key } = await createCsr("ctl-ahead");
+    const ahead = { cert: (await signCsr(ca, csr, { cluster: "prod", node: "ctl-ahead", role: "controller", addresses: ["127.0.0.1"] }, Date.now() + 2 * DAY)).cert, key };
+    const n = await createCsr("n-clock");
+    const nodeCert = { cert: (await signCsr(ca, n.csr, { cluster: "prod", node: "n-clock", role: "agent", addresses: ["127.0.0.1"] })).cert, key: n.key };
+    const other = await serveCluster({ store, cluster: "prod", caCert: ca.cert, ...ahead, host: "127.0.0.1", port: 0, log: () => undefined, join: (body) => admit(store, ca, "prod", body) });
+    try {
+      const good = await createJoinToken(store, ca.cert);
+      await assert.rejects(
+        joinCluster({ address: `127.0.0.1:${other.port}`, token: good.token, node: "n-lag" }),
+        refusedWith("unauthorized", /the controller's \(127\.0\.0\.1:\d+\) certificate is not valid yet \(from \d{4}-.*\) and this machine's clock says .*: is this machine's clock right/),
+      );
+      // A node's dial (the agent's) says the same.
+      await assert.rejects(
+        dialController({ host: "127.0.0.1", port: other.port, ...nodeCert, ca: ca.cert, cluster: "prod", timeoutMs: 3000, target: "c:1" }),
+        /^Error: the controller's \(c:1\) certificate is not valid yet \(from \d{4}-.*\) and this machine's clock says .*: is this machine's clock right/,
+      );
+      // ...and a controller of another cluster, or a node's certificate, is not taken.
+      await assert.rejects(dialController({ host: "127.0.0.1", port: server.port, ...nodeCert, ca: ca.cert, cluster: "other", timeoutMs: 3000, target: "c:2" }), /c:2 is not a controller of cluster other/);
+      const foreign = await createCa("prod");
+      await assert.rejects(dialController({ host: "127.0.0.1", port: server.port, ...nodeCert, ca: foreign.cert, cluster: "prod", timeoutMs: 3000, target: "c:3" }), /c:3's certificate is not one of this cluster's CA \(/);
+      const s = await dialController({ host: "127.0.0.1", port: server.port, ...nodeCert, ca: ca.cert, cluster: "prod", timeoutMs: 3000, target: "c:4" });
+      s.destroy();
+    } finally {
+      await other.close();
+    }
+    // At the controller: a node's certificate dated ahead, and one expired, refused with the clock named.
+    for (const [node, at, said] of [
+      ["n-ahead", Date.now() + 2 * DAY, /refused .*: node n-ahead's certificate is not valid yet \(from .*\) and this machine's clock says .*: is this machine's clock right/],
+      ["n-old", Date.now() - 100 * DAY, /refused .*: node n-old's certificate has expired \(at .*\) and this machine's clock says/],
+    ] as const) {
+      const n = await createCsr(node);
+      const cert = (await signCsr(ca, n.csr, { cluster: "prod", node, role: "agent", addresses: ["127.0.0.1"] }, at)).cert;
+      log.length = 0;
+      const s = connect({ host: "127.0.0.1", port: server.port, cert, key: n.key, ca: ca.cert, checkServerIdentity: () => undefined, minVersion: "TLSv1.3" });
+      s.on("error", () => undefined);
+      await waitFor(`the refusal of ${node}`, () => (log.some((l) => said.test(l)) ? true : undefined));
+      s.destroy();
     }
   });
 });

@@ -63,3 +63,22 @@ export function identityOf(cert: string | Uint8Array): (NodeIdentity & { serial:
     return undefined;
   }
 }
+
+/**
+ * A certificate refused for its dates (OpenSSL's CERT_NOT_YET_VALID or CERT_HAS_EXPIRED), said
+ * with the dates and this machine's time, since a clock far off is the usual cause; undefined
+ * for any other failure. `whose`: "the controller's", "node n-1's", "this node's".
+ */
+export function certDatesProblem(code: unknown, cert: { valid_from?: string; valid_to?: string } | undefined, whose: string, now = Date.now()): string | undefined {
+  const iso = (d: string | undefined) => (d && Number.isFinite(Date.parse(d)) ? new Date(Date.parse(d)).toISOString() : undefined);
+  const clock = `this machine's clock says ${new Date(now).toISOString()}`;
+  if (code === "CERT_NOT_YET_VALID") {
+    const from = iso(cert?.valid_from);
+    return `${whose} certificate is not valid yet${from ? ` (from ${from})` : ""} and ${clock}: is this machine's clock right, or the other machine's?`;
+  }
+  if (code === "CERT_HAS_EXPIRED") {
+    const to = iso(cert?.valid_to);
+    return `${whose} certificate has expired${to ? ` (at ${to})` : ""} and ${clock}: if it should not have, is this machine's clock right, or the other machine's?`;
+  }
+  return undefined;
+}
