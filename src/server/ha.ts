@@ -95,7 +95,7 @@ export interface LoopsLeader {
  * loops run, fenced by its leadership; when it loses office, they stop and it queues again.
  */
 export function leadLoops(store: Store, node: string, controller: Controller, log: (line: string) => void, ttlSeconds = LEADER_TTL_S): LoopsLeader {
-  const election = new Election(store, "controller", { ttl: ttlSeconds, prefix: KEYS.elections });
+  const election = new Election(store, "controller", { ttl: ttlSeconds, prefix: KEYS.elections, log });
   const abort = new AbortController();
   const run = async () => {
     let failures = 0;

@@ -20,6 +20,8 @@ export interface ElectionOptions {
   ttl?: number;
   /** Key prefix for the election's keys (default "elections/"). */
   prefix?: string;
+  /** Told once of each key under the prefix that is not a claim (no lease, or not named by it): ignored. */
+  log?: (line: string) => void;
 }
 
 export interface LeaderInfo {
@@ -98,14 +100,31 @@ export class Leadership {
 export class Election {
   private readonly ttl: number;
   private readonly prefix: string;
+  private readonly ignored = new Set<string>();
 
   constructor(
     private readonly store: Store,
     readonly name: string,
-    options: ElectionOptions = {},
+    private readonly options: ElectionOptions = {},
   ) {
     this.ttl = options.ttl ?? 5;
     this.prefix = `${options.prefix ?? "elections/"}${name}/`;
+  }
+
+  /**
+   * The claims among keys under the prefix: each is named by its own lease (as campaign puts
+   * it), so a key written by hand — no lease, or another name — leads nothing (it would lead
+   * for ever, never expiring).
+   */
+  private claims(kvs: KeyValue[]): KeyValue[] {
+    return kvs.filter((kv) => {
+      if (kv.lease !== undefined && kv.key === `${this.prefix}${kv.lease}`) return true;
+      if (!this.ignored.has(kv.key)) {
+        this.ignored.add(kv.key);
+        this.options.log?.(`election ${this.name}: ignoring ${kv.key}: not a claim (${kv.lease === undefined ? "no lease" : `not named by its lease ${kv.lease}`}); someone wrote it by hand? delete it`);
+      }
+      return false;
+    });
   }
 
   /**
@@ -138,7 +157,7 @@ export class Election {
   /** The current leader, if any. */
   async leader(): Promise<LeaderInfo | undefined> {
     const { kvs } = await this.store.range({ prefix: this.prefix });
-    return leaderOf(kvs);
+    return leaderOf(this.claims(kvs));
   }
 
   /**
@@ -149,7 +168,7 @@ export class Election {
   async *observe(signal?: AbortSignal): AsyncGenerator<LeaderInfo | undefined> {
     const snapshot = await this.store.range({ prefix: this.prefix });
     const keys = new Map(snapshot.kvs.map((kv) => [kv.key, kv]));
-    let last = leaderOf([...keys.values()]);
+    let last = leaderOf(this.claims([...keys.values()]));
     yield last;
     const watch = this.store.watch({ prefix: this.prefix }, { fromRevision: snapshot.revision + 1 });
     const stop = () => watch.close();
@@ -161,7 +180,7 @@ export class Election {
           if (ev.type === "put") keys.set(ev.kv.key, ev.kv);
           else keys.delete(ev.kv.key);
         }
-        const now = leaderOf([...keys.values()]);
+        const now = leaderOf(this.claims([...keys.values()]));
         if (now?.key !== last?.key || now?.token !== last?.token) {
           last = now;
           yield now;
@@ -183,7 +202,7 @@ export class Election {
       if (!mine || mine.createRevision !== token) {
         throw new NotLeaderError(this.name, "our claim disappeared (lease lost) while waiting to lead");
       }
-      const older = kvs.filter((kv) => kv.createRevision < token);
+      const older = this.claims(kvs).filter((kv) => kv.createRevision < token);
       if (older.length === 0) return revision;
       // Wait for the newest older claim to go (as etcd does: no thundering herd).
       const prev = older.reduce((a, b) => (a.createRevision > b.createRevision ? a : b));

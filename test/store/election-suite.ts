@@ -93,6 +93,29 @@ export function electionSuite(name: string, setup: () => Promise<{ config: Store
       }
     });
 
+    it("a key written by hand under the election's prefix leads nothing (said once), and a contender still wins", async () => {
+      const env = await setup();
+      const store = await openStore(env.config);
+      try {
+        const lines: string[] = [];
+        await store.put("elections/hand/zzz", "garbage");
+        const other = await store.grantLease(30);
+        await store.put("elections/hand/1", "named by another lease", { lease: other.id });
+        const e = new Election(store, "hand", { ttl: 2, log: (l) => lines.push(l) });
+        assert.equal(await e.leader(), undefined);
+        const won = await Promise.race([e.campaign("A"), new Promise<undefined>((r) => setTimeout(r, 10_000, undefined).unref())]);
+        assert.ok(won, "A leads though hand-written keys are older");
+        assert.equal((await e.leader())?.value, "A");
+        assert.equal(lines.filter((l) => l.includes("elections/hand/zzz") && /no lease/.test(l)).length, 1, lines.join("\n"));
+        assert.equal(lines.filter((l) => l.includes("elections/hand/1") && /not named by its lease/.test(l)).length, 1, lines.join("\n"));
+        await won.resign();
+        await store.revokeLease(other.id);
+      } finally {
+        await store.close();
+        await env.cleanup();
+      }
+    });
+
     it("three processes: kill -9 and pause the leader; a successor leads within TTL + 1 s; never two leaders", async () => {
       const env = await setup();
       cleanup = env.cleanup;
