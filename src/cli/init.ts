@@ -37,6 +37,25 @@ interface InitOptions {
   ttl?: number;
 }
 
+/** The ports of this data dir's last start, as it recorded them (absent: none, or unreadable). */
+function keptPorts(dataDir: string): Partial<Record<"port" | "clusterPort" | "apiPort" | "gossipPort", number>> {
+  const read = (file: string, parse: (text: string) => unknown) => {
+    try {
+      const n = Number(parse(readFileSync(join(dataDir, file), "utf8")));
+      return Number.isInteger(n) && n > 0 && n < 65536 ? n : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const found = {
+    port: read("endpoint", (t) => new URL(t.trim()).port),
+    clusterPort: read("cluster.port", (t) => t.trim()),
+    apiPort: read("https.port", (t) => t.trim()),
+    gossipPort: read(join("cluster", "gossip.json"), (t) => (JSON.parse(t) as { port?: unknown }).port),
+  };
+  return Object.fromEntries(Object.entries(found).filter(([, v]) => v !== undefined));
+}
+
 /** The --store-* TLS files given. */
 const storeTls = (o: InitOptions) => ({ ...(o.storeCa ? { ca: o.storeCa } : {}), ...(o.storeCert ? { cert: o.storeCert } : {}), ...(o.storeKey ? { key: o.storeKey } : {}) });
 
@@ -112,6 +131,11 @@ async function run(o: InitOptions, cmd: Command): Promise<void> {
   if (o.join !== undefined && g.token === undefined && !existsSync(join(dataDir, "cluster", "cluster.json"))) {
     cmd.error(`error: joining needs the token the controller made: --token T (on the controller: constellation token --join)`, { exitCode: 2 });
   }
+  // A restart with no flags comes back on the ports of its last start (nodes keep its addresses).
+  const kept = keptPorts(dataDir);
+  for (const k of ["port", "clusterPort", "apiPort", "gossipPort"] as const) {
+    if (cmd.getOptionValueSource(k) === "default" && kept[k] !== undefined) o[k] = kept[k];
+  }
   if (o.foreground) return foreground(o, dataDir, g.token);
   const running = readReady(dataDir);
   if (running) return say(running, dataDir, o, true);
@@ -140,8 +164,9 @@ async function run(o: InitOptions, cmd: Command): Promise<void> {
       return;
     }
     if (ended !== undefined || Date.now() > deadline) {
-      const tail = readFileSync(log, "utf8").trim().split("\n").slice(-5).join("\n");
-      const why = /error: (.*)/.exec(tail)?.[1] ?? tail;
+      // This start's own lines only (the log keeps earlier starts'), and its last error.
+      const tail = readFileSync(log, "utf8").slice(logAt).trim().split("\n").slice(-5).join("\n");
+      const why = [...tail.matchAll(/error: (.*)/g)].at(-1)?.[1] ?? tail;
       if (ended === undefined) child.kill();
       throw new RuntimeUnavailableError(ended === undefined ? `the node did not come up within 120 s; its log (${log}) ends:\n${tail}` : why);
     }

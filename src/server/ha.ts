@@ -12,12 +12,15 @@
  *
  *   campaign ─▶ leader ─▶ controller.start(fence) ─▶ … lease lost / key gone ─▶ controller.stop() ─▶ campaign
  */
+import { type KeyObject, X509Certificate, createPrivateKey } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
+import { z } from "zod";
 import type { Controller } from "../controller/controller.js";
+import { StoreCorruptError } from "../model/errors.js";
 import { type ControllerRecord, KEYS } from "../model/records.js";
 import { Election } from "../store/election.js";
 import { LeaseKeeper } from "../store/lease-keeper.js";
-import type { Store } from "../store/types.js";
+import type { KeyValue, Store } from "../store/types.js";
 
 /** The loops' election: its lease's TTL (s) is how long a dead leader holds them. */
 export const LEADER_TTL_S = 2;
@@ -37,14 +40,46 @@ export interface StoredCa {
  */
 export async function sharedCa(store: Store, make: () => Promise<StoredCa>): Promise<{ ca: StoredCa; made: boolean }> {
   const kv = await store.get(KEYS.clusterCa);
-  if (kv) return { ca: JSON.parse(kv.value) as StoredCa, made: false };
+  if (kv) return { ca: checkStoredCa(kv.value), made: false };
   const ca = await make();
   const r = await store.txn({
     compare: [{ key: KEYS.clusterCa, target: "version", op: "=", value: 0 }],
     success: [{ type: "put", key: KEYS.clusterCa, value: JSON.stringify(ca) }],
   });
   if (r.succeeded) return { ca, made: true };
-  return { ca: JSON.parse((await store.get(KEYS.clusterCa))!.value) as StoredCa, made: false };
+  return { ca: checkStoredCa((await store.get(KEYS.clusterCa))!.value), made: false };
+}
+
+/**
+ * The CA kept in the store, checked before anything is signed with it: a cluster name, a CA
+ * certificate, and its own private key. Anything else (written by hand, damaged) is refused
+ * with where to find a good copy, before this controller takes a name or writes a file.
+ */
+export function checkStoredCa(value: string): StoredCa {
+  const bad = (why: string) =>
+    new StoreCorruptError(`the cluster's CA in the store (${KEYS.clusterCa}) is not one: ${why}. It was written by hand or damaged: put back the one a controller of this cluster keeps (its data dir's cluster files), or use another store`);
+  let ca: Partial<StoredCa>;
+  try {
+    ca = JSON.parse(value) as Partial<StoredCa>;
+  } catch {
+    throw bad("not JSON");
+  }
+  if (typeof ca !== "object" || ca === null || typeof ca.name !== "string" || typeof ca.cert !== "string" || typeof ca.key !== "string") throw bad("it lacks its name, cert or key");
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(ca.cert);
+  } catch {
+    throw bad("its cert is not a PEM certificate");
+  }
+  if (!cert.ca) throw bad("its cert is not a CA's");
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(ca.key);
+  } catch {
+    throw bad("its key is not a PEM private key");
+  }
+  if (!cert.checkPrivateKey(key)) throw bad("its key is not the cert's");
+  return { name: ca.name, cert: ca.cert, key: ca.key };
 }
 
 /** Keeps this controller in the store's list (on a lease) until closed. */
@@ -79,10 +114,42 @@ export async function registerController(store: Store, record: () => ControllerR
   };
 }
 
+const controllerRecord = z.object({
+  node: z.string().min(1).max(253),
+  address: z.string().min(1).max(300),
+  api: z.string().max(300).optional(),
+  gossip: z.string().max(300).optional(),
+});
+/** Keys already said to be bad (at the revision they were seen): each said once. */
+const saidBad = new Set<string>();
+
+/**
+ * The controllers in these registrations (KEYS.controllers). One that is not a registration (a
+ * key written by hand: not JSON, fields missing, another node than its key names) is skipped
+ * and said once: one bad key must not hide the others from nodes and `status`.
+ */
+export function controllersOf(kvs: KeyValue[], log: (line: string) => void): ControllerRecord[] {
+  const list: ControllerRecord[] = [];
+  for (const kv of kvs) {
+    let parsed: ReturnType<typeof controllerRecord.safeParse> | undefined;
+    try {
+      parsed = controllerRecord.safeParse(JSON.parse(kv.value));
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed?.success && kv.key === `${KEYS.controllers}${parsed.data.node}`) list.push(parsed.data as ControllerRecord);
+    else if (!saidBad.has(`${kv.key}@${kv.modRevision}`)) {
+      saidBad.add(`${kv.key}@${kv.modRevision}`);
+      log(`controller: ignoring ${kv.key} in the store: not a controller's registration (written by hand? delete it)`);
+    }
+  }
+  return list;
+}
+
 /** The controllers registered now. */
-export async function listControllers(store: Store): Promise<ControllerRecord[]> {
+export async function listControllers(store: Store, log: (line: string) => void): Promise<ControllerRecord[]> {
   const { kvs } = await store.range({ prefix: KEYS.controllers });
-  return kvs.map((kv) => JSON.parse(kv.value) as ControllerRecord);
+  return controllersOf(kvs, log);
 }
 
 export interface LoopsLeader {

@@ -19,7 +19,7 @@ import { InvalidArgumentError, RuntimeUnavailableError, StoreLostError } from ".
 import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
 import { Controller, type TreeQuotas } from "../controller/controller.js";
-import { type CertRecord, type ControllerRecord, KEYS, type NodeRecord, PREFIX, nodeKey } from "../model/records.js";
+import { type CertRecord, KEYS, type NodeRecord, PREFIX, nodeKey } from "../model/records.js";
 import { type ClusterFiles, checkClusterName, readClusterFiles, replaceNodeCert, writeClusterFiles } from "../cluster/files.js";
 import { admit, createJoinToken, renew, revokeJoinToken } from "../cluster/join.js";
 import { ClusterNodes } from "../cluster/nodes.js";
@@ -42,7 +42,7 @@ import { keepTrimmingMalloc } from "./memory.js";
 import { type NodeGossip, nodeMeta, startNodeGossip } from "./gossip.js";
 import type { GossipConfig } from "../cluster/gossip/config.js";
 import { ensureGossipKeyring, followGossipKeyring } from "../controller/gossip-keys.js";
-import { leadLoops, listControllers, registerController, sharedCa } from "./ha.js";
+import { controllersOf, leadLoops, listControllers, registerController, sharedCa } from "./ha.js";
 import { Election } from "../store/election.js";
 import { type EtcdStoreConfig, readEtcdTls } from "../model/store-url.js";
 
@@ -200,7 +200,6 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
   if (etcd) {
     if (!options.cluster) throw new InvalidArgumentError("store", "an etcd store is for a cluster's controllers: give --cluster NAME (or --server)");
     store = await openStore({ backend: "etcd", endpoints: etcd.endpoints, ...(etcd.tls ? { tls: readEtcdTls(etcd.tls) } : {}) });
-    if (options.store) writeFileSync(join(dataDir, "store.json"), `${JSON.stringify(etcd)}\n`, { mode: 0o600 });
   } else {
     closeSync(openSync(dbPath, "a", 0o600)); // SQLite gives its -wal and -shm files the db's mode
     for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
@@ -238,6 +237,8 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     const clusterFiles = etcd
       ? await haController(dataDir, store, known, options.cluster?.name, options.nodeName ?? nodeNameOf(hostname()), options.cluster?.addresses ?? hostAddresses(), options.cluster?.certValidDays)
       : (known ?? (options.cluster ? await newController(dataDir, store, checkClusterName(options.cluster.name ?? "default"), options.nodeName ?? nodeNameOf(hostname()), options.cluster.addresses ?? hostAddresses(), options.cluster.certValidDays) : undefined));
+    // The store this controller is on, kept once it is one (a refused start keeps nothing).
+    if (etcd && options.store) writeFileSync(join(dataDir, "store.json"), `${JSON.stringify(etcd)}\n`, { mode: 0o600 });
     const token = await adminToken(store, dataDir);
     const devMode = options.devMode === true;
     // The runtimes and the controller apply the same defaults and ceilings.
@@ -285,7 +286,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     // An HA cluster's controllers, and which leads (the election's leader: its value is its node).
     const election = new Election(store, "controller", { prefix: KEYS.elections });
     const listed = async () => {
-      const [list, leader] = await Promise.all([listControllers(store), election.leader()]);
+      const [list, leader] = await Promise.all([listControllers(store, options.cluster?.log ?? ((l: string) => console.error(l))), election.leader()]);
       return list.map((c) => ({ ...c, leads: c.node === leader?.value }));
     };
     const api = await buildApi({
@@ -463,13 +464,13 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
         const registration = await registerController(store, () => ({ node: node.name, address: joinAddress(), api: httpsApi.url!, gossip: member.address }), log);
         closers.push(() => registration.close());
         // The other controllers' gossip members: this one joins them (nodes join through any).
-        const others = (await listControllers(store)).filter((c) => c.node !== node.name && c.gossip).map((c) => c.gossip!);
+        const others = (await listControllers(store, log)).filter((c) => c.node !== node.name && c.gossip).map((c) => c.gossip!);
         if (others.length > 0) member.join(others);
         const following = new AbortController();
         const followed = follow(
           store,
           { prefix: KEYS.controllers },
-          (kvs) => (controllers = kvs.map((kv) => (JSON.parse(kv.value) as ControllerRecord).address).sort()),
+          (kvs) => (controllers = controllersOf(kvs, log).map((c) => c.address).sort()),
           following.signal,
           (err, failures) => failures === 0 && log(`controller: following the list of controllers failed (${err.message}); trying again`),
         );
@@ -524,7 +525,8 @@ function storeConfigOf(dataDir: string, given: EtcdStoreConfig | undefined): Etc
   if (given && !kept && existsSync(join(dataDir, "store.db")) && readClusterFiles(dataDir)) {
     throw new InvalidArgumentError("store", `${dataDir} is a controller on its own store (store.db): it cannot move to etcd by a flag; give another --data`);
   }
-  if (given && kept && given.endpoints.map((e) => e.replace(/^https?:/, "")).join(",") !== kept.endpoints.map((e) => e.replace(/^https?:/, "")).join(",")) {
+  const members = (c: EtcdStoreConfig) => c.endpoints.map((e) => e.replace(/^https?:\/\//, "")).sort().join(",");
+  if (given && kept && members(given) !== members(kept)) {
     throw new InvalidArgumentError("store", `${dataDir} is a controller on etcd ${kept.endpoints.join(",")}, not ${given.endpoints.join(",")}: give that store, or another --data`);
   }
   // The same store named again without its TLS files: the kept ones.
@@ -549,6 +551,9 @@ async function haController(dataDir: string, store: Store, known: ClusterFiles |
     if (fingerprint(known.caCert) !== fingerprint(ca.cert)) throw new InvalidArgumentError("store", `${dataDir} is a controller of cluster ${known.name}, and this store holds another cluster's CA (${ca.name}): give its own store, or another --data`);
     return known;
   }
+  // Signed first (nothing in the store yet), so that a failure takes no name.
+  const { csr, key } = await createCsr(node);
+  const signed = await signCsr(ca, csr, { cluster: ca.name, node, role: "controller", addresses, ...(validDays ? { validDays } : {}) });
   // The node's name is taken once in the cluster (a joining node could not take it after, nor this one a node's).
   const nameKey = `${KEYS.nodeNames}${node}`;
   const taken = await store.txn({ compare: [{ key: nameKey, target: "createRevision", op: "=", value: 0 }], success: [{ type: "put", key: nameKey, value: JSON.stringify({ at: Date.now(), controller: true }) }] });
@@ -556,11 +561,16 @@ async function haController(dataDir: string, store: Store, known: ClusterFiles |
     if (taken.succeeded) await store.delete({ key: nameKey });
     throw new InvalidArgumentError("node", `a node named ${node} is already in cluster ${ca.name}: give this controller another name (--node)`);
   }
-  const { csr, key } = await createCsr(node);
-  const signed = await signCsr(ca, csr, { cluster: ca.name, node, role: "controller", addresses, ...(validDays ? { validDays } : {}) });
-  await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify({ node, role: "controller", issuedAt: Date.now(), notAfter: signed.notAfter } satisfies CertRecord));
   const files: ClusterFiles = { name: ca.name, node, role: "controller", caCert: ca.cert, caKey: ca.key, cert: signed.cert, key };
-  writeClusterFiles(dataDir, files);
+  try {
+    await store.put(`${KEYS.certs}${signed.serial}`, JSON.stringify({ node, role: "controller", issuedAt: Date.now(), notAfter: signed.notAfter } satisfies CertRecord));
+    writeClusterFiles(dataDir, files);
+  } catch (err) {
+    // Nothing half-made: the name given back (and the certificate's record, if written).
+    await store.delete({ key: `${KEYS.certs}${signed.serial}` }).catch(() => undefined);
+    await store.delete({ key: nameKey }).catch(() => undefined);
+    throw err;
+  }
   return files;
 }
 

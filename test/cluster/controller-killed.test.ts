@@ -101,8 +101,10 @@ describe("the controller killed under load and started again", () => {
     // The joined node's stars ran on meanwhile: the same processes.
     for (const s of onC2) assert.doesNotThrow(() => process.kill(s.status!.pid!, 0), `star ${s.name} (pid ${s.status!.pid}) ended with its controller`);
 
-    const again = init();
+    // Started again with no flags: on the ports of its last start (the node keeps its address).
+    const again = cli("c1", "init", ...dev);
     assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stdout, new RegExp(`:${port}\\b`), again.stdout);
     await waitFor("c-2 back and ready", () => (/c-2\s+ready/.test(cli("c1", "nodes").stdout) ? true : undefined), { timeoutMs: 60_000 });
     const made = results.filter((r) => r.code === 0).map((r) => r.name);
     const after = await waitFor("every star said made, running", () => {

@@ -14,6 +14,8 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, type ListedStar, cliReaders } from "../helpers/constellation.js";
+import { KEYS } from "../../src/model/records.js";
+import { openStore } from "../../src/store/open.js";
 import { testDir } from "../helpers/dirs.js";
 import { type EtcdCluster, startEtcd } from "../helpers/etcd-harness.js";
 import { endProcess, waitFor } from "../helpers/wait.js";
@@ -102,6 +104,41 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
       const l = json<ListedStar[]>("c3", "list");
       return l.length === 3 && l.every((s) => s.node === "a1" && s.status?.state === "running") ? true : undefined;
     });
+  });
+
+  it("keys written by hand in etcd are ignored and said; a damaged CA is refused before a name is taken; a refused start keeps nothing", async () => {
+    const store = await openStore({ backend: "etcd", endpoints: etcd!.endpoints, tls: { ca: readFileSync(etcd!.tls!.ca), cert: readFileSync(etcd!.tls!.cert), key: readFileSync(etcd!.tls!.key) } });
+    const storeUrl = `etcd://${etcd!.endpoints.map((e) => e.replace("https://", "")).join(",")}`;
+    const tls = ["--store-ca", etcd!.tls!.ca, "--store-cert", etcd!.tls!.cert, "--store-key", etcd!.tls!.key];
+    try {
+      // Garbage under the controllers' prefix and a claim with no lease under the election's.
+      await store.put(`${KEYS.controllers}x`, "not json{");
+      await store.put(`${KEYS.elections}controller/zzz`, "garbage");
+      const s = json<Status>("c2", "status");
+      assert.deepEqual(s.controllers.map((c) => c.node).sort(), CONTROLLERS, "the three controllers, the bad key left out");
+      assert.equal(s.controllers.filter((c) => c.leads).length, 1);
+      await waitFor("the bad key said in a controller's log", () => (readFileSync(join(data("c2"), "node.log"), "utf8").includes(`ignoring ${KEYS.controllers}x in the store`) ? true : undefined));
+      await store.delete({ key: `${KEYS.elections}controller/zzz` });
+      await store.delete({ key: `${KEYS.controllers}x` });
+      // A damaged CA: a new controller is refused and takes no name; put back, the name is free.
+      const good = (await store.get(KEYS.clusterCa))!.value;
+      for (const bad of ["not json", JSON.stringify({ name: "ha", cert: "garbage", key: "garbage" })]) {
+        await store.put(KEYS.clusterCa, bad);
+        const r = cli("c6", "init", "--store", storeUrl, ...tls, "--server", "--node", "c6", ...PORTS, ...dev);
+        assert.notEqual(r.status, 0);
+        assert.match(r.stderr, /the cluster's CA in the store \(\/constellation\/cluster\/ca\) is not one: (not JSON|its cert is not a PEM certificate)\. It was written by hand or damaged/);
+        assert.equal(await store.get(`${KEYS.nodeNames}c6`), undefined, "no name taken");
+        assert.equal(existsSync(join(data("c6"), "store.json")), false, "nothing kept of the refused start");
+      }
+      await store.put(KEYS.clusterCa, good);
+      // The refused data dir is no controller of any store: another store's (members in another order) is not refused for it.
+      const reordered = `etcd://${etcd!.endpoints.map((e) => e.replace("https://", "")).reverse().join(",")}`;
+      const wrongName = cli("c6", "init", "--store", reordered, ...tls, "--server", "--cluster", "other", "--node", "c6", ...PORTS, ...dev);
+      assert.match(wrongName.stderr, /the store holds cluster ha, not other/);
+      assert.equal(await store.get(`${KEYS.nodeNames}c6`), undefined);
+    } finally {
+      await store.close();
+    }
   });
 
   it("the leader's process killed: the loops run again on another within 5 s, the node reconnects, no star is lost or run twice", async () => {
