@@ -744,7 +744,12 @@ export class Controller {
     // nothing. (Gossip's word alone keeps nothing away: a node back from a restart is alive to
     // its lease before gossip has heard it refute its leave.)
     const gone = (n: NodeRecord) => !alive.has(n.name) && ["dead", "left"].includes(this.options.gossip?.state(n.name)?.state ?? "");
-    const open = live.filter((n) => !cordons.has(n.name) && !gone(n));
+    // Within the grace, only a node whose lease holds takes a new star, if any does: the grace
+    // is for not moving stars while nodes reconnect, not for placing on nodes long dead (a new
+    // HA leader starts its grace while the nodes' leases were kept all along).
+    const unblocked = live.filter((n) => !cordons.has(n.name) && !gone(n));
+    const leased = unblocked.filter((n) => alive.has(n.name));
+    const open = judging || leased.length === 0 ? unblocked : leased;
     const targets = open.length > 0 ? open : live;
     // Stars each node holds now (those that should run): each new one goes where fewest are.
     const held = heldBy(targets, kvs.map((kv) => kv.value));
