@@ -183,6 +183,8 @@ export function leadLoops(store: Store, node: string, controller: Controller, lo
           await leadership.resign().catch(() => undefined);
           return;
         }
+        // Its claim withdrawn if still there (the lease may live on in etcd): the next leads now.
+        await leadership.resign().catch(() => undefined);
         log(`controller ${node}: lost the lead of the control loops (its lease lapsed); queueing again`);
       } catch (err) {
         if (abort.signal.aborted) return;

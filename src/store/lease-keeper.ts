@@ -24,7 +24,7 @@ export class LeaseKeeper {
     readonly id: LeaseId,
     ttlSeconds: number,
   ) {
-    this.deadline = Date.now() + ttlSeconds * 1000;
+    this.deadline = performance.now() + ttlSeconds * 1000;
     this.lost = new Promise((resolve) => this.listeners.add(resolve));
     this.timer = setInterval(() => this.tick(), Math.max(50, (ttlSeconds * 1000) / 3));
   }
@@ -40,12 +40,12 @@ export class LeaseKeeper {
   }
 
   private tick(): void {
-    if (Date.now() >= this.deadline) return this.markLost();
+    if (performance.now() >= this.deadline) return this.markLost();
     if (this.inFlight < MAX_IN_FLIGHT) void this.renew();
   }
 
   private async renew(): Promise<void> {
-    const sentAt = Date.now();
+    const sentAt = performance.now();
     this.inFlight++;
     try {
       const ttl = await this.store.keepAliveOnce(this.id);

@@ -45,9 +45,9 @@ export class RnpClient {
   }
 
   async call(method: string, body: unknown, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<unknown> {
-    const started = Date.now();
+    const started = performance.now();
     const peer = await this.ready(opts.timeoutMs, opts.signal);
-    const left = opts.timeoutMs === undefined ? undefined : Math.max(1, opts.timeoutMs - (Date.now() - started));
+    const left = opts.timeoutMs === undefined ? undefined : Math.max(1, opts.timeoutMs - (performance.now() - started));
     return peer.call(method, body, { ...(opts.signal ? { signal: opts.signal } : {}), ...(left === undefined ? {} : { timeoutMs: left }) });
   }
 

@@ -90,7 +90,7 @@ export class RnpPeer extends EventEmitter {
   /** Credit that came for a stream before its items began. */
   private readonly early = new Map<number, number>();
   private closed: Error | undefined;
-  private lastHeard = Date.now();
+  private lastHeard = performance.now(); // monotonic: a clock step neither hides a dead peer nor drops every link
   private readonly timer: NodeJS.Timeout;
   private drainWaiters: Array<() => void> = [];
 
@@ -111,7 +111,7 @@ export class RnpPeer extends EventEmitter {
     socket.on("close", () => this.close(new RnpError("unavailable", "connection closed")));
     const beat = options.heartbeatMs ?? 2000;
     this.timer = setInterval(() => {
-      const quiet = Date.now() - this.lastHeard;
+      const quiet = performance.now() - this.lastHeard;
       if (quiet > 3 * beat) this.close(new RnpError("unavailable", `no word from the peer for ${quiet} ms`), `no heartbeat for ${quiet} ms`);
       else if (quiet > beat) void this.send({ t: T.ping, nonce: Date.now() }).catch(() => undefined);
     }, beat);
@@ -248,7 +248,7 @@ export class RnpPeer extends EventEmitter {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    this.lastHeard = Date.now();
+    this.lastHeard = performance.now();
     let bodies: Buffer[];
     try {
       bodies = this.decoder.push(chunk);
