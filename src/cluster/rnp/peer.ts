@@ -111,7 +111,7 @@ export class RnpPeer extends EventEmitter {
     socket.on("close", () => this.close(new RnpError("unavailable", "connection closed")));
     const beat = options.heartbeatMs ?? 2000;
     this.timer = setInterval(() => {
-      const quiet = performance.now() - this.lastHeard;
+      const quiet = Math.round(performance.now() - this.lastHeard);
       if (quiet > 3 * beat) this.close(new RnpError("unavailable", `no word from the peer for ${quiet} ms`), `no heartbeat for ${quiet} ms`);
       else if (quiet > beat) void this.send({ t: T.ping, nonce: Date.now() }).catch(() => undefined);
     }, beat);
