@@ -65,6 +65,10 @@ export class Agent implements NodeLink {
   private readonly unsent = new Map<string, StarObserved>();
   private unsentRetry: NodeJS.Timeout | undefined;
   private sending = false;
+  /** Each star's reports, one after another (inOrder). */
+  private readonly reportChains = new Map<string, Promise<void>>();
+  /** A star's report queued and not begun yet (report). */
+  private readonly reportsWaiting = new Map<string, Promise<void>>();
 
   constructor(private readonly options: AgentOptions) {}
 
@@ -431,7 +435,7 @@ export class Agent implements NodeLink {
         const delay = await this.putOff(rec, short);
         // Shown as waiting for its start, with why (not as the start the runtime had begun).
         const waiting: StarStatus = { id: name, name, state: "pending", reason: `start put off: this node is short of resources (${short}); trying again in ${delay} ms`, restarts: 0, limits: { pids: 0 }, ready: false, limitsEnforced: true };
-        await this.link.report(name, { uid: rec.uid, node: this.name, status: waiting, generation: rec.generation, updatedAt: Date.now() }).catch(() => undefined);
+        await this.inOrder(name, () => this.link.report(name, { uid: rec.uid, node: this.name, status: waiting, generation: rec.generation, updatedAt: Date.now() })).catch(() => undefined);
         return;
       }
       await this.shortage(name, undefined); // the star's own failure: no longer put off
@@ -477,8 +481,7 @@ export class Agent implements NodeLink {
       ready: false,
       limitsEnforced: true,
     };
-    const observed: StarObserved = { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() };
-    await this.link.report(record.name, observed);
+    await this.inOrder(record.name, () => this.link.report(record.name, { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() }));
     await this.event("star.start-failed", `failed to start: ${reason}`, { star: record.name, uid: record.uid });
   }
 
@@ -496,7 +499,39 @@ export class Agent implements NodeLink {
     }
   }
 
-  private async report(name: string): Promise<void> {
+  /**
+   * Runs a star's report (or its drop) after the ones before it: one at a time, in order, so
+   * a report read earlier never lands after a later one (the last to land is what the store
+   * keeps; two sent together over RNP may land in any order: a running star was left shown
+   * as starting).
+   */
+  private inOrder<T>(name: string, send: () => Promise<T>): Promise<T> {
+    const next = (this.reportChains.get(name) ?? Promise.resolve()).then(send);
+    const tail = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.reportChains.set(name, tail);
+    void tail.then(() => {
+      if (this.reportChains.get(name) === tail) this.reportChains.delete(name);
+    });
+    return next;
+  }
+
+  private report(name: string): Promise<void> {
+    // The status is read when its turn comes, so the latest is sent last, and one waiting for
+    // its turn already says whatever a second would (a flapping star over a slow link).
+    const waiting = this.reportsWaiting.get(name);
+    if (waiting) return waiting;
+    const sent = this.inOrder(name, () => {
+      this.reportsWaiting.delete(name);
+      return this.reportNow(name);
+    });
+    this.reportsWaiting.set(name, sent);
+    return sent;
+  }
+
+  private async reportNow(name: string): Promise<void> {
     const local = this.local.get(name);
     if (!local) return;
     const status = local.runtime.status(name) ?? local.status;
@@ -556,17 +591,17 @@ export class Agent implements NodeLink {
       if (o.generation >= record.generation && !stale) return;
       const status: StarStatus = stale ? { ...o.status, state: "stopped", ready: false } : o.status;
       if (stale) for (const k of ["pid", "restartAt", "reason"] as const) delete status[k];
-      await this.link.report(record.name, { ...o, status, generation: Math.max(o.generation, record.generation), updatedAt: Date.now() });
+      await this.inOrder(record.name, () => this.link.report(record.name, { ...o, status, generation: Math.max(o.generation, record.generation), updatedAt: Date.now() }));
       return;
     }
     if (record.desired !== "stopped") return;
     const status: StarStatus = { id: record.name, name: record.name, state: "stopped", restarts: 0, limits: { pids: 0 }, ready: false, limitsEnforced: true };
-    await this.link.report(record.name, { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() });
+    await this.inOrder(record.name, () => this.link.report(record.name, { uid: record.uid, node: this.name, status, generation: record.generation, updatedAt: Date.now() }));
   }
 
   /** Deletes this node's report of a star, unless it is another star's ("" : any of ours). */
   private async dropReport(name: string, uid: string): Promise<void> {
-    await this.link.dropReport(name, uid);
+    await this.inOrder(name, () => this.link.dropReport(name, uid));
   }
 
   /** When usage was last sent to the controller, and whether it held any star. */

@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import { Agent } from "../../src/agent/agent.js";
 import { AgentService } from "../../src/controller/agent-service.js";
 import { EventLog } from "../../src/controller/events.js";
-import { type StarRecord, starKey } from "../../src/model/records.js";
+import { type StarObserved, type StarRecord, starKey } from "../../src/model/records.js";
 import { FakeRuntime } from "../../src/runtime/fake/fake-runtime.js";
 import { openStore } from "../../src/store/open.js";
 import { waitFor } from "../helpers/wait.js";
@@ -38,6 +38,45 @@ describe("agent", () => {
       const kinds = (await new EventLog(store, "test").list({ star: "s1" })).map((e) => e.kind);
       assert.ok(kinds.includes("star.remove-failed"), kinds.join());
       await waitFor("its report to go", async () => ((await store.get("/constellation/status/s1")) ? undefined : true));
+    } finally {
+      await agent.stop();
+      await runtime.close();
+      await store.close();
+    }
+  });
+
+  it("a star's reports land in the order they were made: a slow early one never overwrites a later one", async () => {
+    const store = await openStore({ backend: "sqlite", path: ":memory:" });
+    const runtime = new FakeRuntime();
+    /** The first report of each star is held on its way (a slow link, a busy store) until let go. */
+    class SlowFirstReport extends AgentService {
+      readonly held = new Set<string>();
+      release: (() => void) | undefined;
+      landed: string[] = [];
+      override async report(name: string, o: StarObserved): Promise<void> {
+        if (!this.held.has(name)) {
+          this.held.add(name);
+          await new Promise<void>((r) => (this.release = r));
+        }
+        await super.report(name, o);
+        this.landed.push(o.status.state);
+      }
+    }
+    const link = new SlowFirstReport(store, "n1");
+    const agent = new Agent({ link, node: { name: "n1", cpuCores: 4, memoryBytes: 2 ** 33, runtimes: ["process"], limitsEnforced: true, startedAt: 0 }, runtimes: { process: runtime } });
+    try {
+      await agent.start();
+      const record: StarRecord = { name: "s1", uid: "u1", spec: { name: "s1", command: ["sleep", "9"], restart: "never" }, desired: "running", node: "n1", createdAt: 0, generation: 1 };
+      await store.put(starKey("s1"), JSON.stringify(record));
+      await waitFor("it to run, its first report held", () => (runtime.status("s1")?.state === "running" && link.release ? true : undefined));
+      // It ends while its first report is on its way; then that report arrives.
+      runtime.exit("s1", { exitCode: 1 });
+      const ended = await waitFor("it to end", () => (runtime.status("s1")?.state !== "running" ? runtime.status("s1")?.state : undefined));
+      link.release!();
+      await waitFor("the reports to land, the end's among them", () => (link.landed.includes(ended!) && link.landed.length >= 2 ? true : undefined), { timeoutMs: 5000 });
+      await agent.stop(); // nothing more on its way
+      const stored = JSON.parse((await store.get("/constellation/status/s1"))!.value) as StarObserved;
+      assert.equal(stored.status.state, ended, `the store keeps the latest state; landed in this order: ${link.landed.join(", ")}`);
     } finally {
       await agent.stop();
       await runtime.close();
