@@ -71,9 +71,9 @@ const CODE_IN_MESSAGE =
   /(?:^|\s)(\d{1,2}) (?:CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS|PERMISSION_DENIED|RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED):/;
 
 export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  if (typeof err === "string") return err;
-  return String(err);
+  const text = err instanceof Error ? err.message : typeof err === "string" ? err : String(err);
+  // grpc-js ends some messages with an empty "Resolution note:" and a time stamp in brackets.
+  return text.replace(/\s*\(\d{4}-\d\d-\d\dT[\d:.]+Z\)\.?/g, "").replace(/\.?\s*Resolution note:\s*$/, "").trim();
 }
 
 /** The gRPC status code of an error: its `code` (raw grpc-js errors) or the "14 UNAVAILABLE:" prefix. */

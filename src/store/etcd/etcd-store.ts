@@ -331,7 +331,8 @@ export class EtcdStore implements Store {
       const tls = [...new Set(errors.map((e) => tlsFailure(e instanceof Error ? e.message : String(e))))];
       if (tls.length === 1 && tls[0]) throw new StoreUnavailableError(`etcd at ${this.endpoints.map((e) => e.url).join(", ")}: ${tls[0]}`, errors[0]);
       const detail = errors.map((e) => castEtcdError(e, { op: "connect", timeoutMs }).message).join("; ");
-      throw new StoreUnavailableError(`cannot reach etcd at ${this.endpoints.map((e) => e.url).join(", ")} within ${timeoutMs} ms: ${detail}`, errors[0]);
+      const waited = Date.now() >= deadline ? ` within ${timeoutMs} ms` : "";
+      throw new StoreUnavailableError(`cannot reach etcd at ${this.endpoints.map((e) => e.url).join(", ")}${waited}: ${detail}`, errors[0]);
     }
   }
 
