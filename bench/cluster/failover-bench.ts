@@ -27,13 +27,15 @@ const CONTROLLERS = ["c1", "c2", "c3"];
 await mkdir("/var/lib/constellation-bench", { recursive: true, mode: 0o755 });
 const work = await mkdtemp("/var/lib/constellation-bench/failover-");
 chmodSync(work, 0o755);
-const etcd = await startEtcd({ members: 3 });
-const store = `etcd://${etcd.endpoints.map((e) => e.replace("http://", "")).join(",")}`;
+// Mutual TLS to etcd and between its members, as docs/ha.md runs it.
+const etcd = await startEtcd({ members: 3, tls: true });
+const store = `etcd://${etcd.endpoints.map((e) => e.replace("https://", "")).join(",")}`;
+const tls = ["--store-ca", etcd.tls!.ca, "--store-cert", etcd.tls!.cert, "--store-key", etcd.tls!.key];
 const data = (n: string) => join(work, n);
 const cli = (n: string, ...args: string[]) => spawnSync(process.execPath, [BIN, "--data", data(n), ...args], { encoding: "utf8", timeout: 60_000 });
 const pidOf = (n: string) => (JSON.parse(readFileSync(join(data(n), "ready.json"), "utf8")) as { pid: number }).pid;
 const start = (n: string) => {
-  const r = cli(n, "init", "--store", store, "--server", "--cluster", "bench", "--node", n, "--port", "0", "--cluster-port", "0", "--api-port", "0", "--gossip-port", "0", ...dev);
+  const r = cli(n, "init", "--store", store, ...tls, "--server", "--cluster", "bench", "--node", n, "--port", "0", "--cluster-port", "0", "--api-port", "0", "--gossip-port", "0", ...dev);
   if (r.status !== 0) throw new Error(`init ${n}: ${r.stderr}`);
 };
 const leader = () => {
