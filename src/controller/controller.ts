@@ -26,7 +26,7 @@ import {
   UnauthorizedError,
 } from "../model/errors.js";
 import { resolveProgram } from "../runtime/script.js";
-import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Footprint, type StarSpec, type StarSpecInput, cpuMillisOf, limitsOf, memoryBytesOf, parseStarSpec } from "../model/spec.js";
+import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Footprint, type StarSpec, type StarSpecInput, cpuMillisOf, limitsOf, memoryBytesOf, parseStarSpec, withLimitsAtTop } from "../model/spec.js";
 import type { Compare, KeyValue, Store } from "../store/types.js";
 import { adminOnlyField, fits, mb, memoryBudget, withinParent } from "./admission.js";
 import { NODE_TTL_S } from "./agent-service.js";
@@ -196,7 +196,8 @@ export class Controller {
     const forbidden = by && by.scope !== "admin" ? adminOnlyField(spec) : undefined;
     if (forbidden) throw new FieldForbiddenError(forbidden.field, by!.scope, forbidden.why);
     const nodes = await this.nodes();
-    let stored = input as StarSpecInput;
+    // Stored in one spelling (limits at the top, not in resources): what reads it needs one.
+    let stored = withLimitsAtTop(input as StarSpecInput);
     let owner: { record: StarRecord; createRevision: number } | undefined;
     if (by?.star) {
       const kv = await this.store.get(starKey(by.star.name));

@@ -118,6 +118,19 @@ const healthCheck = z.discriminatedUnion("type", [
 ]);
 export type HealthCheck = z.output<typeof healthCheck>;
 
+// Below these a limit means nothing the kernel can enforce (a 1 ms CPU quota per 100 ms
+// period, a few pages of memory, a filesystem with room for its own metadata).
+const resourceFields = {
+  cpu_percent: positive("cpu_percent").min(1, "cpu_percent must be at least 1 (1 % of a core)").max(100_000).optional(),
+  cpu_cores: positive("cpu_cores").min(0.01, "cpu_cores must be at least 0.01").max(1024).optional(),
+  ram_mb: positive("ram_mb").min(MIN_RAM_MB, `ram_mb must be at least ${MIN_RAM_MB}`).optional(),
+  ram_gb: positive("ram_gb").min(MIN_RAM_MB / 1024, `ram_gb must be at least ${MIN_RAM_MB / 1024} (${MIN_RAM_MB} MB)`).optional(),
+  disk_mb: positive("disk_mb").min(MIN_DISK_MB, `disk_mb must be at least ${MIN_DISK_MB}`).optional(),
+  /** Processes and threads at most (default: the node's, 256 unless configured). */
+  pids: z.number().int().min(1).max(4_194_304).optional(),
+};
+type ResourceField = keyof typeof resourceFields;
+
 export const starSpecSchema = z
   .strictObject({
     name: z.string().regex(DNS_LABEL, "name must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'"),
@@ -132,15 +145,9 @@ export const starSpecSchema = z
       .default({}),
     cwd: text("cwd", SPEC_SIZES.path).optional(),
     runtime: z.enum(["process", "isolate"]).default("process"),
-    // Below these a limit means nothing the kernel can enforce (a 1 ms CPU quota per 100 ms
-    // period, a few pages of memory, a filesystem with room for its own metadata).
-    cpu_percent: positive("cpu_percent").min(1, "cpu_percent must be at least 1 (1 % of a core)").max(100_000).optional(),
-    cpu_cores: positive("cpu_cores").min(0.01, "cpu_cores must be at least 0.01").max(1024).optional(),
-    ram_mb: positive("ram_mb").min(MIN_RAM_MB, `ram_mb must be at least ${MIN_RAM_MB}`).optional(),
-    ram_gb: positive("ram_gb").min(MIN_RAM_MB / 1024, `ram_gb must be at least ${MIN_RAM_MB / 1024} (${MIN_RAM_MB} MB)`).optional(),
-    disk_mb: positive("disk_mb").min(MIN_DISK_MB, `disk_mb must be at least ${MIN_DISK_MB}`).optional(),
-    /** Processes and threads at most (default: the node's, 256 unless configured). */
-    pids: z.number().int().min(1).max(4_194_304).optional(),
+    ...resourceFields,
+    /** The same limits in the seed's other spelling: `resources: { cpu_cores: 2, ram_gb: 4 }` (one place for each). */
+    resources: z.strictObject(resourceFields).optional(),
     /** Open files per process (RLIMIT_NOFILE; default: the node's, 1024 unless configured). */
     nofile: z.number().int().min(16).max(1_048_576).optional(),
     restart: z.enum(["never", "on-failure", "always"]).default("never"),
@@ -185,7 +192,12 @@ export const starSpecSchema = z
      */
     seccomp: z.enum(["default", "unconfined"]).default("default"),
   })
-  .superRefine((s, ctx) => {
+  .superRefine((given, ctx) => {
+    // Each limit in one place: at the top, or in resources.
+    for (const k of Object.keys(given.resources ?? {}) as ResourceField[]) {
+      if (given[k] !== undefined) ctx.addIssue({ code: "custom", path: ["resources", k], message: `${k} is given twice: at the top and in resources; give it once` });
+    }
+    const s = { ...given, ...given.resources };
     if ((s.script === undefined) === (s.command === undefined)) {
       ctx.addIssue({ code: "custom", path: ["script"], message: "give exactly one of script (a .js/.mjs/.ts file) or command" });
     }
@@ -210,7 +222,19 @@ export const starSpecSchema = z
     if (s.max_backoff_ms < s.backoff_ms) {
       ctx.addIssue({ code: "custom", path: ["max_backoff_ms"], message: "max_backoff_ms must be at least backoff_ms" });
     }
-  });
+  })
+  // One spelling from here on: the limits at the top.
+  .transform(({ resources, ...s }) => ({ ...s, ...resources }));
+
+/**
+ * A spec's limits in one spelling, as it is stored: those given in `resources: {...}` lifted to
+ * the top (a valid spec only; anything else is returned as it is, for parseStarSpec to refuse).
+ */
+export function withLimitsAtTop(input: StarSpecInput): StarSpecInput {
+  const { resources, ...rest } = input;
+  if (resources === undefined) return input;
+  return { ...rest, ...resources };
+}
 
 /** What a user writes (before defaults). */
 export type StarSpecInput = z.input<typeof starSpecSchema>;

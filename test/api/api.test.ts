@@ -234,6 +234,19 @@ describe("HTTP API: bad input", () => {
     }
   });
 
+  it("limits in resources: {...} are the star's limits, stored and shown in one spelling", async () => {
+    const res = await post({ spec: { name: "res", command: ["sleep", "1"], env: { INPUT_FILE: "/data/raw/a.csv" }, resources: { cpu_cores: 0.5, ram_mb: 64 } } });
+    assert.equal(res.statusCode, 201, res.body);
+    const view = res.json() as { spec: Record<string, unknown>; status?: { limits?: { cpuMillis?: number; memoryBytes?: number } } };
+    assert.deepEqual([view.spec.cpu_cores, view.spec.ram_mb, view.spec.resources], [0.5, 64, undefined]);
+    const limits = await waitFor("it to run with its limits", async () => (await controller.get("res")).status?.limits);
+    assert.deepEqual([limits.cpuMillis, limits.memoryBytes], [500, 64 * 2 ** 20]);
+    const twice = await post({ spec: { name: "res2", command: ["true"], ram_mb: 64, resources: { ram_mb: 32 } } });
+    assert.equal(twice.statusCode, 400);
+    assert.match(error(twice).message, /ram_mb is given twice: at the top and in resources; give it once/);
+    await controller.remove("res", { force: true });
+  });
+
   it("the agent runs what the controller recorded, and removes what it deleted", async () => {
     const res = await post({ spec: { name: "runs", command: ["sleep", "1"] } });
     assert.equal(res.statusCode, 201);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { CapacityExceededError, InvalidSpecError } from "../../src/model/errors.js";
-import { DEFAULT_NODE_LIMITS, MAX_ISSUES, SPEC_SIZES, limitsOf, parseStarSpec } from "../../src/model/spec.js";
+import { DEFAULT_NODE_LIMITS, MAX_ISSUES, SPEC_SIZES, limitsOf, parseStarSpec, withLimitsAtTop } from "../../src/model/spec.js";
 
 const base = { name: "web-1", command: ["true"] };
 const issues = (input: unknown) => {
@@ -27,6 +27,17 @@ describe("star spec", () => {
       cpuMillis: 2000,
       memoryBytes: 1.5 * 2 ** 30,
     });
+  });
+
+  it("limits in either of the seed's spellings: at the top, or in resources (once each)", () => {
+    const spec = parseStarSpec({ ...base, resources: { cpu_cores: 8, ram_gb: 16, disk_mb: 100, pids: 20 } });
+    assert.deepEqual([spec.cpu_cores, spec.ram_gb, spec.disk_mb, spec.pids], [8, 16, 100, 20]);
+    assert.equal("resources" in spec, false, "one spelling after parsing");
+    assert.deepEqual(limitsOf(spec), limitsOf(parseStarSpec({ ...base, cpu_cores: 8, ram_gb: 16, disk_mb: 100, pids: 20 })));
+    assert.deepEqual(withLimitsAtTop({ ...base, env: { A: "1" }, resources: { ram_mb: 64 } }), { ...base, env: { A: "1" }, ram_mb: 64 });
+    assert.deepEqual(issues({ ...base, ram_gb: 1, resources: { ram_gb: 2 } }), ["resources.ram_gb: ram_gb is given twice: at the top and in resources; give it once"]);
+    assert.deepEqual(issues({ ...base, cpu_percent: 50, resources: { cpu_cores: 2 } }), ["cpu_cores: give cpu_percent or cpu_cores, not both"]);
+    assert.deepEqual(issues({ ...base, resources: { ram_gb: 0.001, gpus: 1 } }), ["resources.ram_gb: ram_gb must be at least 0.00390625 (4 MB)", "resources.gpus: unknown field gpus"]);
   });
 
   it("fills what the spec leaves out from the node's defaults: memory is always limited", () => {

@@ -34,7 +34,9 @@ describe("the SDK's types", () => {
         'const c = connect({ dataDir: "/srv/constellation" });\n' +
         "const stars: Promise<StarInfo[]> = c.list();\n" +
         'const made = constellation.create({ name: "web", command: ["python3", "-m", "http.server"], ram_mb: 256 });\n' +
-        "void stars; void made;\n",
+        "// The seed's other spelling of limits.\n" +
+        'const w = constellation.create({ name: "processor-a", script: "process.ts", env: { INPUT_FILE: "/data/raw/a.csv" }, resources: { cpu_cores: 8, ram_gb: 16 } });\n' +
+        "void stars; void made; void w;\n",
     );
     assert.equal(good.status, 0, good.stdout + good.stderr);
     const bad = project('import { connect } from "constellation";\nconnect({ dataDir: 42 });\n');
