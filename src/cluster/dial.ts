@@ -28,7 +28,7 @@ export function dialController(o: { host: string; port: number; cert: string; ke
     s.once("secureConnect", () => {
       clearTimeout(timer);
       if (!s.authorized) {
-        const why = certDatesProblem(s.authorizationError, s.getPeerCertificate(), `the controller's (${o.target})`) ?? refusal(s.authorizationError, o.target);
+        const why = certDatesProblem(s.authorizationError, s.getPeerCertificate(), `the controller's (${o.target})`, o.ca) ?? refusal(s.authorizationError, o.target);
         s.destroy();
         fail(new Error(why));
         return;

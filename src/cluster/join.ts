@@ -197,7 +197,7 @@ export async function joinCluster(options: { address: string; token: string; nod
       }
       // Its dates by this machine's clock: a clock far off would fail every connection after the join.
       const now = Date.now();
-      const dates = certDatesProblem(now < Date.parse(leaf.valid_from) ? "CERT_NOT_YET_VALID" : now > Date.parse(leaf.valid_to) ? "CERT_HAS_EXPIRED" : undefined, leaf, `the controller's (${options.address})`, now);
+      const dates = certDatesProblem(now < Date.parse(leaf.valid_from) ? "CERT_NOT_YET_VALID" : now > Date.parse(leaf.valid_to) ? "CERT_HAS_EXPIRED" : undefined, leaf, `the controller's (${options.address})`, undefined, now);
       if (dates) {
         s.destroy();
         reject(new RnpError("unauthorized", dates));

@@ -146,7 +146,7 @@ export async function serveCluster(options: ClusterServerOptions): Promise<Clust
         return;
       }
       if (!socket.authorized) {
-        const dates = certDatesProblem(socket.authorizationError, given, `node ${identityOf(given.raw)?.node ?? "?"}'s`);
+        const dates = certDatesProblem(socket.authorizationError, given, `node ${identityOf(given.raw)?.node ?? "?"}'s`, options.caCert);
         return refuse(dates ?? `no certificate of this cluster's CA (${String(socket.authorizationError ?? "none given")})`);
       }
       const id = identityOf(given.raw);

@@ -1,5 +1,6 @@
 /** `--store etcd://…` and its client TLS files: the etcd an HA cluster's controllers share (server/ha.ts). */
-import { readFileSync } from "node:fs";
+import { type KeyObject, X509Certificate, createPrivateKey } from "node:crypto";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { resolve } from "node:path";
 import { InvalidArgumentError } from "./errors.js";
 
@@ -54,29 +55,70 @@ export function parseStoreUrl(url: string, tls: { ca?: string; cert?: string; ke
   };
 }
 
-/** The TLS files' contents (each must be readable and PEM of the right kind), with what to do if not. */
-export function readEtcdTls(files: EtcdTlsFiles): { ca: Buffer; cert?: Buffer; key?: Buffer } {
-  const read = (flag: string, path: string, kind: RegExp, what: string): Buffer => {
-    let body: Buffer;
+/** The most a PEM file given for etcd's link may hold (a certificate chain is a few KiB). */
+const MAX_PEM_BYTES = 1 << 20;
+
+/**
+ * The TLS files' contents, each checked before any use: a regular file of at most 1 MiB, PEM of
+ * the right kind that parses (the CA a CA's certificate, the key unencrypted and the
+ * certificate's own, the certificate valid now by this machine's clock), with what to do if
+ * not. `source` says where the paths came from (the flags, or the data dir's store.json).
+ */
+export function readEtcdTls(files: EtcdTlsFiles, source = "flags"): { ca: Buffer; cert?: Buffer; key?: Buffer } {
+  const named = (flag: string) => (source === "flags" ? flag : `${flag.replace(/^--store-/, "")} in ${source}`);
+  const read = (flag: string, path: string, what: string): Buffer => {
+    const where = `${named(flag)} ${path}`;
+    let fd: number | undefined;
     try {
-      body = readFileSync(path);
+      // Opened without blocking (a FIFO), then only a regular file of sane size is read.
+      fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new InvalidArgumentError("store", `${where}: is not a regular file: give the path of ${what}`);
+      if (st.size > MAX_PEM_BYTES) throw new InvalidArgumentError("store", `${where}: is ${st.size} bytes, more than a PEM file holds (at most ${MAX_PEM_BYTES}): give the path of ${what}`);
+      const body = Buffer.alloc(st.size);
+      let at = 0;
+      while (at < st.size) {
+        const n = readSync(fd, body, at, st.size - at, at);
+        if (n === 0) break;
+        at += n;
+      }
+      return body.subarray(0, at);
     } catch (err) {
-      throw new InvalidArgumentError("store", `${flag} ${path}: cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of ${what}`);
+      if (err instanceof InvalidArgumentError) throw err;
+      throw new InvalidArgumentError("store", `${where}: cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of ${what}`);
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
-    if (body.includes("ENCRYPTED PRIVATE KEY") || body.includes("Proc-Type: 4,ENCRYPTED")) {
-      throw new InvalidArgumentError("store", `${flag} ${path}: is encrypted with a passphrase: give the key unencrypted, in a file only root can read`);
+  };
+  const certOf = (flag: string, path: string, body: Buffer, what: string): X509Certificate => {
+    if (!body.toString("latin1").includes("-----BEGIN CERTIFICATE-----")) throw new InvalidArgumentError("store", `${named(flag)} ${path}: is not ${what} in PEM (-----BEGIN CERTIFICATE-----)`);
+    try {
+      return new X509Certificate(body);
+    } catch {
+      throw new InvalidArgumentError("store", `${named(flag)} ${path}: its PEM does not hold a certificate that parses: give ${what}`);
     }
-    if (!kind.test(body.toString("latin1"))) throw new InvalidArgumentError("store", `${flag} ${path}: is not ${what} in PEM (-----BEGIN ...-----)`);
-    return body;
   };
-  const CERT = /-----BEGIN CERTIFICATE-----/;
-  return {
-    ca: read("--store-ca", files.ca, CERT, "the CA certificate that signed etcd's certificate"),
-    ...(files.cert !== undefined && files.key !== undefined
-      ? {
-          cert: read("--store-cert", files.cert, CERT, "this controller's client certificate for etcd"),
-          key: read("--store-key", files.key, /-----BEGIN (EC |RSA )?PRIVATE KEY-----/, "the private key of --store-cert"),
-        }
-      : {}),
-  };
+  const caBody = read("--store-ca", files.ca, "the CA certificate that signed etcd's certificate");
+  const ca = certOf("--store-ca", files.ca, caBody, "the CA certificate that signed etcd's certificate");
+  if (!ca.ca) throw new InvalidArgumentError("store", `${named("--store-ca")} ${files.ca}: is a certificate but not a CA's: give the CA that signed etcd's certificate (its --trusted-ca-file)`);
+  if (files.cert === undefined || files.key === undefined) return { ca: caBody };
+  const certBody = read("--store-cert", files.cert, "this controller's client certificate for etcd");
+  const cert = certOf("--store-cert", files.cert, certBody, "this controller's client certificate for etcd");
+  const keyBody = read("--store-key", files.key, "the private key of --store-cert");
+  const keyText = keyBody.toString("latin1");
+  if (keyText.includes("ENCRYPTED PRIVATE KEY") || keyText.includes("Proc-Type: 4,ENCRYPTED")) {
+    throw new InvalidArgumentError("store", `${named("--store-key")} ${files.key}: is encrypted with a passphrase: give the key unencrypted, in a file only root can read`);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyBody);
+  } catch {
+    throw new InvalidArgumentError("store", `${named("--store-key")} ${files.key}: is not a PEM private key that parses (-----BEGIN PRIVATE KEY-----): give the key of --store-cert`);
+  }
+  if (!cert.checkPrivateKey(key)) throw new InvalidArgumentError("store", `${named("--store-key")} ${files.key}: is not the key of ${files.cert}: give the key that goes with the certificate`);
+  const now = Date.now();
+  const clock = `this machine's clock says ${new Date(now).toISOString()}`;
+  if (now < Date.parse(cert.validFrom)) throw new InvalidArgumentError("store", `${named("--store-cert")} ${files.cert}: is not valid until ${new Date(cert.validFrom).toISOString()} and ${clock}: is this machine's clock right?`);
+  if (now > Date.parse(cert.validTo)) throw new InvalidArgumentError("store", `${named("--store-cert")} ${files.cert}: expired at ${new Date(cert.validTo).toISOString()} (${clock}): give a current certificate (or is the clock wrong?)`);
+  return { ca: caBody, cert: certBody, key: keyBody };
 }

@@ -199,7 +199,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
   let store: Store;
   if (etcd) {
     if (!options.cluster) throw new InvalidArgumentError("store", "an etcd store is for a cluster's controllers: give --cluster NAME (or --server)");
-    store = await openStore({ backend: "etcd", endpoints: etcd.endpoints, ...(etcd.tls ? { tls: readEtcdTls(etcd.tls) } : {}) });
+    store = await openStore({ backend: "etcd", endpoints: etcd.endpoints, ...(etcd.tls ? { tls: readEtcdTls(etcd.tls, options.store?.tls ? "flags" : join(dataDir, "store.json")) } : {}) });
   } else {
     closeSync(openSync(dbPath, "a", 0o600)); // SQLite gives its -wal and -shm files the db's mode
     for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);

@@ -180,6 +180,8 @@ describe("joining a cluster", () => {
       await assert.rejects(dialController({ host: "127.0.0.1", port: server.port, ...nodeCert, ca: foreign.cert, cluster: "prod", timeoutMs: 3000, target: "c:3" }), /c:3's certificate is not one of this cluster's CA \(/);
       const s = await dialController({ host: "127.0.0.1", port: server.port, ...nodeCert, ca: ca.cert, cluster: "prod", timeoutMs: 3000, target: "c:4" });
       s.destroy();
+      // Another CA's certificate that is also out of date is another CA's, not a clock's problem.
+      await assert.rejects(dialController({ host: "127.0.0.1", port: other.port, ...nodeCert, ca: foreign.cert, cluster: "prod", timeoutMs: 3000, target: "c:5" }), /^Error: c:5's certificate is not one of this cluster's CA \(/);
     } finally {
       await other.close();
     }
@@ -187,9 +189,10 @@ describe("joining a cluster", () => {
     for (const [node, at, said] of [
       ["n-ahead", Date.now() + 2 * DAY, /refused .*: node n-ahead's certificate is not valid yet \(from .*\) and this machine's clock says .*: is this machine's clock right/],
       ["n-old", Date.now() - 100 * DAY, /refused .*: node n-old's certificate has expired \(at .*\) and this machine's clock says/],
+      ["n-alien", Date.now() - 100 * DAY, /refused .*: no certificate of this cluster's CA \(CERT_HAS_EXPIRED\)/],
     ] as const) {
       const n = await createCsr(node);
-      const cert = (await signCsr(ca, n.csr, { cluster: "prod", node, role: "agent", addresses: ["127.0.0.1"] }, at)).cert;
+      const cert = (await signCsr(node === "n-alien" ? await createCa("prod") : ca, n.csr, { cluster: "prod", node, role: "agent", addresses: ["127.0.0.1"] }, at)).cert;
       log.length = 0;
       const s = connect({ host: "127.0.0.1", port: server.port, cert, key: n.key, ca: ca.cert, checkServerIdentity: () => undefined, minVersion: "TLSv1.3" });
       s.on("error", () => undefined);

@@ -1,23 +1,44 @@
 /** `--store etcd://…` with its TLS files: what is taken, and each mistake said plainly. */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parseStoreUrl } from "../../src/model/store-url.js";
+import { createCa, createCsr, signCsr } from "../../src/cluster/tls/ca.js";
 import { tlsFailure } from "../../src/store/etcd/etcd-errors.js";
 import { testDir } from "../helpers/dirs.js";
+
+/** A FIFO at `path` (a read of it would block for ever). */
+function mkfifoOrSkip(path: string): void {
+  spawnSync("mkfifo", [path]);
+}
 
 describe("parseStoreUrl", () => {
   let dir: string;
   const at = (n: string) => join(dir, n);
   before(async () => {
     dir = await testDir("constellation-store-url-");
-    writeFileSync(at("ca.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
-    writeFileSync(at("cert.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
-    writeFileSync(at("key.pem"), "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n");
+    const ca = await createCa("etcd");
+    const sign = async (node: string, now = Date.now()) => {
+      const { csr, key } = await createCsr(node);
+      return { cert: (await signCsr(ca, csr, { cluster: "etcd", node, role: "controller", addresses: [] }, now)).cert, key };
+    };
+    const client = await sign("ctl");
+    const other = await sign("other");
+    const DAY = 86_400_000;
+    writeFileSync(at("ca.pem"), ca.cert);
+    writeFileSync(at("cert.pem"), client.cert);
+    writeFileSync(at("key.pem"), client.key);
+    writeFileSync(at("other-key.pem"), other.key);
+    const ahead = await sign("ahead", Date.now() + 2 * DAY);
+    writeFileSync(at("ahead.pem"), ahead.cert);
+    writeFileSync(at("ahead-key.pem"), ahead.key);
     writeFileSync(at("enc.pem"), "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n");
+    writeFileSync(at("bad-cert.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
     writeFileSync(at("junk"), "hello");
+    mkfifoOrSkip(at("fifo"));
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
@@ -41,6 +62,14 @@ describe("parseStoreUrl", () => {
       ["etcd://h:2379", { ca: at("junk") }, /--store-ca .*junk: is not the CA certificate .* in PEM/],
       ["etcd://h:2379", { ca: at("ca.pem"), cert: at("key.pem"), key: at("key.pem") }, /--store-cert .*: is not this controller's client certificate/],
       ["etcd://h:2379", { ca: at("ca.pem"), cert: at("cert.pem"), key: at("enc.pem") }, /--store-key .*: is encrypted with a passphrase/],
+      ["etcd://h:2379", { ca: at("cert.pem") }, /--store-ca .*: is a certificate but not a CA's/],
+      ["etcd://h:2379", { ca: at("bad-cert.pem") }, /--store-ca .*: its PEM does not hold a certificate that parses/],
+      ["etcd://h:2379", { ca: "/dev/zero" }, /--store-ca \/dev\/zero: is not a regular file/],
+      ["etcd://h:2379", { ca: dir }, /is not a regular file/],
+      ["etcd://h:2379", { ca: at("ca.pem"), cert: at("cert.pem"), key: at("other-key.pem") }, /--store-key .*other-key\.pem: is not the key of .*cert\.pem/],
+      ["etcd://h:2379", { ca: at("ca.pem"), cert: at("cert.pem"), key: at("junk") }, /--store-key .*: is not a PEM private key that parses/],
+      ["etcd://h:2379", { ca: at("ca.pem"), cert: at("ahead.pem"), key: at("ahead-key.pem") }, /--store-cert .*ahead\.pem: is not valid until .* and this machine's clock says .*: is this machine's clock right\?/],
+      ["etcd://h:2379", { ca: at("fifo") }, /--store-ca .*fifo: is not a regular file/],
       ["etcd://h:99999", {}, /is not HOST:PORT/],
     ];
     for (const [url, tls, message] of bad) assert.throws(() => parseStoreUrl(url, tls), message, `${url} ${JSON.stringify(tls)}`);

@@ -69,7 +69,18 @@ export function identityOf(cert: string | Uint8Array): (NodeIdentity & { serial:
  * with the dates and this machine's time, since a clock far off is the usual cause; undefined
  * for any other failure. `whose`: "the controller's", "node n-1's", "this node's".
  */
-export function certDatesProblem(code: unknown, cert: { valid_from?: string; valid_to?: string } | undefined, whose: string, now = Date.now()): string | undefined {
+export function certDatesProblem(
+  code: unknown,
+  cert: { raw?: Buffer; valid_from?: string; valid_to?: string } | undefined,
+  whose: string,
+  /** The CA the certificate must be signed by for its dates to be the problem (absent: the caller checked). */
+  ca?: string,
+  now = Date.now(),
+): string | undefined {
+  if (code !== "CERT_NOT_YET_VALID" && code !== "CERT_HAS_EXPIRED") return undefined;
+  // OpenSSL names only its last complaint: a certificate of another CA that is also out of date
+  // is said as out of date. Only one this CA signed is the clock's problem.
+  if (ca !== undefined && !signedBy(cert?.raw, ca)) return undefined;
   const iso = (d: string | undefined) => (d && Number.isFinite(Date.parse(d)) ? new Date(Date.parse(d)).toISOString() : undefined);
   const clock = `this machine's clock says ${new Date(now).toISOString()}`;
   if (code === "CERT_NOT_YET_VALID") {
@@ -81,4 +92,16 @@ export function certDatesProblem(code: unknown, cert: { valid_from?: string; val
     return `${whose} certificate has expired${to ? ` (at ${to})` : ""} and ${clock}: if it should not have, is this machine's clock right, or the other machine's?`;
   }
   return undefined;
+}
+
+/** Whether `raw` (DER) is a certificate issued and signed by `caPem`. */
+function signedBy(raw: Buffer | undefined, caPem: string): boolean {
+  if (!raw || raw.length === 0) return false;
+  try {
+    const leaf = new X509Certificate(raw);
+    const ca = new X509Certificate(caPem);
+    return leaf.checkIssued(ca) && leaf.verify(ca.publicKey);
+  } catch {
+    return false;
+  }
 }
