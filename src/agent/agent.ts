@@ -37,6 +37,8 @@ export interface AgentOptions {
   ca?: string;
   /** Delay before trying again an action that failed (default 5 s). */
   retryMs?: number;
+  /** How long one report may take before it counts as failed and the next of its star goes (default 15 s). */
+  reportDeadlineMs?: number;
   /** How often the node looks for processes no star accounts for (default 10 s). */
   orphanCheckMs?: number;
 }
@@ -506,7 +508,10 @@ export class Agent implements NodeLink {
    * as starting).
    */
   private inOrder<T>(name: string, send: () => Promise<T>): Promise<T> {
-    const next = (this.reportChains.get(name) ?? Promise.resolve()).then(send);
+    // Each within a deadline: a link that never answers fails it (kept for a retry, as any
+    // failed report) rather than holding every later one, and the agent's stop, for ever.
+    const ms = this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS;
+    const next = (this.reportChains.get(name) ?? Promise.resolve()).then(() => withDeadline(send(), ms, `the report of ${name} was not taken within ${ms / 1000} s`));
     const tail = next.then(
       () => undefined,
       () => undefined,
@@ -654,3 +659,15 @@ function describe(s: StarStatus): string {
   }
 }
 
+/** How long one report (or its drop) may take before the next of its star goes ahead. */
+const REPORT_DEADLINE_MS = 15_000;
+
+/** `p`, or a rejection with `message` after `ms`. */
+function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}

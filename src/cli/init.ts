@@ -41,8 +41,9 @@ interface InitOptions {
 function keptPorts(dataDir: string): Partial<Record<"port" | "clusterPort" | "apiPort" | "gossipPort", number>> {
   const read = (file: string, parse: (text: string) => unknown) => {
     try {
-      const n = Number(parse(readFileSync(join(dataDir, file), "utf8")));
-      return Number.isInteger(n) && n > 0 && n < 65536 ? n : undefined;
+      const text = String(parse(readFileSync(join(dataDir, file), "utf8")));
+      const n = /^\d{1,5}$/.test(text) ? Number(text) : NaN; // digits only: not "0x16", "1e3"
+      return n > 0 && n < 65536 ? n : undefined;
     } catch {
       return undefined;
     }

@@ -270,12 +270,15 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
       await gossip.starting;
     }
     // The controller may be down as this node starts: wait for it (its stars run on meanwhile).
-    for (let waited = false; ; waited = true) {
+    for (let said: string | undefined; ; ) {
       try {
         await link.reports();
         break;
       } catch (err) {
-        if (!waited) log(`node ${files.node}: cannot reach the controller at ${files.controller} yet (${(err as Error).message}); waiting`);
+        // Said once per reason (refused, then a certificate's dates, ...): not at every try.
+        const why = (err as Error).message;
+        if (why !== said) log(`node ${files.node}: cannot reach the controller at ${files.controller} yet (${why}); waiting`);
+        said = why;
       }
     }
     await agent.start();

@@ -17,6 +17,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { z } from "zod";
 import type { Controller } from "../controller/controller.js";
 import { StoreCorruptError } from "../model/errors.js";
+import { DNS_LABEL } from "../model/spec.js";
 import { type ControllerRecord, KEYS } from "../model/records.js";
 import { Election } from "../store/election.js";
 import { LeaseKeeper } from "../store/lease-keeper.js";
@@ -65,6 +66,7 @@ export function checkStoredCa(value: string): StoredCa {
     throw bad("not JSON");
   }
   if (typeof ca !== "object" || ca === null || typeof ca.name !== "string" || typeof ca.cert !== "string" || typeof ca.key !== "string") throw bad("it lacks its name, cert or key");
+  if (!DNS_LABEL.test(ca.name)) throw bad("its cluster name is not a DNS label");
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(ca.cert);
@@ -137,7 +139,8 @@ export function controllersOf(kvs: KeyValue[], log: (line: string) => void): Con
     } catch {
       parsed = undefined;
     }
-    if (parsed?.success && kv.key === `${KEYS.controllers}${parsed.data.node}`) list.push(parsed.data as ControllerRecord);
+    // A registration is on a lease (registerController): one without lasts for ever, and is not one.
+    if (parsed?.success && kv.lease !== undefined && kv.key === `${KEYS.controllers}${parsed.data.node}`) list.push(parsed.data as ControllerRecord);
     else if (!saidBad.has(`${kv.key}@${kv.modRevision}`)) {
       saidBad.add(`${kv.key}@${kv.modRevision}`);
       log(`controller: ignoring ${kv.key} in the store: not a controller's registration (written by hand? delete it)`);

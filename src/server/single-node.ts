@@ -10,13 +10,13 @@
  *   isolate/        isolate runtime
  *   cache/          bundled scripts (isolates)
  */
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, hostname, networkInterfaces, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { Agent } from "../agent/agent.js";
 import { AgentService } from "../controller/agent-service.js";
 import { InvalidArgumentError, RuntimeUnavailableError, StoreLostError } from "../model/errors.js";
-import { lookupToken, newToken, saveToken } from "../controller/tokens.js";
+import { lookupToken, newToken, saveToken, tokenKey } from "../controller/tokens.js";
 import { buildApi } from "../api/server.js";
 import { Controller, type TreeQuotas } from "../controller/controller.js";
 import { type CertRecord, KEYS, type NodeRecord, PREFIX, nodeKey } from "../model/records.js";
@@ -42,7 +42,7 @@ import { keepTrimmingMalloc } from "./memory.js";
 import { type NodeGossip, nodeMeta, startNodeGossip } from "./gossip.js";
 import type { GossipConfig } from "../cluster/gossip/config.js";
 import { ensureGossipKeyring, followGossipKeyring } from "../controller/gossip-keys.js";
-import { controllersOf, leadLoops, listControllers, registerController, sharedCa } from "./ha.js";
+import { controllersOf, leadLoops, listControllers, registerController, sharedCa, type StoredCa } from "./ha.js";
 import { Election } from "../store/election.js";
 import { type EtcdStoreConfig, readEtcdTls } from "../model/store-url.js";
 
@@ -218,7 +218,17 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
     throw new StoreLostError(dbPath, known.length);
   }
   const stopTrimming = keepTrimmingMalloc();
-  const closers: Array<() => Promise<void>> = [async () => stopTrimming(), () => store.close()];
+  // A start that fails takes back what it made of a new HA controller (its name, certificate,
+  // node records, files; the cluster's CA if it made it), so a second try starts clean.
+  const undo: Array<() => Promise<void>> = [];
+  let failed = false;
+  const closers: Array<() => Promise<void>> = [
+    async () => stopTrimming(),
+    () => store.close(),
+    async () => {
+      if (failed) for (const u of undo.reverse()) await u().catch(() => undefined);
+    },
+  ];
   const close = async () => {
     for (const c of closers.reverse()) await c().catch(() => undefined);
   };
@@ -235,11 +245,20 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       throw new InvalidArgumentError("node", `${dataDir} is node ${known.node} of cluster ${known.name}, not ${options.nodeName}: give that name, or another --data`);
     }
     const clusterFiles = etcd
-      ? await haController(dataDir, store, known, options.cluster?.name, options.nodeName ?? nodeNameOf(hostname()), options.cluster?.addresses ?? hostAddresses(), options.cluster?.certValidDays)
+      ? await haController(dataDir, store, known, options.cluster?.name, options.nodeName ?? nodeNameOf(hostname()), options.cluster?.addresses ?? hostAddresses(), undo, options.cluster?.certValidDays)
       : (known ?? (options.cluster ? await newController(dataDir, store, checkClusterName(options.cluster.name ?? "default"), options.nodeName ?? nodeNameOf(hostname()), options.cluster.addresses ?? hostAddresses(), options.cluster.certValidDays) : undefined));
-    // The store this controller is on, kept once it is one (a refused start keeps nothing).
-    if (etcd && options.store) writeFileSync(join(dataDir, "store.json"), `${JSON.stringify(etcd)}\n`, { mode: 0o600 });
+    if (etcd && !known && clusterFiles) {
+      const name = clusterFiles.node;
+      undo.push(async () => void (await store.delete({ key: nodeKey(name) })), async () => void (await store.delete({ key: `${KEYS.alive}${name}` })));
+    }
+    const hadToken = existsSync(join(dataDir, "admin.token"));
     const token = await adminToken(store, dataDir);
+    if (etcd && !hadToken) {
+      undo.push(async () => {
+        await store.delete({ key: tokenKey(token) });
+        rmSync(join(dataDir, "admin.token"), { force: true });
+      });
+    }
     const devMode = options.devMode === true;
     // The runtimes and the controller apply the same defaults and ceilings.
     const capacity: Required<Omit<NodeCapacity, "diskBytes">> = { cpuCores: availableParallelism(), memoryBytes: totalmem(), limits: nodeLimitsOf(options.limits) };
@@ -492,8 +511,11 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       };
     }
     writeFileSync(join(dataDir, "endpoint"), `${url}\n`, { mode: 0o644 });
+    // The store this controller is on, kept once it has started (a refused start keeps nothing).
+    if (etcd && options.store) writeFileSync(join(dataDir, "store.json"), `${JSON.stringify(etcd)}\n`, { mode: 0o600 });
     return { url, token, dataDir, close, ...(cluster ? { cluster } : {}) };
   } catch (err) {
+    failed = true;
     await close();
     throw err;
   }
@@ -539,13 +561,32 @@ function storeConfigOf(dataDir: string, given: EtcdStoreConfig | undefined): Etc
  * controller), and this controller's certificate signed with it, written to the data dir once.
  * A data dir of another cluster than the store's is refused.
  */
-async function haController(dataDir: string, store: Store, known: ClusterFiles | undefined, name: string | undefined, node: string, addresses: string[], validDays?: number): Promise<ClusterFiles> {
-  const { ca } = await sharedCa(store, async () => {
+async function haController(
+  dataDir: string,
+  store: Store,
+  known: ClusterFiles | undefined,
+  name: string | undefined,
+  node: string,
+  addresses: string[],
+  undo: Array<() => Promise<void>>,
+  validDays?: number,
+): Promise<ClusterFiles> {
+  const { ca, made } = await sharedCa(store, async () => {
     const cluster = checkClusterName(name ?? known?.name ?? "default");
     if (known) return { name: known.name, cert: known.caCert, key: known.caKey! }; // (its store was emptied: its CA again)
     const made = await createCa(cluster);
     return { name: cluster, cert: made.cert, key: made.key };
   });
+  if (made) {
+    // Made by this start: taken back if the start fails, unless another controller came meanwhile.
+    undo.push(async () => {
+      if ((await store.range({ prefix: KEYS.controllers }, { countOnly: true })).count > 0) return;
+      const kv = await store.get(KEYS.clusterCa);
+      if (kv && fingerprint((JSON.parse(kv.value) as StoredCa).cert) === fingerprint(ca.cert)) {
+        await store.txn({ compare: [{ key: KEYS.clusterCa, target: "modRevision", op: "=", value: kv.modRevision }], success: [{ type: "delete", range: { key: KEYS.clusterCa } }] });
+      }
+    });
+  }
   if (name !== undefined && name !== ca.name) throw new InvalidArgumentError("cluster", `the store holds cluster ${ca.name}, not ${name}: give that name (or none), or another store`);
   if (known) {
     if (fingerprint(known.caCert) !== fingerprint(ca.cert)) throw new InvalidArgumentError("store", `${dataDir} is a controller of cluster ${known.name}, and this store holds another cluster's CA (${ca.name}): give its own store, or another --data`);
@@ -571,6 +612,12 @@ async function haController(dataDir: string, store: Store, known: ClusterFiles |
     await store.delete({ key: nameKey }).catch(() => undefined);
     throw err;
   }
+  // ...and the same if the start fails later (a port in use, say).
+  undo.push(async () => {
+    await store.delete({ key: `${KEYS.certs}${signed.serial}` });
+    await store.delete({ key: nameKey });
+    rmSync(join(dataDir, "cluster"), { recursive: true, force: true });
+  });
   return files;
 }
 
@@ -592,8 +639,9 @@ export function hostAddresses(): string[] {
 /** The port a file of the data dir (cluster.port, https.port) holds from its last start, if any. */
 function lastPortIn(dataDir: string, file: string): number | undefined {
   try {
-    const port = Number(readFileSync(join(dataDir, file), "utf8").trim());
-    return Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined;
+    const text = readFileSync(join(dataDir, file), "utf8").trim();
+    const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN; // digits only: not "0x16"
+    return port > 0 && port < 65536 ? port : undefined;
   } catch {
     return undefined;
   }

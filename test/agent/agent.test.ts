@@ -83,4 +83,39 @@ describe("agent", () => {
       await store.close();
     }
   });
+
+  it("a report that never lands holds the star's later reports and the agent's stop only until its deadline", async () => {
+    const store = await openStore({ backend: "sqlite", path: ":memory:" });
+    const runtime = new FakeRuntime();
+    /** The first report of each star never settles (a link that swallows it). */
+    class Swallows extends AgentService {
+      readonly seen = new Set<string>();
+      override async report(name: string, o: StarObserved): Promise<void> {
+        if (!this.seen.has(name)) {
+          this.seen.add(name);
+          return new Promise(() => undefined);
+        }
+        return super.report(name, o);
+      }
+    }
+    const agent = new Agent({ link: new Swallows(store, "n1"), node: { name: "n1", cpuCores: 4, memoryBytes: 2 ** 33, runtimes: ["process"], limitsEnforced: true, startedAt: 0 }, runtimes: { process: runtime }, reportDeadlineMs: 300, retryMs: 50 });
+    try {
+      await agent.start();
+      const record: StarRecord = { name: "s1", uid: "u1", spec: { name: "s1", command: ["sleep", "9"], restart: "never" }, desired: "running", node: "n1", createdAt: 0, generation: 1 };
+      await store.put(starKey("s1"), JSON.stringify(record));
+      await waitFor("it to run", () => (runtime.status("s1")?.state === "running" ? true : undefined));
+      runtime.exit("s1", { exitCode: 1 });
+      const ended = await waitFor("it to end", () => (runtime.status("s1")?.state !== "running" ? runtime.status("s1")?.state : undefined));
+      // Its end is reported though the first report never landed.
+      await waitFor("its end in the store", async () => {
+        const kv = await store.get("/constellation/status/s1");
+        return kv && (JSON.parse(kv.value) as StarObserved).status.state === ended ? true : undefined;
+      }, { timeoutMs: 5000 });
+    } finally {
+      const stopped = agent.stop().then(() => true);
+      assert.equal(await Promise.race([stopped, new Promise((r) => setTimeout(r, 5000, false))]), true, "the agent stopped");
+      await runtime.close();
+      await store.close();
+    }
+  });
 });

@@ -14,7 +14,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, type ListedStar, cliReaders } from "../helpers/constellation.js";
-import { KEYS } from "../../src/model/records.js";
+import { KEYS, nodeKey } from "../../src/model/records.js";
 import { openStore } from "../../src/store/open.js";
 import { testDir } from "../helpers/dirs.js";
 import { type EtcdCluster, startEtcd } from "../helpers/etcd-harness.js";
@@ -74,6 +74,12 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
     const noCert = cli("c5", "init", "--store", store, "--store-ca", etcd!.tls!.ca, "--server", "--cluster", "ha", ...PORTS, ...dev);
     assert.notEqual(noCert.status, 0);
     assert.match(noCert.stderr, /etcd refused this controller's client certificate .*give --store-cert and --store-key/);
+    // The first start on the empty store fails after making the cluster (a typo in its name, a
+    // port in use): the store is left empty, and the next start names the cluster as it likes.
+    const etcdPort = new URL(etcd!.endpoints[0]!).port;
+    const typo = cli("c1", "init", "--store", store, ...tls, "--server", "--node", "c1", "--cluster", "prdo", "--port", "0", "--cluster-port", etcdPort, "--api-port", "0", "--gossip-port", "0", ...dev);
+    assert.notEqual(typo.status, 0);
+    assert.match(typo.stderr, /in use/);
     for (const c of CONTROLLERS) {
       const r = cli(c, "init", "--store", store, ...tls, "--server", "--node", c, ...(c === "c1" ? ["--cluster", "ha"] : []), ...PORTS, ...dev);
       assert.equal(r.status, 0, r.stderr);
@@ -130,7 +136,21 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
         assert.equal(await store.get(`${KEYS.nodeNames}c6`), undefined, "no name taken");
         assert.equal(existsSync(join(data("c6"), "store.json")), false, "nothing kept of the refused start");
       }
+      await store.put(KEYS.clusterCa, JSON.stringify({ ...(JSON.parse(good) as object), name: 'Bad Name/../x"\ninjected' }));
+      const badName = cli("c6", "init", "--store", storeUrl, ...tls, "--server", "--node", "c6", ...PORTS, ...dev);
+      assert.match(badName.stderr, /is not one: its cluster name is not a DNS label/);
       await store.put(KEYS.clusterCa, good);
+      // A registration with no lease (written by hand) would last for ever: not listed.
+      await store.put(`${KEYS.controllers}ghost`, JSON.stringify({ node: "ghost", address: "127.0.0.1:9" }));
+      assert.deepEqual(json<Status>("c2", "status").controllers.map((c) => c.node).sort(), CONTROLLERS);
+      await store.delete({ key: `${KEYS.controllers}ghost` });
+      // A start that fails after it was made a controller (its cluster port in use) takes it all back.
+      const taken = (json<Status>("c1", "status").controllers.find((c) => c.node === "c1")!.address.split(":").at(-1))!;
+      const busy = cli("c7", "init", "--store", storeUrl, ...tls, "--server", "--node", "c7", "--port", "0", "--cluster-port", taken, "--api-port", "0", "--gossip-port", "0", ...dev);
+      assert.notEqual(busy.status, 0);
+      assert.match(busy.stderr, /in use/);
+      for (const key of [`${KEYS.nodeNames}c7`, nodeKey("c7"), `${KEYS.alive}c7`]) assert.equal(await store.get(key), undefined, `${key} left behind`);
+      for (const f of ["cluster", "store.json", "admin.token"]) assert.equal(existsSync(join(data("c7"), f)), false, `${f} left in the data dir`);
       // The refused data dir is no controller of any store: another store's (members in another order) is not refused for it.
       const reordered = `etcd://${etcd!.endpoints.map((e) => e.replace("https://", "")).reverse().join(",")}`;
       const wrongName = cli("c6", "init", "--store", reordered, ...tls, "--server", "--cluster", "other", "--node", "c6", ...PORTS, ...dev);

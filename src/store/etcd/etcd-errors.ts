@@ -153,6 +153,9 @@ export function tlsFailure(msg: string): string | undefined {
   if (/Hostname\/IP does not match|does not match certificate's altnames|ERR_TLS_CERT_ALTNAME_INVALID/i.test(msg)) {
     return "etcd's certificate does not name the address dialled: give --store with a name or address in its certificate";
   }
+  if (/disconnected before secure TLS connection was established/i.test(msg)) {
+    return "etcd closed the connection during the TLS handshake: it may not speak TLS on this port (give http:// endpoints and no --store-ca), or it refused this client before the handshake ended";
+  }
   if (/wrong version number|packet length too long|http_request/i.test(msg)) {
     return "TLS was spoken to a plain-HTTP etcd (or the other way round): give http:// or https:// endpoints to match etcd's --listen-client-urls";
   }
