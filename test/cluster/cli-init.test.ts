@@ -11,6 +11,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { endNodeStars } from "../helpers/cgroups.js";
 import { testDir } from "../helpers/dirs.js";
 import { endProcess, waitFor } from "../helpers/wait.js";
 
@@ -35,6 +36,7 @@ describe("constellation init and join (the CLI, detached nodes)", () => {
       } catch {
         // not started
       }
+      await endNodeStars(data(n)); // (what its rm had not ended yet)
     }
     await rm(dir, { recursive: true, force: true });
   });

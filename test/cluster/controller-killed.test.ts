@@ -12,6 +12,7 @@ import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { endNodeStars } from "../helpers/cgroups.js";
 import { testDir } from "../helpers/dirs.js";
 import { endProcess, waitFor } from "../helpers/wait.js";
 
@@ -51,6 +52,7 @@ describe("the controller killed under load and started again", () => {
       } catch {
         // not started
       }
+      await endNodeStars(data(n)); // (what its rm had not ended yet)
     }
     await rm(dir, { recursive: true, force: true });
   });

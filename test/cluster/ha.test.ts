@@ -16,6 +16,7 @@ import { after, before, describe, it } from "node:test";
 import { CLI, type ListedStar, cliReaders } from "../helpers/constellation.js";
 import { KEYS, nodeKey } from "../../src/model/records.js";
 import { openStore } from "../../src/store/open.js";
+import { endNodeStars } from "../helpers/cgroups.js";
 import { testDir } from "../helpers/dirs.js";
 import { type EtcdCluster, startEtcd } from "../helpers/etcd-harness.js";
 import { endProcess, waitFor } from "../helpers/wait.js";
@@ -53,6 +54,7 @@ describe("three controllers on etcd, the leader killed", { timeout: 300_000 }, (
       } catch {
         // not started, or killed
       }
+      await endNodeStars(data(n)); // (what its rm had not ended yet)
     }
     await etcd?.stop();
     await rm(dir, { recursive: true, force: true });

@@ -99,3 +99,31 @@ export function removeNodeGroups(dataDir: string): boolean {
   for (const top of [...tops, join("/sys/fs/cgroup", "constellation", id)]) if (existsSync(top)) remove(top);
   return !left;
 }
+
+/**
+ * A test's teardown after it ended a node: what is left of the node's stars on this host (stars
+ * outlive their node by design) is killed by its groups, and the groups removed. Quiet if the
+ * node never started; gives up after 10 s.
+ */
+export async function endNodeStars(dataDir: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    let groups: Map<string, number[]>;
+    try {
+      groups = nodeGroups(dataDir);
+    } catch {
+      return; // never claimed an id: it ran nothing
+    }
+    for (const pids of groups.values()) {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+    }
+    if (removeNodeGroups(dataDir) || Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
