@@ -15,6 +15,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as delay, setImmediate as nextTurn } from "node:timers/promises";
 import type { StarState } from "../model/status.js";
 import {
+  CapacityExceededError,
   DuplicateStarError,
   FieldForbiddenError,
   InvalidArgumentError,
@@ -218,7 +219,7 @@ export class Controller {
         return false;
       }
     };
-    if (!nodes.some(fitsOn)) limitsOf(spec, nodes[0]);
+    if (!nodes.some(fitsOn)) throw tooLargeForAll(spec, nodes);
     if (spec.script !== undefined && !this.options.validate) {
       // Checked now (exists, parses) so a bad script is a 400, not a failed start. A star's own
       // token may not have root read a file for it: only scripts every user can read, checked on
@@ -967,4 +968,27 @@ function starGone(name: string): UnauthorizedError {
 
 function checkName(name: string): void {
   if (!DNS_LABEL.test(name)) throw new InvalidArgumentError("name", `star names are DNS labels (lowercase letters, digits, '-'), got ${JSON.stringify(name)}`);
+}
+
+/**
+ * Why a spec fits on no node, said of the largest: of the limits some node refuses, the one most
+ * nodes refuse, against the node with the most of it ("ram_gb asks for 64 GB, but the largest
+ * node (n3) has 32768 MB").
+ */
+function tooLargeForAll(spec: StarSpec, nodes: NodeRecord[]): Error {
+  const refusals: Array<{ node: string; err: CapacityExceededError }> = [];
+  for (const n of nodes) {
+    try {
+      limitsOf(spec, n);
+    } catch (err) {
+      if (!(err instanceof CapacityExceededError)) return err as Error;
+      refusals.push({ node: n.name, err });
+    }
+  }
+  const byField = new Map<string, Array<{ node: string; err: CapacityExceededError }>>();
+  for (const r of refusals) byField.set(r.err.field, [...(byField.get(r.err.field) ?? []), r]);
+  const most = [...byField.values()].sort((a, b) => b.length - a.length)[0]!;
+  const largest = most.reduce((a, b) => (b.err.capacity > a.err.capacity ? b : a));
+  const e = largest.err;
+  return nodes.length > 1 ? new CapacityExceededError(e.field, e.requested, e.capacity, e.unit, largest.node) : e;
 }

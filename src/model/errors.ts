@@ -223,11 +223,14 @@ export class CapacityExceededError extends ConstellationError {
   readonly field: string;
   readonly requested: number;
   readonly capacity: number;
-  constructor(field: string, requested: number, capacity: number, unit: string) {
-    super("RUNTIME_CAPACITY_EXCEEDED", `${field} asks for ${requested} ${unit}, but this node has ${capacity} ${unit}: ask for less`);
+  readonly unit: string;
+  /** `largest`: of several nodes, the one with the most of it (none has enough). */
+  constructor(field: string, requested: number, capacity: number, unit: string, largest?: string) {
+    super("RUNTIME_CAPACITY_EXCEEDED", `${field} asks for ${requested} ${unit}, but ${largest ? `the largest node (${largest}) has` : "this node has"} ${capacity} ${unit}: ask for less`);
     this.field = field;
     this.requested = requested;
     this.capacity = capacity;
+    this.unit = unit;
   }
 }
 
