@@ -219,7 +219,7 @@ export class Controller {
         return false;
       }
     };
-    if (!nodes.some(fitsOn)) throw tooLargeForAll(spec, nodes);
+    if (nodes.length > 0 && !nodes.some(fitsOn)) throw tooLargeForAll(spec, nodes);
     if (spec.script !== undefined && !this.options.validate) {
       // Checked now (exists, parses) so a bad script is a 400, not a failed start. A star's own
       // token may not have root read a file for it: only scripts every user can read, checked on
