@@ -11,8 +11,9 @@ import { pidAlive, processStarted } from "../../src/model/node-files.js";
 import { waitFor } from "../helpers/wait.js";
 
 it("a zombie does not run; a pid whose start time differs is another process", { skip: process.platform !== "linux" }, async () => {
-  // `true` ends at once; its parent became `sleep` (exec), which never reaps it: a zombie.
-  const sh = spawn("sh", ["-c", "true & echo $!; exec sleep 5"], { stdio: ["ignore", "pipe", "ignore"] });
+  // The child ends a moment after its parent has become `sleep` (exec), which never reaps it: a
+  // zombie. (A child that ends before the exec may be reaped by the shell: no zombie then.)
+  const sh = spawn("sh", ["-c", "sleep 0.3 & echo $!; exec sleep 30"], { stdio: ["ignore", "pipe", "ignore"] });
   try {
     const pid = Number(await new Promise<string>((resolve) => sh.stdout.once("data", (d: Buffer) => resolve(d.toString().trim()))));
     await waitFor("the child to be a zombie", () => readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ") || undefined);
