@@ -107,23 +107,25 @@ export function removeNodeGroups(dataDir: string): boolean {
  */
 export async function endNodeStars(dataDir: string): Promise<void> {
   const deadline = Date.now() + 10_000;
-  for (;;) {
-    let groups: Map<string, number[]>;
-    try {
-      groups = nodeGroups(dataDir);
-    } catch {
-      return; // never claimed an id: it ran nothing
-    }
-    for (const pids of groups.values()) {
-      for (const pid of pids) {
-        try {
-          process.kill(pid, "SIGKILL");
-        } catch {
-          // gone
-        }
+  while (!killNodeStars(dataDir) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+/** One round of endNodeStars: kills what runs in the node's star groups and removes them; true once none is left. */
+export function killNodeStars(dataDir: string): boolean {
+  let groups: Map<string, number[]>;
+  try {
+    groups = nodeGroups(dataDir);
+  } catch {
+    return true; // never claimed an id: it ran nothing
+  }
+  for (const pids of groups.values()) {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone
       }
     }
-    if (removeNodeGroups(dataDir) || Date.now() > deadline) return;
-    await new Promise((r) => setTimeout(r, 50));
   }
+  return removeNodeGroups(dataDir);
 }

@@ -4,8 +4,8 @@
  * and /var/tmp).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, readFileSync, rmSync } from "node:fs";
-import { nodeGroups } from "./cgroups.js";
+import { chmodSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { killNodeStars, nodeGroups } from "./cgroups.js";
 import { testDirSync } from "./dirs.js";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -80,7 +80,9 @@ export function cli(dataDir: string, args: string[], env: Record<string, string>
   });
 }
 
+/** Removes a test's data dir, after killing what is left of its node's stars (they outlive `up` by design). */
 export function removeDataDir(dir: string): void {
+  for (const d of [dir, join(dir, "data")]) if (existsSync(join(d, "node.json"))) killNodeStars(d);
   rmSync(dir, { recursive: true, force: true });
 }
 
