@@ -17,7 +17,7 @@ const count = (max: number) => z.coerce.number().int().min(0).max(max);
 export const logsQuery = z.strictObject({ tail: count(1_000_000).optional(), follow: flag.optional(), since: count(Number.MAX_SAFE_INTEGER).optional() });
 export const noQuery = z.strictObject({});
 /** What a star in a list may show; `fields` picks some (`name` always comes). */
-export const STAR_FIELDS = ["name", "uid", "spec", "desired", "node", "createdAt", "owner", "generation", "status", "observedGeneration", "usage"] as const;
+export const STAR_FIELDS = ["name", "uid", "spec", "desired", "node", "createdAt", "owner", "generation", "status", "observedGeneration", "usage", "pending"] as const;
 /** Stars per page at most (and by default). */
 export const MAX_PAGE = 500;
 export const listQuery = z.strictObject({

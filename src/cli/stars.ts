@@ -203,13 +203,15 @@ export function registerStarCommands(program: Command): void {
       const c = clientOf(cmd);
       try {
         // The table needs no specs (they may be large): asked for without them.
-        const stars = await c.list(o.json ? {} : o.quiet ? { fields: ["name"] } : { fields: ["status", "desired", "node", "usage", "createdAt", "owner"] });
+        const stars = await c.list(o.json ? {} : o.quiet ? { fields: ["name"] } : { fields: ["status", "desired", "node", "usage", "createdAt", "owner", "pending"] });
         if (o.json) return printJson(stars);
         if (o.quiet) return void process.stdout.write(stars.map((s) => `${s.name}\n`).join(""));
         if (stars.length === 0) return void process.stdout.write("no stars yet: create one with `constellation create --name hello -- echo hello`\n");
         const rows = stars.map((s) => [
           s.name,
-          stateText(s.status?.state ?? (s.desired === "running" ? "pending" : "stopped")) + (s.status && !s.status.limitsEnforced ? color.yellow(" (limits not enforced)") : ""),
+          stateText(s.status?.state ?? (s.desired === "running" ? "pending" : "stopped")) +
+            (s.status && !s.status.limitsEnforced ? color.yellow(" (limits not enforced)") : "") +
+            (!s.status && s.pending ? color.dim(` (${s.pending.reason})`) : ""),
           s.node ?? "-",
           s.usage ? `${s.usage.cpuPercent.toFixed(1)}%` : "-",
           memoryText(s),
@@ -237,7 +239,7 @@ export function registerStarCommands(program: Command): void {
         const s = info.status;
         const lines = [
           `${color.bold("name")}       ${info.name}`,
-          `${color.bold("state")}      ${stateText(s?.state ?? (info.desired === "running" ? "pending" : "stopped"))} (wanted: ${info.desired})${s?.reason ? ` — ${s.reason}` : ""}`,
+          `${color.bold("state")}      ${stateText(s?.state ?? (info.desired === "running" ? "pending" : "stopped"))} (wanted: ${info.desired})${s?.reason ? ` — ${s.reason}` : !s && info.pending ? ` — not placed: ${info.pending.reason}` : ""}`,
           `${color.bold("node")}       ${info.node ?? "-"}`,
           `${color.bold("parent")}     ${info.owner ? `${info.owner.name} (made by its token; removed with it)` : "-"}`,
           `${color.bold("pid")}        ${s?.pid ?? "-"}`,

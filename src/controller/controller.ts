@@ -37,6 +37,9 @@ import { type Cached, RecordCache } from "./record-cache.js";
 import { orphans, subtree } from "./family.js";
 import { LEASE_ONLY_AFTER, isDead } from "./liveness.js";
 import { replaceGossipKeyring } from "./gossip-keys.js";
+import { schedNodeOf } from "../scheduler/nodes.js";
+import { Scheduler } from "../scheduler/scheduler.js";
+import { type Ask, DEFAULT_PRIORITY, type Demand, type PlacedStar } from "../scheduler/types.js";
 import {
   type ClusterSummary,
   type CertRecord,
@@ -652,8 +655,7 @@ export class Controller {
   private async drainOne(
     kv: Cached<StarRecord>,
     from: string,
-    open: NodeRecord[],
-    held: Map<string, number>,
+    scheduler: Scheduler,
     o: ReportFacts | undefined,
     cordonAsRead: (node: string) => Compare,
   ): Promise<boolean> {
@@ -667,10 +669,16 @@ export class Controller {
       return true;
     }
     if (exclusive && o !== undefined && o.uid === record.uid && o.node === from && isActiveState(o)) return true; // its copy there still runs
-    const node = placement(open, held)!;
-    const { movingFrom: _, ...rest } = record;
+    scheduler.remove(record.name);
+    const placed = scheduler.place(this.askOf(record));
+    if (placed.node === undefined) {
+      // Nowhere to go: it stays where it is for now (a later pass tries again), said once.
+      await this.unplaced(kv, `node ${from} is draining, and nowhere else takes it: ${placed.reason}`);
+      return true;
+    }
+    const node = { name: placed.node };
+    const { movingFrom: _, pending: __, ...rest } = record;
     if (await this.casRecord(kv, { ...rest, node: node.name, desired: "running", generation: record.generation + (exclusive ? 1 : 0) }, [cordonAsRead(from), cordonAsRead(node.name)])) {
-      held.set(node.name, held.get(node.name)! + 1);
       await this.events.record("star.moved", `node ${from} is draining: moved to node ${node.name}`, { star: record.name, uid: record.uid, node: node.name });
     }
     return true;
@@ -752,9 +760,13 @@ export class Controller {
     const unblocked = live.filter((n) => !cordons.has(n.name) && !gone(n));
     const leased = unblocked.filter((n) => alive.has(n.name));
     const open = judging || leased.length === 0 ? unblocked : leased;
-    const targets = open.length > 0 ? open : live;
-    // Stars each node holds now (those that should run): each new one goes where fewest are.
-    const held = heldBy(targets, kvs.map((kv) => kv.value));
+    // The scheduler (src/scheduler) over this pass's snapshot: the open nodes take new stars;
+    // each star that should run holds what it takes on its node.
+    const closedOf = (n: NodeRecord) => (open.includes(n) ? undefined : cordons.get(n.name)?.drain === true ? "draining" : cordons.has(n.name) ? "cordoned" : "down");
+    const scheduler = new Scheduler({
+      nodes: nodes.map((n) => schedNodeOf(n, closedOf(n))),
+      placed: kvs.filter((kv) => kv.value.node !== undefined && (kv.value.desired === "running" || kv.value.movingFrom !== undefined)).map((kv) => this.placedOf(kv.value)),
+    });
     // What nodes report matters only to a drain (an exclusive star's copy there has ended).
     const draining = [...cordons.values()].some((c) => c.drain);
     const observed = new Map(draining ? (await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]) : []);
@@ -770,7 +782,7 @@ export class Controller {
       const on = record.node === undefined ? undefined : nodes.find((n) => n.name === record.node);
       if (on && (live.includes(on) || !moving) && cordons.get(on.name)?.drain === true && open.length > 0) {
         writes++;
-        if (await this.drainOne(kv, on.name, open, held, observed.get(record.name), cordonAsRead)) continue;
+        if (await this.drainOne(kv, on.name, scheduler, observed.get(record.name), cordonAsRead)) continue;
       }
       if (record.movingFrom !== undefined && cordons.get(record.node ?? "")?.drain !== true) {
         // Its node is no longer drained (uncordoned meanwhile): it runs where it was.
@@ -803,10 +815,18 @@ export class Controller {
           }
         }
       }
-      const node = placement(targets, held)!;
+      if (on) scheduler.remove(record.name);
+      const placed = scheduler.place(this.askOf(record));
+      if (placed.node === undefined) {
+        writes += await this.unplaced(kv, placed.reason);
+        continue;
+      }
+      // A stopped star gets its node (it runs there when started) but holds nothing there now.
+      if (record.desired !== "running") scheduler.remove(record.name);
+      const node = nodes.find((n) => n.name === placed.node)!;
       writes++;
-      if (await this.casRecord(kv, { ...record, node: node.name }, [cordonAsRead(node.name), ...(on ? [stillDead(on.name)] : [])])) {
-        if (record.desired === "running") held.set(node.name, held.get(node.name)! + 1);
+      const { pending: _, ...unpended } = record;
+      if (await this.casRecord(kv, { ...unpended, node: node.name }, [cordonAsRead(node.name), ...(on ? [stillDead(on.name)] : [])])) {
         const message = on ? `node ${on.name} is dead (no heartbeat for ${silentFor(on.name)} s): moved to node ${node.name}` : `assigned to node ${node.name}`;
         await this.events.record(on ? "star.moved" : "star.assigned", message, { star: record.name, uid: record.uid, node: node.name });
       }
@@ -893,6 +913,39 @@ export class Controller {
     const size = (spec: unknown) => Buffer.byteLength(JSON.stringify(spec));
     const bytes = tree.reduce((n, r) => n + size(r.spec), size(record.spec));
     if (bytes > quotas.specBytes) throw new QuotaExceededError("spec bytes", root.name, bytes, quotas.specBytes);
+  }
+
+  /** A star on its node as the scheduler sees it. */
+  private placedOf(record: StarRecord): PlacedStar {
+    return { name: record.name, node: record.node!, namespace: "default", demand: this.demandOf(record), priority: DEFAULT_PRIORITY };
+  }
+
+  /** A star to place, as the scheduler takes it (spread by default: fewest stars per node, as Kubernetes' default). */
+  private askOf(record: StarRecord): Ask {
+    return { name: record.name, namespace: "default", demand: this.demandOf(record), priority: DEFAULT_PRIORITY, strategy: "spread", constraints: [], affinities: [], distinctHosts: false, ports: [] };
+  }
+
+  /**
+   * What a star holds of a node for placement: its memory (as memory is promised at create,
+   * docs/runtime.md). CPU limits are not reserved (as Kubernetes' limits are not): a node's
+   * stars may together be limited to more cores than it has, and share them.
+   */
+  private demandOf(record: StarRecord): Demand {
+    return { cpuMillis: 0, memoryBytes: memoryBytesOf(this.factsOf(record), DEFAULT_NODE_LIMITS), diskBytes: 0, pids: 0 };
+  }
+
+  /**
+   * A star placed nowhere: it stays pending, and says why on its record (inspect, list) and in
+   * an event — once per reason. It is placed by a later pass as soon as a node can take it (a
+   * node joins, a star is removed, a cordon lifted). Returns the writes made (0 or 1).
+   */
+  private async unplaced(kv: Cached<StarRecord>, reason: string): Promise<number> {
+    const record = kv.value;
+    if (record.pending?.reason === reason) return 0;
+    if (await this.casRecord(kv, { ...record, pending: { reason, since: Date.now() } })) {
+      await this.events.record("star.unplaced", `not placed: ${reason}`, { star: record.name, uid: record.uid });
+    }
+    return 1;
   }
 
   private factsOf(record: StarRecord): StarFacts {

@@ -104,6 +104,8 @@ export interface StarRecord {
    * node it was on. Once that copy has ended it is started elsewhere.
    */
   movingFrom?: string;
+  /** Placed nowhere yet, and why (the scheduler's words: "3 nodes lack memory, 2 excluded by constraint zone=a"). */
+  pending?: { reason: string; since: number };
 }
 
 /** A node an operator cordoned (nothing new goes there), or drains (its stars move away too). */
@@ -238,6 +240,7 @@ export type EventKind =
   | "star.created"
   | "star.assigned"
   | "star.moved"
+  | "star.unplaced"
   | "node.cordoned"
   | "node.uncordoned"
   | "node.revoked"

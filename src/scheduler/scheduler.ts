@@ -49,6 +49,11 @@ export class Scheduler {
     this.quotas = snapshot.quotas ?? {};
   }
 
+  /** Takes a placed star out (it is about to be placed again elsewhere, or holds nothing: stopped). */
+  remove(name: string): void {
+    this.state.remove(name);
+  }
+
   place(ask: Ask): Placement {
     const overQuota = this.quotaReason(ask);
     if (overQuota) return { star: ask.name, reason: overQuota, filtered: {} };

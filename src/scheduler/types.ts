@@ -56,6 +56,9 @@ export interface Affinity extends Constraint {
 
 export type Strategy = "binpack" | "spread";
 
+/** A star's priority when its spec names none. */
+export const DEFAULT_PRIORITY = 50;
+
 /** A star to place. */
 export interface Ask {
   name: string;
