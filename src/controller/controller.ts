@@ -141,7 +141,7 @@ export function leftoverMemory(records: StarRecord[], observed: Map<string, Repo
 }
 
 /** What the controller's loops need of a star's spec. */
-type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms">;
+type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms" | "placement">;
 
 function isActiveState(o: Pick<ReportFacts, "state" | "restartAt">): boolean {
   return o.state === "running" || o.state === "starting" || o.state === "pending" || o.restartAt !== undefined;
@@ -922,7 +922,19 @@ export class Controller {
 
   /** A star to place, as the scheduler takes it (spread by default: fewest stars per node, as Kubernetes' default). */
   private askOf(record: StarRecord): Ask {
-    return { name: record.name, namespace: "default", demand: this.demandOf(record), priority: DEFAULT_PRIORITY, strategy: "spread", constraints: [], affinities: [], distinctHosts: false, ports: [] };
+    const p = this.factsOf(record).placement;
+    return {
+      name: record.name,
+      namespace: "default",
+      demand: this.demandOf(record),
+      priority: DEFAULT_PRIORITY,
+      strategy: p?.strategy ?? "spread",
+      ...(p?.spread_by !== undefined ? { spreadBy: p.spread_by } : {}),
+      constraints: p?.constraints ?? [],
+      affinities: p?.affinities ?? [],
+      distinctHosts: false,
+      ports: [],
+    };
   }
 
   /**
@@ -952,7 +964,7 @@ export class Controller {
     let facts = this.facts.get(record.uid);
     if (!facts) {
       const spec = parseStarSpec(record.spec);
-      facts = { restart: spec.restart, exclusive: spec.exclusive, stop_grace_ms: spec.stop_grace_ms };
+      facts = { restart: spec.restart, exclusive: spec.exclusive, stop_grace_ms: spec.stop_grace_ms, ...(spec.placement ? { placement: spec.placement } : {}) };
       for (const f of ["cpu_cores", "cpu_percent", "ram_mb", "ram_gb"] as const) if (spec[f] !== undefined) facts[f] = spec[f];
       this.facts.set(record.uid, facts);
     }

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { CapacityExceededError, InvalidSpecError, callerText, unknownKeys } from "./errors.js";
+import { constraintProblem, placementSchema } from "./placement.js";
 
 /** A DNS label (RFC 1123): the star's name is also its hostname. */
 export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -191,6 +192,8 @@ export const starSpecSchema = z
      * namespaces, mount, keyctl, bpf, ptrace, ...); "unconfined" turns it off (admin tokens only).
      */
     seccomp: z.enum(["default", "unconfined"]).default("default"),
+    /** Where it may and would rather run (model/placement.ts): strategy, spread_by, constraints, affinities. */
+    placement: placementSchema.optional(),
   })
   .superRefine((given, ctx) => {
     // Each limit in one place: at the top, or in resources.
@@ -198,6 +201,13 @@ export const starSpecSchema = z
       if (given[k] !== undefined) ctx.addIssue({ code: "custom", path: ["resources", k], message: `${k} is given twice: at the top and in resources; give it once` });
     }
     const s = { ...given, ...given.resources };
+    for (const [list, i, c] of [...(s.placement?.constraints ?? []).map((c, i) => ["constraints", i, c] as const), ...(s.placement?.affinities ?? []).map((c, i) => ["affinities", i, c] as const)]) {
+      const problem = constraintProblem(c);
+      if (problem) ctx.addIssue({ code: "custom", path: ["placement", list, i, "value"], message: problem });
+    }
+    if (s.placement?.spread_by !== undefined && s.placement.strategy !== "spread") {
+      ctx.addIssue({ code: "custom", path: ["placement", "spread_by"], message: "spread_by goes with strategy spread" });
+    }
     if ((s.script === undefined) === (s.command === undefined)) {
       ctx.addIssue({ code: "custom", path: ["script"], message: "give exactly one of script (a .js/.mjs/.ts file) or command" });
     }

@@ -3,6 +3,7 @@
  * placed on them and namespaces' quotas — and what it asks of each new star. Plain data only:
  * the controller builds these from the store, the scheduler returns placements (scheduler.ts).
  */
+import type { Operator } from "../model/placement.js";
 
 /** What a star takes of a node: CPU in thousandths of a core, memory and disk in bytes, processes. */
 export interface Demand {
@@ -38,8 +39,6 @@ export interface PlacedStar {
   ports?: readonly number[];
 }
 
-export const OPERATORS = ["=", "!=", "in", "not_in", "regexp", "version"] as const;
-export type Operator = (typeof OPERATORS)[number];
 
 /** A node attribute the star requires: `{ attribute: "zone", operator: "=", value: "a" }`. */
 export interface Constraint {

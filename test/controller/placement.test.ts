@@ -43,4 +43,37 @@ describe("placement by the scheduler", () => {
       await store.close();
     }
   });
+
+  it("placement in the spec: constraints on node labels, binpack, and why a constraint places it nowhere", async () => {
+    const store = await openStore({ backend: "sqlite", path: ":memory:" });
+    const controller = new Controller({ store, nodeTtlSeconds: 60 });
+    try {
+      for (const [name, zone] of [["a", "a"], ["b", "b"], ["c", "b"]] as const) {
+        await store.put(nodeKey(name), JSON.stringify({ ...node(name, 8), labels: { zone } }));
+        await store.put(`${KEYS.alive}${name}`, "{}");
+      }
+      controller.start();
+      const nodeOf = (s: string) => waitFor(`${s} placed`, async () => (await recordOf(store, s)).node);
+      // Required: zone a, only node a.
+      await controller.create({ name: "za", command: ["true"], ram_mb: 256, placement: { constraints: [{ attribute: "zone", operator: "=", value: "a" }] } });
+      assert.equal(await nodeOf("za"), "a");
+      // Binpack: onto the node that already holds most (b holds one already).
+      await controller.create({ name: "first", command: ["true"], ram_gb: 2, placement: { constraints: [{ attribute: "node.name", operator: "=", value: "b" }] } });
+      assert.equal(await nodeOf("first"), "b");
+      await controller.create({ name: "packed", command: ["true"], ram_gb: 1, placement: { strategy: "binpack", constraints: [{ attribute: "zone", operator: "=", value: "b" }] } });
+      assert.equal(await nodeOf("packed"), "b");
+      // Spread (the default) with the same constraint: the other node of zone b.
+      await controller.create({ name: "spread", command: ["true"], ram_gb: 1, placement: { constraints: [{ attribute: "zone", operator: "=", value: "b" }] } });
+      assert.equal(await nodeOf("spread"), "c");
+      // Nowhere: pending, saying which constraint.
+      await controller.create({ name: "zc", command: ["true"], ram_mb: 256, placement: { constraints: [{ attribute: "zone", operator: "=", value: "c" }] } });
+      const pending = await waitFor("zc pending", async () => (await recordOf(store, "zc")).pending);
+      assert.equal(pending.reason, "3 nodes excluded by constraint zone=c");
+      // A bad constraint is refused at create, naming it.
+      await assert.rejects(controller.create({ name: "bad", command: ["true"], placement: { constraints: [{ attribute: "zone", operator: "regexp", value: "(" }] } }), /the regexp for zone does not compile/);
+    } finally {
+      await controller.stop();
+      await store.close();
+    }
+  });
 });

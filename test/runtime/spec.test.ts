@@ -40,6 +40,41 @@ describe("star spec", () => {
     assert.deepEqual(issues({ ...base, resources: { ram_gb: 0.001, gpus: 1 } }), ["resources.ram_gb: ram_gb must be at least 0.00390625 (4 MB)", "resources.gpus: unknown field gpus"]);
   });
 
+  it("placement: strategy, spread_by, constraints and affinities, each checked", () => {
+    const spec = parseStarSpec({ ...base, placement: { strategy: "spread", spread_by: "zone", constraints: [{ attribute: "zone", operator: "in", value: ["a", "b"] }], affinities: [{ attribute: "disk", operator: "=", value: "ssd", weight: 40 }] } });
+    assert.deepEqual(spec.placement?.constraints, [{ attribute: "zone", operator: "in", value: ["a", "b"] }]);
+    assert.equal(parseStarSpec({ ...base, placement: {} }).placement?.strategy, "spread", "spread by default");
+    assert.deepEqual(
+      issues({
+        ...base,
+        placement: {
+          strategy: "binpack",
+          spread_by: "zone",
+          constraints: [
+            { attribute: "zone", operator: "~", value: "a" },
+            { attribute: "disk", operator: "regexp", value: "(" },
+            { attribute: "node.version", operator: "version", value: "banana" },
+            { attribute: "zone", operator: "=", value: ["a"] },
+          ],
+          affinities: [{ attribute: "zone", operator: "=", value: "a", weight: 0 }],
+        },
+      }),
+      [
+        "placement.constraints.0.operator: operator must be one of =, !=, in, not_in, regexp, version",
+        "placement.affinities.0.weight: weight must not be 0",
+      ],
+    );
+    assert.deepEqual(
+      issues({ ...base, placement: { strategy: "binpack", spread_by: "zone", constraints: [{ attribute: "disk", operator: "regexp", value: "(" }, { attribute: "v", operator: "version", value: "banana" }, { attribute: "zone", operator: "=", value: ["a"] }] } }),
+      [
+        "placement.constraints.0.value: the regexp for disk does not compile: Invalid regular expression: /(/: Unterminated group",
+        'placement.constraints.1.value: "banana" for v is not a version range (e.g. ">=1.2.0 <2")',
+        "placement.constraints.2.value: zone = takes one value (a string), not a list",
+        "placement.spread_by: spread_by goes with strategy spread",
+      ],
+    );
+  });
+
   it("fills what the spec leaves out from the node's defaults: memory is always limited", () => {
     const node = { ...DEFAULT_NODE_LIMITS, defaultRamMb: 128, defaultPids: 50, defaultNofile: 200 };
     const limits = limitsOf(parseStarSpec(base), { cpuCores: 2, memoryBytes: 2 ** 30, limits: node });

@@ -36,7 +36,8 @@ describe("the SDK's types", () => {
         'const made = constellation.create({ name: "web", command: ["python3", "-m", "http.server"], ram_mb: 256 });\n' +
         "// The seed's other spelling of limits.\n" +
         'const w = constellation.create({ name: "processor-a", script: "process.ts", env: { INPUT_FILE: "/data/raw/a.csv" }, resources: { cpu_cores: 8, ram_gb: 16 } });\n' +
-        "void stars; void made; void w;\n",
+        'const db = constellation.create({ name: "db-primary", command: ["postgres"], cpu_cores: 4, ram_gb: 8, placement: { strategy: "spread" } });\n' +
+        "void stars; void made; void w; void db;\n",
     );
     assert.equal(good.status, 0, good.stdout + good.stderr);
     const bad = project('import { connect } from "constellation";\nconnect({ dataDir: 42 });\n');
