@@ -4,6 +4,7 @@ import { resolve as resolvePath } from "node:path";
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { type Constellation, type StarInfo, connect } from "../sdk/client.js";
 import type { StarSpecInput } from "../model/spec.js";
+import type { Operator, Placement as StarPlacement } from "../model/placement.js";
 import { age, bytes, color, parseSince, printJson, stateText, table } from "./output.js";
 import { parseEnvFile } from "./env-file.js";
 
@@ -69,6 +70,30 @@ const mountSpec = (v: string, acc: Array<{ host: string; path?: string; readonly
   return [...acc, { host, ...(path ? { path } : {}), readonly: mode === "ro" }];
 };
 
+/**
+ * --constraint / --affinity: `zone=a`, `zone!=a`, `zone in a,b`, `zone not_in a,b`,
+ * `disk~^ss`, `node.version version >=0.2` (an affinity ends with `:WEIGHT`, −100..100).
+ */
+export function placementRule(v: string, flag: string): { attribute: string; operator: Operator; value: string | string[]; weight?: number } {
+  let text = v.trim();
+  let weight: number | undefined;
+  if (flag === "--affinity") {
+    const m = /^(.*):(-?\d+)$/.exec(text);
+    if (!m) throw new CommanderArgError(`${flag} takes RULE:WEIGHT (weight −100..100, below 0 to avoid), e.g. disk=ssd:50; got "${v}"`);
+    text = m[1]!.trim();
+    weight = Number(m[2]);
+  }
+  const words = /^(\S+)\s+(in|not_in|version)\s+(.+)$/.exec(text);
+  const sym = /^([^=!~\s]+)\s*(!=|=|~)\s*(.*)$/.exec(text);
+  let rule: { attribute: string; operator: Operator; value: string | string[] };
+  if (words) rule = { attribute: words[1]!, operator: words[2] as Operator, value: words[2] === "version" ? words[3]!.trim() : words[3]!.split(",").map((x) => x.trim()) };
+  else if (sym) rule = { attribute: sym[1]!, operator: sym[2] === "~" ? "regexp" : (sym[2] as Operator), value: sym[3]! };
+  else throw new CommanderArgError(`${flag} takes ATTR=VALUE, ATTR!=VALUE, ATTR~REGEXP, "ATTR in A,B", "ATTR not_in A,B" or "ATTR version RANGE"; got "${v}"`);
+  return weight === undefined ? rule : { ...rule, weight };
+}
+const constraintRule = (v: string, acc: unknown[]) => [...acc, placementRule(v, "--constraint")];
+const affinityRule = (v: string, acc: unknown[]) => [...acc, placementRule(v, "--affinity")];
+
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
 function memoryText(s: StarInfo): string {
@@ -105,6 +130,10 @@ export function registerStarCommands(program: Command): void {
     .addOption(new Option("--restart <policy>", "restart policy").choices(["never", "on-failure", "always"]))
     .option("--exclusive", "at most once in a cluster: never two copies, even through a partition (docs/cluster.md)")
     .addOption(new Option("--runtime <kind>", "process (any program) or isolate (JS/TS in a V8 isolate)").choices(["process", "isolate"]))
+    .addOption(new Option("--strategy <how>", "where among the nodes that can take it: spread (fewest stars; default) or binpack (the fullest)").choices(["spread", "binpack"]))
+    .option("--spread-by <label>", "spread over this node label's values (e.g. zone) rather than over nodes")
+    .option("--constraint <rule>", 'a node it may run on: zone=a, zone!=a, "zone in a,b", "zone not_in a,b", disk~^ss, "node.version version >=0.2" (repeatable)', constraintRule, [])
+    .option("--affinity <rule:weight>", "a node it would rather run on (weight 1..100) or avoid (-100..-1): disk=ssd:50 (repeatable)", affinityRule, [])
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
     .option("--watch-ms <ms>", "once it runs, watch it this long; if it dies meanwhile, say why and exit non-zero (0: do not watch)", number("--watch-ms"), 1000)
     .option("--no-start", "only record the star (start it later with `constellation start`)")
@@ -118,6 +147,7 @@ export function registerStarCommands(program: Command): void {
         "constellation create --name count --script count-words.ts -- input.txt   # the script's arguments after --",
         "constellation create --name web --script server.mjs --restart always --runtime isolate",
         "constellation create --name etl --mount /srv/data:/data --mount /srv/out:/out:rw -- ./etl.sh",
+        'constellation create --name db --ram-gb 8 --constraint "zone in a,b" --affinity disk=ssd:50 -- postgres',
       ]),
     )
     .action(async (command: string[], o: Record<string, unknown>, cmd: Command) => {
@@ -150,6 +180,16 @@ export function registerStarCommands(program: Command): void {
       if ((o.mount as unknown[]).length > 0) spec.mounts = o.mount as Array<{ host: string; readonly: boolean }>;
       if (o.root !== undefined) spec.root = o.root as string;
       if (o.seccomp !== undefined) spec.seccomp = o.seccomp as "default";
+      const constraints = o.constraint as StarPlacement["constraints"];
+      const affinities = o.affinity as StarPlacement["affinities"];
+      if (o.strategy !== undefined || o.spreadBy !== undefined || constraints.length > 0 || affinities.length > 0) {
+        spec.placement = {
+          ...(o.strategy !== undefined ? { strategy: o.strategy as "spread" } : {}),
+          ...(o.spreadBy !== undefined ? { spread_by: o.spreadBy as string } : {}),
+          ...(constraints.length > 0 ? { constraints } : {}),
+          ...(affinities.length > 0 ? { affinities } : {}),
+        };
+      }
       const c = clientOf(cmd);
       try {
         const star = await c.create(spec, { start: o.start !== false });
