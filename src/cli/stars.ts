@@ -72,22 +72,25 @@ const mountSpec = (v: string, acc: Array<{ host: string; path?: string; readonly
 
 /**
  * --constraint / --affinity: `zone=a`, `zone!=a`, `zone in a,b`, `zone not_in a,b`,
- * `disk~^ss`, `node.version version >=0.2` (an affinity ends with `:WEIGHT`, −100..100).
+ * `disk~^ss`, `node.version version >=0.2` (an affinity ends with `@WEIGHT`, −100..100).
  */
 export function placementRule(v: string, flag: string): { attribute: string; operator: Operator; value: string | string[]; weight?: number } {
   let text = v.trim();
   let weight: number | undefined;
   if (flag === "--affinity") {
-    const m = /^(.*):(-?\d+)$/.exec(text);
-    if (!m) throw new CommanderArgError(`${flag} takes RULE:WEIGHT (weight −100..100, below 0 to avoid), e.g. disk=ssd:50; got "${v}"`);
+    const m = /^(.*)@(-?\d+)$/.exec(text);
+    if (!m) throw new CommanderArgError(`${flag} takes RULE@WEIGHT (weight −100..100, below 0 to avoid), e.g. disk=ssd@50; got "${v}"`);
     text = m[1]!.trim();
     weight = Number(m[2]);
   }
-  const words = /^(\S+)\s+(in|not_in|version)\s+(.+)$/.exec(text);
+  // The attribute is a name (no =, !, ~ or space); what follows the first operator is the value.
   const sym = /^([^=!~\s]+)\s*(!=|=|~)\s*(.*)$/.exec(text);
+  const words = /^([^=!~\s]+)\s+(in|not_in|version)\s+(.+)$/.exec(text);
   let rule: { attribute: string; operator: Operator; value: string | string[] };
-  if (words) rule = { attribute: words[1]!, operator: words[2] as Operator, value: words[2] === "version" ? words[3]!.trim() : words[3]!.split(",").map((x) => x.trim()) };
-  else if (sym) rule = { attribute: sym[1]!, operator: sym[2] === "~" ? "regexp" : (sym[2] as Operator), value: sym[3]! };
+  if (sym) {
+    if (sym[3]!.startsWith("=")) throw new CommanderArgError(`${flag}: write one = (ATTR=VALUE), not ==; got "${v}"`);
+    rule = { attribute: sym[1]!, operator: sym[2] === "~" ? "regexp" : (sym[2] as Operator), value: sym[3]! };
+  } else if (words) rule = { attribute: words[1]!, operator: words[2] as Operator, value: words[2] === "version" ? words[3]!.trim() : words[3]!.split(",").map((x) => x.trim()) };
   else throw new CommanderArgError(`${flag} takes ATTR=VALUE, ATTR!=VALUE, ATTR~REGEXP, "ATTR in A,B", "ATTR not_in A,B" or "ATTR version RANGE"; got "${v}"`);
   return weight === undefined ? rule : { ...rule, weight };
 }
@@ -133,7 +136,7 @@ export function registerStarCommands(program: Command): void {
     .addOption(new Option("--strategy <how>", "where among the nodes that can take it: spread (fewest stars; default) or binpack (the fullest)").choices(["spread", "binpack"]))
     .option("--spread-by <label>", "spread over this node label's values (e.g. zone) rather than over nodes")
     .option("--constraint <rule>", 'a node it may run on: zone=a, zone!=a, "zone in a,b", "zone not_in a,b", disk~^ss, "node.version version >=0.2" (repeatable)', constraintRule, [])
-    .option("--affinity <rule:weight>", "a node it would rather run on (weight 1..100) or avoid (-100..-1): disk=ssd:50 (repeatable)", affinityRule, [])
+    .option("--affinity <rule@weight>", "a node it would rather run on (weight 1..100) or avoid (-100..-1): disk=ssd@50 (repeatable)", affinityRule, [])
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
     .option("--watch-ms <ms>", "once it runs, watch it this long; if it dies meanwhile, say why and exit non-zero (0: do not watch)", number("--watch-ms"), 1000)
     .option("--no-start", "only record the star (start it later with `constellation start`)")
@@ -147,7 +150,7 @@ export function registerStarCommands(program: Command): void {
         "constellation create --name count --script count-words.ts -- input.txt   # the script's arguments after --",
         "constellation create --name web --script server.mjs --restart always --runtime isolate",
         "constellation create --name etl --mount /srv/data:/data --mount /srv/out:/out:rw -- ./etl.sh",
-        'constellation create --name db --ram-gb 8 --constraint "zone in a,b" --affinity disk=ssd:50 -- postgres',
+        'constellation create --name db --ram-gb 8 --constraint "zone in a,b" --affinity disk=ssd@50 -- postgres',
       ]),
     )
     .action(async (command: string[], o: Record<string, unknown>, cmd: Command) => {

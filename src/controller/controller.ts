@@ -27,9 +27,9 @@ import {
   UnauthorizedError,
 } from "../model/errors.js";
 import { resolveProgram } from "../runtime/script.js";
-import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Footprint, type StarSpec, type StarSpecInput, cpuMillisOf, limitsOf, memoryBytesOf, parseStarSpec, withLimitsAtTop } from "../model/spec.js";
+import { DEFAULT_NODE_LIMITS, DNS_LABEL, type Footprint, type NodeLimits, type StarSpec, type StarSpecInput, cpuMillisOf, limitsOf, memoryBytesOf, parseStarSpec, withLimitsAtTop } from "../model/spec.js";
 import type { Compare, KeyValue, Store } from "../store/types.js";
-import { adminOnlyField, fits, mb, memoryBudget, withinParent } from "./admission.js";
+import { type MemoryBudget, adminOnlyField, fits, mb, memoryBudget, withinParent } from "./admission.js";
 import { NODE_TTL_S } from "./agent-service.js";
 import { EventLog } from "./events.js";
 import { indexStarTokens } from "./tokens.js";
@@ -656,6 +656,7 @@ export class Controller {
     kv: Cached<StarRecord>,
     from: string,
     scheduler: Scheduler,
+    askLimits: NodeLimits,
     o: ReportFacts | undefined,
     cordonAsRead: (node: string) => Compare,
   ): Promise<boolean> {
@@ -670,10 +671,10 @@ export class Controller {
     }
     if (exclusive && o !== undefined && o.uid === record.uid && o.node === from && isActiveState(o)) return true; // its copy there still runs
     scheduler.remove(record.name);
-    const placed = scheduler.place(this.askOf(record));
+    const placed = scheduler.place(this.askOf(record, askLimits));
     if (placed.node === undefined) {
       // Nowhere to go: it stays where it is for now (a later pass tries again), said once.
-      await this.unplaced(kv, `node ${from} is draining, and nowhere else takes it: ${placed.reason}`);
+      await this.unplaced(kv, `stays on draining node ${from}: nowhere else takes it (${placed.reason})`);
       return true;
     }
     const node = { name: placed.node };
@@ -762,14 +763,25 @@ export class Controller {
     const open = judging || leased.length === 0 ? unblocked : leased;
     // The scheduler (src/scheduler) over this pass's snapshot: the open nodes take new stars;
     // each star that should run holds what it takes on its node.
-    const closedOf = (n: NodeRecord) => (open.includes(n) ? undefined : cordons.get(n.name)?.drain === true ? "draining" : cordons.has(n.name) ? "cordoned" : "down");
+    const closedOf = (n: NodeRecord) => {
+      const cordon = cordons.get(n.name);
+      if (open.includes(n)) return undefined;
+      if (cordon?.revoked === true || !cordon) return "down"; // (revoked: it is dead to the cluster)
+      return cordon.drain ? "draining" : "cordoned";
+    };
+    const byName = new Map(nodes.map((n) => [n.name, n]));
+    // What nodes report: which stars hold memory (as admission counts it: running, or about to),
+    // and for a drain, whether an exclusive star's copy there has ended.
+    const observed = new Map((await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]));
     const scheduler = new Scheduler({
       nodes: nodes.map((n) => schedNodeOf(n, closedOf(n))),
-      placed: kvs.filter((kv) => kv.value.node !== undefined && (kv.value.desired === "running" || kv.value.movingFrom !== undefined)).map((kv) => this.placedOf(kv.value)),
+      placed: kvs.filter((kv) => kv.value.node !== undefined && (holdsMemory(kv.value, observed.get(kv.value.name)) || kv.value.movingFrom !== undefined)).map((kv) => this.placedOf(kv.value, byName.get(kv.value.node!))),
     });
+    // A star that names no memory is asked for with the largest default of the nodes (each
+    // node's own default is what it gives; asking for the largest never overcommits one).
+    const askLimits = nodes.reduce<NodeLimits>((a, n) => (limitsOfNode(n).defaultRamMb > a.defaultRamMb ? limitsOfNode(n) : a), limitsOfNode(nodes[0]));
     // What nodes report matters only to a drain (an exclusive star's copy there has ended).
-    const draining = [...cordons.values()].some((c) => c.drain);
-    const observed = new Map(draining ? (await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]) : []);
+
     // Stars stopped to be moved: their nodes' reports (their copy ended) are looked at too.
     this.moving = kvs.filter((kv) => kv.value.movingFrom !== undefined).length;
     let writes = 0;
@@ -782,7 +794,7 @@ export class Controller {
       const on = record.node === undefined ? undefined : nodes.find((n) => n.name === record.node);
       if (on && (live.includes(on) || !moving) && cordons.get(on.name)?.drain === true && open.length > 0) {
         writes++;
-        if (await this.drainOne(kv, on.name, scheduler, observed.get(record.name), cordonAsRead)) continue;
+        if (await this.drainOne(kv, on.name, scheduler, askLimits, observed.get(record.name), cordonAsRead)) continue;
       }
       if (record.movingFrom !== undefined && cordons.get(record.node ?? "")?.drain !== true) {
         // Its node is no longer drained (uncordoned meanwhile): it runs where it was.
@@ -791,7 +803,15 @@ export class Controller {
         await this.casRecord(kv, { ...rest, desired: "running", generation: record.generation + 1 }, [cordonAsRead(record.node ?? "")]);
         continue;
       }
-      if (on && (live.includes(on) || !moving)) continue;
+      if (on && (live.includes(on) || !moving)) {
+        // Where it is, it stays (its node is back, its drain lifted): no longer pending.
+        if (record.pending !== undefined && cordons.get(on.name)?.drain !== true) {
+          const { pending: _, ...settled } = record;
+          writes++;
+          await this.casRecord(kv, settled);
+        }
+        continue;
+      }
       if (on) {
         // Its node is dead (its lease expired). A star that should run and may be restarted is
         // made again elsewhere; its old copy, should that node come back, is superseded (its
@@ -816,7 +836,7 @@ export class Controller {
         }
       }
       if (on) scheduler.remove(record.name);
-      const placed = scheduler.place(this.askOf(record));
+      const placed = scheduler.place(this.askOf(record, askLimits));
       if (placed.node === undefined) {
         writes += await this.unplaced(kv, placed.reason);
         continue;
@@ -868,26 +888,41 @@ export class Controller {
    */
   private async checkMemory(spec: Footprint, nodes: NodeRecord[], record?: StarRecord, by?: Principal): Promise<void> {
     const [records, observed] = await this.readAll();
-    const next = placement(nodes, heldBy(nodes, records));
-    const node = nodes.find((n) => n.name === record?.node) ?? next;
-    if (!node) return; // no node yet: checked when one joins
-    const limits = limitsOfNode(node);
-    const onNode = (r: StarRecord) => r.node === node.name || (node === next && !nodes.some((n) => n.name === r.node));
-    const used = records
-      .filter((r) => r.name !== record?.name && onNode(r) && holdsMemory(r, observed.get(r.name)))
-      .map((r) => memoryBytesOf(this.factsOf(r), limits))
-      .concat(leftoverMemory(records, observed, node.name, limits.defaultRamMb * 2 ** 20));
-    const budget = memoryBudget(node.memoryBytes, limits.memoryOvercommit, used);
-    const bytes = memoryBytesOf(spec, limits);
-    if (!fits(budget, bytes)) {
+    // A star of a node is checked on that node; a new one on every node (the scheduler places it
+    // on one with room): refused only if none has room, said of the one with the most.
+    const assigned = nodes.find((n) => n.name === record?.node);
+    const candidates = assigned ? [assigned] : nodes;
+    if (candidates.length === 0) return; // no node yet: checked when one joins
+    const byNode = new Map<string, StarRecord[]>();
+    for (const r of records) if (r.node !== undefined && r.name !== record?.name) byNode.set(r.node, [...(byNode.get(r.node) ?? []), r]);
+    let best: { node: NodeRecord; budget: MemoryBudget; bytes: number } | undefined;
+    // Stars the loop has not placed yet (no node, no reason why not) will take room somewhere:
+    // counted on every node, as the node they may go to.
+    const unplaced = records.filter((r) => (r.node === undefined || !nodes.some((n) => n.name === r.node)) && r.pending === undefined && r.name !== record?.name);
+    for (const node of candidates) {
+      const limits = limitsOfNode(node);
+      const used = [...(byNode.get(node.name) ?? []), ...unplaced]
+        .filter((r) => holdsMemory(r, observed.get(r.name)))
+        .map((r) => memoryBytesOf(this.factsOf(r), limits))
+        .concat(leftoverMemory(records, observed, node.name, limits.defaultRamMb * 2 ** 20));
+      const budget = memoryBudget(node.memoryBytes, limits.memoryOvercommit, used);
+      const bytes = memoryBytesOf(spec, limits);
+      if (fits(budget, bytes)) {
+        best = undefined;
+        break;
+      }
+      if (!best || budget.leftBytes > best.budget.leftBytes) best = { node, budget, bytes };
+    }
+    if (best) {
       // The node's totals are the operator's to know, not a star's.
       const detail = by === undefined || by.scope === "admin";
-      throw new NodeMemoryFullError(spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", node.name, mb(bytes), mb(budget.usedBytes), mb(budget.allowedBytes), detail);
+      throw new NodeMemoryFullError(spec.ram_gb !== undefined ? "ram_gb" : "ram_mb", best.node.name, mb(best.bytes), mb(best.budget.usedBytes), mb(best.budget.allowedBytes), detail);
     }
     // Forget the specs of stars that are gone.
     const uids = new Set(records.map((r) => r.uid));
     for (const uid of this.facts.keys()) if (!uids.has(uid)) this.facts.delete(uid);
   }
+
 
   /** The top of `star`'s tree (an admin's star, with no owner): `star` itself if it has none. */
   async treeRoot(star: StarRef): Promise<StarRef> {
@@ -916,17 +951,17 @@ export class Controller {
   }
 
   /** A star on its node as the scheduler sees it. */
-  private placedOf(record: StarRecord): PlacedStar {
-    return { name: record.name, node: record.node!, namespace: "default", demand: this.demandOf(record), priority: DEFAULT_PRIORITY };
+  private placedOf(record: StarRecord, node: NodeRecord | undefined): PlacedStar {
+    return { name: record.name, node: record.node!, namespace: "default", demand: this.demandOf(record, limitsOfNode(node)), priority: DEFAULT_PRIORITY };
   }
 
   /** A star to place, as the scheduler takes it (spread by default: fewest stars per node, as Kubernetes' default). */
-  private askOf(record: StarRecord): Ask {
+  private askOf(record: StarRecord, limits: NodeLimits): Ask {
     const p = this.factsOf(record).placement;
     return {
       name: record.name,
       namespace: "default",
-      demand: this.demandOf(record),
+      demand: this.demandOf(record, limits),
       priority: DEFAULT_PRIORITY,
       strategy: p?.strategy ?? "spread",
       ...(p?.spread_by !== undefined ? { spreadBy: p.spread_by } : {}),
@@ -942,8 +977,8 @@ export class Controller {
    * docs/runtime.md). CPU limits are not reserved (as Kubernetes' limits are not): a node's
    * stars may together be limited to more cores than it has, and share them.
    */
-  private demandOf(record: StarRecord): Demand {
-    return { cpuMillis: 0, memoryBytes: memoryBytesOf(this.factsOf(record), DEFAULT_NODE_LIMITS), diskBytes: 0, pids: 0 };
+  private demandOf(record: StarRecord, limits: NodeLimits): Demand {
+    return { cpuMillis: 0, memoryBytes: memoryBytesOf(this.factsOf(record), limits), diskBytes: 0, pids: 0 };
   }
 
   /**
@@ -999,27 +1034,6 @@ export class Controller {
 /** The stars `by` may see (a star's token: its own subtree), as the API shows them. */
 function viewsFor(records: StarRecord[], observed: Map<string, StarObserved>, by?: Principal): StarView[] {
   return (by?.star ? subtree(records, by.star) : records).map((r) => viewOf(r, observed.get(r.name)));
-}
-
-/** How many stars that should run each node holds. */
-function heldBy(nodes: NodeRecord[], records: StarRecord[]): Map<string, number> {
-  const held = new Map<string, number>(nodes.map((n) => [n.name, 0]));
-  for (const r of records) if (r.node !== undefined && r.desired === "running" && held.has(r.node)) held.set(r.node, held.get(r.node)! + 1);
-  return held;
-}
-
-/**
- * Where a new star goes: the node holding fewest stars that should run (by name on a tie). The
- * scheduler of issue 12 replaces this with resources, constraints and spread.
- */
-export function placement(nodes: NodeRecord[], held: ReadonlyMap<string, number>): NodeRecord | undefined {
-  let best: NodeRecord | undefined;
-  for (const n of nodes) {
-    const h = held.get(n.name) ?? 0;
-    const b = best === undefined ? Infinity : (held.get(best.name) ?? 0);
-    if (h < b || (h === b && best !== undefined && n.name < best.name)) best = n;
-  }
-  return best;
 }
 
 /** A node's defaults and ceilings (a record written before nodes had them: the defaults). */

@@ -50,7 +50,50 @@ export function constraintProblem(c: { attribute: string; operator: Operator; va
     } catch (err) {
       return `the regexp for ${c.attribute} does not compile: ${(err as Error).message}`;
     }
+    const slow = backtrackingRisk(v);
+    if (slow) return `the regexp for ${c.attribute} ${slow}, which can take exponential time to match: write it without (the scheduler matches it on every node, every pass)`;
   }
-  if (c.operator === "version" && semver.validRange(c.value as string) === null) return `"${String(c.value)}" for ${c.attribute} is not a version range (e.g. ">=1.2.0 <2")`;
+  if (c.operator === "version" && (String(c.value).trim() === "" || semver.validRange(c.value as string) === null)) {
+    return `"${String(c.value)}" for ${c.attribute} is not a version range (e.g. ">=1.2.0 <2")`;
+  }
+  return undefined;
+}
+
+/**
+ * What in a regexp could make a backtracking engine (V8's) take exponential time, if anything:
+ * a backreference, or a repeated group that holds a repetition or an alternation — `(a+)+`,
+ * `(\w+)*`, `(a|aa)+` — the shapes of catastrophic backtracking. Plain patterns (`^ssd`,
+ * `^eu-(west|east)-[0-9]+$`) pass.
+ */
+export function backtrackingRisk(re: string): string | undefined {
+  // Each open group: whether it holds a repetition or an alternation so far.
+  const groups: Array<{ repeats: boolean; alternates: boolean }> = [];
+  let inClass = false;
+  for (let i = 0; i < re.length; i++) {
+    const ch = re[i]!;
+    if (ch === "\\") {
+      if (!inClass && /[1-9k]/.test(re[i + 1] ?? "")) return "has a backreference";
+      i++;
+      continue;
+    }
+    if (inClass) {
+      if (ch === "]") inClass = false;
+      continue;
+    }
+    if (ch === "[") inClass = true;
+    else if (ch === "(") groups.push({ repeats: false, alternates: false });
+    else if (ch === "|" && groups.length > 0) groups.at(-1)!.alternates = true;
+    else if (ch === ")") {
+      const g = groups.pop();
+      const next = re[i + 1];
+      const repeated = next === "*" || next === "+" || next === "{" || next === "?";
+      if (g && repeated && next !== "?" && (g.repeats || g.alternates)) return g.repeats ? "repeats a group that repeats" : "repeats a group of alternatives";
+      // What a group holds, its enclosing group holds too.
+      if (g && groups.length > 0) {
+        groups.at(-1)!.repeats ||= g.repeats || repeated;
+        groups.at(-1)!.alternates ||= g.alternates;
+      }
+    } else if ((ch === "*" || ch === "+" || ch === "{" || (ch === "?" && re[i - 1] !== "(")) && groups.length > 0) groups.at(-1)!.repeats = true;
+  }
   return undefined;
 }

@@ -43,13 +43,15 @@ export function compileConstraint(c: Constraint, field = "constraints"): Check {
     }
     case "regexp": {
       const re = new RegExp(v);
-      return { test: (a) => a[attr] !== undefined && re.test(a[attr]), label: `${attr}~/${v}/` };
+      // (Attributes are short; a long one is not matched at all rather than matched slowly.)
+      return { test: (a) => a[attr] !== undefined && a[attr].length <= 256 && re.test(a[attr]), label: `${attr}~/${v}/` };
     }
     case "version": {
       const range = semver.validRange(v)!;
+      // A node's own version as it is (pre-releases kept: 0.1.0-dev is before 0.1.0), else coerced ("1.4" → 1.4.0).
       const satisfied = (x: string | undefined) => {
-        const got = x === undefined ? null : semver.coerce(x);
-        return got !== null && semver.satisfies(got, range);
+        const got = x === undefined ? null : (semver.valid(x) ?? semver.coerce(x));
+        return got !== null && semver.satisfies(got, range, { includePrerelease: true });
       };
       return { test: (a) => satisfied(a[attr]), label: `${attr} version ${v}` };
     }

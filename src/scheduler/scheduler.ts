@@ -55,6 +55,9 @@ export class Scheduler {
   }
 
   place(ask: Ask): Placement {
+    checkDemand(ask.demand, ask.priority);
+    // Placed already (asked again): it leaves where it was first, holding nothing twice.
+    this.state.remove(ask.name);
     const overQuota = this.quotaReason(ask);
     if (overQuota) return { star: ask.name, reason: overQuota, filtered: {} };
     const c = compileAsk(ask);
@@ -74,7 +77,7 @@ export class Scheduler {
       this.state.add(best, placed(ask, best.node.name));
       return { star: ask.name, node: best.node.name };
     }
-    const preempted = ask.priority > 0 && [...counts.keys()].some((f) => f.resources) ? this.preempt(c) : undefined;
+    const preempted = ask.priority > this.state.lowestPriority() && [...counts.keys()].some((f) => f.resources) ? this.preempt(c) : undefined;
     if (preempted) return preempted;
     const filtered = Object.fromEntries([...counts].map(([f, n]) => [f.key, n]));
     const reason = this.state.nodes.length === 0 ? "there are no nodes: add one (constellation join)" : explain(counts);
@@ -103,9 +106,10 @@ export class Scheduler {
   private spreadCandidates(c: CompiledAsk, counts: Map<Filter, number>): NodeState[] {
     const group = c.ask.group ?? ALL;
     if (c.ask.spreadBy !== undefined) return this.labelSpreadCandidates(c, group, counts);
-    const { levels } = this.state.levelsOf(group);
+    const { levels, lowest } = this.state.levelsOf(group);
     const limit = c.affinities.length > 0 ? Infinity : this.limit;
-    for (const level of levels) {
+    for (let k = lowest; k < levels.length; k++) {
+      const level = levels[k]!;
       const out: NodeState[] = [];
       for (const i of level) {
         const n = this.state.nodes[i]!;
@@ -175,6 +179,15 @@ export class Scheduler {
         if (!resourceFilter(n, c, freed)) break;
       }
       if (resourceFilter(n, c, freed)) continue;
+      // Then back what was not needed, the highest priority first (a small star evicted on the
+      // way to a big one that alone makes room is kept).
+      for (const s of [...evict].sort((a, b) => b.priority - a.priority || a.name.localeCompare(b.name))) {
+        const without = { cpuMillis: freed.cpuMillis - s.demand.cpuMillis, memoryBytes: freed.memoryBytes - s.demand.memoryBytes, diskBytes: freed.diskBytes - s.demand.diskBytes, pids: freed.pids - s.demand.pids };
+        if (!resourceFilter(n, c, without)) {
+          Object.assign(freed, without);
+          evict.splice(evict.indexOf(s), 1);
+        }
+      }
       const cost: [number, number] = [Math.max(...evict.map((s) => s.priority)), evict.length];
       if (!best || cost[0] < best.cost[0] || (cost[0] === best.cost[0] && cost[1] < best.cost[1])) best = { n, evict, cost };
     }
@@ -193,7 +206,7 @@ export class Scheduler {
     const d = ask.demand;
     return (
       over("stars", used.stars, 1, q.stars, String) ??
-      over("cpu", used.cpuMillis, d.cpuMillis, q.cpuMillis, (v) => `${v / 1000} cores`) ??
+      over("cpu", used.cpuMillis, d.cpuMillis, q.cpuMillis, (v) => `${v / 1000} ${v === 1000 ? "core" : "cores"}`) ??
       over("memory", used.memoryBytes, d.memoryBytes, q.memoryBytes, mib) ??
       over("disk", used.diskBytes, d.diskBytes, q.diskBytes, mib)
     );
@@ -215,6 +228,6 @@ function hash(s: string): number {
 
 /** Checks an ask's numbers (negative or non-finite demands, a priority outside 0..100) before it is scheduled. */
 export function checkDemand(d: Demand, priority: number): void {
-  for (const [k, v] of Object.entries(d)) if (!Number.isFinite(v) || v < 0) throw new InvalidArgumentError(k, `must be a number of 0 or more, got ${v}`);
-  if (!Number.isInteger(priority) || priority < 0 || priority > 100) throw new InvalidArgumentError("priority", `must be a whole number from 0 to 100, got ${priority}`);
+  for (const [k, v] of Object.entries(d)) if (!Number.isFinite(v) || v < 0) throw new InvalidArgumentError(k, `${k} must be a number of 0 or more, got ${v}`);
+  if (!Number.isInteger(priority) || priority < 0 || priority > 100) throw new InvalidArgumentError("priority", `priority must be a whole number from 0 to 100, got ${priority}`);
 }

@@ -25,6 +25,8 @@ export interface NodeState {
 class Levels {
   readonly levels: Array<Set<number>> = [];
   readonly count: Int32Array;
+  /** The lowest level with a node in it (spread looks from there, not from 0 every time). */
+  lowest = 0;
   constructor(size: number) {
     this.count = new Int32Array(size);
     this.levels.push(new Set(Array.from({ length: size }, (_, i) => i)));
@@ -35,6 +37,8 @@ class Levels {
     const next = c + by;
     this.count[node] = next;
     (this.levels[next] ??= new Set()).add(node);
+    if (next < this.lowest) this.lowest = next;
+    while (this.lowest < this.levels.length - 1 && this.levels[this.lowest]!.size === 0) this.lowest++;
   }
 }
 
@@ -44,6 +48,8 @@ export class ClusterState {
   private readonly namespaces = new Map<string, Demand & { stars: number }>();
   private readonly levels = new Map<string, Levels>();
   private readonly starNode = new Map<string, NodeState>();
+  /** How many placed stars have each priority. */
+  private readonly priorities = new Map<number, number>();
   /** The nodes that run any star (binpack looks at them first), and where each is in that list (−1: not in it). */
   readonly occupied: number[] = [];
   readonly occupiedAt: Int32Array;
@@ -79,7 +85,15 @@ export class ClusterState {
     return l;
   }
 
+  /** The lowest priority of any star placed (Infinity: none): a star at or below it preempts nothing. */
+  lowestPriority(): number {
+    let low = Infinity;
+    for (const [p, k] of this.priorities) if (k > 0 && p < low) low = p;
+    return low;
+  }
+
   add(n: NodeState, s: PlacedStar): void {
+    this.priorities.set(s.priority, (this.priorities.get(s.priority) ?? 0) + 1);
     n.used.cpuMillis += s.demand.cpuMillis;
     n.used.memoryBytes += s.demand.memoryBytes;
     n.used.diskBytes += s.demand.diskBytes;
@@ -112,6 +126,7 @@ export class ClusterState {
       this.levels.get(g)?.move(n.index, -1);
     }
     n.stars.delete(name);
+    this.priorities.set(s.priority, this.priorities.get(s.priority)! - 1);
     if (n.stars.size === 0) {
       // Out of the list: the last one takes its place.
       const at = this.occupiedAt[n.index]!;

@@ -17,14 +17,20 @@ describe("placement flags", () => {
     assert.deepEqual(placementRule("zone not_in a,b", "--constraint"), { attribute: "zone", operator: "not_in", value: ["a", "b"] });
     assert.deepEqual(placementRule("disk~^ss", "--constraint"), { attribute: "disk", operator: "regexp", value: "^ss" });
     assert.deepEqual(placementRule("node.version version >=0.2 <1", "--constraint"), { attribute: "node.version", operator: "version", value: ">=0.2 <1" });
-    assert.deepEqual(placementRule("disk=ssd:50", "--affinity"), { attribute: "disk", operator: "=", value: "ssd", weight: 50 });
-    assert.deepEqual(placementRule("zone=a:-20", "--affinity"), { attribute: "zone", operator: "=", value: "a", weight: -20 });
+    assert.deepEqual(placementRule("disk=ssd@50", "--affinity"), { attribute: "disk", operator: "=", value: "ssd", weight: 50 });
+    assert.deepEqual(placementRule("zone=a@-20", "--affinity"), { attribute: "zone", operator: "=", value: "a", weight: -20 });
+    // A value with spaces, =, : or a word that is an operator is the value.
+    assert.deepEqual(placementRule("desc=built in house", "--constraint"), { attribute: "desc", operator: "=", value: "built in house" });
+    assert.deepEqual(placementRule("motd=see version 2", "--constraint"), { attribute: "motd", operator: "=", value: "see version 2" });
+    assert.deepEqual(placementRule("time=12:30@10", "--affinity"), { attribute: "time", operator: "=", value: "12:30", weight: 10 });
   });
 
   it("a rule that is none, or an affinity without its weight, is a one-line error with exit code 2", () => {
     for (const [flag, rule, said] of [
       ["--constraint", "zone", /--constraint takes ATTR=VALUE, .*; got "zone"/],
-      ["--affinity", "disk=ssd", /--affinity takes RULE:WEIGHT/],
+      ["--affinity", "disk=ssd", /--affinity takes RULE@WEIGHT/],
+      ["--affinity", "time=12:30", /--affinity takes RULE@WEIGHT/],
+      ["--constraint", "zone==a", /write one = \(ATTR=VALUE\), not ==/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "create", "--name", "x", flag, rule, "--", "true"], { encoding: "utf8" });
       assert.equal(r.status, 2, r.stderr);

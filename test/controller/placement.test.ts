@@ -17,6 +17,23 @@ const GiB = 2 ** 30;
 const node = (name: string, memoryGiB: number): NodeRecord => ({ name, cpuCores: 2, memoryBytes: memoryGiB * GiB, runtimes: ["process"], limitsEnforced: false, startedAt: 0, limits: DEFAULT_NODE_LIMITS });
 const recordOf = async (store: Store, name: string) => JSON.parse((await store.get(starKey(name)))!.value) as StarRecord;
 
+/** A controller on an in-memory store with these nodes alive, running `f`; everything closed after. */
+async function withController(nodes: NodeRecord[], f: (store: Store, controller: Controller) => Promise<void>): Promise<void> {
+  const store = await openStore({ backend: "sqlite", path: ":memory:" });
+  const controller = new Controller({ store, nodeTtlSeconds: 60 });
+  try {
+    for (const n of nodes) {
+      await store.put(nodeKey(n.name), JSON.stringify(n));
+      await store.put(`${KEYS.alive}${n.name}`, "{}");
+    }
+    controller.start();
+    await f(store, controller);
+  } finally {
+    await controller.stop();
+    await store.close();
+  }
+}
+
 describe("placement by the scheduler", () => {
   it("a star no open node takes stays pending with why, and is placed once one can", async () => {
     const store = await openStore({ backend: "sqlite", path: ":memory:" });
@@ -45,14 +62,7 @@ describe("placement by the scheduler", () => {
   });
 
   it("placement in the spec: constraints on node labels, binpack, and why a constraint places it nowhere", async () => {
-    const store = await openStore({ backend: "sqlite", path: ":memory:" });
-    const controller = new Controller({ store, nodeTtlSeconds: 60 });
-    try {
-      for (const [name, zone] of [["a", "a"], ["b", "b"], ["c", "b"]] as const) {
-        await store.put(nodeKey(name), JSON.stringify({ ...node(name, 8), labels: { zone } }));
-        await store.put(`${KEYS.alive}${name}`, "{}");
-      }
-      controller.start();
+    await withController([["a", "a"], ["b", "b"], ["c", "b"]].map(([name, zone]) => ({ ...node(name!, 8), labels: { zone: zone! } })), async (store, controller) => {
       const nodeOf = (s: string) => waitFor(`${s} placed`, async () => (await recordOf(store, s)).node);
       // Required: zone a, only node a.
       await controller.create({ name: "za", command: ["true"], ram_mb: 256, placement: { constraints: [{ attribute: "zone", operator: "=", value: "a" }] } });
@@ -71,9 +81,38 @@ describe("placement by the scheduler", () => {
       assert.equal(pending.reason, "3 nodes excluded by constraint zone=c");
       // A bad constraint is refused at create, naming it.
       await assert.rejects(controller.create({ name: "bad", command: ["true"], placement: { constraints: [{ attribute: "zone", operator: "regexp", value: "(" }] } }), /the regexp for zone does not compile/);
-    } finally {
-      await controller.stop();
-      await store.close();
-    }
+    });
+  });
+
+  it("memory: a new star is admitted if any node has room, and a node's own default memory is what its stars hold", async () => {
+    await withController([{ ...node("a", 1), limits: { ...DEFAULT_NODE_LIMITS, defaultRamMb: 400 } }, node("b", 8)], async (store, controller) => {
+      // 900 MB each: a holds one; the rest go to b, none refused while b has room.
+      for (let i = 0; i < 4; i++) await controller.create({ name: `m${i}`, command: ["true"], ram_mb: 900 });
+      const on = await Promise.all([0, 1, 2, 3].map((i) => waitFor(`m${i} placed`, async () => (await recordOf(store, `m${i}`)).node)));
+      assert.equal(on.filter((n) => n === "a").length, 1, on.join());
+      // Stars that name no memory, pinned to a (1 GiB, its default 400 MB): asked with the largest
+      // default of the nodes (512 MB): two fit on a, the third waits.
+      await controller.remove("m0", { force: true }).catch(() => undefined);
+      for (const m of ["m1", "m2", "m3"]) await controller.remove(m, { force: true }).catch(() => undefined);
+      for (let i = 0; i < 3; i++) await controller.create({ name: `d${i}`, command: ["true"], placement: { constraints: [{ attribute: "node.name", operator: "=", value: "a" }] } });
+      await waitFor("two placed on a, one pending", async () => {
+        const rs = await Promise.all([0, 1, 2].map((i) => recordOf(store, `d${i}`)));
+        return rs.filter((r) => r.node === "a").length === 2 && rs.filter((r) => r.pending).length === 1 ? true : undefined;
+      });
+    });
+  });
+
+  it("a star that could not leave a draining node is no longer pending once the drain is lifted", async () => {
+    await withController([node("a", 4), node("b", 1)], async (store, controller) => {
+      await controller.create({ name: "s1", command: ["true"], ram_gb: 3 });
+      assert.equal(await waitFor("s1 placed", async () => (await recordOf(store, "s1")).node), "a");
+      await controller.cordon("a", { drain: true });
+      const pending = await waitFor("s1 pending", async () => (await recordOf(store, "s1")).pending);
+      assert.match(pending.reason, /^stays on draining node a: nowhere else takes it \(1 node draining, 1 node lacks memory\)$/);
+      assert.equal((await recordOf(store, "s1")).node, "a");
+      await controller.uncordon("a");
+      await waitFor("s1 no longer pending", async () => ((await recordOf(store, "s1")).pending === undefined ? true : undefined));
+      assert.equal((await recordOf(store, "s1")).node, "a");
+    });
   });
 });

@@ -75,6 +75,14 @@ describe("star spec", () => {
     );
   });
 
+  it("a regexp that could take exponential time, or an empty version range, is refused", () => {
+    for (const re of ["^(\\w+)+$", "(a|aa)+", "(a+)*b", "(x)\\1"]) {
+      assert.match(issues({ ...base, placement: { constraints: [{ attribute: "node.name", operator: "regexp", value: re }] } })[0]!, /can take exponential time to match/, re);
+    }
+    assert.equal(parseStarSpec({ ...base, placement: { constraints: [{ attribute: "zone", operator: "regexp", value: "^eu-(west|east)-[0-9]+$" }] } }).placement?.constraints.length, 1);
+    assert.match(issues({ ...base, placement: { constraints: [{ attribute: "v", operator: "version", value: " " }] } })[0]!, /is not a version range/);
+  });
+
   it("fills what the spec leaves out from the node's defaults: memory is always limited", () => {
     const node = { ...DEFAULT_NODE_LIMITS, defaultRamMb: 128, defaultPids: 50, defaultNofile: 200 };
     const limits = limitsOf(parseStarSpec(base), { cpuCores: 2, memoryBytes: 2 ** 30, limits: node });

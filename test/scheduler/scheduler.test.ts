@@ -1,7 +1,7 @@
 /** The scheduler's pure core (src/scheduler): feasibility, ranking, reasons, preemption, quotas. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { schedule } from "../../src/scheduler/scheduler.js";
+import { Scheduler, schedule } from "../../src/scheduler/scheduler.js";
 import type { Placement } from "../../src/scheduler/types.js";
 import { GiB, demand, mockAsk, mockNode, mockPlaced } from "./fixtures.js";
 
@@ -114,5 +114,37 @@ describe("scheduler: priorities, preemption and quotas", () => {
     const [q] = schedule({ nodes, placed, quotas: { team: { stars: 1 } } }, [mockAsk("t2", demand(0.1, 0.1), { namespace: "team" })]);
     assert.match(reasonOf(q!), /quota of stars: 1 of 1 used/);
     assert.equal(nodeOf(schedule({ nodes, placed, quotas: { team: { stars: 1 } } }, [mockAsk("o", demand(0.1, 0.1))])[0]!), "a", "other namespaces are not held to it");
+  });
+
+  it("preemption evicts no more than it needs: a small star taken on the way to a big one is kept", () => {
+    const nodes = [mockNode("a", 4, 1000 / 1024)];
+    const placed = [mockPlaced("small", "a", { cpuMillis: 0, memoryBytes: 100 * 2 ** 20, diskBytes: 0, pids: 0 }, { priority: 10 }), mockPlaced("big", "a", { cpuMillis: 0, memoryBytes: 900 * 2 ** 20, diskBytes: 0, pids: 0 }, { priority: 20 })];
+    const [p] = schedule({ nodes, placed }, [mockAsk("urgent", { cpuMillis: 0, memoryBytes: 800 * 2 ** 20, diskBytes: 0, pids: 0 }, { priority: 90 })]);
+    assert.deepEqual(p, { star: "urgent", node: "a", preempts: ["big"] });
+  });
+});
+
+describe("scheduler: bad numbers and repeats", () => {
+  it("a demand that is not a number of 0 or more, or a priority outside 0..100, is refused", () => {
+    const nodes = [mockNode("a")];
+    assert.throws(() => schedule({ nodes, placed: [] }, [mockAsk("x", { cpuMillis: 0, memoryBytes: -1, diskBytes: 0, pids: 0 })]), /memoryBytes.*must be a number of 0 or more/);
+    assert.throws(() => schedule({ nodes, placed: [] }, [mockAsk("x", { cpuMillis: Number.NaN, memoryBytes: 1, diskBytes: 0, pids: 0 })]), /cpuMillis/);
+    assert.throws(() => schedule({ nodes, placed: [] }, [mockAsk("x", undefined, { priority: 150 })]), /priority.*0 to 100/);
+  });
+
+  it("a star placed again leaves where it was first: it holds nothing twice", () => {
+    const s = new Scheduler({ nodes: [mockNode("a", 4, 1), mockNode("b", 4, 1)], placed: [] });
+    const first = s.place(mockAsk("x", demand(0, 0.6)));
+    const again = s.place(mockAsk("x", demand(0, 0.6), { constraints: [{ attribute: "node.name", operator: "!=", value: first.node! }] }));
+    assert.notEqual(again.node, first.node);
+    assert.equal(s.place(mockAsk("y", demand(0, 0.6))).node, first.node, "its first node has room again");
+  });
+
+  it("version constraints keep a node's pre-release: 0.1.0-dev is before 0.1.0", () => {
+    const nodes = [mockNode("dev", 4, 8, { attributes: { "node.version": "0.1.0-dev" } })];
+    const on = (range: string) => schedule({ nodes, placed: [] }, [mockAsk("s", undefined, { constraints: [{ attribute: "node.version", operator: "version", value: range }] })])[0]!.node;
+    assert.equal(on(">=0.1.0"), undefined);
+    assert.equal(on("<0.1.0"), "dev");
+    assert.equal(on(">=0.1.0-0"), "dev");
   });
 });
