@@ -775,7 +775,11 @@ export class Controller {
     const observed = new Map((await this.reports.all()).map((kv) => [kv.key.slice(KEYS.status.length), kv.value]));
     const scheduler = new Scheduler({
       nodes: nodes.map((n) => schedNodeOf(n, closedOf(n))),
-      placed: kvs.filter((kv) => kv.value.node !== undefined && (holdsMemory(kv.value, observed.get(kv.value.name)) || kv.value.movingFrom !== undefined)).map((kv) => this.placedOf(kv.value, byName.get(kv.value.node!))),
+      // Every star that should run counts on its node (spread counts them: an instance that ended
+      // is still one of its node's); its memory only while it holds it, as admission counts it.
+      placed: kvs
+        .filter((kv) => kv.value.node !== undefined && (kv.value.desired === "running" || kv.value.movingFrom !== undefined))
+        .map((kv) => this.placedOf(kv.value, byName.get(kv.value.node!), holdsMemory(kv.value, observed.get(kv.value.name)) || kv.value.movingFrom !== undefined)),
     });
     // A star that names no memory is asked for with the largest default of the nodes (each
     // node's own default is what it gives; asking for the largest never overcommits one).
@@ -951,8 +955,9 @@ export class Controller {
   }
 
   /** A star on its node as the scheduler sees it. */
-  private placedOf(record: StarRecord, node: NodeRecord | undefined): PlacedStar {
-    return { name: record.name, node: record.node!, namespace: "default", demand: this.demandOf(record, limitsOfNode(node)), priority: DEFAULT_PRIORITY };
+  private placedOf(record: StarRecord, node: NodeRecord | undefined, holds: boolean): PlacedStar {
+    const demand = holds ? this.demandOf(record, limitsOfNode(node)) : { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, pids: 0 };
+    return { name: record.name, node: record.node!, namespace: "default", demand, priority: DEFAULT_PRIORITY };
   }
 
   /** A star to place, as the scheduler takes it (spread by default: fewest stars per node, as Kubernetes' default). */
