@@ -898,11 +898,17 @@ export class Controller {
     const candidates = assigned ? [assigned] : nodes;
     if (candidates.length === 0) return; // no node yet: checked when one joins
     const byNode = new Map<string, StarRecord[]>();
-    for (const r of records) if (r.node !== undefined && r.name !== record?.name) byNode.set(r.node, [...(byNode.get(r.node) ?? []), r]);
+    for (const r of records) {
+      if (r.node === undefined || r.name === record?.name) continue;
+      const list = byNode.get(r.node);
+      if (list) list.push(r);
+      else byNode.set(r.node, [r]);
+    }
     let best: { node: NodeRecord; budget: MemoryBudget; bytes: number } | undefined;
     // Stars the loop has not placed yet (no node, no reason why not) will take room somewhere:
     // counted on every node, as the node they may go to.
-    const unplaced = records.filter((r) => (r.node === undefined || !nodes.some((n) => n.name === r.node)) && r.pending === undefined && r.name !== record?.name);
+    const known = new Set(nodes.map((n) => n.name));
+    const unplaced = records.filter((r) => (r.node === undefined || !known.has(r.node)) && r.pending === undefined && r.name !== record?.name);
     for (const node of candidates) {
       const limits = limitsOfNode(node);
       const used = [...(byNode.get(node.name) ?? []), ...unplaced]
