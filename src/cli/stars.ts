@@ -136,6 +136,7 @@ export function registerStarCommands(program: Command): void {
     .addOption(new Option("--strategy <how>", "where among the nodes that can take it: spread (fewest stars; default) or binpack (the fullest)").choices(["spread", "binpack"]))
     .option("--spread-by <label>", "spread over this node label's values (e.g. zone) rather than over nodes")
     .option("--constraint <rule>", 'a node it may run on: zone=a, zone!=a, "zone in a,b", "zone not_in a,b", disk~^ss, "node.version version >=0.2" (repeatable)', constraintRule, [])
+    .option("--priority <0-100>", "when no node has room, stars of lower priority make room for it (default 50)", number("--priority"))
     .option("--affinity <rule@weight>", "a node it would rather run on (weight 1..100) or avoid (-100..-1): disk=ssd@50 (repeatable)", affinityRule, [])
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
     .option("--watch-ms <ms>", "once it runs, watch it this long; if it dies meanwhile, say why and exit non-zero (0: do not watch)", number("--watch-ms"), 1000)
@@ -183,6 +184,7 @@ export function registerStarCommands(program: Command): void {
       if ((o.mount as unknown[]).length > 0) spec.mounts = o.mount as Array<{ host: string; readonly: boolean }>;
       if (o.root !== undefined) spec.root = o.root as string;
       if (o.seccomp !== undefined) spec.seccomp = o.seccomp as "default";
+      if (o.priority !== undefined) spec.priority = o.priority as number;
       const constraints = o.constraint as StarPlacement["constraints"];
       const affinities = o.affinity as StarPlacement["affinities"];
       if (o.strategy !== undefined || o.spreadBy !== undefined || constraints.length > 0 || affinities.length > 0) {

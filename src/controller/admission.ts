@@ -9,6 +9,7 @@
  */
 import { type Limits, type NodeLimits, type StarSpec, type StarSpecInput, limitsOf, parseStarSpec } from "../model/spec.js";
 import { ParentLimitError } from "../model/errors.js";
+import { DEFAULT_PRIORITY } from "../scheduler/types.js";
 
 const MB = 2 ** 20;
 
@@ -46,7 +47,7 @@ export function effectiveLimits(spec: StarSpec, node: NodeLimits): Limits {
 }
 
 /** Fields inherited together: a child that sets none of a group gets the parent's fields of it. */
-const INHERITED: Array<Array<keyof StarSpecInput>> = [["cpu_percent", "cpu_cores"], ["ram_mb", "ram_gb"], ["disk_mb"], ["pids"], ["nofile"], ["log_max_mb"], ["log_max_files"], ["stop_grace_ms"]];
+const INHERITED: Array<Array<keyof StarSpecInput>> = [["cpu_percent", "cpu_cores"], ["ram_mb", "ram_gb"], ["disk_mb"], ["pids"], ["nofile"], ["log_max_mb"], ["log_max_files"], ["stop_grace_ms"], ["priority"]];
 
 /**
  * The child's spec as it will be stored: each limit it leaves out that its parent's spec sets is
@@ -87,6 +88,10 @@ export function withinParent(input: StarSpecInput, parentInput: StarSpecInput, p
   }
   if (childSpec.stop_grace_ms > parentSpec.stop_grace_ms) {
     over("stop_grace_ms", `${childSpec.stop_grace_ms} ms`, `${parentSpec.stop_grace_ms} ms`, parentInput.stop_grace_ms !== undefined);
+  }
+  // A star may not make a child that would push aside stars it could not push aside itself.
+  if ((childSpec.priority ?? DEFAULT_PRIORITY) > (parentSpec.priority ?? DEFAULT_PRIORITY)) {
+    over("priority", `priority ${childSpec.priority}`, `priority ${parentSpec.priority ?? DEFAULT_PRIORITY}`, true);
   }
   return out as StarSpecInput;
 }

@@ -141,7 +141,7 @@ export function leftoverMemory(records: StarRecord[], observed: Map<string, Repo
 }
 
 /** What the controller's loops need of a star's spec. */
-type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms" | "placement">;
+type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms" | "placement"> & { priority: number };
 
 function isActiveState(o: Pick<ReportFacts, "state" | "restartAt">): boolean {
   return o.state === "running" || o.state === "starting" || o.state === "pending" || o.restartAt !== undefined;
@@ -789,12 +789,18 @@ export class Controller {
     // Stars stopped to be moved: their nodes' reports (their copy ended) are looked at too.
     this.moving = kvs.filter((kv) => kv.value.movingFrom !== undefined).length;
     let writes = 0;
-    for (const kv of kvs) {
+    // Higher priorities are placed first (a star of lower priority takes what is left); stars
+    // evicted this pass to make room are placed again by the next.
+    const byPriority = kvs.map((kv, i) => ({ kv, i, p: this.factsOf(kv.value).priority })).sort((a, b) => b.p - a.p || a.i - b.i);
+    const kvOf = new Map(kvs.map((kv) => [kv.value.name, kv]));
+    const evicted = new Set<string>();
+    for (const { kv } of byPriority) {
       if (writes >= WRITES_PER_TURN) {
         writes = 0;
         await nextTurn();
       }
       const record = kv.value;
+      if (evicted.has(record.name)) continue;
       const on = record.node === undefined ? undefined : nodes.find((n) => n.name === record.node);
       if (on && (live.includes(on) || !moving) && cordons.get(on.name)?.drain === true && open.length > 0) {
         writes++;
@@ -845,6 +851,16 @@ export class Controller {
         writes += await this.unplaced(kv, placed.reason);
         continue;
       }
+      if (placed.preempts !== undefined) {
+        writes += placed.preempts.length;
+        const all = await this.preempt(placed.preempts, record, placed.node, kvOf, evicted);
+        if (!all) {
+          // One changed under this pass: placed by the next, on what it reads then.
+          scheduler.remove(record.name);
+          this.passAt(monotonic());
+          continue;
+        }
+      }
       // A stopped star gets its node (it runs there when started) but holds nothing there now.
       if (record.desired !== "running") scheduler.remove(record.name);
       const node = nodes.find((n) => n.name === placed.node)!;
@@ -890,7 +906,7 @@ export class Controller {
    * Refuses a star (`spec`; `record` when it exists) whose memory would take its node past
    * memoryOvercommit × the node's memory, counting every other star there that should run.
    */
-  private async checkMemory(spec: Footprint, nodes: NodeRecord[], record?: StarRecord, by?: Principal): Promise<void> {
+  private async checkMemory(spec: Footprint & { priority?: number | undefined }, nodes: NodeRecord[], record?: StarRecord, by?: Principal): Promise<void> {
     const [records, observed] = await this.readAll();
     // A star of a node is checked on that node; a new one on every node (the scheduler places it
     // on one with room): refused only if none has room, said of the one with the most.
@@ -909,10 +925,14 @@ export class Controller {
     // counted on every node, as the node they may go to.
     const known = new Set(nodes.map((n) => n.name));
     const unplaced = records.filter((r) => (r.node === undefined || !known.has(r.node)) && r.pending === undefined && r.name !== record?.name);
+    // A new star may push aside stars of lower priority (the loop preempts them to place it):
+    // what they hold is room for it.
+    const priority = spec.priority ?? DEFAULT_PRIORITY;
+    const pushable = (r: StarRecord) => !assigned && this.factsOf(r).priority < priority && !this.factsOf(r).exclusive;
     for (const node of candidates) {
       const limits = limitsOfNode(node);
       const used = [...(byNode.get(node.name) ?? []), ...unplaced]
-        .filter((r) => holdsMemory(r, observed.get(r.name)))
+        .filter((r) => holdsMemory(r, observed.get(r.name)) && !pushable(r))
         .map((r) => memoryBytesOf(this.factsOf(r), limits))
         .concat(leftoverMemory(records, observed, node.name, limits.defaultRamMb * 2 ** 20));
       const budget = memoryBudget(node.memoryBytes, limits.memoryOvercommit, used);
@@ -963,7 +983,9 @@ export class Controller {
   /** A star on its node as the scheduler sees it. */
   private placedOf(record: StarRecord, node: NodeRecord | undefined, holds: boolean): PlacedStar {
     const demand = holds ? this.demandOf(record, limitsOfNode(node)) : { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, pids: 0 };
-    return { name: record.name, node: record.node!, namespace: "default", demand, priority: DEFAULT_PRIORITY };
+    const facts = this.factsOf(record);
+    // A star run at most once is not pushed aside: its copy must end before it may run elsewhere.
+    return { name: record.name, node: record.node!, namespace: "default", demand, priority: facts.priority, ...(facts.exclusive ? { preemptible: false } : {}) };
   }
 
   /** A star to place, as the scheduler takes it (spread by default: fewest stars per node, as Kubernetes' default). */
@@ -973,7 +995,7 @@ export class Controller {
       name: record.name,
       namespace: "default",
       demand: this.demandOf(record, limits),
-      priority: DEFAULT_PRIORITY,
+      priority: this.factsOf(record).priority,
       strategy: p?.strategy ?? "spread",
       ...(p?.spread_by !== undefined ? { spreadBy: p.spread_by } : {}),
       constraints: p?.constraints ?? [],
@@ -993,14 +1015,36 @@ export class Controller {
   }
 
   /**
+   * Makes room on `node` for `by`: each star of `victims` (of lower priority) loses its node —
+   * its node's agent stops it, with its grace — and waits, pending, to be placed again where
+   * there is room (Kubernetes' preemption; it may in turn push aside stars of lower priority
+   * still). Returns whether every one was evicted (one changed under the pass: not).
+   */
+  private async preempt(victims: string[], by: StarRecord, node: string, kvOf: Map<string, Cached<StarRecord>>, evicted: Set<string>): Promise<boolean> {
+    for (const name of victims) {
+      const kv = kvOf.get(name)!;
+      const { node: _, pending: __, ...rest } = kv.value;
+      const preempted = `preempted on node ${node} by star ${by.name} (priority ${this.factsOf(by).priority} over ${this.factsOf(kv.value).priority})`;
+      const reason = `${preempted}; placed again when a node has room`;
+      if (!(await this.casRecord(kv, { ...rest, pending: { reason, since: Date.now(), preempted } }, [{ key: starKey(by.name), target: "modRevision", op: "=", value: kvOf.get(by.name)!.modRevision }]))) return false;
+      evicted.add(name);
+      await this.events.record("star.preempted", reason, { star: name, uid: kv.value.uid, node });
+    }
+    return true;
+  }
+
+  /**
    * A star placed nowhere: it stays pending, and says why on its record (inspect, list) and in
    * an event — once per reason. It is placed by a later pass as soon as a node can take it (a
    * node joins, a star is removed, a cordon lifted). Returns the writes made (0 or 1).
    */
-  private async unplaced(kv: Cached<StarRecord>, reason: string): Promise<number> {
+  private async unplaced(kv: Cached<StarRecord>, why: string): Promise<number> {
     const record = kv.value;
+    // Pushed aside, it says so until it is placed again (and then why it is not yet).
+    const preempted = record.pending?.preempted;
+    const reason = preempted === undefined ? why : `${preempted}; not placed since: ${why}`;
     if (record.pending?.reason === reason) return 0;
-    if (await this.casRecord(kv, { ...record, pending: { reason, since: Date.now() } })) {
+    if (await this.casRecord(kv, { ...record, pending: { reason, since: record.pending?.since ?? Date.now(), ...(preempted !== undefined ? { preempted } : {}) } })) {
       await this.events.record("star.unplaced", `not placed: ${reason}`, { star: record.name, uid: record.uid });
     }
     return 1;
@@ -1010,7 +1054,7 @@ export class Controller {
     let facts = this.facts.get(record.uid);
     if (!facts) {
       const spec = parseStarSpec(record.spec);
-      facts = { restart: spec.restart, exclusive: spec.exclusive, stop_grace_ms: spec.stop_grace_ms, ...(spec.placement ? { placement: spec.placement } : {}) };
+      facts = { restart: spec.restart, exclusive: spec.exclusive, stop_grace_ms: spec.stop_grace_ms, priority: spec.priority ?? DEFAULT_PRIORITY, ...(spec.placement ? { placement: spec.placement } : {}) };
       for (const f of ["cpu_cores", "cpu_percent", "ram_mb", "ram_gb"] as const) if (spec[f] !== undefined) facts[f] = spec[f];
       this.facts.set(record.uid, facts);
     }

@@ -105,7 +105,8 @@ export interface StarRecord {
    */
   movingFrom?: string;
   /** Placed nowhere yet, and why (the scheduler's words: "3 nodes lack memory, 2 excluded by constraint zone=a"). */
-  pending?: { reason: string; since: number };
+  /** Why it runs nowhere yet, since when, and — when it was pushed aside for a star of higher priority — by what. */
+  pending?: { reason: string; since: number; preempted?: string };
 }
 
 /** A node an operator cordoned (nothing new goes there), or drains (its stars move away too). */
@@ -241,6 +242,7 @@ export type EventKind =
   | "star.assigned"
   | "star.moved"
   | "star.unplaced"
+  | "star.preempted"
   | "node.cordoned"
   | "node.uncordoned"
   | "node.revoked"

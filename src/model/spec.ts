@@ -194,6 +194,11 @@ export const starSpecSchema = z
     seccomp: z.enum(["default", "unconfined"]).default("default"),
     /** Where it may and would rather run (model/placement.ts): strategy, spread_by, constraints, affinities. */
     placement: placementSchema.optional(),
+    /**
+     * 0..100 (default 50): when no node has room for it, stars of lower priority are stopped
+     * and placed again elsewhere to make room (docs/cluster.md § Priorities and preemption).
+     */
+    priority: z.number().int("priority must be a whole number").min(0, "priority is 0..100").max(100, "priority is 0..100").optional(),
   })
   .superRefine((given, ctx) => {
     // Each limit in one place: at the top, or in resources.

@@ -167,7 +167,7 @@ export class Scheduler {
     let best: { n: NodeState; evict: PlacedStar[]; cost: [number, number] } | undefined;
     for (const n of this.state.nodes) {
       if (placementFilter(n, c) || !resourceFilter(n, c)) continue;
-      const lower = [...n.stars.values()].filter((s) => s.priority < ask.priority).sort((a, b) => a.priority - b.priority || b.demand.memoryBytes - a.demand.memoryBytes || a.name.localeCompare(b.name));
+      const lower = [...n.stars.values()].filter((s) => s.priority < ask.priority && s.preemptible !== false).sort((a, b) => a.priority - b.priority || b.demand.memoryBytes - a.demand.memoryBytes || a.name.localeCompare(b.name));
       const freed = { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, pids: 0 };
       const evict: PlacedStar[] = [];
       for (const s of lower) {

@@ -85,7 +85,7 @@ export class ClusterState {
     return l;
   }
 
-  /** The lowest priority of any star placed (Infinity: none): a star at or below it preempts nothing. */
+  /** The lowest priority of any preemptible star placed (Infinity: none): a star at or below it preempts nothing. */
   lowestPriority(): number {
     let low = Infinity;
     for (const [p, k] of this.priorities) if (k > 0 && p < low) low = p;
@@ -93,7 +93,7 @@ export class ClusterState {
   }
 
   add(n: NodeState, s: PlacedStar): void {
-    this.priorities.set(s.priority, (this.priorities.get(s.priority) ?? 0) + 1);
+    if (s.preemptible !== false) this.priorities.set(s.priority, (this.priorities.get(s.priority) ?? 0) + 1);
     n.used.cpuMillis += s.demand.cpuMillis;
     n.used.memoryBytes += s.demand.memoryBytes;
     n.used.diskBytes += s.demand.diskBytes;
@@ -126,7 +126,7 @@ export class ClusterState {
       this.levels.get(g)?.move(n.index, -1);
     }
     n.stars.delete(name);
-    this.priorities.set(s.priority, this.priorities.get(s.priority)! - 1);
+    if (s.preemptible !== false) this.priorities.set(s.priority, this.priorities.get(s.priority)! - 1);
     if (n.stars.size === 0) {
       // Out of the list: the last one takes its place.
       const at = this.occupiedAt[n.index]!;

@@ -37,6 +37,8 @@ export interface PlacedStar {
   group?: string;
   /** The fixed ports it holds on its node. */
   ports?: readonly number[];
+  /** false: never evicted to make room, whatever its priority (a star run at most once). */
+  preemptible?: boolean;
 }
 
 

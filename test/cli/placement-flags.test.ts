@@ -39,7 +39,7 @@ describe("placement flags", () => {
     }
   });
 
-  it("on a node: a constraint it meets runs the star; one no node meets leaves it pending, and inspect says why", { skip: process.platform !== "linux" }, async () => {
+  it("on a node: a constraint it meets runs the star; one no node meets leaves it pending, and inspect says why; priorities push aside", { skip: process.platform !== "linux" }, async () => {
     const f = await upWithClient("constellation-placement-", process.getuid?.() === 0 ? [] : ["--dev"]);
     try {
       const [me] = JSON.parse((await cli(f.node.dataDir, ["nodes", "--json"])).stdout) as Array<{ name: string }>;
@@ -53,6 +53,23 @@ describe("placement flags", () => {
       });
       assert.match(said, /pending \(wanted: running\)/);
       assert.match((await cli(f.node.dataDir, ["list"])).stdout, /nowhere\s+pending \(1 node excluded by constraint zone=mars\)/);
+      // Priorities: a star with no room stops one of lower priority, which then waits.
+      const memoryMb = Math.floor((me as unknown as { memoryBytes: number }).memoryBytes / 2 ** 20);
+      const big = String(Math.floor(memoryMb * 0.6));
+      const low = await cli(f.node.dataDir, ["create", "--name", "low", "--ram-mb", big, "--priority", "10", "--", "sleep", "60"]);
+      assert.equal(low.code, 0, low.stderr);
+      const high = await cli(f.node.dataDir, ["create", "--name", "high", "--ram-mb", big, "--priority", "90", "--", "sleep", "60"]);
+      assert.equal(high.code, 0, high.stderr);
+      assert.match(high.stdout, /running/);
+      const lowSays = await waitFor("low stopped and pending, saying by what", async () => {
+        const r = await cli(f.node.dataDir, ["inspect", "low", "--json"]);
+        const v = JSON.parse(r.stdout) as { state: string; pending?: { reason: string } };
+        return v.state !== "running" && v.pending ? v.pending.reason : undefined;
+      });
+      assert.match(lowSays, new RegExp(`^preempted on node ${me!.name} by star high \\(priority 90 over 10\\)`));
+      const bad = await cli(f.node.dataDir, ["create", "--name", "bad", "--priority", "101", "--", "true"]);
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /priority is 0\.\.100/);
     } finally {
       await f.close();
     }

@@ -115,4 +115,36 @@ describe("placement by the scheduler", () => {
       assert.equal((await recordOf(store, "s1")).node, "a");
     });
   });
+
+  it("priorities: a star with no room pushes aside stars of lower priority, which wait and are placed again where there is room", async () => {
+    await withController([node("a", 4)], async (store, controller) => {
+      await controller.create({ name: "batch", command: ["true"], ram_gb: 3, priority: 10 });
+      await controller.create({ name: "once", command: ["true"], ram_mb: 512, priority: 0, exclusive: true });
+      assert.equal(await waitFor("batch placed", async () => (await recordOf(store, "batch")).node), "a");
+      // Equal priority pushes nothing aside: refused at create, as before.
+      await assert.rejects(controller.create({ name: "same", command: ["true"], ram_gb: 3, priority: 10 }), /promised to the stars/);
+      // A star run at most once is never pushed aside: 3.7 GB cannot be made room for.
+      await assert.rejects(controller.create({ name: "huge", command: ["true"], ram_mb: 3700, priority: 90 }), /promised to the stars/);
+      // Higher: admitted, and batch makes room for it.
+      await controller.create({ name: "urgent", command: ["true"], ram_gb: 3, priority: 90 });
+      assert.equal(await waitFor("urgent placed", async () => (await recordOf(store, "urgent")).node), "a");
+      // It says it was pushed aside, and (once a pass found no room for it) why it waits.
+      const reason = await waitFor("batch says why it waits", async () => {
+        const r = (await recordOf(store, "batch")).pending?.reason;
+        return r?.includes("not placed since") ? r : undefined;
+      });
+      assert.equal(reason, "preempted on node a by star urgent (priority 90 over 10); not placed since: 1 node lacks memory");
+      assert.equal((await recordOf(store, "batch")).node, undefined);
+      const events = await new EventLog(store, "test").list({ star: "batch" });
+      assert.ok(events.some((e) => e.kind === "star.preempted" && e.node === "a"), JSON.stringify(events));
+      assert.equal((await recordOf(store, "once")).node, "a", "the exclusive star stays");
+      // Room appears: batch is placed again by itself.
+      await store.put(nodeKey("b"), JSON.stringify(node("b", 4)));
+      await store.put(`${KEYS.alive}b`, "{}");
+      assert.equal(await waitFor("batch placed again", async () => (await recordOf(store, "batch")).node), "b");
+      assert.equal((await recordOf(store, "batch")).pending, undefined);
+      // A priority outside 0..100 is refused with why.
+      await assert.rejects(controller.create({ name: "bad", command: ["true"], priority: 101 }), /priority is 0\.\.100/);
+    });
+  });
 });

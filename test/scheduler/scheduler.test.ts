@@ -122,6 +122,14 @@ describe("scheduler: priorities, preemption and quotas", () => {
     const [p] = schedule({ nodes, placed }, [mockAsk("urgent", { cpuMillis: 0, memoryBytes: 800 * 2 ** 20, diskBytes: 0, pids: 0 }, { priority: 90 })]);
     assert.deepEqual(p, { star: "urgent", node: "a", preempts: ["big"] });
   });
+
+  it("a star that may not be preempted (run at most once) is never evicted, whatever its priority", () => {
+    const nodes = [mockNode("a", 4, 2), mockNode("b", 4, 2)];
+    const placed = [mockPlaced("once", "a", demand(1, 2), { priority: 0, preemptible: false }), mockPlaced("low", "b", demand(1, 2), { priority: 30 })];
+    assert.deepEqual(schedule({ nodes, placed }, [mockAsk("urgent", demand(1, 2), { priority: 90 })])[0], { star: "urgent", node: "b", preempts: ["low"] });
+    const [p] = schedule({ nodes: nodes.slice(0, 1), placed: placed.slice(0, 1) }, [mockAsk("urgent", demand(1, 2), { priority: 90 })]);
+    assert.equal(reasonOf(p!), "1 node lacks memory");
+  });
 });
 
 describe("scheduler: bad numbers and repeats", () => {
