@@ -15,6 +15,7 @@ import { nodeShortage } from "../runtime/shortage.js";
 import type { Runtime } from "../runtime/types.js";
 import type { LogLine, LogOptions, StarStatus } from "../model/status.js";
 import { type Action, type LocalStar, decide, isActive } from "./reconcile.js";
+import { choosePorts, portEnv, probePort } from "./ports.js";
 
 export type RuntimeKind = "process" | "isolate";
 
@@ -45,6 +46,8 @@ export interface AgentOptions {
 
 interface Local extends LocalStar {
   runtime: Runtime;
+  /** The ports this run was given (ports.ts), reported with its status. */
+  ports?: Record<string, number>;
   /** Its first start is under way: an end now is the start's outcome, said once it is known. */
   starting?: boolean;
 }
@@ -94,7 +97,8 @@ export class Agent implements NodeLink {
       for (const status of runtime.list()) {
         const report = reported.get(status.id);
         // Unknown to the store (reported by nobody): removed on reconcile.
-        this.local.set(status.id, { uid: report?.uid ?? "", generation: report?.generation ?? 0, status, runtime });
+        const ports = report?.status.ports;
+        this.local.set(status.id, { uid: report?.uid ?? "", generation: report?.generation ?? 0, status, runtime, ...(ports ? { ports } : {}) });
       }
       this.unsubscribe.push(runtime.onChange((s) => this.onStatus(runtime, s)));
     }
@@ -175,7 +179,8 @@ export class Agent implements NodeLink {
             const { spec, identity } = await this.withIdentity(record, { keepTokens: true });
             const status = await runtime.reattach!(o.group, spec, { trusted: trustedStar(record), ...(identity ? { identity } : {}) });
             const report = reported.get(o.group);
-            this.local.set(o.group, { uid: record.uid, generation: report?.uid === record.uid ? report.generation : record.generation, status, runtime });
+            const ports = report?.uid === record.uid ? report.status.ports : undefined;
+            this.local.set(o.group, { uid: record.uid, generation: report?.uid === record.uid ? report.generation : record.generation, status, runtime, ...(ports ? { ports } : {}) });
             await this.event("star.reattached", `found running without its runtime record (pid ${status.pid ?? "?"}): taken back, not started again`, { star: o.group, uid: record.uid })
               .catch(() => undefined);
             continue;
@@ -423,7 +428,9 @@ export class Agent implements NodeLink {
     try {
       // An admin's star is trusted with its script's directory; a star's child is not (docs/security.md).
       const { spec, identity } = await this.withIdentity(rec);
-      await runtime.start(name, spec, { trusted: trustedStar(rec), ...(identity ? { identity } : {}) });
+      const ports = await this.portsFor(rec);
+      const env = ports ? { ...(spec as { env?: Record<string, string> }).env, ...portEnv(ports) } : undefined;
+      await runtime.start(name, env ? { ...spec, env } : spec, { trusted: trustedStar(rec), ...(identity ? { identity } : {}) });
       fresh.starting = false;
       await this.shortage(name, undefined);
     } catch (err) {
@@ -450,6 +457,42 @@ export class Agent implements NodeLink {
       await this.startFailed(name, err);
     }
     await this.report(name);
+  }
+
+  /** Port choices, one at a time (two starts never pick the same free port). */
+  private choosingPorts: Promise<unknown> = Promise.resolve();
+
+  /**
+   * The ports a star starting here gets (its spec's `ports`; undefined if it names none): fixed
+   * ones if free, the rest from the dynamic range, never one another star of this node holds.
+   */
+  private async portsFor(rec: StarRecord): Promise<Record<string, number> | undefined> {
+    const asked = (rec.spec as { ports?: Record<string, number> }).ports;
+    if (!asked || Object.keys(asked).length === 0) return undefined;
+    // (A star that has ended holds none; one starting or between restarts does.)
+    const holders = () => {
+      const held = new Map<number, string>();
+      for (const [n, l] of this.local) if (n !== rec.name && (l.starting === true || isActive(l.runtime.status(n) ?? l.status))) for (const p of Object.values(l.ports ?? {})) held.set(p, n);
+      return held;
+    };
+    // A fixed port one of this node's stars still holds as it ends (removed or moved away, the
+    // controller has already given the port to this one): its end is waited for first.
+    const before = holders();
+    for (const p of Object.values(asked)) {
+      const holder = p === 0 ? undefined : before.get(p);
+      if (holder !== undefined) await this.queues.get(holder);
+    }
+    const run = this.choosingPorts.then(() => {
+      const held = new Set(holders().keys());
+      return choosePorts(asked, { held, isFree: probePort, node: this.name }).then((ports) => {
+        // Held from now on (the next choice sees them), by the run that is starting.
+        const l = this.local.get(rec.name);
+        if (l?.uid === rec.uid) l.ports = ports;
+        return ports;
+      });
+    });
+    this.choosingPorts = run.catch(() => undefined);
+    return run;
   }
 
   /** The spec with the API's endpoint and a token of the star's own in its environment. */
@@ -541,7 +584,7 @@ export class Agent implements NodeLink {
     if (!local) return;
     const status = local.runtime.status(name) ?? local.status;
     if (!status) return;
-    const observed: StarObserved = { uid: local.uid, node: this.name, status, generation: local.generation, updatedAt: Date.now() };
+    const observed: StarObserved = { uid: local.uid, node: this.name, status: local.ports ? { ...status, ports: local.ports } : status, generation: local.generation, updatedAt: Date.now() };
     try {
       await this.link.report(name, observed);
     } catch (err) {

@@ -4,6 +4,7 @@ import { resolve as resolvePath } from "node:path";
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { type Constellation, type StarInfo, connect } from "../sdk/client.js";
 import type { StarSpecInput } from "../model/spec.js";
+import { PORT_NAME } from "../model/names.js";
 import type { Operator, Placement as StarPlacement } from "../model/placement.js";
 import { age, bytes, color, parseSince, printJson, stateText, table } from "./output.js";
 import { parseEnvFile } from "./env-file.js";
@@ -24,6 +25,22 @@ const number = (flag: string) => (v: string) => {
   if (!Number.isFinite(n) || v.trim() === "") throw new CommanderArgError(`${flag} takes a number, got "${v}"`);
   return n;
 };
+
+/** --port http or --port http=8080 (repeatable): the spec's `ports`. */
+const portFlag = (v: string, prev: Record<string, number>) => {
+  const m = /^([^=]+?)(?:=(.*))?$/.exec(v.trim());
+  const name = m?.[1]?.trim() ?? "";
+  const port = m?.[2] === undefined ? 0 : Number(m[2]);
+  if (!PORT_NAME.test(name)) throw new CommanderArgError(`--port takes NAME or NAME=PORT with NAME lowercase letters, digits and '-' (e.g. http, http=8080), got "${v}"`);
+  if (m?.[2] !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new CommanderArgError(`--port ${name}= takes a port from 1 to 65535 (or leave it out for any free one), got "${m[2]}"`);
+  if (name in prev) throw new CommanderArgError(`--port ${name} is given twice`);
+  return { ...prev, [name]: port };
+};
+
+/** "http=20341, admin=9000"; "" when none. */
+function portsText(ports: Record<string, number> | undefined): string {
+  return Object.entries(ports ?? {}).map(([k, v]) => `${k}=${v}`).join(", ");
+}
 
 const since = (v: string) => {
   const at = parseSince(v);
@@ -56,9 +73,10 @@ const envFile = (v: string, acc: Record<string, string>) => {
 const healthSpec = (v: string): Record<string, unknown> => {
   const m = /^(http|tcp|exec):(.+)$/.exec(v);
   if (m?.[1] === "exec") return { type: "exec", command: ["sh", "-c", m[2]!] };
-  const p = m ? /^(\d+)(\/.*)?$/.exec(m[2]!) : null;
-  if (!m || !p || (m[1] === "tcp" && p[2])) throw new CommanderArgError(`--health takes http:PORT[/PATH], tcp:PORT or exec:COMMAND, got "${v}"`);
-  return m[1] === "http" ? { type: "http", port: Number(p[1]), path: p[2] ?? "/" } : { type: "tcp", port: Number(p[1]) };
+  const p = m ? /^(\d+|[a-z][a-z0-9-]*)(\/.*)?$/.exec(m[2]!) : null;
+  if (!m || !p || (m[1] === "tcp" && p[2])) throw new CommanderArgError(`--health takes http:PORT[/PATH], tcp:PORT or exec:COMMAND (PORT a number or the name of a --port), got "${v}"`);
+  const port = /^\d+$/.test(p[1]!) ? Number(p[1]) : p[1];
+  return m[1] === "http" ? { type: "http", port, path: p[2] ?? "/" } : { type: "tcp", port };
 };
 
 /** --mount HOST[:PATH][:ro|rw]: read-only unless :rw. */
@@ -120,7 +138,7 @@ export function registerStarCommands(program: Command): void {
     .option("--env <KEY=VALUE>", "environment variable (repeatable)", envPair, {})
     .option("--cwd <dir>", "the program's working directory (default: a script's own directory, read-only to the star, or for a command a writable directory of its own)")
     .option("--env-file <file>", "environment variables from a file of KEY=VALUE lines (repeatable; --env wins)", envFile, {})
-    .option("--health <check>", "health check: http:PORT[/PATH], tcp:PORT or exec:COMMAND", healthSpec)
+    .option("--health <check>", "health check: http:PORT[/PATH], tcp:PORT or exec:COMMAND (PORT: a number or a --port's name)", healthSpec)
     .option("--health-interval-ms <ms>", "how often the health check runs (default 1000)", number("--health-interval-ms"))
     .option("--stop-grace-ms <ms>", "on stop, SIGKILL this long after SIGTERM (default 10000)", number("--stop-grace-ms"))
     .option("--log-max-mb <mb>", "rotate each log stream at this size (default 10)", number("--log-max-mb"))
@@ -136,6 +154,7 @@ export function registerStarCommands(program: Command): void {
     .addOption(new Option("--strategy <how>", "where among the nodes that can take it: spread (fewest stars; default) or binpack (the fullest)").choices(["spread", "binpack"]))
     .option("--spread-by <label>", "spread over this node label's values (e.g. zone) rather than over nodes")
     .option("--constraint <rule>", 'a node it may run on: zone=a, zone!=a, "zone in a,b", "zone not_in a,b", disk~^ss, "node.version version >=0.2" (repeatable)', constraintRule, [])
+    .option("--port <name[=port]>", "a named port: --port http (any free one, given as PORT_HTTP and PORT) or --port http=8080 (repeatable)", portFlag, {})
     .option("--priority <0-100>", "when no node has room, stars of lower priority make room for it (default 50)", number("--priority"))
     .option("--affinity <rule@weight>", "a node it would rather run on (weight 1..100) or avoid (-100..-1): disk=ssd@50 (repeatable)", affinityRule, [])
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
@@ -185,6 +204,7 @@ export function registerStarCommands(program: Command): void {
       if (o.root !== undefined) spec.root = o.root as string;
       if (o.seccomp !== undefined) spec.seccomp = o.seccomp as "default";
       if (o.priority !== undefined) spec.priority = o.priority as number;
+      if (Object.keys(o.port as object).length > 0) spec.ports = o.port as Record<string, number>;
       const constraints = o.constraint as StarPlacement["constraints"];
       const affinities = o.affinity as StarPlacement["affinities"];
       if (o.strategy !== undefined || o.spreadBy !== undefined || constraints.length > 0 || affinities.length > 0) {
@@ -231,7 +251,8 @@ export function registerStarCommands(program: Command): void {
           process.exitCode = 1;
           return;
         }
-        process.stdout.write(`${spec.name}: ${s ? `${stateText(s.state)}${s.pid ? ` (pid ${s.pid})` : ""}` : info.desired === "running" ? "created" : "created (stopped)"}\n`);
+        const ports = portsText(s?.ports);
+        process.stdout.write(`${spec.name}: ${s ? `${stateText(s.state)}${s.pid ? ` (pid ${s.pid})` : ""}${ports ? `, ports ${ports}` : ""}` : info.desired === "running" ? "created" : "created (stopped)"}\n`);
       } finally {
         c.close();
       }
@@ -286,6 +307,7 @@ export function registerStarCommands(program: Command): void {
           `${color.bold("name")}       ${info.name}`,
           `${color.bold("state")}      ${stateText(s?.state ?? (info.desired === "running" ? "pending" : "stopped"))} (wanted: ${info.desired})${s?.reason ? ` — ${s.reason}` : !s && info.pending ? ` — not placed: ${info.pending.reason}` : ""}`,
           `${color.bold("node")}       ${info.node ?? "-"}`,
+          `${color.bold("ports")}      ${portsText(s?.ports) || "-"}`,
           `${color.bold("parent")}     ${info.owner ? `${info.owner.name} (made by its token; removed with it)` : "-"}`,
           `${color.bold("pid")}        ${s?.pid ?? "-"}`,
           `${color.bold("exit")}       ${s?.exitCode ?? (s?.signal ? `signal ${s.signal}` : "-")}`,

@@ -141,7 +141,12 @@ export function leftoverMemory(records: StarRecord[], observed: Map<string, Repo
 }
 
 /** What the controller's loops need of a star's spec. */
-type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms" | "placement"> & { priority: number };
+type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms" | "placement" | "ports"> & { priority: number };
+
+/** The fixed ports a star holds on its node (those asked as 0 are the node's choice: any free one). */
+function fixedPorts(facts: StarFacts): number[] {
+  return Object.values(facts.ports ?? {}).filter((p) => p !== 0);
+}
 
 function isActiveState(o: Pick<ReportFacts, "state" | "restartAt">): boolean {
   return o.state === "running" || o.state === "starting" || o.state === "pending" || o.restartAt !== undefined;
@@ -985,7 +990,7 @@ export class Controller {
     const demand = holds ? this.demandOf(record, limitsOfNode(node)) : { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, pids: 0 };
     const facts = this.factsOf(record);
     // A star run at most once is not pushed aside: its copy must end before it may run elsewhere.
-    return { name: record.name, node: record.node!, namespace: "default", demand, priority: facts.priority, ...(facts.exclusive ? { preemptible: false } : {}) };
+    return { name: record.name, node: record.node!, namespace: "default", demand, priority: facts.priority, ports: fixedPorts(facts), ...(facts.exclusive ? { preemptible: false } : {}) };
   }
 
   /** A star to place, as the scheduler takes it (spread by default: fewest stars per node, as Kubernetes' default). */
@@ -1001,7 +1006,7 @@ export class Controller {
       constraints: p?.constraints ?? [],
       affinities: p?.affinities ?? [],
       distinctHosts: false,
-      ports: [],
+      ports: fixedPorts(this.factsOf(record)),
     };
   }
 
@@ -1054,7 +1059,7 @@ export class Controller {
     let facts = this.facts.get(record.uid);
     if (!facts) {
       const spec = parseStarSpec(record.spec);
-      facts = { restart: spec.restart, exclusive: spec.exclusive, stop_grace_ms: spec.stop_grace_ms, priority: spec.priority ?? DEFAULT_PRIORITY, ...(spec.placement ? { placement: spec.placement } : {}) };
+      facts = { restart: spec.restart, exclusive: spec.exclusive, stop_grace_ms: spec.stop_grace_ms, priority: spec.priority ?? DEFAULT_PRIORITY, ...(spec.placement ? { placement: spec.placement } : {}), ...(spec.ports ? { ports: spec.ports } : {}) };
       for (const f of ["cpu_cores", "cpu_percent", "ram_mb", "ram_gb"] as const) if (spec[f] !== undefined) facts[f] = spec[f];
       this.facts.set(record.uid, facts);
     }

@@ -44,6 +44,7 @@ export type ErrorCode =
   | "STAR_QUOTA_EXCEEDED"
   | "STORE_LOST"
   | "TOKEN_NOT_FOUND"
+  | "PORT_IN_USE"
   | "TIMEOUT";
 
 /** A caller's text quoted in an error: at most 64 characters of it (a key may be 900 KB). */
@@ -447,6 +448,19 @@ export class NodeNotFoundError extends ConstellationError {
   constructor(node: string) {
     super("NODE_NOT_FOUND", `no node named ${node}: see \`constellation nodes\``);
     this.node = node;
+  }
+}
+
+export class PortInUseError extends ConstellationError {
+  readonly port: number;
+  constructor(name: string, port: number, node: string) {
+    super(
+      "PORT_IN_USE",
+      port === 0
+        ? `no free port is left for ${name} in node ${node}'s dynamic range: stop some stars there, or ask for a fixed port`
+        : `port ${name}=${port} is in use on node ${node} by a program outside this star: free it there, or ask for another port (0: any free one)`,
+    );
+    this.port = port;
   }
 }
 

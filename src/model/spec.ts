@@ -6,6 +6,8 @@
 import { z } from "zod";
 import { CapacityExceededError, InvalidSpecError, callerText, unknownKeys } from "./errors.js";
 import { constraintProblem, placementSchema } from "./placement.js";
+import { PORT_NAME } from "./names.js";
+
 
 /** A DNS label (RFC 1123): the star's name is also its hostname. */
 export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -99,16 +101,18 @@ const probeTiming = {
   success_threshold: z.number().int().min(1).default(1),
   kill_after: z.number().int().min(0).default(0),
 };
+/** A check's port: a number, or the name of one of the star's ports (the one its node gave it). */
+const checkPort = z.union([z.number().int().min(1).max(65535), z.string().regex(PORT_NAME, "port is 1..65535 or the name of one of the star's ports")]);
 const healthCheck = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("http"),
-    port: z.number().int().min(1).max(65535),
+    port: checkPort,
     path: z.string().max(SPEC_SIZES.path, `path must be at most ${SPEC_SIZES.path} bytes`).startsWith("/", "path must start with /").default("/"),
     ...probeTiming,
   }),
   z.strictObject({
     type: z.literal("tcp"),
-    port: z.number().int().min(1).max(65535),
+    port: checkPort,
     ...probeTiming,
   }),
   z.strictObject({
@@ -166,6 +170,18 @@ export const starSpecSchema = z
      */
     exclusive: z.boolean().default(false),
     network: z.enum(["host", "none"]).default("host"),
+    /**
+     * Named ports (`{ http: 0 }`: any free port the node picks; `{ http: 8080 }`: that one),
+     * given to the star as PORT_<NAME> (and PORT: the first) and shown by inspect; a fixed port
+     * another star holds on a node rules that node out (docs/cluster.md § Ports).
+     */
+    ports: z
+      .record(
+        z.string(),
+        z.number().int("a port is a whole number").min(0, "a port is 1..65535, or 0 for any free port").max(65535, "a port is 1..65535, or 0 for any free port"),
+      )
+      .refine((p) => Object.keys(p).length <= 16, "at most 16 ports")
+      .optional(),
     /** Each log file (stdout, stderr) is rotated at this size... */
     log_max_mb: z.number().positive("log_max_mb must be greater than 0").max(102_400).default(10),
     /** ...and at most this many files are kept per stream (the current one included). */
@@ -224,6 +240,20 @@ export const starSpecSchema = z
     }
     if (s.health && s.health.type !== "exec" && s.network === "none") {
       ctx.addIssue({ code: "custom", path: ["health", "type"], message: "http and tcp checks need network host (the agent cannot reach a star with network none): use an exec check" });
+    }
+    if (s.ports !== undefined && Object.keys(s.ports).length > 0 && s.network === "none") {
+      ctx.addIssue({ code: "custom", path: ["ports"], message: "ports need network host (a star with network none cannot be reached on one)" });
+    }
+    for (const name of Object.keys(s.ports ?? {})) {
+      if (!PORT_NAME.test(name)) ctx.addIssue({ code: "custom", path: ["ports", name], message: `a port's name is lowercase letters, digits and '-', starting with a letter, at most 15 characters (e.g. http), got ${JSON.stringify(name.slice(0, 40))}` });
+    }
+    if (s.health && s.health.type !== "exec" && typeof s.health.port === "string" && s.ports?.[s.health.port] === undefined) {
+      ctx.addIssue({ code: "custom", path: ["health", "port"], message: `the health check's port ${s.health.port} is none of the star's ports: name one of ports (${Object.keys(s.ports ?? {}).join(", ") || "it has none"}) or give a number` });
+    }
+    const fixed = Object.entries(s.ports ?? {}).filter(([, p]) => p !== 0);
+    for (const [i, [name, p]] of fixed.entries()) {
+      const first = fixed.findIndex(([, q]) => q === p);
+      if (first < i) ctx.addIssue({ code: "custom", path: ["ports", name], message: `port ${p} is given twice (${fixed[first]![0]} and ${name}); give each a port of its own` });
     }
     if (s.root !== undefined && s.runtime !== "process") {
       ctx.addIssue({ code: "custom", path: ["root"], message: "root is for process stars (isolates run in the node's isolate host)" });

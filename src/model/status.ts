@@ -32,6 +32,8 @@ export interface StarStatus {
   health?: { failures: number; lastError?: string };
   /** False only in dev mode on a node that cannot enforce the limits asked for. */
   limitsEnforced: boolean;
+  /** The ports its node gave it, by name (the spec's `ports`; the node's choice for those asked as 0). */
+  ports?: Record<string, number>;
 }
 
 export interface StarStats {

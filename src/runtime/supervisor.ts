@@ -8,6 +8,7 @@
  *                                        └────────────────────────────────┘
  */
 import { InvalidArgumentError, StarExistsError, StarNotFoundError, isConstellationError } from "../model/errors.js";
+import { portEnvName } from "../model/names.js";
 import {
   DNS_LABEL,
   type HealthCheck,
@@ -223,11 +224,17 @@ export abstract class SupervisedRuntime implements Runtime {
 
   /** One probe of a health check. http and tcp go to the port on this host; exec is runtime-specific. */
   protected probe(rec: StarRecord, check: HealthCheck): Promise<ProbeResult> {
+    if (check.type !== "exec" && typeof check.port === "string") {
+      // A named port: the one its node gave it (in its environment, agent/ports.ts).
+      const port = Number(rec.spec.env[portEnvName(check.port)]);
+      if (!Number.isInteger(port) || port < 1 || port > 65535) return Promise.resolve({ ok: false, error: `its port ${check.port} was not given to it (no ${portEnvName(check.port)})` });
+      return this.probe(rec, { ...check, port });
+    }
     switch (check.type) {
       case "http":
-        return this.probeSlots.run(() => probeHttp("127.0.0.1", check.port, check.path, check.timeout_ms));
+        return this.probeSlots.run(() => probeHttp("127.0.0.1", check.port as number, check.path, check.timeout_ms));
       case "tcp":
-        return this.probeSlots.run(() => probeTcp("127.0.0.1", check.port, check.timeout_ms));
+        return this.probeSlots.run(() => probeTcp("127.0.0.1", check.port as number, check.timeout_ms));
       case "exec":
         return this.execProbe(rec, check.command, check.timeout_ms);
     }

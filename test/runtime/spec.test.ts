@@ -129,6 +129,20 @@ describe("star spec", () => {
     assert.match(issues(null).join(), /expected object/i);
   });
 
+  it("ports: named, 1..65535 or 0 for any, each fixed one once, and only with network host; priority 0..100", () => {
+    assert.deepEqual(parseStarSpec({ ...base, ports: { http: 0, admin: 9000 } }).ports, { http: 0, admin: 9000 });
+    assert.match(issues({ ...base, ports: { http: 70000 } }).join(), /ports\.http: a port is 1\.\.65535, or 0 for any free port/);
+    assert.match(issues({ ...base, ports: { http: -1 } }).join(), /a port is 1\.\.65535/);
+    assert.match(issues({ ...base, ports: { http: 80.5 } }).join(), /a port is a whole number/);
+    assert.match(issues({ ...base, ports: { HTTP: 80 } }).join(), /a port's name is lowercase letters/);
+    assert.match(issues({ ...base, ports: { a: 80, b: 80 } }).join(), /ports\.b: port 80 is given twice \(a and b\)/);
+    assert.match(issues({ ...base, ports: { http: 0 }, network: "none" }).join(), /ports: ports need network host/);
+    assert.equal(parseStarSpec({ ...base, ports: { http: 0 }, health: { type: "http", port: "http" } }).health?.type, "http");
+    assert.match(issues({ ...base, ports: { http: 0 }, health: { type: "tcp", port: "admin" } }).join(), /health\.port: the health check's port admin is none of the star's ports: name one of ports \(http\)/);
+    assert.match(issues({ ...base, priority: 101 }).join(), /priority: priority is 0\.\.100/);
+    assert.match(issues({ ...base, priority: 1.5 }).join(), /priority: priority must be a whole number/);
+  });
+
   it("refuses limits above the node's capacity", () => {
     const capacity = { cpuCores: 2, memoryBytes: 4 * 2 ** 30 };
     assert.throws(() => limitsOf(parseStarSpec({ ...base, cpu_cores: 3 }), capacity), CapacityExceededError);
