@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { BadRequestError, callerText, unknownKeys } from "../model/errors.js";
+import { DNS_LABEL } from "../model/spec.js";
 
 export const createBody = z.strictObject({
   spec: z.record(z.string(), z.unknown(), { error: "spec must be an object: the star's spec (name, script or command, limits)" }),
@@ -17,7 +18,7 @@ const count = (max: number) => z.coerce.number().int().min(0).max(max);
 export const logsQuery = z.strictObject({ tail: count(1_000_000).optional(), follow: flag.optional(), since: count(Number.MAX_SAFE_INTEGER).optional() });
 export const noQuery = z.strictObject({});
 /** What a star in a list may show; `fields` picks some (`name` always comes). */
-export const STAR_FIELDS = ["name", "uid", "spec", "desired", "node", "createdAt", "owner", "generation", "status", "observedGeneration", "usage", "pending"] as const;
+export const STAR_FIELDS = ["name", "uid", "spec", "desired", "node", "createdAt", "owner", "generation", "status", "observedGeneration", "usage", "pending", "namespace"] as const;
 /** Stars per page at most (and by default). */
 export const MAX_PAGE = 500;
 export const listQuery = z.strictObject({
@@ -52,7 +53,18 @@ export const tokenBody = z.strictObject({
   name: z.string().min(1).max(100).regex(/^[\x20-\x7e]+$/, "name must be printable ASCII").default("token"),
   /** Seconds until it expires (absent: never). */
   ttl_s: z.number({ error: TTL_RULE }).int(TTL_RULE).min(1, TTL_RULE).max(MAX_TOKEN_TTL_S, TTL_RULE).optional(),
+  /** The one namespace it sees and touches (absent: the whole cluster). */
+  namespace: z.string().regex(DNS_LABEL, "namespace must be a DNS label (lowercase letters, digits, '-'), e.g. team-a").optional(),
 });
+/** A namespace's quota: each cap optional (absent: none); at least one. */
+export const quotaBody = z
+  .strictObject({
+    cpu_cores: z.number().positive("cpu_cores must be more than 0").max(1_000_000).optional(),
+    ram_mb: z.number().int("ram_mb must be a whole number").positive("ram_mb must be more than 0").max(2 ** 40).optional(),
+    disk_mb: z.number().int("disk_mb must be a whole number").positive("disk_mb must be more than 0").max(2 ** 40).optional(),
+    stars: z.number().int("stars must be a whole number").min(0, "stars must be 0 or more").max(10_000_000).optional(),
+  })
+  .refine((q) => Object.keys(q).length > 0, "give at least one of cpu_cores, ram_mb, disk_mb, stars");
 export const joinTokenBody = z.strictObject({
   /** Seconds until it expires (default a day). */
   ttl_s: z.number({ error: TTL_RULE }).int(TTL_RULE).min(1, TTL_RULE).max(MAX_TOKEN_TTL_S, TTL_RULE).optional(),

@@ -20,7 +20,8 @@ import {
 import type { NodeLink } from "../model/agent-link.js";
 import type { Controller } from "../controller/controller.js";
 import { eventOf } from "../controller/events.js";
-import { type Event, KEYS, type Principal, type StarRecord, type StarView, starKey } from "../model/records.js";
+import { type Event, KEYS, type Principal, type StarRecord, type StarView, namespaceOf, starKey } from "../model/records.js";
+import { scopeText } from "../controller/controller.js";
 import type { Store } from "../store/types.js";
 import { TOKEN_ID_LENGTH, listTokens, lookupToken, newToken, revokeToken, saveToken, tokenKey } from "../controller/tokens.js";
 import { type ApiTls, type Request, Router } from "./router.js";
@@ -42,6 +43,7 @@ import {
   gossipUseBody,
   joinTokenBody,
   tokenBody,
+  quotaBody,
   tokenParams,
   waitQuery,
 } from "./schemas.js";
@@ -131,6 +133,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   NODE_MEMORY_FULL: 422,
   NODE_DISK_FULL: 422,
   STAR_QUOTA_EXCEEDED: 422,
+  NAMESPACE_QUOTA_EXCEEDED: 422,
   TIMEOUT: 408,
   API_TOO_LARGE: 413,
   STORE_CLOSED: 503,
@@ -199,7 +202,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     if (token.expiresAt !== undefined && Date.now() >= token.expiresAt) {
       throw new UnauthorizedError(`this token expired at ${new Date(token.expiresAt).toISOString()}: ask an admin for a new one (constellation token --scope read --ttl 1h)`);
     }
-    const who: Principal = { scope: token.scope, name: token.name };
+    const who: Principal = { scope: token.scope, name: token.name, ...(token.namespace !== undefined ? { namespace: token.namespace } : {}) };
     if (token.scope === "star") {
       // A star's token works while that very star exists (tokens of older agents name it only).
       const named = token.star?.name ?? token.name.replace(/^star:/, "");
@@ -208,6 +211,7 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
         throw new UnauthorizedError(`this token belongs to star ${named}, which has been removed: a removed star's token is no longer valid`);
       }
       who.star = { name: record.name, uid: record.uid };
+      who.namespace = namespaceOf(record);
     }
     return who;
   };
@@ -260,7 +264,9 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       req.auth = who;
       const reading = req.method === "GET" || req.method === "HEAD";
       if (who.scope === "read" && !reading) throw new ForbiddenError(who.scope, "admin");
-      if (who.scope !== "admin" && (req.path.startsWith("/v1/tokens") || req.path.startsWith("/v1/join-tokens") || req.path.startsWith("/v1/nodes/") || req.path.startsWith("/v1/gossip/"))) throw new ForbiddenError(who.scope, "admin");
+      // The cluster itself (tokens, nodes, gossip keys, quotas) is a cluster admin's: not a namespace's.
+      const cluster = ["/v1/tokens", "/v1/join-tokens", "/v1/nodes/", "/v1/gossip/"].some((p) => req.path.startsWith(p)) || (req.path.startsWith("/v1/namespaces/") && !reading);
+      if (cluster && (who.scope !== "admin" || who.namespace !== undefined)) throw new ForbiddenError(scopeText(who), who.namespace !== undefined && who.scope === "admin" ? "an admin token of the whole cluster" : "admin");
     },
   });
   const name = (req: Request) => parse(nameParams, req.params, "path").name;
@@ -297,9 +303,24 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("POST", "/v1/tokens", async (req) => {
       const body = parse(tokenBody, req.body, "body");
       const token = newToken();
-      const record = await saveToken(store, token, body.scope, body.name, body.ttl_s === undefined ? {} : { ttlSeconds: body.ttl_s });
+      const record = await saveToken(store, token, body.scope, body.name, { ...(body.ttl_s === undefined ? {} : { ttlSeconds: body.ttl_s }), ...(body.namespace === undefined ? {} : { namespace: body.namespace }) });
       const id = tokenKey(token).slice(KEYS.tokens.length, KEYS.tokens.length + TOKEN_ID_LENGTH);
-      return { status: 201, body: { token, id, scope: body.scope, name: body.name, ...(record.expiresAt === undefined ? {} : { expiresAt: record.expiresAt }) } };
+      return { status: 201, body: { token, id, scope: body.scope, name: body.name, ...(body.namespace === undefined ? {} : { namespace: body.namespace }), ...(record.expiresAt === undefined ? {} : { expiresAt: record.expiresAt }) } };
+    })
+    // Namespaces: every token sees its own (a namespace's token: that one); quotas are set by a cluster admin.
+    .route("GET", "/v1/namespaces", async (req) => {
+      parse(noQuery, req.query, "query");
+      return { body: { namespaces: await controller.namespaces(who(req)) } };
+    })
+    .route("PUT", "/v1/namespaces/:name/quota", async (req) => {
+      const ns = parse(nameParams, req.params, "path").name;
+      await controller.setQuota(ns, parse(quotaBody, req.body, "body"));
+      return { body: (await controller.namespaces()).find((n) => n.name === ns) };
+    })
+    .route("DELETE", "/v1/namespaces/:name/quota", async (req) => {
+      const ns = parse(nameParams, req.params, "path").name;
+      if (!(await controller.removeQuota(ns))) throw new InvalidArgumentError("namespace", `namespace ${ns} has no quota (see constellation quota ls)`);
+      return { status: 204 };
     })
     .route("GET", "/v1/tokens", async (req) => {
       parse(noQuery, req.query, "query");

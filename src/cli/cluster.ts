@@ -51,6 +51,7 @@ interface TokenOptions {
   name: string;
   ttl?: number;
   join?: boolean;
+  namespace?: string;
 }
 
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
@@ -218,7 +219,8 @@ export function registerClusterCommands(program: Command): void {
     .option("--name <name>", "who it is for", "token")
     .option("--ttl <duration>", "expires after this long: 90s, 30m, 1h, 7d, 2w (default: never; a join token: a day)", parseDuration)
     .option("--join", "a join token instead: machines join the cluster with it (constellation join) until it expires or is revoked")
-    .addHelpText("after", examples(["constellation token --scope read --name dashboard", "constellation token --scope read --ttl 1h", "constellation token --join --ttl 1h", "constellation token ls", "constellation token ls --join", "constellation token rm 3f9a1c0b7d2e"]))
+    .option("--namespace <ns>", "it sees and touches this namespace only (its stars, its quota); not the cluster's nodes or tokens")
+    .addHelpText("after", examples(["constellation token --scope read --name dashboard", "constellation token --scope admin --namespace team-a --name team-a", "constellation token --scope read --ttl 1h", "constellation token --join --ttl 1h", "constellation token ls", "constellation token ls --join", "constellation token rm 3f9a1c0b7d2e"]))
     .action((o: TokenOptions, cmd: Command) => makeToken(o, cmd));
 
   token
@@ -228,6 +230,7 @@ export function registerClusterCommands(program: Command): void {
     .option("--name <name>", "who it is for")
     .option("--ttl <duration>", "expires after this long: 90s, 30m, 1h, 7d, 2w", parseDuration)
     .option("--join", "a join token instead")
+    .option("--namespace <ns>", "it sees and touches this namespace only")
     .addHelpText("after", examples(["constellation token create --scope admin --ttl 30d", "constellation token create --join --ttl 1h"]))
     .action((o: Partial<TokenOptions>, cmd: Command) => {
       const parent = cmd.parent!.opts<TokenOptions>();
@@ -237,7 +240,7 @@ export function registerClusterCommands(program: Command): void {
 
   async function makeToken(o: TokenOptions, cmd: Command): Promise<void> {
     if (o.join) {
-      if (o.scope !== undefined) cmd.error("error: a join token has no --scope (it lets a machine join, nothing else)", { exitCode: 2 });
+      if (o.scope !== undefined || o.namespace !== undefined) cmd.error(`error: a join token has no ${o.scope !== undefined ? "--scope" : "--namespace"} (it lets a machine join, nothing else)`, { exitCode: 2 });
       const c = clientOf(cmd);
       try {
         const t = await c.createJoinToken(o.ttl === undefined ? {} : { ttlSeconds: o.ttl });
@@ -251,7 +254,7 @@ export function registerClusterCommands(program: Command): void {
     if (o.scope === undefined) cmd.error("error: required option '--scope <scope>' not specified: constellation token --scope read (or admin), or --join; or token ls, token rm ID", { exitCode: 2 });
     const c = clientOf(cmd);
     try {
-      const t = await c.createToken(o.scope, o.name, o.ttl === undefined ? {} : { ttlSeconds: o.ttl });
+      const t = await c.createToken(o.scope, o.name, { ...(o.ttl === undefined ? {} : { ttlSeconds: o.ttl }), ...(o.namespace === undefined ? {} : { namespace: o.namespace }) });
       process.stdout.write(`${t.token}\n`);
       if (process.stderr.isTTY) process.stderr.write(color.dim(`id ${t.id}${t.expiresAt ? `, expires ${new Date(t.expiresAt).toISOString()}` : ""}\n`));
     } finally {
@@ -279,8 +282,8 @@ export function registerClusterCommands(program: Command): void {
         }
         const tokens = await c.tokens();
         if (o.json) return printJson(tokens);
-        const rows = tokens.map((t) => [t.id, t.scope, t.name, t.star ?? "-", age(t.createdAt), expiry(t.expiresAt)]);
-        process.stdout.write(`${table(["ID", "SCOPE", "NAME", "STAR", "AGE", "EXPIRES"], rows)}\n`);
+        const rows = tokens.map((t) => [t.id, t.scope, t.name, t.namespace ?? "(all)", t.star ?? "-", age(t.createdAt), expiry(t.expiresAt)]);
+        process.stdout.write(`${table(["ID", "SCOPE", "NAME", "NAMESPACE", "STAR", "AGE", "EXPIRES"], rows)}\n`);
       } finally {
         c.close();
       }
@@ -325,6 +328,83 @@ export function registerClusterCommands(program: Command): void {
           return;
         }
         for await (const e of c.followEvents({ ...filter, signal: abort.signal })) print(e);
+      } finally {
+        c.close();
+      }
+    });
+}
+
+/** A positive number flag (--cpu-cores 2.5, --ram-gb 16, --stars 50). */
+const amount = (flag: string, whole = false) => (v: string) => {
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || n < 0 || (whole && !Number.isInteger(n))) throw new CommanderArgError(`${flag} takes ${whole ? "a whole number" : "a number"} of 0 or more, got "${v}"`);
+  return n;
+};
+
+/** `quota set|ls|rm` and `namespaces`: what each namespace's stars may hold (docs/cluster.md § Namespaces and quotas). */
+export function registerQuotaCommands(program: Command): void {
+  const list = async (o: { json?: boolean }, cmd: Command) => {
+    const c = clientOf(cmd);
+    try {
+      const spaces = await c.namespaces();
+      if (o.json) return printJson(spaces);
+      const cap = (used: string, q: number | undefined, unit = "") => (q === undefined ? used : `${used} / ${q}${unit}`);
+      const rows = spaces.map((n) => [
+        n.name,
+        cap(String(n.used.stars), n.quota?.stars),
+        cap(`${n.used.cpu_cores}`, n.quota?.cpu_cores, ""),
+        cap(`${n.used.ram_mb} MB`, n.quota?.ram_mb, " MB"),
+        cap(`${n.used.disk_mb} MB`, n.quota?.disk_mb, " MB"),
+      ]);
+      process.stdout.write(`${table(["NAMESPACE", "STARS", "CPU CORES", "MEMORY", "DISK"], rows)}\n`);
+    } finally {
+      c.close();
+    }
+  };
+  program
+    .command("namespaces")
+    .description("the namespaces: what their stars hold (cpu, memory, disk of those that should run; stars in all) against their quotas")
+    .option("--json", "print as JSON")
+    .action(list);
+  const quota = program.command("quota").description("cap what a namespace's stars may hold: `quota set NS ...`, `quota ls`, `quota rm NS`");
+  quota
+    .command("set")
+    .description("set a namespace's quota (replacing the one it had): going over it is an error at create and start")
+    .argument("<namespace>", "the namespace")
+    .option("--cpu-cores <n>", "cores its running stars' cpu limits add up to at most", amount("--cpu-cores"))
+    .option("--ram-mb <mb>", "memory its running stars hold at most, in MB", amount("--ram-mb", true))
+    .option("--ram-gb <gb>", "the same in GB", amount("--ram-gb"))
+    .option("--disk-mb <mb>", "disk its running stars hold at most, in MB", amount("--disk-mb", true))
+    .option("--disk-gb <gb>", "the same in GB", amount("--disk-gb"))
+    .option("--stars <n>", "stars it has at most, running or not", amount("--stars", true))
+    .option("--json", "print the namespace as JSON")
+    .addHelpText("after", examples(["constellation quota set team-a --cpu-cores 8 --ram-gb 16 --stars 50", "constellation quota ls", "constellation quota rm team-a"]))
+    .action(async (ns: string, o: { cpuCores?: number; ramMb?: number; ramGb?: number; diskMb?: number; diskGb?: number; stars?: number; json?: boolean }, cmd: Command) => {
+      if (o.ramMb !== undefined && o.ramGb !== undefined) cmd.error("error: give --ram-mb or --ram-gb, not both", { exitCode: 2 });
+      if (o.diskMb !== undefined && o.diskGb !== undefined) cmd.error("error: give --disk-mb or --disk-gb, not both", { exitCode: 2 });
+      const ram = o.ramGb !== undefined ? Math.round(o.ramGb * 1024) : o.ramMb;
+      const disk = o.diskGb !== undefined ? Math.round(o.diskGb * 1024) : o.diskMb;
+      const q = { ...(o.cpuCores !== undefined ? { cpu_cores: o.cpuCores } : {}), ...(ram !== undefined ? { ram_mb: ram } : {}), ...(disk !== undefined ? { disk_mb: disk } : {}), ...(o.stars !== undefined ? { stars: o.stars } : {}) };
+      if (Object.keys(q).length === 0) cmd.error("error: give at least one of --cpu-cores, --ram-mb/--ram-gb, --disk-mb/--disk-gb, --stars", { exitCode: 2 });
+      const c = clientOf(cmd);
+      try {
+        const view = await c.setQuota(ns, q);
+        if (o.json) return printJson(view);
+        process.stdout.write(`${ns}: quota set (${Object.entries(q).map(([k, v]) => `${k} ${v}`).join(", ")})\n`);
+      } finally {
+        c.close();
+      }
+    });
+  quota.command("ls").alias("list").description("the namespaces with what they hold and their quotas").option("--json", "print as JSON").action(list);
+  quota
+    .command("rm")
+    .description("lift a namespace's quota")
+    .argument("<namespace>", "the namespace")
+    .action(async (ns: string, _o: unknown, cmd: Command) => {
+      const c = clientOf(cmd);
+      try {
+        await c.removeQuota(ns);
+        process.stdout.write(`${ns}: quota lifted\n`);
       } finally {
         c.close();
       }

@@ -10,7 +10,7 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { isConstellationError } from "../model/errors.js";
-import { registerClusterCommands } from "./cluster.js";
+import { registerClusterCommands, registerQuotaCommands } from "./cluster.js";
 import { registerCompletion } from "./completion.js";
 import { registerServiceCommands } from "./service.js";
 import { registerStarCommands } from "./stars.js";
@@ -46,6 +46,7 @@ registerUp(program);
 registerInit(program);
 registerStarCommands(program);
 registerClusterCommands(program);
+registerQuotaCommands(program);
 registerLogin(program);
 registerServiceCommands(program);
 registerCompletion(program); // last: it lists the commands above

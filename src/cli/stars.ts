@@ -155,6 +155,7 @@ export function registerStarCommands(program: Command): void {
     .option("--spread-by <label>", "spread over this node label's values (e.g. zone) rather than over nodes")
     .option("--constraint <rule>", 'a node it may run on: zone=a, zone!=a, "zone in a,b", "zone not_in a,b", disk~^ss, "node.version version >=0.2" (repeatable)', constraintRule, [])
     .option("--port <name[=port]>", "a named port: --port http (any free one, given as PORT_HTTP and PORT) or --port http=8080 (repeatable)", portFlag, {})
+    .option("--namespace <ns>", "the namespace it belongs to (default: default; a namespace's token: its own)")
     .option("--priority <0-100>", "when no node has room, stars of lower priority make room for it (default 50)", number("--priority"))
     .option("--affinity <rule@weight>", "a node it would rather run on (weight 1..100) or avoid (-100..-1): disk=ssd@50 (repeatable)", affinityRule, [])
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
@@ -204,6 +205,7 @@ export function registerStarCommands(program: Command): void {
       if (o.root !== undefined) spec.root = o.root as string;
       if (o.seccomp !== undefined) spec.seccomp = o.seccomp as "default";
       if (o.priority !== undefined) spec.priority = o.priority as number;
+      if (o.namespace !== undefined) spec.namespace = o.namespace as string;
       if (Object.keys(o.port as object).length > 0) spec.ports = o.port as Record<string, number>;
       const constraints = o.constraint as StarPlacement["constraints"];
       const affinities = o.affinity as StarPlacement["affinities"];
@@ -269,7 +271,7 @@ export function registerStarCommands(program: Command): void {
       const c = clientOf(cmd);
       try {
         // The table needs no specs (they may be large): asked for without them.
-        const stars = await c.list(o.json ? {} : o.quiet ? { fields: ["name"] } : { fields: ["status", "desired", "node", "usage", "createdAt", "owner", "pending"] });
+        const stars = await c.list(o.json ? {} : o.quiet ? { fields: ["name"] } : { fields: ["status", "desired", "node", "usage", "createdAt", "owner", "pending", "namespace"] });
         if (o.json) return printJson(stars);
         if (o.quiet) return void process.stdout.write(stars.map((s) => `${s.name}\n`).join(""));
         if (stars.length === 0) return void process.stdout.write("no stars yet: create one with `constellation create --name hello -- echo hello`\n");
@@ -285,7 +287,10 @@ export function registerStarCommands(program: Command): void {
           age(s.status?.startedAt ?? s.createdAt),
           s.owner?.name ?? "-",
         ]);
-        process.stdout.write(`${table(["NAME", "STATE", "NODE", "CPU", "MEMORY", "RESTARTS", "AGE", "PARENT"], rows)}\n`);
+        // Namespaces shown once there is more than the default one.
+        const spaced = stars.some((s) => (s.namespace ?? "default") !== "default");
+        if (spaced) rows.forEach((r, i) => r.splice(1, 0, stars[i]!.namespace ?? "default"));
+        process.stdout.write(`${table(["NAME", ...(spaced ? ["NAMESPACE"] : []), "STATE", "NODE", "CPU", "MEMORY", "RESTARTS", "AGE", "PARENT"], rows)}\n`);
       } finally {
         c.close();
       }

@@ -20,6 +20,7 @@ import {
   FieldForbiddenError,
   InvalidArgumentError,
   NodeMemoryFullError,
+  NamespaceQuotaError,
   NodeNotFoundError,
   QuotaExceededError,
   NoSuchStarError,
@@ -39,7 +40,8 @@ import { LEASE_ONLY_AFTER, isDead } from "./liveness.js";
 import { replaceGossipKeyring } from "./gossip-keys.js";
 import { schedNodeOf } from "../scheduler/nodes.js";
 import { Scheduler } from "../scheduler/scheduler.js";
-import { type Ask, DEFAULT_PRIORITY, type Demand, type PlacedStar } from "../scheduler/types.js";
+import { type Ask, DEFAULT_PRIORITY, type Demand, type PlacedStar, type Quota } from "../scheduler/types.js";
+import { type Usage, quotaProblem } from "../scheduler/quota.js";
 import {
   type ClusterSummary,
   type CertRecord,
@@ -57,6 +59,10 @@ import {
   starKey,
   statusKey,
   viewOf,
+  namespaceOf,
+  DEFAULT_NAMESPACE,
+  type QuotaRecord,
+  type NamespaceView,
 } from "../model/records.js";
 
 /** The pause of a control loop after the store failed it. */
@@ -141,7 +147,7 @@ export function leftoverMemory(records: StarRecord[], observed: Map<string, Repo
 }
 
 /** What the controller's loops need of a star's spec. */
-type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms" | "placement" | "ports"> & { priority: number };
+type StarFacts = Footprint & Pick<StarSpec, "restart" | "exclusive" | "stop_grace_ms" | "placement" | "ports" | "disk_mb"> & { priority: number };
 
 /** The fixed ports a star holds on its node (those asked as 0 are the node's choice: any free one). */
 function fixedPorts(facts: StarFacts): number[] {
@@ -202,8 +208,9 @@ export class Controller {
   async create(input: unknown, options: { start?: boolean; fromStar?: boolean; by?: Principal } = {}): Promise<StarView> {
     let spec = parseStarSpec(input);
     const by = options.by;
-    const forbidden = by && by.scope !== "admin" ? adminOnlyField(spec) : undefined;
-    if (forbidden) throw new FieldForbiddenError(forbidden.field, by!.scope, forbidden.why);
+    // A namespace's admin is no cluster admin: what widens a star's reach of the host is not its to ask.
+    const forbidden = by && (by.scope !== "admin" || by.namespace !== undefined) ? adminOnlyField(spec) : undefined;
+    if (forbidden) throw new FieldForbiddenError(forbidden.field, scopeText(by!), forbidden.why);
     const nodes = await this.nodes();
     // Stored in one spelling (limits at the top, not in resources): what reads it needs one.
     let stored = withLimitsAtTop(input as StarSpecInput);
@@ -216,6 +223,15 @@ export class Controller {
       stored = withinParent(stored, parent.spec, parent.name, limitsOfNode(node));
       spec = parseStarSpec(stored);
       owner = { record: parent, createRevision: kv.createRevision };
+    }
+    // Its namespace: its parent's (a star's child), its token's (a namespace's token), or as asked.
+    const namespace = owner ? namespaceOf(owner.record) : (by?.namespace ?? spec.namespace ?? DEFAULT_NAMESPACE);
+    if (spec.namespace !== undefined && spec.namespace !== namespace) {
+      throw new FieldForbiddenError("namespace", scopeText(by!), `this token's stars are made in namespace ${namespace}; leave namespace out`);
+    }
+    if (stored.namespace !== undefined) {
+      const { namespace: _, ...rest } = stored;
+      stored = rest; // (kept on the record: one place)
     }
     // Capacity: some node must be able to hold it (no node yet: checked when one joins); if none
     // can, the first node's answer says what is too much.
@@ -246,8 +262,10 @@ export class Controller {
       generation: 1,
     };
     if (owner) record.owner = { name: owner.record.name, uid: owner.record.uid };
+    if (namespace !== DEFAULT_NAMESPACE) record.namespace = namespace;
     return this.admitted(async () => {
       if (owner) await this.checkQuota(owner.record, record);
+      await this.checkNamespaceQuota(record, nodes, true);
       if (record.desired === "running") await this.checkMemory(spec, nodes, undefined, by);
       const key = starKey(spec.name);
       const compare: Compare[] = [{ key, target: "createRevision", op: "=", value: 0 }];
@@ -276,9 +294,9 @@ export class Controller {
    * its descendants.
    */
   async visible(by?: Principal): Promise<Map<string, StarRecord> | undefined> {
-    if (!by?.star) return undefined;
+    if (!limited(by)) return undefined;
     const records = (await this.records.all()).map((e) => e.value);
-    return new Map(subtree(records, by.star).map((r) => [r.name, r]));
+    return new Map(seenBy(records, by).map((r) => [r.name, r]));
   }
 
   /**
@@ -322,7 +340,7 @@ export class Controller {
     checkName(name);
     const [rec, obs] = await Promise.all([this.store.get(starKey(name)), this.store.get(statusKey(name))]);
     if (!rec) throw new NoSuchStarError(name);
-    if (by?.star && !(await this.visible(by))!.has(name)) throw new NoSuchStarError(name);
+    if (limited(by) && !(await this.visible(by))!.has(name)) throw new NoSuchStarError(name);
     return viewOf(JSON.parse(rec.value) as StarRecord, obs ? (JSON.parse(obs.value) as StarObserved) : undefined);
   }
 
@@ -340,7 +358,11 @@ export class Controller {
         const settled = await this.isSettled(name, record);
         // Asking a star that has ended to run again is a new start too (`start` after it exited).
         if (record.desired === desired && !(desired === "running" && settled)) return this.get(name);
-        if (desired === "running") await this.checkMemory(this.factsOf(record), await this.nodes(), record, by);
+        if (desired === "running") {
+          const nodes = await this.nodes();
+          await this.checkNamespaceQuota({ ...record, desired: "running" }, nodes, false);
+          await this.checkMemory(this.factsOf(record), nodes, record, by);
+        }
         const next: StarRecord = { ...record, desired, generation: record.generation + 1 };
         if (await this.casRecord(kv, next)) {
           await this.events.record(desired === "running" ? "star.start-requested" : "star.stop-requested", `${desired === "running" ? "start" : "stop"} requested`, { star: name, uid: record.uid });
@@ -361,7 +383,7 @@ export class Controller {
     const kvOf = new Map(kvs.map((kv) => [kv.key, kv]));
     const records = kvs.map((kv) => kv.value);
     const record = records.find((r) => r.name === name);
-    if (!record || (options.by?.star && !subtree(records, options.by.star).includes(record))) throw new NoSuchStarError(name);
+    if (!record || !seenBy(records, options.by).includes(record)) throw new NoSuchStarError(name);
     const family = subtree(records, record);
     if (!options.force) {
       for (const r of family) {
@@ -425,7 +447,7 @@ export class Controller {
   /** Nodes, capacity, and the stars `by` may see by state. */
   async summary(by?: Principal): Promise<ClusterSummary> {
     const [all, [records, observed], alive, cordons] = await Promise.all([this.nodes(), this.readAll(), this.aliveNodes(), this.cordons()]);
-    const stars = by?.star ? subtree(records, by.star) : records;
+    const stars = seenBy(records, by);
     // A node's state: up while its lease holds (or within the grace after the controller's start).
     const graceOver = monotonic() - this.startedAt > 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000;
     const dead = this.judge(all, alive);
@@ -788,7 +810,7 @@ export class Controller {
     });
     // A star that names no memory is asked for with the largest default of the nodes (each
     // node's own default is what it gives; asking for the largest never overcommits one).
-    const askLimits = nodes.reduce<NodeLimits>((a, n) => (limitsOfNode(n).defaultRamMb > a.defaultRamMb ? limitsOfNode(n) : a), limitsOfNode(nodes[0]));
+    const askLimits = largestDefaults(nodes);
     // What nodes report matters only to a drain (an exclusive star's copy there has ended).
 
     // Stars stopped to be moved: their nodes' reports (their copy ended) are looked at too.
@@ -959,6 +981,83 @@ export class Controller {
   }
 
 
+  /**
+   * Refuses `record` if its namespace's quota cannot hold it: one more star (`newStar`), and —
+   * if it should run — its cpu, memory and disk beside those of the namespace's other stars that
+   * should run (a stopped star holds none, as for a node's memory). With a cpu or disk quota, a
+   * star must say how much it takes (a star with no cpu limit could take every core).
+   */
+  private async checkNamespaceQuota(record: StarRecord, nodes: NodeRecord[], newStar: boolean): Promise<void> {
+    const ns = namespaceOf(record);
+    const quota = await this.quotaOf(ns);
+    if (!quota) return;
+    const all = (await this.records.all()).map((kv) => kv.value).filter((r) => namespaceOf(r) === ns && r.name !== record.name);
+    const used = this.usageOf(all, nodes);
+    const facts = this.factsOf(record);
+    const running = record.desired === "running";
+    if (running && quota.cpu_cores !== undefined && cpuMillisOf(facts) === undefined) {
+      throw new NamespaceQuotaError(ns, `namespace ${ns} has a cpu quota: give the star cpu_cores or cpu_percent`, "cpu_cores");
+    }
+    const ask = running ? this.demandForQuota(record, nodes) : { cpuMillis: 0, memoryBytes: 0, diskBytes: 0 };
+    if (running && quota.disk_mb !== undefined && ask.diskBytes === undefined) {
+      throw new NamespaceQuotaError(ns, `namespace ${ns} has a disk quota: give the star disk_mb`, "disk_mb");
+    }
+    const problem = quotaProblem(ns, quotaOfRecord(quota), used, { ...ask, diskBytes: ask.diskBytes ?? 0 }, newStar);
+    if (problem) throw new NamespaceQuotaError(ns, problem);
+  }
+
+  /** What a star that should run counts against its namespace's quota (memory: with the nodes' largest default). */
+  private demandForQuota(r: StarRecord, nodes: NodeRecord[]): { cpuMillis: number; memoryBytes: number; diskBytes: number | undefined } {
+    const limits = largestDefaults(nodes);
+    const f = this.factsOf(r);
+    const diskMb = f.disk_mb ?? limits.defaultDiskMb;
+    return { cpuMillis: cpuMillisOf(f) ?? 0, memoryBytes: memoryBytesOf(f, limits), diskBytes: diskMb === undefined ? undefined : diskMb * 2 ** 20 };
+  }
+
+  /** What `records` hold against a quota: all of them as stars, those that should run for the rest. */
+  private usageOf(records: StarRecord[], nodes: NodeRecord[]): Usage {
+    const used: Usage = { stars: records.length, cpuMillis: 0, memoryBytes: 0, diskBytes: 0 };
+    for (const r of records) {
+      if (r.desired !== "running") continue;
+      const d = this.demandForQuota(r, nodes);
+      used.cpuMillis += d.cpuMillis;
+      used.memoryBytes += d.memoryBytes;
+      used.diskBytes += d.diskBytes ?? 0;
+    }
+    return used;
+  }
+
+  private async quotaOf(ns: string): Promise<QuotaRecord | undefined> {
+    const kv = await this.store.get(`${KEYS.quotas}${ns}`);
+    return kv ? (JSON.parse(kv.value) as QuotaRecord) : undefined;
+  }
+
+  /** Sets namespace `ns`'s quota (what it holds now may be over it: nothing is stopped, nothing new admitted). */
+  async setQuota(ns: string, quota: QuotaRecord): Promise<void> {
+    if (!DNS_LABEL.test(ns)) throw new InvalidArgumentError("namespace", `a namespace is a DNS label (lowercase letters, digits, '-'), got ${JSON.stringify(ns.slice(0, 70))}`);
+    await this.store.put(`${KEYS.quotas}${ns}`, JSON.stringify(quota));
+  }
+
+  /** Lifts namespace `ns`'s quota; false if it had none. */
+  async removeQuota(ns: string): Promise<boolean> {
+    const { deleted } = await this.store.delete({ key: `${KEYS.quotas}${ns}` });
+    return deleted > 0;
+  }
+
+  /** The namespaces `by` may see (those with stars or a quota), with what they hold and their quotas. */
+  async namespaces(by?: Principal): Promise<NamespaceView[]> {
+    const [records, nodes, { kvs }] = await Promise.all([this.records.all(), this.nodes(), this.store.range({ prefix: KEYS.quotas })]);
+    const byNs = new Map<string, StarRecord[]>();
+    for (const kv of records) byNs.set(namespaceOf(kv.value), [...(byNs.get(namespaceOf(kv.value)) ?? []), kv.value]);
+    const quotas = new Map(kvs.map((kv) => [kv.key.slice(KEYS.quotas.length), JSON.parse(kv.value) as QuotaRecord]));
+    const names = [...new Set([DEFAULT_NAMESPACE, ...byNs.keys(), ...quotas.keys()])].filter((n) => by?.namespace === undefined || n === by.namespace).sort();
+    return names.map((name) => {
+      const u = this.usageOf(byNs.get(name) ?? [], nodes);
+      const q = quotas.get(name);
+      return { name, used: { stars: u.stars, cpu_cores: u.cpuMillis / 1000, ram_mb: Math.round(u.memoryBytes / 2 ** 20), disk_mb: Math.round(u.diskBytes / 2 ** 20) }, ...(q ? { quota: q } : {}) };
+    });
+  }
+
   /** The top of `star`'s tree (an admin's star, with no owner): `star` itself if it has none. */
   async treeRoot(star: StarRef): Promise<StarRef> {
     let at = star;
@@ -990,7 +1089,7 @@ export class Controller {
     const demand = holds ? this.demandOf(record, limitsOfNode(node)) : { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, pids: 0 };
     const facts = this.factsOf(record);
     // A star run at most once is not pushed aside: its copy must end before it may run elsewhere.
-    return { name: record.name, node: record.node!, namespace: "default", demand, priority: facts.priority, ports: fixedPorts(facts), ...(facts.exclusive ? { preemptible: false } : {}) };
+    return { name: record.name, node: record.node!, namespace: namespaceOf(record), demand, priority: facts.priority, ports: fixedPorts(facts), ...(facts.exclusive ? { preemptible: false } : {}) };
   }
 
   /** A star to place, as the scheduler takes it (spread by default: fewest stars per node, as Kubernetes' default). */
@@ -998,7 +1097,7 @@ export class Controller {
     const p = this.factsOf(record).placement;
     return {
       name: record.name,
-      namespace: "default",
+      namespace: namespaceOf(record),
       demand: this.demandOf(record, limits),
       priority: this.factsOf(record).priority,
       strategy: p?.strategy ?? "spread",
@@ -1060,7 +1159,7 @@ export class Controller {
     if (!facts) {
       const spec = parseStarSpec(record.spec);
       facts = { restart: spec.restart, exclusive: spec.exclusive, stop_grace_ms: spec.stop_grace_ms, priority: spec.priority ?? DEFAULT_PRIORITY, ...(spec.placement ? { placement: spec.placement } : {}), ...(spec.ports ? { ports: spec.ports } : {}) };
-      for (const f of ["cpu_cores", "cpu_percent", "ram_mb", "ram_gb"] as const) if (spec[f] !== undefined) facts[f] = spec[f];
+      for (const f of ["cpu_cores", "cpu_percent", "ram_mb", "ram_gb", "disk_mb"] as const) if (spec[f] !== undefined) facts[f] = spec[f];
       this.facts.set(record.uid, facts);
     }
     return facts;
@@ -1093,7 +1192,39 @@ export class Controller {
 
 /** The stars `by` may see (a star's token: its own subtree), as the API shows them. */
 function viewsFor(records: StarRecord[], observed: Map<string, StarObserved>, by?: Principal): StarView[] {
-  return (by?.star ? subtree(records, by.star) : records).map((r) => viewOf(r, observed.get(r.name)));
+  return seenBy(records, by).map((r) => viewOf(r, observed.get(r.name)));
+}
+
+/** The limits of the node with the largest default memory (what a star that names none is asked with). */
+function largestDefaults(nodes: NodeRecord[]): NodeLimits {
+  return nodes.reduce<NodeLimits>((a, n) => (limitsOfNode(n).defaultRamMb > a.defaultRamMb ? limitsOfNode(n) : a), limitsOfNode(nodes[0]));
+}
+
+/** A quota as the scheduler's rule takes it. */
+function quotaOfRecord(q: QuotaRecord): Quota {
+  return {
+    ...(q.cpu_cores !== undefined ? { cpuMillis: Math.round(q.cpu_cores * 1000) } : {}),
+    ...(q.ram_mb !== undefined ? { memoryBytes: q.ram_mb * 2 ** 20 } : {}),
+    ...(q.disk_mb !== undefined ? { diskBytes: q.disk_mb * 2 ** 20 } : {}),
+    ...(q.stars !== undefined ? { stars: q.stars } : {}),
+  };
+}
+
+/** A token's scope as said in errors: "star", "read", "admin of namespace team-a". */
+export function scopeText(by: Principal): string {
+  return by.namespace !== undefined && by.scope !== "star" ? `${by.scope} of namespace ${by.namespace}` : by.scope;
+}
+
+/** Whether `by` sees only some stars (a star's token: its subtree; a namespace's: the namespace). */
+function limited(by: Principal | undefined): by is Principal {
+  return by?.star !== undefined || by?.namespace !== undefined;
+}
+
+/** The stars `by` may see. */
+function seenBy(records: StarRecord[], by: Principal | undefined): StarRecord[] {
+  if (by?.star) return subtree(records, by.star);
+  if (by?.namespace !== undefined) return records.filter((r) => namespaceOf(r) === by.namespace);
+  return records;
 }
 
 /** A node's defaults and ceilings (a record written before nodes had them: the defaults). */

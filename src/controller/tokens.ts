@@ -26,10 +26,11 @@ export async function saveToken(
   token: string,
   scope: TokenScope,
   name: string,
-  options: { star?: StarRef; ttlSeconds?: number } = {},
+  options: { star?: StarRef; ttlSeconds?: number; namespace?: string } = {},
 ): Promise<TokenRecord> {
   const now = Date.now();
   const record: TokenRecord = { scope, name, createdAt: now };
+  if (options.namespace !== undefined) record.namespace = options.namespace;
   if (options.ttlSeconds !== undefined) record.expiresAt = now + options.ttlSeconds * 1000;
   if (options.star) record.star = { name: options.star.name, uid: options.star.uid };
   const key = tokenKey(token);
@@ -96,6 +97,7 @@ export async function listTokens(store: Store): Promise<TokenInfo[]> {
       const r = JSON.parse(kv.value) as TokenRecord;
       const info: TokenInfo = { id: kv.key.slice(KEYS.tokens.length, KEYS.tokens.length + TOKEN_ID_LENGTH), scope: r.scope, name: r.name, createdAt: r.createdAt };
       if (r.star) info.star = r.star.name;
+      if (r.namespace !== undefined) info.namespace = r.namespace;
       if (r.expiresAt !== undefined) info.expiresAt = r.expiresAt;
       return info;
     })

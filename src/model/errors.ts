@@ -45,6 +45,7 @@ export type ErrorCode =
   | "STORE_LOST"
   | "TOKEN_NOT_FOUND"
   | "PORT_IN_USE"
+  | "NAMESPACE_QUOTA_EXCEEDED"
   | "TIMEOUT";
 
 /** A caller's text quoted in an error: at most 64 characters of it (a key may be 900 KB). */
@@ -303,7 +304,7 @@ export class ForbiddenError extends ConstellationError {
 export class FieldForbiddenError extends ConstellationError {
   readonly field: string;
   constructor(field: string, scope: string, why: string) {
-    super("API_FORBIDDEN", `${field}: ${why}; only an admin token may ask for that (this token's scope is ${scope})`);
+    super("API_FORBIDDEN", `${field}: ${why}; only an admin token of the whole cluster may ask for that (this token's scope is ${scope})`);
     this.field = field;
   }
 }
@@ -448,6 +449,17 @@ export class NodeNotFoundError extends ConstellationError {
   constructor(node: string) {
     super("NODE_NOT_FOUND", `no node named ${node}: see \`constellation nodes\``);
     this.node = node;
+  }
+}
+
+/** A namespace's quota cannot hold what is asked (create, start, deploy, scale). */
+export class NamespaceQuotaError extends ConstellationError {
+  readonly field: string;
+  readonly namespace: string;
+  constructor(namespace: string, problem: string, field = "namespace") {
+    super("NAMESPACE_QUOTA_EXCEEDED", `${problem}: stop or remove some of its stars, or ask an admin to raise its quota (constellation quota set ${namespace} ...)`);
+    this.field = field;
+    this.namespace = namespace;
   }
 }
 

@@ -41,7 +41,32 @@ export const KEYS = {
   elections: `${PREFIX}elections/`,
   /** The cluster's gossip keyring (GossipKeyring): made by init, rotated by `gossip key`. */
   gossipKeyring: `${PREFIX}gossip/keyring`,
+  /** A namespace's quota (QuotaRecord), by namespace. */
+  quotas: `${PREFIX}quotas/`,
 } as const;
+
+/** The namespace of stars, deployments and tokens that name none. */
+export const DEFAULT_NAMESPACE = "default";
+
+/** The namespace a star is in. */
+export function namespaceOf(record: { namespace?: string | undefined }): string {
+  return record.namespace ?? DEFAULT_NAMESPACE;
+}
+
+/** A namespace as listed: what its stars hold (all as stars; those that should run for the rest) and its quota. */
+export interface NamespaceView {
+  name: string;
+  used: { stars: number; cpu_cores: number; ram_mb: number; disk_mb: number };
+  quota?: QuotaRecord;
+}
+
+/** What a namespace's stars may hold at most (absent: no cap): those that should run, and stars in all. */
+export interface QuotaRecord {
+  cpu_cores?: number;
+  ram_mb?: number;
+  disk_mb?: number;
+  stars?: number;
+}
 
 /** A controller running now: where nodes connect to it, its HTTPS API, its gossip member. */
 export interface ControllerRecord {
@@ -104,9 +129,14 @@ export interface StarRecord {
    * node it was on. Once that copy has ended it is started elsewhere.
    */
   movingFrom?: string;
-  /** Placed nowhere yet, and why (the scheduler's words: "3 nodes lack memory, 2 excluded by constraint zone=a"). */
-  /** Why it runs nowhere yet, since when, and — when it was pushed aside for a star of higher priority — by what. */
+  /**
+   * Placed nowhere yet, why (the scheduler's words: "3 nodes lack memory, 2 excluded by
+   * constraint zone=a"), since when, and — when it was pushed aside for a star of higher
+   * priority — by what.
+   */
   pending?: { reason: string; since: number; preempted?: string };
+  /** Its namespace (absent: "default"): who may see and touch it, and whose quota it counts against. */
+  namespace?: string;
 }
 
 /** A node an operator cordoned (nothing new goes there), or drains (its stars move away too). */
@@ -162,6 +192,8 @@ export interface TokenRecord {
   expiresAt?: number;
   /** The star a `star` token belongs to. */
   star?: StarRef;
+  /** The one namespace it sees and touches (absent: every one, and the cluster itself). */
+  namespace?: string;
 }
 
 /** A token as listed (never the token itself: its id is the first characters of its hash). */
@@ -171,6 +203,7 @@ export interface TokenInfo {
   name: string;
   /** The star a star's token belongs to. */
   star?: string;
+  namespace?: string;
   createdAt: number;
   expiresAt?: number;
 }
@@ -235,6 +268,8 @@ export interface Principal {
   scope: TokenScope;
   name: string;
   star?: StarRef;
+  /** The one namespace it sees and touches (a namespace's token, or a star's: its star's). */
+  namespace?: string;
 }
 
 export type EventKind =

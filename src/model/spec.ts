@@ -208,6 +208,8 @@ export const starSpecSchema = z
      * namespaces, mount, keyctl, bpf, ptrace, ...); "unconfined" turns it off (admin tokens only).
      */
     seccomp: z.enum(["default", "unconfined"]).default("default"),
+    /** Its namespace (default "default"; a namespace's token: its own): who may see and touch it, and whose quota it counts against. */
+    namespace: z.string().regex(DNS_LABEL, "namespace must be a DNS label (lowercase letters, digits, '-'), e.g. team-a").optional(),
     /** Where it may and would rather run (model/placement.ts): strategy, spread_by, constraints, affinities. */
     placement: placementSchema.optional(),
     /**

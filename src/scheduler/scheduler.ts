@@ -19,6 +19,7 @@
  */
 import { InvalidArgumentError } from "../model/errors.js";
 import { type CompiledAsk, type Filter, compileAsk, explain, feasible, placementFilter, resourceFilter } from "./feasible.js";
+import { quotaProblem } from "./quota.js";
 import { affinityScore, binpackScore } from "./rank.js";
 import { ALL, ClusterState, type NodeState } from "./state.js";
 import type { Ask, Demand, Placement, PlacedStar, Quota, Snapshot } from "./types.js";
@@ -199,21 +200,9 @@ export class Scheduler {
 
   private quotaReason(ask: Ask): string | undefined {
     const q = this.quotas[ask.namespace];
-    if (!q) return undefined;
-    const used = this.state.usage(ask.namespace);
-    const over = (what: string, u: number, d: number, cap: number | undefined, unit: (v: number) => string) =>
-      cap !== undefined && u + d > cap ? `namespace ${ask.namespace} is at its quota of ${what}: ${unit(u)} of ${unit(cap)} used, this star asks ${unit(d)}` : undefined;
-    const d = ask.demand;
-    return (
-      over("stars", used.stars, 1, q.stars, String) ??
-      over("cpu", used.cpuMillis, d.cpuMillis, q.cpuMillis, (v) => `${v / 1000} ${v === 1000 ? "core" : "cores"}`) ??
-      over("memory", used.memoryBytes, d.memoryBytes, q.memoryBytes, mib) ??
-      over("disk", used.diskBytes, d.diskBytes, q.diskBytes, mib)
-    );
+    return q ? quotaProblem(ask.namespace, q, this.state.usage(ask.namespace), ask.demand) : undefined;
   }
 }
-
-const mib = (v: number) => `${Math.round(v / 2 ** 20)} MiB`;
 
 function placed(ask: Ask, node: string): PlacedStar {
   return { name: ask.name, node, namespace: ask.namespace, demand: ask.demand, priority: ask.priority, ...(ask.group !== undefined ? { group: ask.group } : {}), ports: ask.ports };

@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
 import { ApiUnavailableError, InvalidArgumentError } from "../model/errors.js";
 import { DAEMON_ENV, DAEMON_NODE_FLAGS, dataDirOf, readReady } from "../model/node-files.js";
-import type { ClusterSummary, Event, StarView, TokenInfo } from "../model/records.js";
+import type { ClusterSummary, Event, NamespaceView, QuotaRecord, StarView, TokenInfo } from "../model/records.js";
 import type { StarSpecInput } from "../model/spec.js";
 import type { LogLine, StarStatus } from "../model/status.js";
 import { type Transport, httpTransport } from "./http.js";
@@ -23,7 +23,7 @@ import { readLogin } from "./login.js";
 /** The longest one wait request asks for (the API allows a star's token at most 120 s at once). */
 const WAIT_PART_MS = 120_000;
 
-export type { ClusterSummary, Event, LogLine, StarSpecInput, StarStatus, TokenInfo };
+export type { ClusterSummary, Event, LogLine, NamespaceView, QuotaRecord, StarSpecInput, StarStatus, TokenInfo };
 
 /** A token just made: the token itself (shown this once) and how it is listed. */
 export interface NewToken {
@@ -268,9 +268,40 @@ export class Constellation {
    * shown this once; the constellation keeps only its hash.
    * @example
    * const { token } = await c.createToken("read", "dashboard", { ttlSeconds: 3600 });
+   * const team = await c.createToken("admin", "team-a", { namespace: "team-a" }); // sees and touches team-a only
    */
-  async createToken(scope: "admin" | "read", name = "token", options: { ttlSeconds?: number } = {}): Promise<NewToken> {
-    return this.http.request("POST", "/v1/tokens", { scope, name, ...(options.ttlSeconds === undefined ? {} : { ttl_s: options.ttlSeconds }) });
+  async createToken(scope: "admin" | "read", name = "token", options: { ttlSeconds?: number; namespace?: string } = {}): Promise<NewToken> {
+    return this.http.request("POST", "/v1/tokens", { scope, name, ...(options.ttlSeconds === undefined ? {} : { ttl_s: options.ttlSeconds }), ...(options.namespace === undefined ? {} : { namespace: options.namespace }) });
+  }
+
+  /**
+   * The namespaces this token may see (a namespace's token: its own), each with what its stars
+   * hold and its quota.
+   * @example
+   * for (const n of await c.namespaces()) console.log(n.name, n.used.ram_mb, n.quota?.ram_mb);
+   */
+  async namespaces(): Promise<NamespaceView[]> {
+    return (await this.http.request<{ namespaces: NamespaceView[] }>("GET", "/v1/namespaces")).namespaces;
+  }
+
+  /**
+   * Caps what a namespace's stars may hold (needs an admin token of the whole cluster): cpu,
+   * memory and disk of those that should run, and how many stars it has. Going over is a clear
+   * error at create and start.
+   * @example
+   * await c.setQuota("team-a", { cpu_cores: 8, ram_mb: 16384, stars: 50 });
+   */
+  async setQuota(namespace: string, quota: QuotaRecord): Promise<NamespaceView> {
+    return this.http.request("PUT", `/v1/namespaces/${encodeURIComponent(namespace)}/quota`, quota);
+  }
+
+  /**
+   * Lifts a namespace's quota (needs an admin token of the whole cluster).
+   * @example
+   * await c.removeQuota("team-a");
+   */
+  async removeQuota(namespace: string): Promise<void> {
+    await this.http.request("DELETE", `/v1/namespaces/${encodeURIComponent(namespace)}/quota`);
   }
 
   /**

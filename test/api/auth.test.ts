@@ -372,7 +372,7 @@ describe("a child gets at most its parent's limits", () => {
       [{ health: { type: "exec", command: ["true"], interval_ms: 50 } }, "health.interval_ms", /health checks more often than every 1000 ms write too often/],
     ];
     for (const [ask, field, message] of cases) {
-      await refused(api, plain, sleeper("sneaky", ask), { status: 403, code: "API_FORBIDDEN", field, messages: [message, /only an admin token may ask for that \(this token's scope is star\)/] });
+      await refused(api, plain, sleeper("sneaky", ask), { status: 403, code: "API_FORBIDDEN", field, messages: [message, /only an admin token of the whole cluster may ask for that \(this token's scope is star\)/] });
     }
     assert.equal(await api.controller.find("sneaky"), undefined);
     // The same for an admin: allowed (seccomp "default" and an empty mounts list are anyone's).

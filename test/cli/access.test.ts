@@ -37,8 +37,8 @@ describe("CLI: tokens, parents, a star's view", () => {
     assert.match(token, /^cst_\S{40,}$/);
     const ls = await run(["token", "ls"]);
     assert.equal(ls.code, 0, ls.stderr);
-    assert.match(ls.stdout, /^ID\s+SCOPE\s+NAME\s+STAR\s+AGE\s+EXPIRES\n/);
-    assert.match(ls.stdout, /\n[0-9a-f]{12}\s+read\s+dashboard\s+-\s+\d+s\s+in (59m|1h)\n/);
+    assert.match(ls.stdout, /^ID\s+SCOPE\s+NAME\s+NAMESPACE\s+STAR\s+AGE\s+EXPIRES\n/);
+    assert.match(ls.stdout, /\n[0-9a-f]{12}\s+read\s+dashboard\s+\(all\)\s+-\s+\d+s\s+in (59m|1h)\n/);
     assert.ok(!ls.stdout.includes(token), "never the token");
     const listed = JSON.parse((await run(["token", "ls", "--json"])).stdout) as Array<{ id: string; name: string; expiresAt?: number }>;
     const mine = listed.find((t) => t.name === "dashboard")!;
@@ -54,6 +54,36 @@ describe("CLI: tokens, parents, a star's view", () => {
     const again = await run(["token", "rm", mine.id]);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /^error: no token with id [0-9a-f]+: see `constellation token ls`\n$/);
+  });
+
+  it("namespaces: token --namespace, create --namespace, quota set / ls / rm, namespaces, list by namespace", async () => {
+    const set = await run(["quota", "set", "team-q", "--ram-gb", "1", "--stars", "2"]);
+    assert.equal(set.code, 0, set.stderr);
+    assert.equal(set.stdout, "team-q: quota set (ram_mb 1024, stars 2)\n");
+    const team = (await run(["token", "--scope", "admin", "--namespace", "team-q", "--name", "q"])).stdout.trim();
+    assert.match((await run(["token", "ls"])).stdout, /admin\s+q\s+team-q\s+-/);
+    const made = await run(["create", "--name", "q-1", "--ram-mb", "800", "--no-wait", "--", "sleep", "60"], team);
+    assert.equal(made.code, 0, made.stderr);
+    const over = await run(["create", "--name", "q-2", "--ram-mb", "400", "--no-wait", "--", "sleep", "60"], team);
+    assert.equal(over.code, 1);
+    assert.match(over.stderr, /namespace team-q is at its quota of memory: 800 MiB of 1024 MiB used, this star asks 400 MiB/);
+    const elsewhere = await run(["create", "--name", "q-3", "--namespace", "default", "--no-wait", "--", "sleep", "60"], team);
+    assert.equal(elsewhere.code, 1);
+    assert.match(elsewhere.stderr, /this token's stars are made in namespace team-q/);
+    const spaces = await run(["namespaces"]);
+    assert.match(spaces.stdout, /^NAMESPACE\s+STARS\s+CPU CORES\s+MEMORY\s+DISK\n/);
+    assert.match(spaces.stdout, /\nteam-q\s+1 \/ 2\s+0\s+800 MB \/ 1024 MB\s+0 MB\n/);
+    assert.deepEqual((JSON.parse((await run(["quota", "ls", "--json"], team)).stdout) as Array<{ name: string }>).map((n) => n.name), ["team-q"]);
+    assert.match((await run(["list"])).stdout, /^NAME\s+NAMESPACE\s+STATE/);
+    assert.match((await run(["list"])).stdout, /\nq-1\s+team-q\s+/);
+    const denied = await run(["quota", "set", "team-q", "--stars", "100"], team);
+    assert.equal(denied.code, 1);
+    assert.match(denied.stderr, /needs an admin token of the whole cluster/);
+    assert.equal((await run(["quota", "set", "team-q"])).code, 2);
+    assert.equal((await run(["quota", "set", "team-q", "--stars", "-1"])).code, 2);
+    assert.equal((await run(["quota", "rm", "team-q"])).stdout, "team-q: quota lifted\n");
+    assert.equal((await run(["create", "--name", "q-2", "--ram-mb", "400", "--no-wait", "--", "sleep", "60"], team)).code, 0);
+    assert.equal((await run(["rm", "-f", "q-1", "q-2"], team)).code, 0);
   });
 
   it("bad token commands: a one-line error and a non-zero exit code", async () => {
