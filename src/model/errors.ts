@@ -215,8 +215,8 @@ export interface SpecIssue {
 /** A star spec that is not valid: every problem found, each naming its field. */
 export class InvalidSpecError extends ConstellationError {
   readonly issues: SpecIssue[];
-  constructor(issues: SpecIssue[]) {
-    super("RUNTIME_INVALID_SPEC", `invalid star spec: ${issues.map((i) => (i.field ? `${i.field}: ${i.message}` : i.message)).join("; ")}`);
+  constructor(issues: SpecIssue[], what = "star spec") {
+    super("RUNTIME_INVALID_SPEC", `invalid ${what}: ${issues.map((i) => (i.field ? `${i.field}: ${i.message}` : i.message)).join("; ")}`);
     this.issues = issues;
   }
 }
