@@ -85,3 +85,8 @@ export function parse<T extends z.ZodType>(schema: T, value: unknown, where: str
   const what = issue.code === "unrecognized_keys" ? `unknown ${where} field ${unknownKeys(issue.keys)}` : issue.message;
   throw new BadRequestError(`${where}${field ? ` ${field}` : ""}: ${what}`, field || undefined);
 }
+
+/** POST /v1/deployments: the deploy spec (checked by model/deployment.ts), and whether only to check it. */
+export const deployBody = z.strictObject({ spec: z.unknown(), dry_run: z.boolean().optional() });
+export const scaleBody = z.strictObject({ instances: z.number({ error: "instances must be a whole number of 0 or more" }).int("instances must be a whole number").min(0, "instances must be 0 or more") });
+export const undoBody = z.strictObject({ revision: z.number().int("revision must be a whole number").min(1, "revision must be 1 or more").optional() });

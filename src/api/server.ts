@@ -44,6 +44,9 @@ import {
   joinTokenBody,
   tokenBody,
   quotaBody,
+  deployBody,
+  scaleBody,
+  undoBody,
   tokenParams,
   waitQuery,
 } from "./schemas.js";
@@ -127,6 +130,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   API_FORBIDDEN: 403,
   STAR_NOT_FOUND: 404,
   NODE_NOT_FOUND: 404,
+  DEPLOYMENT_NOT_FOUND: 404,
   TOKEN_NOT_FOUND: 404,
   STAR_EXISTS: 409,
   STAR_OVER_PARENT_LIMIT: 422,
@@ -306,6 +310,27 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
       const record = await saveToken(store, token, body.scope, body.name, { ...(body.ttl_s === undefined ? {} : { ttlSeconds: body.ttl_s }), ...(body.namespace === undefined ? {} : { namespace: body.namespace }) });
       const id = tokenKey(token).slice(KEYS.tokens.length, KEYS.tokens.length + TOKEN_ID_LENGTH);
       return { status: 201, body: { token, id, scope: body.scope, name: body.name, ...(body.namespace === undefined ? {} : { namespace: body.namespace }), ...(record.expiresAt === undefined ? {} : { expiresAt: record.expiresAt }) } };
+    })
+    // Deployments (issue 13): deploy (create, new revision, new count, or nothing), scale, undo, remove.
+    .route("POST", "/v1/deployments", async (req) => {
+      const body = parse(deployBody, req.body, "body");
+      const out = await controller.deployments.deploy(body.spec, who(req), body.dry_run ? { dryRun: true } : {});
+      return { status: out.changed && out.revision === 1 && !body.dry_run ? 201 : 200, body: out };
+    })
+    .route("GET", "/v1/deployments", async (req) => {
+      parse(noQuery, req.query, "query");
+      return { body: { deployments: await controller.deployments.list(who(req)) } };
+    })
+    .route("GET", "/v1/deployments/:name", async (req) => {
+      const d = await controller.deployments.get(name(req), who(req));
+      const events = (await controller.events.list({ deployment: d.name })).filter((e) => e.at >= d.createdAt).slice(-20);
+      return { body: { ...d, events } };
+    })
+    .route("POST", "/v1/deployments/:name/scale", async (req) => ({ body: await controller.deployments.scale(name(req), parse(scaleBody, req.body, "body").instances, who(req)) }))
+    .route("POST", "/v1/deployments/:name/undo", async (req) => ({ body: await controller.deployments.undo(name(req), parse(undoBody, req.body, "body").revision, who(req)) }))
+    .route("DELETE", "/v1/deployments/:name", async (req) => {
+      await controller.deployments.remove(name(req), who(req));
+      return { status: 204 };
     })
     // Namespaces: every token sees its own (a namespace's token: that one); quotas are set by a cluster admin.
     .route("GET", "/v1/namespaces", async (req) => {

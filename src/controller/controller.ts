@@ -40,6 +40,8 @@ import { LEASE_ONLY_AFTER, isDead } from "./liveness.js";
 import { replaceGossipKeyring } from "./gossip-keys.js";
 import { schedNodeOf } from "../scheduler/nodes.js";
 import { Scheduler } from "../scheduler/scheduler.js";
+import type { DeploymentRef } from "../model/deployment.js";
+import { Deployments } from "./deployments.js";
 import { type Ask, DEFAULT_PRIORITY, type Demand, type PlacedStar, type Quota } from "../scheduler/types.js";
 import { type Usage, quotaProblem } from "../scheduler/quota.js";
 import {
@@ -190,8 +192,12 @@ export class Controller {
   private readonly records: RecordCache<StarRecord>;
   private readonly reports: RecordCache<ReportFacts>;
 
+  /** Deployments: the API's side and their control loop (started and stopped with the controller's). */
+  readonly deployments: Deployments;
+
   constructor(private readonly options: ControllerOptions) {
     this.events = new EventLog(options.store, "controller");
+    this.deployments = new Deployments(options.store, this, this.events);
     this.records = new RecordCache(options.store, KEYS.stars);
     this.reports = new RecordCache(options.store, KEYS.status, (value) => reportFacts(JSON.parse(value) as StarObserved));
   }
@@ -205,12 +211,9 @@ export class Controller {
    * conflicts). `by` a star's token: the new star is that star's child (its owner), gets at most
    * its limits, and may not set the fields only an admin may.
    */
-  async create(input: unknown, options: { start?: boolean; fromStar?: boolean; by?: Principal } = {}): Promise<StarView> {
+  async create(input: unknown, options: { start?: boolean; fromStar?: boolean; by?: Principal; deployment?: DeploymentRef } = {}): Promise<StarView> {
     let spec = parseStarSpec(input);
     const by = options.by;
-    // A namespace's admin is no cluster admin: what widens a star's reach of the host is not its to ask.
-    const forbidden = by && (by.scope !== "admin" || by.namespace !== undefined) ? adminOnlyField(spec) : undefined;
-    if (forbidden) throw new FieldForbiddenError(forbidden.field, scopeText(by!), forbidden.why);
     const nodes = await this.nodes();
     // Stored in one spelling (limits at the top, not in resources): what reads it needs one.
     let stored = withLimitsAtTop(input as StarSpecInput);
@@ -233,26 +236,7 @@ export class Controller {
       const { namespace: _, ...rest } = stored;
       stored = rest; // (kept on the record: one place)
     }
-    // Capacity: some node must be able to hold it (no node yet: checked when one joins); if none
-    // can, the first node's answer says what is too much.
-    const fitsOn = (n: NodeRecord) => {
-      try {
-        limitsOf(spec, n);
-        return true;
-      } catch {
-        return false;
-      }
-    };
-    if (nodes.length > 0 && !nodes.some(fitsOn)) throw tooLargeForAll(spec, nodes);
-    if (spec.script !== undefined && !this.options.validate) {
-      // Checked now (exists, parses) so a bad script is a 400, not a failed start. A star's own
-      // token may not have root read a file for it: only scripts every user can read, checked on
-      // the very file that is read (the node checks again, as the star's user, at every start).
-      await resolveProgram(spec, { ...(options.fromStar ? { reader: "all" as const } : {}), ...(this.options.baseDir ? { baseDir: this.options.baseDir } : {}) });
-    }
-    // The node checks the script as it will at start (for a star's child: as every user may
-    // read it, and not in a place hidden from stars), and the host paths the spec names.
-    await this.options.validate?.(stored, { trusted: owner === undefined });
+    await this.vet(spec, stored, nodes, { ...(by ? { by } : {}), fromStar: options.fromStar === true, trusted: owner === undefined });
     const record: StarRecord = {
       name: spec.name,
       uid: randomUUID(),
@@ -263,6 +247,7 @@ export class Controller {
     };
     if (owner) record.owner = { name: owner.record.name, uid: owner.record.uid };
     if (namespace !== DEFAULT_NAMESPACE) record.namespace = namespace;
+    if (options.deployment) record.deployment = options.deployment;
     return this.admitted(async () => {
       if (owner) await this.checkQuota(owner.record, record);
       await this.checkNamespaceQuota(record, nodes, true);
@@ -287,6 +272,38 @@ export class Controller {
   async find(name: string): Promise<StarRecord | undefined> {
     const kv = await this.store.get(starKey(name));
     return kv ? (JSON.parse(kv.value) as StarRecord) : undefined;
+  }
+
+  /**
+   * Checks a spec as create does before anything is written: fields only a cluster admin may
+   * set, some node able to hold it, its script (exists, bundles) and host paths as its node will.
+   * A deployment's template is checked so at deploy, not when its stars are made.
+   */
+  async vet(spec: StarSpec, stored: StarSpecInput, nodes: NodeRecord[], o: { by?: Principal; fromStar?: boolean; trusted?: boolean } = {}): Promise<void> {
+    const by = o.by;
+    // A namespace's admin is no cluster admin: what widens a star's reach of the host is not its to ask.
+    const forbidden = by && (by.scope !== "admin" || by.namespace !== undefined) ? adminOnlyField(spec) : undefined;
+    if (forbidden) throw new FieldForbiddenError(forbidden.field, scopeText(by!), forbidden.why);
+    // Capacity: some node must be able to hold it (no node yet: checked when one joins); if none
+    // can, the largest node's answer says what is too much.
+    const fitsOn = (n: NodeRecord) => {
+      try {
+        limitsOf(spec, n);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    if (nodes.length > 0 && !nodes.some(fitsOn)) throw tooLargeForAll(spec, nodes);
+    if (spec.script !== undefined && !this.options.validate) {
+      // Checked now (exists, parses) so a bad script is a 400, not a failed start. A star's own
+      // token may not have root read a file for it: only scripts every user can read, checked on
+      // the very file that is read (the node checks again, as the star's user, at every start).
+      await resolveProgram(spec, { ...(o.fromStar ? { reader: "all" as const } : {}), ...(this.options.baseDir ? { baseDir: this.options.baseDir } : {}) });
+    }
+    // The node checks the script as it will at start (for a star's child: as every user may
+    // read it, and not in a place hidden from stars), and the host paths the spec names.
+    await this.options.validate?.(stored, { trusted: o.trusted !== false });
   }
 
   /**
@@ -508,6 +525,7 @@ export class Controller {
     this.fence = fence;
     this.startedAt = monotonic();
     this.loop ??= this.assignLoop(this.abort.signal);
+    this.deployments.start(fence);
     // When the grace after the start ends, a node that died within it is seen (no write says so).
     const graceEnd = setTimeout(() => void this.assignAll().catch(() => undefined), 2 * (this.options.nodeTtlSeconds ?? NODE_TTL_S) * 1000 + 100);
     graceEnd.unref();
@@ -619,6 +637,7 @@ export class Controller {
 
   async stop(): Promise<void> {
     this.abort.abort();
+    await this.deployments.stop();
     clearTimeout(this.later);
     this.later = undefined;
     await this.loop?.catch(() => undefined);
@@ -1002,7 +1021,25 @@ export class Controller {
     if (running && quota.disk_mb !== undefined && ask.diskBytes === undefined) {
       throw new NamespaceQuotaError(ns, `namespace ${ns} has a disk quota: give the star disk_mb`, "disk_mb");
     }
-    const problem = quotaProblem(ns, quotaOfRecord(quota), used, { ...ask, diskBytes: ask.diskBytes ?? 0 }, newStar);
+    const problem = quotaProblem(ns, quotaOfRecord(quota), used, { ...ask, diskBytes: ask.diskBytes ?? 0 }, newStar ? 1 : 0);
+    if (problem) throw new NamespaceQuotaError(ns, problem);
+  }
+
+  /**
+   * Refuses a deployment of `count` stars of `spec` in namespace `ns` (its stars now, `uid`,
+   * count no more: they are what it replaces) if the namespace's quota cannot hold them all.
+   */
+  async checkDeploymentQuota(ns: string, spec: StarSpec, count: number, uid?: string): Promise<void> {
+    const quota = await this.quotaOf(ns);
+    if (!quota) return;
+    const nodes = await this.nodes();
+    const others = (await this.records.all()).map((kv) => kv.value).filter((r) => namespaceOf(r) === ns && (uid === undefined || r.deployment?.uid !== uid));
+    if (quota.cpu_cores !== undefined && cpuMillisOf(spec) === undefined) throw new NamespaceQuotaError(ns, `namespace ${ns} has a cpu quota: give the deployment cpu_cores or cpu_percent`, "cpu_cores");
+    const limits = largestDefaults(nodes);
+    const diskMb = spec.disk_mb ?? limits.defaultDiskMb;
+    if (quota.disk_mb !== undefined && diskMb === undefined) throw new NamespaceQuotaError(ns, `namespace ${ns} has a disk quota: give the deployment disk_mb`, "disk_mb");
+    const ask = { cpuMillis: (cpuMillisOf(spec) ?? 0) * count, memoryBytes: memoryBytesOf(spec, limits) * count, diskBytes: (diskMb ?? 0) * 2 ** 20 * count };
+    const problem = quotaProblem(ns, quotaOfRecord(quota), this.usageOf(others, nodes), ask, count, `this deployment (${count} star${count === 1 ? "" : "s"})`);
     if (problem) throw new NamespaceQuotaError(ns, problem);
   }
 
@@ -1089,7 +1126,7 @@ export class Controller {
     const demand = holds ? this.demandOf(record, limitsOfNode(node)) : { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, pids: 0 };
     const facts = this.factsOf(record);
     // A star run at most once is not pushed aside: its copy must end before it may run elsewhere.
-    return { name: record.name, node: record.node!, namespace: namespaceOf(record), demand, priority: facts.priority, ports: fixedPorts(facts), ...(facts.exclusive ? { preemptible: false } : {}) };
+    return { name: record.name, node: record.node!, namespace: namespaceOf(record), demand, priority: facts.priority, ports: fixedPorts(facts), ...(facts.exclusive ? { preemptible: false } : {}), ...(record.deployment ? { group: record.deployment.name } : {}) };
   }
 
   /** A star to place, as the scheduler takes it (spread by default: fewest stars per node, as Kubernetes' default). */
@@ -1100,6 +1137,8 @@ export class Controller {
       namespace: namespaceOf(record),
       demand: this.demandOf(record, limits),
       priority: this.factsOf(record).priority,
+      // A deployment's stars spread among themselves (4/4/4 over three nodes), not only over all stars.
+      ...(record.deployment ? { group: record.deployment.name } : {}),
       strategy: p?.strategy ?? "spread",
       ...(p?.spread_by !== undefined ? { spreadBy: p.spread_by } : {}),
       constraints: p?.constraints ?? [],

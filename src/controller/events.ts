@@ -19,7 +19,7 @@ export class EventLog {
     private readonly writer: string,
   ) {}
 
-  async record(kind: EventKind, message: string, about: { star?: string; uid?: string; node?: string } = {}): Promise<void> {
+  async record(kind: EventKind, message: string, about: { star?: string; uid?: string; node?: string; deployment?: string } = {}): Promise<void> {
     const key = `${KEYS.events}${String(Date.now()).padStart(15, "0")}-${this.writer}-${String(++this.counter).padStart(8, "0")}`;
     const body: Omit<Event, "seq"> = { at: Date.now(), kind, message, ...about };
     await this.store.put(key, JSON.stringify(body));
@@ -27,11 +27,11 @@ export class EventLog {
 
   /** Events after `since` (a seq), oldest first, at most `limit` (the newest ones). */
   /** Events after `since`, about `star` (and of that very star, `uid`: not an earlier one of its name). */
-  async list(options: { since?: number; limit?: number; star?: string; uid?: string } = {}): Promise<Event[]> {
+  async list(options: { since?: number; limit?: number; star?: string; uid?: string; deployment?: string } = {}): Promise<Event[]> {
     const { kvs } = await this.store.range({ prefix: KEYS.events });
     let events = kvs
       .map(eventOf)
-      .filter((e) => e.seq > (options.since ?? 0) && (!options.star || e.star === options.star) && (!options.uid || e.uid === options.uid));
+      .filter((e) => e.seq > (options.since ?? 0) && (!options.star || e.star === options.star) && (!options.uid || e.uid === options.uid) && (!options.deployment || e.deployment === options.deployment));
     events.sort((a, b) => a.seq - b.seq);
     if (options.limit !== undefined && events.length > options.limit) events = events.slice(events.length - options.limit);
     return events;

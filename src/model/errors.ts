@@ -37,6 +37,7 @@ export type ErrorCode =
   | "API_UNAVAILABLE"
   | "STAR_NOT_FOUND"
   | "NODE_NOT_FOUND"
+  | "DEPLOYMENT_NOT_FOUND"
   | "STAR_EXISTS"
   | "STAR_OVER_PARENT_LIMIT"
   | "NODE_MEMORY_FULL"
@@ -473,6 +474,13 @@ export class PortInUseError extends ConstellationError {
         : `port ${name}=${port} is in use on node ${node} by a program outside this star: free it there, or ask for another port (0: any free one)`,
     );
     this.port = port;
+  }
+}
+
+export class NoSuchDeploymentError extends ConstellationError {
+  readonly field = "name";
+  constructor(name: string) {
+    super("DEPLOYMENT_NOT_FOUND", `no deployment named ${callerText(name)}: see \`constellation deployments\``);
   }
 }
 

@@ -14,6 +14,7 @@
  */
 import type { NodeLimits, StarSpecInput } from "./spec.js";
 import type { StarStatus } from "./status.js";
+import type { DeploymentRef } from "./deployment.js";
 
 export const PREFIX = "/constellation/";
 export const KEYS = {
@@ -41,6 +42,8 @@ export const KEYS = {
   elections: `${PREFIX}elections/`,
   /** The cluster's gossip keyring (GossipKeyring): made by init, rotated by `gossip key`. */
   gossipKeyring: `${PREFIX}gossip/keyring`,
+  /** Deployments (DeploymentRecord, model/deployment.ts), by name. */
+  deployments: `${PREFIX}deployments/`,
   /** A namespace's quota (QuotaRecord), by namespace. */
   quotas: `${PREFIX}quotas/`,
 } as const;
@@ -137,6 +140,8 @@ export interface StarRecord {
   pending?: { reason: string; since: number; preempted?: string };
   /** Its namespace (absent: "default"): who may see and touch it, and whose quota it counts against. */
   namespace?: string;
+  /** The deployment that made it (model/deployment.ts), and from which template. */
+  deployment?: DeploymentRef;
 }
 
 /** A node an operator cordoned (nothing new goes there), or drains (its stars move away too). */
@@ -278,6 +283,12 @@ export type EventKind =
   | "star.moved"
   | "star.unplaced"
   | "star.preempted"
+  | "deployment.created"
+  | "deployment.updated"
+  | "deployment.scaled"
+  | "deployment.rollout"
+  | "deployment.rollback"
+  | "deployment.removed"
   | "node.cordoned"
   | "node.uncordoned"
   | "node.revoked"
@@ -299,6 +310,8 @@ export interface Event {
   at: number;
   kind: EventKind;
   star?: string;
+  /** The deployment it is about. */
+  deployment?: string;
   /** The uid of the star it is about: a star made again under the name is another star. */
   uid?: string;
   node?: string;

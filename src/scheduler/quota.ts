@@ -9,14 +9,21 @@ import type { Demand, Quota } from "./types.js";
 export type Usage = Pick<Demand, "cpuMillis" | "memoryBytes" | "diskBytes"> & { stars: number };
 
 /**
- * Why a star asking `ask` (and, unless `newStar` is false, one more star) does not fit in
- * namespace `ns` under `quota`, in a user's terms; undefined if it fits.
+ * Why `asker` ("this star", "this deployment") asking `ask` and `newStars` more stars does not
+ * fit in namespace `ns` under `quota`, in a user's terms; undefined if it fits.
  */
-export function quotaProblem(ns: string, quota: Quota, used: Usage, ask: Pick<Demand, "cpuMillis" | "memoryBytes" | "diskBytes">, newStar = true): string | undefined {
+export function quotaProblem(
+  ns: string,
+  quota: Quota,
+  used: Usage,
+  ask: Pick<Demand, "cpuMillis" | "memoryBytes" | "diskBytes">,
+  newStars = 1,
+  asker = "this star",
+): string | undefined {
   const over = (what: string, u: number, d: number, cap: number | undefined, unit: (v: number) => string) =>
-    cap !== undefined && u + d > cap ? `namespace ${ns} is at its quota of ${what}: ${unit(u)} of ${unit(cap)} used, this star asks ${unit(d)}` : undefined;
+    cap !== undefined && u + d > cap ? `namespace ${ns} is at its quota of ${what}: ${unit(u)} of ${unit(cap)} used, ${asker} asks ${unit(d)}` : undefined;
   return (
-    (newStar ? over("stars", used.stars, 1, quota.stars, String) : undefined) ??
+    (newStars > 0 ? over("stars", used.stars, newStars, quota.stars, String) : undefined) ??
     over("cpu", used.cpuMillis, ask.cpuMillis, quota.cpuMillis, (v) => `${v / 1000} ${v === 1000 ? "core" : "cores"}`) ??
     over("memory", used.memoryBytes, ask.memoryBytes, quota.memoryBytes, mib) ??
     over("disk", used.diskBytes, ask.diskBytes, quota.diskBytes, mib)
