@@ -13,7 +13,8 @@ await build({
   format: "esm",
   target: "node20",
   // `up` imports the server lazily, by this path relative to the CLI (dist/src/cli/ → dist/src/server/).
-  external: ["../server/single-node.js", "../server/agent-node.js"],
+  // esbuild (apply bundles a file with it) is loaded from its package, on first use only.
+  external: ["../server/single-node.js", "../server/agent-node.js", "esbuild"],
   // commander is CommonJS: give the bundle a require() for the built-in modules it asks for.
   banner: { js: 'import { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url);' },
   sourcemap: true,

@@ -11,8 +11,8 @@
 import { type ConnectOptions, Constellation, resolveConnection } from "./sdk/client.js";
 import { type Transport, httpTransport } from "./sdk/http.js";
 
-export { Constellation, Star, connect, resolveConnection } from "./sdk/client.js";
-export type { ClusterSummary, ConnectOptions, Event, InitOptions, InitResult, JoinTokenInfo, LogLine, NewJoinToken, NewToken, StarInfo, StarSpecInput, StarStatus, TokenInfo } from "./sdk/client.js";
+export { Constellation, Deployment, Star, connect, resolveConnection } from "./sdk/client.js";
+export type { ClusterSummary, ConnectOptions, DeploySpecInput, DeploymentInfo, Event, InitOptions, InitResult, JoinTokenInfo, LogLine, NewJoinToken, NewToken, StarInfo, StarSpecInput, StarStatus, TokenInfo } from "./sdk/client.js";
 export { ApiError } from "./sdk/http.js";
 export { ConstellationError } from "./model/errors.js";
 export type { ErrorCode } from "./model/errors.js";

@@ -12,6 +12,7 @@ import { Command, CommanderError } from "commander";
 import { isConstellationError } from "../model/errors.js";
 import { registerClusterCommands, registerQuotaCommands } from "./cluster.js";
 import { registerCompletion } from "./completion.js";
+import { registerDeployCommands } from "./deploy.js";
 import { registerServiceCommands } from "./service.js";
 import { registerStarCommands } from "./stars.js";
 import { registerInit } from "./init.js";
@@ -47,6 +48,7 @@ registerInit(program);
 registerStarCommands(program);
 registerClusterCommands(program);
 registerQuotaCommands(program);
+registerDeployCommands(program);
 registerLogin(program);
 registerServiceCommands(program);
 registerCompletion(program); // last: it lists the commands above

@@ -124,12 +124,9 @@ function memoryText(s: StarInfo): string {
   return `${bytes(used)} / ${limit === undefined ? "no limit" : bytes(limit)}`;
 }
 
-export function registerStarCommands(program: Command): void {
-  program
-    .command("create")
-    .description("create a star and start it; waits until it runs (or says why it did not)")
-    .requiredOption("--name <name>", "the star's name (a DNS label)")
-    .option("--script <file>", "a .ts, .js, .mjs or .cjs file to run (bundled from its directory; its arguments after --)")
+/** The flags of a star's spec that create and deploy share (limits, env, health, restarts, placement, ports). */
+export function starFlags(cmd: Command): Command {
+  return cmd
     .addOption(new Option("--cpu-percent <n>", "CPU limit, % of one core").argParser(number("--cpu-percent")).conflicts("cpuCores"))
     .option("--cpu-cores <n>", "CPU limit in cores", number("--cpu-cores"))
     .addOption(new Option("--ram-mb <n>", "memory limit in MB").argParser(number("--ram-mb")).conflicts("ramGb"))
@@ -157,7 +154,56 @@ export function registerStarCommands(program: Command): void {
     .option("--port <name[=port]>", "a named port: --port http (any free one, given as PORT_HTTP and PORT) or --port http=8080 (repeatable)", portFlag, {})
     .option("--namespace <ns>", "the namespace it belongs to (default: default; a namespace's token: its own)")
     .option("--priority <0-100>", "when no node has room, stars of lower priority make room for it (default 50)", number("--priority"))
-    .option("--affinity <rule@weight>", "a node it would rather run on (weight 1..100) or avoid (-100..-1): disk=ssd@50 (repeatable)", affinityRule, [])
+    .option("--affinity <rule@weight>", "a node it would rather run on (weight 1..100) or avoid (-100..-1): disk=ssd@50 (repeatable)", affinityRule, []);
+}
+
+/** The spec fields those flags give (each only if given). */
+export function starFieldsOf(o: Record<string, unknown>, cmd: Command): Omit<StarSpecInput, "name"> {
+  const spec: Omit<StarSpecInput, "name"> = {};
+  if (o.cpuPercent !== undefined) spec.cpu_percent = o.cpuPercent as number;
+  if (o.cpuCores !== undefined) spec.cpu_cores = o.cpuCores as number;
+  if (o.ramMb !== undefined) spec.ram_mb = o.ramMb as number;
+  if (o.ramGb !== undefined) spec.ram_gb = o.ramGb as number;
+  if (o.diskMb !== undefined) spec.disk_mb = o.diskMb as number;
+  const env = { ...(o.envFile as Record<string, string>), ...(o.env as Record<string, string>) };
+  if (Object.keys(env).length > 0) spec.env = env;
+  if (o.health !== undefined) spec.health = { ...(o.health as object), ...(o.healthIntervalMs === undefined ? {} : { interval_ms: o.healthIntervalMs }) } as StarSpecInput["health"];
+  else if (o.healthIntervalMs !== undefined) cmd.error("error: --health-interval-ms needs --health", { exitCode: 2 });
+  if (o.stopGraceMs !== undefined) spec.stop_grace_ms = o.stopGraceMs as number;
+  if (o.cwd !== undefined) spec.cwd = resolvePath(o.cwd as string);
+  if (o.logMaxMb !== undefined) spec.log_max_mb = o.logMaxMb as number;
+  if (o.logMaxFiles !== undefined) spec.log_max_files = o.logMaxFiles as number;
+  if (o.restart !== undefined) spec.restart = o.restart as "never";
+  if (o.exclusive === true) spec.exclusive = true;
+  if (o.runtime !== undefined) spec.runtime = o.runtime as "process";
+  if (o.pids !== undefined) spec.pids = o.pids as number;
+  if (o.nofile !== undefined) spec.nofile = o.nofile as number;
+  if ((o.mount as unknown[]).length > 0) spec.mounts = o.mount as Array<{ host: string; readonly: boolean }>;
+  if (o.root !== undefined) spec.root = o.root as string;
+  if (o.seccomp !== undefined) spec.seccomp = o.seccomp as "default";
+  if (o.priority !== undefined) spec.priority = o.priority as number;
+  if (o.namespace !== undefined) spec.namespace = o.namespace as string;
+  if (Object.keys(o.port as object).length > 0) spec.ports = o.port as Record<string, number>;
+  const constraints = o.constraint as StarPlacement["constraints"];
+  const affinities = o.affinity as StarPlacement["affinities"];
+  if (o.strategy !== undefined || o.spreadBy !== undefined || constraints.length > 0 || affinities.length > 0) {
+    spec.placement = {
+      ...(o.strategy !== undefined ? { strategy: o.strategy as "spread" } : {}),
+      ...(o.spreadBy !== undefined ? { spread_by: o.spreadBy as string } : {}),
+      ...(constraints.length > 0 ? { constraints } : {}),
+      ...(affinities.length > 0 ? { affinities } : {}),
+    };
+  }
+  return spec;
+}
+
+export function registerStarCommands(program: Command): void {
+  const create = program
+    .command("create")
+    .description("create a star and start it; waits until it runs (or says why it did not)")
+    .requiredOption("--name <name>", "the star's name (a DNS label)")
+    .option("--script <file>", "a .ts, .js, .mjs or .cjs file to run (bundled from its directory; its arguments after --)");
+  starFlags(create)
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
     .option("--watch-ms <ms>", "once it runs, watch it this long; if it dies meanwhile, say why and exit non-zero (0: do not watch)", number("--watch-ms"), 1000)
     .option("--no-start", "only record the star (start it later with `constellation start`)")
@@ -183,40 +229,7 @@ export function registerStarCommands(program: Command): void {
         else spec.command = command;
       }
       if (o.script === undefined && command.length === 0) cmd.error("error: give --script FILE or a command after --, e.g. constellation create --name hello -- echo hi", { exitCode: 2 });
-      if (o.cpuPercent !== undefined) spec.cpu_percent = o.cpuPercent as number;
-      if (o.cpuCores !== undefined) spec.cpu_cores = o.cpuCores as number;
-      if (o.ramMb !== undefined) spec.ram_mb = o.ramMb as number;
-      if (o.ramGb !== undefined) spec.ram_gb = o.ramGb as number;
-      if (o.diskMb !== undefined) spec.disk_mb = o.diskMb as number;
-      const env = { ...(o.envFile as Record<string, string>), ...(o.env as Record<string, string>) };
-      if (Object.keys(env).length > 0) spec.env = env;
-      if (o.health !== undefined) spec.health = { ...(o.health as object), ...(o.healthIntervalMs === undefined ? {} : { interval_ms: o.healthIntervalMs }) } as StarSpecInput["health"];
-      else if (o.healthIntervalMs !== undefined) cmd.error("error: --health-interval-ms needs --health", { exitCode: 2 });
-      if (o.stopGraceMs !== undefined) spec.stop_grace_ms = o.stopGraceMs as number;
-      if (o.cwd !== undefined) spec.cwd = resolvePath(o.cwd as string);
-      if (o.logMaxMb !== undefined) spec.log_max_mb = o.logMaxMb as number;
-      if (o.logMaxFiles !== undefined) spec.log_max_files = o.logMaxFiles as number;
-      if (o.restart !== undefined) spec.restart = o.restart as "never";
-      if (o.exclusive === true) spec.exclusive = true;
-      if (o.runtime !== undefined) spec.runtime = o.runtime as "process";
-      if (o.pids !== undefined) spec.pids = o.pids as number;
-      if (o.nofile !== undefined) spec.nofile = o.nofile as number;
-      if ((o.mount as unknown[]).length > 0) spec.mounts = o.mount as Array<{ host: string; readonly: boolean }>;
-      if (o.root !== undefined) spec.root = o.root as string;
-      if (o.seccomp !== undefined) spec.seccomp = o.seccomp as "default";
-      if (o.priority !== undefined) spec.priority = o.priority as number;
-      if (o.namespace !== undefined) spec.namespace = o.namespace as string;
-      if (Object.keys(o.port as object).length > 0) spec.ports = o.port as Record<string, number>;
-      const constraints = o.constraint as StarPlacement["constraints"];
-      const affinities = o.affinity as StarPlacement["affinities"];
-      if (o.strategy !== undefined || o.spreadBy !== undefined || constraints.length > 0 || affinities.length > 0) {
-        spec.placement = {
-          ...(o.strategy !== undefined ? { strategy: o.strategy as "spread" } : {}),
-          ...(o.spreadBy !== undefined ? { spread_by: o.spreadBy as string } : {}),
-          ...(constraints.length > 0 ? { constraints } : {}),
-          ...(affinities.length > 0 ? { affinities } : {}),
-        };
-      }
+      Object.assign(spec, starFieldsOf(o, cmd));
       const c = clientOf(cmd);
       try {
         const star = await c.create(spec, { start: o.start !== false });

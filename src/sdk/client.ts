@@ -15,6 +15,7 @@ import { join, resolve } from "node:path";
 import { ApiUnavailableError, InvalidArgumentError } from "../model/errors.js";
 import { DAEMON_ENV, DAEMON_NODE_FLAGS, dataDirOf, readReady } from "../model/node-files.js";
 import type { ClusterSummary, Event, NamespaceView, QuotaRecord, StarView, TokenInfo } from "../model/records.js";
+import type { DeploySpecInput, DeploymentView as DeploymentInfo } from "../model/deployment.js";
 import type { StarSpecInput } from "../model/spec.js";
 import type { LogLine, StarStatus } from "../model/status.js";
 import { type Transport, httpTransport } from "./http.js";
@@ -23,7 +24,7 @@ import { readLogin } from "./login.js";
 /** The longest one wait request asks for (the API allows a star's token at most 120 s at once). */
 const WAIT_PART_MS = 120_000;
 
-export type { ClusterSummary, Event, LogLine, NamespaceView, QuotaRecord, StarSpecInput, StarStatus, TokenInfo };
+export type { ClusterSummary, DeploySpecInput, DeploymentInfo, Event, LogLine, NamespaceView, QuotaRecord, StarSpecInput, StarStatus, TokenInfo };
 
 /** A token just made: the token itself (shown this once) and how it is listed. */
 export interface NewToken {
@@ -202,6 +203,45 @@ export class Constellation {
     const body = { spec: spec.script ? { ...spec, script: resolve(spec.script) } : spec, ...(options.start === undefined ? {} : { start: options.start }) };
     const view = await this.http.request<StarInfo>("POST", "/v1/stars", body);
     return new Star(this.http, view.name);
+  }
+
+  /**
+   * Deploys a group of stars from one template (the seed's form: the deployment's fields beside
+   * the stars'): a new deployment, a new revision of one (rolled out), a new count, or nothing if
+   * nothing changed. A relative script path is the caller's (resolved here). Returns at once;
+   * `wait()` on the result follows the rollout.
+   * @example
+   * const d = await c.deploy("user-service", { instances: { min: 2, max: 20 }, resources: { cpu_cores: 2, ram_gb: 4 }, script: "services/user.ts" });
+   * await d.wait(); // until its revision is rolled out (throws if it failed)
+   */
+  async deploy(name: string, spec: Omit<DeploySpecInput, "name">, options: { dryRun?: boolean } = {}): Promise<Deployment> {
+    const full = { ...spec, name, ...(spec.script !== undefined ? { script: resolve(spec.script) } : {}) };
+    const collect = (globalThis as Record<symbol, unknown>)[APPLY] as ((spec: unknown) => void) | undefined;
+    if (collect) {
+      // Run by `constellation apply`: collected, checked and deployed together once the file has run.
+      collect(full);
+      return new Deployment(this.http, name, 0);
+    }
+    const out = await this.http.request<{ deployment: DeploymentInfo; changed: boolean; revision: number }>("POST", "/v1/deployments", { spec: full, ...(options.dryRun ? { dry_run: true } : {}) });
+    return new Deployment(this.http, name, out.revision, out.changed);
+  }
+
+  /**
+   * Every deployment this token may see, with what its stars are doing.
+   * @example
+   * for (const d of await c.deployments()) console.log(d.name, d.status.available, "/", d.count);
+   */
+  async deployments(): Promise<DeploymentInfo[]> {
+    return (await this.http.request<{ deployments: DeploymentInfo[] }>("GET", "/v1/deployments")).deployments;
+  }
+
+  /**
+   * A handle on an existing deployment (no request is made).
+   * @example
+   * await c.deployment("web").scale(5);
+   */
+  deployment(name: string): Deployment {
+    return new Deployment(this.http, name, 0);
   }
 
   /**
@@ -530,6 +570,95 @@ export class Star {
   async remove(options: { force?: boolean } = {}): Promise<void> {
     await this.http.request("DELETE", `${this.path}${q({ force: options.force ? 1 : undefined })}`);
   }
+}
+
+/** Where `constellation apply` collects the deployments a file makes (any copy of the SDK finds it). */
+export const APPLY = Symbol.for("constellation.apply");
+
+/** A deployment: its count, revisions and rollout. */
+export class Deployment {
+  constructor(
+    private readonly http: Transport,
+    readonly name: string,
+    /** The revision the deploy that made this handle wrote (0: not known). */
+    readonly revision: number,
+    /** Whether that deploy changed anything. */
+    readonly changed = false,
+  ) {}
+
+  private get path(): string {
+    return `/v1/deployments/${encodeURIComponent(this.name)}`;
+  }
+
+  /**
+   * Its record, revisions, rollout, what its stars are doing and its recent events.
+   * @example
+   * const { rollout, status } = await d.info(); console.log(rollout.state, status.available);
+   */
+  async info(): Promise<DeploymentInfo & { events: Event[] }> {
+    return this.http.request("GET", this.path);
+  }
+
+  /**
+   * Sets how many stars it runs (within its instances' min and max).
+   * @example
+   * await c.deployment("web").scale(5);
+   */
+  async scale(instances: number): Promise<DeploymentInfo> {
+    return this.http.request("POST", `${this.path}/scale`, { instances });
+  }
+
+  /**
+   * Goes back to an earlier revision's template (default: the one before), rolled out as a new revision.
+   * @example
+   * await c.deployment("web").undo();
+   */
+  async undo(revision?: number): Promise<DeploymentInfo> {
+    return this.http.request("POST", `${this.path}/undo`, revision === undefined ? {} : { revision });
+  }
+
+  /**
+   * Waits until its rollout completes (of `revision`, default the one this handle's deploy
+   * wrote, else the current); throws if it failed or was rolled back.
+   * @example
+   * await (await c.deploy("web", { instances: 3, script: "web.ts" })).wait({ timeoutMs: 60_000 });
+   */
+  async wait(options: { revision?: number; timeoutMs?: number; onProgress?: (d: DeploymentInfo) => void } = {}): Promise<DeploymentInfo> {
+    const deadline = Date.now() + (options.timeoutMs ?? 600_000);
+    let target = options.revision ?? (this.revision || undefined);
+    for (;;) {
+      const d = await this.info();
+      target ??= d.revision;
+      options.onProgress?.(d);
+      const outcome = rolloutOutcome(d, target);
+      if (outcome === "complete") return d;
+      if (outcome !== undefined) throw new InvalidArgumentError("revision", outcome);
+      if (Date.now() >= deadline) throw new InvalidArgumentError("timeout", `deployment ${this.name} revision ${target} is still rolling out: ${d.rollout.message}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  /**
+   * Removes it and its stars.
+   * @example
+   * await c.deployment("web").remove();
+   */
+  async remove(): Promise<void> {
+    await this.http.request("DELETE", this.path);
+  }
+}
+
+/** How revision `target`'s rollout ended: "complete", why it failed (a message), or undefined while it goes on. */
+export function rolloutOutcome(d: DeploymentInfo, target: number): string | undefined {
+  if (d.revision === target) {
+    if (d.rollout.revision !== target) return undefined;
+    if (d.rollout.state === "complete") return "complete";
+    if (d.rollout.state === "failed") return `deployment ${d.name} revision ${target} failed: ${d.rollout.message}`;
+    return undefined;
+  }
+  const later = d.history.find((r) => r.revision > target);
+  if (later?.cause.startsWith("rollback")) return `deployment ${d.name} revision ${target} failed and was rolled back (${later.cause}; now revision ${d.revision})`;
+  return `deployment ${d.name} was changed again (now revision ${d.revision}) before revision ${target} completed`;
 }
 
 /** Runs `constellation init` (the CLI beside this SDK) and reads what runs from the data dir. */

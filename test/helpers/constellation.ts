@@ -66,10 +66,11 @@ export interface CliResult {
 }
 
 /** Runs a CLI command against the data dir; resolves with its exit code and output. */
-export function cli(dataDir: string, args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+export function cli(dataDir: string, args: string[], env: Record<string, string> = {}, cwd?: string): Promise<CliResult> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, "--data", dataDir, ...args], {
       stdio: ["ignore", "pipe", "pipe"],
+      ...(cwd ? { cwd } : {}),
       env: { ...process.env, NO_COLOR: "1", CONSTELLATION_ENDPOINT: "", CONSTELLATION_TOKEN: "", ...env },
     });
     let stdout = "";
