@@ -119,15 +119,18 @@ export function plan(p: PlanInput): Plan {
     for (const s of giveUpOrder(keep).slice(0, keep.length - p.count)) remove.push({ name: s.name, why: `scaled down to ${p.count}` });
     keep = keep.filter((s) => !remove.some((r) => r.name === s.name));
   }
-  // Old stars: those not available go at once (they hold nothing up); available ones while the
-  // stars available stay at least count − max_unavailable (Kubernetes' maxScaledDown).
+  // Old stars: those not serving (not running and ready) go at once — they hold nothing up;
+  // serving ones while the stars available stay at least count − max_unavailable (Kubernetes'
+  // maxScaledDown). An old star that serves counts as available (min_ready_ms is for new ones:
+  // an old star deployed a moment ago still serves).
+  const serving = (s: StarFact) => s.ready && s.state === "running";
   const minAvailable = Math.max(0, p.count - u.max_unavailable);
-  let budget = [...keep, ...old].filter(avail).length - minAvailable;
+  let budget = keep.filter(avail).length + old.filter(serving).length - minAvailable;
   const oldLeft: StarFact[] = [];
   for (const s of giveUpOrder(old)) {
-    if (!avail(s) || budget > 0) {
+    if (!serving(s) || budget > 0) {
       remove.push({ name: s.name, why: `replaced by revision ${p.revision}` });
-      if (avail(s)) budget--;
+      if (serving(s)) budget--;
     } else oldLeft.push(s);
   }
   // New stars as room allows: at most count + max_surge in all.

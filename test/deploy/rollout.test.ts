@@ -43,6 +43,13 @@ describe("rollout plan", () => {
     assert.deepEqual(after.remove.map((r) => r.name), ["a"], "one old star per new one available beyond the count");
   });
 
+  it("an old star that serves counts as available even before min_ready_ms (it was deployed a moment ago): removed only within max_unavailable", () => {
+    const young = ["a", "b", "c"].map((n) => star(n, "old", { runningSince: 900 }));
+    const p = plan(input({ stars: young, update: update({ max_surge: 0, max_unavailable: 1, min_ready_ms: 500 }) }));
+    assert.equal(p.remove.length, 1, JSON.stringify(p.remove));
+    assert.equal(p.create, 1);
+  });
+
   it("a new star that fails fails the rollout, and goes back to the last good revision", () => {
     const stars = [star("a", "old"), star("b", "old"), star("c", "old"), star("n1", "new", { state: "failed", ready: false, why: "exit code 1" })];
     const p = plan(input({ stars, lastGood: 1 }));
