@@ -648,7 +648,11 @@ export class Deployment {
   }
 }
 
-/** How revision `target`'s rollout ended: "complete", why it failed (a message), or undefined while it goes on. */
+/**
+ * How revision `target`'s rollout ended: "complete", why it failed (a message), or undefined while it goes on.
+ * @example
+ * const d = await c.deployment("web").info(); console.log(rolloutOutcome(d, d.revision) ?? "rolling out");
+ */
 export function rolloutOutcome(d: DeploymentInfo, target: number): string | undefined {
   if (d.revision === target) {
     if (d.rollout.revision !== target) return undefined;
