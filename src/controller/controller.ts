@@ -717,7 +717,8 @@ export class Controller {
     }
     if (exclusive && o !== undefined && o.uid === record.uid && o.node === from && isActiveState(o)) return true; // its copy there still runs
     scheduler.remove(record.name);
-    const placed = scheduler.place(this.askOf(record, askLimits));
+    // (A star leaving a draining node pushes nothing aside: it runs where it is until room appears.)
+    const placed = scheduler.place({ ...this.askOf(record, askLimits), mayPreempt: false });
     if (placed.node === undefined) {
       // Nowhere to go: it stays where it is for now (a later pass tries again), said once.
       await this.unplaced(kv, `stays on draining node ${from}: nowhere else takes it (${placed.reason})`);

@@ -78,7 +78,7 @@ export class Scheduler {
       this.state.add(best, placed(ask, best.node.name));
       return { star: ask.name, node: best.node.name };
     }
-    const preempted = ask.priority > this.state.lowestPriority() && [...counts.keys()].some((f) => f.resources) ? this.preempt(c) : undefined;
+    const preempted = ask.mayPreempt !== false && ask.priority > this.state.lowestPriority() && [...counts.keys()].some((f) => f.resources) ? this.preempt(c) : undefined;
     if (preempted) return preempted;
     const filtered = Object.fromEntries([...counts].map(([f, n]) => [f.key, n]));
     const reason = this.state.nodes.length === 0 ? "there are no nodes: add one (constellation join)" : explain(counts);

@@ -81,6 +81,8 @@ export interface Ask {
   ports: readonly number[];
   /** The runtime it runs in (a node must have it). */
   runtime?: string;
+  /** false: it pushes nothing aside even if its priority would let it (default true). */
+  mayPreempt?: boolean;
 }
 
 /** A namespace's caps (absent fields: no cap). */

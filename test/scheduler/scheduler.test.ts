@@ -129,6 +129,8 @@ describe("scheduler: priorities, preemption and quotas", () => {
     assert.deepEqual(schedule({ nodes, placed }, [mockAsk("urgent", demand(1, 2), { priority: 90 })])[0], { star: "urgent", node: "b", preempts: ["low"] });
     const [p] = schedule({ nodes: nodes.slice(0, 1), placed: placed.slice(0, 1) }, [mockAsk("urgent", demand(1, 2), { priority: 90 })]);
     assert.equal(reasonOf(p!), "1 node lacks memory");
+    // An ask that may not preempt (a star leaving a draining node) pushes nothing aside.
+    assert.equal(reasonOf(schedule({ nodes, placed }, [mockAsk("mover", demand(1, 2), { priority: 90, mayPreempt: false })])[0]!), "2 nodes lack memory");
   });
 });
 
