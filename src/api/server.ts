@@ -9,6 +9,7 @@ import type { ServerResponse } from "node:http";
 import {
   BadRequestError,
   ForbiddenError,
+  NoSuchArtifactError,
   type ErrorCode,
   InvalidArgumentError,
   InvalidSpecError,
@@ -47,6 +48,10 @@ import {
   deployBody,
   scaleBody,
   undoBody,
+  artifactParams,
+  artifactChunkParams,
+  artifactChunkBody,
+  artifactCommitBody,
   tokenParams,
   waitQuery,
 } from "./schemas.js";
@@ -131,6 +136,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   STAR_NOT_FOUND: 404,
   NODE_NOT_FOUND: 404,
   DEPLOYMENT_NOT_FOUND: 404,
+  ARTIFACT_NOT_FOUND: 404,
   TOKEN_NOT_FOUND: 404,
   STAR_EXISTS: 409,
   STAR_OVER_PARENT_LIMIT: 422,
@@ -331,6 +337,26 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("DELETE", "/v1/deployments/:name", async (req) => {
       await controller.deployments.remove(name(req), who(req));
       return { status: 204 };
+    })
+    // Artifacts (a star's bundled code by its SHA-256): uploaded a chunk at a time, then committed.
+    .route("GET", "/v1/artifacts/:id", async (req) => {
+      const hex = parse(artifactParams, req.params, "path").id;
+      const a = await controller.artifacts.get(hex);
+      if (!a) throw new NoSuchArtifactError(hex);
+      return { body: { id: `sha256:${hex}`, ...a } };
+    })
+    .route("PUT", "/v1/artifacts/:id/chunks/:index", async (req) => {
+      if (who(req).star) throw new ForbiddenError("star", "an admin token (a star's token uploads no code)");
+      const p = parse(artifactChunkParams, req.params, "path");
+      await controller.artifacts.putChunk(p.id, p.index, Buffer.from(parse(artifactChunkBody, req.body, "body").data, "base64"));
+      return { status: 204 };
+    })
+    .route("POST", "/v1/artifacts/:id", async (req) => {
+      if (who(req).star) throw new ForbiddenError("star", "an admin token (a star's token uploads no code)");
+      const hex = parse(artifactParams, req.params, "path").id;
+      const body = parse(artifactCommitBody, req.body, "body");
+      const made = await controller.artifacts.commit(hex, body.size, body.chunks);
+      return { status: made ? 201 : 200, body: { id: `sha256:${hex}`, ...(await controller.artifacts.get(hex)) } };
     })
     // Namespaces: every token sees its own (a namespace's token: that one); quotas are set by a cluster admin.
     .route("GET", "/v1/namespaces", async (req) => {

@@ -42,6 +42,7 @@ import { schedNodeOf } from "../scheduler/nodes.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import type { DeploymentRef } from "../model/deployment.js";
 import { Deployments } from "./deployments.js";
+import { Artifacts } from "./artifacts.js";
 import { type Ask, DEFAULT_PRIORITY, type Demand, type PlacedStar, type Quota } from "../scheduler/types.js";
 import { type Usage, quotaProblem } from "../scheduler/quota.js";
 import {
@@ -194,10 +195,13 @@ export class Controller {
 
   /** Deployments: the API's side and their control loop (started and stopped with the controller's). */
   readonly deployments: Deployments;
+  /** Stars' bundled code, by its hash (code without images). */
+  readonly artifacts: Artifacts;
 
   constructor(private readonly options: ControllerOptions) {
     this.events = new EventLog(options.store, "controller");
     this.deployments = new Deployments(options.store, this, this.events);
+    this.artifacts = new Artifacts(options.store);
     this.records = new RecordCache(options.store, KEYS.stars);
     this.reports = new RecordCache(options.store, KEYS.status, (value) => reportFacts(JSON.parse(value) as StarObserved));
   }

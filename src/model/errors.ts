@@ -38,6 +38,7 @@ export type ErrorCode =
   | "STAR_NOT_FOUND"
   | "NODE_NOT_FOUND"
   | "DEPLOYMENT_NOT_FOUND"
+  | "ARTIFACT_NOT_FOUND"
   | "STAR_EXISTS"
   | "STAR_OVER_PARENT_LIMIT"
   | "NODE_MEMORY_FULL"
@@ -481,6 +482,13 @@ export class NoSuchDeploymentError extends ConstellationError {
   readonly field = "name";
   constructor(name: string) {
     super("DEPLOYMENT_NOT_FOUND", `no deployment named ${callerText(name)}: see \`constellation deployments\``);
+  }
+}
+
+export class NoSuchArtifactError extends ConstellationError {
+  readonly field = "id";
+  constructor(hex: string) {
+    super("ARTIFACT_NOT_FOUND", `no artifact sha256:${callerText(hex)} in this cluster: upload it first (the SDK and CLI do when they deploy a script)`);
   }
 }
 

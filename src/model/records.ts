@@ -42,6 +42,8 @@ export const KEYS = {
   elections: `${PREFIX}elections/`,
   /** The cluster's gossip keyring (GossipKeyring): made by init, rotated by `gossip key`. */
   gossipKeyring: `${PREFIX}gossip/keyring`,
+  /** Artifacts: a star's bundled code by its SHA-256 (model/artifact.ts). */
+  artifacts: `${PREFIX}artifacts/`,
   /** Deployments (DeploymentRecord, model/deployment.ts), by name. */
   deployments: `${PREFIX}deployments/`,
   /** A namespace's quota (QuotaRecord), by namespace. */

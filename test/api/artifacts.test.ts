@@ -1,0 +1,80 @@
+/**
+ * Artifacts over real HTTP (issue 13, code without images): a star's bundled code uploaded a
+ * chunk at a time and committed under its SHA-256 — it exists only once its bytes are checked
+ * against the id; the same code is stored once; bad ids, chunks and commits are clear 4xx and
+ * leave nothing behind.
+ */
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { ARTIFACT_CHUNK_BYTES } from "../../src/model/artifact.js";
+import { KEYS } from "../../src/model/records.js";
+import { type ApiHarness, startApi } from "../helpers/api.js";
+
+describe("artifacts", () => {
+  let api: ApiHarness;
+  before(async () => {
+    api = await startApi();
+  });
+  after(() => api.close());
+
+  const upload = async (bytes: Buffer, hex = createHash("sha256").update(bytes).digest("hex")) => {
+    const chunks = Math.ceil(bytes.length / ARTIFACT_CHUNK_BYTES);
+    for (let i = 0; i < chunks; i++) {
+      const r = await api.request("PUT", `/v1/artifacts/${hex}/chunks/${i}`, { body: { data: bytes.subarray(i * ARTIFACT_CHUNK_BYTES, (i + 1) * ARTIFACT_CHUNK_BYTES).toString("base64") } });
+      assert.equal(r.status, 204, r.text);
+    }
+    return { hex, commit: () => api.request("POST", `/v1/artifacts/${hex}`, { body: { size: bytes.length, chunks } }) };
+  };
+
+  it("uploaded in chunks, committed once its hash is checked; the same code again is stored once", async () => {
+    const bytes = randomBytes(ARTIFACT_CHUNK_BYTES * 2 + 1234);
+    const { hex, commit } = await upload(bytes);
+    assert.equal((await api.request("GET", `/v1/artifacts/${hex}`)).status, 404, "not there before its commit");
+    const made = await commit();
+    assert.equal(made.status, 201, made.text);
+    assert.deepEqual(made.json<{ id: string; size: number; chunks: number }>().id, `sha256:${hex}`);
+    const got = (await api.request("GET", `/v1/artifacts/${hex}`)).json<{ size: number; chunks: number }>();
+    assert.deepEqual([got.size, got.chunks], [bytes.length, 3]);
+    assert.equal((await commit()).status, 200, "again: already there");
+    // Read back chunk by chunk, as a node will: the same bytes.
+    const back = Buffer.concat(await Promise.all([0, 1, 2].map((i) => api.controller.artifacts.chunk(hex, i))));
+    assert.ok(back.equals(bytes));
+  });
+
+  it("bytes that are not the id's: refused, nothing exists, the chunks are dropped", async () => {
+    const bytes = randomBytes(1000);
+    const wrong = createHash("sha256").update("something else").digest("hex");
+    const { commit } = await upload(bytes, wrong);
+    const r = await commit();
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.error().message, new RegExp(`the uploaded bytes \\(1000 bytes, sha256 [0-9a-f]{64}\\) are not artifact ${wrong} \\(1000 bytes\\): upload them again`));
+    assert.equal((await api.request("GET", `/v1/artifacts/${wrong}`)).status, 404);
+    const { kvs } = await api.store.range({ prefix: `${KEYS.artifacts}${wrong}` });
+    assert.equal(kvs.length, 0, "no chunk left behind");
+  });
+
+  it("bad input: ids, indexes, chunk sizes, base64, a commit with a chunk missing, a star's or a read token", async () => {
+    const hex = createHash("sha256").update("x").digest("hex");
+    for (const [method, path, body, status, said] of [
+      ["GET", "/v1/artifacts/nothex", undefined, 400, /64 lowercase hex digits/],
+      ["PUT", `/v1/artifacts/${hex}/chunks/-1`, { data: "AA==" }, 400, /index is 0 or more/],
+      ["PUT", `/v1/artifacts/${hex}/chunks/99999`, { data: "AA==" }, 400, /a chunk's index is 0 to 255/],
+      ["PUT", `/v1/artifacts/${hex}/chunks/0`, { data: "not base64!" }, 400, /data must be base64/],
+      ["PUT", `/v1/artifacts/${hex}/chunks/0`, { data: "" }, 400, /a chunk is 1 to 262144 bytes/],
+      ["PUT", `/v1/artifacts/${hex}/chunks/0`, { data: "A".repeat(349_532) }, 400, /at most 256 KiB/],
+      ["POST", `/v1/artifacts/${hex}`, { size: 10, chunks: 1 }, 400, /chunk 0 of 1 is missing/],
+      ["POST", `/v1/artifacts/${hex}`, { size: 10, chunks: 2 }, 400, /10 bytes are 1 chunks of 262144 bytes, not 2/],
+      ["POST", `/v1/artifacts/${hex}`, { size: 2 ** 30, chunks: 4096 }, 400, /an artifact is 1 byte to 64 MiB/],
+      ["GET", `/v1/artifacts/${hex}`, undefined, 404, /no artifact sha256:[0-9a-f]{64} in this cluster/],
+    ] as const) {
+      const r = await api.request(method, path, body === undefined ? {} : { body });
+      assert.equal(r.status, status, `${method} ${path}: ${r.text}`);
+      assert.match(r.error().message, said, `${method} ${path}`);
+    }
+    assert.equal((await api.request("POST", "/v1/stars", { body: { spec: { name: "s", command: ["sleep", "60"] } } })).status, 201);
+    const star = await api.starToken("s");
+    const refused = await api.request("PUT", `/v1/artifacts/${hex}/chunks/0`, { token: star, body: { data: "AA==" } });
+    assert.equal(refused.status, 403, refused.text);
+  });
+});
