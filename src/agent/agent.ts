@@ -7,7 +7,7 @@
  * down, and the runtimes keep them across a restart of the agent (recover), which then takes
  * its stars back from its earlier reports.
  */
-import { isConstellationError } from "../model/errors.js";
+import { ScriptError, isConstellationError } from "../model/errors.js";
 import { type AgentLink, AssignmentsCompactedError, type NodeLink, type Usage } from "../model/agent-link.js";
 import type { EventKind, NodeRecord, StarObserved, StarRecord, StarRef } from "../model/records.js";
 import { DEFAULT_NODE_LIMITS, type NodeLimits } from "../model/spec.js";
@@ -16,6 +16,11 @@ import type { Runtime } from "../runtime/types.js";
 import type { LogLine, LogOptions, StarStatus } from "../model/status.js";
 import { type Action, type LocalStar, decide, isActive } from "./reconcile.js";
 import { choosePorts, portEnv, probePort } from "./ports.js";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { artifactHex } from "../model/artifact.js";
 
 export type RuntimeKind = "process" | "isolate";
 
@@ -42,6 +47,8 @@ export interface AgentOptions {
   reportDeadlineMs?: number;
   /** How often the node looks for processes no star accounts for (default 10 s). */
   orphanCheckMs?: number;
+  /** Where fetched code (artifacts) is kept, one directory per hash (absent: stars with an artifact fail to start). */
+  artifactsDir?: string;
 }
 
 interface Local extends LocalStar {
@@ -427,7 +434,8 @@ export class Agent implements NodeLink {
     this.local.set(name, fresh);
     try {
       // An admin's star is trusted with its script's directory; a star's child is not (docs/security.md).
-      const { spec, identity } = await this.withIdentity(rec);
+      const { spec: given, identity } = await this.withIdentity(rec);
+      const spec = await this.withCode(rec, given);
       const ports = await this.portsFor(rec);
       const env = ports ? { ...(spec as { env?: Record<string, string> }).env, ...portEnv(ports) } : undefined;
       await runtime.start(name, env ? { ...spec, env } : spec, { trusted: trustedStar(rec), ...(identity ? { identity } : {}) });
@@ -457,6 +465,48 @@ export class Agent implements NodeLink {
       await this.startFailed(name, err);
     }
     await this.report(name);
+  }
+
+  /** Fetches of code under way, by hash (two stars of one deployment fetch it once). */
+  private readonly fetching = new Map<string, Promise<string>>();
+
+  /**
+   * The spec the runtime runs: for uploaded code (its `artifact`), the script is this node's
+   * copy of it — fetched from the controller by its hash once, checked against it, kept in a
+   * directory of its own (a star's script directory holds its own code only).
+   */
+  private async withCode(rec: StarRecord, spec: StarRecord["spec"]): Promise<StarRecord["spec"]> {
+    const id = (spec as { artifact?: string }).artifact;
+    if (id === undefined) return spec;
+    const hex = artifactHex(id);
+    if (!hex || !this.options.artifactsDir || !this.link.artifactChunk) throw new ScriptError(id, "this node cannot fetch uploaded code (no artifacts directory or link)");
+    const dir = join(this.options.artifactsDir, hex);
+    const file = join(dir, "main.mjs");
+    if (!existsSync(file)) {
+      let pending = this.fetching.get(hex);
+      if (!pending) {
+        pending = this.fetchCode(rec, hex, dir, file).finally(() => this.fetching.delete(hex));
+        this.fetching.set(hex, pending);
+      }
+      await pending;
+    }
+    const { artifact: _, ...rest } = spec as StarRecord["spec"] & { artifact?: string };
+    return { ...rest, script: file };
+  }
+
+  private async fetchCode(rec: StarRecord, hex: string, dir: string, file: string): Promise<string> {
+    const parts: Uint8Array[] = [];
+    const first = await this.link.artifactChunk!({ name: rec.name, uid: rec.uid }, 0);
+    parts.push(first.data);
+    for (let i = 1; i < first.chunks; i++) parts.push((await this.link.artifactChunk!({ name: rec.name, uid: rec.uid }, i)).data);
+    const bytes = Buffer.concat(parts);
+    const digest = createHash("sha256").update(bytes).digest("hex");
+    if (digest !== hex || bytes.length !== first.size) throw new ScriptError(`sha256:${hex}`, `the code fetched (${bytes.length} bytes, sha256 ${digest}) is not the artifact asked for: not run`);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const tmp = `${file}.${process.pid}.tmp`;
+    await writeFile(tmp, bytes, { mode: 0o644 });
+    await rename(tmp, file); // whole or not at all
+    return file;
   }
 
   /** Port choices, one at a time (two starts never pick the same free port). */

@@ -11,6 +11,7 @@ import { type Command, InvalidArgumentError as CommanderArgError } from "command
 import type { DeploySpecInput, DeploymentView } from "../model/deployment.js";
 import { InvalidArgumentError } from "../model/errors.js";
 import { APPLY, type Deployment, rolloutOutcome } from "../sdk/client.js";
+import { BundleError, bundle } from "../sdk/package.js";
 import { age, color, printJson, table } from "./output.js";
 import { clientOf, starFieldsOf, starFlags } from "./stars.js";
 
@@ -268,27 +269,17 @@ function rolloutText(d: DeploymentView): string {
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 async function collect(file: string, cmd: Command): Promise<Array<{ name: string } & DeploySpecInput>> {
-  const esbuild = await import("esbuild");
   // The SDK the file imports is this CLI's own package (its deploy calls are collected here).
   const sdk = fileURLToPath(new URL("../index.js", import.meta.url));
-  let code: string;
+  let code: Uint8Array;
   try {
-    const out = await esbuild.build({
-      entryPoints: [file],
-      bundle: true,
-      write: false,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      sourcemap: "inline",
-      logLevel: "silent",
+    code = await bundle(file, {
       plugins: [{ name: "constellation-sdk", setup: (b) => b.onResolve({ filter: /^constellation$/ }, () => ({ path: sdk, external: true })) }],
-      banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+      banner: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
     });
-    code = out.outputFiles[0]!.text;
   } catch (err) {
-    const e = (err as { errors?: Array<{ text: string; location?: { file: string; line: number; column: number } | null }> }).errors?.[0];
-    throw new InvalidArgumentError("file", `${file}${e?.location ? `:${e.location.line}:${e.location.column}` : ""}: does not compile: ${e?.text ?? (err as Error).message}; nothing deployed`);
+    if (!(err instanceof BundleError)) throw err;
+    throw new InvalidArgumentError("file", `${err.where}: does not compile: ${err.text}; nothing deployed`);
   }
   const found: Array<{ name: string } & Record<string, unknown>> = [];
   (globalThis as Record<symbol, unknown>)[APPLY] = (spec: { name: string }) => found.push(spec as { name: string } & Record<string, unknown>);
@@ -301,9 +292,9 @@ async function collect(file: string, cmd: Command): Promise<Array<{ name: string
   let mod: { default?: unknown };
   const dir = await mkdtemp(join(tmpdir(), "constellation-apply-"));
   try {
-    const bundle = join(dir, "apply.mjs");
-    await writeFile(bundle, code!, { mode: 0o600 });
-    mod = (await import(pathToFileURL(bundle).href)) as { default?: unknown };
+    const bundlePath = join(dir, "apply.mjs");
+    await writeFile(bundlePath, code!, { mode: 0o600 });
+    mod = (await import(pathToFileURL(bundlePath).href)) as { default?: unknown };
   } catch (err) {
     // Where in the file (its source map gives the file's own lines).
     const stack = (err as Error | undefined)?.stack ?? "";

@@ -7,7 +7,7 @@
  */
 import { z } from "zod";
 import { LABEL_KEY, LABEL_VALUE } from "../model/version.js";
-import { type AgentLink, type AssignmentBatch, AssignmentsCompactedError, type NodeLink, type StarUsage } from "../model/agent-link.js";
+import { type AgentLink, type ArtifactChunk, type AssignmentBatch, AssignmentsCompactedError, type NodeLink, type StarUsage } from "../model/agent-link.js";
 import type { EventKind, GossipKeyring, NodeRecord, StarObserved, StarRecord, StarRef } from "../model/records.js";
 import { type Handler, RnpError } from "./rnp/peer.js";
 
@@ -76,6 +76,7 @@ export const AGENT_METHODS = {
   event: z.strictObject({ kind: z.enum(EVENT_KINDS), message: z.string().max(4096), star: NAME.optional(), uid: z.string().max(64).optional() }),
   starToken: z.strictObject({ name: NAME, uid: z.string().max(64), keepOld: z.boolean() }),
   dropStarTokens: z.strictObject({ name: NAME }),
+  artifactChunk: z.strictObject({ name: NAME, uid: z.string().max(64), index: z.number().int().min(0).max(100_000) }),
   heartbeat: z.null(),
   gossipKeys: z.null(),
   usage: z.strictObject({
@@ -123,7 +124,7 @@ function answer<T>(p: Promise<T>): Promise<T> {
     if (err instanceof RnpError) throw err;
     if (err instanceof AssignmentsCompactedError) throw new RnpError("gone", err.message);
     const code = (err as { code?: string }).code;
-    if (code === "STAR_NOT_FOUND") throw new RnpError("not-found", (err as Error).message);
+    if (code === "STAR_NOT_FOUND" || code === "ARTIFACT_NOT_FOUND") throw new RnpError("not-found", (err as Error).message);
     if (/may not/.test((err as Error).message)) throw new RnpError("forbidden", (err as Error).message);
     throw new RnpError("unavailable", `the controller could not do it: ${(err as Error).message}`);
   });
@@ -164,6 +165,11 @@ export function agentHandlers(link: AgentLink): Record<string, Handler> {
       return answer(link.starToken({ name, uid }, { keepOld }));
     },
     "agent.dropStarTokens": (b) => answer(link.dropStarTokens(body("dropStarTokens", b).name)),
+    "agent.artifactChunk": (b) => {
+      const { name, uid, index } = body("artifactChunk", b);
+      if (!link.artifactChunk) throw new RnpError("not-found", "this controller keeps no artifacts");
+      return answer(link.artifactChunk({ name, uid }, index));
+    },
     "agent.usage": (b) => answer((async () => link.usage?.(body("usage", b).stars))()),
     "agent.heartbeat": (b) => answer((async () => (body("heartbeat", b), (await link.heartbeat?.()) ?? null))()),
     "agent.gossipKeys": (b) =>
@@ -247,6 +253,12 @@ export class RnpAgentLink implements AgentLink {
 
   async dropStarTokens(name: string): Promise<void> {
     await this.call("dropStarTokens", { name });
+  }
+
+  async artifactChunk(star: StarRef, index: number): Promise<ArtifactChunk> {
+    const r = (await this.call("artifactChunk", { name: star.name, uid: star.uid, index })) as ArtifactChunk;
+    if (!(r?.data instanceof Uint8Array) || !Number.isInteger(r.chunks) || !Number.isInteger(r.size)) throw new RnpError("bad-request", "agent.artifactChunk: the controller's answer is not a chunk");
+    return r;
   }
 
   async usage(stars: StarUsage[]): Promise<void> {

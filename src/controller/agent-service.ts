@@ -3,10 +3,12 @@
  * node's agent reads and writes, done over the store by the controller on the node's behalf,
  * and only about that node (its assignments, its reports, its events, its stars' tokens).
  */
-import type { AgentLink, AssignmentBatch, AssignmentChange, StarUsage } from "../model/agent-link.js";
+import type { AgentLink, ArtifactChunk, AssignmentBatch, AssignmentChange, StarUsage } from "../model/agent-link.js";
 import { AssignmentsCompactedError } from "../model/agent-link.js";
 import { type EventKind, type GossipKeyring, KEYS, type NodeRecord, type StarObserved, type StarRecord, type StarRef, nodeKey, starKey, statusKey } from "../model/records.js";
-import { CompactedError, LeaseNotFoundError, NoSuchStarError } from "../model/errors.js";
+import { CompactedError, LeaseNotFoundError, NoSuchArtifactError, NoSuchStarError } from "../model/errors.js";
+import { artifactHex } from "../model/artifact.js";
+import { Artifacts } from "./artifacts.js";
 import type { Store } from "../store/types.js";
 import { EventLog } from "./events.js";
 import { dropStarTokens, newToken, saveToken } from "./tokens.js";
@@ -150,6 +152,19 @@ export class AgentService implements AgentLink {
     // a star made again under the name is not this one.
     await saveToken(this.store, token, "star", `star:${star.name}`, { star: { name: star.name, uid: star.uid } });
     return token;
+  }
+
+  async artifactChunk(star: StarRef, index: number): Promise<ArtifactChunk> {
+    // Only the code of a star of this node: a node reads no other's.
+    const kv = await this.store.get(starKey(star.name));
+    const record = kv ? (JSON.parse(kv.value) as StarRecord) : undefined;
+    const id = (record?.spec as { artifact?: unknown } | undefined)?.artifact;
+    if (!record || record.uid !== star.uid || record.node !== this.node || typeof id !== "string") throw new NoSuchStarError(star.name);
+    const hex = artifactHex(id)!;
+    const artifacts = new Artifacts(this.store);
+    const a = await artifacts.get(hex);
+    if (!a) throw new NoSuchArtifactError(hex);
+    return { data: await artifacts.chunk(hex, index), chunks: a.chunks, size: a.size };
   }
 
   /** The node's lease, once its first heartbeat made it. */

@@ -43,6 +43,7 @@ import { Scheduler } from "../scheduler/scheduler.js";
 import type { DeploymentRef } from "../model/deployment.js";
 import { Deployments } from "./deployments.js";
 import { Artifacts } from "./artifacts.js";
+import { artifactHex } from "../model/artifact.js";
 import { type Ask, DEFAULT_PRIORITY, type Demand, type PlacedStar, type Quota } from "../scheduler/types.js";
 import { type Usage, quotaProblem } from "../scheduler/quota.js";
 import {
@@ -299,6 +300,19 @@ export class Controller {
       }
     };
     if (nodes.length > 0 && !nodes.some(fitsOn)) throw tooLargeForAll(spec, nodes);
+    if (spec.artifact !== undefined) {
+      // Uploaded code: it must be in the cluster (its node fetches it by its hash); no file is read here.
+      if (by?.star) throw new FieldForbiddenError("artifact", "star", "a star's child runs a script every user can read, not uploaded code; leave artifact out");
+      if (!(await this.artifacts.get(artifactHex(spec.artifact)!))) {
+        throw new InvalidArgumentError("artifact", `artifact ${spec.artifact} is not in this cluster: upload it first (the SDK and CLI do when they package a script)`);
+      }
+      // The host paths it names are checked as the node would (the code itself is fetched at start).
+      if (spec.mounts.length > 0 || spec.root !== undefined || spec.cwd !== undefined) {
+        const { script: _, artifact: __, runtime: ___, ...rest } = stored;
+        await this.options.validate?.({ ...rest, command: ["true"] } as StarSpecInput, { trusted: o.trusted !== false });
+      }
+      return;
+    }
     if (spec.script !== undefined && !this.options.validate) {
       // Checked now (exists, parses) so a bad script is a 400, not a failed start. A star's own
       // token may not have root read a file for it: only scripts every user can read, checked on

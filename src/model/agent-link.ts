@@ -29,6 +29,13 @@ export class AssignmentsCompactedError extends Error {
   }
 }
 
+/** One chunk of an artifact, and the artifact's size in chunks and bytes. */
+export interface ArtifactChunk {
+  data: Uint8Array;
+  chunks: number;
+  size: number;
+}
+
 export interface AgentLink {
   /** This node's latest reports, by star name (how a restarted agent takes its stars back). */
   reports(): Promise<Map<string, StarObserved>>;
@@ -59,6 +66,11 @@ export interface AgentLink {
   starToken(star: StarRef, options?: { keepOld?: boolean }): Promise<string>;
   /** Drops every token of star `name`. */
   dropStarTokens(name: string): Promise<void>;
+  /**
+   * Chunk `index` of the uploaded code (its spec's `artifact`) of a star of this node, with how
+   * many chunks and bytes it has in all; the node checks the whole against the hash.
+   */
+  artifactChunk?(star: StarRef, index: number): Promise<ArtifactChunk>;
   /**
    * The node's latest CPU and memory figures of its running stars (each sample). Absent where
    * the controller reads the agent directly (in one process).

@@ -140,6 +140,12 @@ export const starSpecSchema = z
   .strictObject({
     name: z.string().regex(DNS_LABEL, "name must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'"),
     script: text("script", SPEC_SIZES.path).pipe(z.string().min(1, "script must be a path")).optional(),
+    /**
+     * The script's code as uploaded to the cluster (`sha256:<hex>`, model/artifact.ts): its node
+     * fetches it by that hash and runs it; `script` is then only its name (the SDK and CLI set
+     * both when they package a script).
+     */
+    artifact: z.string().regex(/^sha256:[0-9a-f]{64}$/, "artifact is sha256:<64 lowercase hex digits>").optional(),
     command: list("command").min(1, "command must name a program").optional(),
     args: list("args").default([]),
     env: z
@@ -230,6 +236,9 @@ export const starSpecSchema = z
     }
     if (s.placement?.spread_by !== undefined && s.placement.strategy !== "spread") {
       ctx.addIssue({ code: "custom", path: ["placement", "spread_by"], message: "spread_by goes with strategy spread" });
+    }
+    if (s.artifact !== undefined && s.script === undefined) {
+      ctx.addIssue({ code: "custom", path: ["artifact"], message: "artifact goes with script (the name of the script it was bundled from)" });
     }
     if ((s.script === undefined) === (s.command === undefined)) {
       ctx.addIssue({ code: "custom", path: ["script"], message: "give exactly one of script (a .js/.mjs/.ts file) or command" });

@@ -20,6 +20,7 @@ import type { StarSpecInput } from "../model/spec.js";
 import type { LogLine, StarStatus } from "../model/status.js";
 import { type Transport, httpTransport } from "./http.js";
 import { readLogin } from "./login.js";
+import { packaged } from "./package.js";
 
 /** The longest one wait request asks for (the API allows a star's token at most 120 s at once). */
 const WAIT_PART_MS = 120_000;
@@ -199,8 +200,11 @@ export class Constellation {
    * @example
    * const star = await c.create({ name: "hello", command: ["echo", "hi"] });
    */
-  async create(spec: StarSpecInput, options: { start?: boolean } = {}): Promise<Star> {
-    const body = { spec: spec.script ? { ...spec, script: resolve(spec.script) } : spec, ...(options.start === undefined ? {} : { start: options.start }) };
+  async create(spec: StarSpecInput, options: { start?: boolean; package?: boolean } = {}): Promise<Star> {
+    let full = spec.script ? { ...spec, script: resolve(spec.script) } : spec;
+    // On a cluster (or when asked) the script travels as code: bundled here, fetched by its node.
+    if (full.script !== undefined && full.artifact === undefined && (options.package ?? (await this.isCluster()))) full = await packaged(this.http, full);
+    const body = { spec: full, ...(options.start === undefined ? {} : { start: options.start }) };
     const view = await this.http.request<StarInfo>("POST", "/v1/stars", body);
     return new Star(this.http, view.name);
   }
@@ -222,7 +226,9 @@ export class Constellation {
       collect(full);
       return new Deployment(this.http, name, 0);
     }
-    const out = await this.http.request<{ deployment: DeploymentInfo; changed: boolean; revision: number }>("POST", "/v1/deployments", { spec: full, ...(options.dryRun ? { dry_run: true } : {}) });
+    // Its script travels as code, not as a path: bundled here, stored in the cluster by its hash
+    // (a rollback runs the very code of its revision; the same code again changes nothing).
+    const out = await this.http.request<{ deployment: DeploymentInfo; changed: boolean; revision: number }>("POST", "/v1/deployments", { spec: await packaged(this.http, full), ...(options.dryRun ? { dry_run: true } : {}) });
     return new Deployment(this.http, name, out.revision, out.changed);
   }
 
@@ -242,6 +248,17 @@ export class Constellation {
    */
   deployment(name: string): Deployment {
     return new Deployment(this.http, name, 0);
+  }
+
+  private cluster: Promise<boolean> | undefined;
+
+  /** Whether this constellation is a cluster (its status names controllers): asked once. */
+  private isCluster(): Promise<boolean> {
+    this.cluster ??= this.http.request<{ controllers?: unknown[] }>("GET", "/v1/status").then(
+      (s) => Array.isArray(s.controllers),
+      () => false,
+    );
+    return this.cluster;
   }
 
   /**

@@ -262,6 +262,7 @@ export async function startAgentNode(options: AgentNodeOptions): Promise<AgentNo
       runtimes,
       endpoint: () => api,
       ca: files.caCert,
+      artifactsDir: join(dataDir, "artifacts"),
     });
     // Gossip at once with the keyring kept here (the controller may be away).
     const cached = readGossipCache(dataDir);

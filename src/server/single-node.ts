@@ -291,7 +291,7 @@ export async function startSingleNode(options: SingleNodeOptions): Promise<Singl
       ...(clusterFiles ? { gossip: { state: (n: string) => gossip.member?.state(n) } } : {}),
     });
     const served: { url?: string } = {}; // known once the API listens
-    const agent = new Agent({ link: new AgentService(store, node.name, undefined, ttl), node, runtimes, endpoint: () => served.url });
+    const agent = new Agent({ link: new AgentService(store, node.name, undefined, ttl), node, runtimes, endpoint: () => served.url, artifactsDir: join(dataDir, "artifacts") });
     // A cluster's API asks each star's own node (its logs, its usage) over that node's link.
     const nodes = clusterFiles ? new ClusterNodes({ name: node.name, link: agent }) : undefined;
     // Where nodes join (the port once the cluster port listens: it may be any free one).

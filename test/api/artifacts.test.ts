@@ -9,7 +9,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { ARTIFACT_CHUNK_BYTES } from "../../src/model/artifact.js";
 import { KEYS } from "../../src/model/records.js";
+import { AgentService } from "../../src/controller/agent-service.js";
 import { type ApiHarness, startApi } from "../helpers/api.js";
+import { waitFor } from "../helpers/wait.js";
 
 describe("artifacts", () => {
   let api: ApiHarness;
@@ -52,6 +54,28 @@ describe("artifacts", () => {
     assert.equal((await api.request("GET", `/v1/artifacts/${wrong}`)).status, 404);
     const { kvs } = await api.store.range({ prefix: `${KEYS.artifacts}${wrong}` });
     assert.equal(kvs.length, 0, "no chunk left behind");
+  });
+
+  it("a node reads the code of its own stars only; a spec naming code the cluster lacks is refused at create", async () => {
+    const bytes = Buffer.from("console.log('hi');\n");
+    const { hex, commit } = await upload(bytes);
+    assert.equal((await commit()).status, 201);
+    const made = await api.request("POST", "/v1/stars", { body: { spec: { name: "coded", script: "hi.mjs", artifact: `sha256:${hex}` }, start: false } });
+    assert.equal(made.status, 201, made.text);
+    const rec = await api.controller.get("coded");
+    await waitFor("coded placed", async () => ((await api.controller.get("coded")).node ? true : undefined));
+    const own = new AgentService(api.store, "n1");
+    const got = await own.artifactChunk({ name: "coded", uid: rec.uid }, 0);
+    assert.ok(Buffer.from(got.data).equals(bytes));
+    assert.deepEqual([got.chunks, got.size], [1, bytes.length]);
+    await assert.rejects(new AgentService(api.store, "n2").artifactChunk({ name: "coded", uid: rec.uid }, 0), /no star named coded/i, "another node's star");
+    await assert.rejects(own.artifactChunk({ name: "coded", uid: "other-uid" }, 0), /no star named coded/i, "an earlier star of the name");
+    const missing = await api.request("POST", "/v1/stars", { body: { spec: { name: "nocode", script: "x.mjs", artifact: `sha256:${"0".repeat(64)}` } } });
+    assert.equal(missing.status, 400, missing.text);
+    assert.match(missing.error().message, /artifact sha256:0{64} is not in this cluster: upload it first/);
+    const alone = await api.request("POST", "/v1/stars", { body: { spec: { name: "alone", command: ["true"], artifact: `sha256:${hex}` } } });
+    assert.equal(alone.status, 400);
+    assert.match(alone.error().message, /artifact goes with script/);
   });
 
   it("bad input: ids, indexes, chunk sizes, base64, a commit with a chunk missing, a star's or a read token", async () => {

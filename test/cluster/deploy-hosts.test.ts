@@ -84,6 +84,11 @@ describe("deployments on three hosts", { skip, timeout: 300_000 }, () => {
     const first = deploy();
     assert.equal(first.status, 0, first.stderr);
     assert.deepEqual(answers(), ["v1", "v1", "v1"]);
+    // Its code travelled as an artifact: each host fetched it from the controller by its hash.
+    const spec = (JSON.parse(ctl("inspect", stars("web")[0]!.name, "--json").stdout) as { spec: { artifact?: string } }).spec;
+    const hex = /^sha256:([0-9a-f]{64})$/.exec(spec.artifact ?? "")?.[1];
+    assert.ok(hex, JSON.stringify(spec));
+    for (const s of stars("web")) assert.ok(existsSync(join(data(Number(s.node.slice(1))), "artifacts", hex, "main.mjs")), `${s.node} holds the code`);
     // Each replica has its port (on its own host: two on one host would still differ).
     const ports = stars("web").map((s) => `${s.node}:${s.status!.ports!.http}`);
     assert.equal(new Set(ports).size, 3, ports.join());
