@@ -318,6 +318,7 @@ export class Deployments {
     // Stars of a deployment that is gone (removed while its stars were being made): removed too.
     for (const s of stars) if (!uids.has(s.record.deployment!.uid)) await this.controller.remove(s.record.name, { force: true }).catch(() => undefined);
     for (const uid of this.backoff.keys()) if (!uids.has(uid)) this.backoff.delete(uid);
+    for (const uid of this.refused.keys()) if (!uids.has(uid)) this.refused.delete(uid);
   }
 
   /** One deployment's next step. */
@@ -347,13 +348,16 @@ export class Deployments {
       }
       return;
     }
-    await this.carryOut(d, current, p);
-    // The rollout as it stands (written when its state or words change).
-    const rollout = p.rollout.message === "" ? d.rollout : { revision: d.revision, state: p.rollout.state, message: p.rollout.message, since: p.rollout.state === d.rollout.state && d.rollout.revision === d.revision ? d.rollout.since : now };
+    const blocked = await this.carryOut(d, current, p);
+    // The rollout as it stands (written when its state or words change: a create refused again
+    // and again is one write and one event, not one per pass).
+    const message = blocked !== undefined ? `cannot make a star: ${blocked}` : p.rollout.message;
+    const rollout = message === "" ? d.rollout : { revision: d.revision, state: p.rollout.state, message, since: p.rollout.state === d.rollout.state && d.rollout.revision === d.revision ? d.rollout.since : now };
     const lastGoodNow = rollout.state === "complete" ? d.revision : d.lastGood;
     if (rollout.state !== d.rollout.state || rollout.message !== d.rollout.message || rollout.revision !== d.rollout.revision || lastGoodNow !== d.lastGood) {
       const next: DeploymentRecord = { ...d, rollout, ...(lastGoodNow !== undefined ? { lastGood: lastGoodNow } : {}) };
-      if ((await this.write(d.name, modRevision, next)) && (rollout.state !== d.rollout.state || rollout.revision !== d.rollout.revision)) {
+      const said = rollout.state !== d.rollout.state || rollout.revision !== d.rollout.revision || (blocked !== undefined && rollout.message !== d.rollout.message);
+      if ((await this.write(d.name, modRevision, next)) && said) {
         await this.events.record("deployment.rollout", `revision ${d.revision} ${rollout.state}: ${rollout.message}`, { deployment: d.name });
       }
     }
@@ -362,8 +366,14 @@ export class Deployments {
     if (rollout.state === "progressing") this.wakeIn(1000);
   }
 
-  /** Removes and makes stars as `p` says (a make the controller refuses is said in the rollout, and tried again). */
-  private async carryOut(d: DeploymentRecord, current: Revision, p: Plan): Promise<void> {
+  /** Creates the controller refused, by deployment uid: why, and when to try again. */
+  private readonly refused = new Map<string, { why: string; until: number }>();
+
+  /**
+   * Removes and makes stars as `p` says. A make the controller refuses (memory, quota) is tried
+   * again after CREATE_RETRY_MS, not at every change the loop hears of; returns why while it is.
+   */
+  private async carryOut(d: DeploymentRecord, current: Revision, p: Plan): Promise<string | undefined> {
     const replacing = p.remove.filter((r) => r.why.startsWith("replaced:"));
     if (replacing.length > 0) {
       const bo = this.backoff.get(d.uid) ?? { attempts: 0, nextAt: 0 };
@@ -375,6 +385,15 @@ export class Deployments {
       await this.controller.remove(r.name, { force: true }).catch(() => undefined);
       await this.events.record("deployment.scaled", `star ${r.name}: ${r.why}`, { deployment: d.name, star: r.name });
     }
+    if (p.create === 0) {
+      this.refused.delete(d.uid);
+      return undefined;
+    }
+    const refused = this.refused.get(d.uid);
+    if (refused && Date.now() < refused.until) {
+      this.wakeIn(refused.until - Date.now());
+      return refused.why;
+    }
     for (let i = 0; i < Math.min(p.create, CREATES_PER_PASS); i++) {
       const name = `${d.name}-${suffix()}`;
       try {
@@ -384,15 +403,14 @@ export class Deployments {
       } catch (err) {
         if (isConstellationError(err) && err.code === "STAR_EXISTS") continue; // a name taken: another next pass
         const why = (err as Error).message;
-        if (d.rollout.message !== `cannot make a star: ${why}`) {
-          await this.write(d.name, undefined, { ...d, rollout: { ...d.rollout, message: `cannot make a star: ${why}` } });
-          await this.events.record("deployment.rollout", `cannot make a star of revision ${d.revision}: ${why}; trying again`, { deployment: d.name });
-        }
+        this.refused.set(d.uid, { why, until: Date.now() + CREATE_RETRY_MS });
         this.wakeIn(CREATE_RETRY_MS);
-        return;
+        return why;
       }
     }
+    this.refused.delete(d.uid);
     if (p.create > CREATES_PER_PASS) this.wakeIn(0);
+    return undefined;
   }
 
   /** Writes a deployment's record if it is as read (`modRevision`; undefined: as it is now) and this controller leads. */

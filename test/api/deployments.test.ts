@@ -108,6 +108,23 @@ describe("deployments", () => {
     assert.ok(v.events.some((e) => e.kind === "deployment.rollback" && /revision 2 failed/.test(e.message)), JSON.stringify(v.events));
   });
 
+  it("a deployment whose stars do not all fit says so once, and tries again calmly (no storm of writes)", async () => {
+    const made = await deploy({ name: "huge", instances: 5, command: ["x"], ram_gb: 20 });
+    assert.equal(made.status, 201, made.text);
+    const v = await waitFor("huge says it cannot make a star", async () => {
+      const d = await view("huge");
+      return d.rollout.message.startsWith("cannot make a star") ? d : undefined;
+    });
+    assert.match(v.rollout.message, /ram_gb asks for 20480 MB/);
+    const rev = await api.store.revision();
+    await new Promise((r) => setTimeout(r, 3000)); // (measuring a quiet period: nothing to poll for)
+    const writes = (await api.store.revision()) - rev;
+    assert.ok(writes < 20, `${writes} store writes in 3 s while it waits`);
+    const said = (await view("huge")).events.filter((e) => e.message.includes("cannot make a star"));
+    assert.equal(said.length, 1, JSON.stringify(said));
+    assert.equal((await api.request("DELETE", "/v1/deployments/huge")).status, 204);
+  });
+
   it("a quota over the whole count, min/max instances, and bad input: a clear error, nothing written", async () => {
     assert.equal((await api.request("PUT", "/v1/namespaces/small/quota", { body: { ram_mb: 256 } })).status, 200);
     const over = await deploy({ name: "big", namespace: "small", instances: 5, command: ["x"], ram_mb: 64 });
