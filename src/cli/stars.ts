@@ -204,6 +204,7 @@ export function registerStarCommands(program: Command): void {
     .requiredOption("--name <name>", "the star's name (a DNS label)")
     .option("--script <file>", "a .ts, .js, .mjs or .cjs file to run (bundled from its directory; its arguments after --)");
   starFlags(create)
+    .option("--package", "bundle the script here and upload it (as on a cluster, where it is the default)")
     .option("--no-wait", "return once the star is recorded, without waiting for it to run")
     .option("--watch-ms <ms>", "once it runs, watch it this long; if it dies meanwhile, say why and exit non-zero (0: do not watch)", number("--watch-ms"), 1000)
     .option("--no-start", "only record the star (start it later with `constellation start`)")
@@ -232,7 +233,7 @@ export function registerStarCommands(program: Command): void {
       Object.assign(spec, starFieldsOf(o, cmd));
       const c = clientOf(cmd);
       try {
-        const star = await c.create(spec, { start: o.start !== false });
+        const star = await c.create(spec, { start: o.start !== false, ...(o.package === true ? { package: true } : {}) });
         let info = await star.info();
         if (o.wait !== false && o.start !== false) {
           if (process.stderr.isTTY && !o.json) process.stderr.write(color.dim(`starting ${spec.name}...\n`));

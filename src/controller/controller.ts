@@ -300,6 +300,14 @@ export class Controller {
       }
     };
     if (nodes.length > 0 && !nodes.some(fitsOn)) throw tooLargeForAll(spec, nodes);
+    if (spec.script !== undefined && spec.artifact === undefined && by?.namespace !== undefined && !by.star) {
+      // A path is read on the cluster's machines with the node's rights: a cluster admin's to ask.
+      throw new FieldForbiddenError(
+        "script",
+        scopeText(by),
+        "a script path is read on the cluster's machines; a namespace's token runs its own code, packaged where it runs (constellation create --package, the SDK's create(spec, { package: true }); deploy always packages)",
+      );
+    }
     if (spec.artifact !== undefined) {
       // Uploaded code: it must be in the cluster (its node fetches it by its hash); no file is read here.
       if (by?.star) throw new FieldForbiddenError("artifact", "star", "a star's child runs a script every user can read, not uploaded code; leave artifact out");

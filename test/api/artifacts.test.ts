@@ -10,6 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { ARTIFACT_CHUNK_BYTES } from "../../src/model/artifact.js";
 import { KEYS } from "../../src/model/records.js";
 import { AgentService } from "../../src/controller/agent-service.js";
+import { selfContained } from "../../src/agent/agent.js";
 import { type ApiHarness, startApi } from "../helpers/api.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -76,6 +77,14 @@ describe("artifacts", () => {
     const alone = await api.request("POST", "/v1/stars", { body: { spec: { name: "alone", command: ["true"], artifact: `sha256:${hex}` } } });
     assert.equal(alone.status, 400);
     assert.match(alone.error().message, /artifact goes with script/);
+  });
+
+  it("a node refuses uploaded code that imports anything but Node's built-in modules (its bundling would read the host's files)", async () => {
+    const ok = Buffer.from('import fs from "node:fs"; import path from "path"; import { x } from "fs/promises"; console.log(fs, path, x);\n');
+    await selfContained("a".repeat(64), ok);
+    for (const code of ['import s from "/etc/hostname" with { type: "text" }; console.log(s);', 'const c = require("/root/.docker/config.json"); console.log(c);', 'import "./beside.js";', 'import x from "left-pad"; x();']) {
+      await assert.rejects(selfContained("b".repeat(64), Buffer.from(code)), /uploaded code is one self-contained bundle/, code);
+    }
   });
 
   it("bad input: ids, indexes, chunk sizes, base64, a commit with a chunk missing, a star's or a read token", async () => {

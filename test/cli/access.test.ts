@@ -6,7 +6,10 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { DEFAULT_NODE_LIMITS } from "../../src/model/spec.js";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { CLI, type CliResult } from "../helpers/constellation.js";
+import { testDirSync } from "../helpers/dirs.js";
 import { type ApiHarness, startApi } from "../helpers/api.js";
 
 describe("CLI: tokens, parents, a star's view", () => {
@@ -84,6 +87,16 @@ describe("CLI: tokens, parents, a star's view", () => {
     assert.equal((await run(["quota", "rm", "team-q"])).stdout, "team-q: quota lifted\n");
     assert.equal((await run(["create", "--name", "q-2", "--ram-mb", "400", "--no-wait", "--", "sleep", "60"], team)).code, 0);
     assert.equal((await run(["rm", "-f", "q-1", "q-2"], team)).code, 0);
+    // A namespace's token runs its own code, packaged: not a path on the cluster's machines.
+    const dir = testDirSync("constellation-access-pkg-");
+    writeFileSync(join(dir, "job.mjs"), "console.log('job');\n");
+    const path = await run(["create", "--name", "q-path", "--no-wait", "--script", join(dir, "job.mjs")], team);
+    assert.equal(path.code, 1);
+    assert.match(path.stderr, /script: a script path is read on the cluster's machines; a namespace's token runs its own code, packaged where it runs/);
+    const pkg = await run(["create", "--name", "q-pkg", "--no-wait", "--package", "--script", join(dir, "job.mjs")], team);
+    assert.equal(pkg.code, 0, pkg.stderr);
+    assert.match(JSON.stringify((await api.controller.get("q-pkg")).spec), /"artifact":"sha256:[0-9a-f]{64}"/);
+    assert.equal((await run(["rm", "-f", "q-pkg"], team)).code, 0);
   });
 
   it("bad token commands: a one-line error and a non-zero exit code", async () => {
