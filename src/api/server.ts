@@ -181,6 +181,13 @@ export function shown<T extends StarView>(view: T, who: Principal): T {
   return out;
 }
 
+/** A deployment as `who` may see it: its templates' env values only for admin tokens (as a star's). */
+export function shownDeployment<T extends { history: Array<{ template: { env?: Record<string, string> } }> }>(d: T, who: Principal): T {
+  if (who.scope === "admin") return d;
+  const hide = (env: Record<string, string> | undefined) => (env && typeof env === "object" ? Object.fromEntries(Object.keys(env).map((k) => [k, HIDDEN])) : env);
+  return { ...d, history: d.history.map((r) => ({ ...r, template: { ...r.template, ...(r.template.env ? { env: hide(r.template.env) } : {}) } })) };
+}
+
 /**
  * Whether event `e` is about a star `visible` holds (undefined: all are), as that very star: by
  * its uid (a star made again under a name it once had is another's), by time for events that
@@ -321,19 +328,19 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     .route("POST", "/v1/deployments", async (req) => {
       const body = parse(deployBody, req.body, "body");
       const out = await controller.deployments.deploy(body.spec, who(req), body.dry_run ? { dryRun: true } : {});
-      return { status: out.changed && out.revision === 1 && !body.dry_run ? 201 : 200, body: out };
+      return { status: out.changed && out.revision === 1 && !body.dry_run ? 201 : 200, body: { ...out, deployment: shownDeployment(out.deployment, who(req)) } };
     })
     .route("GET", "/v1/deployments", async (req) => {
       parse(noQuery, req.query, "query");
-      return { body: { deployments: await controller.deployments.list(who(req)) } };
+      return { body: { deployments: (await controller.deployments.list(who(req))).map((d) => shownDeployment(d, who(req))) } };
     })
     .route("GET", "/v1/deployments/:name", async (req) => {
       const d = await controller.deployments.get(name(req), who(req));
       const events = (await controller.events.list({ deployment: d.name })).filter((e) => e.at >= d.createdAt).slice(-20);
-      return { body: { ...d, events } };
+      return { body: { ...shownDeployment(d, who(req)), events } };
     })
-    .route("POST", "/v1/deployments/:name/scale", async (req) => ({ body: await controller.deployments.scale(name(req), parse(scaleBody, req.body, "body").instances, who(req)) }))
-    .route("POST", "/v1/deployments/:name/undo", async (req) => ({ body: await controller.deployments.undo(name(req), parse(undoBody, req.body, "body").revision, who(req)) }))
+    .route("POST", "/v1/deployments/:name/scale", async (req) => ({ body: shownDeployment(await controller.deployments.scale(name(req), parse(scaleBody, req.body, "body").instances, who(req)), who(req)) }))
+    .route("POST", "/v1/deployments/:name/undo", async (req) => ({ body: shownDeployment(await controller.deployments.undo(name(req), parse(undoBody, req.body, "body").revision, who(req)), who(req)) }))
     .route("DELETE", "/v1/deployments/:name", async (req) => {
       await controller.deployments.remove(name(req), who(req));
       return { status: 204 };

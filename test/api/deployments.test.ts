@@ -160,6 +160,17 @@ describe("deployments", () => {
     assert.equal((await api.request("GET", "/v1/deployments/dry")).status, 404);
   });
 
+  it("a read token sees a deployment's env names, not their values", async () => {
+    const read = (await api.request("POST", "/v1/tokens", { body: { scope: "read" } })).json<{ token: string }>().token;
+    assert.equal((await deploy({ name: "secretive", command: ["x"], ram_mb: 32, env: { SECRET: "hunter2" } })).status, 201);
+    for (const path of ["/v1/deployments", "/v1/deployments/secretive"]) {
+      const text = (await api.request("GET", path, { token: read })).text;
+      assert.ok(!text.includes("hunter2") && text.includes('"SECRET":"<hidden>"'), `${path}: ${text.slice(0, 300)}`);
+    }
+    assert.ok((await api.request("GET", "/v1/deployments/secretive")).text.includes("hunter2"), "the admin sees it");
+    assert.equal((await api.request("DELETE", "/v1/deployments/secretive")).status, 204);
+  });
+
   it("removing a deployment removes its stars; namespaces see their own", async () => {
     const team = (await api.request("POST", "/v1/tokens", { body: { scope: "admin", namespace: "team" } })).json<{ token: string }>().token;
     const mine = await api.request("POST", "/v1/deployments", { token: team, body: { spec: { name: "mine", instances: 1, command: ["x"], ram_mb: 32 } } });
