@@ -300,6 +300,10 @@ export class Controller {
       }
     };
     if (nodes.length > 0 && !nodes.some(fitsOn)) throw tooLargeForAll(spec, nodes);
+    if ((spec.priority ?? DEFAULT_PRIORITY) > DEFAULT_PRIORITY && by?.namespace !== undefined && !by.star) {
+      // Above the default, a star pushes aside others' stars: a cluster admin's to decide.
+      throw new FieldForbiddenError("priority", scopeText(by), `a namespace's stars have a priority of at most ${DEFAULT_PRIORITY} (the default): only a cluster admin may ask for more`);
+    }
     if (spec.script !== undefined && spec.artifact === undefined && by?.namespace !== undefined && !by.star) {
       // A path is read on the cluster's machines with the node's rights: a cluster admin's to ask.
       throw new FieldForbiddenError(
@@ -1194,7 +1198,9 @@ export class Controller {
     for (const name of victims) {
       const kv = kvOf.get(name)!;
       const { node: _, pending: __, ...rest } = kv.value;
-      const preempted = `preempted on node ${node} by star ${by.name} (priority ${this.factsOf(by).priority} over ${this.factsOf(kv.value).priority})`;
+      // (A star of another namespace is not named: its name is not the victim's owner's to see.)
+      const who = namespaceOf(by) === namespaceOf(kv.value) ? `star ${by.name}` : "a star of another namespace";
+      const preempted = `preempted on node ${node} by ${who} (priority ${this.factsOf(by).priority} over ${this.factsOf(kv.value).priority})`;
       const reason = `${preempted}; placed again when a node has room`;
       if (!(await this.casRecord(kv, { ...rest, pending: { reason, since: Date.now(), preempted } }, [{ key: starKey(by.name), target: "modRevision", op: "=", value: kvOf.get(by.name)!.modRevision }]))) return false;
       evicted.add(name);

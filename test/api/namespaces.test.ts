@@ -67,6 +67,9 @@ describe("namespaces and quotas", () => {
       assert.equal(res.status, 403, `${method} ${path}: ${res.text}`);
       assert.match(res.error().message, /this token's scope is admin of namespace team-a; this request needs an admin token of the whole cluster/);
     }
+    const urgent = await api.request("POST", "/v1/stars", { token: teamA, body: sleeper("urgent", { priority: 51 }) });
+    assert.equal(urgent.status, 403, urgent.text);
+    assert.match(urgent.error().message, /priority: a namespace's stars have a priority of at most 50 \(the default\): only a cluster admin may ask for more/);
     const mounts = await api.request("POST", "/v1/stars", { token: teamA, body: sleeper("m", { mounts: [{ host: "/etc" }] }) });
     assert.equal(mounts.status, 403, mounts.text);
     assert.match(mounts.error().message, /only an admin token of the whole cluster may ask for that \(this token's scope is admin of namespace team-a\)/);
