@@ -32,7 +32,8 @@ export async function choosePorts(asked: Readonly<Record<string, number>>, c: Po
   const taken = new Set(c.held);
   for (const [name, port] of Object.entries(asked)) {
     if (port === 0) continue;
-    if (taken.has(port) || !(await c.isFree(port))) throw new PortInUseError(name, port, c.node);
+    if (taken.has(port)) throw new PortInUseError(name, port, c.node, true);
+    if (!(await c.isFree(port))) throw new PortInUseError(name, port, c.node);
     taken.add(port);
     out[name] = port;
   }

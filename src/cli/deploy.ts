@@ -17,9 +17,10 @@ import { clientOf, starFieldsOf, starFlags } from "./stars.js";
 
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
+/** A whole number as written in digits (not "1e3", "0x10" or " 5"). */
 const whole = (flag: string, min = 0) => (v: string) => {
   const n = Number(v);
-  if (v.trim() === "" || !Number.isInteger(n) || n < min) throw new CommanderArgError(`${flag} takes a whole number of ${min} or more, got "${v}"`);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) throw new CommanderArgError(`${flag} takes a whole number of ${min} or more, in digits, got "${v}"`);
   return n;
 };
 
@@ -49,6 +50,8 @@ async function follow(d: Deployment, revision: number, json: boolean): Promise<v
     if (tty) process.stderr.write("\r\x1b[K");
     if (json) printJson(done);
     else process.stdout.write(`${d.name}: revision ${revision} rolled out (${done.status.available} of ${done.count} available)\n`);
+    // Rolled out, but its stars died since: not a success.
+    if (done.status.available < done.count) throw new InvalidArgumentError("revision", `${d.name}: only ${done.status.available} of ${done.count} stars are available now: see constellation rollout status ${d.name}`);
   } catch (err) {
     if (tty) process.stderr.write("\n");
     throw err;
@@ -68,7 +71,7 @@ export function registerDeployCommands(program: Command): void {
     .option("--autoscale-target <n>", "the metric's target per star", Number)
     .option("--max-surge <n>", "new stars beyond the count during an update (default 1)", whole("--max-surge"))
     .option("--max-unavailable <n>", "stars under the count during an update (default 0)", whole("--max-unavailable"))
-    .option("--min-ready-ms <ms>", "a new star counts once ready this long (default 0)", whole("--min-ready-ms"))
+    .option("--min-ready-ms <ms>", "a new star counts once ready this long (default 1000)", whole("--min-ready-ms"))
     .option("--no-auto-rollback", "a failed update stays failed instead of going back by itself")
     .option("--dry-run", "check everything, deploy nothing");
   starFlags(deploy)

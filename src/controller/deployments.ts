@@ -18,7 +18,7 @@ import {
   parseDeploySpec,
   revisionOf,
 } from "../model/deployment.js";
-import { FieldForbiddenError, InvalidArgumentError, NoSuchDeploymentError, isConstellationError } from "../model/errors.js";
+import { FieldForbiddenError, ForbiddenError, InvalidArgumentError, NoSuchDeploymentError, isConstellationError } from "../model/errors.js";
 import { DEFAULT_NAMESPACE, KEYS, PREFIX, type Principal, type StarObserved, type StarRecord, namespaceOf } from "../model/records.js";
 import { type StarSpecInput, parseStarSpec } from "../model/spec.js";
 import { type Plan, type StarFact, plan } from "../deploy/rollout.js";
@@ -62,7 +62,7 @@ export class Deployments {
    * written: the template as create checks a star, the count against the namespace's quota.
    */
   async deploy(input: unknown, by?: Principal, options: { dryRun?: boolean } = {}): Promise<{ deployment: DeploymentView; changed: boolean; revision: number }> {
-    if (by?.star) throw new FieldForbiddenError("name", "star", "a star's token makes stars, not deployments");
+    if (by?.star) throw new ForbiddenError("star", "an admin token (a star's token makes stars, not deployments)");
     const d = parseDeploySpec(input);
     const name = d.deployment.name;
     const namespace = by?.namespace ?? d.deployment.namespace ?? DEFAULT_NAMESPACE;
@@ -171,7 +171,7 @@ export class Deployments {
 
   /** Applies `f` to deployment `name` with a compare (again if it changed meanwhile); f's undefined: nothing to do. */
   private async change(name: string, by: Principal | undefined, f: (d: DeploymentRecord) => Promise<[DeploymentRecord, "deployment.scaled" | "deployment.rollback", string] | undefined>): Promise<DeploymentView> {
-    if (by?.star) throw new FieldForbiddenError("name", "star", "a star's token makes stars, not deployments");
+    if (by?.star) throw new ForbiddenError("star", "an admin token (a star's token makes stars, not deployments)");
     for (;;) {
       const kv = await this.store.get(deploymentKey(name));
       const d = kv ? (JSON.parse(kv.value) as DeploymentRecord) : undefined;

@@ -34,8 +34,11 @@ const updateSchema = z.strictObject({
   max_surge: count("max_surge").default(1),
   /** Stars under the count at any moment (Kubernetes' maxUnavailable). */
   max_unavailable: count("max_unavailable").default(0),
-  /** A new star counts as available once it has been ready this long. */
-  min_ready_ms: z.number().int().min(0).max(3_600_000).default(0),
+  /**
+   * A new star counts as available once it has been ready this long (default 1 s: a program
+   * that dies at once is not taken for one that runs, as Nomad's min_healthy_time does).
+   */
+  min_ready_ms: z.number().int().min(0).max(3_600_000).default(1000),
   /** A new star not ready this long after it was made fails the rollout. */
   progress_deadline_ms: z.number().int().min(1000).max(86_400_000).default(120_000),
   /** A failed rollout goes back to the last template that completed, by itself. */

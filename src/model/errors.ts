@@ -467,12 +467,14 @@ export class NamespaceQuotaError extends ConstellationError {
 
 export class PortInUseError extends ConstellationError {
   readonly port: number;
-  constructor(name: string, port: number, node: string) {
+  constructor(name: string, port: number, node: string, byStar = false) {
     super(
       "PORT_IN_USE",
       port === 0
         ? `no free port is left for ${name} in node ${node}'s dynamic range: stop some stars there, or ask for a fixed port`
-        : `port ${name}=${port} is in use on node ${node} by a program outside this star: free it there, or ask for another port (0: any free one)`,
+        : byStar
+          ? `port ${name}=${port} is held by another star on node ${node} (fixed ports in 20000-31999 may meet the ones nodes give out): ask for another port (0: any free one)`
+          : `port ${name}=${port} is in use on node ${node} by a program outside this star: free it there, or ask for another port (0: any free one)`,
     );
     this.port = port;
   }

@@ -354,6 +354,14 @@ export interface NodeCapacity {
 export function parseStarSpec(input: unknown): StarSpec {
   const long = tooLong(input);
   if (long) throw long;
+  // A key "__proto__" in a map the schema checks is dropped by it unseen, but stays in what is
+  // stored and sent to the node: refused as the name it is not.
+  for (const field of ["env", "ports"] as const) {
+    const m = (input as Record<string, unknown> | null)?.[field];
+    if (m !== null && typeof m === "object" && Object.prototype.hasOwnProperty.call(m, "__proto__")) {
+      throw new InvalidSpecError([{ field: `${field}.__proto__`, message: `__proto__ is not a ${field === "env" ? "variable" : "port"} name` }]);
+    }
+  }
   const res = starSpecSchema.safeParse(input);
   if (res.success) return res.data;
   const all = res.error.issues;

@@ -23,7 +23,7 @@ describe("ports", () => {
   });
 
   it("a fixed port held by another star, or busy on the host, is a clear error; so is a full range", async () => {
-    await assert.rejects(choosePorts({ http: 8080 }, { held: new Set([8080]), isFree: free, node: "n1" }), (e: unknown) => e instanceof PortInUseError && /port http=8080 is in use on node n1/.test(e.message));
+    await assert.rejects(choosePorts({ http: 8080 }, { held: new Set([8080]), isFree: free, node: "n1" }), (e: unknown) => e instanceof PortInUseError && /port http=8080 is held by another star on node n1/.test(e.message));
     await assert.rejects(choosePorts({ http: 8080 }, { held: none, isFree: async () => false, node: "n1" }), /port http=8080 is in use on node n1 by a program outside this star: free it there, or ask for another port/);
     await assert.rejects(choosePorts({ http: 0 }, { held: none, isFree: async () => false, node: "n1" }), /no free port is left for http in node n1's dynamic range/);
   });

@@ -140,6 +140,8 @@ describe("star spec", () => {
     assert.equal(parseStarSpec({ ...base, ports: { http: 0 }, health: { type: "http", port: "http" } }).health?.type, "http");
     assert.match(issues({ ...base, ports: { http: 0 }, health: { type: "tcp", port: "admin" } }).join(), /health\.port: the health check's port admin is none of the star's ports: name one of ports \(http\)/);
     assert.match(issues({ ...base, priority: 101 }).join(), /priority: priority is 0\.\.100/);
+    assert.match(issues(JSON.parse('{"name":"a","command":["x"],"ports":{"__proto__":{"x":1}}}')).join(), /ports\.__proto__: __proto__ is not a port name/);
+    assert.match(issues(JSON.parse('{"name":"a","command":["x"],"env":{"__proto__":"x"}}')).join(), /env\.__proto__: __proto__ is not a variable name/);
     assert.match(issues({ ...base, priority: 1.5 }).join(), /priority: priority must be a whole number/);
   });
 
