@@ -9,7 +9,7 @@ import { basename, extname, join, resolve as resolvePath } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { type Command, InvalidArgumentError as CommanderArgError } from "commander";
 import type { DeploySpecInput, DeploymentView } from "../model/deployment.js";
-import { InvalidArgumentError } from "../model/errors.js";
+import { InvalidArgumentError, isConstellationError } from "../model/errors.js";
 import { APPLY, type Deployment, rolloutOutcome } from "../sdk/client.js";
 import { BundleError, bundle } from "../sdk/package.js";
 import { age, color, printJson, table } from "./output.js";
@@ -50,8 +50,6 @@ async function follow(d: Deployment, revision: number, json: boolean): Promise<v
     if (tty) process.stderr.write("\r\x1b[K");
     if (json) printJson(done);
     else process.stdout.write(`${d.name}: revision ${revision} rolled out (${done.status.available} of ${done.count} available)\n`);
-    // Rolled out, but its stars died since: not a success.
-    if (done.status.available < done.count) throw new InvalidArgumentError("revision", `${d.name}: only ${done.status.available} of ${done.count} stars are available now: see constellation rollout status ${d.name}`);
   } catch (err) {
     if (tty) process.stderr.write("\n");
     throw err;
@@ -269,6 +267,9 @@ function rolloutText(d: DeploymentView): string {
  * default export `{ name: spec }`), without deploying any. A file that does not compile, throws
  * or deploys nothing is a one-line error naming the file and line.
  */
+/** How long a file for apply may run (it only calls deploy: seconds at most). */
+const APPLY_TIMEOUT_MS = 60_000;
+
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 async function collect(file: string, cmd: Command): Promise<Array<{ name: string } & DeploySpecInput>> {
@@ -294,22 +295,42 @@ async function collect(file: string, cmd: Command): Promise<Array<{ name: string
   process.setSourceMapsEnabled(true);
   let mod: { default?: unknown };
   const dir = await mkdtemp(join(tmpdir(), "constellation-apply-"));
+  // The file may not end this command (process.exit) nor hold it for ever.
+  const exit = process.exit;
+  process.exit = ((code?: number) => {
+    throw new InvalidArgumentError("file", `${file} called process.exit(${code ?? ""}): nothing deployed (a file for apply deploys, it does not exit)`);
+  }) as typeof process.exit;
+  let timer: NodeJS.Timeout | undefined;
   try {
     const bundlePath = join(dir, "apply.mjs");
     await writeFile(bundlePath, code!, { mode: 0o600 });
-    mod = (await import(pathToFileURL(bundlePath).href)) as { default?: unknown };
+    const ran = import(pathToFileURL(bundlePath).href) as Promise<{ default?: unknown }>;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new InvalidArgumentError("file", `${file} did not finish within ${APPLY_TIMEOUT_MS / 1000} s: nothing deployed`)), APPLY_TIMEOUT_MS);
+    });
+    mod = await Promise.race([ran, late]);
   } catch (err) {
+    if (isConstellationError(err) && (err as InvalidArgumentError).field === "file") throw err;
     // Where in the file (its source map gives the file's own lines).
-    const stack = (err as Error | undefined)?.stack ?? "";
+    const stack = err instanceof Error ? (err.stack ?? "") : "";
     // (Its source map names the file relative to where the bundle ran: matched by its name.)
     const line = new RegExp(`[/(\\s]${escape(basename(file))}:(\\d+)`).exec(stack)?.[1];
-    throw new InvalidArgumentError("file", `${file}${line ? `:${line}` : ""}: threw: ${(err as Error | undefined)?.message ?? String(err)}; nothing deployed`);
+    let said: string;
+    try {
+      said = err instanceof Error ? err.message : String(err);
+    } catch {
+      said = "something that is not an error";
+    }
+    throw new InvalidArgumentError("file", `${file}${line ? `:${line}` : ""}: threw: ${said}; nothing deployed`);
   } finally {
+    clearTimeout(timer);
+    process.exit = exit;
     delete (globalThis as Record<symbol, unknown>)[APPLY];
     await rm(dir, { recursive: true, force: true });
   }
   if (mod!.default !== undefined && typeof mod!.default === "object" && mod!.default !== null) {
     for (const [name, spec] of Object.entries(mod!.default as Record<string, unknown>)) {
+      if (spec === null || typeof spec !== "object" || Array.isArray(spec)) throw new InvalidArgumentError("file", `${file}: its default export's ${name} is not a deploy spec (an object): nothing deployed`);
       const s = spec as Record<string, unknown>;
       // (A relative script is the caller's, as the SDK's deploy takes it: from where apply runs.)
       found.push({ ...s, name, ...(typeof s.script === "string" ? { script: resolvePath(s.script) } : {}) });

@@ -673,7 +673,8 @@ export class Deployment {
 export function rolloutOutcome(d: DeploymentInfo, target: number): string | undefined {
   if (d.revision === target) {
     if (d.rollout.revision !== target) return undefined;
-    if (d.rollout.state === "complete") return "complete";
+    // Complete, and as many stars available as it should have (a scale, a replacement: waited for too).
+    if (d.rollout.state === "complete") return d.status.available >= d.count ? "complete" : undefined;
     if (d.rollout.state === "failed") return `deployment ${d.name} revision ${target} failed: ${d.rollout.message}`;
     return undefined;
   }

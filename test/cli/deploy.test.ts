@@ -88,11 +88,13 @@ describe("deploy, apply, rollout, scale", { skip: process.platform !== "linux" }
       write("throws.ts", `import { constellation } from "constellation";\nawait constellation.deploy("half", { command: ["sleep", "600"] });\nthrow new Error("boom");\n`);
       write("nocompile.ts", "const x: number = ;\n");
       write("nothing.ts", "export const n = 1;\n");
+      write("exits.ts", `import { constellation } from "constellation";\nawait constellation.deploy("gone", { command: ["true"] });\nprocess.exit(0);\n`);
       write("badspec.ts", `import { constellation } from "constellation";\nawait constellation.deploy("fine", { command: ["true"] });\nawait constellation.deploy("bad", { instances: -2, command: ["true"] });\n`);
       for (const [file, said] of [
         ["throws.ts", /throws\.ts:3: threw: boom; nothing deployed/],
         ["nocompile.ts", /nocompile\.ts:1:18: does not compile: Unexpected ";"; nothing deployed/],
         ["nothing.ts", /nothing\.ts deploys nothing: call constellation\.deploy\(name, spec\) in it/],
+        ["exits.ts", /exits\.ts called process\.exit\(0\): nothing deployed/],
         ["badspec.ts", /deployment bad: invalid deploy spec: instances: instances must be 0 or more; nothing deployed/],
       ] as const) {
         const r = await cli(f.node.dataDir, ["apply", join(proj, file)], {}, proj);
