@@ -18,7 +18,6 @@ import { type Action, type LocalStar, decide, isActive } from "./reconcile.js";
 import { choosePorts, portEnv, probePort } from "./ports.js";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { builtinModules } from "node:module";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { artifactHex } from "../model/artifact.js";
@@ -503,7 +502,6 @@ export class Agent implements NodeLink {
     const bytes = Buffer.concat(parts);
     const digest = createHash("sha256").update(bytes).digest("hex");
     if (digest !== hex || bytes.length !== first.size) throw new ScriptError(`sha256:${hex}`, `the code fetched (${bytes.length} bytes, sha256 ${digest}) is not the artifact asked for: not run`);
-    await selfContained(hex, bytes);
     await mkdir(dir, { recursive: true, mode: 0o755 });
     const tmp = `${file}.${process.pid}.tmp`;
     await writeFile(tmp, bytes, { mode: 0o644 });
@@ -765,40 +763,4 @@ function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T>
     timer.unref();
   });
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
-
-/**
- * Refuses uploaded code that imports anything but Node's built-in modules: an artifact is one
- * bundle (the SDK makes it so), and the node bundles what it runs with its own rights — an
- * import of a path in it would read that file of the host into the star's code.
- */
-export async function selfContained(hex: string, bytes: Buffer): Promise<void> {
-  const esbuild = await import("esbuild");
-  const builtin = new Set(builtinModules);
-  try {
-    await esbuild.build({
-      stdin: { contents: bytes.toString("utf8"), loader: "js", sourcefile: "artifact.mjs" },
-      bundle: true,
-      write: false,
-      platform: "node",
-      format: "esm",
-      logLevel: "silent",
-      plugins: [
-        {
-          name: "self-contained",
-          setup(b) {
-            b.onResolve({ filter: /.*/ }, (a) => {
-              if (a.kind === "entry-point") return undefined;
-              const bare = a.path.replace(/^node:/, "");
-              if (builtin.has(bare) || builtin.has(bare.split("/")[0]!)) return { path: a.path, external: true };
-              return { errors: [{ text: `imports ${JSON.stringify(a.path.slice(0, 200))}: uploaded code is one self-contained bundle (only Node's built-in modules are imported)` }] };
-            });
-          },
-        },
-      ],
-    });
-  } catch (err) {
-    const text = (err as { errors?: Array<{ text: string }> }).errors?.[0]?.text ?? (err as Error).message;
-    throw new ScriptError(`sha256:${hex}`, `${text}: not run`);
-  }
 }

@@ -14,7 +14,7 @@
  */
 import { createHash, randomUUID } from "node:crypto";
 import { constants, rmSync } from "node:fs";
-import { type FileHandle, chmod, chown, mkdir, mkdtemp, open, readlink, rename, stat, writeFile } from "node:fs/promises";
+import { type FileHandle, chmod, chown, mkdir, mkdtemp, open, readFile, readlink, rename, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { isBuiltin } from "node:module";
@@ -86,9 +86,23 @@ interface Bundle {
 const bundles = new Map<string, Promise<Bundle>>();
 const KEEP_BUNDLES = 64;
 
+/** A node's copy of uploaded code (agent.ts withCode): `<...>/artifacts/<sha256 of its bytes>/main.mjs`. */
+const ARTIFACT_FILE = /\/artifacts\/([0-9a-f]{64})\/main\.mjs$/;
+
 export async function resolveProgram(spec: StarSpec, access: ScriptAccess = {}): Promise<ResolvedProgram> {
   if (spec.command) return { argv: [...spec.command, ...spec.args] };
   const script = resolve(access.baseDir ?? process.cwd(), spec.script!);
+  const artifact = ARTIFACT_FILE.exec(script);
+  if (artifact && access.reader === undefined) {
+    // Uploaded code is one bundle already, made where it was deployed: run as it is, never
+    // bundled again here (a bundle made with the node's rights would read what its imports
+    // name). It must be the code its name says; its directory is not shown to the star.
+    const code = await readFile(script);
+    if (createHash("sha256").update(code).digest("hex") !== artifact[1]) throw new ScriptError(script, "is not the code its name says (its hash differs): not run");
+    if (!access.cacheDir) return { argv: [process.execPath, "--enable-source-maps", script, ...spec.args] };
+    const file = await writeTranspiled(access.cacheDir, artifact[1], code, access.cacheReader);
+    return { argv: [process.execPath, "--enable-source-maps", file, ...spec.args], file };
+  }
   const ext = extname(script);
   if (!ENTRY_EXTS.includes(ext)) throw new ScriptError(script, `unsupported extension "${ext}": use ${ENTRY_EXTS.join(", ")} (or give a command)`);
   const entry = await readScript(script, access);
@@ -509,7 +523,7 @@ async function readScript(script: string, access: ScriptAccess, view?: StarFiles
 }
 
 /** Writes the transpiled code once into `dir`: root's, readable by `reader`'s group only. */
-async function writeTranspiled(dir: string, hash: string, code: string, reader: FileUser | undefined): Promise<string> {
+async function writeTranspiled(dir: string, hash: string, code: string | Uint8Array, reader: FileUser | undefined): Promise<string> {
   const target = join(dir, `${hash}.mjs`);
   if (await stat(target).then((s) => s.isFile(), () => false)) return target;
   await mkdir(dirname(dir), { recursive: true, mode: 0o755 });

@@ -47,13 +47,12 @@ export async function bundle(entry: string, options: { plugins?: Plugin[]; banne
 }
 
 /**
- * The bundle of `script` (an absolute path), or a clear error naming the file and line. (No
- * require() banner: the node bundles it once more as it does any script, and gives the
- * CommonJS packages in it their require() then.)
+ * The bundle of `script` (an absolute path), or a clear error naming the file and line. The
+ * node runs it as it is (never bundled again there): CommonJS packages in it get a require().
  */
 export async function bundleScript(script: string): Promise<Uint8Array> {
   try {
-    return await bundle(script);
+    return await bundle(script, { banner: "import { createRequire as __constellationRequire } from 'node:module'; const require = __constellationRequire(import.meta.url);" });
   } catch (err) {
     if (!(err instanceof BundleError)) throw err;
     throw new InvalidArgumentError("script", `script ${script} cannot be bundled: ${err.where}: ${err.text}`);
