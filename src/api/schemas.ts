@@ -93,7 +93,7 @@ export const undoBody = z.strictObject({ revision: z.number().int("revision must
 
 /** An artifact's id in a path: the 64 hex digits of its SHA-256. */
 export const artifactParams = z.strictObject({ id: z.string().regex(/^[0-9a-f]{64}$/, "an artifact's id is the SHA-256 of its bytes: 64 lowercase hex digits") });
-export const artifactChunkParams = artifactParams.extend({ index: z.coerce.number({ error: "a chunk's index is a whole number" }).int("a chunk's index is a whole number").min(0, "a chunk's index is 0 or more") });
+export const artifactChunkParams = artifactParams.extend({ index: z.string().regex(/^\d{1,6}$/, "a chunk's index is a whole number of 0 or more, in digits").transform(Number) });
 /** A chunk's bytes, base64 (at most 256 KiB of bytes: 349,528 characters). */
 export const artifactChunkBody = z.strictObject({ data: z.string().max(349_528, "a chunk is at most 256 KiB (base64: 349,528 characters)").regex(/^[A-Za-z0-9+/]*={0,2}$/, "data must be base64") });
 export const artifactCommitBody = z.strictObject({ size: z.number().int().min(1), chunks: z.number().int().min(1) });

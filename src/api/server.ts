@@ -348,22 +348,24 @@ export async function buildApi(options: ApiOptions): Promise<Api> {
     // Artifacts (a star's bundled code by its SHA-256): uploaded a chunk at a time, then committed.
     .route("GET", "/v1/artifacts/:id", async (req) => {
       const hex = parse(artifactParams, req.params, "path").id;
-      const a = await controller.artifacts.get(hex);
+      // A namespace sees the code it uploaded, no other's (not even whether it exists).
+      const a = who(req).star ? undefined : await controller.artifacts.get(hex, who(req).namespace);
       if (!a) throw new NoSuchArtifactError(hex);
-      return { body: { id: `sha256:${hex}`, ...a } };
+      return { body: { id: `sha256:${hex}`, size: a.size, chunks: a.chunks, createdAt: a.createdAt } };
     })
     .route("PUT", "/v1/artifacts/:id/chunks/:index", async (req) => {
       if (who(req).star) throw new ForbiddenError("star", "an admin token (a star's token uploads no code)");
       const p = parse(artifactChunkParams, req.params, "path");
-      await controller.artifacts.putChunk(p.id, p.index, Buffer.from(parse(artifactChunkBody, req.body, "body").data, "base64"));
+      await controller.artifacts.putChunk(p.id, p.index, Buffer.from(parse(artifactChunkBody, req.body, "body").data, "base64"), who(req).namespace);
       return { status: 204 };
     })
     .route("POST", "/v1/artifacts/:id", async (req) => {
       if (who(req).star) throw new ForbiddenError("star", "an admin token (a star's token uploads no code)");
       const hex = parse(artifactParams, req.params, "path").id;
       const body = parse(artifactCommitBody, req.body, "body");
-      const made = await controller.artifacts.commit(hex, body.size, body.chunks);
-      return { status: made ? 201 : 200, body: { id: `sha256:${hex}`, ...(await controller.artifacts.get(hex)) } };
+      const made = await controller.artifacts.commit(hex, body.size, body.chunks, who(req).namespace);
+      const a = (await controller.artifacts.get(hex, who(req).namespace))!;
+      return { status: made ? 201 : 200, body: { id: `sha256:${hex}`, size: a.size, chunks: a.chunks, createdAt: a.createdAt } };
     })
     // Namespaces: every token sees its own (a namespace's token: that one); quotas are set by a cluster admin.
     .route("GET", "/v1/namespaces", async (req) => {

@@ -315,7 +315,8 @@ export class Controller {
     if (spec.artifact !== undefined) {
       // Uploaded code: it must be in the cluster (its node fetches it by its hash); no file is read here.
       if (by?.star) throw new FieldForbiddenError("artifact", "star", "a star's child runs a script every user can read, not uploaded code; leave artifact out");
-      if (!(await this.artifacts.get(artifactHex(spec.artifact)!))) {
+      // (A namespace names only code it uploaded itself: code is known by its hash, not shared by it.)
+      if (!(await this.artifacts.get(artifactHex(spec.artifact)!, by?.namespace))) {
         throw new InvalidArgumentError("artifact", `artifact ${spec.artifact} is not in this cluster: upload it first (the SDK and CLI do when they package a script)`);
       }
       // The host paths it names are checked as the node would (the code itself is fetched at start).

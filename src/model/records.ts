@@ -44,6 +44,8 @@ export const KEYS = {
   gossipKeyring: `${PREFIX}gossip/keyring`,
   /** Artifacts: a star's bundled code by its SHA-256 (model/artifact.ts). */
   artifacts: `${PREFIX}artifacts/`,
+  /** Chunks uploaded and not committed yet, by uploader (a namespace, or _cluster) and artifact. */
+  artifactUploads: `${PREFIX}artifact-uploads/`,
   /** Deployments (DeploymentRecord, model/deployment.ts), by name. */
   deployments: `${PREFIX}deployments/`,
   /** A namespace's quota (QuotaRecord), by namespace. */

@@ -97,12 +97,53 @@ describe("artifacts", () => {
     await assert.rejects(resolveProgram(parseStarSpec({ name: "a", script: join(dir, hex, "main.mjs") }), { cacheDir: cache }), /is not the code its name says/);
   });
 
+  it("a namespace sees and names only the code it uploaded; another uploads the bytes to use them; uploads not committed are capped", async () => {
+    const token = async (ns: string) => (await api.request("POST", "/v1/tokens", { body: { scope: "admin", namespace: ns } })).json<{ token: string }>().token;
+    const [a, b] = [await token("team-a"), await token("team-b")];
+    const bytes = Buffer.from("console.log('team a');\n");
+    const hex = createHash("sha256").update(bytes).digest("hex");
+    const as = (t: string) => ({
+      put: () => api.request("PUT", `/v1/artifacts/${hex}/chunks/0`, { token: t, body: { data: bytes.toString("base64") } }),
+      commit: () => api.request("POST", `/v1/artifacts/${hex}`, { token: t, body: { size: bytes.length, chunks: 1 } }),
+      get: () => api.request("GET", `/v1/artifacts/${hex}`, { token: t }),
+      run: (name: string) => api.request("POST", "/v1/stars", { token: t, body: { spec: { name, script: "a.mjs", artifact: `sha256:${hex}` }, start: false } }),
+    });
+    assert.equal((await as(a).put()).status, 204);
+    assert.equal((await as(a).commit()).status, 201);
+    assert.equal((await as(a).get()).status, 200);
+    assert.equal((await as(b).get()).status, 404, "team b does not see team a's code");
+    const stolen = await as(b).run("b-steal");
+    assert.equal(stolen.status, 400, stolen.text);
+    assert.match(stolen.error().message, /is not in this cluster: upload it first/);
+    assert.equal((await as(a).run("a-run")).status, 201);
+    // Team b with the very bytes: it has the code too.
+    assert.equal((await as(b).put()).status, 204);
+    assert.equal((await as(b).commit()).status, 200, "there already: team b is added");
+    assert.equal((await as(b).run("b-run")).status, 201);
+    assert.equal((await api.request("GET", `/v1/artifacts/${hex}`)).status, 200, "a cluster admin sees all");
+    // Chunks uploaded and never committed: at most 512 per uploader.
+    const junk = createHash("sha256").update("junk").digest("hex");
+    for (let i = 0; i < 256; i++) assert.equal((await api.request("PUT", `/v1/artifacts/${junk}/chunks/${i}`, { token: b, body: { data: "AA==" } })).status, 204);
+    const other = createHash("sha256").update("junk2").digest("hex");
+    for (let i = 0; i < 256; i++) assert.equal((await api.request("PUT", `/v1/artifacts/${other}/chunks/${i}`, { token: b, body: { data: "AA==" } })).status, 204);
+    const over = await api.request("PUT", `/v1/artifacts/${junk}/chunks/0`, { token: b, body: { data: "AA==" } });
+    assert.equal(over.status, 429, over.text);
+    assert.match(over.error().message, /512 chunks are uploaded and not committed \(at most 512\)/);
+    assert.equal((await as(a).put()).status, 204, "another uploader is not held to team b's");
+    // A wrong commit drops its uploader's chunks only.
+    assert.equal((await api.request("POST", `/v1/artifacts/${junk}`, { token: b, body: { size: 256, chunks: 1 } })).status, 400);
+    assert.equal((await api.request("PUT", `/v1/artifacts/${junk}/chunks/0`, { token: b, body: { data: "AA==" } })).status, 204, "room again");
+    assert.equal((await as(a).commit()).status, 200, "team a's own upload was not touched");
+  });
+
   it("bad input: ids, indexes, chunk sizes, base64, a commit with a chunk missing, a star's or a read token", async () => {
     const hex = createHash("sha256").update("x").digest("hex");
     for (const [method, path, body, status, said] of [
       ["GET", "/v1/artifacts/nothex", undefined, 400, /64 lowercase hex digits/],
-      ["PUT", `/v1/artifacts/${hex}/chunks/-1`, { data: "AA==" }, 400, /index is 0 or more/],
+      ["PUT", `/v1/artifacts/${hex}/chunks/-1`, { data: "AA==" }, 400, /index is a whole number of 0 or more, in digits/],
+      ["PUT", `/v1/artifacts/${hex}/chunks/%20`, { data: "AA==" }, 400, /index is a whole number of 0 or more, in digits/],
       ["PUT", `/v1/artifacts/${hex}/chunks/99999`, { data: "AA==" }, 400, /a chunk's index is 0 to 255/],
+      ["PUT", `/v1/artifacts/${hex}/chunks/1234567`, { data: "AA==" }, 400, /in digits/],
       ["PUT", `/v1/artifacts/${hex}/chunks/0`, { data: "not base64!" }, 400, /data must be base64/],
       ["PUT", `/v1/artifacts/${hex}/chunks/0`, { data: "" }, 400, /a chunk is 1 to 262144 bytes/],
       ["PUT", `/v1/artifacts/${hex}/chunks/0`, { data: "A".repeat(349_532) }, 400, /at most 256 KiB/],
