@@ -45,6 +45,8 @@ export class Deployments {
   private queued: Promise<void> | undefined;
   private wake: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
+  /** Stars of deployments were seen at the last pass (a pass with no deployment still reads them: strays are removed). */
+  private strays = true;
   /** Replacements of failed stars so far, by deployment uid (the backoff), and when the next may be. */
   private readonly backoff = new Map<string, { attempts: number; nextAt: number }>();
 
@@ -308,7 +310,11 @@ export class Deployments {
   private async passOnce(): Promise<void> {
     if (this.abort.signal.aborted) return;
     const { kvs } = await this.store.range({ prefix: KEYS.deployments });
+    // No deployment: nothing to read (stars change all the time; a pass that read them all at
+    // every change made placing 10,000 stars 10 times slower).
+    if (kvs.length === 0 && this.backoff.size === 0 && !this.strays) return;
     const stars = await this.readStars();
+    this.strays = stars.length > 0;
     const uids = new Set<string>();
     for (const kv of kvs) {
       const d = JSON.parse(kv.value) as DeploymentRecord;
