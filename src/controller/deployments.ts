@@ -419,22 +419,15 @@ export class Deployments {
     return undefined;
   }
 
-  /** Writes a deployment's record if it is as read (`modRevision`; undefined: as it is now) and this controller leads. */
-  private async write(name: string, modRevision: number | undefined, next: DeploymentRecord): Promise<boolean> {
-    let rev = modRevision;
-    if (rev === undefined) {
-      const kv = await this.store.get(deploymentKey(name));
-      if (!kv) return false;
-      const now = JSON.parse(kv.value) as DeploymentRecord;
-      if (now.generation !== next.generation) return false; // a user changed it: the next pass decides
-      rev = kv.modRevision;
-    }
+  /** Writes a deployment's record if it is as read (`modRevision`) and this controller leads. */
+  private async write(name: string, modRevision: number, next: DeploymentRecord): Promise<boolean> {
     const res = await this.store.txn({
-      compare: [{ key: deploymentKey(name), target: "modRevision", op: "=", value: rev }, ...(this.fence ? [this.fence] : [])],
+      compare: [{ key: deploymentKey(name), target: "modRevision", op: "=", value: modRevision }, ...(this.fence ? [this.fence] : [])],
       success: [{ type: "put", key: deploymentKey(name), value: JSON.stringify(next) }],
     });
     return res.succeeded;
   }
+
 }
 
 /** Whether `by` may see deployment `d` (a namespace's token: its namespace's; a star's token: none). */
